@@ -1,0 +1,143 @@
+"""The exceptions ponykit raises.
+
+Every error derives from :class:`PonykitError`, so ``except PonykitError`` catches anything ponykit
+raised on purpose. Where a builtin fits, the error also derives from it, so code that already catches
+``ValueError`` or ``TypeError`` keeps working::
+
+    PonykitError
+    ├── ConfigurationError      (ValueError)   set-up is wrong: bad URL, attach() at the wrong time, no keys
+    ├── ValidationError         (ValueError)   input data is wrong; lists every problem by field path
+    │   └── BulkWriteError                     a bulk row is wrong; names the row index
+    ├── InvalidPage             (ValueError)   page number or size out of range
+    ├── InvalidCursor           (ValueError)   a keyset cursor is tampered, truncated or foreign
+    ├── UnsupportedComparison   (TypeError)    a query comparison that would silently match nothing
+    ├── DecryptionError                        a stored ciphertext cannot be decrypted and authenticated
+    ├── CallbackError                          an on_commit/on_rollback callback failed (opt-in re-raise)
+    └── QueryCountExceeded      (AssertionError)  more SQL statements ran than allowed
+
+Messages name the entity and attribute involved, what was expected, what was given and how to fix it.
+They never contain passwords, keys, ciphertext or the plaintext of an encrypted value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "BulkWriteError",
+    "CallbackError",
+    "ConfigurationError",
+    "DecryptionError",
+    "FieldError",
+    "InvalidCursor",
+    "InvalidPage",
+    "PonykitError",
+    "QueryCountExceeded",
+    "UnsupportedComparison",
+    "ValidationError",
+]
+
+
+class PonykitError(Exception):
+    """Root of every exception ponykit raises on purpose."""
+
+
+class ConfigurationError(PonykitError, ValueError):
+    """ponykit or a Database is set up wrongly: a malformed URL, attach() at the wrong time, missing keys."""
+
+
+class FieldError:
+    """One problem with one input field: where it is, and what is wrong with it.
+
+    ``path`` is the dotted field path (``"author.name"``, ``"tags.2"``), ``message`` says what was
+    expected and what was given.
+    """
+
+    __slots__ = ("message", "path")
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"FieldError({self.path!r}, {self.message!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FieldError):
+            return NotImplemented
+        return (self.path, self.message) == (other.path, other.message)
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.message))
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ValidationError(PonykitError, ValueError):
+    """Input data is invalid. ``errors`` lists every problem found, not only the first."""
+
+    def __init__(self, message: str, errors: Sequence[FieldError] = ()) -> None:
+        self.errors: list[FieldError] = list(errors)
+        if self.errors:
+            details = "\n".join(f"  - {e}" for e in self.errors)
+            message = f"{message}\n{details}"
+        super().__init__(message)
+
+
+class BulkWriteError(ValidationError):
+    """A row given to a bulk operation is invalid; nothing of its batch was written.
+
+    ``row_index`` is the 0-based position of the row in the caller's input, ``entity`` and ``attribute``
+    name where the problem is.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        row_index: int | None = None,
+        entity: str | None = None,
+        attribute: str | None = None,
+        errors: Sequence[FieldError] = (),
+    ) -> None:
+        self.row_index = row_index
+        self.entity = entity
+        self.attribute = attribute
+        super().__init__(message, errors)
+
+
+class InvalidPage(PonykitError, ValueError):
+    """A page number or page size is out of range."""
+
+
+class InvalidCursor(PonykitError, ValueError):
+    """A keyset cursor is malformed, tampered with, truncated, expired, or belongs to another query or key."""
+
+
+class UnsupportedComparison(PonykitError, TypeError):
+    """A query compares an attribute in a way the database cannot evaluate correctly.
+
+    Raised instead of running a query that would silently match nothing (for example comparing an
+    encrypted column with a plaintext value).
+    """
+
+
+class DecryptionError(PonykitError):
+    """A stored value could not be decrypted and authenticated.
+
+    The message names the entity, attribute and primary key; it never contains the ciphertext or any
+    plaintext. ponykit never returns the ciphertext, ``None`` or a default in place of the value.
+    """
+
+
+class CallbackError(PonykitError):
+    """An ``on_commit``/``on_rollback`` callback registered with ``reraise=True`` failed.
+
+    The transaction it belonged to is already committed (or rolled back); ``__cause__`` holds the
+    callback's exception.
+    """
+
+
+class QueryCountExceeded(PonykitError, AssertionError):
+    """More SQL statements ran inside an ``assert_max_queries`` block than allowed."""

@@ -1,0 +1,273 @@
+"""The fixture family every database test uses: one test, three backends, a fresh schema each time.
+
+A test that asks for ``backend`` (or ``db``, or ``make_db``) runs once per backend: on SQLite always, on
+PostgreSQL and MariaDB when ``PONYKIT_TEST_POSTGRES`` / ``PONYKIT_TEST_MYSQL`` hold server URLs (for
+example ``postgresql://postgres@127.0.0.1:5432/test`` and ``mysql://root@127.0.0.1:3306/test``).
+Redis tests use ``redis_url`` and ``PONYKIT_TEST_REDIS`` (``redis://127.0.0.1:6379/0``).
+
+Each test gets its own SQLite file, PostgreSQL schema (through ``search_path``) or MariaDB database, so
+tests never see each other's rows. With ``PONYKIT_REQUIRE_BACKENDS=1`` (CI sets it) a backend whose URL
+is missing or whose server does not answer is an error, not a skip.
+
+``@pytest.mark.backends("sqlite", "postgres")`` restricts a test to some backends.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from hypothesis import HealthCheck, settings
+from pony.orm import Database
+
+import ponykit
+import ponykit.kit
+
+BACKENDS = ("sqlite", "postgres", "mysql")
+ENV_VARS = {"postgres": "PONYKIT_TEST_POSTGRES", "mysql": "PONYKIT_TEST_MYSQL", "redis": "PONYKIT_TEST_REDIS"}
+REQUIRE = os.environ.get("PONYKIT_REQUIRE_BACKENDS", "") not in ("", "0")
+
+settings.register_profile(
+    "default", deadline=None, max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.register_profile(
+    "ci", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.register_profile(
+    "thorough", deadline=None, max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One database backend prepared for one test: ``name`` and an isolated ``url`` to bind to."""
+
+    name: str
+    url: str
+
+    @property
+    def provider(self) -> str:
+        """Pony's provider name for this backend."""
+        return self.name
+
+
+def _missing(name: str) -> None:
+    var = ENV_VARS[name]
+    reason = f"{name} backend not configured: set {var} to a server URL to run these tests"
+    if REQUIRE:
+        pytest.fail(f"{reason} (PONYKIT_REQUIRE_BACKENDS is set, so this is an error)", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_counts_key] = Counter()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if REQUIRE:
+        unset = [var for var in ENV_VARS.values() if not os.environ.get(var)]
+        if unset:
+            raise pytest.UsageError(
+                f"PONYKIT_REQUIRE_BACKENDS is set but {', '.join(unset)} is not: every backend must run"
+            )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend_name" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("backends")
+        names = [n for n in BACKENDS if marker is None or n in marker.args]
+        metafunc.parametrize("backend_name", names)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Server-side isolation: a schema (PostgreSQL) or a database (MariaDB) per test
+
+
+class _Admin:
+    """A plain driver connection used only to create and drop the per-test schemas and databases."""
+
+    def __init__(self) -> None:
+        self._conns: dict[str, Any] = {}
+
+    def connection(self, name: str) -> Any:
+        conn = self._conns.get(name)
+        if conn is not None:
+            return conn
+        _provider, kwargs = ponykit.parse_url(os.environ[ENV_VARS[name]])
+        try:
+            if name == "postgres":
+                import psycopg2
+
+                conn = psycopg2.connect(**kwargs)
+                conn.autocommit = True
+            else:
+                import pymysql
+
+                kwargs = {k: v for k, v in kwargs.items() if k != "db"}
+                conn = pymysql.connect(autocommit=True, **kwargs)
+        except Exception as exc:
+            pytest.fail(f"{name} server at {ENV_VARS[name]} does not answer: {exc}", pytrace=False)
+        self._conns[name] = conn
+        return conn
+
+    def execute(self, name: str, sql: str) -> None:
+        with self.connection(name).cursor() as cur:
+            cur.execute(sql)
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
+
+
+@pytest.fixture(scope="session")
+def _admin() -> Iterator[_Admin]:
+    admin = _Admin()
+    yield admin
+    admin.close()
+
+
+def _with_query(url: str, extra: str) -> str:
+    parts = urlsplit(url)
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    return urlunsplit(parts._replace(query=query))
+
+
+def _with_path(url: str, path: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=path))
+
+
+@pytest.fixture
+def backend(backend_name: str, tmp_path: Any, _admin: _Admin) -> Iterator[Backend]:
+    """An isolated database on one backend (the test runs once per backend)."""
+    name = backend_name
+    if name == "sqlite":
+        yield Backend("sqlite", f"sqlite:///{tmp_path / 'test.db'}?create_db=1")
+        return
+    base = os.environ.get(ENV_VARS[name])
+    if not base:
+        _missing(name)
+    assert base is not None
+    unique = "pk_" + uuid.uuid4().hex[:12]
+    if name == "postgres":
+        _admin.execute(name, f'CREATE SCHEMA "{unique}"')
+        url = _with_query(base, f"options=-c%20search_path%3D{unique}")
+        drop = f'DROP SCHEMA IF EXISTS "{unique}" CASCADE'
+    else:
+        _admin.execute(name, f"CREATE DATABASE `{unique}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        url = _with_path(base, "/" + unique)
+        drop = f"DROP DATABASE IF EXISTS `{unique}`"
+    try:
+        yield Backend(name, url)
+    finally:
+        _admin.execute(name, drop)
+
+
+@pytest.fixture
+def make_db(backend: Backend) -> Iterator[Callable[[], Database]]:
+    """A factory of fresh Databases bound to this test's isolated backend (declare entities, attach, map)."""
+    made: list[Database] = []
+
+    def make() -> Database:
+        database = Database()
+        url = backend.url
+        if backend.name == "sqlite" and made:  # one file per Database: SQLite locks a file per writer
+            url = url.replace("test.db", f"test{len(made)}.db")
+        ponykit.bind_url(database, url)
+        made.append(database)
+        return database
+
+    yield make
+    for database in made:
+        database.disconnect()
+        # The next test must not see this test's Database when on_commit() guesses which one is meant.
+        ponykit.kit.forget(database)
+
+
+@pytest.fixture
+def db(make_db: Callable[[], Database]) -> Database:
+    """A fresh Database bound to this test's isolated backend, not yet attached or mapped."""
+    return make_db()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis URL from ``PONYKIT_TEST_REDIS``; keys the test writes should use a unique prefix."""
+    url = os.environ.get(ENV_VARS["redis"])
+    if not url:
+        _missing("redis")
+    assert url is not None
+    return url
+
+
+@pytest.fixture
+def unique_prefix() -> str:
+    """A key prefix no other test uses."""
+    return "pktest:" + uuid.uuid4().hex[:12] + ":"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Per-backend counts, printed at the end and written for CI
+
+_counts_key = pytest.StashKey[Counter[str]]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    callspec = getattr(item, "callspec", None)
+    labels = []
+    if callspec is not None and "backend_name" in callspec.params:
+        labels.append(callspec.params["backend_name"])
+    if "redis_url" in getattr(item, "fixturenames", ()):
+        labels.append("redis")
+    report.ponykit_backends = labels  # type: ignore[attr-defined]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    counts = _counts(report)
+    if counts is None:
+        return
+    for label in getattr(report, "ponykit_backends", ()):
+        if report.when == "call" and report.passed:
+            counts[f"{label} passed"] += 1
+        elif report.skipped:
+            counts[f"{label} skipped"] += 1
+        elif report.failed:
+            counts[f"{label} failed"] += 1
+
+
+_config_ref: list[pytest.Config] = []
+
+
+def _counts(report: pytest.TestReport) -> Counter[str] | None:
+    return _config_ref[0].stash[_counts_key] if _config_ref else None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _config_ref[:] = [session.config]
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    counts = config.stash.get(_counts_key, Counter())
+    lines = []
+    for label in (*BACKENDS, "redis"):
+        parts = [f"{counts[f'{label} {kind}']} {kind}" for kind in ("passed", "failed", "skipped")]
+        lines.append(f"{label}: " + ", ".join(parts))
+    terminalreporter.write_sep("-", "ponykit tests per backend")
+    for line in lines:
+        terminalreporter.write_line(line)
+    target = os.environ.get("PONYKIT_BACKEND_REPORT")
+    if target:
+        with open(target, "w", encoding="utf-8") as fh:
+            for key, value in sorted(counts.items()):
+                fh.write(f"{key}={value}\n")
