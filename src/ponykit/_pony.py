@@ -416,3 +416,27 @@ def collection_attr_info(attr: Attribute) -> tuple[Any, Any, bool]:
 def getpid() -> int:
     """The current process id (Pony's pool reconnects after fork; so do ponykit's per-process states)."""
     return os.getpid()
+
+
+# =========================================================================================================
+# Sections added by later capabilities. Each area keeps to its own section so changes merge cleanly.
+# =========================================================================================================
+
+# ---------------------------------------------------------------------------------------------------------
+# Attribute types (ponykit.types, ponykit.security): converters, query-parameter normalization
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bulk writes (ponykit.bulk): executing batches in the session's transaction, identity-map upkeep
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Queries (ponykit.query, ponykit.diagnostics): SQL and arguments of a query, order, prefetch, statement hooks
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cache (ponykit.query.cache): stable query keys, rebuilding entities from rows or keys
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Serialization (ponykit.serialization): attribute listing, raw rows of a query
