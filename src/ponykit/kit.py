@@ -7,7 +7,10 @@ see each other's keys, caches or types.
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,6 +43,7 @@ class CommitEvent:
 
 
 Subscriber = Callable[[CommitEvent], None]
+ExecuteListener = Callable[["Database", str, Any, float, "BaseException | None"], None]
 
 
 class Kit:
@@ -56,6 +60,7 @@ class Kit:
         self.reraise_callback_errors = False
         self.converters: dict[type, type] = {}
         self._subscribers: list[Subscriber] = []
+        self._execute_listeners: list[ExecuteListener] = []
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -86,6 +91,29 @@ class Kit:
     def subscribers(self) -> tuple[Subscriber, ...]:
         """The current subscribers (a snapshot)."""
         return tuple(self._subscribers)
+
+    # -- statements ------------------------------------------------------------------------------------
+
+    def add_execute_listener(self, listener: ExecuteListener) -> Callable[[], None]:
+        """Call ``listener(db, sql, arguments, seconds, error)`` after each statement Pony runs on ``db``.
+
+        Covers ORM queries, flushes and raw SQL (``db.select``/``db.execute``) in every thread; ``error``
+        is the exception the statement raised, or None. Listeners must be quick and must not raise.
+        Returns a function that removes the listener.
+        """
+        with self._lock:
+            self._execute_listeners = [*self._execute_listeners, listener]
+
+        def remove() -> None:
+            with self._lock:
+                self._execute_listeners = [x for x in self._execute_listeners if x is not listener]
+
+        return remove
+
+    @property
+    def execute_listeners(self) -> tuple[ExecuteListener, ...]:
+        """The current statement listeners (a snapshot)."""
+        return tuple(self._execute_listeners)
 
     # -- converters ----------------------------------------------------------------------------------
 
@@ -205,3 +233,29 @@ def _install(kit: Kit) -> None:
     from . import transactions
 
     transactions._install(kit)
+    _pony.wrap_provider_method(kit.db, "execute", functools.partial(_wrap_execute, kit))
+
+
+def _wrap_execute(kit: Kit, original: Callable[..., Any]) -> Callable[..., Any]:
+    db = kit.db
+
+    def execute(cursor: Any, sql: str, arguments: Any = None, returning_id: bool = False) -> Any:
+        listeners = kit._execute_listeners
+        if not listeners:
+            return original(cursor, sql, arguments, returning_id)
+        start = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            return original(cursor, sql, arguments, returning_id)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            elapsed = time.perf_counter() - start
+            for listener in listeners:
+                try:
+                    listener(db, sql, arguments, elapsed, error)
+                except Exception:
+                    logging.getLogger("ponykit").exception("ponykit: execute listener %r raised", listener)
+
+    return execute
