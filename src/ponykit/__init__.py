@@ -6,6 +6,7 @@ The areas stay importable as ``ponykit.types``, ``ponykit.query`` and ``ponykit.
 
 from __future__ import annotations
 
+from . import security, types
 from .binding import bind_url, parse_url
 from .errors import (
     BulkWriteError,
@@ -41,6 +42,8 @@ __all__ = [
     "on_commit",
     "on_rollback",
     "parse_url",
+    "security",
+    "types",
 ]
 
 __version__ = "0.1.0"
