@@ -298,10 +298,24 @@ def make_encrypted_converter(kit: Kit) -> type:
                     f"attribute {self.label} is encrypted without searchable=True, so it cannot be looked "
                     "up by value (each value has its own random nonce); declare it with searchable=True"
                 )
-            return [functools.partial(self.lookup_pattern, key_id) for key_id in kit.keys.key_ids]
+            slots = len(kit.keys.key_ids)
+            return [functools.partial(self.lookup_pattern, slot, slots) for slot in range(slots)]
 
-        def lookup_pattern(self, key_id: str, value: Any) -> str:
-            """The LIKE pattern of ``value``'s envelopes under ``key_id``."""
+        def lookup_pattern(self, slot: int, slots: int, value: Any) -> str:
+            """The LIKE pattern of ``value``'s envelopes under the ``slot``-th key of the current ring.
+
+            Pony caches the lookup SQL with one pattern per key the ring had then; a smaller ring fills
+            the extra slots with a pattern that matches nothing, a larger one cannot be served.
+            """
+            key_ids = kit.keys.key_ids
+            if len(key_ids) > slots:
+                raise ConfigurationError(
+                    f"attribute {self.label}: the key ring grew after lookups were prepared; restart the "
+                    "process after changing keys"
+                )
+            if slot >= len(key_ids):
+                return "v1:-"  # no envelope starts like this
+            key_id = key_ids[slot]
             plaintext = self.ponykit_type.encode(value)
             return f"v1:{key_id}:{blind_index(kit.keys, key_id, plaintext, self.context)}:%"
 
