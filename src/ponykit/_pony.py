@@ -542,6 +542,11 @@ def default_alias(entity: Entity) -> str:
     return str(entity._default_iter_name_)
 
 
+def sql_alias(var_name: str) -> str:
+    """The SQL alias Pony gives the first table of a generator variable (``t`` is renamed ``t-1``)."""
+    return var_name if var_name != "t" else "t-1"
+
+
 def raw_sql_condition(sql: str, values: dict[str, Any]) -> Any:
     """A ``raw_sql`` object usable as a generator-query condition: ``$name`` refers to ``values[name]``."""
     from pony.orm.ormtypes import RawSQL

@@ -362,7 +362,7 @@ def match(attr: Any, value: Any, *, alias: str | None = None) -> Any:
     plain = converter.validate(value, None)
     if alias is None:
         alias = _pony.default_alias(entity)
-    column = f"{_pony.quote_name(db, alias)}.{_pony.quote_name(db, attr.column)}"
+    column = f"{_pony.quote_name(db, _pony.sql_alias(alias))}.{_pony.quote_name(db, attr.column)}"
     values = {f"p{i}": f(plain) for i, f in enumerate(functions)}
     sql = " OR ".join(f"{column} LIKE $p{i}" for i in range(len(functions)))
     return _pony.raw_sql_condition(f"({sql})", values)
