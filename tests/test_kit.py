@@ -37,7 +37,7 @@ def test_attach_rejects_non_database() -> None:
 
 
 def test_second_attach_returns_same_kit_and_keeps_options(db: Database) -> None:
-    """A second attach() returns the same Kit, replaces given options, keeps others, installs nothing twice."""
+    """A second attach() returns the same Kit, replaces the options given and installs nothing twice."""
     first = pk.attach(db, keys="ring-1", cache="cache-1")
     second = pk.attach(db, keys="ring-2")
     assert second is first
