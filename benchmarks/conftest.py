@@ -225,7 +225,7 @@ class BenchEnv:
 
         # Plain Pony creates the table: every other contender maps onto exactly that DDL.
         self.pony_db = orm.Database()
-        self.pony_db.bind(self.provider, **self.connect_kwargs)
+        ponykit.bind_url(self.pony_db, url)  # binding only: this Database stays plain Pony
         self.PonyItem = define_pony_item(self.pony_db)
         self.pony_db.generate_mapping(create_tables=True)
 
