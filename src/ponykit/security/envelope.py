@@ -22,15 +22,19 @@ import base64
 import binascii
 import hmac
 import os
+import sys
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 
+from ..errors import ConfigurationError
 from .keys import KeyRing
 
 __all__ = [
     "BLIND_INDEX_HEX",
     "NONCE_BYTES",
     "VERSION",
+    "EnvelopeCodec",
     "EnvelopeError",
     "blind_index",
     "key_id_of",
@@ -129,3 +133,78 @@ def primary_prefix_pattern(keys: KeyRing, *, searchable: bool) -> str:
     if searchable:
         return f"{_PREFIX}{keys.primary}:{'_' * BLIND_INDEX_HEX}:%"
     return f"{_PREFIX}{keys.primary}:%"
+
+
+if sys.version_info >= (3, 11):
+
+    def _b64decode(body: str) -> bytes:
+        return binascii.a2b_base64(body, strict_mode=True)
+
+else:  # pragma: no cover - Python 3.10
+
+    def _b64decode(body: str) -> bytes:
+        return base64.b64decode(body.encode("ascii"), validate=True)
+
+
+class EnvelopeCodec:
+    """Seal and open envelopes for one context, fast: per-key headers, AAD and ciphers are cached.
+
+    Produces and accepts exactly the format of :func:`seal` / :func:`open_envelope`; the caches are
+    keyed by the KeyRing object, so a new ring (after a key change) is picked up at once.
+    """
+
+    __slots__ = ("_open_cache", "_seal_state", "context", "searchable")
+
+    def __init__(self, context: bytes, *, searchable: bool = False) -> None:
+        self.context = context
+        self.searchable = searchable
+        self._seal_state: tuple[KeyRing, str, str, bytes, Any] | None = None
+        self._open_cache: dict[str, tuple[KeyRing, bytes, Any]] = {}
+
+    def seal(self, keys: KeyRing, plaintext: bytes) -> str:
+        """Encrypt under the primary key of ``keys`` with a fresh random nonce."""
+        if self.searchable:
+            if not isinstance(keys, KeyRing):
+                raise ConfigurationError("no key ring: attach(db, keys=KeyRing(...)) before writing")
+            return seal(keys, plaintext, self.context, searchable=True)
+        state = self._seal_state
+        if state is None or state[0] is not keys:
+            if not isinstance(keys, KeyRing):
+                raise ConfigurationError("no key ring: attach(db, keys=KeyRing(...)) before writing")
+            kid = keys.primary
+            header = f"{_PREFIX}{kid}:"
+            state = (keys, kid, header, header.encode("ascii") + b"\x00" + self.context, keys.aead(kid))
+            self._seal_state = state
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = state[4].encrypt(nonce, plaintext, state[3])
+        return state[2] + binascii.b2a_base64(nonce + sealed, newline=False).decode("ascii")
+
+    def open(self, keys: KeyRing, stored: str) -> bytes:
+        """Decrypt and authenticate; EnvelopeError with a data-free reason otherwise."""
+        if not isinstance(stored, str):
+            raise EnvelopeError("not a ponykit v1 envelope")
+        header, _sep, body = stored.rpartition(":")
+        cached = self._open_cache.get(header)
+        if cached is None or cached[0] is not keys:
+            self._remember(keys, stored)
+            return open_envelope(keys, stored, self.context)
+        try:
+            raw = _b64decode(body)
+        except (binascii.Error, ValueError):
+            raise EnvelopeError("malformed envelope body") from None
+        if len(raw) < NONCE_BYTES + TAG_BYTES:
+            raise EnvelopeError("truncated envelope")
+        try:
+            return cached[2].decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], cached[1])  # type: ignore[no-any-return]
+        except InvalidTag:
+            raise EnvelopeError(
+                "authentication failed (tampered, truncated, moved from another attribute, or wrong key)"
+            ) from None
+
+    def _remember(self, keys: KeyRing, stored: str) -> None:
+        # Cache headers without a blind index only (one per key id); searchable headers vary per value.
+        _version, kid, index, body = _split(stored)
+        if index is None and kid in keys and len(self._open_cache) < 64:
+            header = stored[: len(stored) - len(body) - 1]
+            aad = (header + ":").encode("ascii") + b"\x00" + self.context
+            self._open_cache[header] = (keys, aad, keys.aead(kid))

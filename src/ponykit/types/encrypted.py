@@ -24,7 +24,7 @@ import orjson
 from .. import _pony
 from ..errors import ConfigurationError, DecryptionError, UnsupportedComparison
 from ..kit import Kit, add_attach_hook, find_kit
-from ..security.envelope import EnvelopeError, blind_index, open_envelope, seal
+from ..security.envelope import EnvelopeCodec, EnvelopeError, blind_index
 from ..security.keys import KeyRing
 from .base import AttributeType, _codec_factories, reorder_converters
 
@@ -194,6 +194,8 @@ def make_encrypted_converter(kit: Kit) -> type:
         EQ = LOOKUP_OPERATION
         ponykit_type: EncryptedType
         context: bytes
+        codec: EnvelopeCodec
+        text: bool
         searchable: bool
         label: str
 
@@ -237,8 +239,12 @@ def make_encrypted_converter(kit: Kit) -> type:
                 )
             self.searchable = searchable
             self.context = f"{_pony.root_entity_name(entity)}.{attr.name}".encode()
+            self.codec = EnvelopeCodec(self.context, searchable=searchable)
+            self.text = type(self.ponykit_type) is EncryptedStr
 
         def validate(self, val: Any, obj: Any = None) -> Any:
+            if val.__class__ is str and self.text:  # the common case, without a call
+                return val
             try:
                 return self.ponykit_type.validate(val)
             except (TypeError, ValueError) as exc:
@@ -246,20 +252,29 @@ def make_encrypted_converter(kit: Kit) -> type:
                 raise kind(f"attribute {self.label}: {exc}") from None
 
         def val2dbval(self, val: Any, obj: Any = None) -> Any:
-            keys = kit.keys
-            if not isinstance(keys, KeyRing):
-                raise ConfigurationError(f"attribute {self.label}: the Database has no key ring")
-            return seal(keys, self.ponykit_type.encode(val), self.context, searchable=self.searchable)
+            # Hot path (every write): keep calls few. The codec checks the key ring when it changes.
+            if self.text:
+                return self.codec.seal(kit.keys, val.encode("utf-8", "surrogatepass"))
+            return self.codec.seal(kit.keys, self.ponykit_type.encode(val))
 
         def dbval2val(self, dbval: Any, obj: Any = None) -> Any:
             if dbval is None:
                 return None
-            return self.ponykit_type.decode(self.open(dbval, obj))
+            try:
+                data = self.codec.open(kit.keys, dbval)
+            except EnvelopeError as exc:
+                raise DecryptionError(
+                    f"cannot decrypt {self.label} of the row with primary key "
+                    f"{_pony.object_primary_key(obj)!r}: {exc}"
+                ) from None
+            if self.text:
+                return data.decode("utf-8", "surrogatepass")
+            return self.ponykit_type.decode(data)
 
         def open(self, stored: Any, obj: Any = None, pk: Any = None) -> bytes:
             """Decrypt one stored value; DecryptionError names the entity, attribute and primary key."""
             try:
-                return open_envelope(kit.keys, stored, self.context)
+                return self.codec.open(kit.keys, stored)
             except EnvelopeError as exc:
                 if pk is None:
                     pk = _pony.object_primary_key(obj)
@@ -269,18 +284,19 @@ def make_encrypted_converter(kit: Kit) -> type:
 
         def reencrypt(self, stored: str, pk: Any = None) -> str:
             """The stored value re-encrypted under the primary key (with a fresh blind index)."""
-            plaintext = self.open(stored, pk=pk)
-            return seal(kit.keys, plaintext, self.context, searchable=self.searchable)
+            return self.codec.seal(kit.keys, self.open(stored, pk=pk))
 
         def py2sql(self, val: Any) -> Any:
             # Only envelopes may reach the driver: a plaintext here would mean comparing it with ciphertext.
-            if isinstance(val, str) and val.startswith("v1:"):
+            if val.__class__ is str and val.startswith("v1:"):
                 return val
             raise UnsupportedComparison(
                 f"attribute {self.label}: refusing to bind a plaintext value for an encrypted column"
             )
 
         def sql2py(self, val: Any) -> Any:
+            if val.__class__ is str:
+                return val
             if isinstance(val, (bytes, bytearray)):
                 return bytes(val).decode("ascii")
             return val
