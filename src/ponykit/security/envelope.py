@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -136,9 +138,7 @@ def primary_prefix_pattern(keys: KeyRing, *, searchable: bool) -> str:
 
 
 if sys.version_info >= (3, 11):
-
-    def _b64decode(body: str) -> bytes:
-        return binascii.a2b_base64(body, strict_mode=True)
+    _b64decode: Callable[[str], bytes] = functools.partial(binascii.a2b_base64, strict_mode=True)
 
 else:  # pragma: no cover - Python 3.10
 
@@ -192,14 +192,59 @@ class EnvelopeCodec:
             raw = _b64decode(body)
         except (binascii.Error, ValueError):
             raise EnvelopeError("malformed envelope body") from None
-        if len(raw) < NONCE_BYTES + TAG_BYTES:
-            raise EnvelopeError("truncated envelope")
         try:
+            # A body shorter than nonce + tag fails here too: a short nonce raises ValueError.
             return cached[2].decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], cached[1])  # type: ignore[no-any-return]
-        except InvalidTag:
+        except (InvalidTag, ValueError):
             raise EnvelopeError(
                 "authentication failed (tampered, truncated, moved from another attribute, or wrong key)"
             ) from None
+
+    def text_functions(
+        self, holder: Any, on_error: Any
+    ) -> tuple[Callable[..., str | None], Callable[..., str | None]]:
+        """``(seal, open)`` for ``str`` values, as ``(value, obj=None)`` functions with the hot path inlined.
+
+        ``holder.keys`` is read on every call (the ring may be replaced); ``on_error(reason, obj)`` builds
+        the exception raised when a value does not open. Used by EncryptedStr's converter, where these run
+        once per value written or loaded.
+        """
+        urandom, b2a, a2b = os.urandom, binascii.b2a_base64, _b64decode
+        codec = self
+
+        def seal_text(value: str, obj: Any = None) -> str | None:
+            keys = holder.keys
+            state = codec._seal_state
+            if state is None or state[0] is not keys or codec.searchable:
+                return codec.seal(keys, value.encode("utf-8", "surrogatepass"))
+            nonce = urandom(NONCE_BYTES)
+            sealed = state[4].encrypt(nonce, value.encode("utf-8", "surrogatepass"), state[3])
+            return state[2] + b2a(nonce + sealed, newline=False).decode("ascii")
+
+        def open_text(stored: str | None, obj: Any = None) -> str | None:
+            if stored is None:
+                return None
+            keys = holder.keys
+            try:
+                header, _sep, body = stored.rpartition(":")
+                cached = codec._open_cache.get(header)
+                if cached is None or cached[0] is not keys:
+                    data = codec.open(keys, stored)
+                else:
+                    raw = a2b(body)
+                    data = cached[2].decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], cached[1])
+            except EnvelopeError as exc:
+                raise on_error(str(exc), obj) from None
+            except (InvalidTag, ValueError, binascii.Error):
+                raise on_error(
+                    "authentication failed (tampered, truncated, moved from another attribute, or wrong key)",
+                    obj,
+                ) from None
+            except (AttributeError, TypeError):
+                raise on_error("not a ponykit v1 envelope", obj) from None
+            return data.decode("utf-8", "surrogatepass")
+
+        return seal_text, open_text
 
     def _remember(self, keys: KeyRing, stored: str) -> None:
         # Cache headers without a blind index only (one per key id); searchable headers vary per value.

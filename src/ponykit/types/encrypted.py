@@ -241,6 +241,11 @@ def make_encrypted_converter(kit: Kit) -> type:
             self.context = f"{_pony.root_entity_name(entity)}.{attr.name}".encode()
             self.codec = EnvelopeCodec(self.context, searchable=searchable)
             self.text = type(self.ponykit_type) is EncryptedStr
+            if self.text:
+                # Instance attributes shadow the methods below: one call per value instead of three.
+                seal_text, open_text = self.codec.text_functions(kit, self.decryption_error)
+                setattr(self, "val2dbval", seal_text)  # noqa: B010
+                setattr(self, "dbval2val", open_text)  # noqa: B010
 
         def validate(self, val: Any, obj: Any = None) -> Any:
             if val.__class__ is str and self.text:  # the common case, without a call
@@ -263,24 +268,25 @@ def make_encrypted_converter(kit: Kit) -> type:
             try:
                 data = self.codec.open(kit.keys, dbval)
             except EnvelopeError as exc:
-                raise DecryptionError(
-                    f"cannot decrypt {self.label} of the row with primary key "
-                    f"{_pony.object_primary_key(obj)!r}: {exc}"
-                ) from None
+                raise self.decryption_error(str(exc), obj) from None
             if self.text:
                 return data.decode("utf-8", "surrogatepass")
             return self.ponykit_type.decode(data)
+
+        def decryption_error(self, reason: str, obj: Any = None, pk: Any = None) -> DecryptionError:
+            """The error for a value of this attribute that does not decrypt (no data in the message)."""
+            if pk is None:
+                pk = _pony.object_primary_key(obj)
+            return DecryptionError(
+                f"cannot decrypt {self.label} of the row with primary key {pk!r}: {reason}"
+            )
 
         def open(self, stored: Any, obj: Any = None, pk: Any = None) -> bytes:
             """Decrypt one stored value; DecryptionError names the entity, attribute and primary key."""
             try:
                 return self.codec.open(kit.keys, stored)
             except EnvelopeError as exc:
-                if pk is None:
-                    pk = _pony.object_primary_key(obj)
-                raise DecryptionError(
-                    f"cannot decrypt {self.label} of the row with primary key {pk!r}: {exc}"
-                ) from None
+                raise self.decryption_error(str(exc), obj, pk) from None
 
         def reencrypt(self, stored: str, pk: Any = None) -> str:
             """The stored value re-encrypted under the primary key (with a fresh blind index)."""
