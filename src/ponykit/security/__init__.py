@@ -9,4 +9,7 @@ from __future__ import annotations
 from .keys import KeyRing
 from .rotation import RotationProgress, rotate_keys
 
+# The serialization area adds ``from .sensitive import mask, sensitive, is_sensitive`` here (and to
+# __all__); encrypted attribute types carry ``__ponykit_sensitive__ = True`` for it.
+
 __all__ = ["KeyRing", "RotationProgress", "rotate_keys"]
