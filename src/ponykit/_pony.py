@@ -79,6 +79,11 @@ def session_cache(db: Database) -> SessionCache | None:
     return _core.local.db2cache.get(db)
 
 
+def session_databases() -> list[Database]:
+    """The Databases the current thread's session has touched so far."""
+    return list(_core.local.db2cache)
+
+
 def require_session_cache(db: Database) -> SessionCache:
     """The current thread's session cache for ``db``, created if needed; raises outside a db_session."""
     return db._get_cache()

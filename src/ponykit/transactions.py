@@ -301,7 +301,7 @@ def _publish(kit: Kit, event: CommitEvent) -> None:
 def _resolve_kit(db: Database | None, func: str) -> Kit:
     if db is not None:
         return get_kit(db)
-    in_use = [d for d in attached_databases() if _pony.session_cache(d) is not None]
+    in_use = [d for d in _pony.session_databases() if find_kit(d) is not None]
     candidates = in_use or attached_databases()
     if len(candidates) == 1:
         kit = find_kit(candidates[0])
