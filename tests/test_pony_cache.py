@@ -6,7 +6,18 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from pony.orm import Database, Json, Optional, PrimaryKey, Required, Set, composite_key, db_session, select
+from pony.orm import (
+    Database,
+    Json,
+    Optional,
+    PrimaryKey,
+    Required,
+    Set,
+    composite_key,
+    db_session,
+    rollback,
+    select,
+)
 
 import ponykit as pk
 from ponykit import _pony
@@ -126,6 +137,7 @@ def test_rebuilt_entities_fill_unique_indexes(schema: Any) -> None:
         assert books[1].data == {"i": [1]}
         books[1].data["i"].append(5)  # tracked Json, as Pony gives it
         assert books[1]._status_ == "modified"
+        rollback()  # MariaDB cannot run Pony's optimistic check on a Json column (CAST AS JSON)
 
 
 def test_rebuild_updates_existing_objects(schema: Any) -> None:
