@@ -495,9 +495,44 @@ def query_database(query: Any) -> Database:
     return query._database
 
 
-def query_sql(query: Any, limit: int | None = None, offset: int | None = None) -> QuerySQL:
-    """Build (or take from Pony's SQL cache) the statement of ``query``; needs an open db_session."""
+# (id(translator), slice and flags) -> (translator, sql, adapter, attr_offsets). Pony's own SQL cache is
+# keyed by nested HashableDicts whose hashing costs more than a whole cache hit; a translator object
+# already stands for one query shape (Pony makes a new one when a baked-in value changes), and the entry
+# keeps it alive so its id cannot be reused.
+_sql_memo: dict[tuple[Any, ...], tuple[Any, str, Any, Any]] = {}
+
+
+def _constructed(query: Any, limit: int | None, offset: int | None) -> tuple[str, Any, Any]:
+    translator = query._translator
+    memo_key = (
+        id(translator),
+        limit,
+        offset,
+        query._distinct,
+        query._for_update,
+        query._nowait,
+        query._skip_locked,
+        query._prefetch,
+        _core.options.INNER_JOIN_SYNTAX,
+    )
+    entry = _sql_memo.get(memo_key)
+    if entry is not None and entry[0] is translator:
+        return entry[1], entry[2](query._vars), entry[3]
     sql, arguments, attr_offsets, _query_key = query._construct_sql_and_arguments(limit, offset)
+    if not query._prefetch:
+        for cache_entry in list(query._database._constructed_sql_cache.values()):
+            # Entries of queries are (sql, adapter, attr_offsets); bulk deletes store (sql, adapter).
+            if len(cache_entry) == 3 and cache_entry[0] is sql and cache_entry[2] is attr_offsets:
+                if len(_sql_memo) > 10_000:
+                    _sql_memo.clear()
+                _sql_memo[memo_key] = (translator, sql, cache_entry[1], attr_offsets)
+                break
+    return sql, arguments, attr_offsets
+
+
+def query_sql(query: Any, limit: int | None = None, offset: int | None = None) -> QuerySQL:
+    """The statement of ``query`` as Pony would build it; the first build of a shape needs a db_session."""
+    sql, arguments, attr_offsets = _constructed(query, limit, offset)
     translator = query._translator
     expr_type = translator.expr_type
     entity = expr_type if isinstance(expr_type, _core.EntityMeta) else None
