@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pony.orm.core as _core
 from pony.orm import Database
@@ -455,8 +455,7 @@ def getpid() -> int:
 # Serialization (ponykit.serialization): attribute listing, raw rows of a query
 
 
-@dataclass(frozen=True)
-class QuerySQL:
+class QuerySQL(NamedTuple):
     """What a query sends to the database, and how to read its rows back.
 
     ``sql`` and ``arguments`` are exactly what Pony executes (arguments already converted by ``py2sql``;

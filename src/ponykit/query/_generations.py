@@ -55,6 +55,7 @@ class DbState:
         self._tables: dict[str, frozenset[Any]] | None = None
         self._quoted: list[tuple[str, frozenset[str]]] | None = None
         self.backends: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.hooked = False
 
     @property
     def db(self) -> Database:
@@ -171,9 +172,12 @@ def must_bypass(db: Database, entity_names: Iterable[str]) -> bool:
 
 def _on_attach(kit: Kit) -> None:
     state = db_state(kit)
-    if getattr(state, "_hooked", False):
+    if state.hooked:
         return
-    state._hooked = True  # type: ignore[attr-defined]
+    with _install_lock:
+        if state.hooked:
+            return
+        state.hooked = True
     kit.subscribe(_make_subscriber(state))
     kit.add_execute_listener(_make_write_listener(state))
 

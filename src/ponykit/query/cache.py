@@ -37,7 +37,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _MUTABLE = (list, dict, set, bytearray)
 
 
-def _backend_of(db: Any, what: str) -> CacheBackend:
+def _kit_backend(db: Any, what: str) -> tuple[Any, CacheBackend]:
     kit = get_kit(db)
     _generations._on_attach(kit)  # databases attached before this module was imported
     backend = kit.cache
@@ -46,7 +46,11 @@ def _backend_of(db: Any, what: str) -> CacheBackend:
             f"{what} needs a cache backend on {db!r}: attach it with "
             "ponykit.attach(db, cache=ponykit.query.MemoryCache()) (or RedisCache(url))"
         )
-    return backend  # type: ignore[no-any-return]
+    return kit, backend
+
+
+def _backend_of(db: Any, what: str) -> CacheBackend:
+    return _kit_backend(db, what)[1]
 
 
 def _args_key(arguments: Any) -> Any:
@@ -83,11 +87,11 @@ def cached_select(query: Any, *, ttl: float | None = None) -> list[Any]:
         )
     pony_query, limit, offset = source
     db = _pony.query_database(pony_query)
-    backend = _backend_of(db, "cached_select()")
+    kit, backend = _kit_backend(db, "cached_select()")
     q = _pony.query_sql(pony_query, limit, offset)
     if not q.cacheable:
         return _pony.fetch(pony_query, limit, offset)
-    state = db_state(get_kit(db))
+    state = db_state(kit)
     entity_names, gen_names = state.query_deps(q.sql)
     if must_bypass(db, entity_names):
         return _pony.fetch(pony_query, limit, offset)
