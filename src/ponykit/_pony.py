@@ -635,11 +635,21 @@ def entity_rows(q: QuerySQL, objects: list[Any]) -> tuple[tuple[str, Any, tuple[
     replaced by the related object's raw primary key, so the rows hold primitives only.
     """
     rows = []
+    layouts: dict[Any, _RowLayout] = {}
     for obj in objects:
-        layout = _row_layout(type(obj), q.sql, q.attr_offsets)
-        dbvals = obj._dbvals_
-        values = tuple(_plain(dbvals.get(a)) for a in layout.attrs)
-        rows.append((type(obj).__name__, tuple(obj._get_raw_pkval_()), values))
+        cls = type(obj)
+        layout = layouts.get(cls)
+        if layout is None:
+            layout = layouts[cls] = _row_layout(cls, q.sql, q.attr_offsets)
+        values = tuple(map(obj._dbvals_.get, layout.attrs))
+        if layout.relations:
+            as_list = list(values)
+            for i, _related in layout.relations:
+                as_list[i] = _plain(as_list[i])
+            values = tuple(as_list)
+        pkval = obj._pkval_
+        raw_pk = tuple(obj._get_raw_pkval_()) if layout.pk_has_relation or cls._pk_is_composite_ else (pkval,)
+        rows.append((cls.__name__, raw_pk, values))
     return tuple(rows)
 
 
