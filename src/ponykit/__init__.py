@@ -21,6 +21,7 @@ from .errors import (
     ValidationError,
 )
 from .kit import CommitEvent, Kit, attach, get_kit
+from .query.cache import cached, cached_select
 from .transactions import on_commit, on_rollback
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "ValidationError",
     "attach",
     "bind_url",
+    "cached",
+    "cached_select",
     "get_kit",
     "on_commit",
     "on_rollback",
