@@ -6,7 +6,9 @@ The areas stay importable as ``ponykit.types``, ``ponykit.query`` and ``ponykit.
 
 from __future__ import annotations
 
+from . import query
 from .binding import bind_url, parse_url
+from .diagnostics import assert_max_queries, count_queries, detect_n_plus_one
 from .errors import (
     BulkWriteError,
     CallbackError,
@@ -20,6 +22,7 @@ from .errors import (
     ValidationError,
 )
 from .kit import CommitEvent, Kit, attach, get_kit
+from .query import paginate, paginate_keyset, prefetch
 from .transactions import on_commit, on_rollback
 
 __all__ = [
@@ -35,12 +38,19 @@ __all__ = [
     "QueryCountExceeded",
     "UnsupportedComparison",
     "ValidationError",
+    "assert_max_queries",
     "attach",
     "bind_url",
+    "count_queries",
+    "detect_n_plus_one",
     "get_kit",
     "on_commit",
     "on_rollback",
+    "paginate",
+    "paginate_keyset",
     "parse_url",
+    "prefetch",
+    "query",
 ]
 
 __version__ = "0.1.0"
