@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
+from pony.orm import desc
+
 from .. import _pony
 from ..errors import InvalidPage
 
@@ -51,11 +53,17 @@ def _check(page: Any, per_page: Any, max_per_page: int) -> None:
 
 
 def _stable(query: Any) -> Any:
-    # Offset pages are only well defined over a total order: break ties by primary key.
+    # Offset pages are only well defined over a total order: break ties by primary key. Pony puts a
+    # later order_by() in front of the earlier one, so the order is rebuilt with the key at the end.
     entity = _pony.query_entity(query)
     if entity is None:
         return query
-    return query.order_by(*entity._pk_attrs_)
+    order = _pony.query_order(query)
+    if order is None:
+        return query  # ordered by an expression: leave it as the caller wrote it
+    attrs = [desc(attr) if descending else attr for attr, descending in order]
+    attrs += [attr for attr in entity._pk_attrs_ if attr not in {a for a, _ in order}]
+    return query.order_by(None).order_by(*attrs)
 
 
 def paginate(
