@@ -708,28 +708,29 @@ def materialize(entity: Entity, rows: list[Any], offsets: dict[Any, list[int]]) 
     fast = _fast_path_ok(entity)
     pk_attrs = entity._pk_attrs_
     pk_offsets = [offsets[a][0] for a in pk_attrs]
-    pk_validators = [a.validate for a in pk_attrs]
+    # From the database a scalar key column is only sql2py-converted (Attribute.validate, from_db=True).
+    pk_converters = [a.converters[0].sql2py for a in pk_attrs]
     composite = entity._pk_is_composite_
     plain: list[tuple[Any, int, Any, Any]] = []
-    related: list[tuple[Any, list[int], Any]] = []
+    related: list[tuple[Any, list[int], Any, dict[Any, Any]]] = []
     for attr, offs in offsets.items():
         if attr.pk_offset is not None:
             continue
         if attr.reverse is not None:
-            related.append((attr, offs, attr.py_type._get_by_raw_pkval_))
+            related.append((attr, offs, attr.py_type._get_by_raw_pkval_, {}))
         else:
             conv = attr.converters[0]
             plain.append((attr, offs[0], conv.sql2py, conv.dbval2val))
     objects_add = cache.objects.add
     result = []
     for row in rows:
-        if composite:
-            pkval: Any = tuple(
-                v(row[o], None, entity, from_db=True) for v, o in zip(pk_validators, pk_offsets, strict=True)
-            )
+        if not fast:
+            pkval: Any = None
+        elif composite:
+            pkval = tuple(c(row[o]) for c, o in zip(pk_converters, pk_offsets, strict=True))
         else:
-            pkval = pk_validators[0](row[pk_offsets[0]], None, entity, from_db=True)
-        obj = index.get(pkval)
+            pkval = pk_converters[0](row[pk_offsets[0]])
+        obj = index.get(pkval) if fast else None
         if obj is not None or not fast:
             real, pkval, avdict = entity._parse_row_(row, offsets)
             obj = real._get_from_identity_map_(pkval, "loaded")
@@ -763,9 +764,14 @@ def materialize(entity: Entity, rows: list[Any], offsets: dict[Any, list[int]]) 
                 dbval = sql2py(raw)
                 dbvals[attr] = dbval
                 vals[attr] = dbval2val(dbval, obj)
-        for attr, offs, get_by_raw in related:
-            raw_key = [row[o] for o in offs]
-            target = None if raw_key[0] is None else get_by_raw(raw_key)
+        for attr, offs, get_by_raw, known in related:
+            raw_key = tuple(row[o] for o in offs)
+            if raw_key[0] is None:
+                target = None
+            else:
+                target = known.get(raw_key)
+                if target is None:
+                    target = known[raw_key] = get_by_raw(raw_key)
             vals[attr] = dbvals[attr] = target
             if target is not None:
                 attr.db_update_reverse(obj, _core.NOT_LOADED, target)

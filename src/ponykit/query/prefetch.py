@@ -44,7 +44,7 @@ def _attr_for(obj_class: Any, name: str, path: str) -> Any:
     return attr
 
 
-def _load_segment(objects: list[Any], name: str, path: str) -> list[Any]:
+def _load_segment(objects: list[Any], name: str, path: str, follow: bool) -> list[Any]:
     """Load attribute ``name`` of ``objects``; return the objects the next segment starts from."""
     by_attr: dict[Any, list[Any]] = {}
     for obj in objects:
@@ -54,7 +54,7 @@ def _load_segment(objects: list[Any], name: str, path: str) -> list[Any]:
     seen: set[int] = set()
 
     def add(item: Any) -> None:
-        if item is not None and id(item) not in seen:
+        if follow and item is not None and id(item) not in seen:
             seen.add(id(item))
             following.append(item)
 
@@ -87,7 +87,7 @@ def _load_segment(objects: list[Any], name: str, path: str) -> list[Any]:
                     _pony.load_one_to_many(attr, pending)
                 else:
                     _pony.load_many_to_many(attr, pending)
-            for owner in owners:
+            for owner in owners if follow else ():
                 for item in sorted(_pony.collection_items(owner, attr) or (), key=_pony.raw_primary_key):
                     add(item)
     return following
@@ -96,7 +96,7 @@ def _load_segment(objects: list[Any], name: str, path: str) -> list[Any]:
 def _walk(objects: list[Any], tree: dict[str, Any], prefix: str) -> None:
     for name, children in tree.items():
         path = f"{prefix}{name}"
-        following = _load_segment(objects, name, path)
+        following = _load_segment(objects, name, path, follow=bool(children))
         if children:
             if any(_pony.relation_kind(_attr_for(type(o), name, path)) == "lazy" for o in objects[:1]):
                 raise ConfigurationError(
