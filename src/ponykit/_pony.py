@@ -511,6 +511,25 @@ def filter_raw(query: Any, sql: str, values: list[Any]) -> Any:
     return query.filter(RawSQL(sql, {}, {"v": values}))
 
 
+def query_key(query: Any) -> Any:
+    """A hashable, process-local key of a query's shape (code, variable types, filters, order)."""
+    return query._key
+
+
+def fetch_entities(query: Any, limit: int) -> list[Any]:
+    """The first ``limit`` objects of an entity query, built by :func:`materialize`.
+
+    Same SQL and the same session state as ``query[:limit]``, without Pony's generic row parser; a
+    query with ``prefetch()`` or ``for_update()`` goes through Pony's own fetch.
+    """
+    if query._prefetch or query._for_update:
+        return list(query[:limit])
+    entity = query._translator.expr_type
+    sql, arguments, attr_offsets, _key = query._construct_sql_and_arguments(limit=limit)
+    rows = query._database._exec_sql(sql, arguments).fetchall()
+    return materialize(entity, rows, attr_offsets)
+
+
 def count_capped(query: Any, cap: int) -> int:
     """``min(cap, number of rows of query)``, counting at most ``cap`` rows in the database."""
     sql, arguments, _offsets, _key = query._construct_sql_and_arguments(limit=cap)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from cachetools import LRUCache
 from pony.orm import desc
 
 from .. import _pony
@@ -182,6 +183,18 @@ def _predicate(
     return sql, params
 
 
+# Fingerprints are stable across processes (SQL text); this memo only saves rebuilding them.
+_fingerprints: LRUCache[Any, bytes] = LRUCache(maxsize=4096)
+
+
+def _fingerprint(db: Any, base: Any, entity: Any, spec: str) -> bytes:
+    key = (id(db), _pony.dialect(db), _pony.query_key(base), spec)
+    found = _fingerprints.get(key)
+    if found is None:
+        found = _fingerprints[key] = fingerprint(entity.__name__, base.get_sql(), spec)
+    return found
+
+
 def _row_values(obj: Any, columns: list[_Column]) -> list[Any]:
     values = []
     for column in columns:
@@ -226,7 +239,7 @@ def paginate_keyset(
     columns = _sort_spec(query, entity, order)
     base = query.order_by(None)
     spec = ",".join(f"{c.attr.entity.__name__}.{c.attr.name}:{'d' if c.descending else 'a'}" for c in columns)
-    bound_to = fingerprint(entity.__name__, base.get_sql(), spec)
+    bound_to = _fingerprint(db, base, entity, spec)
     backward = before is not None
     cursor = before if backward else after
     filtered = base
@@ -235,7 +248,7 @@ def paginate_keyset(
         sql, params = _predicate(db, _pony.query_alias(base), columns, values, backward)
         filtered = _pony.filter_raw(base, sql, params)
     ordered = filtered.order_by(*[desc(c.attr) if c.descending != backward else c.attr for c in columns])
-    rows = list(ordered[: per_page + 1])
+    rows = _pony.fetch_entities(ordered, per_page + 1)
     more = len(rows) > per_page
     items = rows[:per_page]
     if backward:
