@@ -48,6 +48,9 @@ def test_query_shape(m: Any) -> None:
         assert _pony.query_order(q.order_by(lambda b: b.year + 1)) is None
         assert _pony.query_entity(select(b.title for b in book)) is None
         assert _pony.order_item(desc(book.year)) == (book.year, True)
+        assert _pony.desc_of(book.year) is _pony.desc_of(book.year)
+        again = q.order_by(None).order_by(_pony.desc_of(book.year))
+        assert _pony.query_key(again) == _pony.query_key(q.order_by(None).order_by(_pony.desc_of(book.year)))
         assert _pony.order_item("year") is None
         assert _pony.is_query(q)
 
@@ -126,3 +129,18 @@ def test_materialized_objects_behave_like_pony_loaded_ones(m: Any) -> None:
     with db_session:
         assert book[loaded[0].id].year == 42
         assert shelf[the_shelf.id].books.count() == 4
+
+
+def test_fetch_entities_matches_pony_fetch(m: Any) -> None:
+    """fetch_entities returns the same objects as query[:limit], and falls back for prefetch queries."""
+    _, book, _, _ = m
+    with db_session:
+        q = select(b for b in book).order_by(desc(book.id))
+        assert _pony.fetch_entities(q, 3) == list(q[:3])
+        assert _pony.fetch_entities(q.prefetch(book.notes), 2) == list(q[:2])
+    with db_session:
+        fresh = _pony.fetch_entities(select(b for b in book).order_by(book.id), 2)
+        assert [b.title for b in fresh] == ["t0", "t1"]
+        fresh[0].title = "changed"
+    with db_session:
+        assert book.select().order_by(book.id).first().title == "changed"

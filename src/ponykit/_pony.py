@@ -500,6 +500,21 @@ def is_query(value: Any) -> bool:
     return isinstance(value, _core.Query)
 
 
+# Pony's desc(attr) makes a new DescWrapper per call and DescWrapper hashes by identity, so each
+# order_by(desc(attr)) call adds an entry to db._translator_cache. One wrapper per attribute keeps
+# ponykit's repeated calls on one cache entry. Keyed by attribute object (attributes cannot be
+# weakly referenced; they live as long as their entity class anyway).
+_desc_wrappers: dict[Any, Any] = {}
+
+
+def desc_of(attr: Attribute) -> Any:
+    """``desc(attr)``, the same wrapper object on every call (so Pony's translator cache is reused)."""
+    wrapper = _desc_wrappers.get(attr)
+    if wrapper is None:
+        wrapper = _desc_wrappers[attr] = _core.DescWrapper(attr)
+    return wrapper
+
+
 def filter_raw(query: Any, sql: str, values: list[Any]) -> Any:
     """``query.filter(raw_sql(sql))`` where ``$v[0]``, ``$v[1]``... in ``sql`` are bound from ``values``.
 

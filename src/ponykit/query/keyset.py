@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from cachetools import LRUCache
-from pony.orm import desc
 
 from .. import _pony
 from ..errors import ConfigurationError, InvalidCursor, InvalidPage
@@ -247,7 +246,9 @@ def paginate_keyset(
         values = decode_cursor(cursor, key, bound_to, len(columns))
         sql, params = _predicate(db, _pony.query_alias(base), columns, values, backward)
         filtered = _pony.filter_raw(base, sql, params)
-    ordered = filtered.order_by(*[desc(c.attr) if c.descending != backward else c.attr for c in columns])
+    ordered = filtered.order_by(
+        *[_pony.desc_of(c.attr) if c.descending != backward else c.attr for c in columns]
+    )
     rows = _pony.fetch_entities(ordered, per_page + 1)
     more = len(rows) > per_page
     items = rows[:per_page]

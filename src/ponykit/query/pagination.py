@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
-from pony.orm import desc
-
 from .. import _pony
 from ..errors import InvalidPage
 
@@ -61,7 +59,7 @@ def _stable(query: Any) -> Any:
     order = _pony.query_order(query)
     if order is None:
         return query  # ordered by an expression: leave it as the caller wrote it
-    attrs = [desc(attr) if descending else attr for attr, descending in order]
+    attrs = [_pony.desc_of(attr) if descending else attr for attr, descending in order]
     attrs += [attr for attr in entity._pk_attrs_ if attr not in {a for a, _ in order}]
     return query.order_by(None).order_by(*attrs)
 
