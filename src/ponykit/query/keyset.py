@@ -35,26 +35,62 @@ _NULLS_FIRST_ASC = {"sqlite": True, "mysql": True, "postgres": False, "cockroach
 _MIN_SECRET = 16
 
 
-@dataclass(frozen=True)
 class CursorPage(Generic[T]):
     """One page of a keyset-paginated query.
 
     Pass ``next_cursor`` as ``after=`` for the following page and ``prev_cursor`` as ``before=`` for
-    the preceding one; each is None when there is no such page.
+    the preceding one; each is None when there is no such page. The sort values are taken when the
+    page is fetched; the cursors are signed on first access.
     """
 
-    items: list[T]
-    next_cursor: str | None
-    prev_cursor: str | None
-    has_next: bool
-    has_prev: bool
-    per_page: int
+    __slots__ = ("_bound", "_cursors", "has_next", "has_prev", "items", "per_page")
+
+    def __init__(
+        self,
+        items: list[T],
+        has_next: bool,
+        has_prev: bool,
+        per_page: int,
+        bound: tuple[list[Any], list[Any], bytes, bytes] | None = None,
+    ) -> None:
+        self.items = items
+        self.has_next = has_next
+        self.has_prev = has_prev
+        self.per_page = per_page
+        self._bound = bound  # (first row values, last row values, key, query fingerprint)
+        self._cursors: dict[str, str | None] = {}
+
+    def _cursor(self, which: str) -> str | None:
+        if which not in self._cursors:
+            wanted = self.has_next if which == "next" else self.has_prev
+            if not wanted or self._bound is None:
+                self._cursors[which] = None
+            else:
+                first, last, key, bound_to = self._bound
+                self._cursors[which] = encode_cursor(last if which == "next" else first, key, bound_to)
+        return self._cursors[which]
+
+    @property
+    def next_cursor(self) -> str | None:
+        """The cursor to pass as ``after=`` for the next page, or None on the last page."""
+        return self._cursor("next")
+
+    @property
+    def prev_cursor(self) -> str | None:
+        """The cursor to pass as ``before=`` for the previous page, or None on the first page."""
+        return self._cursor("prev")
 
     def __iter__(self) -> Any:
         return iter(self.items)
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def __repr__(self) -> str:
+        return (
+            f"<CursorPage of {len(self.items)} items has_prev={self.has_prev} has_next={self.has_next} "
+            f"per_page={self.per_page}>"
+        )
 
 
 @dataclass(frozen=True)
@@ -144,33 +180,48 @@ def _sort_spec(query: Any, entity: Any, order: Any) -> list[_Column]:
     return columns
 
 
+_predicates: LRUCache[Any, tuple[str, list[int]]] = LRUCache(maxsize=4096)
+
+
 def _predicate(
     db: Any, alias: str, columns: list[_Column], values: list[Any], backward: bool
 ) -> tuple[str, list[Any]]:
     """SQL (with ``$v[i]`` parameters) selecting the rows strictly after ``values`` in the scan order."""
+    # The SQL depends only on which values are NULL: build it once per shape, bind values each time.
+    shape = (id(db), _pony.dialect(db), alias, tuple(columns), backward, tuple(v is None for v in values))
+    cached = _predicates.get(shape)
+    if cached is None:
+        cached = _predicates[shape] = _build_predicate(db, alias, columns, values, backward)
+    sql, positions = cached
+    return sql, [values[i] for i in positions]
+
+
+def _build_predicate(
+    db: Any, alias: str, columns: list[_Column], values: list[Any], backward: bool
+) -> tuple[str, list[int]]:
     q = _pony.quote_name
     nulls_first_asc = _NULLS_FIRST_ASC[_pony.dialect(db)]
-    params: list[Any] = []
+    params: list[int] = []  # for each $v[i], the index of the sort value it binds
 
-    def param(value: Any) -> str:
-        params.append(value)
+    def param(index: int) -> str:
+        params.append(index)
         return f"$v[{len(params) - 1}]"
 
     disjuncts: list[str] = []
     equal: list[str] = []
-    for column, value in zip(columns, values, strict=True):
+    for index, (column, value) in enumerate(zip(columns, values, strict=True)):
         col = f"{q(db, alias)}.{q(db, column.attr.columns[0])}"
         descending = column.descending != backward
         nulls_first = nulls_first_asc != descending
         if value is None:
             after = f"{col} IS NOT NULL" if nulls_first else None
         else:
-            after = f"{col} {'<' if descending else '>'} {param(value)}"
+            after = f"{col} {'<' if descending else '>'} {param(index)}"
             if column.nullable and not nulls_first:
                 after = f"({after} OR {col} IS NULL)"
         if after is not None:
             disjuncts.append(" AND ".join([*equal, after]) if equal else after)
-        equal.append(f"{col} IS NULL" if value is None else f"{col} = {param(value)}")
+        equal.append(f"{col} IS NULL" if value is None else f"{col} = {param(index)}")
     if not disjuncts:
         return "1 = 0", params
     sql = disjuncts[0] if len(disjuncts) == 1 else "(" + " OR ".join(f"({d})" for d in disjuncts) + ")"
@@ -178,7 +229,7 @@ def _predicate(
     if len(disjuncts) > 1 and first_value is not None and not first.nullable:
         # A redundant range on the leading column lets the database seek an index on it.
         col = f"{q(db, alias)}.{q(db, first.attr.columns[0])}"
-        sql = f"{col} {'<=' if first.descending != backward else '>='} {param(first_value)} AND {sql}"
+        sql = f"{col} {'<=' if first.descending != backward else '>='} {param(0)} AND {sql}"
     return sql, params
 
 
@@ -257,8 +308,7 @@ def paginate_keyset(
         has_prev, has_next = more, True
     else:
         has_prev, has_next = cursor is not None, more
-    next_cursor = (
-        encode_cursor(_row_values(items[-1], columns), key, bound_to) if items and has_next else None
-    )
-    prev_cursor = encode_cursor(_row_values(items[0], columns), key, bound_to) if items and has_prev else None
-    return CursorPage(items, next_cursor, prev_cursor, has_next, has_prev, per_page)
+    bound = None
+    if items:
+        bound = (_row_values(items[0], columns), _row_values(items[-1], columns), key, bound_to)
+    return CursorPage(items, has_next, has_prev, per_page, bound)
