@@ -502,17 +502,31 @@ def is_query(value: Any) -> bool:
 
 # Pony's desc(attr) makes a new DescWrapper per call and DescWrapper hashes by identity, so each
 # order_by(desc(attr)) call adds an entry to db._translator_cache. One wrapper per attribute keeps
-# ponykit's repeated calls on one cache entry. Keyed by attribute object (attributes cannot be
-# weakly referenced; they live as long as their entity class anyway).
-_desc_wrappers: dict[Any, Any] = {}
+# ponykit's repeated calls on one cache entry. The wrappers live on the entity class (attributes
+# cannot be weakly referenced), so they go away with it.
 
 
 def desc_of(attr: Attribute) -> Any:
     """``desc(attr)``, the same wrapper object on every call (so Pony's translator cache is reused)."""
-    wrapper = _desc_wrappers.get(attr)
-    if wrapper is None:
-        wrapper = _desc_wrappers[attr] = _core.DescWrapper(attr)
+    entity = attr.entity
+    wrappers: dict[str, Any] | None = entity.__dict__.get("_ponykit_desc_wrappers_")
+    if wrappers is None:
+        wrappers = {}
+        entity._ponykit_desc_wrappers_ = wrappers
+    wrapper = wrappers.get(attr.name)
+    if wrapper is None or wrapper.attr is not attr:
+        wrapper = wrappers[attr.name] = _core.DescWrapper(attr)
     return wrapper
+
+
+def per_database_cache(db: Database, name: str, factory: Callable[[], Any]) -> Any:
+    """A cache object stored on ``db`` itself, so it never keeps a Database (or its entities) alive."""
+    key = f"_ponykit_cache_{name}_"
+    cache = db.__dict__.get(key)
+    if cache is None:
+        cache = factory()
+        setattr(db, key, cache)
+    return cache
 
 
 def filter_raw(query: Any, sql: str, values: list[Any]) -> Any:

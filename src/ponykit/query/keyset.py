@@ -180,18 +180,16 @@ def _sort_spec(query: Any, entity: Any, order: Any) -> list[_Column]:
     return columns
 
 
-_predicates: LRUCache[Any, tuple[str, list[int]]] = LRUCache(maxsize=4096)
-
-
 def _predicate(
     db: Any, alias: str, columns: list[_Column], values: list[Any], backward: bool
 ) -> tuple[str, list[Any]]:
     """SQL (with ``$v[i]`` parameters) selecting the rows strictly after ``values`` in the scan order."""
     # The SQL depends only on which values are NULL: build it once per shape, bind values each time.
-    shape = (id(db), _pony.dialect(db), alias, tuple(columns), backward, tuple(v is None for v in values))
-    cached = _predicates.get(shape)
+    memo = _memo(db, "predicates")
+    shape = (alias, tuple(columns), backward, tuple(v is None for v in values))
+    cached: tuple[str, list[int]] | None = memo.get(shape)
     if cached is None:
-        cached = _predicates[shape] = _build_predicate(db, alias, columns, values, backward)
+        cached = memo[shape] = _build_predicate(db, alias, columns, values, backward)
     sql, positions = cached
     return sql, [values[i] for i in positions]
 
@@ -233,15 +231,18 @@ def _build_predicate(
     return sql, params
 
 
-# Fingerprints are stable across processes (SQL text); this memo only saves rebuilding them.
-_fingerprints: LRUCache[Any, bytes] = LRUCache(maxsize=4096)
+def _memo(db: Any, name: str) -> LRUCache[Any, Any]:
+    # Per-Database memos: stored on the Database, so they never keep one alive.
+    return _pony.per_database_cache(db, name, lambda: LRUCache(maxsize=1024))  # type: ignore[no-any-return]
 
 
 def _fingerprint(db: Any, base: Any, entity: Any, spec: str) -> bytes:
-    key = (id(db), _pony.dialect(db), _pony.query_key(base), spec)
-    found = _fingerprints.get(key)
+    # Fingerprints are stable across processes (SQL text); the memo only saves rebuilding them.
+    memo = _memo(db, "fingerprints")
+    key = (_pony.query_key(base), spec)
+    found: bytes | None = memo.get(key)
     if found is None:
-        found = _fingerprints[key] = fingerprint(entity.__name__, base.get_sql(), spec)
+        found = memo[key] = fingerprint(entity.__name__, base.get_sql(), spec)
     return found
 
 
