@@ -6,8 +6,9 @@ The areas stay importable as ``ponykit.types``, ``ponykit.query`` and ``ponykit.
 
 from __future__ import annotations
 
-from . import security, types
+from . import query, security, types
 from .binding import bind_url, parse_url
+from .diagnostics import assert_max_queries, count_queries, detect_n_plus_one
 from .errors import (
     BulkWriteError,
     CallbackError,
@@ -21,7 +22,7 @@ from .errors import (
     ValidationError,
 )
 from .kit import CommitEvent, Kit, attach, get_kit
-from .query.cache import cached, cached_select
+from .query import cached, cached_select, paginate, paginate_keyset, prefetch
 from .transactions import on_commit, on_rollback
 
 __all__ = [
@@ -37,14 +38,21 @@ __all__ = [
     "QueryCountExceeded",
     "UnsupportedComparison",
     "ValidationError",
+    "assert_max_queries",
     "attach",
     "bind_url",
     "cached",
     "cached_select",
+    "count_queries",
+    "detect_n_plus_one",
     "get_kit",
     "on_commit",
     "on_rollback",
+    "paginate",
+    "paginate_keyset",
     "parse_url",
+    "prefetch",
+    "query",
     "security",
     "types",
 ]
