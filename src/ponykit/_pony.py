@@ -1472,8 +1472,3 @@ def fetch(query: Any, limit: int | None = None, offset: int | None = None) -> li
 def is_entity_class(obj: Any) -> bool:
     """True for an entity class."""
     return isinstance(obj, _core.EntityMeta)
-
-
-def is_entity_instance(obj: Any) -> bool:
-    """True for an entity instance."""
-    return isinstance(type(obj), _core.EntityMeta)
