@@ -7,6 +7,7 @@ The areas stay importable as ``ponykit.types``, ``ponykit.query`` and ``ponykit.
 from __future__ import annotations
 
 from .binding import bind_url, parse_url
+from .bulk import UpsertResult, bulk_delete, bulk_insert, bulk_update, bulk_upsert
 from .errors import (
     BulkWriteError,
     CallbackError,
@@ -34,9 +35,14 @@ __all__ = [
     "PonykitError",
     "QueryCountExceeded",
     "UnsupportedComparison",
+    "UpsertResult",
     "ValidationError",
     "attach",
     "bind_url",
+    "bulk_delete",
+    "bulk_insert",
+    "bulk_update",
+    "bulk_upsert",
     "get_kit",
     "on_commit",
     "on_rollback",
