@@ -74,12 +74,23 @@ def _encode_batch(
     return out
 
 
-def _after_write(plan: RowPlan, db: Any, keys: Iterable[Any] | None, relations: Iterable[str]) -> None:
-    record_writes(db, plan.entity, keys if plan.pk_plain else None)
+def _after_write(
+    plan: RowPlan,
+    db: Any,
+    keys: Iterable[Any] | None,
+    relations: Iterable[str],
+    refresh: list[Any] = (),  # type: ignore[assignment]
+    refresh_attrs: frozenset[str] | None = None,
+) -> None:
+    """Session upkeep after one batch: reverse sides first (so a re-read cannot meet a stale fully
+    loaded collection), then the loaded objects written, then the query cache and the commit event."""
     written = frozenset(relations) & plan.relations
     if written:
         _pony.reset_reverse_of(db, plan.entity, written)
+    if refresh:
+        _pony.refresh_objects(db, refresh, refresh_attrs)
     _pony.query_results_clear(db)
+    record_writes(db, plan.entity, keys if plan.pk_plain else None)
 
 
 def _pk_of(plan: RowPlan, values: tuple[Any, ...], positions: Sequence[int]) -> Any:

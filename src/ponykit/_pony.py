@@ -757,27 +757,33 @@ def forget_objects(db: Database, objects: list[Any]) -> None:
         cache.seeds[obj._pk_attrs_].discard(obj)
         cache.for_update.discard(obj)
         for attr in obj._attrs_:
-            reverse = attr.reverse
-            if reverse is None:
-                continue
-            if attr.is_collection:
-                related = vals.get(attr)  # a loaded SetData holds the related objects
-                if related:
-                    for robj in list(related):
-                        _reset_attr(robj, reverse)
-            else:
+            # The other end of a one-to-one pointing at the deleted object loads again on use.
+            if attr.reverse is not None and not attr.is_collection and not attr.reverse.is_collection:
                 robj = vals.get(attr)
                 if robj is not None:
-                    _reset_attr(robj, reverse)
+                    _reset_attr(robj, attr.reverse)
         obj._status_ = "deleted"
+    # Loaded collections of other objects (one-to-many and many-to-many) must not hold deleted objects.
+    gone = set(objects)
+    for entity in {type(o) for o in objects}:
+        for attr in entity._attrs_:
+            reverse = attr.reverse
+            if reverse is None or not reverse.is_collection:
+                continue
+            for robj in cached_objects(db, attr.py_type):
+                setdata = robj._vals_.get(reverse)
+                if setdata and not gone.isdisjoint(setdata):
+                    setdata -= gone
+                    setdata.count = None
     cache.query_results.clear()
 
 
 def reset_reverse_of(db: Database, entity: Entity, attr_names: frozenset[str]) -> None:
     """After writing relation attributes of ``entity`` behind Pony's back, reload their reverse sides.
 
-    For each named to-one relation, the reverse attribute (a collection, or the other end of a
-    one-to-one) of every loaded related object is dropped and loads again on its next use.
+    For each named to-one relation, the reverse collection of every loaded related object is marked as
+    not fully loaded (so new members are fetched on its next use), and the other end of a one-to-one is
+    dropped and loads again on its next use.
     """
     for name in attr_names:
         attr = entity._adict_.get(name)
@@ -787,21 +793,18 @@ def reset_reverse_of(db: Database, entity: Entity, attr_names: frozenset[str]) -
             _reset_attr(robj, attr.reverse)
 
 
-def reset_collections_of(db: Database, entity: Entity) -> None:
-    """Drop loaded many-to-many collections that point at ``entity`` (after its link rows changed)."""
-    for attr in entity._attrs_:
-        if attr.is_collection and attr.reverse is not None and attr.reverse.is_collection:
-            for robj in cached_objects(db, attr.py_type):
-                _reset_attr(robj, attr.reverse)
-            for obj in cached_objects(db, entity):
-                _reset_attr(obj, attr)
-
-
 def _reset_attr(obj: Any, attr: Attribute) -> None:
-    if obj._status_ in ("deleted", "cancelled") or attr not in obj._vals_:
+    if obj._status_ in ("deleted", "cancelled"):
         return
     if attr.is_collection:
-        del obj._vals_[attr]  # Set.load makes a fresh SetData and fills it from the database
+        setdata = obj._vals_.get(attr)
+        if setdata is not None:
+            # Keep what is known to be there; Set.load fetches the rest on the next use.
+            setdata.is_fully_loaded = False
+            setdata.count = None
+            setdata.absent = None
+        return
+    if attr not in obj._vals_:
         return
     obj._vals_.pop(attr, None)
     obj._dbvals_.pop(attr, None)

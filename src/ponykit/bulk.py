@@ -154,8 +154,7 @@ def bulk_update(
             keys.extend(v[0] if npk == 1 else v[:npk] for v in values)
         done += len(batch)
         written = frozenset(n for names, _ in encoded for n in names)
-        _pony.refresh_objects(db, [cached[k] for k in keys if k in cached], written)
-        _after_write(plan, db, keys, written)
+        _after_write(plan, db, keys, written, [cached[k] for k in keys if k in cached], written)
         if progress is not None:
             progress(done, total)
     return matched
@@ -249,8 +248,8 @@ def bulk_upsert(
         done += len(batch)
         if return_ids:
             ids.extend(batch_ids)
-        _pony.refresh_objects(db, _pony.cached_objects(db, plan.entity), None)
-        _after_write(plan, db, batch_ids if return_ids else None, plan.relations)
+        refresh = _pony.cached_objects(db, plan.entity)
+        _after_write(plan, db, batch_ids if return_ids else None, plan.relations, refresh, None)
         if progress is not None:
             progress(done, total)
     return UpsertResult(inserted, updated, skipped, ids if return_ids else None)
@@ -290,7 +289,5 @@ def bulk_delete(entity: Any, pks_or_query: Any, *, batch_size: int | None = None
         sql = dialect.delete_keys(plan.table, plan.pk_columns, len(chunk))
         deleted += int(_pony.execute_in_session(db, sql, args).rowcount)
     _pony.forget_objects(db, [cached[k] for k in raw_keys if k in cached])
-    if links:
-        _pony.reset_collections_of(db, plan.entity)
     _after_write(plan, db, raw_keys, ())
     return deleted
