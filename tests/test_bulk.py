@@ -94,7 +94,8 @@ def test_insert_applies_pony_defaults_and_returns_ids_in_order(s: Schema) -> Non
             s.Book, [{"title": "a"}, {"title": " b ", "price": Decimal("1.50")}], return_ids=True
         )
         assert isinstance(ids, list)
-        assert len(ids) == 2 and ids[0] < ids[1]
+        assert len(ids) == 2
+        assert ids[0] < ids[1]
     with db_session:
         a, b = s.Book[ids[0]], s.Book[ids[1]]
         assert (a.title, a.nick, a.price, a.made) == ("a", "", None, date(2020, 1, 2))
@@ -126,7 +127,8 @@ def test_insert_subclass_sets_discriminator(s: Schema) -> None:
         pk.bulk_insert(s.Animal, [{"name": "generic"}])
     with db_session:
         dogs = select(a for a in s.Animal if a.name == "rex")[:]
-        assert type(dogs[0]) is s.Dog and dogs[0].barks is True
+        assert type(dogs[0]) is s.Dog
+        assert dogs[0].barks is True
         assert type(s.Animal.get(name="generic")) is s.Animal
 
 
@@ -138,7 +140,8 @@ def test_insert_composite_primary_key_and_nullable(s: Schema) -> None:
         )
         assert keys == [("o", 1), ("o", 2)]
     with db_session:
-        assert s.Member["o", 1].email is None and s.Member["o", 1].role is None  # nullable: part of a key
+        assert s.Member["o", 1].email is None
+        assert s.Member["o", 1].role is None
 
 
 @pytest.mark.parametrize(
@@ -154,7 +157,7 @@ def test_insert_composite_primary_key_and_nullable(s: Schema) -> None:
     ],
 )
 def test_insert_rejects_what_pony_rejects(s: Schema, row: dict[str, Any], attribute: str) -> None:
-    """An invalid row raises BulkWriteError naming the row, attribute, expected and given, and writes nothing."""
+    """An invalid row raises BulkWriteError naming row, attribute, expected and given; nothing is written."""
     rows = [{"title": "fine"}, row]
     with db_session:
         with pytest.raises(pk.BulkWriteError) as info:
@@ -208,7 +211,7 @@ def test_progress_reports_none_total_for_iterators(s: Schema) -> None:
 
 
 def test_hooks_opt_in_runs_before_insert(s: Schema) -> None:
-    """hooks=True runs before_insert on a transient object and writes what it set; by default it does not run."""
+    """hooks=True runs before_insert on a transient object and writes what it set; by default it does not."""
     with db_session:
         pk.bulk_insert(s.Book, [{"title": "a", "nick": "hook"}], hooks=True)
         pk.bulk_insert(s.Book, [{"title": "b", "nick": "hook"}])
@@ -281,7 +284,8 @@ def test_update_shows_new_values_on_objects_read_before(s: Schema) -> None:
         n = pk.bulk_update(s.Book, [{"id": ids[0], "year": 100, "title": "new"}, {"id": ids[1], "year": 101}])
         assert n == 2
         assert [b.year for b in books] == [100, 101, 2]
-        assert books[0].title == "new" and s.Book[ids[0]].title == "new"
+        assert books[0].title == "new"
+        assert s.Book[ids[0]].title == "new"
         assert sorted(select(b.year for b in s.Book if b.year > 99)) == [100, 101]
         assert select(b for b in s.Book).order_by(s.Book.id)[:][0].year == 100  # a re-select raises nothing
         books[2].year = 7  # and Pony can keep writing
@@ -295,12 +299,15 @@ def test_update_moves_unique_key_and_relation(s: Schema) -> None:
         ann, bob = s.Author(name="ann"), s.Author(name="bob")
         book = s.Book(title="b", author=ann)
         commit()
-        assert list(ann.books) == [book] and len(bob.books) == 0
+        assert list(ann.books) == [book]
+        assert len(bob.books) == 0
         pk.bulk_update(s.Author, [{"id": ann.id, "name": "anne"}])
         pk.bulk_update(s.Book, [{"id": book.id, "author": bob.id}])
-        assert s.Author.get(name="anne") is ann and s.Author.get(name="ann") is None
+        assert s.Author.get(name="anne") is ann
+        assert s.Author.get(name="ann") is None
         assert book.author is bob
-        assert list(bob.books) == [book] and len(ann.books) == 0
+        assert list(bob.books) == [book]
+        assert len(ann.books) == 0
 
 
 def test_update_with_fields_and_errors(s: Schema) -> None:
