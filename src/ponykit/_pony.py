@@ -235,7 +235,7 @@ class EntityInfo:
     pk_is_composite: bool
     column_attrs: tuple[str, ...]  # attributes stored in this entity's table, in column order
     discriminator: tuple[str, str, Any] | None  # (attribute, column, this entity's code)
-    keys: tuple[tuple[str, ...], ...]  # unique keys, simple and composite, by attribute name
+    keys: tuple[tuple[str, ...], ...]  # unique keys other than the primary key, by attribute name
     link_tables: tuple[LinkTable, ...]
 
 
@@ -283,6 +283,14 @@ def entity_info(entity: Entity) -> EntityInfo:
     return info
 
 
+def column_converters(entity: Entity) -> dict[str, list[Any]]:
+    """The Pony converters of each attribute stored in the entity's table, by attribute name.
+
+    A to-one relation has the converters of the related entity's primary-key columns.
+    """
+    return {a.name: list(a.converters) for a in entity._attrs_with_columns_}
+
+
 def entity_attribute(entity: Entity, name: str) -> Attribute:
     """The attribute object called ``name``; raises AttributeError naming the entity if there is none."""
     attr = entity._adict_.get(name)
@@ -320,12 +328,17 @@ def raw_primary_key(obj: Any) -> tuple[Any, ...]:
 # Values: what Pony binds and what it reads back
 
 
+DEFAULT: Any = _core.DEFAULT  # "not given": encode_value then applies the attribute's default
+
+
 def encode_value(attr: Attribute, value: Any) -> tuple[Any, ...]:
     """The column values Pony would bind when ``value`` is assigned to ``attr``.
 
     Runs the attribute's own validation (``validate`` of the converter, ``py_check``, min/max/max_len,
     required checks) and then ``val2dbval`` and ``py2sql``, exactly as an INSERT through an entity would.
     Relations accept an entity instance or its primary key and give the target's primary-key columns.
+    Pass :data:`DEFAULT` for a value that was not given: the attribute's default applies (``''`` for an
+    ``Optional(str)``, as Pony stores it).
     """
     val = attr.validate(value, None, attr.entity)
     if val is None:
