@@ -62,16 +62,18 @@ def _flat(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
 
 def _encode_batch(
     plan: RowPlan, batch: list[Row], offset: int, names: tuple[str, ...], encode: Any, op: str
-) -> list[tuple[tuple[Any, ...], int]]:
-    out: list[tuple[tuple[Any, ...], int]] = []
-    append = out.append
+) -> list[Any]:
+    """Encode every row of a batch (all or none): a failing row raises BulkWriteError naming it."""
     try:
-        for row in batch:
-            append(encode(row))
-    except Exception as exc:
-        index = len(out)
-        raise plan.row_error(batch[index], offset + index, names, exc, op) from exc
-    return out
+        return [encode(row) for row in batch]
+    except Exception:
+        pass  # find the failing row below, outside the hot loop
+    for index, row in enumerate(batch):
+        try:
+            encode(row)
+        except Exception as exc:
+            raise plan.row_error(row, offset + index, names, exc, op) from exc
+    raise AssertionError("a row failed to encode once and then succeeded")
 
 
 def _after_write(

@@ -74,7 +74,11 @@ class RowPlan:
         return tuple(c for n in names for c in self.attrs[n].columns)
 
     def shape(self, names: tuple[str, ...], mask_names: tuple[str, ...] = ()) -> Shape:
-        """A :class:`Shape` writing ``names``; its encoder also tells which ``mask_names`` are None."""
+        """A :class:`Shape` writing ``names``.
+
+        Its encoder returns the parameter tuple of a row; with ``mask_names`` it returns
+        ``(values, mask)`` where bit ``b`` of the mask says that ``mask_names[b]`` is None.
+        """
         key = (names, mask_names)
         encode = self._compiled.get(key)
         if encode is None:
@@ -92,11 +96,17 @@ class RowPlan:
         ]
         parts = []
         for i, name in enumerate(names):
-            env[f"e{i}"] = self.encoders[name]
-            lines.append(f"    v{i} = e{i}(get({name!r}, D))")
+            code, names_env = _pony.bulk_encoder_source(self.entity, self.attrs[name].attr, f"v{i}", f"a{i}_")
+            env.update(names_env)
+            lines.append(f"    v{i} = get({name!r}, D)")
+            lines.extend("    " + line for line in code)
             parts.append(f"*v{i}" if len(self.attrs[name].columns) > 1 else f"v{i}")
-        mask = " | ".join(f"((v{names.index(n)} is None) << {b})" for b, n in enumerate(mask_names)) or "0"
-        lines.append(f"    return ({', '.join(parts)}{',' if len(parts) == 1 else ''}), {mask}")
+        values = f"({', '.join(parts)}{',' if len(parts) == 1 else ''})"
+        if mask_names:
+            mask = " | ".join(f"((v{names.index(n)} is None) << {b})" for b, n in enumerate(mask_names))
+            lines.append(f"    return {values}, {mask}")
+        else:  # the common case: no column whose None Pony leaves out, so no mask to compute
+            lines.append(f"    return {values}")
         exec("\n".join(lines), env)  # noqa: S102 - the source is built from attribute names only
         return env["encode"]  # type: ignore[no-any-return]
 

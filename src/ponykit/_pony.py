@@ -601,6 +601,81 @@ def bulk_value_encoder(entity: Entity, attr: Attribute) -> Callable[[Any], Any]:
     return encode
 
 
+def bulk_encoder_source(entity: Entity, attr: Attribute, var: str, prefix: str) -> tuple[list[str], dict[str, Any]]:
+    """Python source lines that encode the value in variable ``var`` in place, and the names they use.
+
+    The same semantics as :func:`bulk_value_encoder` (which the lines call for anything unusual and to
+    raise Pony's own errors), inlined into ponykit's compiled row encoder: the per-value function calls
+    are most of a bulk write's time. A check is inlined only where the converter's ``validate`` is
+    Pony's own (not overridden by a subclass or a custom type), so what runs is the code Pony runs: for
+    ``StrConverter`` the autostrip and ``max_len``, for ``IntConverter`` ``min``/``max``, for
+    ``BoolConverter`` nothing for a ``bool``; other converters' ``validate`` is called directly. Then
+    ``py_check``, the required-not-empty rule, ``val2dbval`` and ``py2sql`` (when not the identity).
+    """
+    from pony.orm.dbapiprovider import BoolConverter, Converter, IntConverter, StrConverter
+
+    slow = f"{prefix}slow"
+    env: dict[str, Any] = {slow: bulk_value_encoder(entity, attr)}
+    if attr.reverse is not None or attr is entity._discriminator_attr_ or len(attr.converters) != 1:
+        return [f"{var} = {slow}({var})"], env
+    conv = attr.converters[0]
+    ct = type(conv)
+    required = isinstance(attr, _core.Required)
+    orig = f"{prefix}orig"
+    lines = [f"{orig} = {var}"]
+    fail: list[str] = []  # conditions, on the validated value, that send the value down Pony's path
+    if ct.validate is StrConverter.validate:
+        lines.append(f"if type({var}) is str:")
+        if conv.autostrip:
+            lines.append(f"    {var} = {var}.strip()")
+        if conv.max_len:
+            fail.append(f"len({var}) > {int(conv.max_len)}")
+        if required:
+            fail.append(f"{var} == ''")
+    elif ct.validate is IntConverter.validate:
+        lines.append(f"if type({var}) is int:")
+        if conv.min_val is not None:
+            fail.append(f"{var} < {int(conv.min_val)}")
+        if conv.max_val is not None:
+            fail.append(f"{var} > {int(conv.max_val)}")
+    elif ct.validate is BoolConverter.validate:
+        lines.append(f"if type({var}) is bool:")
+    else:
+        env[f"{prefix}cv"] = conv.validate
+        env[f"{prefix}safe"] = _SAFE_TYPES
+        lines.append(f"if type({var}) in {prefix}safe:")
+        lines.append(f"    {var} = {prefix}cv({var}, None)")
+        fail.append(f"{var} is None")
+        if required:
+            fail.append(f"{var} == ''")
+    if attr.py_check is not None:
+        env[f"{prefix}check"] = attr.py_check
+        fail.append(f"not {prefix}check({var})")
+    finish = []
+    if ct.val2dbval is not Converter.val2dbval:
+        env[f"{prefix}v2d"] = conv.val2dbval
+        finish.append(f"{var} = {prefix}v2d({var}, None)")
+    if ct.py2sql is not Converter.py2sql:
+        env[f"{prefix}p2s"] = conv.py2sql
+        finish.append(f"{var} = {prefix}p2s({var})")
+    if fail:
+        lines.append(f"    if {' or '.join(fail)}:")
+        lines.append(f"        {var} = {slow}({orig})")
+        if finish:
+            lines.append("    else:")
+            lines.extend(f"        {line}" for line in finish)
+    elif finish:
+        lines.extend(f"    {line}" for line in finish)
+    elif not lines[-1].startswith("    "):
+        lines.append("    pass")
+    if attr.nullable and not required:
+        lines.append(f"elif {var} is None:")  # Attribute.validate passes None through for nullable attrs
+        lines.append("    pass")
+    lines.append("else:")
+    lines.append(f"    {var} = {slow}({var})")
+    return lines, env
+
+
 def _relation_encoder(entity: Entity, attr: Attribute) -> Callable[[Any], Any]:
     rentity = attr.py_type
     converters = list(attr.converters)

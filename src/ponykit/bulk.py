@@ -92,8 +92,12 @@ def bulk_insert(
         groups: dict[tuple[bool, int], list[tuple[Any, ...]]] = {}
         for with_pk, part in _split_by_pk(plan, batch, done):
             names = plan.insert_names(with_pk)
-            shape = plan.shape(names, tuple(n for n in mask_names if n in names))
-            for values, mask in _encode_batch(plan, part, done, names, shape.encode, "bulk_insert"):
+            masks = tuple(n for n in mask_names if n in names)
+            encoded = _encode_batch(plan, part, done, names, plan.shape(names, masks).encode, "bulk_insert")
+            if not masks:
+                groups[(with_pk, 0)] = encoded
+                continue
+            for values, mask in encoded:
                 groups.setdefault((with_pk, mask), []).append(values)
         keys: list[Any] = []
         for (with_pk, mask), values_list in groups.items():
@@ -145,7 +149,7 @@ def bulk_update(
         encoded: list[tuple[tuple[str, ...], list[tuple[Any, ...]]]] = []
         for names, part in groups.items():
             shape = plan.shape(plan.pk_names + names)
-            values = [v for v, _ in _encode_batch(plan, part, done, shape.names, shape.encode, "bulk_update")]
+            values = _encode_batch(plan, part, done, shape.names, shape.encode, "bulk_update")
             encoded.append((names, values))
         keys: list[Any] = []
         npk = len(plan.pk_columns)
@@ -214,8 +218,10 @@ def bulk_upsert(
             names = names_of.get(given)
             if names is None:
                 names = names_of[given] = plan.insert_names(plan.auto_pk is None or plan.auto_pk in given)
-            shape = plan.shape(names, tuple(n for n in mask_names if n in names))
-            values, mask = _encode_batch(plan, [row], done + i, names, shape.encode, "bulk_upsert")[0]
+            masks = tuple(n for n in mask_names if n in names)
+            shape = plan.shape(names, masks)
+            one = _encode_batch(plan, [row], done + i, names, shape.encode, "bulk_upsert")[0]
+            values, mask = one if masks else (one, 0)
             positions = _positions(plan, names)
             k = tuple(values[j] for j, n in enumerate(positions) if n in key)
             if k in seen:
