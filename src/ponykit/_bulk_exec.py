@@ -66,8 +66,8 @@ def _encode_batch(
     """Encode every row of a batch (all or none): a failing row raises BulkWriteError naming it."""
     try:
         return [encode(row) for row in batch]
-    except Exception:
-        pass  # find the failing row below, outside the hot loop
+    except Exception:  # noqa: BLE001, S110 - converters raise anything; the loop below names the row
+        pass
     for index, row in enumerate(batch):
         try:
             encode(row)

@@ -601,7 +601,9 @@ def bulk_value_encoder(entity: Entity, attr: Attribute) -> Callable[[Any], Any]:
     return encode
 
 
-def bulk_encoder_source(entity: Entity, attr: Attribute, var: str, prefix: str) -> tuple[list[str], dict[str, Any]]:
+def bulk_encoder_source(
+    entity: Entity, attr: Attribute, var: str, prefix: str
+) -> tuple[list[str], dict[str, Any]]:
     """Python source lines that encode the value in variable ``var`` in place, and the names they use.
 
     The same semantics as :func:`bulk_value_encoder` (which the lines call for anything unusual and to
