@@ -198,7 +198,8 @@ def test_bulk_update(
     updates = _updates(n)
     group = f"bulk-update-{n}-{env.name}"
     fn = _update_fn(env, contender, updates)
-    _run(benchmark, env, group, contender, fn, lambda: _quiet(env.seed(n)), _rounds(request, contender == "pony"))
+    rounds = _rounds(request, contender == "pony")
+    _run(benchmark, env, group, contender, fn, lambda: _quiet(env.seed(n)), rounds)
     cur = env.admin().cursor()
     cur.execute("SELECT COUNT(*) FROM bench_item WHERE name LIKE 'renamed-%'")
     assert cur.fetchone()[0] == n

@@ -425,3 +425,22 @@ def test_delete_composite_keys(s: Schema) -> None:
         assert select(m.num for m in s.Member)[:] == [1]
         with pytest.raises(pk.BulkWriteError):
             pk.bulk_delete(s.Member, ["o"])
+
+
+def test_sql_default_applies_when_value_is_none(make_db: Any) -> None:
+    """Like Pony, a None value of an attribute with sql_default leaves the column out: the default applies."""
+    db = make_db()
+
+    class Counter(db.Entity):
+        label = Required(str)
+        hits = Optional(int, sql_default="7")
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    with db_session:
+        Counter(label="pony")
+        pk.bulk_insert(Counter, [{"label": "bulk"}, {"label": "given", "hits": 3}, {"id": 50, "label": "id"}])
+    with db_session:
+        hits = {c.label: c.hits for c in select(c for c in Counter)}
+        assert hits == {"pony": 7, "bulk": 7, "given": 3, "id": 7}
+        assert Counter[50].label == "id"
