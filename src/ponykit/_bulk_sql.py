@@ -3,10 +3,10 @@
 Only quoted identifiers are ever put into the SQL text; values are always bound parameters. The
 statement shapes were chosen by measurement (``benchmarks/test_bulk.py``, ``benchmarks/results/bulk.md``):
 
-* INSERT: ``executemany`` of a one-row INSERT on SQLite and MariaDB (the drivers loop in C, PyMySQL
-  rewrites it into multi-row statements); one multi-row ``VALUES`` statement per chunk on PostgreSQL
-  (``executemany`` there is one round trip per row). With ``RETURNING`` every backend uses multi-row
-  ``VALUES`` statements.
+* INSERT: one multi-row ``VALUES`` statement per chunk of the parameter limit on SQLite (faster than
+  ``executemany`` there) and PostgreSQL (``executemany`` there is one round trip per row);
+  ``executemany`` on MariaDB (PyMySQL rewrites it into multi-row statements). With ``RETURNING`` every
+  backend uses multi-row ``VALUES`` statements.
 * UPDATE: ``executemany`` on SQLite; ``UPDATE ... FROM (VALUES ...)`` on PostgreSQL (typed by casts in
   the first row); ``UPDATE ... JOIN (SELECT ... UNION ALL SELECT ...)`` on MariaDB.
 * UPSERT: ``ON CONFLICT (...) DO UPDATE`` on SQLite and PostgreSQL, ``ON DUPLICATE KEY UPDATE`` on
