@@ -242,14 +242,13 @@ def _update_group(
     db = dialect.db
     set_cols = plan.columns_of(names)
     pk_cols = plan.pk_columns
-    npk = len(pk_cols)
     if dialect.name == "sqlite":
         # executemany of a one-row UPDATE measured fastest on SQLite (a prepared statement in a C loop)
-        args = [v[npk:] + v[:npk] for v in values]
-        cursor = _pony.execute_in_session(db, dialect.update_one(plan.table, set_cols, pk_cols), args)
+        sql = dialect.update_one(plan.table, set_cols, pk_cols)
+        cursor = _pony.execute_in_session(db, sql, values)  # rows are encoded set values first, key last
         return int(cursor.rowcount)
     types = _pony.column_sql_types(plan.entity) if dialect.name == "postgres" else {}
-    per = max(1, dialect.max_params // (npk + len(set_cols)))
+    per = max(1, dialect.max_params // (len(pk_cols) + len(set_cols)))
     count = 0
     for chunk in _chunks(values, per):
         sql = dialect.update_many(plan.table, set_cols, pk_cols, len(chunk), types)

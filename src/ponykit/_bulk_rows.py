@@ -9,7 +9,6 @@ the row is encoded again attribute by attribute to name the attribute in a :clas
 from __future__ import annotations
 
 import reprlib
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -172,15 +171,19 @@ class RowPlan:
         )
 
 
-_plans: weakref.WeakKeyDictionary[Any, RowPlan] = weakref.WeakKeyDictionary()
+_PLAN_ATTR = "_ponykit_bulk_plan_"
 
 
 def plan_for(entity: Any) -> RowPlan:
-    """The cached :class:`RowPlan` of a mapped entity."""
-    plan = _plans.get(entity)
+    """The cached :class:`RowPlan` of a mapped entity.
+
+    Kept on the entity class itself (not in a module-level weak mapping, whose values would keep their
+    keys alive): a Database and its entities stay collectable once the application drops them.
+    """
+    plan: RowPlan | None = vars(entity).get(_PLAN_ATTR) if isinstance(entity, type) else None
     if plan is None:
         if not _pony.is_entity_class(entity):
             raise TypeError(f"bulk operations take a Pony entity class, got {entity!r}")
         plan = RowPlan(entity)
-        _plans[entity] = plan
+        setattr(entity, _PLAN_ATTR, plan)
     return plan

@@ -143,19 +143,28 @@ def bulk_update(
     done = matched = 0
     for batch in _batches(rows, size):
         groups: dict[tuple[str, ...], list[Row]] = {}
+        seen: dict[tuple[str, ...], tuple[str, ...]] = {}  # a row's keys -> checked attribute names
         for i, row in enumerate(batch):
-            names = _update_names(plan, row, fields, done + i)
+            row_keys = tuple(row) if isinstance(row, dict) else ()
+            names = seen.get(row_keys)
+            if names is None:
+                names = seen[row_keys] = _update_names(plan, row, fields, done + i)
             groups.setdefault(names, []).append(row)
         encoded: list[tuple[tuple[str, ...], list[tuple[Any, ...]]]] = []
+        # SQLite binds the set values first, then the key; the others bind the key first.
+        key_last = dialect.name == "sqlite"
         for names, part in groups.items():
-            shape = plan.shape(plan.pk_names + names)
+            shape = plan.shape(names + plan.pk_names if key_last else plan.pk_names + names)
             values = _encode_batch(plan, part, done, shape.names, shape.encode, "bulk_update")
             encoded.append((names, values))
         keys: list[Any] = []
         npk = len(plan.pk_columns)
         for names, values in encoded:
             matched += _update_group(plan, dialect, names, values)
-            keys.extend(v[0] if npk == 1 else v[:npk] for v in values)
+            if key_last:
+                keys.extend(v[-1] if npk == 1 else v[-npk:] for v in values)
+            else:
+                keys.extend(v[0] if npk == 1 else v[:npk] for v in values)
         done += len(batch)
         written = frozenset(n for names, _ in encoded for n in names)
         _after_write(plan, db, keys, written, [cached[k] for k in keys if k in cached], written)
