@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import query, security, types
 from .binding import bind_url, parse_url
+from .bulk import UpsertResult, bulk_delete, bulk_insert, bulk_update, bulk_upsert
 from .diagnostics import assert_max_queries, count_queries, detect_n_plus_one
 from .errors import (
     BulkWriteError,
@@ -37,10 +38,15 @@ __all__ = [
     "PonykitError",
     "QueryCountExceeded",
     "UnsupportedComparison",
+    "UpsertResult",
     "ValidationError",
     "assert_max_queries",
     "attach",
     "bind_url",
+    "bulk_delete",
+    "bulk_insert",
+    "bulk_update",
+    "bulk_upsert",
     "cached",
     "cached_select",
     "count_queries",

@@ -60,6 +60,17 @@ class _TxState:
                 else:
                     keys.add(pk)
 
+    def record_many(self, entity: Any, pks: Iterable[Any]) -> None:
+        # One lineage walk for many keys: bulk writes report 100,000s of keys per call.
+        pks = pks if isinstance(pks, (list, tuple, set, frozenset)) else list(pks)
+        if None in pks:
+            self.record(entity, None)
+            return
+        for cls in _pony.entity_lineage(entity):
+            keys = self.writes.setdefault(cls.__name__, set())
+            if keys is not None:
+                keys.update(pks)
+
     def take_writes(self) -> dict[str, frozenset[Any] | None]:
         writes = {name: (None if keys is None else frozenset(keys)) for name, keys in self.writes.items()}
         self.writes.clear()
@@ -147,8 +158,7 @@ def record_writes(db: Database, entity: Any, keys: Iterable[Any] | None) -> None
     if keys is None:
         state.record(entity, None)
     else:
-        for key in keys:
-            state.record(entity, key)
+        state.record_many(entity, keys)
 
 
 def pending_writes(db: Database) -> Mapping[str, frozenset[Any] | None]:

@@ -1,0 +1,166 @@
+"""SQL text of the bulk statements, per backend (private helper of :mod:`ponykit.bulk`).
+
+Only quoted identifiers are ever put into the SQL text; values are always bound parameters. The
+statement shapes were chosen by measurement (``benchmarks/test_bulk.py``, ``benchmarks/results/bulk.md``):
+
+* INSERT: one multi-row ``VALUES`` statement per chunk of the parameter limit on SQLite (faster than
+  ``executemany`` there) and PostgreSQL (``executemany`` there is one round trip per row);
+  ``executemany`` on MariaDB (PyMySQL rewrites it into multi-row statements). With ``RETURNING`` every
+  backend uses multi-row ``VALUES`` statements.
+* UPDATE: ``executemany`` on SQLite; ``UPDATE ... FROM (VALUES ...)`` on PostgreSQL (typed by casts in
+  the first row); ``UPDATE ... JOIN (SELECT ... UNION ALL SELECT ...)`` on MariaDB.
+* UPSERT: ``ON CONFLICT (...) DO UPDATE`` on SQLite and PostgreSQL, ``ON DUPLICATE KEY UPDATE`` on
+  MariaDB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pony.orm import Database
+
+from . import _pony
+
+__all__ = ["Dialect", "dialect_of"]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The SQL dialect facts the bulk statements need for one Database."""
+
+    name: str  # sqlite, postgres, mysql
+    placeholder: str
+    max_params: int
+    db: Database
+
+    def q(self, name: str | tuple[str, ...]) -> str:
+        """Quote an identifier (or a ``(schema, table)`` pair)."""
+        return _pony.quote_name(self.db, name)
+
+    def row(self, n: int) -> str:
+        """``(?, ?, ?)`` for n values."""
+        return "(" + ", ".join([self.placeholder] * n) + ")"
+
+    # -- INSERT -----------------------------------------------------------------------------------
+
+    def insert(self, table: str | tuple[str, ...], columns: Sequence[str], nrows: int) -> str:
+        """``INSERT INTO t (cols) VALUES (...), (...)`` with ``nrows`` rows (at least 1)."""
+        cols = ", ".join(self.q(c) for c in columns)
+        if not columns:
+            if self.name == "mysql":
+                return f"INSERT INTO {self.q(table)} () VALUES " + ", ".join(["()"] * nrows)
+            if nrows == 1:
+                return f"INSERT INTO {self.q(table)} DEFAULT VALUES"
+            raise AssertionError("multi-row INSERT of rows without columns")
+        values = ", ".join([self.row(len(columns))] * nrows)
+        return f"INSERT INTO {self.q(table)} ({cols}) VALUES {values}"
+
+    def returning(self, columns: Sequence[str]) -> str:
+        """`` RETURNING a, b``."""
+        return " RETURNING " + ", ".join(self.q(c) for c in columns)
+
+    # -- UPDATE -----------------------------------------------------------------------------------
+
+    def update_one(
+        self, table: str | tuple[str, ...], set_cols: Sequence[str], pk_cols: Sequence[str]
+    ) -> str:
+        """``UPDATE t SET a = ?, b = ? WHERE pk = ?`` for ``executemany``."""
+        sets = ", ".join(f"{self.q(c)} = {self.placeholder}" for c in set_cols)
+        where = " AND ".join(f"{self.q(c)} = {self.placeholder}" for c in pk_cols)
+        return f"UPDATE {self.q(table)} SET {sets} WHERE {where}"
+
+    def update_many(
+        self,
+        table: str | tuple[str, ...],
+        set_cols: Sequence[str],
+        pk_cols: Sequence[str],
+        nrows: int,
+        sql_types: dict[str, str],
+    ) -> str:
+        """One UPDATE of ``nrows`` rows; each row binds its primary-key columns, then the set columns."""
+        cols = [*pk_cols, *set_cols]
+        names = [f"c{i}" for i in range(len(cols))]
+        pairs = list(zip(cols, names, strict=True))
+        t = self.q(table)
+        if self.name == "postgres":
+            # VALUES columns are typed from the first row: cast it, the other rows follow.
+            first = "(" + ", ".join(f"CAST({self.placeholder} AS {sql_types[c]})" for c in cols) + ")"
+            rest = [self.row(len(cols))] * (nrows - 1)
+            values = ", ".join([first, *rest])
+            sets = ", ".join(f"{self.q(c)} = v.{n}" for c, n in pairs if c in set_cols)
+            on = " AND ".join(f"{t}.{self.q(c)} = v.{n}" for c, n in pairs if c in pk_cols)
+            return f"UPDATE {t} SET {sets} FROM (VALUES {values}) AS v ({', '.join(names)}) WHERE {on}"
+        if self.name == "mysql":
+            first = "SELECT " + ", ".join(f"{self.placeholder} AS {n}" for n in names)
+            rest = ["SELECT " + ", ".join([self.placeholder] * len(cols))] * (nrows - 1)
+            derived = " UNION ALL ".join([first, *rest])
+            on = " AND ".join(f"{t}.{self.q(c)} = v.{n}" for c, n in pairs if c in pk_cols)
+            sets = ", ".join(f"{t}.{self.q(c)} = v.{n}" for c, n in pairs if c in set_cols)
+            return f"UPDATE {t} JOIN ({derived}) AS v ON {on} SET {sets}"
+        # SQLite >= 3.33: UPDATE ... FROM
+        values = ", ".join([self.row(len(cols))] * nrows)
+        sets = ", ".join(f"{self.q(c)} = v.{n}" for c, n in pairs if c in set_cols)
+        on = " AND ".join(f"{t}.{self.q(c)} = v.{n}" for c, n in pairs if c in pk_cols)
+        select = "SELECT " + ", ".join(f"column{i + 1} AS {n}" for i, n in enumerate(names))
+        return f"UPDATE {t} SET {sets} FROM ({select} FROM (VALUES {values})) AS v WHERE {on}"
+
+    # -- UPSERT -----------------------------------------------------------------------------------
+
+    def upsert(
+        self,
+        table: str | tuple[str, ...],
+        columns: Sequence[str],
+        nrows: int,
+        conflict_cols: Sequence[str],
+        update_cols: Sequence[str],
+    ) -> str:
+        """A multi-row INSERT that updates ``update_cols`` of rows whose ``conflict_cols`` already exist."""
+        insert = self.insert(table, columns, nrows)
+        if self.name == "mysql":
+            if update_cols:
+                sets = ", ".join(f"{self.q(c)} = VALUES({self.q(c)})" for c in update_cols)
+            else:  # keep the existing row as it is
+                c = self.q(conflict_cols[0])
+                sets = f"{c} = {c}"
+            return f"{insert} ON DUPLICATE KEY UPDATE {sets}"
+        target = ", ".join(self.q(c) for c in conflict_cols)
+        if not update_cols:
+            return f"{insert} ON CONFLICT ({target}) DO NOTHING"
+        sets = ", ".join(f"{self.q(c)} = excluded.{self.q(c)}" for c in update_cols)
+        return f"{insert} ON CONFLICT ({target}) DO UPDATE SET {sets}"
+
+    # -- SELECT / DELETE by key --------------------------------------------------------------------
+
+    def key_in(self, columns: Sequence[str], nrows: int, prefix: str = "") -> str:
+        """``k IN (?, ?)`` or ``(k1, k2) IN ((?, ?), (?, ?))`` for ``nrows`` keys."""
+        if len(columns) == 1:
+            return f"{prefix}{self.q(columns[0])} IN (" + ", ".join([self.placeholder] * nrows) + ")"
+        cols = "(" + ", ".join(f"{prefix}{self.q(c)}" for c in columns) + ")"
+        return f"{cols} IN (" + ", ".join([self.row(len(columns))] * nrows) + ")"
+
+    def count_keys(self, table: str | tuple[str, ...], columns: Sequence[str], nrows: int) -> str:
+        """How many rows of ``table`` have one of ``nrows`` given keys."""
+        return f"SELECT COUNT(*) FROM {self.q(table)} WHERE {self.key_in(columns, nrows)}"
+
+    def delete_keys(self, table: str | tuple[str, ...], columns: Sequence[str], nrows: int) -> str:
+        """``DELETE FROM t WHERE key IN (...)``."""
+        return f"DELETE FROM {self.q(table)} WHERE {self.key_in(columns, nrows)}"
+
+    def select_keys_of(self, sql: str, columns: Sequence[str]) -> str:
+        """The key columns of the rows a query selects (the query becomes a derived table)."""
+        cols = ", ".join(f"q.{self.q(c)}" for c in columns)
+        return f"SELECT {cols} FROM ({sql}) q"
+
+
+def dialect_of(db: Database) -> Dialect:
+    """The :class:`Dialect` of a bound Database (SQLite, PostgreSQL or MySQL/MariaDB)."""
+    name = _pony.dialect(db)
+    if name == "cockroach":
+        name = "postgres"
+    if name not in ("sqlite", "postgres", "mysql"):
+        raise NotImplementedError(
+            f"ponykit bulk writes support SQLite, PostgreSQL and MySQL/MariaDB, not {name}"
+        )
+    placeholder = "?" if _pony.paramstyle(db) == "qmark" else "%s"
+    return Dialect(name=name, placeholder=placeholder, max_params=_pony.max_params(db), db=db)

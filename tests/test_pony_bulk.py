@@ -1,0 +1,129 @@
+"""The bulk section of the Pony door (ponykit._pony): encoders, statement execution, eviction helpers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pony.orm import Database, Optional, Required, Set, commit, db_session, select
+from pony.orm.core import OperationWithDeletedObjectError
+
+import ponykit as pk
+from ponykit import _pony
+
+
+@pytest.fixture
+def ents(db: Database) -> tuple[Any, Any]:
+    class Owner(db.Entity):
+        name = Required(str, unique=True)
+        pets = Set("Pet")
+
+    class Pet(db.Entity):
+        name = Required(str, 10)
+        nick = Optional(str)
+        owner = Optional(Owner)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    return Owner, Pet
+
+
+def test_value_encoder_matches_encode_value(ents: tuple[Any, Any]) -> None:
+    """The fast bulk encoder gives what encode_value (Pony's own path) gives, and raises where it raises."""
+    _owner, pet = ents
+    enc = _pony.bulk_value_encoder(pet, pet.name)
+    assert enc("  rex ") == _pony.encode_value(pet.name, "  rex ")[0] == "rex"
+    assert _pony.bulk_value_encoder(pet, pet.nick)(_pony.BULK_DEFAULT) == ""
+    with pytest.raises(ValueError, match="too long"):
+        enc("x" * 11)
+    with pytest.raises(ValueError, match="required"):
+        enc("")
+    with pytest.raises(TypeError):
+        enc(3)
+
+
+def test_relation_encoder_takes_objects_and_keys_without_seeding(ents: tuple[Any, Any]) -> None:
+    """A relation encodes an object or a key to the key column; a key creates no seed object."""
+    owner, pet = ents
+    enc = _pony.bulk_value_encoder(pet, pet.owner)
+    with db_session:
+        o = owner(name="o")
+        commit()
+        assert enc(o) == o.id
+        assert enc(12345) == 12345
+        assert not any(x.id == 12345 for x in _pony.cached_objects(o._database_, owner))
+        with pytest.raises(ValueError, match="must be int"):
+            enc("not a key")
+
+
+def test_execute_in_session_joins_the_transaction(ents: tuple[Any, Any], db: Database) -> None:
+    """A statement run through execute_in_session is rolled back with the session."""
+    _owner, pet = ents
+    with pytest.raises(RuntimeError), db_session:
+        table = _pony.quote_name(db, _pony.entity_info(pet).table)
+        _pony.execute_in_session(db, f"DELETE FROM {table}", None)
+        pet(name="a")
+        _pony.flush_session(db)
+        raise RuntimeError
+    with db_session:
+        assert select(p for p in pet).count() == 0
+
+
+def test_refresh_objects_reloads_read_values(ents: tuple[Any, Any], db: Database) -> None:
+    """After a raw UPDATE, refresh_objects makes read objects show the new value without an error."""
+    _owner, pet = ents
+    with db_session:
+        p = pet(name="a")
+    with db_session:
+        p = pet[p.id]
+        assert p.name == "a"
+        table = _pony.quote_name(db, _pony.entity_info(pet).table)
+        _pony.execute_in_session(db, f"UPDATE {table} SET {_pony.quote_name(db, 'name')} = 'b'", None)
+        _pony.refresh_objects(db, [p], frozenset({"name"}))
+        assert p.name == "b"
+        assert select(x for x in pet)[:][0].name == "b"
+
+
+def test_forget_objects_removes_from_identity_map_and_collections(
+    ents: tuple[Any, Any], db: Database
+) -> None:
+    """forget_objects takes deleted rows out of the identity map, key indexes and loaded collections."""
+    owner, pet = ents
+    with db_session:
+        o = owner(name="o")
+        p = pet(name="a", owner=o)
+        commit()
+        assert list(o.pets) == [p]
+        table = _pony.quote_name(db, _pony.entity_info(pet).table)
+        _pony.execute_in_session(db, f"DELETE FROM {table}", None)
+        _pony.forget_objects(db, [p])
+        assert list(o.pets) == []
+        assert pet.get(id=p.id) is None
+        with pytest.raises(OperationWithDeletedObjectError):
+            p.name  # noqa: B018
+
+
+def test_reset_reverse_of_lets_collections_see_new_rows(ents: tuple[Any, Any], db: Database) -> None:
+    """After rows pointing at a loaded object are inserted raw, its loaded collection picks them up."""
+    owner, pet = ents
+    with db_session:
+        o = owner(name="o")
+        commit()
+        assert len(o.pets) == 0
+        table = _pony.quote_name(db, _pony.entity_info(pet).table)
+        cols = ", ".join(_pony.quote_name(db, c) for c in ("name", "nick", "owner"))
+        ph = "?" if _pony.paramstyle(db) == "qmark" else "%s"
+        _pony.execute_in_session(db, f"INSERT INTO {table} ({cols}) VALUES ({ph}, '', {ph})", ("n", o.id))
+        _pony.reset_reverse_of(db, pet, frozenset({"owner"}))
+        assert [x.name for x in o.pets] == ["n"]
+
+
+def test_entity_query_sql_requires_entity_queries(ents: tuple[Any, Any]) -> None:
+    """entity_query_sql gives the entity and SQL of an object query and refuses other queries."""
+    _owner, pet = ents
+    with db_session:
+        entity, sql, _args = _pony.entity_query_sql(select(p for p in pet if p.name == "x"))
+        assert entity is pet
+        assert sql.upper().startswith("SELECT")
+        with pytest.raises(TypeError):
+            _pony.entity_query_sql(select(p.name for p in pet))
