@@ -105,7 +105,7 @@ def _cached_by_pk(plan: RowPlan, db: Any) -> dict[Any, Any]:
     found: dict[Any, Any] = {}
     for obj in _pony.cached_objects(db, plan.entity):
         # Loaded keys were validated by Pony already: they encode without error.
-        parts = [plan.encoders[n](_pony.loaded_value(obj, n)) for n in plan.pk_names]
+        parts = [plan.encoders[n](_pony.loaded_value_by_name(obj, n)) for n in plan.pk_names]
         flat: list[Any] = []
         for name, part in zip(plan.pk_names, parts, strict=True):
             flat.extend(part if len(plan.attrs[name].columns) > 1 else (part,))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -872,6 +873,10 @@ def pk_is_plain(entity: Entity) -> bool:
         if attr.reverse is not None:
             return False
         conv = type(attr.converters[0])
+        if getattr(conv, "_ponykit_param_converter_", False):
+            # ponykit's query-parameter wrapper only encodes values of registered types; the key values
+            # themselves pass through as the dialect's own converter would bind them.
+            conv = conv.__mro__[1]
         if conv.py2sql is not Converter.py2sql or conv.val2dbval is not Converter.val2dbval:
             return False
     return True
@@ -885,7 +890,28 @@ def execute_in_session(db: Database, sql: str, arguments: Any) -> Any:
     (so ponykit's execute listeners, Pony's SQL log and statistics) sees the statement. A list of tuples
     runs as ``executemany``. The session commits or rolls back the statement with everything else.
     """
-    return db._exec_sql(sql, arguments, start_transaction=True)
+    _statement_state.self_reported += 1
+    try:
+        return db._exec_sql(sql, arguments, start_transaction=True)
+    finally:
+        _statement_state.self_reported -= 1
+
+
+class _StatementState(threading.local):
+    def __init__(self) -> None:
+        self.self_reported = 0
+
+
+_statement_state = _StatementState()
+
+
+def in_self_reported_statement() -> bool:
+    """True while :func:`execute_in_session` runs a statement whose writes the caller reports itself.
+
+    Statement listeners that infer writes from SQL text skip these: the caller (a bulk operation)
+    reports the exact keys it wrote with ``record_writes``.
+    """
+    return _statement_state.self_reported > 0
 
 
 def flush_session(db: Database) -> None:
@@ -910,7 +936,7 @@ def cached_objects(db: Database, entity: Entity) -> list[Any]:
     ]
 
 
-def loaded_value(obj: Any, name: str) -> Any:
+def loaded_value_by_name(obj: Any, name: str) -> Any:
     """The Python value of attribute ``name`` in ``obj`` if loaded, else ``BULK_DEFAULT``."""
     attr = obj._adict_[name]
     return obj._vals_.get(attr, _core.DEFAULT)
@@ -1163,11 +1189,6 @@ def order_item(item: Any) -> tuple[Attribute, bool] | None:
     return None
 
 
-def is_query(value: Any) -> bool:
-    """True for a Pony ``Query`` object."""
-    return isinstance(value, _core.Query)
-
-
 # Pony's desc(attr) makes a new DescWrapper per call and DescWrapper hashes by identity, so each
 # order_by(desc(attr)) call adds an entry to db._translator_cache. One wrapper per attribute keeps
 # ponykit's repeated calls on one cache entry. The wrappers live on the entity class (attributes
@@ -1305,11 +1326,6 @@ def relation_kind(attr: Attribute) -> str | None:
     if attr.lazy and attr.columns:
         return "lazy"
     return None
-
-
-def is_entity_instance(value: Any) -> bool:
-    """True for an instance of any Pony entity."""
-    return isinstance(value, _core.Entity)
 
 
 def is_deleted_or_new(obj: Any) -> bool:
@@ -1992,8 +2008,3 @@ def table_entities(db: Database) -> dict[str, frozenset[Any]]:
 def fetch(query: Any, limit: int | None = None, offset: int | None = None) -> list[Any]:
     """Run a query exactly as Pony would (its per-session result cache included) and return a list."""
     return list(query._fetch(limit, offset))
-
-
-def is_entity_class(obj: Any) -> bool:
-    """True for an entity class."""
-    return isinstance(obj, _core.EntityMeta)

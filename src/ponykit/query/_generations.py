@@ -212,8 +212,8 @@ def _make_write_listener(state: DbState) -> Any:
         if error is not None:
             return
         match = _WRITE_RE.match(sql)
-        if match is None or _pony.in_flush(db):
-            return  # Pony's own flush statements are reported with their keys by the foundation
+        if match is None or _pony.in_flush(db) or _pony.in_self_reported_statement():
+            return  # Pony's flushes and ponykit's bulk statements report their keys themselves
         st = state_ref()
         if st is None:
             return
