@@ -6,6 +6,7 @@ The areas stay importable as ``ponykit.types``, ``ponykit.query`` and ``ponykit.
 
 from __future__ import annotations
 
+from . import security
 from .binding import bind_url, parse_url
 from .errors import (
     BulkWriteError,
@@ -20,6 +21,7 @@ from .errors import (
     ValidationError,
 )
 from .kit import CommitEvent, Kit, attach, get_kit
+from .serialization import Serializable, json_schema, to_json
 from .transactions import on_commit, on_rollback
 
 __all__ = [
@@ -33,14 +35,18 @@ __all__ = [
     "Kit",
     "PonykitError",
     "QueryCountExceeded",
+    "Serializable",
     "UnsupportedComparison",
     "ValidationError",
     "attach",
     "bind_url",
     "get_kit",
+    "json_schema",
     "on_commit",
     "on_rollback",
     "parse_url",
+    "security",
+    "to_json",
 ]
 
 __version__ = "0.1.0"
