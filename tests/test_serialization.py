@@ -9,10 +9,10 @@ from typing import Any
 import orjson
 import pytest
 from pony.orm import Database, Required, commit, db_session, select
-from serialization_models import FULL_BOOK, Color, define
 
 import ponykit as pk
 from ponykit.serialization import to_dict
+from serialization_models import FULL_BOOK, Color, define
 
 GOLDEN_BOOK = {
     "id": 1,
@@ -80,7 +80,7 @@ def test_golden_output_every_type(m: Any, backend: Any) -> None:
 
 
 def test_golden_output_of_unsaved_objects(m: Any, backend: Any) -> None:
-    """Objects created in the session serialize like loaded ones (the session is flushed first, as Pony does)."""
+    """New objects serialize like loaded ones (the session is flushed first, as Pony does)."""
     with db_session:
         # Pony 0.7.20 reads SQLite time columns back as text and then reports the object as changed
         # behind its back if it is reloaded in the same session, so the time attribute stays unset here.
@@ -156,7 +156,8 @@ def test_pony_selection_semantics(m: Any) -> None:
             "tags": ["a", "b"],
         }
         # only overrides the flags and may name collections and lazy attributes
-        assert author.to_dict(only="name, tags, bio") == {"name": "Ann", "tags": ["a", "b"], "bio": "long text"}
+        expected = {"name": "Ann", "tags": ["a", "b"], "bio": "long text"}
+        assert author.to_dict(only="name, tags, bio") == expected
         with pytest.raises(AttributeError, match="Entity Author does not have attribute nope"):
             author.to_dict(only=["nope"])
 
@@ -193,7 +194,10 @@ def test_nested_related_per_path(m: Any) -> None:
         m.Tag(name="t", authors=[m.Author[1]])
         out = m.Author[1].to_dict(
             only=["name"],
-            related={"books": {"only": ["title", "color"]}, "tags": {"related": {"authors": {"only": ["id"]}}}},
+            related={
+                "books": {"only": ["title", "color"]},
+                "tags": {"related": {"authors": {"only": ["id"]}}},
+            },
         )
         assert out == {
             "name": "Ann",
@@ -207,7 +211,8 @@ def test_nested_related_per_path(m: Any) -> None:
 def test_cycles_become_keys(m: Any) -> None:
     """An object already on the path is serialized as its key, so nesting never loops."""
     with db_session:
-        out = m.Author[1].to_dict(only=["id"], related={"books": {"only": ["id", "author"], "related": ["author"]}})
+        spec = {"books": {"only": ["id", "author"], "related": ["author"]}}
+        out = m.Author[1].to_dict(only=["id"], related=spec)
         assert out == {"id": 1, "books": [{"id": 1, "author": 1}, {"id": 2, "author": 1}]}
 
 
