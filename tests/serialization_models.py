@@ -57,7 +57,7 @@ def define(db: Database) -> Any:
         title = Required(str, 100)
         price = Required(Decimal, 10, 2)
         rating = Optional(float)
-        pages = Optional(int, min=0, max=100000)
+        pages = Optional(int, min=1, max=100000)  # Pony ignores min=0 (falsy)
         in_print = Required(bool, default=True)
         published = Optional(dt.date)
         created = Optional(dt.datetime)

@@ -48,9 +48,11 @@ def _entity_of(attr: Any) -> Any:
 
 def _declare(entity: Any, names: tuple[str, ...]) -> None:
     current: frozenset[str] = entity.__dict__.get(_DECLARED, frozenset())
-    known = {a.name for a in getattr(entity, "_attrs_", ())} or None
+    from .. import _pony
+
+    known = {a.name for a in _pony.entity_attributes(entity)}
     for name in names:
-        if known is not None and name not in known:
+        if name not in known:
             raise AttributeError(
                 f"sensitive(): entity {entity.__name__} has no attribute {name!r}; "
                 f"declare only attributes it has ({', '.join(sorted(known))})"
