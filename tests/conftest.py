@@ -170,6 +170,16 @@ def backend(backend_name: str, tmp_path: Any, _admin: _Admin) -> Iterator[Backen
         _admin.execute(name, drop)
 
 
+@pytest.fixture(autouse=True)
+def _forget_attached_databases() -> Iterator[None]:
+    """Databases a test attached must not make ``on_commit()`` without ``db=`` ambiguous in later tests."""
+    before = set(map(id, ponykit.kit.attached_databases()))
+    yield
+    for database in ponykit.kit.attached_databases():
+        if id(database) not in before:
+            ponykit.kit.forget(database)
+
+
 @pytest.fixture
 def make_db(backend: Backend) -> Iterator[Callable[[], Database]]:
     """A factory of fresh Databases bound to this test's isolated backend (declare entities, attach, map)."""

@@ -6,8 +6,9 @@ The areas stay importable as ``ponykit.types``, ``ponykit.query`` and ``ponykit.
 
 from __future__ import annotations
 
-from . import security
+from . import query, security, types
 from .binding import bind_url, parse_url
+from .diagnostics import assert_max_queries, count_queries, detect_n_plus_one
 from .errors import (
     BulkWriteError,
     CallbackError,
@@ -21,6 +22,7 @@ from .errors import (
     ValidationError,
 )
 from .kit import CommitEvent, Kit, attach, get_kit
+from .query import cached, cached_select, paginate, paginate_keyset, prefetch
 from .serialization import Serializable, json_schema, to_json
 from .transactions import on_commit, on_rollback
 
@@ -38,15 +40,25 @@ __all__ = [
     "Serializable",
     "UnsupportedComparison",
     "ValidationError",
+    "assert_max_queries",
     "attach",
     "bind_url",
+    "cached",
+    "cached_select",
+    "count_queries",
+    "detect_n_plus_one",
     "get_kit",
     "json_schema",
     "on_commit",
     "on_rollback",
+    "paginate",
+    "paginate_keyset",
     "parse_url",
+    "prefetch",
+    "query",
     "security",
     "to_json",
+    "types",
 ]
 
 __version__ = "0.1.0"

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pony.orm.core as _core
 from pony.orm import Database
@@ -77,6 +78,11 @@ def quote_name(db: Database, name: str | tuple[str, ...]) -> str:
 def session_cache(db: Database) -> SessionCache | None:
     """The current thread's session cache for ``db``, or None if this session has not touched ``db`` yet."""
     return _core.local.db2cache.get(db)
+
+
+def session_databases() -> list[Database]:
+    """The Databases the current thread's session has touched so far."""
+    return list(_core.local.db2cache)
 
 
 def require_session_cache(db: Database) -> SessionCache:
@@ -235,7 +241,7 @@ class EntityInfo:
     pk_is_composite: bool
     column_attrs: tuple[str, ...]  # attributes stored in this entity's table, in column order
     discriminator: tuple[str, str, Any] | None  # (attribute, column, this entity's code)
-    keys: tuple[tuple[str, ...], ...]  # unique keys, simple and composite, by attribute name
+    keys: tuple[tuple[str, ...], ...]  # unique keys other than the primary key, by attribute name
     link_tables: tuple[LinkTable, ...]
 
 
@@ -283,6 +289,14 @@ def entity_info(entity: Entity) -> EntityInfo:
     return info
 
 
+def column_converters(entity: Entity) -> dict[str, list[Any]]:
+    """The Pony converters of each attribute stored in the entity's table, by attribute name.
+
+    A to-one relation has the converters of the related entity's primary-key columns.
+    """
+    return {a.name: list(a.converters) for a in entity._attrs_with_columns_}
+
+
 def entity_attribute(entity: Entity, name: str) -> Attribute:
     """The attribute object called ``name``; raises AttributeError naming the entity if there is none."""
     attr = entity._adict_.get(name)
@@ -320,12 +334,17 @@ def raw_primary_key(obj: Any) -> tuple[Any, ...]:
 # Values: what Pony binds and what it reads back
 
 
+DEFAULT: Any = _core.DEFAULT  # "not given": encode_value then applies the attribute's default
+
+
 def encode_value(attr: Attribute, value: Any) -> tuple[Any, ...]:
     """The column values Pony would bind when ``value`` is assigned to ``attr``.
 
     Runs the attribute's own validation (``validate`` of the converter, ``py_check``, min/max/max_len,
     required checks) and then ``val2dbval`` and ``py2sql``, exactly as an INSERT through an entity would.
     Relations accept an entity instance or its primary key and give the target's primary-key columns.
+    Pass :data:`DEFAULT` for a value that was not given: the attribute's default applies (``''`` for an
+    ``Optional(str)``, as Pony stores it).
     """
     val = attr.validate(value, None, attr.entity)
     if val is None:
@@ -425,6 +444,144 @@ def getpid() -> int:
 # ---------------------------------------------------------------------------------------------------------
 # Attribute types (ponykit.types, ponykit.security): converters, query-parameter normalization
 
+# Converter entries are replaced in place (not prepended) when ponykit wraps a dialect's own converter for a
+# storage type: ``bool`` must keep matching before ``int`` and ``LongStr`` before nothing else.
+
+
+def wrap_storage_converter(db: Database, storage: type, make: Callable[[type], type]) -> type:
+    """Replace, on this provider instance, the converter entry that handles ``storage`` with ``make(cls)``.
+
+    The entry keeps its position and its type key, so every type it matched before still goes to the new
+    class. Idempotent: a class already made by ponykit is returned as is. Used for the converters Pony
+    builds for query parameters (``get_converter_by_py_type``), which never see an attribute.
+    """
+    provider = db.provider
+    entries = list(provider.converter_classes)
+    for index, (key, cls) in enumerate(entries):
+        if issubclass(storage, key):
+            if getattr(cls, "_ponykit_param_converter_", False):
+                return cls  # type: ignore[no-any-return]
+            new_cls = make(cls)
+            new_cls._ponykit_param_converter_ = True  # type: ignore[attr-defined]
+            entries[index] = (key, new_cls)
+            provider.converter_classes = entries
+            return new_cls
+    raise TypeError(f"the {provider.dialect} provider has no converter for {storage.__name__}")
+
+
+def register_type_normalization(py_type: type, storage: type) -> None:
+    """Tell Pony's query translator to treat ``py_type`` like ``storage`` (process-wide, see types docs).
+
+    ``pony.orm.ormtypes.type_normalization_dict`` is global. It only maps a type to the primitive type it
+    is stored as; ponykit adds only types that are mapped through ponykit converters (Enum classes used
+    as attribute types, ponykit's own value types, registered user types), and the per-Database parameter
+    converters turn such values into their storage form before binding.
+    """
+    from pony.orm import ormtypes
+
+    ormtypes.type_normalization_dict[py_type] = storage
+
+
+def install_sql_operation(db: Database, name: str, method: Callable[..., Any]) -> None:
+    """Give this provider instance's SQL builder a method ``name`` (an AST operation a converter can name).
+
+    The builder class is shadowed on the provider instance by a subclass, once; other Databases keep
+    Pony's class. Converters name the operation in their ``EQ`` attribute, which Pony uses for
+    ``Entity.get(attr=value)`` lookups and optimistic checks.
+    """
+    provider = db.provider
+    cls = provider.sqlbuilder_cls
+    if not getattr(cls, "_ponykit_builder_", False):
+        cls = type("Ponykit" + cls.__name__, (cls,), {"_ponykit_builder_": True})
+        provider.sqlbuilder_cls = cls
+    setattr(cls, name, method)
+
+
+def make_pattern_lookup_operation(
+    forbidden: Callable[[Any], BaseException],
+) -> Callable[..., Any]:
+    """An SQL-builder operation ``col OP param`` for columns whose equality needs ``LIKE`` patterns.
+
+    Optimistic checks (the stored value itself) render plain ``col = ?``. Lookups ask the converter for
+    ``ponykit_lookup_functions()``: one ``plaintext -> pattern`` function per pattern, and render
+    ``(col LIKE ? OR col LIKE ? ...)`` with one bound pattern each. A converter that cannot be looked up
+    raises from that method; ``forbidden(converter)`` builds the error for a non-parameter operand.
+    """
+    from pony.orm.sqlbuilding import Param
+
+    def operation(builder: Any, expr: Any, param: Any) -> Any:
+        if not isinstance(param, list) or param[0] != "PARAM":
+            raise forbidden(None)
+        paramkey, converter = param[1], param[2]
+        if len(param) > 3 and param[3]:  # optimistic check: compare the stored envelope as is
+            return builder(["EQ", expr, param])
+        functions = converter.ponykit_lookup_functions()
+        column = builder(expr)
+        parts: list[Any] = []
+        for index, function in enumerate(functions):
+            inner = Param(builder.paramstyle, paramkey, None)
+            composite = builder.make_composite_param(
+                ("ponykit-lookup", index, paramkey), [inner], lambda args, f=function: f(args[0])
+            )
+            if parts:
+                parts.append(" OR ")
+            parts.extend([column, " LIKE ", composite])
+        return ["(", *parts, ")"]
+
+    return operation
+
+
+def root_entity_name(entity: Entity) -> str:
+    """The name of the root of ``entity``'s inheritance tree (the entity that owns the table)."""
+    return str(entity._root_.__name__)
+
+
+def attribute_entity(attr: Attribute) -> Entity:
+    """The entity class that declares ``attr``."""
+    return attr.entity
+
+
+def attribute_converter(attr: Attribute) -> Any:
+    """The converter Pony built for a mapped, single-column attribute."""
+    return attr.converters[0]
+
+
+def object_primary_key(obj: Any) -> Any:
+    """The primary key of ``obj`` if it has one yet (None for an object not saved, or for no object)."""
+    if obj is None:
+        return None
+    try:
+        return obj._pkval_
+    except AttributeError:
+        return None
+
+
+def default_alias(entity: Entity) -> str:
+    """The SQL alias Pony gives ``entity`` in ``Entity.select()`` (its uppercase letters, lowercased)."""
+    return str(entity._default_iter_name_)
+
+
+def sql_alias(var_name: str) -> str:
+    """The SQL alias Pony gives the first table of a generator variable (``t`` is renamed ``t-1``)."""
+    return var_name if var_name != "t" else "t-1"
+
+
+def raw_sql_condition(sql: str, values: dict[str, Any]) -> Any:
+    """A ``raw_sql`` object usable as a generator-query condition: ``$name`` refers to ``values[name]``."""
+    from pony.orm.ormtypes import RawSQL
+
+    return RawSQL(sql, {}, dict(values), bool)
+
+
+def positional_placeholder(db: Database) -> str:
+    """The positional parameter marker of the driver (``?`` or ``%s``), for ``executemany`` statements."""
+    return "?" if db.provider.paramstyle == "qmark" else "%s"
+
+
+def raw_connection(db: Database) -> Any:
+    """The DB-API connection of the current db_session (starting its transaction)."""
+    return db.get_connection()
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Bulk writes (ponykit.bulk): executing batches in the session's transaction, identity-map upkeep
@@ -433,9 +590,884 @@ def getpid() -> int:
 # ---------------------------------------------------------------------------------------------------------
 # Queries (ponykit.query, ponykit.diagnostics): SQL and arguments of a query, order, prefetch, statement hooks
 
+# Query shape: the entity a query returns, its alias and its ORDER BY, as attributes.
+
+
+def query_entity(query: Any) -> Entity | None:
+    """The entity class a query returns, or None when it returns tuples or scalars."""
+    expr_type = query._translator.expr_type
+    return expr_type if isinstance(expr_type, _core.EntityMeta) else None
+
+
+def query_alias(query: Any) -> str:
+    """The SQL table alias Pony uses for the query's entity (``b`` in ``select(b for b in Book)``)."""
+    return str(query._translator.alias)
+
+
+def query_order(query: Any) -> list[tuple[Attribute, bool]] | None:
+    """The query's ORDER BY as ``[(attribute, descending), ...]``; None if it orders by anything else.
+
+    Only plain column attributes of the query's own entity are understood; an expression, a raw SQL
+    fragment or a column of another table gives None.
+    """
+    entity = query_entity(query)
+    if entity is None:
+        return None
+    alias = query_alias(query)
+    by_column: dict[str, Attribute] = {}
+    for attr in (*entity._root_._attrs_, *entity._root_._subclass_attrs_):
+        if not attr.is_collection and len(attr.columns) == 1:
+            by_column.setdefault(attr.columns[0], attr)
+    result: list[tuple[Attribute, bool]] = []
+    for item in query._translator.order:
+        descending = False
+        if item and item[0] == "DESC":
+            descending, item = True, item[1]
+        if not (item and item[0] == "COLUMN" and item[1] == alias and item[2] in by_column):
+            return None
+        result.append((by_column[item[2]], descending))
+    return result
+
+
+def order_item(item: Any) -> tuple[Attribute, bool] | None:
+    """``(attribute, descending)`` for an ``Attribute`` or ``desc(attribute)``; None for anything else."""
+    if isinstance(item, _core.DescWrapper):
+        return item.attr, True
+    if isinstance(item, _core.Attribute):
+        return item, False
+    return None
+
+
+def is_query(value: Any) -> bool:
+    """True for a Pony ``Query`` object."""
+    return isinstance(value, _core.Query)
+
+
+# Pony's desc(attr) makes a new DescWrapper per call and DescWrapper hashes by identity, so each
+# order_by(desc(attr)) call adds an entry to db._translator_cache. One wrapper per attribute keeps
+# ponykit's repeated calls on one cache entry. The wrappers live on the entity class (attributes
+# cannot be weakly referenced), so they go away with it.
+
+
+def desc_of(attr: Attribute) -> Any:
+    """``desc(attr)``, the same wrapper object on every call (so Pony's translator cache is reused)."""
+    entity = attr.entity
+    wrappers: dict[str, Any] | None = entity.__dict__.get("_ponykit_desc_wrappers_")
+    if wrappers is None:
+        wrappers = {}
+        entity._ponykit_desc_wrappers_ = wrappers
+    wrapper = wrappers.get(attr.name)
+    if wrapper is None or wrapper.attr is not attr:
+        wrapper = wrappers[attr.name] = _core.DescWrapper(attr)
+    return wrapper
+
+
+def per_database_cache(db: Database, name: str, factory: Callable[[], Any]) -> Any:
+    """A cache object stored on ``db`` itself, so it never keeps a Database (or its entities) alive."""
+    key = f"_ponykit_cache_{name}_"
+    cache = db.__dict__.get(key)
+    if cache is None:
+        cache = factory()
+        setattr(db, key, cache)
+    return cache
+
+
+def filter_raw(query: Any, sql: str, values: list[Any]) -> Any:
+    """``query.filter(raw_sql(sql))`` where ``$v[0]``, ``$v[1]``... in ``sql`` are bound from ``values``.
+
+    The values are parameters (never inlined), and the SQL text alone keys Pony's translator cache, so
+    one shape of filter costs one translation however many different values it is used with.
+    """
+    from pony.orm.ormtypes import RawSQL
+
+    return query.filter(RawSQL(sql, {}, {"v": values}))
+
+
+def query_key(query: Any) -> Any:
+    """A hashable, process-local key of a query's shape (code, variable types, filters, order)."""
+    return query._key
+
+
+def fetch_entities(query: Any, limit: int) -> list[Any]:
+    """The first ``limit`` objects of an entity query, built by :func:`materialize`.
+
+    Same SQL and the same session state as ``query[:limit]``, without Pony's generic row parser; a
+    query with ``prefetch()`` or ``for_update()`` goes through Pony's own fetch.
+    """
+    if query._prefetch or query._for_update:
+        return list(query[:limit])
+    entity = query._translator.expr_type
+    sql, arguments, attr_offsets, _key = query._construct_sql_and_arguments(limit=limit)
+    rows = query._database._exec_sql(sql, arguments).fetchall()
+    return materialize(entity, rows, attr_offsets)
+
+
+def count_capped(query: Any, cap: int) -> int:
+    """``min(cap, number of rows of query)``, counting at most ``cap`` rows in the database."""
+    sql, arguments, _offsets, _key = query._construct_sql_and_arguments(limit=cap)
+    db = query._database
+    cursor = db._exec_sql(f"SELECT COUNT(*) FROM ({sql}) ponykit_capped", arguments)
+    return int(cursor.fetchone()[0])
+
+
+def exec_sql(db: Database, sql: str, arguments: Any = None) -> Any:
+    """Run one statement in the session's connection, through Pony (logged, counted, reconnecting)."""
+    return db._exec_sql(sql, arguments)
+
+
+def attr_is_sensitive(attr: Attribute) -> bool:
+    """True if the attribute's type is marked sensitive or encrypted (its values must not leak)."""
+    py_type = attr.py_type
+    return bool(
+        getattr(py_type, "__ponykit_sensitive__", False) or getattr(py_type, "__ponykit_encrypted__", False)
+    )
+
+
+# N+1 diagnosis: which relation a repeated single-row SELECT is loading.
+
+_FROM = re.compile(r"\bFROM\s+[`\"]?([^`\"\s]+)[`\"]?", re.IGNORECASE)
+_WHERE_COL = re.compile(r"\bWHERE\s+(?:[`\"]\w+[`\"]\.)?[`\"]?(\w+)[`\"]?\s*(?:=|IN\b)", re.IGNORECASE)
+
+
+def _table_name(table: Any) -> str:
+    return str(table[-1] if isinstance(table, tuple) else table).lower()
+
+
+def n_plus_one_culprit(db: Database, sql: str) -> tuple[str | None, str | None]:
+    """``(entity, attribute)`` to prefetch for a statement Pony runs when loading one relation of one object.
+
+    Reads the table after FROM and the first column compared in WHERE: a foreign key of a child table
+    names the parent's collection, a link table names the many-to-many collection, a primary-key load
+    of a lazy column names that attribute. ``(None, None)`` when the statement is not recognized.
+    """
+    from_match, where_match = _FROM.search(sql), _WHERE_COL.search(sql)
+    if from_match is None or where_match is None:
+        return None, None
+    table, column = from_match.group(1).lower(), where_match.group(1)
+    select_list = sql[: from_match.start()]
+    for entity in db.entities.values():
+        for attr in entity._new_attrs_:
+            if attr.is_collection and attr.reverse is not None and attr.reverse.is_collection:
+                owner_columns = attr.reverse_columns if attr.symmetric else attr.reverse.columns
+                if attr.table is not None and _table_name(attr.table) == table and column in owner_columns:
+                    return entity.__name__, attr.name
+    for entity in db.entities.values():
+        if entity._root_ is not entity or _table_name(entity._table_) != table:
+            continue
+        attrs = [*entity._attrs_, *entity._subclass_attrs_]
+        for attr in attrs:
+            if attr.reverse is not None and not attr.is_collection and column in attr.columns:
+                return attr.py_type.__name__, attr.reverse.name
+        if column in entity._pk_columns_:
+            for attr in attrs:
+                if attr.lazy and attr.columns and f"{attr.columns[0]}" in select_list:
+                    return attr.entity.__name__, attr.name
+        return entity.__name__, None
+    return None, None
+
+
+# Prefetch: loading relations of many objects at once and filling Pony's session cache with them.
+
+
+def relation_kind(attr: Attribute) -> str | None:
+    """``'to_one'``, ``'one_to_many'``, ``'many_to_many'``, ``'lazy'``, or None for a plain eager column."""
+    if attr.is_collection:
+        if attr.reverse is None:
+            return None
+        return "many_to_many" if attr.reverse.is_collection else "one_to_many"
+    if attr.reverse is not None:
+        return "to_one"
+    if attr.lazy and attr.columns:
+        return "lazy"
+    return None
+
+
+def is_entity_instance(value: Any) -> bool:
+    """True for an instance of any Pony entity."""
+    return isinstance(value, _core.Entity)
+
+
+def is_deleted_or_new(obj: Any) -> bool:
+    """True for objects that have no row to load relations from (created and not flushed, or deleted)."""
+    return obj._status_ in ("created", "cancelled", "marked_to_delete", "deleted")
+
+
+def loaded_value(obj: Any, attr: Attribute) -> Any:
+    """The value of ``attr`` held in the session for ``obj`` (without loading, without marking it read).
+
+    Returns ``_core.NOT_LOADED`` when the session has no value yet.
+    """
+    return obj._vals_.get(attr, _core.NOT_LOADED)
+
+
+def not_loaded() -> Any:
+    """Pony's NOT_LOADED sentinel."""
+    return _core.NOT_LOADED
+
+
+def is_seed(obj: Any) -> bool:
+    """True for an object known only by its primary key (its columns are not loaded yet)."""
+    cache = obj._session_cache_
+    return obj in cache.seeds[obj._pk_attrs_]
+
+
+def collection_items(obj: Any, attr: Attribute) -> set[Any] | None:
+    """The objects of a fully loaded collection of ``obj``, or None when it is not fully loaded."""
+    setdata = obj._vals_.get(attr)
+    if setdata is None or not setdata.is_fully_loaded:
+        return None
+    return set(setdata)
+
+
+def _select_columns(entity: Entity) -> tuple[list[str], dict[Any, list[int]]]:
+    # Same columns, same offsets as Pony's own batch loads (_construct_select_clause_, all_attributes).
+    root = entity._root_
+    columns: list[str] = []
+    offsets: dict[Any, list[int]] = {}
+    for attr in (*root._attrs_, *root._subclass_attrs_):
+        if attr.is_collection or not attr.columns or attr.lazy:
+            continue
+        offsets[attr] = list(range(len(columns), len(columns) + len(attr.columns)))
+        columns.extend(attr.columns)
+    return columns, offsets
+
+
+def _placeholders(db: Database, count: int) -> list[str]:
+    mark = "?" if db.provider.paramstyle == "qmark" else "%s"
+    return [mark] * count
+
+
+def _in_condition(db: Database, alias: str, columns: list[str], count: int) -> str:
+    q = db.provider.quote_name
+    if len(columns) == 1:
+        return f"{q(alias)}.{q(columns[0])} IN ({', '.join(_placeholders(db, count))})"
+    mark = _placeholders(db, 1)[0]
+    one = " AND ".join(f"{q(alias)}.{q(c)} = {mark}" for c in columns)
+    return "(" + " OR ".join(f"({one})" for _ in range(count)) + ")"
+
+
+def _raw_keys(objects: list[Any]) -> list[tuple[Any, ...]]:
+    result = []
+    for obj in objects:
+        converters = obj._pk_converters_
+        raw = obj._get_raw_pkval_()
+        result.append(tuple(c.py2sql(v) for c, v in zip(converters, raw, strict=True)))
+    return result
+
+
+def _chunks(db: Database, items: list[Any], width: int) -> Iterator[list[Any]]:
+    size = max(1, int(db.provider.max_params_count) // max(width, 1))
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _select_sql(entity: Entity, where_alias: str, extra: str = "") -> tuple[str, dict[Any, list[int]]]:
+    db = entity._database_
+    q = db.provider.quote_name
+    columns, offsets = _select_columns(entity)
+    select_list = ", ".join(f"{q('t')}.{q(c)}" for c in columns)
+    return f"SELECT {select_list}{extra} FROM {q(entity._root_._table_)} {q('t')}", offsets
+
+
+def _fast_path_ok(entity: Entity) -> bool:
+    # New objects can be built directly when nothing but the primary key indexes them and no
+    # discriminator picks their class; everything else goes through Pony's own _db_set_.
+    cached = entity.__dict__.get("_ponykit_fast_load_")
+    if cached is not None:
+        return bool(cached)
+    ok = (
+        entity._discriminator_attr_ is None
+        and not entity._composite_keys_
+        and not any(a.pk_offset is not None and a.reverse for a in entity._pk_attrs_)
+        and not any(a.is_unique and a.pk_offset is None for a in entity._attrs_)
+        and not entity._subclasses_
+    )
+    entity._ponykit_fast_load_ = ok
+    return ok
+
+
+def materialize(entity: Entity, rows: list[Any], offsets: dict[Any, list[int]]) -> list[Any]:
+    """Turn rows of ``entity``'s columns (laid out as ``offsets`` says) into session objects.
+
+    Objects already in the identity map are refreshed through Pony's ``_db_set_`` (which detects
+    unrepeatable reads and keeps local edits); new ones are built directly with the same state Pony
+    would give them (values converted by each column's converter, reverse relations updated), which
+    is several times faster than Pony's generic row parser.
+    """
+    cache = entity._database_._get_cache()
+    index = cache.indexes[entity._pk_attrs_]
+    fast = _fast_path_ok(entity)
+    pk_attrs = entity._pk_attrs_
+    pk_offsets = [offsets[a][0] for a in pk_attrs]
+    # From the database a scalar key column is only sql2py-converted (Attribute.validate, from_db=True).
+    pk_converters = [a.converters[0].sql2py for a in pk_attrs]
+    composite = entity._pk_is_composite_
+    plain: list[tuple[Any, int, Any, Any]] = []
+    related: list[tuple[Any, list[int], Any, dict[Any, Any]]] = []
+    for attr, offs in offsets.items():
+        if attr.pk_offset is not None:
+            continue
+        if attr.reverse is not None:
+            related.append((attr, offs, attr.py_type._get_by_raw_pkval_, {}))
+        else:
+            conv = attr.converters[0]
+            plain.append((attr, offs[0], conv.sql2py, conv.dbval2val))
+    objects_add = cache.objects.add
+    result = []
+    for row in rows:
+        if not fast:
+            pkval: Any = None
+        elif composite:
+            pkval = tuple(c(row[o]) for c, o in zip(pk_converters, pk_offsets, strict=True))
+        else:
+            pkval = pk_converters[0](row[pk_offsets[0]])
+        obj = index.get(pkval) if fast else None
+        if obj is not None or not fast:
+            real, pkval, avdict = entity._parse_row_(row, offsets)
+            obj = real._get_from_identity_map_(pkval, "loaded")
+            if obj._status_ in ("marked_to_delete", "deleted", "cancelled"):
+                continue
+            obj._db_set_(avdict)
+            result.append(obj)
+            continue
+        obj = object.__new__(entity)
+        objects_add(obj)
+        obj._pkval_ = pkval
+        obj._status_ = "loaded"
+        vals: dict[Any, Any] = {}
+        dbvals: dict[Any, Any] = {}
+        if composite:
+            vals.update(zip(pk_attrs, pkval, strict=True))
+        else:
+            vals[pk_attrs[0]] = pkval
+        obj._vals_ = vals
+        obj._dbvals_ = dbvals
+        obj._save_pos_ = None
+        obj._session_cache_ = cache
+        obj._newid_ = None
+        obj._rbits_ = obj._wbits_ = 0
+        index[pkval] = obj
+        for attr, off, sql2py, dbval2val in plain:
+            raw = row[off]
+            if raw is None:
+                vals[attr] = dbvals[attr] = None
+            else:
+                dbval = sql2py(raw)
+                dbvals[attr] = dbval
+                vals[attr] = dbval2val(dbval, obj)
+        for attr, offs, get_by_raw, known in related:
+            raw_key = tuple(row[o] for o in offs)
+            if raw_key[0] is None:
+                target = None
+            else:
+                target = known.get(raw_key)
+                if target is None:
+                    target = known[raw_key] = get_by_raw(raw_key)
+            vals[attr] = dbvals[attr] = target
+            if target is not None:
+                attr.db_update_reverse(obj, _core.NOT_LOADED, target)
+        result.append(obj)
+    return result
+
+
+def load_by_pk(entity: Entity, objects: list[Any]) -> list[Any]:
+    """Load the columns of ``objects`` (seeds of ``entity``) in one query per chunk of primary keys."""
+    db = entity._database_
+    root = entity._root_
+    pk_columns = list(root._pk_columns_)
+    loaded = []
+    for chunk in _chunks(db, objects, len(pk_columns)):
+        base, offsets = _select_sql(root, "t")
+        sql = f"{base} WHERE {_in_condition(db, 't', pk_columns, len(chunk))}"
+        args = tuple(v for key in _raw_keys(chunk) for v in key)
+        rows = db._exec_sql(sql, args).fetchall()
+        loaded.extend(materialize(root, rows, offsets))
+    return loaded
+
+
+def load_one_to_many(attr: Attribute, owners: list[Any]) -> None:
+    """Fill the one-to-many collection ``attr`` of ``owners`` in one query per chunk of owners."""
+    entity = attr.entity
+    db = entity._database_
+    reverse = attr.reverse
+    child = reverse.entity
+    fk_columns = list(reverse.columns)
+    for obj in owners:
+        if obj._vals_.get(attr) is None:
+            obj._vals_[attr] = _core.SetData()
+    for chunk in _chunks(db, owners, len(fk_columns)):
+        base, offsets = _select_sql(child, "t")
+        sql = f"{base} WHERE {_in_condition(db, 't', fk_columns, len(chunk))}"
+        args = tuple(v for key in _raw_keys(chunk) for v in key)
+        rows = db._exec_sql(sql, args).fetchall()
+        # Children point at their owner through ``reverse``; building them adds them to its collection.
+        materialize(child._root_, rows, offsets)
+    _mark_loaded(attr, owners)
+
+
+def load_many_to_many(attr: Attribute, owners: list[Any]) -> None:
+    """Fill the many-to-many collection ``attr`` of ``owners``: link rows and targets in one joined query."""
+    entity = attr.entity
+    db = entity._database_
+    q = db.provider.quote_name
+    reverse = attr.reverse
+    target = attr.py_type._root_
+    if attr.symmetric:
+        owner_cols, target_cols = list(attr.reverse_columns), list(attr.columns)
+    else:
+        owner_cols, target_cols = list(reverse.columns), list(attr.columns)
+    columns, offsets = _select_columns(target)
+    owner_offsets = list(range(len(columns), len(columns) + len(owner_cols)))
+    select_list = ", ".join([f"{q('t')}.{q(c)}" for c in columns] + [f"{q('l')}.{q(c)}" for c in owner_cols])
+    join = " AND ".join(
+        f"{q('t')}.{q(pc)} = {q('l')}.{q(lc)}"
+        for pc, lc in zip(target._pk_columns_, target_cols, strict=True)
+    )
+    base = (
+        f"SELECT {select_list} FROM {q(attr.table)} {q('l')} "
+        f"INNER JOIN {q(target._table_)} {q('t')} ON {join}"
+    )
+    found: dict[Any, set[Any]] = {obj: set() for obj in owners}
+    target_pk = target._pk_attrs_
+    for chunk in _chunks(db, owners, len(owner_cols)):
+        sql = f"{base} WHERE {_in_condition(db, 'l', owner_cols, len(chunk))}"
+        args = tuple(v for key in _raw_keys(chunk) for v in key)
+        rows = db._exec_sql(sql, args).fetchall()
+        # materialize() skips rows of objects deleted in this session: match rows to items by pk.
+        item_by_pk = {it._pkval_: it for it in materialize(target, rows, offsets)}
+        for row in rows:
+            owner = entity._get_by_raw_pkval_([row[o] for o in owner_offsets])
+            pk_vals = tuple(a.validate(row[offsets[a][0]], None, target, from_db=True) for a in target_pk)
+            item = item_by_pk.get(pk_vals[0] if len(pk_vals) == 1 else pk_vals)
+            if item is not None:
+                found.setdefault(owner, set()).add(item)
+    for owner, items in found.items():
+        setdata = owner._vals_.get(attr)
+        if setdata is None:
+            setdata = owner._vals_[attr] = _core.SetData()
+        elif setdata.is_fully_loaded:
+            continue
+        new = items - setdata
+        if setdata.removed:
+            new -= setdata.removed
+        setdata |= new
+        reverse.db_reverse_add(new, owner)
+    _mark_loaded(attr, owners)
+
+
+def _mark_loaded(attr: Attribute, owners: list[Any]) -> None:
+    for obj in owners:
+        setdata = obj._vals_.get(attr)
+        if setdata is None:
+            setdata = obj._vals_[attr] = _core.SetData()
+        setdata.is_fully_loaded = True
+        setdata.absent = None
+        setdata.count = len(setdata)
+
+
+def load_lazy(attr: Attribute, objects: list[Any]) -> None:
+    """Load the lazy column ``attr`` of ``objects`` in one query per chunk of primary keys."""
+    entity = attr.entity
+    db = entity._database_
+    q = db.provider.quote_name
+    root = entity._root_
+    pk_columns = list(root._pk_columns_)
+    select_list = ", ".join(f"{q('t')}.{q(c)}" for c in [*pk_columns, *attr.columns])
+    cache = db._get_cache()
+    index = cache.indexes[root._pk_attrs_]
+    for chunk in _chunks(db, objects, len(pk_columns)):
+        sql = (
+            f"SELECT {select_list} FROM {q(root._table_)} {q('t')} "
+            f"WHERE {_in_condition(db, 't', pk_columns, len(chunk))}"
+        )
+        args = tuple(v for key in _raw_keys(chunk) for v in key)
+        n = len(pk_columns)
+        for row in db._exec_sql(sql, args).fetchall():
+            pk_vals = [
+                a.validate(v, None, root, from_db=True) for a, v in zip(root._pk_attrs_, row[:n], strict=True)
+            ]
+            obj = index.get(pk_vals[0] if n == 1 else tuple(pk_vals))
+            if obj is not None and attr not in obj._vals_:
+                obj._db_set_({attr: attr.validate(row[n], None, entity, from_db=True)})
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Cache (ponykit.query.cache): stable query keys, rebuilding entities from rows or keys
+
+
+class QuerySQL(NamedTuple):
+    """What a query sends to the database, and how to read its rows back.
+
+    ``sql`` and ``arguments`` are exactly what Pony executes (arguments already converted by ``py2sql``;
+    a tuple, or a dict for named paramstyles). ``cacheable`` is False for ``for_update()``,
+    ``random()``, ``prefetch()`` and other queries whose results Pony itself never reuses. ``entity`` is
+    the entity class of an entity select, else None; ``tuple_entities`` maps positions of a tuple select
+    to the entity class found there.
+    """
+
+    query: Any
+    sql: str
+    arguments: Any
+    attr_offsets: Any
+    cacheable: bool
+    entity: Entity | None
+    tuple_entities: tuple[tuple[int, Entity], ...]
+    limit: int | None
+    offset: int | None
+
+
+def query_source(obj: Any) -> tuple[Any, int | None, int | None] | None:
+    """``(query, limit, offset)`` for a Pony ``Query`` or a not-yet-fetched ``QueryResult``, else None.
+
+    ``query.limit(n)`` and ``query.page(p, n)`` give lazy QueryResults; ``query[:n]`` and
+    ``query.fetch()`` fetch at once, so ponykit never sees them before the SQL has run.
+    """
+    if isinstance(obj, _core.Query):
+        return obj, None, None
+    if isinstance(obj, _core.QueryResult) and obj._items is None and obj._query is not None:
+        return obj._query, obj._limit, obj._offset
+    return None
+
+
+def query_database(query: Any) -> Database:
+    """The Database a query runs on."""
+    return query._database
+
+
+# (id(translator), slice and flags) -> (translator, sql, adapter, attr_offsets). Pony's own SQL cache is
+# keyed by nested HashableDicts whose hashing costs more than a whole cache hit; a translator object
+# already stands for one query shape (Pony makes a new one when a baked-in value changes), and the entry
+# keeps it alive so its id cannot be reused.
+_sql_memo: dict[tuple[Any, ...], tuple[Any, str, Any, Any]] = {}
+
+
+def _constructed(query: Any, limit: int | None, offset: int | None) -> tuple[str, Any, Any]:
+    translator = query._translator
+    memo_key = (
+        id(translator),
+        limit,
+        offset,
+        query._distinct,
+        query._for_update,
+        query._nowait,
+        query._skip_locked,
+        query._prefetch,
+        _core.options.INNER_JOIN_SYNTAX,
+    )
+    entry = _sql_memo.get(memo_key)
+    if entry is not None and entry[0] is translator:
+        return entry[1], entry[2](query._vars), entry[3]
+    sql, arguments, attr_offsets, _query_key = query._construct_sql_and_arguments(limit, offset)
+    if not query._prefetch:
+        for cache_entry in list(query._database._constructed_sql_cache.values()):
+            # Entries of queries are (sql, adapter, attr_offsets); bulk deletes store (sql, adapter).
+            if len(cache_entry) == 3 and cache_entry[0] is sql and cache_entry[2] is attr_offsets:
+                if len(_sql_memo) > 10_000:
+                    _sql_memo.clear()
+                _sql_memo[memo_key] = (translator, sql, cache_entry[1], attr_offsets)
+                break
+    return sql, arguments, attr_offsets
+
+
+def query_sql(query: Any, limit: int | None = None, offset: int | None = None) -> QuerySQL:
+    """The statement of ``query`` as Pony would build it; the first build of a shape needs a db_session."""
+    sql, arguments, attr_offsets = _constructed(query, limit, offset)
+    translator = query._translator
+    expr_type = translator.expr_type
+    entity = expr_type if isinstance(expr_type, _core.EntityMeta) else None
+    tuple_entities: tuple[tuple[int, Any], ...] = ()
+    if type(expr_type) is tuple:
+        tuple_entities = tuple((i, t) for i, t in enumerate(expr_type) if isinstance(t, _core.EntityMeta))
+    cacheable = bool(
+        translator.query_result_is_cacheable
+        and not query._for_update
+        and not query._prefetch
+        and (entity is None or attr_offsets is not None)
+    )
+    return QuerySQL(query, sql, arguments, attr_offsets, cacheable, entity, tuple_entities, limit, offset)
+
+
+def run_query_uncached(q: QuerySQL) -> list[Any]:
+    """Run ``q`` as Pony's ``_actual_fetch`` would, but never answer from the session's result cache.
+
+    The session's ``query_results`` may hold rows read earlier in this transaction, before a commit that
+    a shared cache has already seen; a shared cache must only store what the database says now.
+    """
+    query = q.query
+    translator = query._translator
+    database = query._database
+    with query._prefetch_context:
+        cache = database._get_cache()
+        cache.prepare_connection_for_query_execution()
+        cursor = database._exec_sql(q.sql, q.arguments)
+        if q.entity is not None:
+            return list(
+                q.entity._fetch_objects(cursor, q.attr_offsets, used_attrs=translator.get_used_attrs())
+            )
+        if len(translator.row_layout) == 1:
+            func = translator.row_layout[0][0]
+            return [func(row[0]) for row in cursor.fetchall()]
+        items = [
+            tuple(func(sql_row[pos]) for func, pos, _src in translator.row_layout)
+            for sql_row in cursor.fetchall()
+        ]
+        for i, t in q.tuple_entities:
+            if t._subclasses_:
+                t._load_many_(row[i] for row in items)
+        return items
+
+
+@dataclass(frozen=True)
+class _RowLayout:
+    entity: Any
+    attrs: tuple[Any, ...]  # non-pk attributes the query loads, in the stored order
+    relations: tuple[tuple[int, Any], ...]  # (position in attrs, related entity) of to-one relations
+    converted: tuple[tuple[int, Any], ...]  # (position, converter) whose dbval2val is not the identity
+    unique: tuple[tuple[int, Any], ...]  # (position, attribute) of simple unique keys
+    composite_keys: tuple[tuple[Any, ...], ...]
+    pk_has_relation: bool
+
+
+_layouts: dict[tuple[Any, str], _RowLayout] = {}
+
+
+def _row_layout(entity: Any, sql: str, attr_offsets: Any) -> _RowLayout:
+    key = (entity, sql)
+    layout = _layouts.get(key)
+    if layout is not None:
+        return layout
+    base_converter = converter_base()
+    attrs = tuple(a for a in entity._attrs_ if a in attr_offsets and a.pk_offset is None)
+    relations = tuple((i, a.py_type) for i, a in enumerate(attrs) if a.reverse)
+    converted = tuple(
+        (i, a.converters[0])
+        for i, a in enumerate(attrs)
+        if not a.reverse and type(a.converters[0]).dbval2val is not base_converter.dbval2val  # type: ignore[attr-defined]
+    )
+    unique = tuple((i, a) for i, a in enumerate(attrs) if a.is_unique and not a.is_discriminator)
+    composite = tuple(keys for keys in entity._composite_keys_ if all(a in attrs for a in keys))
+    layout = _RowLayout(
+        entity,
+        attrs,
+        relations,
+        converted,
+        unique,
+        composite,
+        any(a.reverse for a in entity._pk_attrs_),
+    )
+    if len(_layouts) > 10_000:  # bounded: SQL texts of a process are few, but never let it grow forever
+        _layouts.clear()
+    _layouts[key] = layout
+    return layout
+
+
+def _plain(value: Any) -> Any:
+    """An entity instance (a relation's dbval) as its raw primary-key tuple; anything else unchanged."""
+    if isinstance(type(value), _core.EntityMeta):
+        return tuple(value._get_raw_pkval_())
+    return value
+
+
+def entity_rows(q: QuerySQL, objects: list[Any]) -> tuple[tuple[str, Any, tuple[Any, ...]], ...]:
+    """The plain rows behind entity results: ``(class name, raw pk tuple, db values of loaded attrs)``.
+
+    The values are Pony's ``_dbvals_`` (what the row parser produced, before ``dbval2val``), relations
+    replaced by the related object's raw primary key, so the rows hold primitives only.
+    """
+    rows = []
+    layouts: dict[Any, _RowLayout] = {}
+    for obj in objects:
+        cls = type(obj)
+        layout = layouts.get(cls)
+        if layout is None:
+            layout = layouts[cls] = _row_layout(cls, q.sql, q.attr_offsets)
+        values = tuple(map(obj._dbvals_.get, layout.attrs))
+        if layout.relations:
+            as_list = list(values)
+            for i, _related in layout.relations:
+                as_list[i] = _plain(as_list[i])
+            values = tuple(as_list)
+        pkval = obj._pkval_
+        raw_pk = tuple(obj._get_raw_pkval_()) if layout.pk_has_relation or cls._pk_is_composite_ else (pkval,)
+        rows.append((cls.__name__, raw_pk, values))
+    return tuple(rows)
+
+
+def rebuild_entities(q: QuerySQL, rows: tuple[tuple[str, Any, tuple[Any, ...]], ...]) -> list[Any]:
+    """Turn rows from :func:`entity_rows` into entities of the current session, without SQL.
+
+    An object already in the session's identity map is updated through Pony's own ``_db_set_`` (so a
+    changed value it has already read raises ``UnrepeatableReadError`` as a fresh query would). A new
+    object is put into the identity map the way ``_get_from_identity_map_`` + ``_db_set_`` would, minus
+    their generic checks: values, db values, unique indexes, reverse relations, then read bits.
+    """
+    entity = q.entity
+    assert entity is not None
+    database = entity._database_
+    cache = database._get_cache()
+    cache.prepare_connection_for_query_execution()  # flushes like a query would; starts the session
+    classes = database.entities
+    objects = []
+    deleted = _core.del_statuses
+    for class_name, raw_pk, values in rows:
+        cls = classes[class_name]
+        layout = _row_layout(cls, q.sql, q.attr_offsets)
+        dbvals_list = list(values)
+        for i, related in layout.relations:
+            raw = dbvals_list[i]
+            if raw is not None:
+                dbvals_list[i] = related._get_by_raw_pkval_(raw)
+        index = cache.indexes[cls._pk_attrs_]
+        if layout.pk_has_relation:
+            obj = cls._get_by_raw_pkval_(raw_pk)
+        else:
+            pkval = raw_pk if cls._pk_is_composite_ else raw_pk[0]
+            obj = index.get(pkval)
+            if obj is None:
+                obj = _new_loaded(cls, cache, index, pkval, layout, dbvals_list)
+                objects.append(obj)
+                continue
+            obj = cls._get_from_identity_map_(pkval, "loaded")
+        if obj._status_ in deleted:
+            continue
+        obj._db_set_(dict(zip(layout.attrs, dbvals_list, strict=True)))
+        objects.append(obj)
+    used = q.query._translator.get_used_attrs()
+    if used:
+        entity._set_rbits(objects, used)
+    return objects
+
+
+def _new_loaded(cls: Any, cache: Any, index: Any, pkval: Any, layout: _RowLayout, dbvals: list[Any]) -> Any:
+    obj = object.__new__(cls)
+    pk_attrs = cls._pk_attrs_
+    cache.objects.add(obj)
+    obj._pkval_ = pkval
+    obj._status_ = "loaded"
+    obj._save_pos_ = None
+    obj._session_cache_ = cache
+    obj._newid_ = None
+    obj._rbits_ = obj._wbits_ = 0
+    index[pkval] = obj
+    vals = dict(zip(pk_attrs, pkval, strict=True)) if cls._pk_is_composite_ else {pk_attrs[0]: pkval}
+    dbvals_dict = dict(zip(layout.attrs, dbvals, strict=True))
+    obj._dbvals_ = dbvals_dict
+    vals.update(dbvals_dict)
+    for i, converter in layout.converted:
+        dbval = dbvals[i]
+        vals[layout.attrs[i]] = converter.dbval2val(dbval, obj)
+    obj._vals_ = vals
+    for i, _related in layout.relations:
+        value = dbvals[i]
+        if value is not None:
+            layout.attrs[i].db_update_reverse(obj, _core.NOT_LOADED, value)
+    for _i, attr in layout.unique:
+        cache.db_update_simple_index(obj, attr, None, vals[attr])
+    for attrs in layout.composite_keys:
+        cache.db_update_composite_index(obj, attrs, None, tuple(vals[a] for a in attrs))
+    return obj
+
+
+def entity_by_raw_pk(entity: Entity, raw_pk: tuple[Any, ...]) -> Any:
+    """The session's object for a raw primary key, a not-yet-loaded seed if needed (no SQL)."""
+    return entity._get_by_raw_pkval_(raw_pk)
+
+
+def load_seeds(entity: Entity, objects: Any) -> None:
+    """Load not-yet-loaded objects of ``entity`` in batches (what Pony does for subclass rows)."""
+    entity._load_many_(objects)
+
+
+def has_subclasses(entity: Entity) -> bool:
+    """True if other entities inherit from ``entity``."""
+    return bool(entity._subclasses_)
+
+
+def unflushed_entities(db: Database) -> set[str]:
+    """Names of entities (and their bases) with changes in this session not yet flushed to the database."""
+    cache = _core.local.db2cache.get(db)
+    if cache is None or not cache.modified:
+        return set()
+    names: set[str] = set()
+    for obj in cache.objects_to_save:
+        if obj is not None:
+            names.update(c.__name__ for c in entity_lineage(type(obj)))
+    for attr in cache.modified_collections:
+        entity, related, many = collection_attr_info(attr)
+        names.update(c.__name__ for c in entity_lineage(entity))
+        if many:
+            names.update(c.__name__ for c in entity_lineage(related))
+    return names
+
+
+def snapshot_may_predate(db: Database) -> bool:
+    """True if the current transaction may read from a snapshot taken before now.
+
+    MySQL/MariaDB (REPEATABLE READ) and Oracle sessions are always transactional, and serializable
+    sessions keep one snapshot: once their transaction is open, a query can return rows older than
+    generations read a moment ago. READ COMMITTED (PostgreSQL's default) and SQLite's locking never do.
+    """
+    cache = _core.local.db2cache.get(db)
+    if cache is None or not cache.in_transaction:
+        return False
+    session = cache.db_session
+    return dialect(db) in ("mysql", "oracle") or bool(session is not None and session.serializable)
+
+
+def in_flush(db: Database) -> bool:
+    """True while Pony flushes this session (its own INSERT/UPDATE/DELETE statements run then)."""
+    cache = _core.local.db2cache.get(db)
+    return bool(cache is not None and cache.noflush_counter)
+
+
+def connection_fingerprint(db: Database) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    """``(dialect, connect args, connect kwargs)`` of the provider's pool, secrets removed.
+
+    Passwords are dropped from keyword arguments and from URL-style DSNs; the result only feeds a
+    one-way hash (a stable cache namespace), never a log line.
+    """
+    pool = db.provider.pool
+    args = tuple(getattr(pool, "args", ()))
+    kwargs = dict(getattr(pool, "kwargs", {}) or {})
+    filename = getattr(pool, "filename", None)
+    if filename is not None:
+        args = (filename, *args)
+    return dialect(db), args, kwargs
+
+
+def mapping_signature(db: Database) -> tuple[Any, ...]:
+    """The tables and columns of every entity of ``db``: part of a cache namespace, so a changed
+    mapping never reads entries written under the old one."""
+    return tuple(sorted((name, repr(e._table_), tuple(e._columns_)) for name, e in entities_of(db).items()))
+
+
+def table_entities(db: Database) -> dict[str, frozenset[Any]]:
+    """Lower-cased unqualified table name -> entity classes whose rows a write to that table changes.
+
+    A table shared by an inheritance hierarchy maps to every entity of it; a many-to-many link table
+    maps to the entities on both sides.
+    """
+    found: dict[str, set[Any]] = defaultdict(set)
+
+    def norm(table: Any) -> str:
+        return (table[-1] if isinstance(table, tuple) else str(table)).lower()
+
+    for entity in entities_of(db).values():
+        found[norm(entity._table_)].add(entity)
+        for attr in entity._attrs_:
+            if attr.is_collection and attr.reverse is not None and attr.reverse.is_collection:
+                found[norm(attr.table)].update((entity, attr.py_type))
+    return {k: frozenset(v) for k, v in found.items()}
+
+
+def fetch(query: Any, limit: int | None = None, offset: int | None = None) -> list[Any]:
+    """Run a query exactly as Pony would (its per-session result cache included) and return a list."""
+    return list(query._fetch(limit, offset))
+
+
+def is_entity_class(obj: Any) -> bool:
+    """True for an entity class."""
+    return isinstance(obj, _core.EntityMeta)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -465,11 +1497,6 @@ def raw_pk_leaf_attributes(entity: Entity) -> tuple[Attribute, ...]:
         else:
             leaves.append(attr)
     return tuple(leaves)
-
-
-def has_subclasses(entity: Entity) -> bool:
-    """True if other entities inherit from ``entity`` (its queries may return subclass instances)."""
-    return bool(entity._subclasses_)
 
 
 def discriminator_value(entity: Entity) -> Any:
@@ -593,7 +1620,3 @@ def loaded_values(obj: Any) -> dict[Any, Any] | None:
         return None
     return obj._vals_  # type: ignore[no-any-return]
 
-
-def is_entity_instance(value: Any) -> bool:
-    """True for an instance of any Pony entity."""
-    return isinstance(value, _core.Entity)

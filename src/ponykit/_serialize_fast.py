@@ -14,6 +14,7 @@ from typing import Any
 from . import _pony
 from ._serialize_codec import raw_dumper, value_dumper
 from ._serialize_plan import REF, VALUE, Plan
+from .security.sensitive import SENSITIVE_ATTR
 
 __all__ = ()
 
@@ -22,7 +23,10 @@ Column = Callable[[list[tuple[Any, ...]]], list[Any]]
 
 def eligible(plan: Plan, entity: Any) -> bool:
     """True when ``plan`` over rows of ``entity`` can be served from the query's rows."""
-    return plan.entity is entity and plan.flat and not _pony.has_subclasses(entity)
+    if plan.entity is not entity or not plan.flat or _pony.has_subclasses(entity):
+        return False
+    # Encrypted values may bind their ciphertext to the row (associated data): decrypt through objects.
+    return not any(getattr(f.attr.py_type, SENSITIVE_ATTR, False) for f in plan.fields)
 
 
 def rows_to_dicts(query: Any, plan: Plan, limit: int | None, offset: int | None) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from . import _pony
 from .errors import CallbackError, ConfigurationError
 from .kit import CommitEvent, Kit, attached_databases, find_kit, get_kit
 
-__all__ = ["on_commit", "on_rollback", "record_writes"]
+__all__ = ["on_commit", "on_rollback", "pending_writes", "record_writes"]
 
 log = logging.getLogger("ponykit.transactions")
 
@@ -149,6 +149,19 @@ def record_writes(db: Database, entity: Any, keys: Iterable[Any] | None) -> None
     else:
         for key in keys:
             state.record(entity, key)
+
+
+def pending_writes(db: Database) -> Mapping[str, frozenset[Any] | None]:
+    """What the current transaction on ``db`` has written so far and not committed yet.
+
+    Entity name -> primary keys (or None when unknown), as the next :class:`~ponykit.kit.CommitEvent`
+    would report them; empty outside a db_session or before any write. Writes Pony has not flushed yet
+    are not included (see ``ponykit._pony.unflushed_entities``).
+    """
+    state = _state(_pony.session_cache(db))
+    if state is None or not state.writes:
+        return {}
+    return {name: (None if keys is None else frozenset(keys)) for name, keys in state.writes.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -301,7 +314,7 @@ def _publish(kit: Kit, event: CommitEvent) -> None:
 def _resolve_kit(db: Database | None, func: str) -> Kit:
     if db is not None:
         return get_kit(db)
-    in_use = [d for d in attached_databases() if _pony.session_cache(d) is not None]
+    in_use = [d for d in _pony.session_databases() if find_kit(d) is not None]
     candidates = in_use or attached_databases()
     if len(candidates) == 1:
         kit = find_kit(candidates[0])

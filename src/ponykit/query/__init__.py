@@ -1,0 +1,28 @@
+"""Query helpers: offset and keyset pagination, nested prefetch, cached selects and cached functions.
+
+``paginate`` and ``paginate_keyset`` page through a Pony query; ``prefetch`` loads the relations of
+many objects with one query per path segment; ``cached_select`` and ``@cached`` serve repeated reads from
+a cache that is invalidated after commit.
+"""
+
+from __future__ import annotations
+
+from .backends import CacheBackend, MemoryCache, RedisCache
+from .cache import CacheInfo, cached, cached_select
+from .keyset import CursorPage, paginate_keyset
+from .pagination import Page, paginate
+from .prefetch import prefetch
+
+__all__ = [
+    "CacheBackend",
+    "CacheInfo",
+    "CursorPage",
+    "MemoryCache",
+    "Page",
+    "RedisCache",
+    "cached",
+    "cached_select",
+    "paginate",
+    "paginate_keyset",
+    "prefetch",
+]

@@ -1,0 +1,315 @@
+"""Keyset (seek) pagination with signed cursors: :func:`paginate_keyset` and :class:`CursorPage`.
+
+A page is ``WHERE (sort key) comes after (the cursor's values) ORDER BY sort key LIMIT per_page + 1``:
+its cost does not grow with the depth of the page, unlike OFFSET. The sort key is the query's
+ORDER BY (or ``order=``) with the primary key appended so that it is unique.
+
+NULL sort values are placed where the backend puts them (first in ascending order on SQLite and
+MariaDB, last on PostgreSQL), and the predicate follows that placement for each column and direction,
+so rows with NULL sort values are never skipped or repeated.
+
+Sensitive and encrypted attributes: cursors are signed, not encrypted, so anyone holding one can read
+the sort values in it. Sorting by an attribute whose type is sensitive or encrypted is therefore
+refused with :class:`~ponykit.errors.ConfigurationError` (and an encrypted column has no useful order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from cachetools import LRUCache
+
+from .. import _pony
+from ..errors import ConfigurationError, InvalidCursor, InvalidPage
+from ..kit import find_kit
+from .cursor import decode_cursor, encode_cursor, fingerprint
+from .pagination import MAX_PER_PAGE
+
+__all__ = ["CursorPage", "paginate_keyset"]
+
+T = TypeVar("T")
+
+# Where each backend sorts NULL in ascending order (DESC puts them at the other end).
+_NULLS_FIRST_ASC = {"sqlite": True, "mysql": True, "postgres": False, "cockroach": False, "oracle": False}
+_MIN_SECRET = 16
+
+
+class CursorPage(Generic[T]):
+    """One page of a keyset-paginated query.
+
+    Pass ``next_cursor`` as ``after=`` for the following page and ``prev_cursor`` as ``before=`` for
+    the preceding one; each is None when there is no such page. The sort values are taken when the
+    page is fetched; the cursors are signed on first access.
+    """
+
+    __slots__ = ("_bound", "_cursors", "has_next", "has_prev", "items", "per_page")
+
+    def __init__(
+        self,
+        items: list[T],
+        has_next: bool,
+        has_prev: bool,
+        per_page: int,
+        bound: tuple[list[Any], list[Any], bytes, bytes] | None = None,
+    ) -> None:
+        self.items = items
+        self.has_next = has_next
+        self.has_prev = has_prev
+        self.per_page = per_page
+        self._bound = bound  # (first row values, last row values, key, query fingerprint)
+        self._cursors: dict[str, str | None] = {}
+
+    def _cursor(self, which: str) -> str | None:
+        if which not in self._cursors:
+            wanted = self.has_next if which == "next" else self.has_prev
+            if not wanted or self._bound is None:
+                self._cursors[which] = None
+            else:
+                first, last, key, bound_to = self._bound
+                self._cursors[which] = encode_cursor(last if which == "next" else first, key, bound_to)
+        return self._cursors[which]
+
+    @property
+    def next_cursor(self) -> str | None:
+        """The cursor to pass as ``after=`` for the next page, or None on the last page."""
+        return self._cursor("next")
+
+    @property
+    def prev_cursor(self) -> str | None:
+        """The cursor to pass as ``before=`` for the previous page, or None on the first page."""
+        return self._cursor("prev")
+
+    def __iter__(self) -> Any:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __repr__(self) -> str:
+        return (
+            f"<CursorPage of {len(self.items)} items has_prev={self.has_prev} has_next={self.has_next} "
+            f"per_page={self.per_page}>"
+        )
+
+
+@dataclass(frozen=True)
+class _Column:
+    attr: Any
+    descending: bool
+    nullable: bool
+
+
+def _cursor_key(db: Any, secret: bytes | None) -> bytes:
+    if secret is not None:
+        if not isinstance(secret, (bytes, bytearray)) or len(secret) < _MIN_SECRET:
+            raise ConfigurationError(
+                f"secret= must be bytes of at least {_MIN_SECRET} random bytes (e.g. os.urandom(32))"
+            )
+        return bytes(secret)
+    kit = find_kit(db)
+    subkey = getattr(getattr(kit, "keys", None), "subkey", None)
+    if callable(subkey):
+        return bytes(subkey("cursor"))
+    raise ConfigurationError(
+        "paginate_keyset() signs its cursors and has no key: attach the Database with a key ring "
+        "(ponykit.attach(db, keys=KeyRing...)) or pass secret=<at least 16 random bytes>"
+    )
+
+
+def _parse_order(entity: Any, order: Any) -> list[tuple[Any, bool]]:
+    items = order if isinstance(order, (list, tuple)) else [order]
+    result = []
+    for item in items:
+        if isinstance(item, str):
+            name, descending = (item[1:], True) if item.startswith("-") else (item, False)
+            try:
+                attr = _pony.entity_attribute(entity, name)
+            except AttributeError as exc:
+                raise ConfigurationError(f"order=: {exc}") from None
+            result.append((attr, descending))
+            continue
+        parsed = _pony.order_item(item)
+        if parsed is None:
+            raise ConfigurationError(
+                f"order= takes attribute names ('year', '-year'), attributes (Book.year) or "
+                f"desc(Book.year); got {item!r}"
+            )
+        result.append(parsed)
+    return result
+
+
+def _sort_spec(query: Any, entity: Any, order: Any) -> list[_Column]:
+    if order is not None:
+        spec = _parse_order(entity, order)
+    else:
+        found = _pony.query_order(query)
+        if found is None:
+            raise ConfigurationError(
+                f"paginate_keyset() cannot read the query's ORDER BY (it is not a list of {entity.__name__} "
+                "attributes): pass order=[...] with attribute names, attributes or desc(attribute)"
+            )
+        spec = found
+    columns: list[_Column] = []
+    seen: set[Any] = set()
+    for attr, descending in spec:
+        if not (issubclass(entity, attr.entity) or issubclass(attr.entity, entity)):
+            raise ConfigurationError(f"cannot sort {entity.__name__} by {attr}: it is not its attribute")
+        if attr.is_collection or attr.reverse is not None or len(attr.columns) != 1:
+            raise ConfigurationError(
+                f"cannot keyset-paginate by {attr}: only single-column, non-relation attributes can be "
+                "sort keys (sort by the foreign key's target attribute in the query instead)"
+            )
+        if _pony.attr_is_sensitive(attr):
+            raise ConfigurationError(
+                f"cannot keyset-paginate by {attr}: it is sensitive or encrypted and a cursor would reveal "
+                "its value; sort by another attribute"
+            )
+        if attr in seen:
+            continue
+        seen.add(attr)
+        columns.append(_Column(attr, descending, bool(attr.nullable) and not attr.is_pk))
+    for attr in entity._pk_attrs_:
+        if attr.reverse is not None:
+            raise ConfigurationError(
+                f"paginate_keyset() does not support {entity.__name__}: its primary key contains a relation"
+            )
+        if attr not in seen:
+            seen.add(attr)
+            columns.append(_Column(attr, False, False))
+    return columns
+
+
+def _predicate(
+    db: Any, alias: str, columns: list[_Column], values: list[Any], backward: bool
+) -> tuple[str, list[Any]]:
+    """SQL (with ``$v[i]`` parameters) selecting the rows strictly after ``values`` in the scan order."""
+    # The SQL depends only on which values are NULL: build it once per shape, bind values each time.
+    memo = _memo(db, "predicates")
+    shape = (alias, tuple(columns), backward, tuple(v is None for v in values))
+    cached: tuple[str, list[int]] | None = memo.get(shape)
+    if cached is None:
+        cached = memo[shape] = _build_predicate(db, alias, columns, values, backward)
+    sql, positions = cached
+    return sql, [values[i] for i in positions]
+
+
+def _build_predicate(
+    db: Any, alias: str, columns: list[_Column], values: list[Any], backward: bool
+) -> tuple[str, list[int]]:
+    q = _pony.quote_name
+    nulls_first_asc = _NULLS_FIRST_ASC[_pony.dialect(db)]
+    params: list[int] = []  # for each $v[i], the index of the sort value it binds
+
+    def param(index: int) -> str:
+        params.append(index)
+        return f"$v[{len(params) - 1}]"
+
+    disjuncts: list[str] = []
+    equal: list[str] = []
+    for index, (column, value) in enumerate(zip(columns, values, strict=True)):
+        col = f"{q(db, alias)}.{q(db, column.attr.columns[0])}"
+        descending = column.descending != backward
+        nulls_first = nulls_first_asc != descending
+        if value is None:
+            after = f"{col} IS NOT NULL" if nulls_first else None
+        else:
+            after = f"{col} {'<' if descending else '>'} {param(index)}"
+            if column.nullable and not nulls_first:
+                after = f"({after} OR {col} IS NULL)"
+        if after is not None:
+            disjuncts.append(" AND ".join([*equal, after]) if equal else after)
+        equal.append(f"{col} IS NULL" if value is None else f"{col} = {param(index)}")
+    if not disjuncts:
+        return "1 = 0", params
+    sql = disjuncts[0] if len(disjuncts) == 1 else "(" + " OR ".join(f"({d})" for d in disjuncts) + ")"
+    first, first_value = columns[0], values[0]
+    if len(disjuncts) > 1 and first_value is not None and not first.nullable:
+        # A redundant range on the leading column lets the database seek an index on it.
+        col = f"{q(db, alias)}.{q(db, first.attr.columns[0])}"
+        sql = f"{col} {'<=' if first.descending != backward else '>='} {param(0)} AND {sql}"
+    return sql, params
+
+
+def _memo(db: Any, name: str) -> LRUCache[Any, Any]:
+    # Per-Database memos: stored on the Database, so they never keep one alive.
+    return _pony.per_database_cache(db, name, lambda: LRUCache(maxsize=1024))  # type: ignore[no-any-return]
+
+
+def _fingerprint(db: Any, base: Any, entity: Any, spec: str) -> bytes:
+    # Fingerprints are stable across processes (SQL text); the memo only saves rebuilding them.
+    memo = _memo(db, "fingerprints")
+    key = (_pony.query_key(base), spec)
+    found: bytes | None = memo.get(key)
+    if found is None:
+        found = memo[key] = fingerprint(entity.__name__, base.get_sql(), spec)
+    return found
+
+
+def _row_values(obj: Any, columns: list[_Column]) -> list[Any]:
+    values = []
+    for column in columns:
+        value = getattr(obj, column.attr.name)
+        values.append(None if value is None else _pony.encode_value(column.attr, value)[0])
+    return values
+
+
+def paginate_keyset(
+    query: Any,
+    per_page: int = 20,
+    after: str | None = None,
+    before: str | None = None,
+    order: Any = None,
+    *,
+    secret: bytes | None = None,
+    max_per_page: int = MAX_PER_PAGE,
+) -> CursorPage[Any]:
+    """Fetch one page of a Pony query by keyset, returning a :class:`CursorPage` with signed cursors.
+
+    The sort comes from the query's ``order_by`` (plain attributes of its entity) or from ``order=``
+    (``"year"``, ``"-year"``, ``Book.year`` or ``desc(Book.year)``, or a list of them); the primary key
+    is appended. ``after=`` continues after a ``next_cursor``, ``before=`` goes back from a
+    ``prev_cursor``. Cursors are signed with HMAC-SHA256 using the Kit's key ring (subkey
+    ``"cursor"``) or ``secret=``; a tampered, truncated or foreign cursor raises
+    :class:`~ponykit.errors.InvalidCursor` before any SQL runs.
+    """
+    if isinstance(per_page, bool) or not isinstance(per_page, int) or not 1 <= per_page <= max_per_page:
+        raise InvalidPage(
+            f"per_page must be an integer between 1 and {max_per_page}, got {per_page!r} "
+            "(pass max_per_page= to allow larger pages)"
+        )
+    if after is not None and before is not None:
+        raise InvalidCursor("pass after= or before=, not both")
+    entity = _pony.query_entity(query)
+    if entity is None:
+        raise ConfigurationError(
+            "paginate_keyset() needs a query that selects entities, like select(b for b in Book)"
+        )
+    db = _pony.database_of(entity)
+    key = _cursor_key(db, secret)
+    columns = _sort_spec(query, entity, order)
+    base = query.order_by(None)
+    spec = ",".join(f"{c.attr.entity.__name__}.{c.attr.name}:{'d' if c.descending else 'a'}" for c in columns)
+    bound_to = _fingerprint(db, base, entity, spec)
+    backward = before is not None
+    cursor = before if backward else after
+    filtered = base
+    if cursor is not None:
+        values = decode_cursor(cursor, key, bound_to, len(columns))
+        sql, params = _predicate(db, _pony.query_alias(base), columns, values, backward)
+        filtered = _pony.filter_raw(base, sql, params)
+    ordered = filtered.order_by(
+        *[_pony.desc_of(c.attr) if c.descending != backward else c.attr for c in columns]
+    )
+    rows = _pony.fetch_entities(ordered, per_page + 1)
+    more = len(rows) > per_page
+    items = rows[:per_page]
+    if backward:
+        items.reverse()
+        has_prev, has_next = more, True
+    else:
+        has_prev, has_next = cursor is not None, more
+    bound = None
+    if items:
+        bound = (_row_values(items[0], columns), _row_values(items[-1], columns), key, bound_to)
+    return CursorPage(items, has_next, has_prev, per_page, bound)

@@ -1,0 +1,104 @@
+"""Offset pagination with page metadata: :func:`paginate` and :class:`Page`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+from .. import _pony
+from ..errors import InvalidPage
+
+__all__ = ["MAX_PER_PAGE", "Page", "paginate"]
+
+T = TypeVar("T")
+
+MAX_PER_PAGE = 1000
+"""The default upper bound of ``per_page`` (pass ``max_per_page=`` to change it per call)."""
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of an offset-paginated query.
+
+    ``total`` and ``pages`` are None when counting was switched off (``count="none"``). With a capped
+    count (``count=N``) they are lower bounds once ``total_capped`` is True.
+    """
+
+    items: list[T]
+    page: int
+    per_page: int
+    total: int | None
+    pages: int | None
+    has_next: bool
+    has_prev: bool
+    total_capped: bool = False
+
+    def __iter__(self) -> Any:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _check(page: Any, per_page: Any, max_per_page: int) -> None:
+    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+        raise InvalidPage(f"page must be an integer >= 1, got {page!r}; pages are numbered from 1")
+    if isinstance(per_page, bool) or not isinstance(per_page, int) or not 1 <= per_page <= max_per_page:
+        raise InvalidPage(
+            f"per_page must be an integer between 1 and {max_per_page}, got {per_page!r} "
+            "(pass max_per_page= to allow larger pages)"
+        )
+
+
+def _stable(query: Any) -> Any:
+    # Offset pages are only well defined over a total order: break ties by primary key. Pony puts a
+    # later order_by() in front of the earlier one, so the order is rebuilt with the key at the end.
+    entity = _pony.query_entity(query)
+    if entity is None:
+        return query
+    order = _pony.query_order(query)
+    if order is None:
+        return query  # ordered by an expression: leave it as the caller wrote it
+    attrs = [_pony.desc_of(attr) if descending else attr for attr, descending in order]
+    attrs += [attr for attr in entity._pk_attrs_ if attr not in {a for a, _ in order}]
+    return query.order_by(None).order_by(*attrs)
+
+
+def paginate(
+    query: Any,
+    page: int = 1,
+    per_page: int = 20,
+    count: Literal["exact", "none"] | int = "exact",
+    *,
+    max_per_page: int = MAX_PER_PAGE,
+) -> Page[Any]:
+    """Fetch page ``page`` (1-based) of ``per_page`` items of a Pony query, with page metadata.
+
+    ``count`` chooses how ``total`` is known: ``"exact"`` runs ``COUNT(*)``; ``"none"`` skips counting
+    and fetches ``per_page + 1`` rows to know ``has_next``; an integer ``N`` counts at most ``N`` rows
+    (cheap on huge tables; ``total_capped`` says when the cap was hit). For a query over an entity, the
+    primary key is appended to the query's order so that pages never overlap or skip rows. A bad
+    ``page`` or ``per_page`` raises :class:`~ponykit.errors.InvalidPage` before any SQL runs.
+    """
+    _check(page, per_page, max_per_page)
+    if not (
+        count in ("exact", "none") or (isinstance(count, int) and not isinstance(count, bool) and count > 0)
+    ):
+        raise InvalidPage(f'count must be "exact", "none" or a positive integer cap, got {count!r}')
+    ordered = _stable(query)
+    offset = (page - 1) * per_page
+    if count == "exact":
+        total: int | None = query.count()
+        assert total is not None
+        items = list(ordered.fetch(per_page, offset)) if offset < total else []
+        pages = -(-total // per_page)
+        return Page(items, page, per_page, total, pages, page < pages, page > 1)
+    rows = list(ordered.fetch(per_page + 1, offset))
+    has_next = len(rows) > per_page
+    items = rows[:per_page]
+    if count == "none":
+        return Page(items, page, per_page, None, None, has_next, page > 1)
+    assert isinstance(count, int)
+    total = _pony.count_capped(query, count)
+    capped = total >= count
+    return Page(items, page, per_page, total, -(-total // per_page), has_next, page > 1, capped)

@@ -1,0 +1,315 @@
+"""Built-in value types: any ``enum.Enum`` subclass, timezone-aware datetimes, ``ipaddress`` values.
+
+* **Enum**: ``Required(Plan)`` for any Enum whose values are all ``str`` or all ``int``; stored by value in
+  the dialect's VARCHAR/TEXT or INTEGER column. Equality and ``in`` work in generator queries.
+* **AwareDatetime**: ``Required(AwareDatetime)`` holds timezone-aware ``datetime`` values, stored as UTC
+  in the dialect's DATETIME/TIMESTAMP column and returned aware (UTC). Naive input is rejected.
+* **ipaddress**: ``Required(IPv4Address)`` / ``IPv6Address`` / ``IPv4Network`` / ``IPv6Network``, and
+  ``IPAddress`` / ``IPNetwork`` for either version; stored as text.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import ipaddress
+from typing import Any, ClassVar
+
+from pony.orm import Database
+
+from .. import _pony
+from ..kit import Kit, add_attach_hook
+from .base import (
+    AttributeType,
+    _codec_factories,
+    enable_query_params,
+    param_encoders_of,
+    register_type,
+    reorder_converters,
+)
+
+__all__ = [
+    "AwareDatetime",
+    "EnumType",
+    "IPAddress",
+    "IPNetwork",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Enum
+
+
+def enum_storage(enum_cls: type[enum.Enum]) -> type:
+    """``str`` or ``int``: how members of ``enum_cls`` are stored; TypeError for anything else."""
+    values = [m.value for m in enum_cls]
+    if values and all(isinstance(v, str) for v in values):
+        return str
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return int
+    raise TypeError(
+        f"Enum {enum_cls.__name__} cannot be stored: ponykit stores enums by value, and the values must all "
+        "be str or all be int"
+    )
+
+
+class EnumType(AttributeType):
+    """Any ``enum.Enum`` subclass, stored by value. JSON form: the member's value."""
+
+    queryable: ClassVar[bool] = True
+
+    def __init__(self, enum_cls: type[enum.Enum], **options: Any) -> None:
+        super().__init__(**options)
+        self.enum_cls = enum_cls
+        self.value_storage = enum_storage(enum_cls)
+
+    def validate(self, value: Any) -> Any:
+        """The member for ``value`` (a member, or a member's value); ValueError naming the valid values."""
+        enum_cls = self.enum_cls
+        if isinstance(value, enum_cls):
+            return value
+        if isinstance(value, enum.Enum):
+            raise TypeError(f"expected a {enum_cls.__name__} member, got {type(value).__name__}.{value.name}")
+        try:
+            return enum_cls(value)
+        except ValueError:
+            allowed = ", ".join(repr(m.value) for m in enum_cls)
+            raise ValueError(
+                f"{value!r} is not a valid {enum_cls.__name__} value; expected one of: {allowed}"
+            ) from None
+
+    def is_python_value(self, value: Any) -> bool:
+        """True for members of this Enum."""
+        return isinstance(value, self.enum_cls)
+
+    def to_db(self, value: Any) -> Any:
+        """The member's value."""
+        return value.value
+
+    def from_db(self, value: Any) -> Any:
+        """The member with this value (ValueError for an unknown stored value)."""
+        return self.validate(value)
+
+    def to_json(self, value: Any) -> Any:
+        """The member's value."""
+        return value.value
+
+    def from_json(self, data: Any) -> Any:
+        """The member with this value."""
+        return self.validate(data)
+
+    def json_schema(self) -> dict[str, Any]:
+        """``{"enum": [values...]}`` with the value type."""
+        return {
+            "type": "string" if self.value_storage is str else "integer",
+            "enum": [m.value for m in self.enum_cls],
+        }
+
+
+def _enum_codec(py_type: type) -> AttributeType | None:
+    if isinstance(py_type, type) and issubclass(py_type, enum.Enum):
+        try:
+            return EnumType(py_type)
+        except TypeError:
+            return None
+    return None
+
+
+_codec_factories.append(_enum_codec)
+
+
+def make_enum_converter(db: Database, encoders: dict[type, Any]) -> type:
+    """The converter class of every Enum attribute on ``db`` (it wraps the dialect's str/int converter)."""
+    base: Any = _pony.converter_base()
+
+    class EnumConverter(base):  # type: ignore[misc]
+        """ponykit converter for Enum attributes: stored by value in the dialect's str or int column."""
+
+        def __init__(self, provider: Any, py_type: Any, attr: Any = None) -> None:
+            try:
+                self.ponykit_type = EnumType(py_type)
+            except TypeError as exc:
+                where = f"attribute {attr.entity.__name__}.{attr.name}: " if attr is not None else ""
+                raise TypeError(where + str(exc)) from None
+            storage = self.ponykit_type.value_storage
+            self.inner = _pony.converter_class_for(db, storage)(provider, storage, attr)
+            base.__init__(self, provider, py_type, attr)
+            if attr is not None:
+                # Generator queries compare the column with members through the storage type.
+                _pony.register_type_normalization(py_type, storage)
+                encoders.setdefault(py_type, self.ponykit_type)
+                enable_query_params(db, storage, encoders)
+
+        def init(self, kwargs: dict[str, Any]) -> None:
+            kwargs.clear()  # the storage converter above has taken (and checked) the options
+
+        def validate(self, val: Any, obj: Any = None) -> Any:
+            try:
+                member = self.ponykit_type.validate(val)
+            except (TypeError, ValueError) as exc:
+                kind = TypeError if isinstance(exc, TypeError) else ValueError
+                raise kind(f"attribute {self.attr.entity.__name__}.{self.attr.name}: {exc}") from None
+            self.inner.validate(member.value, None)  # max_len, min/max
+            return member
+
+        def val2dbval(self, val: Any, obj: Any = None) -> Any:
+            return val.value
+
+        def dbval2val(self, dbval: Any, obj: Any = None) -> Any:
+            if dbval is None:
+                return None
+            try:
+                return self.ponykit_type.enum_cls(dbval)
+            except ValueError:
+                allowed = ", ".join(repr(m.value) for m in self.ponykit_type.enum_cls)
+                raise ValueError(
+                    f"attribute {self.attr.entity.__name__}.{self.attr.name} (primary key "
+                    f"{_pony.object_primary_key(obj)!r}): the database holds {dbval!r}, which is not a "
+                    f"{self.ponykit_type.enum_cls.__name__} value (expected one of: {allowed}); add the "
+                    "member to the Enum or fix the row"
+                ) from None
+
+        def py2sql(self, val: Any) -> Any:
+            if isinstance(val, enum.Enum):
+                val = val.value
+            return self.inner.py2sql(val)
+
+        def sql2py(self, val: Any) -> Any:
+            return self.inner.sql2py(val)
+
+        def sql_type(self) -> str:
+            return str(self.inner.sql_type())
+
+    return EnumConverter
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Timezone-aware datetime
+
+
+class AwareDatetime(AttributeType):
+    """Timezone-aware ``datetime`` values, stored as UTC and returned aware in UTC.
+
+    Declare ``Required(pk.types.AwareDatetime)``. Naive datetimes are rejected (ValueError). In generator
+    queries, compare with aware datetimes: ponykit converts them to UTC before binding.
+    """
+
+    python_type: ClassVar[type] = _dt.datetime
+    storage: ClassVar[type] = _dt.datetime
+
+    def validate(self, value: Any) -> Any:
+        """The value in UTC; rejects naive datetimes and other types."""
+        if not isinstance(value, _dt.datetime):
+            raise TypeError(f"expected a timezone-aware datetime, got {type(value).__name__}")
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(
+                "got a naive datetime; give a timezone-aware one, e.g. datetime.now(timezone.utc) or "
+                "value.replace(tzinfo=ZoneInfo('Europe/Paris'))"
+            )
+        return value.astimezone(_dt.timezone.utc)
+
+    def is_python_value(self, value: Any) -> bool:
+        """True for aware datetimes (the stored form is naive UTC)."""
+        return isinstance(value, _dt.datetime) and value.tzinfo is not None
+
+    def to_db(self, value: Any) -> Any:
+        """Naive UTC."""
+        return value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+
+    def from_db(self, value: Any) -> Any:
+        """Aware UTC."""
+        if value.tzinfo is not None:  # a driver that returns aware values
+            return value.astimezone(_dt.timezone.utc)
+        return value.replace(tzinfo=_dt.timezone.utc)
+
+    def to_json(self, value: Any) -> Any:
+        """ISO 8601 with offset."""
+        return str(value.isoformat())
+
+    def from_json(self, data: Any) -> Any:
+        """Parse ISO 8601 (an offset is required)."""
+        return self.validate(_dt.datetime.fromisoformat(data) if isinstance(data, str) else data)
+
+    def json_schema(self) -> dict[str, Any]:
+        """A date-time string."""
+        return {"type": "string", "format": "date-time"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ipaddress
+
+
+class _IPType(AttributeType):
+    storage: ClassVar[type] = str
+    parse: ClassVar[Any] = None
+    label: ClassVar[str] = ""
+
+    def validate(self, value: Any) -> Any:
+        """The ip value for an ip object or its text form."""
+        if isinstance(value, self.python_type):
+            return value
+        if isinstance(value, str):
+            try:
+                return type(self).parse(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a valid {self.label}") from None
+        raise TypeError(f"expected {self.label} or its text form, got {type(value).__name__}")
+
+    def to_db(self, value: Any) -> Any:
+        """The compressed text form."""
+        return str(value)
+
+    def from_db(self, value: Any) -> Any:
+        """Parse the text form."""
+        return type(self).parse(value)
+
+    def json_schema(self) -> dict[str, Any]:
+        """A string."""
+        return {"type": "string", "format": self.label.replace(" ", "-")}
+
+
+def _ip_type(name: str, py: Any, parse: Any, label: str) -> type[_IPType]:
+    return type(
+        name,
+        (_IPType,),
+        {"python_type": py, "parse": staticmethod(parse), "label": label, "__doc__": f"{label} values."},
+    )
+
+
+IPv4AddressType = _ip_type("IPv4AddressType", ipaddress.IPv4Address, ipaddress.IPv4Address, "IPv4 address")
+IPv6AddressType = _ip_type("IPv6AddressType", ipaddress.IPv6Address, ipaddress.IPv6Address, "IPv6 address")
+IPv4NetworkType = _ip_type("IPv4NetworkType", ipaddress.IPv4Network, ipaddress.IPv4Network, "IPv4 network")
+IPv6NetworkType = _ip_type("IPv6NetworkType", ipaddress.IPv6Network, ipaddress.IPv6Network, "IPv6 network")
+
+
+class IPAddress(_IPType):
+    """IPv4 or IPv6 addresses: declare ``Required(pk.types.IPAddress)``."""
+
+    python_type: ClassVar[Any] = (ipaddress.IPv4Address, ipaddress.IPv6Address)
+    parse: ClassVar[Any] = staticmethod(ipaddress.ip_address)
+    label: ClassVar[str] = "IP address"
+
+
+class IPNetwork(_IPType):
+    """IPv4 or IPv6 networks: declare ``Required(pk.types.IPNetwork)``."""
+
+    python_type: ClassVar[Any] = (ipaddress.IPv4Network, ipaddress.IPv6Network)
+    parse: ClassVar[Any] = staticmethod(ipaddress.ip_network)
+    label: ClassVar[str] = "IP network"
+
+
+register_type(ipaddress.IPv4Address, IPv4AddressType)
+register_type(ipaddress.IPv6Address, IPv6AddressType)
+register_type(ipaddress.IPv4Network, IPv4NetworkType)
+register_type(ipaddress.IPv6Network, IPv6NetworkType)
+register_type(IPAddress, IPAddress)
+register_type(IPNetwork, IPNetwork)
+register_type(AwareDatetime, AwareDatetime)
+
+
+def _install_enum(kit: Kit) -> None:
+    kit.register_converter(enum.Enum, make_enum_converter(kit.db, param_encoders_of(kit)))
+    reorder_converters(kit)
+
+
+add_attach_hook(_install_enum)

@@ -1,0 +1,397 @@
+"""Encrypted attribute types: ``EncryptedStr``, ``EncryptedBytes``, ``EncryptedJson``.
+
+Values are encrypted with AES-256-GCM under the primary key of the Database's key ring (``attach(db,
+keys=KeyRing(...))``), with a fresh random nonce per value, into the versioned envelope described in
+``ponykit.security.envelope``. The associated data binds each ciphertext to ``<root entity>.<attribute>``.
+
+``searchable=True`` adds a keyed blind index (HMAC-SHA256) to the stored text, so ``Entity.get(attr=v)``
+and :func:`match` in generator queries find rows by equality, under every key of the ring (lookups keep
+working during key rotation). What it leaks: which rows of that attribute hold equal values.
+
+The types are not ``str``/``bytes`` subclasses: on a Database that is not attached, Pony refuses to map
+them (TypeError, no converter); attached without keys, ponykit refuses with ConfigurationError. Plaintext
+is never stored, bound as a query parameter, logged, or shown in an error message.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+from typing import Any, ClassVar
+
+import orjson
+
+from .. import _pony
+from ..errors import ConfigurationError, DecryptionError, UnsupportedComparison
+from ..kit import Kit, add_attach_hook, find_kit
+from ..security.envelope import EnvelopeCodec, EnvelopeError, blind_index
+from ..security.keys import KeyRing
+from .base import AttributeType, _codec_factories, reorder_converters
+
+__all__ = [
+    "EncryptedBytes",
+    "EncryptedJson",
+    "EncryptedStr",
+    "EncryptedType",
+    "lookup_patterns_for",
+    "match",
+]
+
+LOOKUP_OPERATION = "PONYKIT_ENCRYPTED_EQ"
+
+
+def _forbid_in_queries(cls: type) -> None:
+    # Pony's translator raises TypeError("Unsupported type <name>") for types it cannot normalize. Mapping
+    # an encrypted type to a marker class that is just as unsupported keeps that behaviour (a comparison
+    # in a generator query fails instead of silently matching nothing) and makes the message say why.
+    marker = type(
+        f"{cls.__name__} (an encrypted attribute cannot be used in a generator query: look values up with "
+        "Entity.get(attr=value) or pk.types.match(Entity.attr, value) on a searchable attribute)",
+        (),
+        {},
+    )
+    _pony.register_type_normalization(cls, marker)
+
+
+class EncryptedType(AttributeType):
+    """Base of the encrypted types: a Python value, its plaintext bytes, and the envelope text stored."""
+
+    __ponykit_sensitive__: ClassVar[bool] = True
+    storage: ClassVar[type] = str
+    options: ClassVar[tuple[str, ...]] = ("searchable",)
+    queryable: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _forbid_in_queries(cls)
+
+    def encode(self, value: Any) -> bytes:
+        """The plaintext bytes of a validated value."""
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> Any:
+        """The value of plaintext bytes."""
+        raise NotImplementedError
+
+
+class EncryptedStr(EncryptedType):
+    """An encrypted ``str``: ``Required(pk.types.EncryptedStr)``, optionally ``searchable=True``."""
+
+    python_type: ClassVar[type] = str
+
+    def validate(self, value: Any) -> Any:
+        """The str itself (no stripping: the exact text is encrypted)."""
+        if not isinstance(value, str):
+            raise TypeError(f"expected str, got {type(value).__name__}")
+        return value
+
+    def encode(self, value: Any) -> bytes:
+        """UTF-8 bytes."""
+        return value.encode("utf-8", "surrogatepass")  # type: ignore[no-any-return]
+
+    def decode(self, data: bytes) -> Any:
+        """UTF-8 text."""
+        return data.decode("utf-8", "surrogatepass")
+
+
+class EncryptedBytes(EncryptedType):
+    """Encrypted ``bytes``: ``Required(pk.types.EncryptedBytes)``. JSON form: base64 text."""
+
+    python_type: ClassVar[type] = bytes
+
+    def validate(self, value: Any) -> Any:
+        """Bytes (bytearray and memoryview are copied into bytes)."""
+        if isinstance(value, (bytearray, memoryview)):
+            return bytes(value)
+        if not isinstance(value, bytes):
+            raise TypeError(f"expected bytes, got {type(value).__name__}")
+        return value
+
+    def encode(self, value: Any) -> bytes:
+        """The bytes."""
+        return value  # type: ignore[no-any-return]
+
+    def decode(self, data: bytes) -> Any:
+        """The bytes."""
+        return data
+
+    def to_json(self, value: Any) -> Any:
+        """Base64 text."""
+        return base64.b64encode(value).decode("ascii")
+
+    def from_json(self, data: Any) -> Any:
+        """Bytes from base64 text."""
+        return base64.b64decode(data)
+
+    def json_schema(self) -> dict[str, Any]:
+        """A base64 string."""
+        return {"type": "string", "contentEncoding": "base64"}
+
+
+class EncryptedJson(EncryptedType):
+    """Encrypted JSON (dict, list, str, numbers, bools, None): ``Required(pk.types.EncryptedJson)``.
+
+    Serialized with sorted keys, so equal documents have equal blind indexes. Changes made in place
+    are not tracked: assign a new value.
+    """
+
+    python_type: ClassVar[type] = object
+
+    def validate(self, value: Any) -> Any:
+        """The value, if it serializes to JSON."""
+        try:
+            orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except TypeError:
+            raise TypeError(f"expected a JSON-serializable value, got {type(value).__name__}") from None
+        return value
+
+    def is_python_value(self, value: Any) -> bool:
+        """Always True: the stored form is never handled by this type."""
+        return True
+
+    def encode(self, value: Any) -> bytes:
+        """Compact JSON with sorted keys."""
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+    def decode(self, data: bytes) -> Any:
+        """Parsed JSON."""
+        return orjson.loads(data)
+
+    def to_json(self, value: Any) -> Any:
+        """The value itself."""
+        return value
+
+    def from_json(self, data: Any) -> Any:
+        """The value itself."""
+        return self.validate(data)
+
+    def json_schema(self) -> dict[str, Any]:
+        """Any JSON."""
+        return {}
+
+
+def _encrypted_codec(py_type: type) -> AttributeType | None:
+    if isinstance(py_type, type) and issubclass(py_type, EncryptedType) and py_type is not EncryptedType:
+        return py_type()
+    return None
+
+
+_codec_factories.append(_encrypted_codec)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The converter
+
+
+def make_encrypted_converter(kit: Kit) -> type:
+    """The converter class of encrypted attributes on ``kit.db``."""
+    base: Any = _pony.converter_base()
+    text_type = "LONGTEXT" if _pony.dialect(kit.db) == "mysql" else "TEXT"
+
+    class EncryptedConverter(base):  # type: ignore[misc]
+        """ponykit converter for encrypted attributes: envelope text in a TEXT column."""
+
+        EQ = LOOKUP_OPERATION
+        ponykit_type: EncryptedType
+        context: bytes
+        codec: EnvelopeCodec
+        text: bool
+        searchable: bool
+        label: str
+
+        def __init__(self, provider: Any, py_type: Any, attr: Any = None) -> None:
+            if attr is None:
+                raise UnsupportedComparison(
+                    f"{py_type.__name__} values cannot be query parameters: the column holds ciphertext. "
+                    "Use Entity.get(attr=value) or pk.types.match(Entity.attr, value) on a searchable "
+                    "attribute"
+                )
+            self.ponykit_type = py_type()
+            base.__init__(self, provider, py_type, attr)
+
+        def init(self, kwargs: dict[str, Any]) -> None:
+            attr = self.attr
+            entity = _pony.attribute_entity(attr)
+            self.label = f"{entity.__name__}.{attr.name}"
+            searchable = kwargs.pop("searchable", False)
+            if not isinstance(searchable, bool):
+                raise ConfigurationError(f"attribute {self.label}: searchable must be True or False")
+            if attr.args:
+                raise ConfigurationError(
+                    f"attribute {self.label}: encrypted types take no positional options"
+                )
+            if not isinstance(kit.keys, KeyRing):
+                raise ConfigurationError(
+                    f"attribute {self.label} is {self.py_type.__name__}, but {kit.db!r} was attached without "
+                    "keys: call ponykit.attach(db, keys=ponykit.security.KeyRing.from_env('PONYKIT_KEYS')) "
+                    "before db.generate_mapping()"
+                )
+            if attr.is_unique or attr.is_pk:
+                raise ConfigurationError(
+                    f"attribute {self.label}: an encrypted attribute cannot be a primary key or unique "
+                    "(each value gets a fresh nonce, so the database cannot compare them); use "
+                    "searchable=True and Entity.get() to look values up"
+                )
+            if attr.py_check is not None:
+                raise ConfigurationError(
+                    f"attribute {self.label}: py_check is not supported on encrypted attributes (Pony puts "
+                    "the rejected value in its error message); validate before assigning"
+                )
+            self.searchable = searchable
+            self.context = f"{_pony.root_entity_name(entity)}.{attr.name}".encode()
+            self.codec = EnvelopeCodec(self.context, searchable=searchable)
+            self.text = type(self.ponykit_type) is EncryptedStr
+            if self.text:
+                # Instance attributes shadow the methods below: one call per value instead of three.
+                seal_text, open_text = self.codec.text_functions(kit, self.decryption_error)
+                setattr(self, "val2dbval", seal_text)  # noqa: B010
+                setattr(self, "dbval2val", open_text)  # noqa: B010
+
+        def validate(self, val: Any, obj: Any = None) -> Any:
+            if val.__class__ is str and self.text:  # the common case, without a call
+                return val
+            try:
+                return self.ponykit_type.validate(val)
+            except (TypeError, ValueError) as exc:
+                kind = TypeError if isinstance(exc, TypeError) else ValueError
+                raise kind(f"attribute {self.label}: {exc}") from None
+
+        def val2dbval(self, val: Any, obj: Any = None) -> Any:
+            # Hot path (every write): keep calls few. The codec checks the key ring when it changes.
+            if self.text:
+                return self.codec.seal(kit.keys, val.encode("utf-8", "surrogatepass"))
+            return self.codec.seal(kit.keys, self.ponykit_type.encode(val))
+
+        def dbval2val(self, dbval: Any, obj: Any = None) -> Any:
+            if dbval is None:
+                return None
+            try:
+                data = self.codec.open(kit.keys, dbval)
+            except EnvelopeError as exc:
+                raise self.decryption_error(str(exc), obj) from None
+            if self.text:
+                return data.decode("utf-8", "surrogatepass")
+            return self.ponykit_type.decode(data)
+
+        def decryption_error(self, reason: str, obj: Any = None, pk: Any = None) -> DecryptionError:
+            """The error for a value of this attribute that does not decrypt (no data in the message)."""
+            if pk is None:
+                pk = _pony.object_primary_key(obj)
+            return DecryptionError(
+                f"cannot decrypt {self.label} of the row with primary key {pk!r}: {reason}"
+            )
+
+        def open(self, stored: Any, obj: Any = None, pk: Any = None) -> bytes:
+            """Decrypt one stored value; DecryptionError names the entity, attribute and primary key."""
+            try:
+                return self.codec.open(kit.keys, stored)
+            except EnvelopeError as exc:
+                raise self.decryption_error(str(exc), obj, pk) from None
+
+        def reencrypt(self, stored: str, pk: Any = None) -> str:
+            """The stored value re-encrypted under the primary key (with a fresh blind index)."""
+            return self.codec.seal(kit.keys, self.open(stored, pk=pk))
+
+        def py2sql(self, val: Any) -> Any:
+            # Only envelopes may reach the driver: a plaintext here would mean comparing it with ciphertext.
+            if val.__class__ is str and val.startswith("v1:"):
+                return val
+            raise UnsupportedComparison(
+                f"attribute {self.label}: refusing to bind a plaintext value for an encrypted column"
+            )
+
+        def sql2py(self, val: Any) -> Any:
+            if val.__class__ is str:
+                return val
+            if isinstance(val, (bytes, bytearray)):
+                return bytes(val).decode("ascii")
+            return val
+
+        def dbvals_equal(self, x: Any, y: Any) -> bool:
+            return bool(x == y)
+
+        def sql_type(self) -> str:
+            return text_type
+
+        def ponykit_lookup_functions(self) -> list[Any]:
+            """One ``value -> LIKE pattern`` function per key of the ring (searchable attributes only)."""
+            if not self.searchable:
+                raise UnsupportedComparison(
+                    f"attribute {self.label} is encrypted without searchable=True, so it cannot be looked "
+                    "up by value (each value has its own random nonce); declare it with searchable=True"
+                )
+            slots = len(kit.keys.key_ids)
+            return [functools.partial(self.lookup_pattern, slot, slots) for slot in range(slots)]
+
+        def lookup_pattern(self, slot: int, slots: int, value: Any) -> str:
+            """The LIKE pattern of ``value``'s envelopes under the ``slot``-th key of the current ring.
+
+            Pony caches the lookup SQL with one pattern per key the ring had then; a smaller ring fills
+            the extra slots with a pattern that matches nothing, a larger one cannot be served.
+            """
+            key_ids = kit.keys.key_ids
+            if len(key_ids) > slots:
+                raise ConfigurationError(
+                    f"attribute {self.label}: the key ring grew after lookups were prepared; restart the "
+                    "process after changing keys"
+                )
+            if slot >= len(key_ids):
+                return "v1:-"  # no envelope starts like this
+            key_id = key_ids[slot]
+            plaintext = self.ponykit_type.encode(value)
+            return f"v1:{key_id}:{blind_index(kit.keys, key_id, plaintext, self.context)}:%"
+
+    return EncryptedConverter
+
+
+def _forbidden(_converter: Any) -> BaseException:
+    return UnsupportedComparison("encrypted attributes can only be compared with a value")
+
+
+def _install_encrypted(kit: Kit) -> None:
+    _pony.install_sql_operation(kit.db, LOOKUP_OPERATION, _pony.make_pattern_lookup_operation(_forbidden))
+    kit.register_converter(EncryptedType, make_encrypted_converter(kit))
+    reorder_converters(kit)
+
+
+add_attach_hook(_install_encrypted)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Generator-query helper
+
+
+def match(attr: Any, value: Any, *, alias: str | None = None) -> Any:
+    """A condition for generator queries: the searchable encrypted ``attr`` equals ``value``.
+
+    ``select(u for u in User if pk.types.match(User.email, "a@b.c"))``. Pony evaluates the call once,
+    outside the query, and inserts the SQL it returns; ``alias`` is the generator's variable name
+    (default: the entity's uppercase letters lowercased, ``User`` -> ``u``, which is also what
+    ``User.select()`` uses). Raises UnsupportedComparison for attributes that are not searchable.
+    """
+    entity = _pony.attribute_entity(attr)
+    db = _pony.database_of(entity)
+    kit = find_kit(db)
+    if kit is None or not _pony.is_mapped(db):
+        raise ConfigurationError(f"match({entity.__name__}.{attr.name}, ...): the Database is not mapped yet")
+    converter = _pony.attribute_converter(attr)
+    lookup = getattr(converter, "ponykit_lookup_functions", None)
+    if lookup is None:
+        raise UnsupportedComparison(
+            f"match() is for encrypted attributes; compare {entity.__name__}.{attr.name} directly"
+        )
+    functions = lookup()
+    plain = converter.validate(value, None)
+    if alias is None:
+        alias = _pony.default_alias(entity)
+    column = f"{_pony.quote_name(db, _pony.sql_alias(alias))}.{_pony.quote_name(db, attr.column)}"
+    values = {f"p{i}": f(plain) for i, f in enumerate(functions)}
+    sql = " OR ".join(f"{column} LIKE $p{i}" for i in range(len(functions)))
+    return _pony.raw_sql_condition(f"({sql})", values)
+
+
+def lookup_patterns_for(attr: Any, value: Any) -> list[str]:
+    """The ``LIKE`` patterns matching ``value`` in the searchable encrypted ``attr`` (for raw SQL)."""
+    converter = _pony.attribute_converter(attr)
+    plain = converter.validate(value, None)
+    return [f(plain) for f in converter.ponykit_lookup_functions()]

@@ -1,0 +1,146 @@
+"""The Queries section of ponykit._pony: query shape, raw filters, culprit detection, materialization."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pony.orm import Database, LongStr, Optional, Required, Set, db_session, desc, select
+
+import ponykit as pk
+from ponykit import _pony
+
+
+@pytest.fixture
+def m(db: Database) -> Any:
+    class BookItem(db.Entity):
+        title = Required(str)
+        year = Optional(int)
+        notes = Optional(LongStr)
+        shelf = Optional("Shelf")
+        labels = Set("Label")
+
+    class Shelf(db.Entity):
+        books = Set(BookItem)
+
+    class Label(db.Entity):
+        books = Set(BookItem)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    with db_session:
+        s = Shelf()
+        for i in range(4):
+            BookItem(title=f"t{i}", year=i % 2 or None, shelf=s, notes="n")
+    return db, BookItem, Shelf, Label
+
+
+def test_query_shape(m: Any) -> None:
+    """query_entity, query_alias and query_order read the entity, alias and ORDER BY of a query."""
+    _, book, _, _ = m
+    with db_session:
+        q = select(b for b in book).order_by(desc(book.year), book.title)
+        assert _pony.query_entity(q) is book
+        assert _pony.query_alias(q) == "b"
+        assert _pony.query_alias(book.select()) == "bi"
+        assert _pony.query_order(q) == [(book.year, True), (book.title, False)]
+        assert _pony.query_order(book.select()) == []
+        assert _pony.query_order(q.order_by(lambda b: b.year + 1)) is None
+        assert _pony.query_entity(select(b.title for b in book)) is None
+        assert _pony.order_item(desc(book.year)) == (book.year, True)
+        assert _pony.desc_of(book.year) is _pony.desc_of(book.year)
+        again = q.order_by(None).order_by(_pony.desc_of(book.year))
+        assert _pony.query_key(again) == _pony.query_key(q.order_by(None).order_by(_pony.desc_of(book.year)))
+        assert _pony.order_item("year") is None
+        assert _pony.is_query(q)
+
+
+def test_filter_raw_binds_parameters(m: Any) -> None:
+    """filter_raw binds $v[i] values as parameters and filters correctly."""
+    db, book, _, _ = m
+    year, title = _pony.quote_name(db, "year"), _pony.quote_name(db, "title")
+    with db_session:
+        q = _pony.filter_raw(
+            book.select(),
+            f'"bi".{year} = $v[0] AND "bi".{title} <> $v[1]'.replace('"bi"', _pony.quote_name(db, "bi")),
+            [1, "t1"],
+        )
+        assert [b.title for b in q.order_by(book.id)] == ["t3"]
+        assert "t3" not in q.get_sql()
+
+
+def test_count_capped(m: Any) -> None:
+    """count_capped counts at most cap rows."""
+    _, book, _, _ = m
+    with db_session:
+        assert _pony.count_capped(book.select(), 2) == 2
+        assert _pony.count_capped(book.select(), 10) == 4
+
+
+def test_n_plus_one_culprit(m: Any) -> None:
+    """Lazy column loads, foreign-key loads and link-table loads are traced to their attribute."""
+    db, *_ = m
+    q = '"' if db.provider_name != "mysql" else "`"
+    assert _pony.n_plus_one_culprit(db, f"SELECT {q}notes{q} FROM {q}BookItem{q} WHERE {q}id{q} = ?") == (
+        "BookItem",
+        "notes",
+    )
+    tbl = "BookItem" if db.provider_name == "sqlite" else "bookitem"
+    assert _pony.n_plus_one_culprit(db, f'SELECT * FROM "{tbl}" "b" WHERE "b"."shelf" = ?') == (
+        "Shelf",
+        "books",
+    )
+    link = "BookItem_Label" if db.provider_name == "sqlite" else "bookitem_label"
+    assert _pony.n_plus_one_culprit(db, f'SELECT "label" FROM "{link}" WHERE "bookitem" = ?') == (
+        "BookItem",
+        "labels",
+    )
+    assert _pony.n_plus_one_culprit(db, "SELECT 1") == (None, None)
+
+
+def test_relation_kind(m: Any) -> None:
+    """relation_kind classifies to-one, one-to-many, many-to-many, lazy and plain attributes."""
+    _, book, shelf, _ = m
+    assert _pony.relation_kind(book.shelf) == "to_one"
+    assert _pony.relation_kind(shelf.books) == "one_to_many"
+    assert _pony.relation_kind(book.labels) == "many_to_many"
+    assert _pony.relation_kind(book.notes) == "lazy"
+    assert _pony.relation_kind(book.title) is None
+
+
+def test_materialized_objects_behave_like_pony_loaded_ones(m: Any) -> None:
+    """Objects built by load_by_pk equal Pony's, update reverse collections, and save changes."""
+    _, book, shelf, _ = m
+    with db_session:
+        expected = {b.id: (b.title, b.year, b.shelf.id) for b in book.select()}
+    with db_session:
+        seeds = [book._get_by_raw_pkval_((i,)) for i in expected]
+        assert all(_pony.is_seed(s) for s in seeds)
+        loaded = _pony.load_by_pk(book, seeds)
+        assert not any(_pony.is_seed(s) for s in seeds)
+        assert {b.id: (b.title, b.year, b.shelf.id) for b in loaded} == expected
+        assert _pony.loaded_value(loaded[0], book.notes) is _pony.not_loaded()
+        _pony.load_lazy(book.notes, loaded)
+        assert _pony.loaded_value(loaded[0], book.notes) == "n"
+        loaded[0].year = 42
+        assert select(b for b in book if b.year == 42).count() == 1
+        the_shelf = loaded[0].shelf
+        assert len(the_shelf.books) == 4
+    with db_session:
+        assert book[loaded[0].id].year == 42
+        assert shelf[the_shelf.id].books.count() == 4
+
+
+def test_fetch_entities_matches_pony_fetch(m: Any) -> None:
+    """fetch_entities returns the same objects as query[:limit], and falls back for prefetch queries."""
+    _, book, _, _ = m
+    with db_session:
+        q = select(b for b in book).order_by(desc(book.id))
+        assert _pony.fetch_entities(q, 3) == list(q[:3])
+        assert _pony.fetch_entities(q.prefetch(book.notes), 2) == list(q[:2])
+    with db_session:
+        fresh = _pony.fetch_entities(select(b for b in book).order_by(book.id), 2)
+        assert [b.title for b in fresh] == ["t0", "t1"]
+        fresh[0].title = "changed"
+    with db_session:
+        assert book.select().order_by(book.id).first().title == "changed"

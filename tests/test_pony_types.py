@@ -1,0 +1,94 @@
+"""The types section of the _pony door: converter entries, normalization, SQL operations, metadata."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pony.orm import Database, Required, db_session, select
+
+import ponykit as pk
+from ponykit import _pony
+
+
+class Marker:
+    """A type only this test module normalizes."""
+
+
+def test_wrap_storage_converter_keeps_position_and_is_per_instance(make_db: Any) -> None:
+    """The wrapped entry keeps its index and key; another Database's provider keeps Pony's class."""
+    db, other = make_db(), make_db()
+    before = list(db.provider.converter_classes)
+    index = next(i for i, (key, _cls) in enumerate(before) if issubclass(str, key))
+    made = _pony.wrap_storage_converter(db, str, lambda cls: type("X" + cls.__name__, (cls,), {}))
+    after = db.provider.converter_classes
+    assert after[index][0] is before[index][0]
+    assert after[index][1] is made
+    assert issubclass(made, before[index][1])
+    assert _pony.wrap_storage_converter(db, str, lambda cls: cls) is made  # idempotent
+    assert other.provider.converter_classes[index][1] is before[index][1]
+
+
+def test_register_type_normalization() -> None:
+    """A registered type normalizes to its storage type in Pony's translator."""
+    from pony.orm.ormtypes import normalize_type
+
+    with pytest.raises(TypeError):
+        normalize_type(Marker)
+    _pony.register_type_normalization(Marker, int)
+    assert normalize_type(Marker) is int
+
+
+def test_sql_operation_is_per_database(make_db: Any) -> None:
+    """install_sql_operation shadows the builder class on one provider only."""
+    db, other = make_db(), make_db()
+    _pony.install_sql_operation(db, "PONYKIT_TEST_OP", lambda builder, a, b: ["1 = 1"])
+    assert hasattr(db.provider.sqlbuilder_cls, "PONYKIT_TEST_OP")
+    assert not hasattr(other.provider.sqlbuilder_cls, "PONYKIT_TEST_OP")
+
+
+def test_pattern_lookup_renders_like_per_key(db: Database) -> None:
+    """A searchable lookup renders one LIKE per key of the ring, OR-ed, with bound patterns."""
+
+    class Person(db.Entity):
+        email = Required(pk.types.EncryptedStr, searchable=True)
+
+    ring = pk.security.KeyRing(
+        {"a": pk.security.KeyRing.generate_key(), "b": pk.security.KeyRing.generate_key()}
+    )
+    pk.attach(db, keys=ring)
+    db.generate_mapping(create_tables=True)
+    with db_session:
+        Person(email="x@y")
+    with db_session:
+        assert Person.get(email="x@y") is not None
+        sql = db.last_sql
+    assert sql.count(" LIKE ") == 2
+    assert " OR " in sql
+
+
+def test_metadata_helpers(db: Database) -> None:
+    """Root entity names, default aliases, raw SQL conditions, placeholders and object keys."""
+
+    class BaseThing(db.Entity):
+        name = Required(str)
+
+    class SubThing(BaseThing):
+        extra = Required(int)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    assert _pony.root_entity_name(SubThing) == "BaseThing"
+    assert _pony.default_alias(SubThing) == "st"
+    assert _pony.attribute_entity(SubThing.extra) is SubThing
+    assert _pony.positional_placeholder(db) in ("?", "%s")
+    assert _pony.object_primary_key(None) is None
+    with db_session:
+        thing = SubThing(name="a", extra=1)
+        thing.flush()
+        assert _pony.object_primary_key(thing) == thing.id
+        column = _pony.quote_name(db, _pony.sql_alias("t")) + "." + _pony.quote_name(db, "name")
+        condition = _pony.raw_sql_condition(column + " = $v", {"v": "a"})
+        assert [t.name for t in select(t for t in BaseThing if condition)] == ["a"]
+        assert _pony.sql_alias("bt") == "bt"
+        assert _pony.attribute_converter(BaseThing.name).py2sql("a") == "a"

@@ -1,0 +1,138 @@
+"""KeyRing validation and subkeys; known-answer vectors for the envelope format."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import pickle
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ponykit.errors import ConfigurationError
+from ponykit.security import KeyRing
+from ponykit.security.envelope import EnvelopeError, blind_index, key_id_of, open_envelope, seal
+
+MASTER = bytes(range(32))
+RING = KeyRing({"k1": MASTER})
+
+# Known answers for master key 00..1f, key id "k1", context "User.email", plaintext "hello world",
+# nonce 00 * 12. Pinned here so any change to the format or the derivation is caught.
+AEAD_SUBKEY = "0b94d67b06bf425e777e86fd4df9b9e918ffcf9f73f9ff9d984a22f279db9f6b"
+INDEX_SUBKEY = "1542ed9a384ff6b35722145bbc7c1e144fa7bbd8903c4afb369226010d3dede7"
+CURSOR_SUBKEY = "a8bb1faab412f6f2bdc9336976ac4738aa70997ed3f9c03a79a26a3da6b00e41"
+PLAIN_ENVELOPE = "v1:k1:AAAAAAAAAAAAAAAAA0R2jvyZa1u7l1JSWwqVbpDC4qnr+qnXkOaK"
+SEARCHABLE_ENVELOPE = (
+    "v1:k1:a8eb5e97756823039dbe20c66ebe2846:AAAAAAAAAAAAAAAAA0R2jvyZa1u7l1IRKbaMnmtffCvelN48oAN/"
+)
+
+
+def hkdf(purpose: str) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=b"ponykit-keyring-v1",
+        info=b"ponykit/v1/" + purpose.encode(),
+    ).derive(MASTER)
+
+
+def test_subkeys_match_hkdf_spec() -> None:
+    """Subkeys are HKDF-SHA256(master, salt, info=ponykit/v1/<purpose>) and differ per purpose."""
+    assert RING.subkey("aead").hex() == AEAD_SUBKEY == hkdf("aead").hex()
+    assert RING.subkey("blind-index").hex() == INDEX_SUBKEY == hkdf("blind-index").hex()
+    assert RING.subkey("cursor", "k1").hex() == CURSOR_SUBKEY
+    assert len({AEAD_SUBKEY, INDEX_SUBKEY, CURSOR_SUBKEY, MASTER.hex()}) == 4
+
+
+def test_envelope_known_answers() -> None:
+    """The envelope text equals the documented construction, computed independently with cryptography."""
+    nonce = bytes(12)
+    assert seal(RING, b"hello world", b"User.email", nonce=nonce) == PLAIN_ENVELOPE
+    header = "v1:k1:"
+    expected_ct = AESGCM(hkdf("aead")).encrypt(nonce, b"hello world", header.encode() + b"\x00User.email")
+    assert header + base64.b64encode(nonce + expected_ct).decode() == PLAIN_ENVELOPE
+
+    index = hmac.new(hkdf("blind-index"), b"User.email\x00hello world", hashlib.sha256).digest()[:16].hex()
+    assert blind_index(RING, "k1", b"hello world", b"User.email") == index
+    assert seal(RING, b"hello world", b"User.email", nonce=nonce, searchable=True) == SEARCHABLE_ENVELOPE
+    header = f"v1:k1:{index}:"
+    expected_ct = AESGCM(hkdf("aead")).encrypt(nonce, b"hello world", header.encode() + b"\x00User.email")
+    assert header + base64.b64encode(nonce + expected_ct).decode() == SEARCHABLE_ENVELOPE
+
+    assert open_envelope(RING, PLAIN_ENVELOPE, b"User.email") == b"hello world"
+    assert open_envelope(RING, SEARCHABLE_ENVELOPE, b"User.email") == b"hello world"
+    assert key_id_of(SEARCHABLE_ENVELOPE) == "k1"
+
+
+def test_fresh_nonce_per_value() -> None:
+    """Encrypting the same value twice gives different envelopes (random nonces), same blind index."""
+    a = seal(RING, b"same", b"c", searchable=True)
+    b = seal(RING, b"same", b"c", searchable=True)
+    assert a != b
+    assert a.split(":")[2] == b.split(":")[2]
+
+
+@pytest.mark.parametrize(
+    ("stored", "context", "reason"),
+    [
+        (PLAIN_ENVELOPE, b"User.other", "authentication failed"),
+        (PLAIN_ENVELOPE.replace("v1:k1:", "v1:k9:"), b"User.email", "not in the key ring"),
+        (PLAIN_ENVELOPE[:30], b"User.email", "truncated"),
+        ("v2:k1:AAAA", b"User.email", "not a ponykit v1 envelope"),
+        ("v1:k1:a:b:c", b"User.email", "malformed envelope"),
+        ("v1:k1:!!!!", b"User.email", "malformed envelope body"),
+    ],
+)
+def test_open_failures(stored: str, context: bytes, reason: str) -> None:
+    """Foreign, truncated and malformed envelopes fail with a data-free reason."""
+    with pytest.raises(EnvelopeError, match=reason) as info:
+        open_envelope(RING, stored, context)
+    assert "hello" not in str(info.value)
+
+
+def test_key_ring_validation_messages() -> None:
+    """Keys and key ids are validated at construction with exact messages that show no key material."""
+    with pytest.raises(ConfigurationError, match=r"^key 'k1' is 5 bytes long; ponykit keys are exactly 32"):
+        KeyRing({"k1": b"short"})
+    with pytest.raises(ConfigurationError, match=r"^key 'k1' is not valid base64"):
+        KeyRing({"k1": "not base64 at all!!"})
+    with pytest.raises(ConfigurationError, match=r"^invalid key id 'K1': key ids are 1-32 characters"):
+        KeyRing({"K1": MASTER})
+    with pytest.raises(ConfigurationError, match=r"^primary key id 'k2' is not in the key ring"):
+        KeyRing({"k1": MASTER}, primary="k2")
+    with pytest.raises(ConfigurationError, match="needs at least one key"):
+        KeyRing({})
+    with pytest.raises(ConfigurationError, match="same key material"):
+        KeyRing({"a": MASTER, "b": MASTER})
+
+
+def test_generate_from_mapping_and_env() -> None:
+    """generate_key makes distinct 32-byte keys; from_env parses 'id:key,...' with the first as primary."""
+    k1, k2 = KeyRing.generate_key(), KeyRing.generate_key()
+    assert k1 != k2
+    assert len(base64.urlsafe_b64decode(k1)) == 32
+    ring = KeyRing.from_env("KEYS", environ={"KEYS": f"new:{k2}, old:{k1}"})
+    assert ring.primary == "new"
+    assert ring.key_ids == ("new", "old")
+    assert KeyRing.from_mapping({"a": k1, "b": k2}, primary="b").primary == "b"
+    assert ring.with_primary("old").primary == "old"
+    with pytest.raises(ConfigurationError, match="environment variable KEYS is not set"):
+        KeyRing.from_env("KEYS", environ={})
+    with pytest.raises(ConfigurationError, match="entry 1 is not of the form id:base64key"):
+        KeyRing.from_env("KEYS", environ={"KEYS": k1})
+    with pytest.raises(ConfigurationError, match="key id 'a' appears twice"):
+        KeyRing.from_env("KEYS", environ={"KEYS": f"a:{k1},a:{k2}"})
+
+
+def test_no_key_material_in_repr_or_pickle() -> None:
+    """The repr shows key ids only, and a KeyRing refuses to be pickled."""
+    key = KeyRing.generate_key()
+    ring = KeyRing({"k1": key})
+    assert repr(ring) == "KeyRing(primary='k1', key_ids=['k1'])"
+    with pytest.raises(TypeError, match="not picklable"):
+        pickle.dumps(ring)
+    with pytest.raises(KeyError):
+        ring.subkey("aead", "nope")

@@ -1,0 +1,53 @@
+"""The pytest plugin (ponykit.testing): fixtures for an in-memory Database and query assertions."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+
+def test_plugin_fixtures_work_in_a_user_test_suite(pytester: pytest.Pytester) -> None:
+    """A user's test can declare entities on ponykit_db and assert query counts and N+1 with fixtures."""
+    pytester.makepyfile(
+        """
+        import pytest
+        from pony.orm import Required, Optional, LongStr, db_session, select
+        from ponykit.errors import QueryCountExceeded
+
+        def test_counts(ponykit_db, count_queries, assert_max_queries, detect_n_plus_one):
+            class Note(ponykit_db.Entity):
+                text = Required(str)
+                body = Optional(LongStr)
+            ponykit_db.generate_mapping(create_tables=True)
+            with db_session:
+                for i in range(4):
+                    Note(text=str(i), body="b")
+            with db_session, count_queries() as counter:
+                list(Note.select())
+            assert counter.count == 1
+            with db_session, pytest.raises(QueryCountExceeded):
+                with assert_max_queries(0):
+                    list(Note.select())
+            with db_session, pytest.raises(AssertionError, match="Note.body"):
+                with detect_n_plus_one(threshold=3):
+                    for n in Note.select():
+                        n.body
+
+        def test_fresh_database_each_time(ponykit_db):
+            assert not ponykit_db.entities
+        """
+    )
+    result = pytester.runpytest("-p", "ponykit.testing", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+def test_plugin_import_is_cheap_and_has_no_autouse_fixtures() -> None:
+    """Importing the plugin defines fixtures only; none is autouse."""
+    import ponykit.testing as plugin
+
+    for name in plugin.__all__:
+        marker = getattr(getattr(plugin, name), "_fixture_function_marker", None) or getattr(
+            getattr(plugin, name), "_pytestfixturefunction", None
+        )
+        assert marker is None or not getattr(marker, "autouse", False)
