@@ -113,3 +113,30 @@ def test_type_flagged_attribute_left_out_of_output(db: Database) -> None:
         vault: Any = Vault(label="l", token=Secret("t0k3n"))
         assert vault.to_dict() == {"id": 1, "label": "l"}
         assert vault.to_dict(only=["token"]) == {"token": "t0k3n"}
+
+
+def test_encrypted_attributes_are_sensitive_by_default(db: Database) -> None:
+    """ponykit's encrypted types are left out of output, refused as input and served by the entity path."""
+    from pony.orm import select
+
+    keys = pk.security.KeyRing.from_mapping({"k1": pk.security.KeyRing.generate_key()})
+
+    class Patient(db.Entity, pk.Serializable):  # type: ignore[name-defined]
+        name = Required(str)
+        diagnosis = Required(pk.types.EncryptedStr)
+
+    pk.attach(db, keys=keys)
+    db.generate_mapping(create_tables=True)
+    assert is_sensitive(Patient.diagnosis)
+    with db_session:
+        Patient(name="P", diagnosis="flu")
+    with db_session:
+        patient = Patient[1]
+        assert patient.to_dict() == {"id": 1, "name": "P"}
+        assert patient.to_dict(include_sensitive=True)["diagnosis"] == "flu"
+        query = select(p for p in Patient)
+        assert pk.to_json(query, include_sensitive=True) == b'[{"id":1,"name":"P","diagnosis":"flu"}]'
+        with pytest.raises(pk.ValidationError, match="sensitive attribute"):
+            Patient.from_dict({"name": "Q", "diagnosis": "cold"})
+        created = Patient.from_dict({"name": "Q", "diagnosis": "cold"}, allow=["diagnosis"])
+        assert created.diagnosis == "cold"

@@ -75,7 +75,7 @@ def test_every_problem_is_listed(m: Any) -> None:
     assert errors["price"] == "expected a decimal number as a string, got string 'ten'"
     assert "less than the minimum" in errors["pages"] or "minimum" in errors["pages"]
     assert errors["in_print"] == "expected a boolean, got string 'yes'"
-    assert errors["color"] == "expected one of ['red', 'blue'], got string 'green'"
+    assert "'red', 'blue'" in errors["color"]
     assert errors["editor"] == "no Author with primary key 42 exists"
     assert errors["bogus"] == "unknown attribute: Book has no attribute 'bogus'"
     assert errors["author"] == "missing required attribute"

@@ -1619,4 +1619,3 @@ def loaded_values(obj: Any) -> dict[Any, Any] | None:
     if obj._status_ in _core.del_statuses:
         return None
     return obj._vals_  # type: ignore[no-any-return]
-
