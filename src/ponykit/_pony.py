@@ -1619,3 +1619,13 @@ def loaded_values(obj: Any) -> dict[Any, Any] | None:
     if obj._status_ in _core.del_statuses:
         return None
     return obj._vals_  # type: ignore[no-any-return]
+
+
+def values_for_output(obj: Any) -> dict[Any, Any] | None:
+    """:func:`flush_if_dirty` then :func:`loaded_values`, in one call (the per-object serialization path)."""
+    cache = obj._session_cache_
+    if cache is not None and cache.is_alive and cache.modified:
+        cache.flush()
+    if obj._status_ in _core.del_statuses:
+        return None
+    return obj._vals_  # type: ignore[no-any-return]

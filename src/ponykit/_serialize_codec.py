@@ -108,7 +108,8 @@ def _iso_dumper(kind: Any) -> Dump:
     return dump
 
 
-def _identity(v: Any) -> Any:
+def identity(v: Any) -> Any:
+    """The value itself (the rule of types whose values are already JSON-safe)."""
     return v
 
 
@@ -121,7 +122,7 @@ def value_dumper(attr: Any) -> Dump:
     if isinstance(py_type, type) and issubclass(py_type, enum.Enum):  # before str: str-mixin enums
         return lambda v: v.value
     if py_type is bool or py_type is int or (isinstance(py_type, type) and issubclass(py_type, str)):
-        return _identity if py_type is not bool else bool
+        return identity if py_type is not bool else bool
     if py_type is float:
         return _float
     if py_type is Decimal:
@@ -155,6 +156,36 @@ def _is_json_type(py_type: Any) -> bool:
     return py_type is Json
 
 
+def inline_expression(attr: Any, var: str, const: str, *, native: bool = False) -> tuple[str, Any] | None:
+    """``(python expression over variable var, value of name const)`` doing what the dumper of ``attr``
+    does, for the generated per-plan functions; None when the dumper must be called. With ``native``
+    the expression may leave naive datetimes, dates and UUIDs as they are, for orjson to write.
+    """
+    py_type = attr.py_type
+    if custom_codec(py_type) is not None:
+        return None
+    if py_type is Decimal:
+        quantum = _pony.decimal_quantum(attr)
+        if quantum is not None:
+            return f"str({var}.quantize({const}))", quantum
+        return f"str({var})", None
+    if native and py_type is dt.datetime:
+        return (
+            f"({var} if type({var}) is _datetime and {var}.tzinfo is None else {const}({var}))",
+            _iso_dumper(py_type),
+        )
+    if native and py_type is dt.date:
+        return f"({var} if type({var}) is _date else {const}({var}))", _iso_dumper(py_type)
+    if native and py_type is uuid.UUID:
+        return var, None
+    if py_type in (dt.datetime, dt.date):
+        # Pony hands back datetime and date objects on every backend (only time has the SQLite quirk)
+        return f"({var}.isoformat() if type({var}) is not str else {const}({var}))", _iso_dumper(py_type)
+    if py_type is uuid.UUID:
+        return f"str({var})", None
+    return None
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Raw column value (as the driver returns it) -> JSON-safe value, for the query fast path
 
@@ -166,40 +197,49 @@ def raw_dumper(attr: Any, converter: Any, dump: Dump) -> Dump | None:
     the Python-level decoding. None means "the raw value is already the JSON form". The returned
     function is never called with None.
     """
-    cls = type(converter)
-    pony_builtin = cls.__module__.startswith("pony.")
+    sql2py_owner = _defining_class(converter, "sql2py")
+    dbval2val_owner = _defining_class(converter, "dbval2val")
+    pony_builtin = all(k.__module__.startswith("pony.") for k in (sql2py_owner, dbval2val_owner))
     py_type = attr.py_type
-    name = cls.__name__
-    if pony_builtin and custom_codec(py_type) is None:
-        if py_type is int and name in ("IntConverter", "PGIntConverter", "SQLiteIntConverter"):
+    name = sql2py_owner.__name__
+    if pony_builtin and dbval2val_owner.__name__ == "Converter" and custom_codec(py_type) is None:
+        # Only Pony's own decoding happens between the driver and the value: skip what is a no-op.
+        if py_type is int and name == "IntConverter":
             return None
-        if py_type is str and name in ("StrConverter", "MySQLStrConverter"):
+        if py_type is str and name == "Converter":
             return None
         if py_type is bool:
             return bool
-        if py_type is Decimal and name == "DecimalConverter":  # PG and MySQL return Decimal(p, s)
+        if py_type is float and name == "RealConverter":
+            return _float
+        if py_type is Decimal and name in ("DecimalConverter", "SQLiteDecimalConverter"):
             quantum = _pony.decimal_quantum(attr)
-            return str if quantum is None else lambda v: str(v.quantize(quantum))
+            if quantum is None:
+                return None if name == "DecimalConverter" else dump
+            # Pony's SQLite decoding is Decimal(str(raw)).quantize(exp); PG and MySQL give Decimal
+            return lambda v: str(Decimal(str(v)).quantize(quantum))
         if py_type is dt.datetime and name == "SQLiteDatetimeConverter":
             return _sqlite_datetime(converter, dump)
-        if py_type is dt.datetime and name in ("DatetimeConverter", "PGDatetimeConverter"):
-            return dump
+        if py_type in (dt.datetime, dt.date) and name in ("DatetimeConverter", "DateConverter"):
+            return None  # naive values from PG/MySQL: orjson writes them exactly as isoformat() does
     sql2py, dbval2val = converter.sql2py, converter.dbval2val
     return lambda v: dump(dbval2val(sql2py(v), None))
 
 
+def _defining_class(converter: Any, method: str) -> type:
+    return next(k for k in type(converter).__mro__ if method in k.__dict__)
+
+
 def _sqlite_datetime(converter: Any, dump: Dump) -> Dump:
-    # Pony writes 'YYYY-MM-DD HH:MM:SS.ffffff' on SQLite and parses it with strptime; fromisoformat
-    # reads the same text to the same datetime, much faster. Any other text takes Pony's own path.
+    # Pony writes 'YYYY-MM-DD HH:MM:SS.ffffff' on SQLite and parses it with strptime (slow); the ISO
+    # form of that datetime is the same text with a 'T' and without zero microseconds. Any other text
+    # takes Pony's own path.
     sql2py = converter.sql2py
-    fromiso = dt.datetime.fromisoformat
 
     def decode(v: Any) -> Any:
-        if type(v) is str and len(v) == 26 and v[10] == " ":
-            try:
-                return dump(fromiso(v))
-            except ValueError:
-                pass
+        if type(v) is str and len(v) == 26 and v[10] == " " and v[19] == ".":
+            # the isoformat() of what Pony parses from this text, without parsing it
+            return v[:10] + "T" + (v[11:19] if v[20:] == "000000" else v[11:])
         return dump(sql2py(v))
 
     return decode
@@ -225,11 +265,11 @@ def value_loader(attr: Any) -> Load:
     if isinstance(py_type, type) and issubclass(py_type, enum.Enum):
         return _enum(py_type)
     if py_type is bool:
-        return _expect(lambda v: type(v) is bool, "a boolean", _identity)
+        return _expect(lambda v: type(v) is bool, "a boolean", identity)
     if py_type is float:
         return _expect(lambda v: type(v) in (int, float), "a number", float)
     if isinstance(py_type, type) and issubclass(py_type, str):
-        return _expect(lambda v: isinstance(v, str), "a string", _identity)
+        return _expect(lambda v: isinstance(v, str), "a string", identity)
     if py_type is Decimal:
         return _expect(lambda v: type(v) in (str, int, float), "a decimal number as a string", _decimal)
     if py_type is dt.datetime:
@@ -245,12 +285,12 @@ def value_loader(attr: Any) -> Load:
     if py_type is bytes:
         return _expect(lambda v: isinstance(v, str), "a base64 string", _b64)
     if _is_json_type(py_type):
-        return _identity
+        return identity
     if isinstance(py_type, type) and issubclass(py_type, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
         return _expect(lambda v: isinstance(v, str), "an IP address string", _ip(py_type))
     if isinstance(py_type, type) and issubclass(py_type, int):
-        return _expect(lambda v: type(v) is int, "an integer", _identity)
-    return _identity
+        return _expect(lambda v: type(v) is int, "an integer", identity)
+    return identity
 
 
 def _expect(check: Callable[[Any], bool], expected: str, convert: Load) -> Load:

@@ -31,12 +31,16 @@ from ._from_dict import from_dict as _from_dict
 from ._from_dict import update_from as _update_from
 from ._schema import document_schema
 from ._serialize_fast import eligible, rows_to_dicts
+from ._serialize_plan import DEFAULT_PLAN as _DEFAULT_PLAN
 from ._serialize_plan import plan_for, serialize
 from .security.sensitive import is_sensitive, mask
 
 __all__ = ["Serializable", "from_dict", "json_schema", "to_dict", "to_json"]
 
 Names = Iterable[str] | str | None
+
+
+_NO_OPTIONS: dict[str, Any] = {}
 
 
 def _options(
@@ -48,6 +52,14 @@ def _options(
     depth: int | None,
     include_sensitive: bool,
 ) -> dict[str, Any]:
+    if (
+        only is None
+        and exclude is None
+        and not (with_collections or with_lazy or include_sensitive)
+        and related is None
+        and depth is None
+    ):
+        return _NO_OPTIONS
     options: dict[str, Any] = {}
     if only is not None:
         options["only"] = only if isinstance(only, str) else tuple(only)
@@ -66,12 +78,12 @@ def _options(
     return options
 
 
-def _one(obj: Any, options: dict[str, Any]) -> dict[str, Any]:
+def _one(obj: Any, options: dict[str, Any], *, for_json: bool = False) -> dict[str, Any]:
     _pony.flush_if_dirty(obj)
-    return serialize(obj, plan_for(type(obj), options))
+    return serialize(obj, plan_for(type(obj), options), for_json=for_json)
 
 
-def _many(objects: Iterable[Any], options: dict[str, Any]) -> list[dict[str, Any]]:
+def _many(objects: Iterable[Any], options: dict[str, Any], *, for_json: bool = False) -> list[dict[str, Any]]:
     result = []
     plans: dict[type, Any] = {}
     flushed = False
@@ -83,7 +95,7 @@ def _many(objects: Iterable[Any], options: dict[str, Any]) -> list[dict[str, Any
         plan = plans.get(cls)
         if plan is None:
             plan = plans[cls] = plan_for(cls, options)
-        result.append(serialize(obj, plan))
+        result.append(serialize(obj, plan, for_json=for_json))
     return result
 
 
@@ -130,7 +142,7 @@ def to_json(
     """
     options = _options(only, exclude, with_collections, with_lazy, related, depth, include_sensitive)
     if _pony.is_entity_instance(query_or_objects):
-        return orjson.dumps(_one(query_or_objects, options))
+        return orjson.dumps(_one(query_or_objects, options, for_json=True))
     query, entity, limit, offset = _pony.query_parts(query_or_objects)
     if query is not None and entity is not None and fast is not False:
         plan = plan_for(entity, options)
@@ -143,7 +155,7 @@ def to_json(
             )
     elif fast:
         raise ValueError("to_json(fast=True) needs a Pony query that selects entity instances")
-    return orjson.dumps(_many(query_or_objects, options))
+    return orjson.dumps(_many(query_or_objects, options, for_json=True))
 
 
 def json_schema(
@@ -229,8 +241,24 @@ class Serializable:
         include_sensitive: bool = False,
     ) -> bytes:
         """This object as JSON bytes (orjson), the same content as :meth:`to_dict`."""
+        if (
+            only is None
+            and exclude is None
+            and related is None
+            and depth is None
+            and not (with_collections or with_lazy or include_sensitive)
+        ):
+            # The per-object hot path: no option parsing, no plan lookup, one generated function.
+            plan = type(self).__dict__.get(_DEFAULT_PLAN)
+            if plan is not None and plan.json_fn is not None:
+                values = _pony.values_for_output(self)
+                if values is not None:
+                    try:
+                        return orjson.dumps(plan.json_fn(values))
+                    except KeyError:  # an attribute is not loaded yet; the general path loads it
+                        pass
         options = _options(only, exclude, with_collections, with_lazy, related, depth, include_sensitive)
-        return orjson.dumps(_one(self, options))
+        return orjson.dumps(_one(self, options, for_json=True))
 
     @classmethod
     def from_dict(cls, data: Any, *, allow: Names = None) -> Any:
