@@ -211,7 +211,7 @@ def test_serialization_ratios(bench_env: Any, request: Any) -> None:
     _seed(bench_env, n)
     query_runs = {name: QUERY_CONTENDERS[name](bench_env) for name in ("raw", "ponykit")}
     best = dict.fromkeys(query_runs, float("inf"))
-    for _ in range(3 if n == FULL_ROWS else 1):
+    for _ in range(5 if n == FULL_ROWS else 1):
         for name, run in query_runs.items():
             start = time.perf_counter()
             run()
@@ -220,7 +220,7 @@ def test_serialization_ratios(bench_env: Any, request: Any) -> None:
     runs, close = _entity_runs(bench_env, min(n, FULL_ENTITIES))
     try:
         entity_best = dict.fromkeys(runs, float("inf"))
-        for _ in range(5):
+        for _ in range(15):
             for name, run in runs.items():
                 start = time.perf_counter()
                 run()

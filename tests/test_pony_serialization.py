@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from pony.orm import Database, Json, LongStr, Optional, PrimaryKey, Required, Set, db_session, select
 
 import ponykit as pk
@@ -92,3 +93,18 @@ def test_values_and_validation(db: Database) -> None:
         assert _pony.pony_repr(m) == f"Member[{m.id}]"
         m.delete()
         assert _pony.loaded_values(m) is None
+
+
+@pytest.mark.backends("sqlite")
+def test_sqlite_invalid_utf8_falls_back_to_ponys_decoder(db: Database) -> None:
+    """Text that is not valid UTF-8 is read as Pony reads it (replacement characters), on both paths."""
+    org, member, _sub = _models(db)
+    with db_session:
+        member(org=org(code="a", num=1), name="ok")
+    with db_session:
+        db.execute("UPDATE Member SET name = CAST(x'ff41' AS TEXT)")
+    with db_session:
+        query = select(m for m in member)
+        rows, offsets = _pony.query_entity_rows(query, (), None, None)
+        assert rows[0][offsets[member.name][0]] == "\ufffdA"
+        assert query.first().name == "\ufffdA"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import sqlite3
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -1565,8 +1566,25 @@ def query_entity_rows(
         query = query.prefetch(*lazy_attrs)
     with query._prefetch_context:
         sql, arguments, attr_offsets, _key = query._construct_sql_and_arguments(limit, offset)
-    cursor = query._database._exec_sql(sql, arguments)
-    return cursor.fetchall(), attr_offsets
+    database = query._database
+    if database.provider.dialect != "SQLite":
+        return database._exec_sql(sql, arguments).fetchall(), attr_offsets
+    # Pony decodes SQLite text with a Python function (utf-8, errors replaced); the C decoder gives the
+    # same strings for valid UTF-8, much faster. Text that is not valid UTF-8 makes it raise: then the
+    # SELECT runs again with Pony's own decoder.
+    connection = database._get_cache().prepare_connection_for_query_execution()
+    original = connection.text_factory
+    connection.text_factory = str
+    try:
+        rows = database._exec_sql(sql, arguments).fetchall()
+    except (_core.OperationalError, sqlite3.OperationalError) as exc:
+        if "decode" not in str(exc).lower():
+            raise
+        connection.text_factory = original
+        rows = database._exec_sql(sql, arguments).fetchall()
+    finally:
+        connection.text_factory = original
+    return rows, attr_offsets
 
 
 def validate_attribute(attr: Attribute, value: Any) -> Any:

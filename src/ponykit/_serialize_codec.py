@@ -226,6 +226,25 @@ def raw_dumper(attr: Any, converter: Any, dump: Dump) -> Dump | None:
     return lambda v: dump(dbval2val(sql2py(v), None))
 
 
+def raw_inline(attr: Any, converter: Any, var: str, const: str) -> tuple[str, Any] | None:
+    """Like :func:`raw_dumper`, as ``(expression over var, value of name const)`` for generated code.
+
+    Only for Pony's own decoding of Decimal (the one hot type that needs work on every backend);
+    None otherwise.
+    """
+    if attr.py_type is not Decimal or custom_codec(Decimal) is not None:
+        return None
+    quantum = _pony.decimal_quantum(attr)
+    if quantum is None or _defining_class(converter, "dbval2val").__name__ != "Converter":
+        return None
+    name = _defining_class(converter, "sql2py").__name__
+    if name == "DecimalConverter":  # PG and MySQL: the driver gives Decimal
+        return f"str({var}.quantize({const}))", quantum
+    if name == "SQLiteDecimalConverter":  # Pony decodes Decimal(str(raw)).quantize(exp)
+        return f"str(_Decimal(str({var})).quantize({const}))", quantum
+    return None
+
+
 def _defining_class(converter: Any, method: str) -> type:
     return next(k for k in type(converter).__mro__ if method in k.__dict__)
 

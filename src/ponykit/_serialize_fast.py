@@ -2,23 +2,25 @@
 
 Used by :func:`ponykit.serialization.to_json` when every requested field is a column of the entity (a
 value, or a to-one relation as its key), the entity has no subclasses, and no nesting is asked for.
-Each column gets one precomputed converter that gives exactly what the entity path gives for the
-same value, so both paths produce the same bytes.
+Each column gets one precomputed conversion that gives exactly what the entity path gives for the same
+value, and one generated function turns a row into its output dict, so both paths produce the same
+bytes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from . import _pony
-from ._serialize_codec import raw_dumper, value_dumper
+from ._serialize_codec import raw_dumper, raw_inline, value_dumper
 from ._serialize_plan import REF, VALUE, Plan
 from .security.sensitive import SENSITIVE_ATTR
 
 __all__ = ()
 
-Column = Callable[[list[tuple[Any, ...]]], list[Any]]
+RowFn = Callable[[tuple[Any, ...]], dict[str, Any]]
 
 
 def eligible(plan: Plan, entity: Any) -> bool:
@@ -35,37 +37,52 @@ def rows_to_dicts(query: Any, plan: Plan, limit: int | None, offset: int | None)
     rows, offsets = _pony.query_entity_rows(query, lazy, limit, offset)
     if not rows:
         return []
-    names = [f.name for f in plan.fields]
-    columns = list(zip(*rows, strict=True))
-    out_columns = []
-    for f in plan.fields:
+    return list(map(_row_function(plan, offsets), rows))
+
+
+def _row_function(plan: Plan, offsets: dict[Any, list[int]]) -> RowFn:
+    """Generate ``row -> dict`` for this plan and these column positions.
+
+    One dict display per row, with the conversions inlined, is about three times faster than building
+    columns and zipping them back into dicts.
+    """
+    namespace: dict[str, Any] = {"_Decimal": Decimal}
+    items = []
+    for i, f in enumerate(plan.fields):
+        if not f.name.isidentifier():
+            raise ValueError(f"attribute name {f.name!r} is not an identifier")
         positions = offsets[f.attr]
         if f.kind == VALUE:
-            out_columns.append(_value_column(f.attr, f.dump, f.nullable, columns[positions[0]]))
+            expression = _column(namespace, f"c{i}", f.attr, f.attr.converters[0], f.dump, positions[0])
+            items.append(f"{f.name!r}: {expression}")
         else:
             assert f.kind == REF
-            out_columns.append(_ref_column(f.attr, [columns[p] for p in positions]))
-    return [dict(zip(names, values, strict=True)) for values in zip(*out_columns, strict=True)]
+            leaves = _pony.raw_pk_leaf_attributes(f.attr.py_type)
+            parts = [
+                _column(namespace, f"c{i}_{j}", leaf, converter, value_dumper(leaf), position)
+                for j, (leaf, converter, position) in enumerate(
+                    zip(leaves, f.attr.converters, positions, strict=True)
+                )
+            ]
+            if len(parts) == 1:
+                items.append(f"{f.name!r}: {parts[0]}")
+            else:
+                items.append(f"{f.name!r}: None if r[{positions[0]}] is None else [{', '.join(parts)}]")
+    source = "def row(r):\n    return {" + ", ".join(items) + "}"
+    exec(source, namespace)  # noqa: S102 - built from attribute names checked above and integer offsets
+    return namespace["row"]  # type: ignore[no-any-return]
 
 
-def _value_column(attr: Any, dump: Any, nullable: bool, column: tuple[Any, ...]) -> Any:
-    convert = raw_dumper(attr, attr.converters[0], dump)
-    if convert is None:
-        return column
-    if nullable or None in column:
-        return [None if v is None else convert(v) for v in column]
-    return list(map(convert, column))
-
-
-def _ref_column(attr: Any, columns: list[tuple[Any, ...]]) -> Any:
-    leaves = _pony.raw_pk_leaf_attributes(attr.py_type)
-    converted: list[Any] = []
-    for leaf, converter, column in zip(leaves, attr.converters, columns, strict=True):
-        convert = raw_dumper(leaf, converter, value_dumper(leaf))
+def _column(namespace: dict[str, Any], name: str, attr: Any, converter: Any, dump: Any, position: int) -> str:
+    var = f"r[{position}]"
+    inline = raw_inline(attr, converter, var, name)
+    if inline is not None:
+        expression, constant = inline
+        namespace[name] = constant
+    else:
+        convert = raw_dumper(attr, converter, dump)
         if convert is None:
-            converted.append(column)
-        else:
-            converted.append([None if v is None else convert(v) for v in column])
-    if len(converted) == 1:
-        return converted[0]
-    return [None if parts[0] is None else list(parts) for parts in zip(*converted, strict=True)]
+            return var
+        namespace[name] = convert
+        expression = f"{name}({var})"
+    return f"(None if {var} is None else {expression})"
