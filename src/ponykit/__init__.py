@@ -24,6 +24,7 @@ from .errors import (
 )
 from .kit import CommitEvent, Kit, attach, get_kit
 from .query import cached, cached_select, paginate, paginate_keyset, prefetch
+from .serialization import Serializable, json_schema, to_json
 from .transactions import on_commit, on_rollback
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Kit",
     "PonykitError",
     "QueryCountExceeded",
+    "Serializable",
     "UnsupportedComparison",
     "UpsertResult",
     "ValidationError",
@@ -52,6 +54,7 @@ __all__ = [
     "count_queries",
     "detect_n_plus_one",
     "get_kit",
+    "json_schema",
     "on_commit",
     "on_rollback",
     "paginate",
@@ -60,6 +63,7 @@ __all__ = [
     "prefetch",
     "query",
     "security",
+    "to_json",
     "types",
 ]
 

@@ -1,0 +1,285 @@
+"""Serialization: JSON-safe ``to_dict``, ``to_json`` bytes, validated ``from_dict``, and JSON Schema.
+
+Put :class:`Serializable` on an entity::
+
+    class User(db.Entity, pk.Serializable):
+        name = Required(str)
+        posts = Set("Post")
+
+    user.to_dict(only=["name", "posts"])              # Pony's vocabulary, JSON-safe values
+    user.to_json(related={"posts": {"only": ["title"]}})   # bytes, through orjson
+    User.from_dict({"name": "Ann"})                   # validated; every problem listed at once
+    pk.to_json(select(u for u in User))               # straight from the rows when it can
+
+The options, everywhere: ``only``, ``exclude``, ``with_collections``, ``with_lazy`` (as in Pony's
+``Entity.to_dict``; ``only`` overrides the two flags), ``related`` (relations to nest, with their own
+options, e.g. ``{"posts": {"only": ["title"], "related": {"comments": {}}}}`` or ``["posts.comments"]``),
+``depth`` (nest every selected relation that many levels), ``include_sensitive``. Without nesting a
+to-one relation is its primary key and a collection the sorted list of keys (composite keys are lists).
+The value rules are in the table of ``docs/serialization.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from . import _pony
+from ._from_dict import from_dict as _from_dict
+from ._from_dict import update_from as _update_from
+from ._schema import document_schema
+from ._serialize_fast import eligible, rows_to_dicts
+from ._serialize_plan import DEFAULT_PLAN as _DEFAULT_PLAN
+from ._serialize_plan import plan_for, serialize
+from .security.sensitive import is_sensitive, mask
+
+__all__ = ["Serializable", "from_dict", "json_schema", "to_dict", "to_json"]
+
+Names = Iterable[str] | str | None
+
+
+_NO_OPTIONS: dict[str, Any] = {}
+
+
+def _options(
+    only: Names,
+    exclude: Names,
+    with_collections: bool,
+    with_lazy: bool,
+    related: Any,
+    depth: int | None,
+    include_sensitive: bool,
+) -> dict[str, Any]:
+    if (
+        only is None
+        and exclude is None
+        and not (with_collections or with_lazy or include_sensitive)
+        and related is None
+        and depth is None
+    ):
+        return _NO_OPTIONS
+    options: dict[str, Any] = {}
+    if only is not None:
+        options["only"] = only if isinstance(only, str) else tuple(only)
+    if exclude is not None:
+        options["exclude"] = exclude if isinstance(exclude, str) else tuple(exclude)
+    if with_collections:
+        options["with_collections"] = True
+    if with_lazy:
+        options["with_lazy"] = True
+    if related is not None:
+        options["related"] = related
+    if depth is not None:
+        options["depth"] = depth
+    if include_sensitive:
+        options["include_sensitive"] = True
+    return options
+
+
+def _one(obj: Any, options: dict[str, Any], *, for_json: bool = False) -> dict[str, Any]:
+    _pony.flush_if_dirty(obj)
+    return serialize(obj, plan_for(type(obj), options), for_json=for_json)
+
+
+def _many(objects: Iterable[Any], options: dict[str, Any], *, for_json: bool = False) -> list[dict[str, Any]]:
+    result = []
+    plans: dict[type, Any] = {}
+    flushed = False
+    for obj in objects:
+        if not flushed:
+            _pony.flush_if_dirty(obj)
+            flushed = True
+        cls = type(obj)
+        plan = plans.get(cls)
+        if plan is None:
+            plan = plans[cls] = plan_for(cls, options)
+        result.append(serialize(obj, plan, for_json=for_json))
+    return result
+
+
+def to_dict(
+    obj_or_objects: Any,
+    only: Names = None,
+    exclude: Names = None,
+    with_collections: bool = False,
+    with_lazy: bool = False,
+    *,
+    related: Any = None,
+    depth: int | None = None,
+    include_sensitive: bool = False,
+) -> Any:
+    """The JSON-safe form of an entity instance (a dict) or of a query or iterable of them (a list).
+
+    Works for any entity, with or without the :class:`Serializable` mixin. The session is flushed first
+    when it holds unsaved changes, as Pony's ``to_dict`` does, so new objects have their keys.
+    """
+    options = _options(only, exclude, with_collections, with_lazy, related, depth, include_sensitive)
+    if _pony.is_entity_instance(obj_or_objects):
+        return _one(obj_or_objects, options)
+    return _many(obj_or_objects, options)
+
+
+def to_json(
+    query_or_objects: Any,
+    only: Names = None,
+    exclude: Names = None,
+    with_collections: bool = False,
+    with_lazy: bool = False,
+    *,
+    related: Any = None,
+    depth: int | None = None,
+    include_sensitive: bool = False,
+    fast: bool | None = None,
+) -> bytes:
+    """JSON bytes (orjson) of an entity instance, a Pony query, or an iterable of instances.
+
+    For a query whose requested fields are all columns of its entity (values, and to-one relations as
+    keys), one SELECT runs and rows go to JSON without building entity objects; otherwise the entity
+    path runs. Both give the same bytes. ``fast=False`` forces the entity path; ``fast=True`` raises
+    ``ValueError`` when the fast path cannot serve the request.
+    """
+    options = _options(only, exclude, with_collections, with_lazy, related, depth, include_sensitive)
+    if _pony.is_entity_instance(query_or_objects):
+        return orjson.dumps(_one(query_or_objects, options, for_json=True))
+    query, entity, limit, offset = _pony.query_parts(query_or_objects)
+    if query is not None and entity is not None and fast is not False:
+        plan = plan_for(entity, options)
+        if eligible(plan, entity):
+            return orjson.dumps(rows_to_dicts(query, plan, limit, offset))
+        if fast:
+            raise ValueError(
+                f"to_json(fast=True): the query fast path cannot serve this request for {entity.__name__} "
+                "(collections, nesting or entity subclasses need entity objects); drop fast=True"
+            )
+    elif fast:
+        raise ValueError("to_json(fast=True) needs a Pony query that selects entity instances")
+    return orjson.dumps(_many(query_or_objects, options, for_json=True))
+
+
+def json_schema(
+    entity: Any,
+    only: Names = None,
+    exclude: Names = None,
+    with_collections: bool = False,
+    with_lazy: bool = False,
+    *,
+    related: Any = None,
+    depth: int | None = None,
+    include_sensitive: bool = False,
+    many: bool = False,
+) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of ``to_dict``/``to_json`` output for ``entity`` with these options.
+
+    ``many=True`` describes the array that ``to_json(query)`` produces.
+    """
+    options = _options(only, exclude, with_collections, with_lazy, related, depth, include_sensitive)
+    return document_schema(plan_for(entity, options), many=many)
+
+
+def from_dict(entity: Any, data: Any, *, allow: Names = None) -> Any:
+    """Create an ``entity`` instance from JSON-like data, validated by Pony's own rules.
+
+    Raises :class:`ponykit.ValidationError` listing every problem (unknown keys, wrong types, missing
+    required attributes, values out of range or too long, missing related objects) by field path. The
+    primary key, ``hidden=True``, sensitive and discriminator attributes are refused unless named in
+    ``allow``.
+    """
+    return _from_dict(entity, data, allow=allow)
+
+
+_INSTALLED = ("to_dict", "to_json", "__repr__")
+
+
+class Serializable:
+    """Mixin for Pony entities: ``class User(db.Entity, pk.Serializable)``.
+
+    Gives JSON-safe :meth:`to_dict` (replacing Pony's for this entity; the first four parameters keep
+    Pony's names and order), :meth:`to_json`, :meth:`from_dict`, :meth:`update_from` and
+    :meth:`json_schema`. Pony's ``Entity`` comes first in the bases and defines ``to_dict``/``to_json``
+    itself, so the mixin puts its versions on each entity class as it is declared.
+    """
+
+    __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        from pony.orm.core import Entity
+
+        if not issubclass(cls, Entity):
+            return
+        for name in _INSTALLED:
+            owner = next(k for k in cls.__mro__ if name in k.__dict__)
+            if owner is Entity:  # Pony's own version would win over the mixin: put ours on the class
+                setattr(cls, name, Serializable.__dict__[name])
+
+    def to_dict(
+        self,
+        only: Names = None,
+        exclude: Names = None,
+        with_collections: bool = False,
+        with_lazy: bool = False,
+        *,
+        related: Any = None,
+        depth: int | None = None,
+        include_sensitive: bool = False,
+    ) -> dict[str, Any]:
+        """This object as a dict of JSON-safe values; see the module documentation for the options."""
+        options = _options(only, exclude, with_collections, with_lazy, related, depth, include_sensitive)
+        return _one(self, options)
+
+    def to_json(
+        self,
+        only: Names = None,
+        exclude: Names = None,
+        with_collections: bool = False,
+        with_lazy: bool = False,
+        *,
+        related: Any = None,
+        depth: int | None = None,
+        include_sensitive: bool = False,
+    ) -> bytes:
+        """This object as JSON bytes (orjson), the same content as :meth:`to_dict`."""
+        if (
+            only is None
+            and exclude is None
+            and related is None
+            and depth is None
+            and not (with_collections or with_lazy or include_sensitive)
+        ):
+            # The per-object hot path: no option parsing, no plan lookup, one generated function.
+            plan = type(self).__dict__.get(_DEFAULT_PLAN)
+            if plan is not None and plan.json_fn is not None:
+                values = _pony.values_for_output(self)
+                if values is not None:
+                    try:
+                        return orjson.dumps(plan.json_fn(values))
+                    except KeyError:  # an attribute is not loaded yet; the general path loads it
+                        pass
+        options = _options(only, exclude, with_collections, with_lazy, related, depth, include_sensitive)
+        return orjson.dumps(_one(self, options, for_json=True))
+
+    @classmethod
+    def from_dict(cls, data: Any, *, allow: Names = None) -> Any:
+        """A new instance from JSON-like data; see :func:`ponykit.serialization.from_dict`."""
+        return _from_dict(cls, data, allow=allow)
+
+    def update_from(self, data: Any, *, allow: Names = None) -> Any:
+        """Validate every key of ``data`` first, then set them on this object; returns the object.
+
+        Same rules as :meth:`from_dict`, except that missing attributes are simply left unchanged.
+        """
+        return _update_from(self, data, allow=allow)
+
+    @classmethod
+    def json_schema(cls, **options: Any) -> dict[str, Any]:
+        """The JSON Schema of this entity's serialized form; see :func:`ponykit.serialization.json_schema`."""
+        return json_schema(cls, **options)
+
+    def __repr__(self) -> str:
+        text = _pony.pony_repr(self)
+        pk_attrs = _pony.entity_pk_attributes(type(self))
+        if any(is_sensitive(a) for a in pk_attrs):
+            return f"{type(self).__name__}[{mask(self)}]"
+        return text
