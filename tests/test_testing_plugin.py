@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
+
 import pytest
 
 pytest_plugins = ["pytester"]
@@ -38,7 +40,10 @@ def test_plugin_fixtures_work_in_a_user_test_suite(pytester: pytest.Pytester) ->
             assert not ponykit_db.entities
         """
     )
-    result = pytester.runpytest("-p", "ponykit.testing", "-p", "no:cacheprovider")
+    # Installed, the plugin loads through its pytest11 entry point; from a bare checkout it is named.
+    installed = any(ep.name == "ponykit" for ep in entry_points(group="pytest11"))
+    plugin_args = [] if installed else ["-p", "ponykit.testing"]
+    result = pytester.runpytest(*plugin_args, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
 
 
