@@ -186,7 +186,8 @@ def _check_settable(plan: RowPlan, name: str, index: int | None, op: str) -> Non
     attr = plan.attrs.get(name)
     problem = None
     if attr is None:
-        if name in plan.collections or name in plan.no_columns or name not in plan.entity._adict_:
+        unknown = _pony.find_attribute(plan.entity, name) is None
+        if unknown or name in plan.collections or name in plan.no_columns:
             raise plan.unknown_error(name, index if index is not None else -1, op)
     elif attr.is_pk:
         problem = "is part of the primary key, which identifies the row and cannot be changed"

@@ -299,6 +299,41 @@ def column_converters(entity: Entity) -> dict[str, list[Any]]:
     return {a.name: list(a.converters) for a in entity._attrs_with_columns_}
 
 
+def find_attribute(entity: Any, name: str) -> Attribute | None:
+    """The attribute ``name`` of an entity class, or None (also when ``entity`` is not an entity)."""
+    adict = getattr(entity, "_adict_", None)
+    return None if adict is None else adict.get(name)
+
+
+def root_entity(entity: Entity) -> Entity:
+    """The root of an entity's class hierarchy (the entity itself when it has no base entity)."""
+    return entity._root_
+
+
+def entity_base() -> type:
+    """Pony's ``Entity`` base class (whose own ``to_dict``/``to_json`` the Serializable mixin replaces)."""
+    return _core.Entity  # type: ignore[no-any-return]
+
+
+def builtin_decoder_name(converter: Any) -> str | None:
+    """The name of the Pony class whose ``sql2py`` decodes for ``converter``, if decoding is Pony's own.
+
+    None unless both ``sql2py`` and ``dbval2val`` come from Pony's modules and ``dbval2val`` is the
+    base ``Converter``'s no-op: only then may a fast path skip what such a converter would do.
+    """
+    sql2py_owner = _method_owner(converter, "sql2py")
+    dbval2val_owner = _method_owner(converter, "dbval2val")
+    if not all(k.__module__.startswith("pony.") for k in (sql2py_owner, dbval2val_owner)):
+        return None
+    if dbval2val_owner.__name__ != "Converter":
+        return None
+    return sql2py_owner.__name__
+
+
+def _method_owner(converter: Any, method: str) -> type:
+    return next(k for k in type(converter).__mro__ if method in k.__dict__)
+
+
 def entity_attribute(entity: Entity, name: str) -> Attribute:
     """The attribute object called ``name``; raises AttributeError naming the entity if there is none."""
     attr = entity._adict_.get(name)
@@ -546,6 +581,12 @@ def attribute_entity(attr: Attribute) -> Entity:
 def attribute_converter(attr: Attribute) -> Any:
     """The converter Pony built for a mapped, single-column attribute."""
     return attr.converters[0]
+
+
+def max_length(attr: Attribute) -> int | None:
+    """The maximum string length Pony enforces for ``attr`` (``max_len``), or None."""
+    converters = attr.converters
+    return getattr(converters[0], "max_len", None) if converters else None
 
 
 def object_primary_key(obj: Any) -> Any:

@@ -151,7 +151,7 @@ def value_dumper(attr: Any) -> Dump:
 
 
 def _is_json_type(py_type: Any) -> bool:
-    from pony.orm.ormtypes import Json
+    from pony.orm import Json
 
     return py_type is Json
 
@@ -197,12 +197,9 @@ def raw_dumper(attr: Any, converter: Any, dump: Dump) -> Dump | None:
     the Python-level decoding. None means "the raw value is already the JSON form". The returned
     function is never called with None.
     """
-    sql2py_owner = _defining_class(converter, "sql2py")
-    dbval2val_owner = _defining_class(converter, "dbval2val")
-    pony_builtin = all(k.__module__.startswith("pony.") for k in (sql2py_owner, dbval2val_owner))
+    name = _pony.builtin_decoder_name(converter)
     py_type = attr.py_type
-    name = sql2py_owner.__name__
-    if pony_builtin and dbval2val_owner.__name__ == "Converter" and custom_codec(py_type) is None:
+    if name is not None and custom_codec(py_type) is None:
         # Only Pony's own decoding happens between the driver and the value: skip what is a no-op.
         if py_type is int and name == "IntConverter":
             return None
@@ -235,18 +232,14 @@ def raw_inline(attr: Any, converter: Any, var: str, const: str) -> tuple[str, An
     if attr.py_type is not Decimal or custom_codec(Decimal) is not None:
         return None
     quantum = _pony.decimal_quantum(attr)
-    if quantum is None or _defining_class(converter, "dbval2val").__name__ != "Converter":
+    name = _pony.builtin_decoder_name(converter)
+    if quantum is None or name is None:
         return None
-    name = _defining_class(converter, "sql2py").__name__
     if name == "DecimalConverter":  # PG and MySQL: the driver gives Decimal
         return f"str({var}.quantize({const}))", quantum
     if name == "SQLiteDecimalConverter":  # Pony decodes Decimal(str(raw)).quantize(exp)
         return f"str(_Decimal(str({var})).quantize({const}))", quantum
     return None
-
-
-def _defining_class(converter: Any, method: str) -> type:
-    return next(k for k in type(converter).__mro__ if method in k.__dict__)
 
 
 def _sqlite_datetime(converter: Any, dump: Dump) -> Dump:
@@ -395,7 +388,7 @@ def value_schema(attr: Any) -> dict[str, Any]:
         return {"type": ["number", "null"]}  # NaN and infinities serialize as null
     if isinstance(py_type, type) and issubclass(py_type, str):
         schema: dict[str, Any] = {"type": "string"}
-        max_len = getattr(attr.converters[0], "max_len", None) if attr.converters else None
+        max_len = _pony.max_length(attr)
         if max_len:
             schema["maxLength"] = max_len
         return schema

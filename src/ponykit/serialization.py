@@ -205,13 +205,12 @@ class Serializable:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        from pony.orm.core import Entity
-
-        if not issubclass(cls, Entity):
+        entity = _pony.entity_base()
+        if not issubclass(cls, entity):
             return
         for name in _INSTALLED:
             owner = next(k for k in cls.__mro__ if name in k.__dict__)
-            if owner is Entity:  # Pony's own version would win over the mixin: put ours on the class
+            if owner is entity:  # Pony's own version would win over the mixin: put ours on the class
                 setattr(cls, name, Serializable.__dict__[name])
 
     def to_dict(

@@ -60,7 +60,7 @@ def _stable(query: Any) -> Any:
     if order is None:
         return query  # ordered by an expression: leave it as the caller wrote it
     attrs = [_pony.desc_of(attr) if descending else attr for attr, descending in order]
-    attrs += [attr for attr in entity._pk_attrs_ if attr not in {a for a, _ in order}]
+    attrs += [attr for attr in _pony.entity_pk_attributes(entity) if attr not in {a for a, _ in order}]
     return query.order_by(None).order_by(*attrs)
 
 

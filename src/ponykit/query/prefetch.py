@@ -30,7 +30,7 @@ def _tree(paths: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _attr_for(obj_class: Any, name: str, path: str) -> Any:
-    attr = obj_class._adict_.get(name) if hasattr(obj_class, "_adict_") else None
+    attr = _pony.find_attribute(obj_class, name)
     if attr is None:
         raise ConfigurationError(
             f"prefetch(): entity {obj_class.__name__} has no attribute {name!r} (path {path!r})"
@@ -64,7 +64,7 @@ def _load_segment(objects: list[Any], name: str, path: str, follow: bool) -> lis
         seeds = [o for o in live if _pony.is_seed(o)]
         if seeds and kind in ("to_one", "lazy"):
             # The objects themselves were never loaded: load their columns first.
-            _pony.load_by_pk(type(seeds[0])._root_, seeds)
+            _pony.load_by_pk(_pony.root_entity(type(seeds[0])), seeds)
         if kind == "to_one":
             targets = [_pony.loaded_value(o, attr) for o in owners]
             missing = [
@@ -72,7 +72,7 @@ def _load_segment(objects: list[Any], name: str, path: str, follow: bool) -> lis
             ]
             if missing:
                 unique = list({id(t): t for t in missing}.values())
-                _pony.load_by_pk(attr.py_type._root_, unique)
+                _pony.load_by_pk(_pony.root_entity(attr.py_type), unique)
             for target in targets:
                 if target is not _pony.not_loaded():
                     add(target)
