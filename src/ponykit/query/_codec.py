@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["decode", "encode", "to_plain"]
+__all__ = ["decode", "encode", "from_plain", "to_plain"]
 
 _INT64 = 2**63
 
@@ -60,17 +60,18 @@ def to_plain(value: Any) -> Any:
     )
 
 
-def _from_plain(value: Any) -> Any:
+def from_plain(value: Any) -> Any:
+    """The inverse of :func:`to_plain`."""
     t = type(value)
     if t is list:
-        return [_from_plain(v) for v in value]
+        return [from_plain(v) for v in value]
     if t is not dict:
         return value
     ((tag, inner),) = value.items()
     if tag == "~t":
-        return tuple(_from_plain(v) for v in inner)
+        return tuple(from_plain(v) for v in inner)
     if tag == "~m":
-        return {_from_plain(k): _from_plain(v) for k, v in inner}
+        return {from_plain(k): from_plain(v) for k, v in inner}
     if tag == "~D":
         return Decimal(inner)
     if tag == "~dt":
@@ -90,7 +91,7 @@ def _from_plain(value: Any) -> Any:
     if tag == "~f":
         return float(inner)
     if tag == "~s":
-        return frozenset(_from_plain(v) for v in inner)
+        return frozenset(from_plain(v) for v in inner)
     raise ValueError(f"unknown tag {tag!r} in cached data")
 
 
@@ -101,4 +102,4 @@ def encode(value: Any) -> bytes:
 
 def decode(data: bytes) -> Any:
     """The value :func:`encode` was given."""
-    return _from_plain(orjson.loads(data))
+    return from_plain(orjson.loads(data))

@@ -7,25 +7,23 @@ Wire format (then URL-safe base64 without padding)::
 The tag covers the version, a fingerprint of the query (entity, SQL text of the unpaged query, sort
 specification) and the payload, so a cursor of another query, another sort order or another key fails
 verification like a tampered one. Values are the column values Pony binds (after the attribute's
-converter), tagged where JSON has no native type. Cursors are signed, not encrypted: sorting by a
-sensitive or encrypted attribute is refused (see :mod:`ponykit.query.keyset`).
+converter), tagged as in the cache codec (:mod:`ponykit.query._codec`) where JSON has no native
+type. Cursors are signed, not encrypted: sorting by a sensitive or encrypted attribute is refused
+(see :mod:`ponykit.query.keyset`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
 import hashlib
 import hmac
-import math
-import uuid
-from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from ..errors import ConfigurationError, InvalidCursor
+from ._codec import from_plain, to_plain
 
 __all__ = ["decode_cursor", "encode_cursor", "fingerprint"]
 
@@ -48,55 +46,13 @@ def fingerprint(*parts: str) -> bytes:
 
 
 def _encode_value(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return value if -(2**63) <= value < 2**63 else ["i", str(value)]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else ["f", repr(value)]
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return ["b", base64.b64encode(bytes(value)).decode("ascii")]
-    if isinstance(value, dt.datetime):
-        return ["dt", value.isoformat()]
-    if isinstance(value, dt.date):
-        return ["d", value.isoformat()]
-    if isinstance(value, dt.time):
-        return ["t", value.isoformat()]
-    if isinstance(value, dt.timedelta):
-        return ["td", [value.days, value.seconds, value.microseconds]]
-    if isinstance(value, Decimal):
-        return ["n", str(value)]
-    if isinstance(value, uuid.UUID):
-        return ["u", value.hex]
-    raise ConfigurationError(
-        f"cannot put a {type(value).__name__} sort value into a keyset cursor; sort by attributes of "
-        "type int, float, str, bool, bytes, date/time, Decimal or UUID"
-    )
-
-
-def _decode_value(item: Any) -> Any:
-    if not isinstance(item, list):
-        return item
-    tag, raw = item
-    if tag == "i":
-        return int(raw)
-    if tag == "f":
-        return float(raw)
-    if tag == "b":
-        return base64.b64decode(raw, validate=True)
-    if tag == "dt":
-        return dt.datetime.fromisoformat(raw)
-    if tag == "d":
-        return dt.date.fromisoformat(raw)
-    if tag == "t":
-        return dt.time.fromisoformat(raw)
-    if tag == "td":
-        return dt.timedelta(days=raw[0], seconds=raw[1], microseconds=raw[2])
-    if tag == "n":
-        return Decimal(raw)
-    if tag == "u":
-        return uuid.UUID(hex=raw)
-    raise ValueError(tag)
+    try:
+        return to_plain(value)
+    except TypeError:
+        raise ConfigurationError(
+            f"cannot put a {type(value).__name__} sort value into a keyset cursor; sort by attributes of "
+            "type int, float, str, bool, bytes, date/time, Decimal or UUID"
+        ) from None
 
 
 def encode_cursor(values: list[Any], key: bytes, bound_to: bytes) -> str:
@@ -128,6 +84,6 @@ def decode_cursor(cursor: Any, key: bytes, bound_to: bytes, width: int) -> list[
         items = orjson.loads(head[1:])
         if not isinstance(items, list) or len(items) != width:
             raise ValueError("width")
-        return [_decode_value(item) for item in items]
-    except (ValueError, TypeError, IndexError, orjson.JSONDecodeError):
+        return [from_plain(item) for item in items]
+    except (ValueError, TypeError, IndexError, KeyError, orjson.JSONDecodeError):
         raise InvalidCursor(_INVALID) from None
