@@ -1,0 +1,200 @@
+"""Queries (ponykit.query, ponykit.diagnostics): query shape, order, raw filters, N+1 diagnosis."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pony.orm.core as _core
+from pony.orm import Database
+
+from ._typing import Attribute, Entity
+from .prefetch import materialize
+
+__all__ = [
+    "attr_is_sensitive",
+    "count_capped",
+    "desc_of",
+    "exec_sql",
+    "fetch_entities",
+    "filter_raw",
+    "n_plus_one_culprit",
+    "order_item",
+    "per_database_cache",
+    "query_alias",
+    "query_entity",
+    "query_key",
+    "query_order",
+]
+
+
+# Query shape: the entity a query returns, its alias and its ORDER BY, as attributes.
+
+
+def query_entity(query: Any) -> Entity | None:
+    """The entity class a query returns, or None when it returns tuples or scalars."""
+    expr_type = query._translator.expr_type
+    return expr_type if isinstance(expr_type, _core.EntityMeta) else None
+
+
+def query_alias(query: Any) -> str:
+    """The SQL table alias Pony uses for the query's entity (``b`` in ``select(b for b in Book)``)."""
+    return str(query._translator.alias)
+
+
+def query_order(query: Any) -> list[tuple[Attribute, bool]] | None:
+    """The query's ORDER BY as ``[(attribute, descending), ...]``; None if it orders by anything else.
+
+    Only plain column attributes of the query's own entity are understood; an expression, a raw SQL
+    fragment or a column of another table gives None.
+    """
+    entity = query_entity(query)
+    if entity is None:
+        return None
+    alias = query_alias(query)
+    by_column: dict[str, Attribute] = {}
+    for attr in (*entity._root_._attrs_, *entity._root_._subclass_attrs_):
+        if not attr.is_collection and len(attr.columns) == 1:
+            by_column.setdefault(attr.columns[0], attr)
+    result: list[tuple[Attribute, bool]] = []
+    for item in query._translator.order:
+        descending = False
+        if item and item[0] == "DESC":
+            descending, item = True, item[1]
+        if not (item and item[0] == "COLUMN" and item[1] == alias and item[2] in by_column):
+            return None
+        result.append((by_column[item[2]], descending))
+    return result
+
+
+def order_item(item: Any) -> tuple[Attribute, bool] | None:
+    """``(attribute, descending)`` for an ``Attribute`` or ``desc(attribute)``; None for anything else."""
+    if isinstance(item, _core.DescWrapper):
+        return item.attr, True
+    if isinstance(item, _core.Attribute):
+        return item, False
+    return None
+
+
+# Pony's desc(attr) makes a new DescWrapper per call and DescWrapper hashes by identity, so each
+# order_by(desc(attr)) call adds an entry to db._translator_cache. One wrapper per attribute keeps
+# ponykit's repeated calls on one cache entry. The wrappers live on the entity class (attributes
+# cannot be weakly referenced), so they go away with it.
+
+
+def desc_of(attr: Attribute) -> Any:
+    """``desc(attr)``, the same wrapper object on every call (so Pony's translator cache is reused)."""
+    entity = attr.entity
+    wrappers: dict[str, Any] | None = entity.__dict__.get("_ponykit_desc_wrappers_")
+    if wrappers is None:
+        wrappers = {}
+        entity._ponykit_desc_wrappers_ = wrappers
+    wrapper = wrappers.get(attr.name)
+    if wrapper is None or wrapper.attr is not attr:
+        wrapper = wrappers[attr.name] = _core.DescWrapper(attr)
+    return wrapper
+
+
+def per_database_cache(db: Database, name: str, factory: Callable[[], Any]) -> Any:
+    """A cache object stored on ``db`` itself, so it never keeps a Database (or its entities) alive."""
+    key = f"_ponykit_cache_{name}_"
+    cache = db.__dict__.get(key)
+    if cache is None:
+        cache = factory()
+        setattr(db, key, cache)
+    return cache
+
+
+def filter_raw(query: Any, sql: str, values: list[Any]) -> Any:
+    """``query.filter(raw_sql(sql))`` where ``$v[0]``, ``$v[1]``... in ``sql`` are bound from ``values``.
+
+    The values are parameters (never inlined), and the SQL text alone keys Pony's translator cache, so
+    one shape of filter costs one translation however many different values it is used with.
+    """
+    from pony.orm.ormtypes import RawSQL
+
+    return query.filter(RawSQL(sql, {}, {"v": values}))
+
+
+def query_key(query: Any) -> Any:
+    """A hashable, process-local key of a query's shape (code, variable types, filters, order)."""
+    return query._key
+
+
+def fetch_entities(query: Any, limit: int) -> list[Any]:
+    """The first ``limit`` objects of an entity query, built by :func:`materialize`.
+
+    Same SQL and the same session state as ``query[:limit]``, without Pony's generic row parser; a
+    query with ``prefetch()`` or ``for_update()`` goes through Pony's own fetch.
+    """
+    if query._prefetch or query._for_update:
+        return list(query[:limit])
+    entity = query._translator.expr_type
+    sql, arguments, attr_offsets, _key = query._construct_sql_and_arguments(limit=limit)
+    rows = query._database._exec_sql(sql, arguments).fetchall()
+    return materialize(entity, rows, attr_offsets)
+
+
+def count_capped(query: Any, cap: int) -> int:
+    """``min(cap, number of rows of query)``, counting at most ``cap`` rows in the database."""
+    sql, arguments, _offsets, _key = query._construct_sql_and_arguments(limit=cap)
+    db = query._database
+    cursor = db._exec_sql(f"SELECT COUNT(*) FROM ({sql}) ponykit_capped", arguments)
+    return int(cursor.fetchone()[0])
+
+
+def exec_sql(db: Database, sql: str, arguments: Any = None) -> Any:
+    """Run one statement in the session's connection, through Pony (logged, counted, reconnecting)."""
+    return db._exec_sql(sql, arguments)
+
+
+def attr_is_sensitive(attr: Attribute) -> bool:
+    """True if the attribute's type is marked sensitive or encrypted (its values must not leak)."""
+    py_type = attr.py_type
+    return bool(
+        getattr(py_type, "__ponykit_sensitive__", False) or getattr(py_type, "__ponykit_encrypted__", False)
+    )
+
+
+# N+1 diagnosis: which relation a repeated single-row SELECT is loading.
+
+_FROM = re.compile(r"\bFROM\s+[`\"]?([^`\"\s]+)[`\"]?", re.IGNORECASE)
+_WHERE_COL = re.compile(r"\bWHERE\s+(?:[`\"]\w+[`\"]\.)?[`\"]?(\w+)[`\"]?\s*(?:=|IN\b)", re.IGNORECASE)
+
+
+def _table_name(table: Any) -> str:
+    return str(table[-1] if isinstance(table, tuple) else table).lower()
+
+
+def n_plus_one_culprit(db: Database, sql: str) -> tuple[str | None, str | None]:
+    """``(entity, attribute)`` to prefetch for a statement Pony runs when loading one relation of one object.
+
+    Reads the table after FROM and the first column compared in WHERE: a foreign key of a child table
+    names the parent's collection, a link table names the many-to-many collection, a primary-key load
+    of a lazy column names that attribute. ``(None, None)`` when the statement is not recognized.
+    """
+    from_match, where_match = _FROM.search(sql), _WHERE_COL.search(sql)
+    if from_match is None or where_match is None:
+        return None, None
+    table, column = from_match.group(1).lower(), where_match.group(1)
+    select_list = sql[: from_match.start()]
+    for entity in db.entities.values():
+        for attr in entity._new_attrs_:
+            if attr.is_collection and attr.reverse is not None and attr.reverse.is_collection:
+                owner_columns = attr.reverse_columns if attr.symmetric else attr.reverse.columns
+                if attr.table is not None and _table_name(attr.table) == table and column in owner_columns:
+                    return entity.__name__, attr.name
+    for entity in db.entities.values():
+        if entity._root_ is not entity or _table_name(entity._table_) != table:
+            continue
+        attrs = [*entity._attrs_, *entity._subclass_attrs_]
+        for attr in attrs:
+            if attr.reverse is not None and not attr.is_collection and column in attr.columns:
+                return attr.py_type.__name__, attr.reverse.name
+        if column in entity._pk_columns_:
+            for attr in attrs:
+                if attr.lazy and attr.columns and f"{attr.columns[0]}" in select_list:
+                    return attr.entity.__name__, attr.name
+        return entity.__name__, None
+    return None, None

@@ -1,0 +1,202 @@
+"""Serialization (ponykit.serialization): attribute listing, raw rows of a query."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import pony.orm.core as _core
+
+from ._typing import Attribute, Entity
+
+__all__ = [
+    "decimal_quantum",
+    "discriminator_value",
+    "entity_attributes",
+    "entity_pk_attributes",
+    "find_by_raw_pk",
+    "flush_if_dirty",
+    "loaded_values",
+    "pony_repr",
+    "query_entity_rows",
+    "query_parts",
+    "raw_pk_leaf_attributes",
+    "raw_pk_of",
+    "untracked",
+    "validate_attribute",
+    "values_for_output",
+]
+
+
+def entity_attributes(entity: Entity) -> tuple[Attribute, ...]:
+    """Every attribute of ``entity`` (inherited ones included) in declaration order, as Pony lists them."""
+    return tuple(entity._attrs_)
+
+
+def entity_pk_attributes(entity: Entity) -> tuple[Attribute, ...]:
+    """The primary-key attributes of ``entity``."""
+    return tuple(entity._pk_attrs_)
+
+
+def raw_pk_leaf_attributes(entity: Entity) -> tuple[Attribute, ...]:
+    """The attributes whose values make up ``_get_raw_pkval_()`` of an instance, one per pk column.
+
+    A primary key that includes a relation is flattened into the related entity's own key attributes,
+    the way Pony flattens it into columns.
+    """
+    leaves: list[Attribute] = []
+    for attr in entity._pk_attrs_:
+        if attr.reverse is not None and not attr.is_collection:
+            leaves.extend(raw_pk_leaf_attributes(attr.py_type))
+        else:
+            leaves.append(attr)
+    return tuple(leaves)
+
+
+def discriminator_value(entity: Entity) -> Any:
+    """The discriminator code Pony stores for ``entity``'s rows, or None without inheritance."""
+    return entity._discriminator_ if entity._discriminator_attr_ is not None else None
+
+
+def flush_if_dirty(obj: Any) -> None:
+    """Flush the object's session when it holds unsaved changes, as Pony's own ``to_dict`` does.
+
+    New objects get their primary keys this way, so relations to them serialize as keys.
+    """
+    cache = obj._session_cache_
+    if cache is not None and cache.is_alive and cache.modified:
+        cache.flush()
+
+
+def decimal_quantum(attr: Attribute) -> Any:
+    """The ``Decimal`` exponent Pony quantizes ``attr``'s values to (``Decimal('0.01')`` for scale 2)."""
+    converter = attr.converters[0] if attr.converters else None
+    exp = getattr(converter, "exp", None)
+    if exp is None and converter is not None and getattr(converter, "scale", None) is not None:
+        from decimal import Decimal
+
+        exp = Decimal(10) ** -converter.scale
+    return exp
+
+
+def untracked(value: Any) -> Any:
+    """A plain copy of a ``Json`` attribute value (Pony wraps them in change-tracking dict/list types)."""
+    get = getattr(value, "get_untracked", None)
+    return get() if get is not None else value
+
+
+def query_parts(query: Any) -> tuple[Any, Any, int | None, int | None]:
+    """``(query, result entity or None, limit, offset)`` of a Pony ``Query`` or a lazy ``QueryResult``.
+
+    Anything else gives ``(None, None, None, None)``. The entity is None when the query selects
+    something other than entity instances (tuples, attribute values, aggregates).
+    """
+    from pony.orm.core import EntityMeta, Query, QueryResult
+
+    limit = offset = None
+    if isinstance(query, QueryResult):
+        if query._items is not None:  # already fetched: it is a list of objects now
+            return None, None, None, None
+        query, limit, offset = query._query, query._limit, query._offset
+    if not isinstance(query, Query):
+        return None, None, None, None
+    expr_type = query._translator.expr_type
+    entity = expr_type if isinstance(expr_type, EntityMeta) else None
+    return query, entity, limit, offset
+
+
+def query_entity_rows(
+    query: Any, lazy_attrs: tuple[Attribute, ...], limit: int | None, offset: int | None
+) -> tuple[list[Any], dict[Any, list[int]]]:
+    """Run the query's own SELECT and return ``(raw rows, {attribute: [column offsets]})``.
+
+    The SQL is exactly the one Pony would run to load the entities (same filters, order, distinct,
+    limit and offset), with ``lazy_attrs`` joined into the select list as ``prefetch`` does, but rows
+    are returned as the driver produced them: no objects are built and the identity map is untouched.
+    Pending changes of the session are flushed first, as before any query.
+    """
+    if lazy_attrs:
+        query = query.prefetch(*lazy_attrs)
+    with query._prefetch_context:
+        sql, arguments, attr_offsets, _key = query._construct_sql_and_arguments(limit, offset)
+    database = query._database
+    if database.provider.dialect != "SQLite":
+        return database._exec_sql(sql, arguments).fetchall(), attr_offsets
+    # Pony decodes SQLite text with a Python function (utf-8, errors replaced); the C decoder gives the
+    # same strings for valid UTF-8, much faster. Text that is not valid UTF-8 makes it raise: then the
+    # SELECT runs again with Pony's own decoder.
+    connection = database._get_cache().prepare_connection_for_query_execution()
+    original = connection.text_factory
+    connection.text_factory = str
+    try:
+        rows = database._exec_sql(sql, arguments).fetchall()
+    except (_core.OperationalError, sqlite3.OperationalError) as exc:
+        if "decode" not in str(exc).lower():
+            raise
+        connection.text_factory = original
+        rows = database._exec_sql(sql, arguments).fetchall()
+    finally:
+        connection.text_factory = original
+    return rows, attr_offsets
+
+
+def validate_attribute(attr: Attribute, value: Any) -> Any:
+    """Validate ``value`` for ``attr`` with Pony's own checks: converter ``validate``, ``py_check``,
+    min/max/max_len, required and nullability. Returns the value Pony would store; raises Pony's
+    ``ValueError``/``TypeError`` otherwise. Relations take an instance or a raw primary key.
+    """
+    return attr.validate(value, None, attr.entity)
+
+
+def find_by_raw_pk(entity: Entity, raw: tuple[Any, ...]) -> Any:
+    """The instance of ``entity`` with this raw primary key (a tuple of column values), or None.
+
+    Looks in the identity map first, then runs one SELECT. A key of the wrong shape or type gives None.
+    """
+    from pony.orm.core import ObjectNotFound
+
+    pk_attrs = entity._pk_attrs_
+    if len(pk_attrs) == len(raw):
+        try:
+            return entity.get(**{a.name: v for a, v in zip(pk_attrs, raw, strict=True)})
+        except (TypeError, ValueError):
+            return None
+    try:  # a key that includes a relation: Pony resolves flattened column values itself
+        obj = entity._get_by_raw_pkval_(raw)
+        obj._load_()
+    except (ObjectNotFound, TypeError, ValueError):
+        return None
+    return obj
+
+
+def raw_pk_of(obj: Any) -> tuple[Any, ...]:
+    """Same as :func:`raw_primary_key`: the flat tuple of an instance's primary-key column values."""
+    return tuple(obj._get_raw_pkval_())
+
+
+def pony_repr(obj: Any) -> str:
+    """Pony's own ``Entity.__repr__`` of an instance (``User[1]``)."""
+    from pony.orm.core import Entity as PonyEntity
+
+    return str(PonyEntity.__repr__(obj))
+
+
+def loaded_values(obj: Any) -> dict[Any, Any] | None:
+    """The object's loaded attribute values by attribute (Pony's ``_vals_``), or None for a deleted object.
+
+    An attribute missing from the mapping is not loaded yet; read it with ``attr.__get__(obj)``, which
+    loads it. Collections are stored in another form here: always read them through ``__get__``.
+    """
+    if obj._status_ in _core.del_statuses:
+        return None
+    return obj._vals_  # type: ignore[no-any-return]
+
+
+def values_for_output(obj: Any) -> dict[Any, Any] | None:
+    """:func:`flush_if_dirty` then :func:`loaded_values`, in one call (the per-object serialization path)."""
+    cache = obj._session_cache_
+    if cache is not None and cache.is_alive and cache.modified:
+        cache.flush()
+    if obj._status_ in _core.del_statuses:
+        return None
+    return obj._vals_  # type: ignore[no-any-return]
