@@ -39,7 +39,8 @@ ALL_BACKENDS = ("sqlite", "sqlite_mem", "postgres", "mysql")
 DEFAULT_BACKENDS = ("sqlite", "postgres", "mysql")
 ENV_VARS = {"postgres": "PONYKIT_TEST_POSTGRES", "mysql": "PONYKIT_TEST_MYSQL"}
 REQUIRE = os.environ.get("PONYKIT_REQUIRE_BACKENDS", "") not in ("", "0")
-SCHEMA = "ponykit_bench"  # the PostgreSQL schema and the MariaDB database the harness owns
+# The PostgreSQL schema and the MariaDB database the harness owns; set it to run two sessions side by side.
+SCHEMA = os.environ.get("PONYKIT_BENCH_SCHEMA", "ponykit_bench")
 TABLE = "bench_item"
 COLUMNS = ("name", "qty", "price", "created", "active", "note")
 SELECT_COLUMNS = ("id", *COLUMNS)
