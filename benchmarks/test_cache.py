@@ -5,7 +5,9 @@ Groups (per backend):
 * ``cache-values-20-<backend>``: a 20-row ``(name, qty)`` select; ``raw`` driver, plain ``pony`` (a new
   db_session each time), ``ponykit-hit`` (cached_select served from a MemoryCache); the ``-reused-query``
   variants build the Pony query object once and run it in a new db_session each time, which takes
-  Pony's query construction (about 25 µs) out of both sides.
+  Pony's query construction (about 25 µs) out of both sides; ``ponykit-cached-query`` is a
+  ``@cached_query`` builder, whose statement is built once per distinct arguments (``-no-session``:
+  called outside a db_session, which value results allow).
 * ``cache-entities-20-<backend>``: 20 ``Item`` entities; ``pony``, ``ponykit-hit`` (rebuilt from cached
   rows, no SQL), ``ponykit-miss`` (a generation bump before each call, so every call runs the query and
   stores it).
@@ -23,7 +25,7 @@ from pony.orm import db_session, select
 
 from ponykit.query._generations import db_state
 from ponykit.query.backends import MemoryCache
-from ponykit.query.cache import cached, cached_select
+from ponykit.query import cached, cached_query, cached_select
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.bench_backends("sqlite", "sqlite_mem", "postgres")]
 
@@ -120,6 +122,32 @@ def test_cache_values_ponykit_hit_reused(benchmark: Any, env: Any) -> None:
     assert benchmark(run) == expected
 
 
+def test_cache_values_ponykit_cached_query(benchmark: Any, env: Any) -> None:
+    _setup(benchmark, f"cache-values-20-{env.name}", "ponykit-cached-query")
+
+    @cached_query
+    def below(limit: int) -> Any:
+        return select((i.name, i.qty) for i in env.KitItem if i.qty < limit).order_by(1)
+
+    def run() -> list[Any]:
+        with db_session:
+            return below(LIMIT)
+
+    expected = run()
+    assert benchmark(run) == expected
+
+
+def test_cache_values_ponykit_cached_query_sessionless(benchmark: Any, env: Any) -> None:
+    _setup(benchmark, f"cache-values-20-{env.name}", "ponykit-cached-query-no-session")
+
+    @cached_query
+    def below(limit: int) -> Any:
+        return select((i.name, i.qty) for i in env.KitItem if i.qty < limit).order_by(1)
+
+    expected = below(LIMIT)
+    assert benchmark(below, LIMIT) == expected
+
+
 # -- entities ----------------------------------------------------------------------------------------------
 
 
@@ -141,6 +169,21 @@ def test_cache_entities_ponykit_hit(benchmark: Any, env: Any) -> None:
         with db_session:
             items = cached_select(_entities_query(env.KitItem))
             return [(i.id, i.name, i.price) for i in items]
+
+    expected = run()
+    assert benchmark(run) == expected
+
+
+def test_cache_entities_ponykit_cached_query(benchmark: Any, env: Any) -> None:
+    _setup(benchmark, f"cache-entities-20-{env.name}", "ponykit-cached-query")
+
+    @cached_query
+    def below(limit: int) -> Any:
+        return select(i for i in env.KitItem if i.qty < limit).order_by(env.KitItem.id)
+
+    def run() -> list[Any]:
+        with db_session:
+            return [(i.id, i.name, i.price) for i in below(LIMIT)]
 
     expected = run()
     assert benchmark(run) == expected

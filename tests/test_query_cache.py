@@ -13,6 +13,7 @@ from pony.orm import (
     Optional,
     Required,
     Set,
+    TransactionError,
     commit,
     count,
     db_session,
@@ -23,8 +24,8 @@ from pony.orm import (
 
 import ponykit as pk
 from ponykit.errors import ConfigurationError
+from ponykit.query import cached, cached_query, cached_select
 from ponykit.query.backends import MemoryCache
-from ponykit.query.cache import cached, cached_select
 
 
 class Schema:
@@ -477,3 +478,158 @@ def test_cached_function_with_explicit_cache_is_invalidated(s: Schema) -> None:
     assert len(calls) == 2
     with db_session:
         commit()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# @cached_query
+
+
+def test_cached_query_builds_once_and_serves_hits(s: Schema) -> None:
+    """The builder runs once per distinct arguments; hits run neither it nor SQL; results match Pony."""
+    calls: list[int] = []
+
+    @cached_query
+    def since(year: int) -> Any:
+        calls.append(year)
+        return books_since(s, year)
+
+    with db_session:
+        expected = plain(list(books_since(s, 2003)))
+    with db_session:  # on MariaDB only a miss that opens the transaction may fill the cache
+        assert plain(since(2003)) == expected
+    s.reset()
+    for _ in range(3):
+        with db_session:
+            books = since(2003)
+            assert plain(books) == expected
+            assert [b.title for b in books] == ["t3", "t4", "t5"]  # ordinary entities of this session
+    assert s.reset() == 0
+    assert calls == [2003]
+    with db_session:
+        assert plain(since(year=2005)) == plain(list(books_since(s, 2005)))
+    assert calls == [2003, 2005]
+
+
+def test_cached_query_invalidates_and_reads_own_writes(s: Schema) -> None:
+    """Commits invalidate, rollbacks do not, and a writing session sees its own writes."""
+
+    @cached_query(ttl=60)
+    def titles(year: int) -> Any:
+        return select((b.title, b.year) for b in s.Book if b.year >= year).order_by(1)
+
+    with db_session:
+        assert titles(2004) == [("t4", 2004), ("t5", 2005)]
+    with db_session:
+        s.Book(title="new", year=2010)
+        assert titles(2004) == [("new", 2010), ("t4", 2004), ("t5", 2005)]  # own write, uncommitted
+        rollback()
+    s.reset()
+    with db_session:
+        assert titles(2004) == [("t4", 2004), ("t5", 2005)]
+    assert s.reset() == 0
+    with db_session:
+        s.Book[6].year = 1999  # t5
+    with db_session:
+        assert titles(2004) == [("t4", 2004)]
+
+
+def test_cached_query_keys_by_type_and_value(s: Schema) -> None:
+    """1, 1.0 and True are equal as dict keys; each still gets a statement built from its own value."""
+    seen: list[Any] = []
+
+    @cached_query
+    def with_limit(n: Any) -> Any:
+        seen.append(n)
+        return select(b.title for b in s.Book).order_by(1).limit(2 if n is True else 3)
+
+    with db_session:
+        assert with_limit(True) == ["t0", "t1"]
+        assert with_limit(1) == ["t0", "t1", "t2"]
+        assert with_limit(1.0) == ["t0", "t1", "t2"]
+    assert seen == [True, 1, 1.0]
+
+
+def test_cached_query_rejects_bad_arguments_and_results(s: Schema) -> None:
+    """Entities, lists and other mutable arguments are refused with a hint; so is a non-query result."""
+
+    @cached_query
+    def by_author(author: Any) -> Any:
+        return select(b for b in s.Book if b.author == author)
+
+    @cached_query
+    def not_a_query() -> Any:
+        return [1, 2]
+
+    with db_session:
+        ann = s.Author.get(name="ann")
+        with pytest.raises(TypeError, match=r"argument 0 is a Author.*primary key"):
+            by_author(ann)
+        with pytest.raises(TypeError, match="argument 0 is a list"):
+            by_author([1])
+        with pytest.raises(TypeError, match="must return a Pony query"):
+            not_a_query()
+        assert by_author.uncached(ann) == list(select(b for b in s.Book if b.author == ann))
+    with pytest.raises(ConfigurationError, match="maxsize"):
+        cached_query(maxsize=0)
+
+
+def test_cached_query_follows_the_attached_cache(db: Database) -> None:
+    """A backend set on the Kit later takes effect for statements built before; none at all is an error."""
+    s = Schema(db, MemoryCache(maxsize=100, ttl=None))
+
+    @cached_query
+    def count_books() -> Any:
+        return select(count(b) for b in s.Book)
+
+    with db_session:
+        assert count_books() == [6]
+    fresh = MemoryCache(maxsize=100, ttl=None)
+    s.kit.cache = fresh
+    with db_session:
+        assert count_books() == [6]
+    assert len(fresh) == 1
+    s.kit.cache = None
+    with db_session, pytest.raises(ConfigurationError, match="needs a cache backend"):
+        count_books()
+
+
+def test_cached_query_statement_memo_is_bounded(s: Schema) -> None:
+    """Past maxsize argument sets the remembered statements start over; results stay correct."""
+
+    @cached_query(maxsize=3)
+    def since(year: int) -> Any:
+        return books_since(s, year)
+
+    state = since.__ponykit_cached_query__
+    with db_session:
+        for year in range(2000, 2008):
+            assert plain(since(year)) == plain(list(books_since(s, year)))
+            assert len(state.plans) <= 3
+    since.cache_clear()
+    assert not state.plans
+
+
+def test_value_results_need_no_db_session(s: Schema) -> None:
+    """Outside a db_session, value results are served (a miss opens a session); entities are refused."""
+
+    @cached_query
+    def titles(year: int) -> Any:
+        return select(b.title for b in s.Book if b.year >= year).order_by(1)
+
+    @cached_query
+    def books(year: int) -> Any:
+        return books_since(s, year)
+
+    assert titles(2004) == ["t4", "t5"]  # miss, first build of the statement
+    assert cached_select(select(b.year for b in s.Book if b.year < 2002).order_by(1)) == [2000, 2001]
+    s.reset()
+    assert titles(2004) == ["t4", "t5"]
+    assert cached_select(select(b.year for b in s.Book if b.year < 2002).order_by(1)) == [2000, 2001]
+    assert s.reset() == 0
+    with db_session:
+        s.Book[6].title = "z5"
+    assert titles(2004) == ["t4", "z5"]  # the commit invalidated it; the miss ran in its own session
+    with pytest.raises(TransactionError, match="need a db_session"):
+        books(2004)
+    with pytest.raises(TransactionError, match="need a db_session"):
+        cached_select(books_since(s, 2004))

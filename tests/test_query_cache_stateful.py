@@ -20,8 +20,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_sta
 from pony.orm import Database, Optional, Required, Set, count, db_session, flush, rollback, select
 
 import ponykit as pk
+from ponykit.query import cached, cached_query, cached_select
 from ponykit.query.backends import MemoryCache, RedisCache
-from ponykit.query.cache import cached, cached_select
 
 
 def declare(db: Database) -> tuple[Any, Any]:
@@ -102,6 +102,15 @@ class CacheMachine(RuleBasedStateMachine):
                 return sorted((i.name, i.qty) for i in self.Item.select())
 
         self.summary = summary
+        item = self.Item
+
+        @cached_query
+        def at_least(qty: int, *, entities: bool = True) -> Any:
+            if entities:
+                return select(i for i in item if i.qty >= qty).order_by(item.id)
+            return select((i.name, i.qty) for i in item if i.qty >= qty).order_by(1, 2)
+
+        self.at_least = at_least
 
     @initialize()
     def clear(self) -> None:
@@ -129,6 +138,14 @@ class CacheMachine(RuleBasedStateMachine):
             expected = plain(list(self.queries[i]()))
         assert got == expected
 
+    @rule(qty=st.integers(0, 10), entities=st.booleans())
+    def cached_query_read(self, qty: int, entities: bool) -> None:
+        with db_session:
+            got = plain(self.at_least(qty, entities=entities))
+        with db_session:
+            expected = plain(self.at_least.uncached(qty, entities=entities))
+        assert got == expected
+
     @rule()
     def cached_function(self) -> None:
         with db_session:
@@ -152,6 +169,7 @@ class CacheMachine(RuleBasedStateMachine):
             got = plain(cached_select(self.queries[i]()))
             expected = plain(list(self.queries[i]()))
             assert got == expected
+            assert plain(self.at_least(n % 10)) == plain(self.at_least.uncached(n % 10))
             rollback()
 
 

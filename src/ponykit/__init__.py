@@ -23,7 +23,7 @@ from .errors import (
     ValidationError,
 )
 from .kit import CommitEvent, Kit, attach, get_kit
-from .query import cached, cached_select, paginate, paginate_keyset, prefetch
+from .query import cached, cached_query, cached_select, paginate, paginate_keyset, prefetch
 from .serialization import Serializable, json_schema, to_json
 from .transactions import on_commit, on_rollback
 
@@ -50,6 +50,7 @@ __all__ = [
     "bulk_update",
     "bulk_upsert",
     "cached",
+    "cached_query",
     "cached_select",
     "count_queries",
     "detect_n_plus_one",

@@ -96,7 +96,11 @@ def _constructed(query: Any, limit: int | None, offset: int | None) -> tuple[str
     entry = _sql_memo.get(memo_key)
     if entry is not None and entry[0] is translator:
         return entry[1], entry[2](query._vars), entry[3]
-    sql, arguments, attr_offsets, _query_key = query._construct_sql_and_arguments(limit, offset)
+    if _core.local.db_session is None:
+        with _core.db_session:  # Pony's first build of a statement asks for the session cache
+            sql, arguments, attr_offsets, _query_key = query._construct_sql_and_arguments(limit, offset)
+    else:
+        sql, arguments, attr_offsets, _query_key = query._construct_sql_and_arguments(limit, offset)
     if not query._prefetch:
         for cache_entry in list(query._database._constructed_sql_cache.values()):
             # Entries of queries are (sql, adapter, attr_offsets); bulk deletes store (sql, adapter).
@@ -109,7 +113,7 @@ def _constructed(query: Any, limit: int | None, offset: int | None) -> tuple[str
 
 
 def query_sql(query: Any, limit: int | None = None, offset: int | None = None) -> QuerySQL:
-    """The statement of ``query`` as Pony would build it; the first build of a shape needs a db_session."""
+    """The statement of ``query`` as Pony would build it (in a short db_session of its own if need be)."""
     sql, arguments, attr_offsets = _constructed(query, limit, offset)
     translator = query._translator
     expr_type = translator.expr_type

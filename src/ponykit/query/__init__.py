@@ -8,6 +8,7 @@ a cache that is invalidated after commit.
 from __future__ import annotations
 
 from .backends import CacheBackend, MemoryCache, RedisCache
+from .builders import cached_query
 from .cache import CacheInfo, cached, cached_select
 from .keyset import CursorPage, paginate_keyset
 from .pagination import Page, paginate
@@ -21,6 +22,7 @@ __all__ = [
     "Page",
     "RedisCache",
     "cached",
+    "cached_query",
     "cached_select",
     "paginate",
     "paginate_keyset",

@@ -171,31 +171,34 @@ class MemoryCache(_BaseCache):
         self.maxsize = maxsize
         self.ttl = ttl
         self.timer = timer
-        self._store: cachetools.TLRUCache[Hashable, tuple[Any, float | None]] = cachetools.TLRUCache(
-            maxsize, ttu=self._ttu, timer=timer
-        )
+        # An LRU of (value, expires at) pairs, expiry checked on read: cheaper than cachetools' TLRUCache,
+        # which consults the clock twice per hit; an expired entry left behind still counts against
+        # maxsize until it is read or evicted, so the cache stays bounded.
+        self._store: cachetools.LRUCache[Hashable, tuple[Any, float]] = cachetools.LRUCache(maxsize)
         self._lock = threading.Lock()
         self._generations: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"MemoryCache(maxsize={self.maxsize}, ttl={self.ttl})"
 
-    @staticmethod
-    def _ttu(_key: Hashable, value: tuple[Any, float | None], now: float) -> float:
-        ttl = value[1]
-        return math.inf if ttl is None else now + ttl
-
     def get(self, key: Hashable) -> Any:
         """The value stored under ``key``, or :data:`MISSING` (also once it has expired)."""
         with self._lock:
             entry = self._store.get(key)
-        return MISSING if entry is None else entry[0]
+            if entry is None:
+                return MISSING
+            if entry[1] != math.inf and self.timer() >= entry[1]:
+                del self._store[key]
+                return MISSING
+        return entry[0]
 
     def set(self, key: Hashable, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds (None: this cache's ``ttl``)."""
         _check_ttl(ttl, "ttl")
+        ttl = self.ttl if ttl is None else ttl
+        expires = math.inf if ttl is None else self.timer() + ttl
         with self._lock:
-            self._store[key] = (value, self.ttl if ttl is None else ttl)
+            self._store[key] = (value, expires)
 
     def generations(self, names: Sequence[str]) -> tuple[int, ...]:
         """The current generation of each name (0 until first bumped)."""
@@ -215,7 +218,9 @@ class MemoryCache(_BaseCache):
 
     def __len__(self) -> int:
         with self._lock:
-            self._store.expire()
+            now = self.timer()
+            for key in [key for key, (_value, expires) in self._store.items() if expires <= now]:
+                del self._store[key]
             return len(self._store)
 
 

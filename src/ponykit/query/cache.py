@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import orjson
+from pony.orm import TransactionError, db_session
 
 from .. import _pony
 from ..errors import ConfigurationError
@@ -33,6 +34,7 @@ from .backends import CacheBackend
 __all__ = ["CacheInfo", "cached", "cached_select"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 _MUTABLE = (list, dict, set, bytearray)
 
@@ -75,7 +77,8 @@ def cached_select(query: Any, *, ttl: float | None = None) -> list[Any]:
     the backend's). Entity results come back as entities of the current ``db_session``, built without
     SQL; other selects (tuples, scalars, aggregates) as values.
 
-    Needs an open ``db_session`` (as any Pony query) and ``attach(db, cache=...)``. Queries Pony itself
+    Needs ``attach(db, cache=...)``, and for entity results an open ``db_session`` (value results can
+    be read outside one: a hit touches no database, a miss opens a session). Queries Pony itself
     never reuses (``for_update()``, ``random()``, ``prefetch()``) run uncached, as do all queries in a
     session that has written one of the entities they read.
     """
@@ -88,17 +91,52 @@ def cached_select(query: Any, *, ttl: float | None = None) -> list[Any]:
     pony_query, limit, offset = source
     db = _pony.query_database(pony_query)
     kit, backend = _kit_backend(db, "cached_select()")
-    q = _pony.query_sql(pony_query, limit, offset)
-    if not q.cacheable:
-        return _pony.fetch(pony_query, limit, offset)
+    plan = _plan(kit, _pony.query_sql(pony_query, limit, offset))
+    return _serve(db, backend, plan, ttl, lambda: _pony.fetch(pony_query, limit, offset))
+
+
+class _Plan(NamedTuple):
+    """Everything about one query statement that does not change between calls."""
+
+    kit: Any
+    q: _pony.QuerySQL
+    entity_names: tuple[str, ...]  # the entities its SQL reads
+    gen_names: tuple[str, ...]  # their generation counters
+    key: tuple[Any, ...]  # the cache key, short of the generations
+
+
+def _plan(kit: Any, q: _pony.QuerySQL) -> _Plan:
     state = db_state(kit)
     entity_names, gen_names = state.query_deps(q.sql)
-    if must_bypass(db, entity_names):
-        return _pony.fetch(pony_query, limit, offset)
-    gens = backend.generations(gen_names)
+    key = ("q", state.namespace, q.sql, _args_key(q.arguments), q.limit, q.offset)
+    return _Plan(kit, q, entity_names, gen_names, key)
+
+
+def _serve(
+    db: Any, backend: CacheBackend, plan: _Plan, ttl: float | None, uncached: Callable[[], list[Any]]
+) -> list[Any]:
+    """The results of ``plan`` from ``backend``, or from the database (stored for later) on a miss.
+
+    ``uncached`` runs the query through plain Pony: for queries Pony never reuses, inside a session that
+    must read its own writes, and while the backend is unreachable. Outside a db_session, value results
+    are served too (they outlive any session): a hit touches no database and a miss opens a session.
+    """
+    q = plan.q
+    in_session = _pony.in_db_session()
+    if in_session:
+        if not q.cacheable or must_bypass(db, plan.entity_names):
+            return uncached()
+    elif q.entity is not None or q.tuple_entities:
+        raise TransactionError(
+            f"cached reads of entities need a db_session, as the entities belong to one: {q.sql!r}"
+        )
+    else:
+        uncached = functools.partial(_in_new_session, uncached)
+        if not q.cacheable:
+            return uncached()
+    gens = backend.generations(plan.gen_names)
     if gens is None:
-        return _pony.fetch(pony_query, limit, offset)
-    key = ("q", state.namespace, q.sql, _args_key(q.arguments), limit, offset, gens)
+        return uncached()
     computed: list[list[Any]] = []
 
     def compute() -> tuple[Any, bool]:
@@ -107,10 +145,17 @@ def cached_select(query: Any, *, ttl: float | None = None) -> list[Any]:
         computed.append(items)
         return _to_payload(q, items), may_store
 
-    payload, _hit = backend.get_or_compute(key, compute, ttl)
+    payload, _hit = backend.get_or_compute(
+        (*plan.key, gens), compute if in_session else functools.partial(_in_new_session, compute), ttl
+    )
     if computed:
         return computed[0]
     return _from_payload(q, payload)
+
+
+def _in_new_session(fn: Callable[[], T]) -> T:
+    with db_session:
+        return fn()
 
 
 def _to_payload(q: _pony.QuerySQL, items: list[Any]) -> tuple[Any, ...]:
