@@ -1,4 +1,4 @@
-"""05 cache: cached_select and @cached, invalidated only after commit.
+"""05 cache: cached_select, @cached_query and @cached, invalidated only after commit.
 
 Caches a query and a service function in a MemoryCache, shows a hit running no SQL, a session reading
 its own uncommitted writes, and a commit invalidating the entries.
@@ -52,6 +52,18 @@ def run(workdir: pathlib.Path, say: Callable[[str], None]) -> None:
         rollback()
     with db_session:
         say(f"after the rollback the entry is still valid: {len(pk.cached_select(cheap()))} products")
+
+    built: list[int] = []
+
+    @pk.cached_query
+    def under(price: int) -> Any:
+        built.append(price)
+        return select((p.name, p.price) for p in Product if p.price < price).order_by(2)
+
+    statements.clear()
+    for _ in range(3):
+        rows = under(30)  # value results need no db_session
+    say(f"@cached_query under(30) three times: {rows}, built once: {built}, {len(statements)} SQL")
 
     @pk.cached(depends_on=[Product])
     def price_list() -> dict[str, int]:
