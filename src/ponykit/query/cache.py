@@ -29,7 +29,7 @@ from ..errors import ConfigurationError
 from ..kit import get_kit
 from . import _generations
 from ._generations import db_state, must_bypass, register_backend
-from .backends import CacheBackend
+from .backends import MISSING, CacheBackend
 
 __all__ = ["CacheInfo", "cached", "cached_select"]
 
@@ -130,24 +130,35 @@ def _serve(
         raise TransactionError(
             f"cached reads of entities need a db_session, as the entities belong to one: {q.sql!r}"
         )
-    else:
-        uncached = functools.partial(_in_new_session, uncached)
-        if not q.cacheable:
-            return uncached()
+    elif not q.cacheable:
+        return _in_new_session(uncached)
     gens = backend.generations(plan.gen_names)
     if gens is None:
-        return uncached()
+        return uncached() if in_session else _in_new_session(uncached)
+    key = (*plan.key, gens)
+    payload = backend.get(key)  # the hit path, before building anything a miss needs
+    if payload is MISSING:
+        return _fill(db, backend, q, key, ttl, in_session)
+    return _from_payload(q, payload)
+
+
+def _fill(
+    db: Any, backend: CacheBackend, q: _pony.QuerySQL, key: Any, ttl: float | None, in_session: bool
+) -> list[Any]:
     computed: list[list[Any]] = []
 
     def compute() -> tuple[Any, bool]:
+        if not in_session:
+            return _in_new_session(compute_in_session)
+        return compute_in_session()
+
+    def compute_in_session() -> tuple[Any, bool]:
         may_store = not _pony.snapshot_may_predate(db)
         items = _pony.run_query_uncached(q)
         computed.append(items)
         return _to_payload(q, items), may_store
 
-    payload, _hit = backend.get_or_compute(
-        (*plan.key, gens), compute if in_session else functools.partial(_in_new_session, compute), ttl
-    )
+    payload, _hit = backend.get_or_compute(key, compute, ttl)
     if computed:
         return computed[0]
     return _from_payload(q, payload)
