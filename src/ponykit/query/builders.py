@@ -56,6 +56,8 @@ class _CachedQuery:
     def __call__(self, *args: Any, **kwargs: Any) -> list[Any]:
         if kwargs:
             key: Hashable = (args, tuple(sorted(kwargs.items())), tuple(map(type, args)))
+        elif len(args) == 1:
+            key = (args, type(args[0]))
         else:
             key = (args, tuple(map(type, args)))
         try:
@@ -64,11 +66,10 @@ class _CachedQuery:
             plan = None  # unhashable: _build says which argument
         if plan is None:
             plan = self._build(key, args, kwargs)
-        db = plan.q.query._database
         backend = plan.kit.cache  # read per call: it may have been replaced since
-        if backend is None:
-            backend = _backend_of(db, f"@cached_query function {self.name}")  # raises, saying how to fix
-        return _serve(db, backend, plan, self.ttl, lambda: self.uncached(*args, **kwargs))
+        if backend is None:  # detached since: raise the error that says how to attach one
+            backend = _backend_of(plan.db, f"@cached_query function {self.name}")
+        return _serve(backend, plan, self.ttl, lambda: self.uncached(*args, **kwargs))
 
     def _query_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, int | None, int | None]:
         result = self.fn(*args, **kwargs)

@@ -92,12 +92,13 @@ def cached_select(query: Any, *, ttl: float | None = None) -> list[Any]:
     db = _pony.query_database(pony_query)
     kit, backend = _kit_backend(db, "cached_select()")
     plan = _plan(kit, _pony.query_sql(pony_query, limit, offset))
-    return _serve(db, backend, plan, ttl, lambda: _pony.fetch(pony_query, limit, offset))
+    return _serve(backend, plan, ttl, lambda: _pony.fetch(pony_query, limit, offset))
 
 
 class _Plan(NamedTuple):
     """Everything about one query statement that does not change between calls."""
 
+    db: Any
     kit: Any
     q: _pony.QuerySQL
     entity_names: tuple[str, ...]  # the entities its SQL reads
@@ -109,11 +110,11 @@ def _plan(kit: Any, q: _pony.QuerySQL) -> _Plan:
     state = db_state(kit)
     entity_names, gen_names = state.query_deps(q.sql)
     key = ("q", state.namespace, q.sql, _args_key(q.arguments), q.limit, q.offset)
-    return _Plan(kit, q, entity_names, gen_names, key)
+    return _Plan(_pony.query_database(q.query), kit, q, entity_names, gen_names, key)
 
 
 def _serve(
-    db: Any, backend: CacheBackend, plan: _Plan, ttl: float | None, uncached: Callable[[], list[Any]]
+    backend: CacheBackend, plan: _Plan, ttl: float | None, uncached: Callable[[], list[Any]]
 ) -> list[Any]:
     """The results of ``plan`` from ``backend``, or from the database (stored for later) on a miss.
 
@@ -121,7 +122,7 @@ def _serve(
     must read its own writes, and while the backend is unreachable. Outside a db_session, value results
     are served too (they outlive any session): a hit touches no database and a miss opens a session.
     """
-    q = plan.q
+    db, q = plan.db, plan.q
     in_session = _pony.in_db_session()
     if in_session:
         if not q.cacheable or must_bypass(db, plan.entity_names):
