@@ -8,24 +8,31 @@ from typing import Any
 
 import pony.orm.core as _core
 from pony.orm import Database
+from pony.orm.ormtypes import RawSQL, parse_raw_sql
 
 from ._typing import Attribute, Entity
 from .prefetch import materialize
 
 __all__ = [
+    "Prepared",
     "attr_is_sensitive",
     "count_capped",
     "desc_of",
     "exec_sql",
     "fetch_entities",
     "filter_raw",
+    "join_syntax",
     "n_plus_one_culprit",
     "order_item",
     "per_database_cache",
+    "preparable",
+    "prepare",
     "query_alias",
     "query_entity",
     "query_key",
     "query_order",
+    "query_shape",
+    "run_prepared",
 ]
 
 
@@ -112,8 +119,6 @@ def filter_raw(query: Any, sql: str, values: list[Any]) -> Any:
     The values are parameters (never inlined), and the SQL text alone keys Pony's translator cache, so
     one shape of filter costs one translation however many different values it is used with.
     """
-    from pony.orm.ormtypes import RawSQL
-
     return query.filter(RawSQL(sql, {}, {"v": values}))
 
 
@@ -122,18 +127,144 @@ def query_key(query: Any) -> Any:
     return query._key
 
 
-def fetch_entities(query: Any, limit: int) -> list[Any]:
-    """The first ``limit`` objects of an entity query, built by :func:`materialize`.
+def query_shape(query: Any) -> Any:
+    """:func:`query_key` plus what changes a query's SQL without changing that key (``distinct()``)."""
+    return (query._key, query._distinct)
 
-    Same SQL and the same session state as ``query[:limit]``, without Pony's generic row parser; a
-    query with ``prefetch()`` or ``for_update()`` goes through Pony's own fetch.
+
+def _pony_fetch(query: Any, limit: int | None) -> list[Any]:
+    return list(query if limit is None else query[:limit])
+
+
+def fetch_entities(query: Any, limit: int | None = None) -> list[Any]:
+    """The first ``limit`` objects (all when None) of an entity query, built by :func:`materialize`.
+
+    Same SQL and the same session state as ``query[:limit]`` (read bits of the attributes the query
+    used included), without Pony's generic row parser and without Pony's per-session result cache,
+    so the rows are always read again. A query with ``prefetch()`` or ``for_update()``, one whose
+    SELECT lists only keys (aggregated or optimized queries) and ``MAX_FETCH_COUNT`` go through
+    Pony's own fetch.
     """
-    if query._prefetch or query._for_update:
-        return list(query[:limit])
-    entity = query._translator.expr_type
+    if query._prefetch or query._for_update or _core.options.MAX_FETCH_COUNT is not None:
+        return _pony_fetch(query, limit)
     sql, arguments, attr_offsets, _key = query._construct_sql_and_arguments(limit=limit)
+    if attr_offsets is None:
+        return _pony_fetch(query, limit)
+    translator = query._translator
     rows = query._database._exec_sql(sql, arguments).fetchall()
-    return materialize(entity, rows, attr_offsets)
+    return _objects(translator.expr_type, rows, attr_offsets, translator.get_used_attrs())
+
+
+def _objects(entity: Entity, rows: list[Any], attr_offsets: Any, used_attrs: Any) -> list[Any]:
+    objects = materialize(entity, rows, attr_offsets)
+    if used_attrs and objects:
+        # Pony marks the attributes a query filtered or sorted on as read (optimistic checks).
+        entity._set_rbits(objects, used_attrs)
+    return objects
+
+
+# Prepared entity queries: Pony builds the SQL of one query shape once; later calls with other
+# values of the same shape bind them through Pony's own parameter adapter, skipping the query
+# building (filter, order_by, key hashing) that costs more than a small indexed SELECT.
+
+
+class Prepared:
+    """Pony's SQL and parameter adapter for one shape of ``base[.filter(raw_sql)].order_by(...)[:limit]``.
+
+    Holds no values: :func:`run_prepared` binds those of a query with the same key as ``base``.
+    """
+
+    __slots__ = ("adapter", "attr_offsets", "entity", "raw_key", "raw_order", "sql", "used_attrs")
+
+    def __init__(self, query: Any, limit: int, raw_key: Any, raw_order: tuple[int, ...]) -> None:
+        translator = query._translator
+        self.entity = translator.expr_type
+        sql_ast, self.attr_offsets = translator.construct_sql_ast(
+            limit, None, query._distinct, None, None, None, False, False, False
+        )
+        self.sql, self.adapter = query._database.provider.ast2sql(sql_ast)
+        self.used_attrs = translator.get_used_attrs()
+        self.raw_key = raw_key
+        self.raw_order = raw_order  # the index into ``v`` of each ``$`` expression, in text order
+
+
+def preparable(query: Any) -> bool:
+    """True if the SQL of ``query`` (an entity query) depends on its key alone, not on its values."""
+    translator = query._translator
+    return not (
+        query._prefetch
+        or query._for_update
+        or translator.fixed_param_values
+        or translator.func_extractors_map
+        or not translator.can_be_cached
+        or _core.options.MAX_FETCH_COUNT is not None
+    )
+
+
+def prepare(query: Any, base: Any, limit: int, raw_sql: str | None = None) -> Prepared | None:
+    """Prepare ``query`` (``base``, optionally ``filter_raw(base, raw_sql, ...)``, then ordered).
+
+    None when the query cannot be rebound safely: its SQL depends on values (see :func:`preparable`),
+    its SELECT lists only keys, or its variables are not those of ``base`` plus one raw filter.
+    """
+    if not (preparable(query) and preparable(base)):
+        return None
+    extra = [key for key in query._vars if key not in base._vars]
+    if len(extra) != (0 if raw_sql is None else 1):
+        return None
+    if any(query._vars[key] is not value for key, value in base._vars.items()):
+        return None
+    raw_order: tuple[int, ...] | None = ()
+    if raw_sql is not None:
+        raw_order = _raw_value_order(raw_sql)
+    if raw_order is None:
+        return None
+    prepared = Prepared(query, limit, extra[0] if extra else None, raw_order)
+    return None if prepared.attr_offsets is None else prepared
+
+
+_RAW_VALUE = re.compile(r"v\[(\d+)\]")
+
+
+def _raw_value_order(raw_sql: str) -> tuple[int, ...] | None:
+    """For each ``$`` expression of ``raw_sql`` in text order, the index ``i`` of its ``$v[i]``.
+
+    RawSQL evaluates its expressions in the order they appear and Pony's parameters read them by
+    that position. None when an expression is anything but ``v[<int>]``.
+    """
+    items, _codes = parse_raw_sql(raw_sql)
+    order = []
+    for item in items:
+        if isinstance(item, str):
+            continue
+        match = _RAW_VALUE.fullmatch(item[0].strip())
+        if match is None:
+            return None
+        order.append(int(match.group(1)))
+    return tuple(order)
+
+
+def join_syntax() -> Any:
+    """Pony's global SQL-building option that changes the text of a prepared query."""
+    return _core.options.INNER_JOIN_SYNTAX
+
+
+def run_prepared(prepared: Prepared, query: Any, values: list[Any] | None = None) -> list[Any]:
+    """Run ``prepared`` with the variables of ``query`` (same key as its base) and raw ``$v`` values.
+
+    Gives the objects that ``fetch_entities`` of the fully built query would give.
+    """
+    variables = query._vars
+    if prepared.raw_key is not None:
+        # Pony's parameters read the i-th value of a raw filter's variable by index (``Param.eval``);
+        # a tuple of the values (which are plain column values, so RawSQL's normalization would
+        # leave them as they are) binds exactly what a new RawSQL would, without re-parsing it.
+        variables = variables.copy()
+        values = values or []
+        variables[prepared.raw_key] = tuple([values[i] for i in prepared.raw_order])
+    arguments = prepared.adapter(variables)
+    rows = query._database._exec_sql(prepared.sql, arguments).fetchall()
+    return _objects(prepared.entity, rows, prepared.attr_offsets, prepared.used_attrs)
 
 
 def count_capped(query: Any, cap: int) -> int:

@@ -59,7 +59,7 @@ def encode_cursor(values: list[Any], key: bytes, bound_to: bytes) -> str:
     """Sign ``values`` (the sort values of one row) for the query fingerprint ``bound_to``."""
     payload = orjson.dumps([_encode_value(v) for v in values])
     head = bytes([VERSION]) + payload
-    tag = hmac.new(key, bound_to + head, hashlib.sha256).digest()
+    tag = hmac.digest(key, bound_to + head, "sha256")
     return base64.urlsafe_b64encode(head + tag).rstrip(b"=").decode("ascii")
 
 
@@ -77,7 +77,7 @@ def decode_cursor(cursor: Any, key: bytes, bound_to: bytes, width: int) -> list[
     if len(raw) < 1 + _TAG_LEN + 2 or raw[0] != VERSION:
         raise InvalidCursor(_INVALID)
     head, tag = raw[:-_TAG_LEN], raw[-_TAG_LEN:]
-    expected = hmac.new(key, bound_to + head, hashlib.sha256).digest()
+    expected = hmac.digest(key, bound_to + head, "sha256")
     if not hmac.compare_digest(tag, expected):
         raise InvalidCursor(_INVALID)
     try:
