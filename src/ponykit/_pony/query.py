@@ -28,6 +28,7 @@ __all__ = [
     "preparable",
     "prepare",
     "query_alias",
+    "query_cache_sizes",
     "query_entity",
     "query_key",
     "query_order",
@@ -113,6 +114,14 @@ def per_database_cache(db: Database, name: str, factory: Callable[[], Any]) -> A
     return cache
 
 
+def query_cache_sizes(db: Database) -> tuple[int, int]:
+    """``(translators, SQL texts)`` held in Pony's per-Database query caches, which are never emptied.
+
+    For tests that guard against a helper making Pony cache one entry per call.
+    """
+    return len(db._translator_cache), len(db._constructed_sql_cache)
+
+
 def filter_raw(query: Any, sql: str, values: list[Any]) -> Any:
     """``query.filter(raw_sql(sql))`` where ``$v[0]``, ``$v[1]``... in ``sql`` are bound from ``values``.
 
@@ -169,23 +178,60 @@ def _objects(entity: Entity, rows: list[Any], attr_offsets: Any, used_attrs: Any
 
 
 class Prepared:
-    """Pony's SQL and parameter adapter for one shape of ``base[.filter(raw_sql)].order_by(...)[:limit]``.
+    """Pony's SQL and parameter adapter for one shape of ``base[.filter(raw_sql)].order_by(...)``,
+    sliced by a fixed limit and offset.
 
     Holds no values: :func:`run_prepared` binds those of a query with the same key as ``base``.
     """
 
-    __slots__ = ("adapter", "attr_offsets", "entity", "raw_key", "raw_order", "sql", "used_attrs")
+    __slots__ = (
+        "adapter",
+        "attr_offsets",
+        "bind_offset",
+        "entity",
+        "raw_key",
+        "raw_order",
+        "sql",
+        "used_attrs",
+    )
 
-    def __init__(self, query: Any, limit: int, raw_key: Any, raw_order: tuple[int, ...]) -> None:
+    def __init__(
+        self, query: Any, limit: int, bind_offset: bool, raw_key: Any, raw_order: tuple[int, ...]
+    ) -> None:
         translator = query._translator
         self.entity = translator.expr_type
+        offset = _OFFSET_MARK if bind_offset else None
         sql_ast, self.attr_offsets = translator.construct_sql_ast(
-            limit, None, query._distinct, None, None, None, False, False, False
+            limit, offset, query._distinct, None, None, None, False, False, False
         )
-        self.sql, self.adapter = query._database.provider.ast2sql(sql_ast)
+        provider = query._database.provider
+        self.sql, self.adapter = provider.ast2sql(sql_ast)
+        self.bind_offset = bind_offset
+        if bind_offset:
+            self.sql = _offset_placeholder(self.sql, provider.paramstyle)
         self.used_attrs = translator.get_used_attrs()
         self.raw_key = raw_key
         self.raw_order = raw_order  # the index into ``v`` of each ``$`` expression, in text order
+
+
+# Pony writes OFFSET as a literal, so each page number would be a new SQL text (and a new entry in
+# Pony's per-SQL statistics, which are never emptied). A prepared page query binds it instead: Pony
+# renders this mark, which is then replaced by a placeholder bound after Pony's own parameters.
+_OFFSET_MARK = 987_654_321_987_654_321
+_OFFSET_KEY = "ponykit_offset"
+_OFFSET_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": f"%({_OFFSET_KEY})s"}
+
+
+class _CannotBindOffset(Exception):
+    pass
+
+
+def _offset_placeholder(sql: str, paramstyle: str) -> str:
+    tail = f" OFFSET {_OFFSET_MARK}"
+    placeholder = _OFFSET_PLACEHOLDERS.get(paramstyle)
+    if placeholder is None or not sql.endswith(tail) or sql.count(str(_OFFSET_MARK)) != 1:
+        raise _CannotBindOffset(sql)
+    return sql[: -len(tail)] + " OFFSET " + placeholder
 
 
 def preparable(query: Any) -> bool:
@@ -201,8 +247,15 @@ def preparable(query: Any) -> bool:
     )
 
 
-def prepare(query: Any, base: Any, limit: int, raw_sql: str | None = None) -> Prepared | None:
-    """Prepare ``query`` (``base``, optionally ``filter_raw(base, raw_sql, ...)``, then ordered).
+def prepare(
+    query: Any, base: Any, limit: int, raw_sql: str | None = None, bind_offset: bool = False
+) -> Prepared | None:
+    """Prepare the first ``limit`` rows of ``query`` (``base``, optionally ``filter_raw(base,
+    raw_sql, ...)``, then ordered); with ``bind_offset``, of the rows from an offset given to
+    :func:`run_prepared`.
+
+    The SQL goes into the returned object and not into Pony's per-Database SQL cache, which keeps
+    every distinct LIMIT/OFFSET forever; whoever keeps the Prepared objects bounds their number.
 
     None when the query cannot be rebound safely: its SQL depends on values (see :func:`preparable`),
     its SELECT lists only keys, or its variables are not those of ``base`` plus one raw filter.
@@ -219,7 +272,10 @@ def prepare(query: Any, base: Any, limit: int, raw_sql: str | None = None) -> Pr
         raw_order = _raw_value_order(raw_sql)
     if raw_order is None:
         return None
-    prepared = Prepared(query, limit, extra[0] if extra else None, raw_order)
+    try:
+        prepared = Prepared(query, limit, bind_offset, extra[0] if extra else None, raw_order)
+    except _CannotBindOffset:
+        return None  # a dialect that does not end its SQL with LIMIT ... OFFSET (Oracle)
     return None if prepared.attr_offsets is None else prepared
 
 
@@ -249,8 +305,11 @@ def join_syntax() -> Any:
     return _core.options.INNER_JOIN_SYNTAX
 
 
-def run_prepared(prepared: Prepared, query: Any, values: list[Any] | None = None) -> list[Any]:
-    """Run ``prepared`` with the variables of ``query`` (same key as its base) and raw ``$v`` values.
+def run_prepared(
+    prepared: Prepared, query: Any, values: list[Any] | None = None, offset: int = 0
+) -> list[Any]:
+    """Run ``prepared`` with the variables of ``query`` (same key as its base), raw ``$v`` values and
+    the offset (when prepared with ``bind_offset``).
 
     Gives the objects that ``fetch_entities`` of the fully built query would give.
     """
@@ -263,6 +322,12 @@ def run_prepared(prepared: Prepared, query: Any, values: list[Any] | None = None
         values = values or []
         variables[prepared.raw_key] = tuple([values[i] for i in prepared.raw_order])
     arguments = prepared.adapter(variables)
+    if prepared.bind_offset:
+        # The OFFSET placeholder is the last one in the text: bound after Pony's parameters.
+        if type(arguments) is dict:
+            arguments[_OFFSET_KEY] = offset
+        else:
+            arguments = (*arguments, offset)
     rows = query._database._exec_sql(prepared.sql, arguments).fetchall()
     return _objects(prepared.entity, rows, prepared.attr_offsets, prepared.used_attrs)
 

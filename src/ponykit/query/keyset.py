@@ -21,8 +21,8 @@ from typing import Any, Generic, TypeVar
 from .. import _pony
 from ..errors import ConfigurationError, InvalidCursor, InvalidPage
 from ..kit import find_kit
-from .cursor import decode_cursor, encode_cursor, fingerprint
-from .pagination import MAX_PER_PAGE
+from .cursor import Signer, decode_cursor, encode_cursor, fingerprint
+from .pagination import MAX_PER_PAGE, remember
 
 __all__ = ["CursorPage", "paginate_keyset"]
 
@@ -33,8 +33,8 @@ _NULLS_FIRST_ASC = {"sqlite": True, "mysql": True, "postgres": False, "cockroach
 _MIN_SECRET = 16
 # Backends whose planner turns a row-value comparison into one index range.
 _ROW_VALUES = frozenset({"postgres", "cockroach"})
-_MEMO_SIZE = 1024
 _STATEMENTS_PER_PLAN = 64
+_SIGNERS = 16  # per Database: the key ring's cursor key, or a few explicit secrets
 
 
 class CursorPage(Generic[T]):
@@ -53,13 +53,13 @@ class CursorPage(Generic[T]):
         has_next: bool,
         has_prev: bool,
         per_page: int,
-        bound: tuple[list[Any], list[Any], bytes, bytes] | None = None,
+        bound: tuple[list[Any], list[Any], Signer, bytes] | None = None,
     ) -> None:
         self.items = items
         self.has_next = has_next
         self.has_prev = has_prev
         self.per_page = per_page
-        self._bound = bound  # (first row values, last row values, key, query fingerprint)
+        self._bound = bound  # (first row values, last row values, signer, query fingerprint)
         self._cursors: dict[str, str | None] = {}
 
     def _cursor(self, which: str) -> str | None:
@@ -100,6 +100,16 @@ class _Column:
     attr: Any
     descending: bool
     nullable: bool
+
+
+def _signer(db: Any, secret: bytes | None) -> Signer:
+    key = _cursor_key(db, secret)
+    signers = _memo(db, "cursor_signers")
+    found: Signer | None = signers.get(key)
+    if found is None:
+        found = Signer(key)
+        remember(signers, key, found, _SIGNERS)
+    return found
 
 
 def _cursor_key(db: Any, secret: bytes | None) -> bytes:
@@ -238,15 +248,8 @@ def _predicate(
 
 
 def _memo(db: Any, name: str) -> dict[Any, Any]:
-    # Per-Database memos stored on the Database (so they never keep one alive), bounded by emptying
-    # them when full: their keys are query shapes, which a program has few of.
+    # Per-Database memos stored on the Database, so they never keep one alive; bounded by remember().
     return _pony.per_database_cache(db, name, dict)  # type: ignore[no-any-return]
-
-
-def _remember(memo: dict[Any, Any], key: Any, value: Any, limit: int = _MEMO_SIZE) -> None:
-    if len(memo) >= limit:
-        memo.clear()
-    memo[key] = value
 
 
 class _Plan:
@@ -280,7 +283,7 @@ def _plan(db: Any, query: Any, entity: Any, order: Any) -> _Plan:
         columns, fingerprint(entity.__name__, base.get_sql(), spec), _pony.query_alias(base), preparable
     )
     if preparable:
-        _remember(plans, key, plan)
+        remember(plans, key, plan)
     return plan
 
 
@@ -305,7 +308,7 @@ def _fetch(
         if prepared is None:
             return _pony.fetch_entities(ordered, limit)
         entry = (prepared, positions)
-        _remember(plan.statements, shape, entry, _STATEMENTS_PER_PLAN)
+        remember(plan.statements, shape, entry, _STATEMENTS_PER_PLAN)
     prepared, positions = entry
     return _pony.run_prepared(prepared, query, None if values is None else [values[i] for i in positions])
 
@@ -353,7 +356,7 @@ def paginate_keyset(
             "paginate_keyset() needs a query that selects entities, like select(b for b in Book)"
         )
     db = _pony.database_of(entity)
-    key = _cursor_key(db, secret)
+    key = _signer(db, secret)
     plan = _plan(db, query, entity, order)
     backward = before is not None
     cursor = before if backward else after
