@@ -101,12 +101,21 @@ def _in_condition(db: Database, alias: str, columns: list[str], count: int) -> s
     return "(" + " OR ".join(f"({one})" for _ in range(count)) + ")"
 
 
-def _raw_keys(objects: list[Any]) -> list[tuple[Any, ...]]:
-    result = []
+def _raw_keys(objects: list[Any]) -> list[Any]:
+    """The primary-key column values of ``objects`` as bound in SQL, flattened."""
+    if not objects:
+        return []
+    first = objects[0]
+    pk_attrs = first._pk_attrs_
+    if len(pk_attrs) == 1 and pk_attrs[0].reverse is None and all(o._pk_attrs_ is pk_attrs for o in objects):
+        # One plain key column (what _get_raw_pkval_ gives as ``(pkval,)``): no relation to unwrap.
+        py2sql = first._pk_converters_[0].py2sql
+        return [py2sql(o._pkval_) for o in objects]
+    result: list[Any] = []
     for obj in objects:
         converters = obj._pk_converters_
         raw = obj._get_raw_pkval_()
-        result.append(tuple(c.py2sql(v) for c, v in zip(converters, raw, strict=True)))
+        result.extend(c.py2sql(v) for c, v in zip(converters, raw, strict=True))
     return result
 
 
@@ -330,7 +339,7 @@ def load_by_pk(entity: Entity, objects: list[Any]) -> list[Any]:
     for chunk in _chunks(db, objects, len(pk_columns)):
         base, offsets = _select_sql(root, "t")
         sql = f"{base} WHERE {_in_condition(db, 't', pk_columns, len(chunk))}"
-        args = tuple(v for key in _raw_keys(chunk) for v in key)
+        args = tuple(_raw_keys(chunk))
         rows = db._exec_sql(sql, args).fetchall()
         loaded.extend(materialize(root, rows, offsets))
     return loaded
@@ -349,7 +358,7 @@ def load_one_to_many(attr: Attribute, owners: list[Any]) -> None:
     for chunk in _chunks(db, owners, len(fk_columns)):
         base, offsets = _select_sql(child, "t")
         sql = f"{base} WHERE {_in_condition(db, 't', fk_columns, len(chunk))}"
-        args = tuple(v for key in _raw_keys(chunk) for v in key)
+        args = tuple(_raw_keys(chunk))
         rows = db._exec_sql(sql, args).fetchall()
         # Children point at their owner through ``reverse``; building them adds them to its collection.
         materialize(child._root_, rows, offsets)
@@ -382,7 +391,7 @@ def load_many_to_many(attr: Attribute, owners: list[Any]) -> None:
     target_pk = target._pk_attrs_
     for chunk in _chunks(db, owners, len(owner_cols)):
         sql = f"{base} WHERE {_in_condition(db, 'l', owner_cols, len(chunk))}"
-        args = tuple(v for key in _raw_keys(chunk) for v in key)
+        args = tuple(_raw_keys(chunk))
         rows = db._exec_sql(sql, args).fetchall()
         # materialize() skips rows of objects deleted in this session: match rows to items by pk.
         item_by_pk = {it._pkval_: it for it in materialize(target, rows, offsets)}
@@ -431,7 +440,7 @@ def load_lazy(attr: Attribute, objects: list[Any]) -> None:
             f"SELECT {select_list} FROM {q(root._table_)} {q('t')} "
             f"WHERE {_in_condition(db, 't', pk_columns, len(chunk))}"
         )
-        args = tuple(v for key in _raw_keys(chunk) for v in key)
+        args = tuple(_raw_keys(chunk))
         n = len(pk_columns)
         for row in db._exec_sql(sql, args).fetchall():
             pk_vals = [
