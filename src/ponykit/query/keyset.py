@@ -291,7 +291,7 @@ def _fetch(
     db: Any, plan: _Plan, query: Any, values: list[Any] | None, backward: bool, limit: int
 ) -> list[Any]:
     """The first ``limit`` rows after ``values`` (or from the start) in the scan order."""
-    types = None if values is None else tuple(type(v) for v in values)
+    types = None if values is None else tuple(map(type, values))
     shape = (backward, types, limit, _pony.join_syntax())
     entry = plan.statements.get(shape)
     if entry is None:
