@@ -179,7 +179,7 @@ def _objects(entity: Entity, rows: list[Any], attr_offsets: Any, used_attrs: Any
 
 class Prepared:
     """Pony's SQL and parameter adapter for one shape of ``base[.filter(raw_sql)].order_by(...)``,
-    sliced by a fixed limit and offset.
+    limited to a fixed number of rows (from an offset bound per call, if prepared so).
 
     Holds no values: :func:`run_prepared` binds those of a query with the same key as ``base``.
     """
