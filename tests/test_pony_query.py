@@ -144,3 +144,67 @@ def test_fetch_entities_matches_pony_fetch(m: Any) -> None:
         fresh[0].title = "changed"
     with db_session:
         assert book.select().order_by(book.id).first().title == "changed"
+
+
+def _statements(run: Any) -> tuple[Any, list[tuple[str, Any]]]:
+    from ponykit.diagnostics import count_queries
+
+    with count_queries() as counter:
+        result = run()
+    return result, [(s.sql, s.params) for s in counter.statements]
+
+
+def test_prepared_query_binds_what_pony_binds(m: Any) -> None:
+    """A prepared query run with new values sends the SQL and arguments Pony builds for them.
+
+    The raw filter names its values out of text order (``$v[1]`` first) and the base query has an
+    external variable of its own, so both kinds of binding are checked.
+    """
+    db, book, _, _ = m
+    q = _pony.quote_name
+    alias = q(db, "b")
+    raw = f"{alias}.{q(db, 'id')} >= $v[1] AND {alias}.{q(db, 'title')} <> $v[0]"
+
+    def base(lowest: int) -> Any:
+        return select(b for b in book if b.id >= lowest)
+
+    with db_session:
+        first = base(0)
+        full = _pony.filter_raw(first, raw, ["t0", 1]).order_by(book.id)
+        prepared = _pony.prepare(full, first, 3, raw)
+        assert prepared is not None
+        for lowest, values in [(0, ["t0", 1]), (2, ["t3", 0]), (1, ["zz", 3]), (5, ["t1", 0])]:
+            pony_query = _pony.filter_raw(base(lowest), raw, values).order_by(book.id)
+            expected, pony_sql = _statements(lambda q=pony_query: _pony.fetch_entities(q, 3))
+            got, ours = _statements(lambda lo=lowest, v=values: _pony.run_prepared(prepared, base(lo), v))
+            assert got == expected
+            assert ours == pony_sql
+
+
+def test_prepare_refuses_what_it_cannot_rebind(m: Any) -> None:
+    """for_update, prefetch and key-only (aggregated) queries are not prepared; fetch_entities falls back."""
+    from pony.orm import count
+
+    _, book, shelf, _ = m
+    with db_session:
+        q = select(b for b in book).order_by(book.id)
+        assert _pony.prepare(q.for_update(), q, 2) is None
+        assert _pony.prepare(q.prefetch(book.notes), q, 2) is None
+        busy = select(s for s in shelf if count(s.books) > 1)
+        assert _pony.prepare(busy, busy, 2) is None
+        assert _pony.fetch_entities(busy, 2) == list(busy[:2])
+
+
+def test_fetch_entities_marks_what_pony_marks_as_read(m: Any) -> None:
+    """Objects fetched by ponykit carry the read bits Pony's own fetch gives them (optimistic checks)."""
+    _, book, _, _ = m
+
+    def state(objs: list[Any]) -> list[tuple[Any, int, int]]:
+        return [(o._pkval_, o._rbits_, o._wbits_) for o in objs]
+
+    with db_session:
+        expected = state(list(select(b for b in book if b.year == 1).order_by(book.title)[:10]))
+    with db_session:
+        got = state(_pony.fetch_entities(select(b for b in book if b.year == 1).order_by(book.title), 10))
+    assert got == expected
+    assert any(rbits for _, rbits, _ in got)

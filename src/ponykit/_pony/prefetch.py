@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pony.orm.core as _core
 from pony.orm import Database
+from pony.orm.dbapiprovider import Converter, IntConverter
 
 from ._typing import Attribute, Entity
 
@@ -100,12 +101,21 @@ def _in_condition(db: Database, alias: str, columns: list[str], count: int) -> s
     return "(" + " OR ".join(f"({one})" for _ in range(count)) + ")"
 
 
-def _raw_keys(objects: list[Any]) -> list[tuple[Any, ...]]:
-    result = []
+def _raw_keys(objects: list[Any]) -> list[Any]:
+    """The primary-key column values of ``objects`` as bound in SQL, flattened."""
+    if not objects:
+        return []
+    first = objects[0]
+    pk_attrs = first._pk_attrs_
+    if len(pk_attrs) == 1 and pk_attrs[0].reverse is None and all(o._pk_attrs_ is pk_attrs for o in objects):
+        # One plain key column (what _get_raw_pkval_ gives as ``(pkval,)``): no relation to unwrap.
+        py2sql = first._pk_converters_[0].py2sql
+        return [py2sql(o._pkval_) for o in objects]
+    result: list[Any] = []
     for obj in objects:
         converters = obj._pk_converters_
         raw = obj._get_raw_pkval_()
-        result.append(tuple(c.py2sql(v) for c, v in zip(converters, raw, strict=True)))
+        result.extend(c.py2sql(v) for c, v in zip(converters, raw, strict=True))
     return result
 
 
@@ -140,88 +150,184 @@ def _fast_path_ok(entity: Entity) -> bool:
     return ok
 
 
+Builder = Callable[[list[Any], Any], list[Any]]
+_MAX_BUILDERS = 64  # per entity: one per column layout (query shape); more means shapes are generated
+
+
 def materialize(entity: Entity, rows: list[Any], offsets: dict[Any, list[int]]) -> list[Any]:
     """Turn rows of ``entity``'s columns (laid out as ``offsets`` says) into session objects.
 
     Objects already in the identity map are refreshed through Pony's ``_db_set_`` (which detects
     unrepeatable reads and keeps local edits); new ones are built directly with the same state Pony
-    would give them (values converted by each column's converter, reverse relations updated), which
-    is several times faster than Pony's generic row parser.
+    would give them (values converted by each column's converter, reverse relations updated) by a
+    function generated once per entity and column layout, which is several times faster than
+    Pony's generic row parser.
     """
     cache = entity._database_._get_cache()
-    index = cache.indexes[entity._pk_attrs_]
-    fast = _fast_path_ok(entity)
+    if not rows:
+        return []
+    layout = tuple((attr, tuple(offs)) for attr, offs in offsets.items())
+    builders: dict[Any, Builder] | None = entity.__dict__.get("_ponykit_builders_")
+    if builders is None:
+        builders = {}
+        entity._ponykit_builders_ = builders
+    build = builders.get(layout)
+    if build is None:
+        if len(builders) >= _MAX_BUILDERS:
+            builders.clear()
+        build = builders[layout] = _generate(entity, layout)
+    return build(rows, cache)
+
+
+def _refresher(entity: Entity, offsets: dict[Any, list[int]]) -> Callable[[Any], Any]:
+    # Pony's own path for a row: parse, find or create the object, _db_set_ (None for deleted ones).
+    deleted = _core.del_statuses
+
+    def refresh(row: Any) -> Any:
+        real, pkval, avdict = entity._parse_row_(row, offsets)
+        obj = real._get_from_identity_map_(pkval, "loaded")
+        if obj._status_ in deleted:
+            return None
+        obj._db_set_(avdict)
+        return obj
+
+    return refresh
+
+
+def _is_identity(method: Any, base: Any) -> bool:
+    return getattr(method, "__func__", None) is base
+
+
+def _generate(entity: Entity, layout: tuple[tuple[Any, tuple[int, ...]], ...]) -> Builder:
+    """Generate ``build(rows, cache) -> objects`` for rows of ``entity`` laid out as ``layout``."""
+    offsets = {attr: list(offs) for attr, offs in layout}
+    ns: dict[str, Any] = {
+        "E": entity,
+        "PK": entity._pk_attrs_,
+        "new": object.__new__,
+        "refresh": _refresher(entity, offsets),
+        "NOT_LOADED": _core.NOT_LOADED,
+    }
+    if not _fast_path_ok(entity):
+        source = "def build(rows, cache):\n    return [o for o in map(refresh, rows) if o is not None]\n"
+        exec(source, ns)  # noqa: S102 - fixed text
+        return ns["build"]  # type: ignore[no-any-return]
+    lines: list[str] = []
+    body = lines.append
+
+    def fetch(name: str, attr: Any, offset: int, guard: bool) -> str:
+        # The dbval of one column: Attribute.validate(from_db=True), i.e. sql2py unless NULL.
+        sql2py = attr.converters[0].sql2py
+        if _is_identity(sql2py, Converter.sql2py):
+            body(f"        {name} = r[{offset}]")
+            return name
+        if _is_identity(sql2py, IntConverter.sql2py):
+            call = "int"
+        else:
+            call = f"s_{name}"
+            ns[call] = sql2py
+        if guard:
+            body(f"        {name} = r[{offset}]")
+            body(f"        if {name} is not None: {name} = {call}({name})")
+        else:
+            body(f"        {name} = {call}(r[{offset}])")
+        return name
+
     pk_attrs = entity._pk_attrs_
-    pk_offsets = [offsets[a][0] for a in pk_attrs]
-    # From the database a scalar key column is only sql2py-converted (Attribute.validate, from_db=True).
-    pk_converters = [a.converters[0].sql2py for a in pk_attrs]
-    composite = entity._pk_is_composite_
-    plain: list[tuple[Any, int, Any, Any]] = []
-    related: list[tuple[Any, list[int], Any, dict[Any, Any]]] = []
-    for attr, offs in offsets.items():
+    if len(pk_attrs) == 1:
+        pk_names = [fetch("pk", pk_attrs[0], offsets[pk_attrs[0]][0], guard=False)]
+    else:
+        pk_names = [fetch(f"k{i}", a, offsets[a][0], guard=False) for i, a in enumerate(pk_attrs)]
+        body("        pk = (" + ", ".join(pk_names) + ",)")
+    head = [
+        "        obj = index_get(pk)",
+        "        if obj is not None:",
+        "            obj = refresh(r)",
+        "            if obj is not None:",
+        "                append(obj)",
+        "            continue",
+    ]
+    pk_lines = lines[:]
+    lines.clear()
+    dbvals: list[str] = []
+    vals = [f"PK[{i}]: {n}" for i, n in enumerate(pk_names)]
+    reverse_lines: list[str] = []
+    setup: list[str] = []
+    for j, (attr, offs) in enumerate(layout):
         if attr.pk_offset is not None:
             continue
+        ns[f"A{j}"] = attr
         if attr.reverse is not None:
-            related.append((attr, offs, attr.py_type._get_by_raw_pkval_, {}))
+            name = f"t{j}"
+            key = f"r[{offs[0]}]" if len(offs) == 1 else "(" + ", ".join(f"r[{o}]" for o in offs) + ",)"
+            ns[f"get{j}"] = attr.py_type._get_by_raw_pkval_
+            setup.append(f"    known{j} = {{}}")
+            body(f"        key = {key}")
+            body(f"        if {'key' if len(offs) == 1 else 'key[0]'} is None:")
+            body(f"            {name} = None")
+            body("        else:")
+            body(f"            {name} = known{j}.get(key)")
+            body(f"            if {name} is None:")
+            raw = "(key,)" if len(offs) == 1 else "key"
+            body(f"                {name} = known{j}[key] = get{j}({raw})")
+            dbvals.append(f"A{j}: {name}")
+            vals.append(f"A{j}: {name}")
+            ns[f"upd{j}"] = attr.db_update_reverse
+            reverse = attr.reverse
+            reverse_lines.append(f"        if {name} is not None:")
+            if reverse.is_collection and isinstance(reverse, _core.Set):
+                # Pony's db_reverse_add, inlined for the common case of a collection being loaded.
+                ns[f"R{j}"] = reverse
+                reverse_lines.append(f"            s = {name}._vals_.get(R{j})")
+                reverse_lines.append("            if s is not None and not s.is_fully_loaded:")
+                reverse_lines.append("                s.add(obj)")
+                reverse_lines.append("            else:")
+                reverse_lines.append(f"                upd{j}(obj, NOT_LOADED, {name})")
+            else:
+                reverse_lines.append(f"            upd{j}(obj, NOT_LOADED, {name})")
         else:
+            name = fetch(f"d{j}", attr, offs[0], guard=True)
+            dbvals.append(f"A{j}: {name}")
             conv = attr.converters[0]
-            plain.append((attr, offs[0], conv.sql2py, conv.dbval2val))
-    objects_add = cache.objects.add
-    result = []
-    for row in rows:
-        if not fast:
-            pkval: Any = None
-        elif composite:
-            pkval = tuple(c(row[o]) for c, o in zip(pk_converters, pk_offsets, strict=True))
-        else:
-            pkval = pk_converters[0](row[pk_offsets[0]])
-        obj = index.get(pkval) if fast else None
-        if obj is not None or not fast:
-            real, pkval, avdict = entity._parse_row_(row, offsets)
-            obj = real._get_from_identity_map_(pkval, "loaded")
-            if obj._status_ in ("marked_to_delete", "deleted", "cancelled"):
-                continue
-            obj._db_set_(avdict)
-            result.append(obj)
-            continue
-        obj = object.__new__(entity)
-        objects_add(obj)
-        obj._pkval_ = pkval
-        obj._status_ = "loaded"
-        vals: dict[Any, Any] = {}
-        dbvals: dict[Any, Any] = {}
-        if composite:
-            vals.update(zip(pk_attrs, pkval, strict=True))
-        else:
-            vals[pk_attrs[0]] = pkval
-        obj._vals_ = vals
-        obj._dbvals_ = dbvals
-        obj._save_pos_ = None
-        obj._session_cache_ = cache
-        obj._newid_ = None
-        obj._rbits_ = obj._wbits_ = 0
-        index[pkval] = obj
-        for attr, off, sql2py, dbval2val in plain:
-            raw = row[off]
-            if raw is None:
-                vals[attr] = dbvals[attr] = None
+            if _is_identity(conv.dbval2val, Converter.dbval2val):
+                vals.append(f"A{j}: {name}")
             else:
-                dbval = sql2py(raw)
-                dbvals[attr] = dbval
-                vals[attr] = dbval2val(dbval, obj)
-        for attr, offs, get_by_raw, known in related:
-            raw_key = tuple(row[o] for o in offs)
-            if raw_key[0] is None:
-                target = None
-            else:
-                target = known.get(raw_key)
-                if target is None:
-                    target = known[raw_key] = get_by_raw(raw_key)
-            vals[attr] = dbvals[attr] = target
-            if target is not None:
-                attr.db_update_reverse(obj, _core.NOT_LOADED, target)
-        result.append(obj)
-    return result
+                ns[f"v{j}"] = conv.dbval2val
+                vals.append(f"A{j}: None if {name} is None else v{j}({name}, obj)")
+    column_lines = lines[:]
+    source = "\n".join(
+        [
+            "def build(rows, cache):",
+            "    index = cache.indexes[PK]",
+            "    index_get = index.get",
+            "    objects_add = cache.objects.add",
+            "    result = []",
+            "    append = result.append",
+            *setup,
+            "    for r in rows:",
+            *pk_lines,
+            *head,
+            "        obj = new(E)",
+            "        objects_add(obj)",
+            "        obj._pkval_ = pk",
+            '        obj._status_ = "loaded"',
+            "        obj._save_pos_ = None",
+            "        obj._session_cache_ = cache",
+            "        obj._newid_ = None",
+            "        obj._rbits_ = 0",
+            "        obj._wbits_ = 0",
+            "        index[pk] = obj",
+            *column_lines,
+            f"        obj._dbvals_ = {{{', '.join(dbvals)}}}",
+            f"        obj._vals_ = {{{', '.join(vals)}}}",
+            *reverse_lines,
+            "        append(obj)",
+            "    return result",
+            "",
+        ]
+    )
+    exec(source, ns)  # noqa: S102 - built from integer offsets and generated names only
+    return ns["build"]  # type: ignore[no-any-return]
 
 
 def load_by_pk(entity: Entity, objects: list[Any]) -> list[Any]:
@@ -233,7 +339,7 @@ def load_by_pk(entity: Entity, objects: list[Any]) -> list[Any]:
     for chunk in _chunks(db, objects, len(pk_columns)):
         base, offsets = _select_sql(root, "t")
         sql = f"{base} WHERE {_in_condition(db, 't', pk_columns, len(chunk))}"
-        args = tuple(v for key in _raw_keys(chunk) for v in key)
+        args = tuple(_raw_keys(chunk))
         rows = db._exec_sql(sql, args).fetchall()
         loaded.extend(materialize(root, rows, offsets))
     return loaded
@@ -252,7 +358,7 @@ def load_one_to_many(attr: Attribute, owners: list[Any]) -> None:
     for chunk in _chunks(db, owners, len(fk_columns)):
         base, offsets = _select_sql(child, "t")
         sql = f"{base} WHERE {_in_condition(db, 't', fk_columns, len(chunk))}"
-        args = tuple(v for key in _raw_keys(chunk) for v in key)
+        args = tuple(_raw_keys(chunk))
         rows = db._exec_sql(sql, args).fetchall()
         # Children point at their owner through ``reverse``; building them adds them to its collection.
         materialize(child._root_, rows, offsets)
@@ -285,7 +391,7 @@ def load_many_to_many(attr: Attribute, owners: list[Any]) -> None:
     target_pk = target._pk_attrs_
     for chunk in _chunks(db, owners, len(owner_cols)):
         sql = f"{base} WHERE {_in_condition(db, 'l', owner_cols, len(chunk))}"
-        args = tuple(v for key in _raw_keys(chunk) for v in key)
+        args = tuple(_raw_keys(chunk))
         rows = db._exec_sql(sql, args).fetchall()
         # materialize() skips rows of objects deleted in this session: match rows to items by pk.
         item_by_pk = {it._pkval_: it for it in materialize(target, rows, offsets)}
@@ -334,7 +440,7 @@ def load_lazy(attr: Attribute, objects: list[Any]) -> None:
             f"SELECT {select_list} FROM {q(root._table_)} {q('t')} "
             f"WHERE {_in_condition(db, 't', pk_columns, len(chunk))}"
         )
-        args = tuple(v for key in _raw_keys(chunk) for v in key)
+        args = tuple(_raw_keys(chunk))
         n = len(pk_columns)
         for row in db._exec_sql(sql, args).fetchall():
             pk_vals = [

@@ -18,13 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from cachetools import LRUCache
-
 from .. import _pony
 from ..errors import ConfigurationError, InvalidCursor, InvalidPage
 from ..kit import find_kit
-from .cursor import decode_cursor, encode_cursor, fingerprint
-from .pagination import MAX_PER_PAGE
+from .cursor import Signer, decode_cursor, encode_cursor, fingerprint
+from .pagination import MAX_PER_PAGE, remember
 
 __all__ = ["CursorPage", "paginate_keyset"]
 
@@ -33,6 +31,10 @@ T = TypeVar("T")
 # Where each backend sorts NULL in ascending order (DESC puts them at the other end).
 _NULLS_FIRST_ASC = {"sqlite": True, "mysql": True, "postgres": False, "cockroach": False, "oracle": False}
 _MIN_SECRET = 16
+# Backends whose planner turns a row-value comparison into one index range.
+_ROW_VALUES = frozenset({"postgres", "cockroach"})
+_STATEMENTS_PER_PLAN = 64
+_SIGNERS = 16  # per Database: the key ring's cursor key, or a few explicit secrets
 
 
 class CursorPage(Generic[T]):
@@ -51,13 +53,13 @@ class CursorPage(Generic[T]):
         has_next: bool,
         has_prev: bool,
         per_page: int,
-        bound: tuple[list[Any], list[Any], bytes, bytes] | None = None,
+        bound: tuple[list[Any], list[Any], Signer, bytes] | None = None,
     ) -> None:
         self.items = items
         self.has_next = has_next
         self.has_prev = has_prev
         self.per_page = per_page
-        self._bound = bound  # (first row values, last row values, key, query fingerprint)
+        self._bound = bound  # (first row values, last row values, signer, query fingerprint)
         self._cursors: dict[str, str | None] = {}
 
     def _cursor(self, which: str) -> str | None:
@@ -100,6 +102,16 @@ class _Column:
     nullable: bool
 
 
+def _signer(db: Any, secret: bytes | None) -> Signer:
+    key = _cursor_key(db, secret)
+    signers = _memo(db, "cursor_signers")
+    found: Signer | None = signers.get(key)
+    if found is None:
+        found = Signer(key)
+        remember(signers, key, found, _SIGNERS)
+    return found
+
+
 def _cursor_key(db: Any, secret: bytes | None) -> bytes:
     if secret is not None:
         if not isinstance(secret, (bytes, bytearray)) or len(secret) < _MIN_SECRET:
@@ -139,9 +151,9 @@ def _parse_order(entity: Any, order: Any) -> list[tuple[Any, bool]]:
     return result
 
 
-def _sort_spec(query: Any, entity: Any, order: Any) -> list[_Column]:
+def _sort_spec(query: Any, entity: Any, order: tuple[tuple[Any, bool], ...] | None) -> list[_Column]:
     if order is not None:
-        spec = _parse_order(entity, order)
+        spec = list(order)
     else:
         found = _pony.query_order(query)
         if found is None:
@@ -182,33 +194,38 @@ def _sort_spec(query: Any, entity: Any, order: Any) -> list[_Column]:
 
 def _predicate(
     db: Any, alias: str, columns: list[_Column], values: list[Any], backward: bool
-) -> tuple[str, list[Any]]:
-    """SQL (with ``$v[i]`` parameters) selecting the rows strictly after ``values`` in the scan order."""
-    # The SQL depends only on which values are NULL: build it once per shape, bind values each time.
-    memo = _memo(db, "predicates")
-    shape = (alias, tuple(columns), backward, tuple(v is None for v in values))
-    cached: tuple[str, list[int]] | None = memo.get(shape)
-    if cached is None:
-        cached = memo[shape] = _build_predicate(db, alias, columns, values, backward)
-    sql, positions = cached
-    return sql, [values[i] for i in positions]
-
-
-def _build_predicate(
-    db: Any, alias: str, columns: list[_Column], values: list[Any], backward: bool
 ) -> tuple[str, list[int]]:
+    """SQL (with ``$v[i]`` parameters) selecting the rows strictly after ``values`` in the scan order.
+
+    Returns the SQL and, for each ``$v[i]``, the index of the sort value it binds. The SQL depends
+    only on which values are NULL (and the direction), never on the values themselves.
+    """
     q = _pony.quote_name
-    nulls_first_asc = _NULLS_FIRST_ASC[_pony.dialect(db)]
+    backend = _pony.dialect(db)
+    nulls_first_asc = _NULLS_FIRST_ASC[backend]
     params: list[int] = []  # for each $v[i], the index of the sort value it binds
 
     def param(index: int) -> str:
         params.append(index)
         return f"$v[{len(params) - 1}]"
 
+    names = [f"{q(db, alias)}.{q(db, column.attr.columns[0])}" for column in columns]
+    directions = {column.descending != backward for column in columns}
+    if (
+        backend in _ROW_VALUES
+        and len(columns) > 1
+        and len(directions) == 1
+        and not any(column.nullable for column in columns)
+        and all(v is not None for v in values)
+    ):
+        # One direction and no NULLs: a row-value comparison, which PostgreSQL matches to an index
+        # on these columns as one range (the expanded form needs an extra filter step per row).
+        marks = ", ".join(param(i) for i in range(len(columns)))
+        return f"({', '.join(names)}) {'<' if directions.pop() else '>'} ({marks})", params
+
     disjuncts: list[str] = []
     equal: list[str] = []
-    for index, (column, value) in enumerate(zip(columns, values, strict=True)):
-        col = f"{q(db, alias)}.{q(db, column.attr.columns[0])}"
+    for index, (column, col, value) in enumerate(zip(columns, names, values, strict=True)):
         descending = column.descending != backward
         nulls_first = nulls_first_asc != descending
         if value is None:
@@ -226,30 +243,83 @@ def _build_predicate(
     first, first_value = columns[0], values[0]
     if len(disjuncts) > 1 and first_value is not None and not first.nullable:
         # A redundant range on the leading column lets the database seek an index on it.
-        col = f"{q(db, alias)}.{q(db, first.attr.columns[0])}"
-        sql = f"{col} {'<=' if first.descending != backward else '>='} {param(0)} AND {sql}"
+        sql = f"{names[0]} {'<=' if first.descending != backward else '>='} {param(0)} AND {sql}"
     return sql, params
 
 
-def _memo(db: Any, name: str) -> LRUCache[Any, Any]:
-    # Per-Database memos: stored on the Database, so they never keep one alive.
-    return _pony.per_database_cache(db, name, lambda: LRUCache(maxsize=1024))  # type: ignore[no-any-return]
+def _memo(db: Any, name: str) -> dict[Any, Any]:
+    # Per-Database memos stored on the Database, so they never keep one alive; bounded by remember().
+    return _pony.per_database_cache(db, name, dict)  # type: ignore[no-any-return]
 
 
-def _fingerprint(db: Any, base: Any, entity: Any, spec: str) -> bytes:
-    # Fingerprints are stable across processes (SQL text); the memo only saves rebuilding them.
-    memo = _memo(db, "fingerprints")
-    key = (_pony.query_key(base), spec)
-    found: bytes | None = memo.get(key)
-    if found is None:
-        found = memo[key] = fingerprint(entity.__name__, base.get_sql(), spec)
-    return found
+class _Plan:
+    """What one query shape and sort order need, computed once: sort columns, fingerprint, SQL."""
+
+    __slots__ = ("alias", "bound_to", "columns", "preparable", "statements")
+
+    def __init__(self, columns: list[_Column], bound_to: bytes, alias: str, preparable: bool) -> None:
+        self.columns = columns
+        self.bound_to = bound_to
+        self.alias = alias
+        self.preparable = preparable
+        # (direction, types of the cursor values, limit, join syntax) -> (prepared SQL, $v positions)
+        self.statements: dict[Any, tuple[Any, list[int]]] = {}
+
+
+def _plan(db: Any, query: Any, entity: Any, order: Any) -> _Plan:
+    parsed = None if order is None else tuple(_parse_order(entity, order))
+    preparable = _pony.preparable(query)
+    plans = _memo(db, "keyset_plans")
+    key = (_pony.query_shape(query), parsed)
+    if preparable:
+        found: _Plan | None = plans.get(key)
+        if found is not None:
+            return found
+    columns = _sort_spec(query, entity, parsed)
+    base = query.order_by(None)
+    spec = ",".join(f"{c.attr.entity.__name__}.{c.attr.name}:{'d' if c.descending else 'a'}" for c in columns)
+    # Fingerprints are stable across processes: entity, SQL text of the unordered query, sort spec.
+    plan = _Plan(
+        columns, fingerprint(entity.__name__, base.get_sql(), spec), _pony.query_alias(base), preparable
+    )
+    if preparable:
+        remember(plans, key, plan)
+    return plan
+
+
+def _fetch(
+    db: Any, plan: _Plan, query: Any, values: list[Any] | None, backward: bool, limit: int
+) -> list[Any]:
+    """The first ``limit`` rows after ``values`` (or from the start) in the scan order."""
+    types = None if values is None else tuple(map(type, values))
+    shape = (backward, types, limit, _pony.join_syntax())
+    entry = plan.statements.get(shape)
+    if entry is None:
+        columns = plan.columns
+        base = query.order_by(None)
+        filtered, sql, positions = base, None, list[int]()
+        if values is not None:
+            sql, positions = _predicate(db, plan.alias, columns, values, backward)
+            filtered = _pony.filter_raw(base, sql, [values[i] for i in positions])
+        ordered = filtered.order_by(
+            *[_pony.desc_of(c.attr) if c.descending != backward else c.attr for c in columns]
+        )
+        prepared = _pony.prepare(ordered, base, limit, sql) if plan.preparable else None
+        if prepared is None:
+            return _pony.fetch_entities(ordered, limit)
+        entry = (prepared, positions)
+        remember(plan.statements, shape, entry, _STATEMENTS_PER_PLAN)
+    prepared, positions = entry
+    return _pony.run_prepared(prepared, query, None if values is None else [values[i] for i in positions])
 
 
 def _row_values(obj: Any, columns: list[_Column]) -> list[Any]:
     values = []
     for column in columns:
-        value = getattr(obj, column.attr.name)
+        # The value in the session, read without marking it read (a cursor is not a user's read).
+        value = _pony.loaded_value(obj, column.attr)
+        if value is _pony.not_loaded():
+            value = getattr(obj, column.attr.name)
         values.append(None if value is None else _pony.encode_value(column.attr, value)[0])
     return values
 
@@ -286,22 +356,13 @@ def paginate_keyset(
             "paginate_keyset() needs a query that selects entities, like select(b for b in Book)"
         )
     db = _pony.database_of(entity)
-    key = _cursor_key(db, secret)
-    columns = _sort_spec(query, entity, order)
-    base = query.order_by(None)
-    spec = ",".join(f"{c.attr.entity.__name__}.{c.attr.name}:{'d' if c.descending else 'a'}" for c in columns)
-    bound_to = _fingerprint(db, base, entity, spec)
+    key = _signer(db, secret)
+    plan = _plan(db, query, entity, order)
     backward = before is not None
     cursor = before if backward else after
-    filtered = base
-    if cursor is not None:
-        values = decode_cursor(cursor, key, bound_to, len(columns))
-        sql, params = _predicate(db, _pony.query_alias(base), columns, values, backward)
-        filtered = _pony.filter_raw(base, sql, params)
-    ordered = filtered.order_by(
-        *[_pony.desc_of(c.attr) if c.descending != backward else c.attr for c in columns]
-    )
-    rows = _pony.fetch_entities(ordered, per_page + 1)
+    values = None if cursor is None else decode_cursor(cursor, key, plan.bound_to, len(plan.columns))
+    rows = _fetch(db, plan, query, values, backward, per_page + 1)
+    columns = plan.columns
     more = len(rows) > per_page
     items = rows[:per_page]
     if backward:
@@ -311,5 +372,5 @@ def paginate_keyset(
         has_prev, has_next = cursor is not None, more
     bound = None
     if items:
-        bound = (_row_values(items[0], columns), _row_values(items[-1], columns), key, bound_to)
+        bound = (_row_values(items[0], columns), _row_values(items[-1], columns), key, plan.bound_to)
     return CursorPage(items, has_next, has_prev, per_page, bound)

@@ -8,7 +8,7 @@ from typing import Any, Generic, Literal, TypeVar
 from .. import _pony
 from ..errors import InvalidPage
 
-__all__ = ["MAX_PER_PAGE", "Page", "paginate"]
+__all__ = ["MAX_PER_PAGE", "Page", "paginate", "remember"]
 
 T = TypeVar("T")
 
@@ -64,6 +64,43 @@ def _stable(query: Any) -> Any:
     return query.order_by(None).order_by(*attrs)
 
 
+_MEMO_SIZE = 1024
+
+
+def remember(memo: dict[Any, Any], key: Any, value: Any, limit: int = _MEMO_SIZE) -> None:
+    """``memo[key] = value``, emptying ``memo`` first when it holds ``limit`` entries.
+
+    The query helpers' memos are keyed by query shapes (and page numbers, for offset pages), so a
+    program has few entries; the bound only stops a stream of distinct pages from growing one.
+    """
+    if len(memo) >= limit:
+        memo.clear()
+    memo[key] = value
+
+
+def _fetch(query: Any, limit: int, offset: int) -> list[Any]:
+    """``list(_stable(query).fetch(limit, offset))``, through a prepared statement when possible.
+
+    Pony writes the offset into the SQL text and keeps every distinct text (in its SQL cache and in
+    its statement statistics, both never emptied), so each page number a client asks for would stay
+    in memory. A statement prepared per query shape and page size binds the offset as a parameter
+    instead, and its rows are materialized by ponykit. Queries that cannot be prepared (not over an
+    entity, whose SQL depends on values, or on Oracle) go through Pony.
+    """
+    entity = _pony.query_entity(query)
+    if entity is None or not _pony.preparable(query):
+        return list(_stable(query).fetch(limit, offset))
+    memo = _pony.per_database_cache(_pony.database_of(entity), "offset_pages", dict)
+    key = (_pony.query_shape(query), limit, _pony.join_syntax())
+    prepared = memo.get(key, False)
+    if prepared is False:
+        prepared = _pony.prepare(_stable(query), query, limit, bind_offset=True)
+        remember(memo, key, prepared)  # None too: this shape goes through Pony
+    if prepared is None:
+        return list(_stable(query).fetch(limit, offset))
+    return _pony.run_prepared(prepared, query, offset=offset)
+
+
 def paginate(
     query: Any,
     page: int = 1,
@@ -85,15 +122,14 @@ def paginate(
         count in ("exact", "none") or (isinstance(count, int) and not isinstance(count, bool) and count > 0)
     ):
         raise InvalidPage(f'count must be "exact", "none" or a positive integer cap, got {count!r}')
-    ordered = _stable(query)
     offset = (page - 1) * per_page
     if count == "exact":
         total: int | None = query.count()
         assert total is not None
-        items = list(ordered.fetch(per_page, offset)) if offset < total else []
+        items = _fetch(query, per_page, offset) if offset < total else []
         pages = -(-total // per_page)
         return Page(items, page, per_page, total, pages, page < pages, page > 1)
-    rows = list(ordered.fetch(per_page + 1, offset))
+    rows = _fetch(query, per_page + 1, offset)
     has_next = len(rows) > per_page
     items = rows[:per_page]
     if count == "none":

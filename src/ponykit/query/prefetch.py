@@ -47,8 +47,12 @@ def _attr_for(obj_class: Any, name: str, path: str) -> Any:
 def _load_segment(objects: list[Any], name: str, path: str, follow: bool) -> list[Any]:
     """Load attribute ``name`` of ``objects``; return the objects the next segment starts from."""
     by_attr: dict[Any, list[Any]] = {}
+    attr_of: dict[type, Any] = {}  # objects of one class share the attribute: look it up once
     for obj in objects:
-        attr = _attr_for(type(obj), name, path)
+        cls = type(obj)
+        attr = attr_of.get(cls)
+        if attr is None:
+            attr = attr_of[cls] = _attr_for(cls, name, path)
         by_attr.setdefault(attr, []).append(obj)
     following: list[Any] = []
     seen: set[int] = set()
@@ -120,7 +124,8 @@ def prefetch(objects_or_query: Any, *paths: str) -> list[Any]:
             raise ConfigurationError(
                 "prefetch() needs a query that selects entities, like select(a for a in Author)"
             )
-        objects = list(objects_or_query)
+        # Built by ponykit's materializer, the same objects Pony's own fetch would give, faster.
+        objects = _pony.fetch_entities(objects_or_query)
     elif isinstance(objects_or_query, Iterable):
         objects = list(objects_or_query)
     else:
