@@ -23,9 +23,9 @@ import cachetools
 import pytest
 from pony.orm import db_session, select
 
+from ponykit.query import cached, cached_query, cached_select
 from ponykit.query._generations import db_state
 from ponykit.query.backends import MemoryCache
-from ponykit.query import cached, cached_query, cached_select
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.bench_backends("sqlite", "sqlite_mem", "postgres")]
 
