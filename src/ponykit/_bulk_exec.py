@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from . import _pony
@@ -61,9 +62,18 @@ def _flat(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
 
 
 def _encode_batch(
-    plan: RowPlan, batch: list[Row], offset: int, names: tuple[str, ...], encode: Any, op: str
+    plan: RowPlan,
+    batch: list[Row],
+    offset: int,
+    names: tuple[str, ...],
+    encode: Any,
+    op: str,
+    positions: Sequence[int] | None = None,
 ) -> list[Any]:
-    """Encode every row of a batch (all or none): a failing row raises BulkWriteError naming it."""
+    """Encode every row of a batch (all or none): a failing row raises BulkWriteError naming it.
+
+    ``positions`` are the rows' places in the caller's batch when ``batch`` is a part of it.
+    """
     try:
         return [encode(row) for row in batch]
     except Exception:  # noqa: BLE001, S110 - converters raise anything; the loop below names the row
@@ -72,7 +82,8 @@ def _encode_batch(
         try:
             encode(row)
         except Exception as exc:
-            raise plan.row_error(row, offset + index, names, exc, op) from exc
+            where = offset + (positions[index] if positions is not None else index)
+            raise plan.row_error(row, where, names, exc, op) from exc
     raise AssertionError("a row failed to encode once and then succeeded")
 
 
@@ -95,6 +106,13 @@ def _after_write(
     record_writes(db, plan.entity, keys if plan.pk_plain else None)
 
 
+def _keys_of(plan: RowPlan, names: tuple[str, ...], values_list: list[tuple[Any, ...]]) -> list[Any]:
+    """The primary keys of rows that give them, from their bound parameters."""
+    columns = plan.columns_of(names)
+    positions = [columns.index(c) for c in plan.pk_columns]
+    return [_pk_of(plan, v, positions) for v in values_list]
+
+
 def _pk_of(plan: RowPlan, values: tuple[Any, ...], positions: Sequence[int]) -> Any:
     if len(positions) == 1:
         return values[positions[0]]
@@ -113,40 +131,88 @@ def _cached_by_pk(plan: RowPlan, db: Any) -> dict[Any, Any]:
     return found
 
 
-def _split_by_pk(plan: RowPlan, batch: list[Row], offset: int) -> Iterator[tuple[bool, list[Row]]]:
+def _split_by_pk(plan: RowPlan, batch: list[Row]) -> Iterator[tuple[bool, list[int] | None, list[Row]]]:
+    """``(with_pk, positions, rows)``: the rows that give the auto primary key and those that do not.
+
+    ``positions`` are the rows' places in ``batch`` (None: the part is the whole batch, in order).
+    """
     auto = plan.auto_pk
     if auto is None:
-        yield True, batch
+        yield True, None, batch
         return
-    with_pk = [r for r in batch if isinstance(r, dict) and r.get(auto) is not None]
-    if not with_pk:
-        yield False, batch
-    elif len(with_pk) == len(batch):
-        yield True, batch
+    flags = [isinstance(r, dict) and r.get(auto) is not None for r in batch]
+    if not any(flags):
+        yield False, None, batch
+    elif all(flags):
+        yield True, None, batch
     else:  # rare: some rows give the id; order between the two groups follows the input within each
-        yield True, with_pk
-        yield False, [r for r in batch if not (isinstance(r, dict) and r.get(auto) is not None)]
+        for want in (True, False):
+            positions = [i for i, flag in enumerate(flags) if flag is want]
+            yield want, positions, [batch[i] for i in positions]
+
+
+@dataclass
+class InsertGroup:
+    """Rows of one batch that one INSERT (or COPY) shape writes."""
+
+    with_pk: bool  # the rows give the auto primary key
+    names: tuple[str, ...]  # attributes written, in column order (columns Pony leaves out removed)
+    positions: list[int] | None  # the rows' places in the batch; None: every row, in order
+    values: list[tuple[Any, ...]]  # bound parameters, one tuple per row
+
+
+def _insert_groups(
+    plan: RowPlan, batch: list[Row], offset: int, mask_names: tuple[str, ...]
+) -> list[InsertGroup]:
+    """Encode a batch for INSERT, grouped by shape: with or without the auto key, and by which
+    columns with an SQL default are None (Pony leaves those out of its INSERT, so the default applies)."""
+    groups: dict[tuple[bool, int], InsertGroup] = {}
+    for with_pk, positions, part in _split_by_pk(plan, batch):
+        names = plan.insert_names(with_pk)
+        masks = tuple(n for n in mask_names if n in names)
+        encode = plan.shape(names, masks).encode
+        encoded = _encode_batch(plan, part, offset, names, encode, "bulk_insert", positions)
+        if not masks:
+            groups[(with_pk, 0)] = InsertGroup(with_pk, names, positions, encoded)
+            continue
+        for index, (values, mask) in enumerate(encoded):
+            group = groups.get((with_pk, mask))
+            if group is None:
+                group = groups[(with_pk, mask)] = InsertGroup(with_pk, names, [], [])
+            assert group.positions is not None
+            group.positions.append(positions[index] if positions is not None else index)
+            group.values.append(values)
+    for (_, mask), group in groups.items():
+        if mask:
+            group.names, group.values = _unmask(plan, group.names, mask, mask_names, group.values)
+    return list(groups.values())
+
+
+def _unmask(
+    plan: RowPlan,
+    names: tuple[str, ...],
+    mask: int,
+    mask_names: tuple[str, ...],
+    values_list: list[tuple[Any, ...]],
+) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    """Leave out the columns whose bit is set in ``mask`` (None values Pony leaves to an SQL DEFAULT)."""
+    masked = [n for b, n in enumerate(n for n in mask_names if n in names) if mask >> b & 1]
+    keep = [i for i, c in enumerate(_positions(plan, names)) if c not in masked]
+    names = tuple(n for n in names if n not in masked)
+    return names, [tuple(v[i] for i in keep) for v in values_list]
 
 
 def _insert_group(
     plan: RowPlan,
     dialect: Dialect,
     names: tuple[str, ...],
-    mask: int,
-    mask_names: tuple[str, ...],
     values_list: list[tuple[Any, ...]],
     return_ids: bool,
     with_pk: bool,
 ) -> list[Any]:
     """Insert rows of one shape; the primary keys written (in row order when known)."""
     db = dialect.db
-    if mask:  # Pony leaves a None column with an SQL DEFAULT out of the INSERT: so do we
-        masked = [n for b, n in enumerate(n for n in mask_names if n in names) if mask >> b & 1]
-        keep = [i for i, c in enumerate(_positions(plan, names)) if c not in masked]
-        names = tuple(n for n in names if n not in masked)
-        values_list = [tuple(v[i] for i in keep) for v in values_list]
     columns = plan.columns_of(names)
-    pk_positions = [columns.index(c) for c in plan.pk_columns] if with_pk else []
     if not return_ids:
         if dialect.name in ("postgres", "sqlite") and columns:
             # Measured: multi-row VALUES beats executemany on SQLite (~1.6x) and on PostgreSQL (one
@@ -159,7 +225,7 @@ def _insert_group(
         else:
             for _ in values_list:
                 _pony.execute_in_session(db, dialect.insert(plan.table, columns, 1), ())
-        return [_pk_of(plan, v, pk_positions) for v in values_list] if with_pk else []
+        return _keys_of(plan, names, values_list) if with_pk else []
     keys: list[Any] = []
     per = max(1, dialect.max_params // max(len(columns), 1))
     for chunk in _chunks(values_list, per):
@@ -284,10 +350,7 @@ def _upsert_group(
     db = dialect.db
     values_list = [v for _, v in items]
     if mask:
-        masked = [n for b, n in enumerate(n for n in mask_names if n in names) if mask >> b & 1]
-        keep = [i for i, c in enumerate(_positions(plan, names)) if c not in masked]
-        names = tuple(n for n in names if n not in masked)
-        values_list = [tuple(v[i] for i in keep) for v in values_list]
+        names, values_list = _unmask(plan, names, mask, mask_names, values_list)
     columns = plan.columns_of(names)
     positions = _positions(plan, names)
     key_pos = [i for i, n in enumerate(positions) if n in key]

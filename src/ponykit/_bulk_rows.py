@@ -15,6 +15,8 @@ from typing import Any
 
 from . import _pony
 from .errors import BulkWriteError, FieldError
+from .kit import find_kit
+from .types.base import param_encoders_of
 
 __all__ = ["RowPlan", "plan_for"]
 
@@ -60,7 +62,12 @@ class RowPlan:
         self.discriminator = next((a.name for a in self.attrs.values() if a.is_discriminator), None)
         self.relations = frozenset(a.name for a in self.attrs.values() if a.is_relation)
         self.pk_plain = _pony.pk_is_plain(entity)
+        kit = find_kit(_pony.database_of(entity))
+        # The Database's ponykit value types: the encoders inline ponykit's query-parameter wrapper.
+        self.param_encoders = param_encoders_of(kit) if kit is not None else None
         self._compiled: dict[tuple[tuple[str, ...], tuple[str, ...]], RowEncoder] = {}
+        # PostgreSQL: (the table takes COPY like INSERT, it has user triggers); asked at the first insert.
+        self.copy_target: tuple[bool, bool] | None = None
 
     # -- shapes -------------------------------------------------------------------------------------
 
@@ -95,7 +102,10 @@ class RowPlan:
         ]
         parts = []
         for i, name in enumerate(names):
-            code, names_env = _pony.bulk_encoder_source(self.entity, self.attrs[name].attr, f"v{i}", f"a{i}_")
+            attr = self.attrs[name].attr
+            code, names_env = _pony.bulk_encoder_source(
+                self.entity, attr, f"v{i}", f"a{i}_", self.param_encoders
+            )
             env.update(names_env)
             lines.append(f"    v{i} = get({name!r}, D)")
             lines.extend("    " + line for line in code)

@@ -56,6 +56,22 @@ class Dialect:
         values = ", ".join([self.row(len(columns))] * nrows)
         return f"INSERT INTO {self.q(table)} ({cols}) VALUES {values}"
 
+    def copy_from_stdin(self, table: str | tuple[str, ...], columns: Sequence[str]) -> str:
+        """``COPY t (cols) FROM STDIN`` (PostgreSQL; text format: tab-separated, ``\\N`` for NULL)."""
+        return f"COPY {self.q(table)} ({', '.join(self.q(c) for c in columns)}) FROM STDIN"
+
+    def copy_target_sql(self) -> str:
+        """Whether a table takes COPY exactly like INSERT: one row ``(ok, has_user_triggers)``.
+
+        COPY runs triggers and constraints like INSERT but never rewrite rules; only plain and
+        partitioned tables without rules qualify. The first bound parameter is the table's name.
+        """
+        return (
+            "SELECT c.relkind IN ('r', 'p') AND NOT c.relhasrules, EXISTS (SELECT 1 FROM pg_trigger t "
+            "WHERE t.tgrelid = c.oid AND NOT t.tgisinternal) FROM pg_class c "
+            f"WHERE c.oid = to_regclass({self.placeholder})"
+        )
+
     def returning(self, columns: Sequence[str]) -> str:
         """`` RETURNING a, b``."""
         return " RETURNING " + ", ".join(self.q(c) for c in columns)

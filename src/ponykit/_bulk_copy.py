@@ -1,0 +1,238 @@
+"""PostgreSQL ``COPY ... FROM STDIN`` for bulk_insert: Pony-encoded values in COPY's text format (private).
+
+The values rendered here are the ones the INSERT path binds: validated and converted by Pony's
+converters (``validate``, ``val2dbval``, ``py2sql``). Each is written as the text PostgreSQL's input
+function of the column receives from psycopg2's literal for that value, so COPY stores exactly what the
+INSERT would (checked by the oracle tests, ``tests/test_bulk_copy.py``):
+
+* ``None`` as ``\\N``; ``str`` with backslash, tab, newline and carriage return escaped;
+* ``bool`` as ``t``/``f``; ``int`` and ``Decimal`` as ``str()`` (a non-finite Decimal as ``NaN``, as
+  psycopg2 binds it); ``float`` as ``repr()`` with ``Infinity``/``-Infinity``/``NaN``, and ``-0.0``
+  as ``0`` (psycopg2's literal ``-0.0`` is a numeric constant, which has no negative zero);
+* ``date``/``time``/naive ``datetime`` in ISO format; ``timedelta`` as psycopg2 writes an interval;
+  ``UUID`` as its text; ``bytes`` as bytea hex; flat lists (Pony's ``IntArray``/``StrArray``/
+  ``FloatArray``) in array syntax.
+
+A value with no exact COPY form (a timezone-aware ``datetime``, which psycopg2 binds as ``timestamptz``
+and PostgreSQL then shifts to the session's time zone; any type not listed) raises
+:class:`CopyUnsupported`, and the caller writes that batch with INSERT instead. Text with NUL
+(``\\x00``), which PostgreSQL cannot store and psycopg2 refuses to bind, raises :class:`NulInText`.
+The per-column work is vectorised: a column of clean strings is checked once, as one joined string.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import io
+import math
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import _pony
+from ._bulk_exec import InsertGroup, Row, _keys_of, _positions
+from ._bulk_rows import RowPlan
+from ._bulk_sql import Dialect
+
+__all__ = ["CopyUnsupported", "NulInText", "copy_allowed", "copy_group", "copy_text", "render_groups"]
+
+_NULL = "\\N"
+_NoneType = type(None)
+_BOOL = {True: "t", False: "f"}.__getitem__
+
+
+class CopyUnsupported(Exception):
+    """A value has no COPY text that stores exactly what INSERT stores: write the batch with INSERT."""
+
+
+class NulInText(ValueError):
+    """Text holding NUL (0x00), which PostgreSQL text cannot store; ``row`` and ``column`` locate it."""
+
+    def __init__(self, row: int, column: int) -> None:
+        # Worded as what was expected: BulkWriteError quotes it after "Expected:".
+        super().__init__("text without NUL (0x00) characters, which PostgreSQL text cannot hold")
+        self.row = row
+        self.column = column
+
+
+def _text(value: str) -> str:
+    if "\x00" in value:
+        raise NulInText(-1, -1)
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _clean(joined: str) -> bool:
+    """True if no value in the joined text needs an escape (nor holds NUL)."""
+    return not ("\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined or "\x00" in joined)
+
+
+def _float(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "Infinity" if value > 0 else "-Infinity"
+    if value == 0.0:
+        return "0"  # psycopg2's literal -0.0 reaches the column as numeric zero: never a negative zero
+    return repr(value)
+
+
+def _decimal(value: decimal.Decimal) -> str:
+    return str(value) if value.is_finite() else "NaN"  # psycopg2 binds every non-finite Decimal as NaN
+
+
+def _datetime(value: _dt.datetime) -> str:
+    if value.tzinfo is not None:
+        raise CopyUnsupported("timezone-aware datetime")
+    return value.isoformat()
+
+
+def _timedelta(value: _dt.timedelta) -> str:
+    return f"{value.days} days {value.seconds}.{value.microseconds:06d} seconds"
+
+
+def _bytes(value: Any) -> str:
+    return "\\\\x" + bytes(value).hex()
+
+
+def _array_item(value: Any) -> str:
+    kind = type(value)
+    if value is None:
+        return "NULL"
+    if kind is str:
+        text: str = value
+        if "\x00" in text:
+            raise NulInText(-1, -1)
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if kind is int:
+        return str(value)
+    if kind is float:
+        return _float(value)
+    raise CopyUnsupported(f"array item of type {kind.__name__}")
+
+
+def _array(value: list[Any]) -> str:
+    return _text("{" + ",".join(map(_array_item, value)) + "}")
+
+
+_RENDER: dict[type, Callable[[Any], str]] = {
+    str: _text,
+    int: str,
+    bool: _BOOL,
+    float: _float,
+    decimal.Decimal: _decimal,
+    _dt.datetime: _datetime,
+    _dt.date: _dt.date.isoformat,
+    _dt.time: _dt.time.isoformat,
+    _dt.timedelta: _timedelta,
+    uuid.UUID: str,
+    bytes: _bytes,
+    bytearray: _bytes,
+    memoryview: _bytes,
+    list: _array,
+}
+
+
+def _any(value: Any) -> str:
+    render = _RENDER.get(type(value))
+    if render is None:
+        raise CopyUnsupported(f"a value of type {type(value).__name__}")
+    return render(value)
+
+
+def _column(col: Sequence[Any]) -> Sequence[str]:
+    types = set(map(type, col))
+    nullable = _NoneType in types
+    if nullable:
+        types.discard(_NoneType)
+        if not types:
+            return [_NULL] * len(col)
+    if len(types) != 1:
+        return [_NULL if v is None else _any(v) for v in col]
+    (kind,) = types
+    # The common case, strings: one check over the whole column instead of five per value.
+    if kind is str and _clean("".join(filter(None, col)) if nullable else "".join(col)):
+        return [_NULL if v is None else v for v in col] if nullable else col
+    render = _RENDER.get(kind)
+    if render is None:
+        raise CopyUnsupported(f"a value of type {kind.__name__}")
+    if nullable:
+        return [_NULL if v is None else render(v) for v in col]
+    return list(map(render, col))
+
+
+def copy_text(rows: Sequence[tuple[Any, ...]]) -> str:
+    """The COPY text (tab-separated, one line per row) of parameter tuples encoded for PostgreSQL.
+
+    Raises :class:`CopyUnsupported` (write with INSERT instead) or :class:`NulInText` (naming the row
+    and column of the first NUL).
+    """
+    if not rows:
+        return ""
+    columns = list(zip(*rows, strict=True))
+    rendered = []
+    for index, col in enumerate(columns):
+        try:
+            rendered.append(_column(col))
+        except NulInText:
+            row = next(i for i, v in enumerate(col) if _has_nul(v))
+            raise NulInText(row, index) from None
+    return "\n".join(map("\t".join, zip(*rendered, strict=True))) + "\n"
+
+
+def _has_nul(value: Any) -> bool:
+    if type(value) is str:
+        return "\x00" in value
+    if type(value) is list:
+        return any(type(v) is str and "\x00" in v for v in value)
+    return False
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Running COPY for bulk_insert
+
+
+def copy_allowed(plan: RowPlan, dialect: Dialect) -> bool:
+    """True if ``plan``'s table takes COPY exactly as it takes INSERT (asked once per entity)."""
+    if dialect.name != "postgres":
+        return False
+    state = plan.copy_target
+    if state is None:
+        cursor = _pony.execute_in_session(dialect.db, dialect.copy_target_sql(), (dialect.q(plan.table),))
+        row = cursor.fetchone()
+        state = plan.copy_target = (bool(row and row[0]), bool(row and row[1]))
+    return state[0]
+
+
+def render_groups(
+    plan: RowPlan, groups: list[InsertGroup], batch: list[Row], offset: int
+) -> list[str | None]:
+    """The COPY text of each group of a batch, or None for a group INSERT must write.
+
+    Every group is rendered before anything is sent, so a row with NUL in its text stops the batch
+    before any of it is written (BulkWriteError naming the row and attribute).
+    """
+    texts: list[str | None] = []
+    for group in groups:
+        if not group.names:
+            texts.append(None)  # no columns to copy: INSERT ... DEFAULT VALUES
+            continue
+        try:
+            texts.append(copy_text(group.values))
+        except CopyUnsupported:
+            texts.append(None)
+        except NulInText as exc:
+            position = group.positions[exc.row] if group.positions is not None else exc.row
+            name = _positions(plan, group.names)[exc.column]
+            row = batch[position]
+            raise plan.value_error(name, row.get(name), exc, offset + position, "bulk_insert") from None
+    return texts
+
+
+def copy_group(plan: RowPlan, dialect: Dialect, group: InsertGroup, text: str) -> list[Any]:
+    """COPY the rows of one group in the session's transaction; their primary keys if they give them."""
+    sql = dialect.copy_from_stdin(plan.table, plan.columns_of(group.names))
+    copied = _pony.copy_in_session(dialect.db, sql, io.StringIO(text))
+    if copied != len(group.values):
+        raise RuntimeError(f"bulk_insert({plan.name}): COPY wrote {copied} rows of {len(group.values)}")
+    return _keys_of(plan, group.names, group.values) if group.with_pk else []
