@@ -309,17 +309,22 @@ def _update_group(
     db = dialect.db
     set_cols = plan.columns_of(names)
     pk_cols = plan.pk_columns
+    # A subclass of a single-table hierarchy updates only its own rows, as Pony's Entity[pk] finds only those.
+    classes = plan.class_values
+    class_filter = (plan.class_column, len(classes)) if plan.class_column else None
     if dialect.name == "sqlite":
         # executemany of a one-row UPDATE measured fastest on SQLite (a prepared statement in a C loop)
-        sql = dialect.update_one(plan.table, set_cols, pk_cols)
+        sql = dialect.update_one(plan.table, set_cols, pk_cols, class_filter)
+        if classes:
+            values = [v + classes for v in values]
         cursor = _pony.execute_in_session(db, sql, values)  # rows are encoded set values first, key last
         return int(cursor.rowcount)
     types = _pony.column_sql_types(plan.entity) if dialect.name == "postgres" else {}
-    per = max(1, dialect.max_params // (len(pk_cols) + len(set_cols)))
+    per = max(1, (dialect.max_params - len(classes)) // (len(pk_cols) + len(set_cols)))
     count = 0
     for chunk in _chunks(values, per):
-        sql = dialect.update_many(plan.table, set_cols, pk_cols, len(chunk), types)
-        count += int(_pony.execute_in_session(db, sql, _flat(chunk)).rowcount)
+        sql = dialect.update_many(plan.table, set_cols, pk_cols, len(chunk), types, class_filter)
+        count += int(_pony.execute_in_session(db, sql, _flat(chunk) + classes).rowcount)
     return count
 
 

@@ -62,6 +62,11 @@ class RowPlan:
         self.discriminator = next((a.name for a in self.attrs.values() if a.is_discriminator), None)
         self.relations = frozenset(a.name for a in self.attrs.values() if a.is_relation)
         self.pk_plain = _pony.pk_is_plain(entity)
+        # A subclass of a single-table hierarchy: its discriminator column and the bound values of its
+        # class and subclasses (Pony's own filter); statements by key touch only those rows.
+        class_filter = _pony.discriminator_filter(entity)
+        self.class_column: str | None = class_filter[0] if class_filter else None
+        self.class_values: tuple[Any, ...] = class_filter[1] if class_filter else ()
         kit = find_kit(_pony.database_of(entity))
         # The Database's ponykit value types: the encoders inline ponykit's query-parameter wrapper.
         self.param_encoders = param_encoders_of(kit) if kit is not None else None

@@ -22,7 +22,10 @@ from pony.orm import Database
 
 from . import _pony
 
-__all__ = ["Dialect", "dialect_of"]
+__all__ = ["ClassFilter", "Dialect", "dialect_of"]
+
+# (discriminator column, number of discriminator values): restricts a statement to one class's rows.
+ClassFilter = tuple[str, int] | None
 
 
 @dataclass(frozen=True)
@@ -79,12 +82,23 @@ class Dialect:
     # -- UPDATE -----------------------------------------------------------------------------------
 
     def update_one(
-        self, table: str | tuple[str, ...], set_cols: Sequence[str], pk_cols: Sequence[str]
+        self,
+        table: str | tuple[str, ...],
+        set_cols: Sequence[str],
+        pk_cols: Sequence[str],
+        class_filter: ClassFilter = None,
     ) -> str:
-        """``UPDATE t SET a = ?, b = ? WHERE pk = ?`` for ``executemany``."""
+        """``UPDATE t SET a = ?, b = ? WHERE pk = ?`` for ``executemany`` (then the class filter's values)."""
         sets = ", ".join(f"{self.q(c)} = {self.placeholder}" for c in set_cols)
         where = " AND ".join(f"{self.q(c)} = {self.placeholder}" for c in pk_cols)
-        return f"UPDATE {self.q(table)} SET {sets} WHERE {where}"
+        return f"UPDATE {self.q(table)} SET {sets} WHERE {where}{self.class_in(class_filter)}"
+
+    def class_in(self, class_filter: ClassFilter, prefix: str = "") -> str:
+        """`` AND disc IN (?, ?)``: rows of one class of a single-table hierarchy (empty without a filter)."""
+        if class_filter is None:
+            return ""
+        column, count = class_filter
+        return f" AND {prefix}{self.q(column)} IN (" + ", ".join([self.placeholder] * count) + ")"
 
     def update_many(
         self,
@@ -93,8 +107,10 @@ class Dialect:
         pk_cols: Sequence[str],
         nrows: int,
         sql_types: dict[str, str],
+        class_filter: ClassFilter = None,
     ) -> str:
-        """One UPDATE of ``nrows`` rows; each row binds its primary-key columns, then the set columns."""
+        """One UPDATE of ``nrows`` rows; each row binds its primary-key columns, then the set columns;
+        the class filter's values come last."""
         cols = [*pk_cols, *set_cols]
         names = [f"c{i}" for i in range(len(cols))]
         pairs = list(zip(cols, names, strict=True))
@@ -106,6 +122,7 @@ class Dialect:
             values = ", ".join([first, *rest])
             sets = ", ".join(f"{self.q(c)} = v.{n}" for c, n in pairs if c in set_cols)
             on = " AND ".join(f"{t}.{self.q(c)} = v.{n}" for c, n in pairs if c in pk_cols)
+            on += self.class_in(class_filter, f"{t}.")
             return f"UPDATE {t} SET {sets} FROM (VALUES {values}) AS v ({', '.join(names)}) WHERE {on}"
         if self.name == "mysql":
             first = "SELECT " + ", ".join(f"{self.placeholder} AS {n}" for n in names)
@@ -113,11 +130,13 @@ class Dialect:
             derived = " UNION ALL ".join([first, *rest])
             on = " AND ".join(f"{t}.{self.q(c)} = v.{n}" for c, n in pairs if c in pk_cols)
             sets = ", ".join(f"{t}.{self.q(c)} = v.{n}" for c, n in pairs if c in set_cols)
+            on += self.class_in(class_filter, f"{t}.")
             return f"UPDATE {t} JOIN ({derived}) AS v ON {on} SET {sets}"
         # SQLite >= 3.33: UPDATE ... FROM
         values = ", ".join([self.row(len(cols))] * nrows)
         sets = ", ".join(f"{self.q(c)} = v.{n}" for c, n in pairs if c in set_cols)
         on = " AND ".join(f"{t}.{self.q(c)} = v.{n}" for c, n in pairs if c in pk_cols)
+        on += self.class_in(class_filter, f"{t}.")
         select = "SELECT " + ", ".join(f"column{i + 1} AS {n}" for i, n in enumerate(names))
         return f"UPDATE {t} SET {sets} FROM ({select} FROM (VALUES {values})) AS v WHERE {on}"
 
@@ -159,9 +178,35 @@ class Dialect:
         """How many rows of ``table`` have one of ``nrows`` given keys."""
         return f"SELECT COUNT(*) FROM {self.q(table)} WHERE {self.key_in(columns, nrows)}"
 
-    def delete_keys(self, table: str | tuple[str, ...], columns: Sequence[str], nrows: int) -> str:
-        """``DELETE FROM t WHERE key IN (...)``."""
-        return f"DELETE FROM {self.q(table)} WHERE {self.key_in(columns, nrows)}"
+    def delete_keys(
+        self,
+        table: str | tuple[str, ...],
+        columns: Sequence[str],
+        nrows: int,
+        class_filter: ClassFilter = None,
+    ) -> str:
+        """``DELETE FROM t WHERE key IN (...)`` (then the class filter's values)."""
+        return f"DELETE FROM {self.q(table)} WHERE {self.key_in(columns, nrows)}{self.class_in(class_filter)}"
+
+    def delete_links(
+        self,
+        link_table: str | tuple[str, ...],
+        link_columns: Sequence[str],
+        table: str | tuple[str, ...],
+        pk_cols: Sequence[str],
+        nrows: int,
+        class_filter: ClassFilter,
+    ) -> str:
+        """Delete the link rows of ``nrows`` keys that are rows of the filtered class."""
+        if class_filter is None:
+            return self.delete_keys(link_table, link_columns, nrows)
+        cols = ", ".join(self.q(c) for c in link_columns)
+        target = f"({cols})" if len(link_columns) > 1 else cols
+        select = (
+            f"SELECT {', '.join(self.q(c) for c in pk_cols)} FROM {self.q(table)} "
+            f"WHERE {self.key_in(pk_cols, nrows)}{self.class_in(class_filter)}"
+        )
+        return f"DELETE FROM {self.q(link_table)} WHERE {target} IN ({select})"
 
     def select_keys_of(self, sql: str, columns: Sequence[str]) -> str:
         """The key columns of the rows a query selects (the query becomes a derived table)."""

@@ -297,13 +297,20 @@ def bulk_delete(entity: Any, pks_or_query: Any, *, batch_size: int | None = None
     cached = _cached_by_pk(plan, db)
     links = _pony.entity_info(plan.entity).link_tables
     npk = len(plan.pk_columns)
-    per = max(1, min(size, dialect.max_params // npk))
+    # A subclass of a single-table hierarchy deletes only its own rows, as Pony's Entity[pk] finds only
+    # those: a key of a row of the parent or a sibling class is left alone (and not counted).
+    classes = plan.class_values
+    class_filter = (plan.class_column, len(classes)) if plan.class_column else None
+    per = max(1, min(size, (dialect.max_params - len(classes)) // npk))
     deleted = 0
     for chunk in _chunks(raw_keys, per):
-        args = tuple(chunk) if npk == 1 else _flat(chunk)
+        args = (tuple(chunk) if npk == 1 else _flat(chunk)) + classes
         for link in links:
-            _pony.execute_in_session(db, dialect.delete_keys(link.table, link.columns, len(chunk)), args)
-        sql = dialect.delete_keys(plan.table, plan.pk_columns, len(chunk))
+            sql = dialect.delete_links(
+                link.table, link.columns, plan.table, plan.pk_columns, len(chunk), class_filter
+            )
+            _pony.execute_in_session(db, sql, args)
+        sql = dialect.delete_keys(plan.table, plan.pk_columns, len(chunk), class_filter)
         deleted += int(_pony.execute_in_session(db, sql, args).rowcount)
     _pony.forget_objects(db, [cached[k] for k in raw_keys if k in cached])
     _after_write(plan, db, raw_keys, ())
