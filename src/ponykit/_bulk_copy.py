@@ -26,12 +26,14 @@ import datetime as _dt
 import decimal
 import io
 import math
+import operator
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import _pony
-from ._bulk_exec import InsertGroup, Row, _keys_of, _positions
+from ._bulk_exec import Row, _positions
+from ._bulk_insert import InsertGroup, keys_of
 from ._bulk_rows import RowPlan
 from ._bulk_sql import Dialect
 
@@ -40,6 +42,7 @@ __all__ = ["CopyUnsupported", "NulInText", "copy_allowed", "copy_group", "copy_t
 _NULL = "\\N"
 _NoneType = type(None)
 _BOOL = {True: "t", False: "f"}.__getitem__
+_TZINFO = operator.attrgetter("tzinfo")
 
 
 class CopyUnsupported(Exception):
@@ -150,9 +153,15 @@ def _column(col: Sequence[Any]) -> Sequence[str]:
     if len(types) != 1:
         return [_NULL if v is None else _any(v) for v in col]
     (kind,) = types
-    # The common case, strings: one check over the whole column instead of five per value.
-    if kind is str and _clean("".join(filter(None, col)) if nullable else "".join(col)):
-        return [_NULL if v is None else v for v in col] if nullable else col
+    if not nullable:
+        # The common cases, in C loops: a clean string column is checked once, as one joined string.
+        if kind is str and _clean("".join(col)):
+            return col
+        fast = _VECTOR.get(kind)
+        if fast is not None:
+            return fast(col)
+    elif kind is str and _clean("".join(filter(None, col))):
+        return [_NULL if v is None else v for v in col]
     render = _RENDER.get(kind)
     if render is None:
         raise CopyUnsupported(f"a value of type {kind.__name__}")
@@ -161,15 +170,37 @@ def _column(col: Sequence[Any]) -> Sequence[str]:
     return list(map(render, col))
 
 
-def copy_text(rows: Sequence[tuple[Any, ...]]) -> str:
-    """The COPY text (tab-separated, one line per row) of parameter tuples encoded for PostgreSQL.
+def _decimals(col: Sequence[decimal.Decimal]) -> list[str]:
+    if all(map(decimal.Decimal.is_finite, col)):
+        return list(map(str, col))
+    return list(map(_decimal, col))
+
+
+def _datetimes(col: Sequence[_dt.datetime]) -> list[str]:
+    if set(map(_TZINFO, col)) != {None}:
+        raise CopyUnsupported("timezone-aware datetime")
+    return list(map(_dt.datetime.isoformat, col))
+
+
+# Whole columns of one type without None: loops that stay in C.
+_VECTOR: dict[type, Callable[[Sequence[Any]], list[str]]] = {
+    int: lambda col: list(map(str, col)),
+    bool: lambda col: list(map(_BOOL, col)),
+    decimal.Decimal: _decimals,
+    _dt.datetime: _datetimes,
+    _dt.date: lambda col: list(map(_dt.date.isoformat, col)),
+}
+
+
+def copy_text(columns: Sequence[Sequence[Any]]) -> str:
+    """The COPY text (tab-separated, one line per row) of values encoded for PostgreSQL, given as one
+    sequence per column.
 
     Raises :class:`CopyUnsupported` (write with INSERT instead) or :class:`NulInText` (naming the row
     and column of the first NUL).
     """
-    if not rows:
+    if not columns or not columns[0]:
         return ""
-    columns = list(zip(*rows, strict=True))
     rendered = []
     for index, col in enumerate(columns):
         try:
@@ -218,7 +249,7 @@ def render_groups(
             texts.append(None)  # no columns to copy: INSERT ... DEFAULT VALUES
             continue
         try:
-            texts.append(copy_text(group.values))
+            texts.append(copy_text(group.columns))
         except CopyUnsupported:
             texts.append(None)
         except NulInText as exc:
@@ -233,6 +264,6 @@ def copy_group(plan: RowPlan, dialect: Dialect, group: InsertGroup, text: str) -
     """COPY the rows of one group in the session's transaction; their primary keys if they give them."""
     sql = dialect.copy_from_stdin(plan.table, plan.columns_of(group.names))
     copied = _pony.copy_in_session(dialect.db, sql, io.StringIO(text))
-    if copied != len(group.values):
-        raise RuntimeError(f"bulk_insert({plan.name}): COPY wrote {copied} rows of {len(group.values)}")
-    return _keys_of(plan, group.names, group.values) if group.with_pk else []
+    if copied != group.count:
+        raise RuntimeError(f"bulk_insert({plan.name}): COPY wrote {copied} rows of {group.count}")
+    return keys_of(plan, group) if group.with_pk else []

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from . import _pony
 from ._bulk_rows import RowPlan, plan_for
@@ -76,8 +75,21 @@ def _encode_batch(
     """
     try:
         return [encode(row) for row in batch]
-    except Exception:  # noqa: BLE001, S110 - converters raise anything; the loop below names the row
-        pass
+    except Exception:  # noqa: BLE001 - converters raise anything; the loop below names the row
+        _raise_row_error(plan, batch, offset, names, encode, op, positions)
+
+
+def _raise_row_error(
+    plan: RowPlan,
+    batch: list[Row],
+    offset: int,
+    names: tuple[str, ...],
+    encode: Any,
+    op: str,
+    positions: Sequence[int] | None,
+) -> NoReturn:
+    """Encode the rows of a batch that failed one by one, and raise the BulkWriteError of the first
+    that fails."""
     for index, row in enumerate(batch):
         try:
             encode(row)
@@ -106,13 +118,6 @@ def _after_write(
     record_writes(db, plan.entity, keys if plan.pk_plain else None)
 
 
-def _keys_of(plan: RowPlan, names: tuple[str, ...], values_list: list[tuple[Any, ...]]) -> list[Any]:
-    """The primary keys of rows that give them, from their bound parameters."""
-    columns = plan.columns_of(names)
-    positions = [columns.index(c) for c in plan.pk_columns]
-    return [_pk_of(plan, v, positions) for v in values_list]
-
-
 def _pk_of(plan: RowPlan, values: tuple[Any, ...], positions: Sequence[int]) -> Any:
     if len(positions) == 1:
         return values[positions[0]]
@@ -131,63 +136,6 @@ def _cached_by_pk(plan: RowPlan, db: Any) -> dict[Any, Any]:
     return found
 
 
-def _split_by_pk(plan: RowPlan, batch: list[Row]) -> Iterator[tuple[bool, list[int] | None, list[Row]]]:
-    """``(with_pk, positions, rows)``: the rows that give the auto primary key and those that do not.
-
-    ``positions`` are the rows' places in ``batch`` (None: the part is the whole batch, in order).
-    """
-    auto = plan.auto_pk
-    if auto is None:
-        yield True, None, batch
-        return
-    flags = [isinstance(r, dict) and r.get(auto) is not None for r in batch]
-    if not any(flags):
-        yield False, None, batch
-    elif all(flags):
-        yield True, None, batch
-    else:  # rare: some rows give the id; order between the two groups follows the input within each
-        for want in (True, False):
-            positions = [i for i, flag in enumerate(flags) if flag is want]
-            yield want, positions, [batch[i] for i in positions]
-
-
-@dataclass
-class InsertGroup:
-    """Rows of one batch that one INSERT (or COPY) shape writes."""
-
-    with_pk: bool  # the rows give the auto primary key
-    names: tuple[str, ...]  # attributes written, in column order (columns Pony leaves out removed)
-    positions: list[int] | None  # the rows' places in the batch; None: every row, in order
-    values: list[tuple[Any, ...]]  # bound parameters, one tuple per row
-
-
-def _insert_groups(
-    plan: RowPlan, batch: list[Row], offset: int, mask_names: tuple[str, ...]
-) -> list[InsertGroup]:
-    """Encode a batch for INSERT, grouped by shape: with or without the auto key, and by which
-    columns with an SQL default are None (Pony leaves those out of its INSERT, so the default applies)."""
-    groups: dict[tuple[bool, int], InsertGroup] = {}
-    for with_pk, positions, part in _split_by_pk(plan, batch):
-        names = plan.insert_names(with_pk)
-        masks = tuple(n for n in mask_names if n in names)
-        encode = plan.shape(names, masks).encode
-        encoded = _encode_batch(plan, part, offset, names, encode, "bulk_insert", positions)
-        if not masks:
-            groups[(with_pk, 0)] = InsertGroup(with_pk, names, positions, encoded)
-            continue
-        for index, (values, mask) in enumerate(encoded):
-            group = groups.get((with_pk, mask))
-            if group is None:
-                group = groups[(with_pk, mask)] = InsertGroup(with_pk, names, [], [])
-            assert group.positions is not None
-            group.positions.append(positions[index] if positions is not None else index)
-            group.values.append(values)
-    for (_, mask), group in groups.items():
-        if mask:
-            group.names, group.values = _unmask(plan, group.names, mask, mask_names, group.values)
-    return list(groups.values())
-
-
 def _unmask(
     plan: RowPlan,
     names: tuple[str, ...],
@@ -200,47 +148,6 @@ def _unmask(
     keep = [i for i, c in enumerate(_positions(plan, names)) if c not in masked]
     names = tuple(n for n in names if n not in masked)
     return names, [tuple(v[i] for i in keep) for v in values_list]
-
-
-def _insert_group(
-    plan: RowPlan,
-    dialect: Dialect,
-    names: tuple[str, ...],
-    values_list: list[tuple[Any, ...]],
-    return_ids: bool,
-    with_pk: bool,
-) -> list[Any]:
-    """Insert rows of one shape; the primary keys written (in row order when known)."""
-    db = dialect.db
-    columns = plan.columns_of(names)
-    if not return_ids:
-        if dialect.name in ("postgres", "sqlite") and columns:
-            # Measured: multi-row VALUES beats executemany on SQLite (~1.6x) and on PostgreSQL (one
-            # round trip per row there); PyMySQL already rewrites executemany into multi-row INSERTs.
-            per = max(1, dialect.max_params // max(len(columns), 1))
-            for chunk in _chunks(values_list, per):
-                _pony.execute_in_session(db, dialect.insert(plan.table, columns, len(chunk)), _flat(chunk))
-        elif columns:
-            _pony.execute_in_session(db, dialect.insert(plan.table, columns, 1), values_list)
-        else:
-            for _ in values_list:
-                _pony.execute_in_session(db, dialect.insert(plan.table, columns, 1), ())
-        return _keys_of(plan, names, values_list) if with_pk else []
-    keys: list[Any] = []
-    per = max(1, dialect.max_params // max(len(columns), 1))
-    for chunk in _chunks(values_list, per):
-        sql = dialect.insert(plan.table, columns, len(chunk)) + dialect.returning(plan.pk_columns)
-        cursor = _pony.execute_in_session(db, sql, _flat(chunk))
-        got = [r[0] if len(r) == 1 else tuple(r) for r in cursor.fetchall()]
-        if len(got) != len(chunk):
-            raise RuntimeError(
-                f"bulk_insert({plan.name}): RETURNING gave {len(got)} keys for {len(chunk)} rows"
-            )
-        if not with_pk and any(b <= a for a, b in itertools.pairwise(got)):
-            # Generated ids are handed out in row order; anything else means RETURNING order is not.
-            raise RuntimeError(f"bulk_insert({plan.name}): RETURNING did not give ids in row order")
-        keys.extend(got)
-    return keys
 
 
 def _positions(plan: RowPlan, names: tuple[str, ...]) -> list[str]:

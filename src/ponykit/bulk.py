@@ -29,8 +29,6 @@ from ._bulk_exec import (
     _encode_batch,
     _encode_pk,
     _flat,
-    _insert_group,
-    _insert_groups,
     _positions,
     _start,
     _total,
@@ -38,6 +36,7 @@ from ._bulk_exec import (
     _update_names,
     _upsert_group,
 )
+from ._bulk_insert import insert_group, insert_groups
 from .errors import BulkWriteError
 
 __all__ = ["UpsertResult", "bulk_delete", "bulk_insert", "bulk_update", "bulk_upsert"]
@@ -90,7 +89,7 @@ def bulk_insert(
     for batch in _batches(rows, size):
         if hooks:
             batch = [_pony.run_before_insert(plan.entity, r) for r in batch]
-        groups = _insert_groups(plan, batch, done, mask_names)
+        groups = insert_groups(plan, batch, done, mask_names)
         # PostgreSQL: COPY, the fastest way in, where it stores exactly what INSERT would.
         use_copy = not return_ids and copy_allowed(plan, dialect)
         texts = render_groups(plan, groups, batch, done) if use_copy else [None] * len(groups)
@@ -99,7 +98,7 @@ def bulk_insert(
             if text is not None:
                 got = copy_group(plan, dialect, group, text)
             else:
-                got = _insert_group(plan, dialect, group.names, group.values, return_ids, group.with_pk)
+                got = insert_group(plan, dialect, group, return_ids)
             if not return_ids:
                 keys.extend(got)
             elif group.positions is None:
