@@ -306,6 +306,54 @@ def test_insert_fires_triggers_and_honours_rules(db: Database, backend_name: str
             assert sorted(select(a.name for a in Audit)) == ["a", "b", "r"]
 
 
+def test_return_ids_are_the_keys_the_column_default_gives(db: Database, backend_name: str) -> None:
+    """return_ids gives the stored keys in row order; on PostgreSQL they are taken from the key's
+    sequence before a COPY, so the default carries on after them. A table whose user trigger could
+    change the key is written with INSERT ... RETURNING instead, which reports the key stored."""
+
+    class Pet(db.Entity):
+        name = Required(str)
+
+    class Shifted(db.Entity):
+        name = Required(str)
+
+    kit = pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    if backend_name == "postgres":
+        shifted = pk._pony.quote_name(db, pk._pony.entity_info(Shifted).table)
+        _exec(
+            db,
+            "CREATE FUNCTION shift_key() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN NEW.id := NEW.id + 1000; RETURN NEW; END $$",
+            f"CREATE TRIGGER shift BEFORE INSERT ON {shifted} FOR EACH ROW EXECUTE FUNCTION shift_key()",
+        )
+    statements: list[str] = []
+    kit.add_execute_listener(lambda _db, sql, args, seconds, error: statements.append(sql))
+    names = [f"pet {i}" for i in range(7)]
+    with db_session:
+        first = pk.bulk_insert(Pet, [{"name": "first"}], return_ids=True)
+        ids = pk.bulk_insert(Pet, [{"name": n} for n in names], return_ids=True, batch_size=3)
+        assert isinstance(ids, list)
+        assert isinstance(first, list)
+        assert ids == sorted(ids)
+        assert ids[0] > first[0]
+        assert len(set(ids)) == len(ids)
+        assert [Pet[i].name for i in ids] == names
+        later = Pet(name="later")
+        flush()
+        assert later.id > ids[-1]  # the column default carries on after the keys taken
+        if backend_name == "postgres":
+            assert sum(s.startswith("COPY") for s in statements) == 4, statements
+            assert not any(s.startswith("INSERT") and "pet" in s.lower() for s in statements[:-1])
+        statements.clear()
+        keys = pk.bulk_insert(Shifted, [{"name": "a"}, {"name": "b"}], return_ids=True)
+        assert isinstance(keys, list)
+        assert [Shifted[k].name for k in keys] == ["a", "b"]
+        if backend_name == "postgres":
+            assert min(keys) > 1000
+            assert not any(s.startswith("COPY") for s in statements), statements
+
+
 def test_statements_are_counted(db: Database, backend_name: str) -> None:
     """count_queries sees every bulk statement: one COPY per batch on PostgreSQL."""
 

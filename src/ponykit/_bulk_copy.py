@@ -37,7 +37,7 @@ from ._bulk_insert import InsertGroup, keys_of
 from ._bulk_rows import RowPlan
 from ._bulk_sql import Dialect
 
-__all__ = ["CopyUnsupported", "NulInText", "copy_allowed", "copy_group", "copy_text", "render_groups"]
+__all__ = ["CopyUnsupported", "NulInText", "copy_allowed", "copy_group", "copy_text", "prepare_copy"]
 
 _NULL = "\\N"
 _NoneType = type(None)
@@ -223,41 +223,72 @@ def _has_nul(value: Any) -> bool:
 # Running COPY for bulk_insert
 
 
-def copy_allowed(plan: RowPlan, dialect: Dialect) -> bool:
-    """True if ``plan``'s table takes COPY exactly as it takes INSERT (asked once per entity)."""
+def copy_allowed(plan: RowPlan, dialect: Dialect, return_ids: bool) -> bool:
+    """True if bulk_insert may write ``plan``'s table with COPY (the table is asked once per entity).
+
+    With ``return_ids``, rows without their key take it from the key's sequence beforehand, exactly
+    what the column's default would give them; that needs the default to be the sequence's
+    ``nextval`` and no user trigger (which could change the key that RETURNING would report).
+    """
     if dialect.name != "postgres":
         return False
     state = plan.copy_target
     if state is None:
-        cursor = _pony.execute_in_session(dialect.db, dialect.copy_target_sql(), (dialect.q(plan.table),))
-        row = cursor.fetchone()
-        state = plan.copy_target = (bool(row and row[0]), bool(row and row[1]))
-    return state[0]
+        auto = plan.attrs[plan.auto_pk].columns[0] if plan.auto_pk else None
+        table = dialect.q(plan.table)
+        cursor = _pony.execute_in_session(dialect.db, dialect.copy_target_sql(), (table, auto, auto, table))
+        row = cursor.fetchone() or (False, True, None)
+        state = plan.copy_target = (bool(row[0]), bool(row[1]), row[2])
+    like_insert, triggers, sequence = state
+    if return_ids and plan.auto_pk is not None:
+        return like_insert and not triggers and sequence is not None
+    return like_insert
 
 
-def render_groups(
-    plan: RowPlan, groups: list[InsertGroup], batch: list[Row], offset: int
-) -> list[str | None]:
-    """The COPY text of each group of a batch, or None for a group INSERT must write.
+def prepare_copy(
+    plan: RowPlan,
+    dialect: Dialect,
+    groups: list[InsertGroup],
+    batch: list[Row],
+    offset: int,
+    return_ids: bool,
+) -> list[tuple[InsertGroup, str | None]]:
+    """Each group of a batch with its COPY text, or None where INSERT must write it.
 
     Every group is rendered before anything is sent, so a row with NUL in its text stops the batch
-    before any of it is written (BulkWriteError naming the row and attribute).
+    before any of it is written (BulkWriteError naming the row and attribute). With ``return_ids``,
+    a group of rows without their key gets keys from the key's sequence first (see copy_allowed).
     """
-    texts: list[str | None] = []
+    prepared: list[tuple[InsertGroup, str | None]] = []
     for group in groups:
+        if return_ids and not group.with_pk:
+            group = _with_sequence_keys(plan, dialect, group)
         if not group.names:
-            texts.append(None)  # no columns to copy: INSERT ... DEFAULT VALUES
+            prepared.append((group, None))  # no columns to copy: INSERT ... DEFAULT VALUES
             continue
         try:
-            texts.append(copy_text(group.columns))
+            prepared.append((group, copy_text(group.columns)))
         except CopyUnsupported:
-            texts.append(None)
+            prepared.append((group, None))
         except NulInText as exc:
             position = group.positions[exc.row] if group.positions is not None else exc.row
             name = _positions(plan, group.names)[exc.column]
             row = batch[position]
             raise plan.value_error(name, row.get(name), exc, offset + position, "bulk_insert") from None
-    return texts
+    return prepared
+
+
+def _with_sequence_keys(plan: RowPlan, dialect: Dialect, group: InsertGroup) -> InsertGroup:
+    assert plan.auto_pk is not None
+    assert plan.copy_target is not None
+    sequence = plan.copy_target[2]
+    cursor = _pony.execute_in_session(dialect.db, dialect.next_values_sql(), (sequence, group.count))
+    # Ascending, as the column default would hand them out row after row.
+    keys = sorted(r[0] for r in cursor.fetchall())
+    names = tuple(n for n in plan.attrs if n in group.names or n == plan.auto_pk)
+    columns = list(group.columns)
+    columns.insert(names.index(plan.auto_pk), keys)  # the auto key is one column: index by attribute
+    return InsertGroup(True, names, group.positions, columns, group.count)
 
 
 def copy_group(plan: RowPlan, dialect: Dialect, group: InsertGroup, text: str) -> list[Any]:

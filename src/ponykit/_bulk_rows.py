@@ -76,8 +76,9 @@ class RowPlan:
         self._compiled: dict[
             tuple[tuple[str, ...], tuple[str, ...]], tuple[RowEncoder, ColumnsEncoder | None]
         ] = {}
-        # PostgreSQL: (the table takes COPY like INSERT, it has user triggers); asked at the first insert.
-        self.copy_target: tuple[bool, bool] | None = None
+        # PostgreSQL: (the table takes COPY like INSERT, it has user triggers, the key's sequence or
+        # None); asked at the first insert.
+        self.copy_target: tuple[bool, bool, str | None] | None = None
 
     # -- shapes -------------------------------------------------------------------------------------
 

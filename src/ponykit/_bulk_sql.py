@@ -64,16 +64,28 @@ class Dialect:
         return f"COPY {self.q(table)} ({', '.join(self.q(c) for c in columns)}) FROM STDIN"
 
     def copy_target_sql(self) -> str:
-        """Whether a table takes COPY exactly like INSERT: one row ``(ok, has_user_triggers)``.
+        """How a table takes COPY: one row ``(like_insert, has_user_triggers, key_sequence)``.
 
-        COPY runs triggers and constraints like INSERT but never rewrite rules; only plain and
-        partitioned tables without rules qualify. The first bound parameter is the table's name.
+        COPY runs triggers and constraints like INSERT but never rewrite rules: only plain and
+        partitioned tables without rules take it like INSERT. ``key_sequence`` is the sequence whose
+        ``nextval`` is the default of the key column, if it is exactly that (a ``SERIAL``), else NULL.
+        Parameters: the quoted table name, the key column name twice (or NULL), the quoted table name.
         """
+        p = self.placeholder
         return (
-            "SELECT c.relkind IN ('r', 'p') AND NOT c.relhasrules, EXISTS (SELECT 1 FROM pg_trigger t "
-            "WHERE t.tgrelid = c.oid AND NOT t.tgisinternal) FROM pg_class c "
-            f"WHERE c.oid = to_regclass({self.placeholder})"
+            "SELECT c.relkind IN ('r', 'p') AND NOT c.relhasrules, "
+            "EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal), "
+            f"(SELECT s.seq::text FROM (SELECT pg_get_serial_sequence({p}, {p})::regclass AS seq) s "
+            f"JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = {p} "
+            "JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum "
+            "WHERE pg_get_expr(d.adbin, d.adrelid) "
+            "= 'nextval(' || quote_literal(s.seq::text) || '::regclass)') "
+            f"FROM pg_class c WHERE c.oid = to_regclass({p})"
         )
+
+    def next_values_sql(self) -> str:
+        """``n`` values of a sequence (parameters: its name, n)."""
+        return f"SELECT nextval({self.placeholder}) FROM generate_series(1, {self.placeholder})"
 
     def returning(self, columns: Sequence[str]) -> str:
         """`` RETURNING a, b``."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _pony
-from ._bulk_copy import copy_allowed, copy_group, render_groups
+from ._bulk_copy import copy_allowed, copy_group, prepare_copy
 from ._bulk_exec import (
     Progress,
     Row,
@@ -91,10 +91,12 @@ def bulk_insert(
             batch = [_pony.run_before_insert(plan.entity, r) for r in batch]
         groups = insert_groups(plan, batch, done, mask_names)
         # PostgreSQL: COPY, the fastest way in, where it stores exactly what INSERT would.
-        use_copy = not return_ids and copy_allowed(plan, dialect)
-        texts = render_groups(plan, groups, batch, done) if use_copy else [None] * len(groups)
+        if copy_allowed(plan, dialect, return_ids):
+            prepared = prepare_copy(plan, dialect, groups, batch, done, return_ids)
+        else:
+            prepared = [(group, None) for group in groups]
         keys: list[Any] = [None] * len(batch) if return_ids else []
-        for group, text in zip(groups, texts, strict=True):
+        for group, text in prepared:
             if text is not None:
                 got = copy_group(plan, dialect, group, text)
             else:
