@@ -75,10 +75,15 @@ def bulk_insert(
     invalid row raises :class:`~ponykit.errors.BulkWriteError` before anything of its batch is written;
     earlier batches stay written until the session rolls back.
 
+    On PostgreSQL each batch is one ``COPY ... FROM STDIN`` where COPY stores exactly what INSERT
+    would (not for tables with rewrite rules, nor for a batch holding a value with no exact COPY text;
+    see docs/bulk.md); text holding NUL, which PostgreSQL cannot store, raises BulkWriteError.
+
     ``return_ids=True`` returns the primary keys in row order instead of a count (``RETURNING`` on
-    SQLite >= 3.35, PostgreSQL and MariaDB >= 10.5). ``progress(done, total)`` is called after each
-    batch (``total`` is None for an iterator). ``hooks=True`` runs each row through a transient object
-    and its ``before_insert`` hook first (``after_insert`` never runs), at the speed of creating objects.
+    SQLite >= 3.35 and MariaDB >= 10.5; on PostgreSQL keys taken from the key's sequence before the
+    COPY, or ``RETURNING``). ``progress(done, total)`` is called after each batch (``total`` is None
+    for an iterator). ``hooks=True`` runs each row through a transient object and its
+    ``before_insert`` hook first (``after_insert`` never runs), at the speed of creating objects.
     """
     plan, dialect, size = _start(entity, batch_size, "bulk_insert")
     db = dialect.db
@@ -133,8 +138,9 @@ def bulk_update(
 
     Each row holds the primary-key attributes and the attributes to set (or, with ``fields``, at least
     those; other keys are then ignored). Values are validated and converted as ``obj.set(**row)`` would.
-    Rows whose key does not exist are skipped (compare the returned count). Objects of the session
-    that were loaded before show the new values afterwards.
+    Rows whose key does not exist are skipped (compare the returned count), as are keys of rows of
+    another class of a single-table hierarchy. Objects of the session that were loaded before show
+    the new values afterwards.
     """
     plan, dialect, size = _start(entity, batch_size, "bulk_update")
     db = dialect.db
@@ -284,6 +290,8 @@ def bulk_delete(entity: Any, pks_or_query: Any, *, batch_size: int | None = None
     Link-table rows of many-to-many collections go too. Pony's cascade rules and ``before_delete``
     hooks do not run: rows still referenced by a foreign key make the database refuse the delete.
     Deleted objects of the session are gone afterwards (``Entity[pk]`` raises ``ObjectNotFound``).
+    On a subclass of a single-table hierarchy only rows of that class (and its subclasses) go, as
+    Pony's ``Entity[pk]`` finds only those.
     """
     plan, dialect, size = _start(entity, batch_size, "bulk_delete")
     db = dialect.db
