@@ -74,6 +74,10 @@ row_strategy = st.fixed_dictionaries(
         "stamp": st.one_of(
             st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 1, 1)), st.none()
         ),
+        "moment": st.one_of(
+            st.datetimes(min_value=datetime(1001, 1, 1), max_value=datetime(9998, 1, 1)),
+            st.datetimes(min_value=datetime(1001, 1, 1), max_value=datetime(9998, 1, 1), timezones=offsets),
+        ),
         "doc": st.one_of(json_values, st.none()),
         "ratio": st.one_of(
             st.sampled_from([-0.0, 0.0, 1e308, -1e308, 2.2250738585072014e-308]), finite, st.none()
@@ -104,6 +108,7 @@ def declare(db: Database) -> tuple[Any, Any, Any]:
             "clock": Optional(time),
             "span": Optional(timedelta),
             "stamp": Optional(datetime, 3),  # Pony rounds to milliseconds: the converter path, not inlined
+            "moment": Optional(datetime),  # ponykit stores an aware value as naive UTC (inlined path)
             "doc": Optional(Json),
             "ratio": Optional(float),
             "big": Optional(int, size=64),
@@ -156,6 +161,7 @@ EDGE_ROW = {
     "span": timedelta(days=-1, microseconds=1),
     "stamp": datetime(2024, 1, 1, 0, 0, 0, 999_999),  # Pony truncates it to milliseconds
     "seen": datetime(2024, 1, 1, 1, 0, tzinfo=timezone(timedelta(hours=5))),
+    "moment": datetime(2024, 1, 1, 1, 0, tzinfo=timezone(timedelta(hours=-3))),
     "secret": "\\\t\n",
 }
 
@@ -199,6 +205,7 @@ SPECIAL: list[dict[str, Any]] = [
     {"span": timedelta(days=999_999_999, seconds=86_399, microseconds=999_999)},
     {"clock": time(1, 2, 3, 4, tzinfo=timezone(timedelta(hours=5)))},
     {"stamp": datetime(2024, 2, 29, 23, 59, 59, 999_999)},
+    {"moment": datetime(2024, 2, 29, 23, 59, 59, 999_999, tzinfo=timezone(timedelta(hours=-11)))},
     {"doc": {"a": "\u0001\t\n\\", "é": [1.5, None, True]}},
     {"blob": bytes(range(256))},
 ]

@@ -287,7 +287,7 @@ def _with_sequence_keys(plan: RowPlan, dialect: Dialect, group: InsertGroup) -> 
     keys = sorted(r[0] for r in cursor.fetchall())
     names = tuple(n for n in plan.attrs if n in group.names or n == plan.auto_pk)
     columns = list(group.columns)
-    columns.insert(names.index(plan.auto_pk), keys)  # the auto key is one column: index by attribute
+    columns.insert(plan.columns_of(names).index(plan.pk_columns[0]), keys)
     return InsertGroup(True, names, group.positions, columns, group.count)
 
 
