@@ -284,7 +284,7 @@ def _with_sequence_keys(plan: RowPlan, dialect: Dialect, group: InsertGroup) -> 
     sequence = plan.copy_target[2]
     cursor = _pony.execute_in_session(dialect.db, dialect.next_values_sql(), (sequence, group.count))
     # Ascending, as the column default would hand them out row after row.
-    keys = sorted(r[0] for r in cursor.fetchall())
+    keys = sorted(cursor.fetchone()[0])
     names = tuple(n for n in plan.attrs if n in group.names or n == plan.auto_pk)
     columns = list(group.columns)
     columns.insert(plan.columns_of(names).index(plan.pk_columns[0]), keys)

@@ -86,8 +86,9 @@ class Dialect:
         )
 
     def next_values_sql(self) -> str:
-        """``n`` values of a sequence (parameters: its name, n)."""
-        return f"SELECT nextval({self.placeholder}) FROM generate_series(1, {self.placeholder})"
+        """``n`` values of a sequence in one array (parameters: its name, n)."""
+        p = self.placeholder
+        return f"SELECT ARRAY(SELECT nextval({p}) FROM generate_series(1, {p}))"
 
     def returning(self, columns: Sequence[str]) -> str:
         """`` RETURNING a, b``."""
