@@ -1,7 +1,8 @@
 """SQL text of the bulk statements, per backend (private helper of :mod:`ponykit.bulk`).
 
-Only quoted identifiers are ever put into the SQL text; values are always bound parameters. The
-statement shapes were chosen by measurement (``benchmarks/test_bulk.py``, ``benchmarks/results/bulk.md``):
+Only quoted identifiers are ever put into the SQL text; values are always bound parameters (or, for
+COPY, the rows of its data stream). The statement shapes were chosen by measurement
+(``benchmarks/test_bulk.py``, ``docs/performance.md``):
 
 * INSERT: ``COPY ... FROM STDIN`` on PostgreSQL (``ponykit._bulk_copy``; 4x faster than any
   parameterised INSERT there), where it stores exactly what INSERT would, else one multi-row ``VALUES``
