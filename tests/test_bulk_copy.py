@@ -361,6 +361,29 @@ def test_return_ids_are_the_keys_the_column_default_gives(db: Database, backend_
             assert not any(s.startswith("COPY") for s in statements), statements
 
 
+def test_database_errors_are_ponys_as_for_insert(db: Database) -> None:
+    """A row the database refuses (a duplicate key) raises Pony's IntegrityError on every backend, as a
+    raw INSERT through Pony (``db.execute``) does, and the session rolls the whole call back."""
+    from pony.orm.dbapiprovider import IntegrityError
+
+    class Code(db.Entity):
+        id = PrimaryKey(int)
+        label = Required(str)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    with db_session:
+        Code(id=1, label="pony")
+    table = pk._pony.quote_name(db, pk._pony.entity_info(Code).table)
+    with pytest.raises(IntegrityError), db_session:
+        db.execute(f"INSERT INTO {table} VALUES (1, 'raw')")
+    with pytest.raises(IntegrityError), db_session:
+        pk.bulk_insert(Code, [{"id": 2, "label": "a"}], batch_size=1)
+        pk.bulk_insert(Code, [{"id": 3, "label": "b"}, {"id": 1, "label": "dup"}])
+    with db_session:
+        assert select(c.id for c in Code)[:] == [1]
+
+
 def test_statements_are_counted(db: Database, backend_name: str) -> None:
     """count_queries sees every bulk statement: one COPY per batch on PostgreSQL."""
 
