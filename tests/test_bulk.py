@@ -261,13 +261,23 @@ def test_rolled_back_bulk_write_reports_nothing(s: Schema) -> None:
     assert events == []
 
 
-def test_execute_listeners_see_bulk_statements(s: Schema) -> None:
-    """Bulk statements go through Pony's provider, so execute listeners (query counting) see them."""
+def test_execute_listeners_see_bulk_statements(s: Schema, backend_name: str) -> None:
+    """Bulk statements go through Pony's provider, so execute listeners (query counting) see them:
+    COPY on PostgreSQL (after taking the keys from the sequence for return_ids), INSERT elsewhere."""
     statements: list[str] = []
     s.kit.add_execute_listener(lambda db, sql, args, seconds, error: statements.append(sql))
     with db_session:
         pk.bulk_insert(s.Tag, [{"label": "a"}, {"label": "b"}])
-    assert any(sql.startswith("INSERT") for sql in statements)
+    first = "COPY" if backend_name == "postgres" else "INSERT"
+    assert any(sql.startswith(first) for sql in statements), statements
+    statements.clear()
+    with db_session:
+        pk.bulk_insert(s.Tag, [{"label": "c"}], return_ids=True)
+    if backend_name == "postgres":
+        assert [sql.split()[0] for sql in statements] == ["SELECT", "COPY"], statements
+        assert "nextval" in statements[0]
+    else:
+        assert [sql.split()[0] for sql in statements] == ["INSERT"], statements
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
+import pony.orm.core
 import pytest
 from pony.orm import Database, Optional, Required, Set, commit, db_session, select
 from pony.orm.core import OperationWithDeletedObjectError
@@ -127,3 +129,78 @@ def test_entity_query_sql_requires_entity_queries(ents: tuple[Any, Any]) -> None
         assert sql.upper().startswith("SELECT")
         with pytest.raises(TypeError):
             _pony.entity_query_sql(select(p.name for p in pet))
+
+
+@pytest.mark.backends("postgres")  # COPY ... FROM STDIN is PostgreSQL's
+def test_copy_in_session_joins_the_transaction_and_is_reported(ents: tuple[Any, Any], db: Database) -> None:
+    """copy_in_session copies rows in the session's transaction (rolled back with it), returns the row
+    count, and execute listeners and Pony's statistics see the statement."""
+    _owner, pet = ents
+    table = _pony.quote_name(db, _pony.entity_info(pet).table)
+    cols = ", ".join(_pony.quote_name(db, c) for c in ("name", "nick"))
+    sql = f"COPY {table} ({cols}) FROM STDIN"
+    seen: list[Any] = []
+    pk.get_kit(db).add_execute_listener(lambda _db, s, args, seconds, error: seen.append((s, args, error)))
+    with pytest.raises(RuntimeError), db_session:
+        assert _pony.copy_in_session(db, sql, io.StringIO("a\t\nb\tx\\ty\n")) == 2
+        assert sorted(select((p.name, p.nick) for p in pet)) == [("a", ""), ("b", "x\ty")]
+        raise RuntimeError
+    assert seen[0] == (sql, None, None)
+    assert sql in db.local_stats
+    with db_session:
+        assert select(p for p in pet).count() == 0
+        with pytest.raises(pony.orm.core.DataError):  # Pony's own wrapper of the driver's error
+            _pony.copy_in_session(db, sql, io.StringIO("too\tmany\tcolumns\n"))
+
+
+def test_discriminator_filter_names_the_class_and_its_subclasses(db: Database) -> None:
+    """discriminator_filter gives the discriminator column and the values of a subclass and its own
+    subclasses, as Pony's criteria do; None for the root and for entities without a hierarchy."""
+
+    class Animal(db.Entity):
+        name = Required(str)
+
+    class Dog(Animal):
+        pass
+
+    class Puppy(Dog):
+        pass
+
+    class Rock(db.Entity):
+        name = Required(str)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    assert _pony.discriminator_filter(Animal) is None
+    assert _pony.discriminator_filter(Rock) is None
+    column, values = _pony.discriminator_filter(Dog) or ("", ())
+    assert column == Animal._discriminator_attr_.column
+    assert sorted(values) == ["Dog", "Puppy"]
+    assert _pony.discriminator_filter(Puppy) == (column, ("Puppy",))
+
+
+def test_encoder_source_inlines_ponykit_parameter_wrapper(db: Database) -> None:
+    """With the Database's ponykit value types, the compiled lines give what the attribute's own
+    converter gives (an aware datetime on a plain datetime attribute is stored as naive UTC)."""
+    import datetime as dt
+
+    from ponykit._bulk_rows import plan_for
+
+    class Event(db.Entity):
+        at = Required(dt.datetime)
+        label = Required(str)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    plan = plan_for(Event)
+    assert plan.param_encoders is not None
+    code, env = _pony.bulk_encoder_source(Event, Event.at, "v", "a_", plan.param_encoders)
+    assert any("is_python_value" in line for line in code)
+    aware = dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    for value in (aware, dt.datetime(2024, 1, 1, 12)):
+        namespace = dict(env, v=value)
+        exec("\n".join(code), namespace)
+        conv = Event.at.converters[0]
+        assert namespace["v"] == conv.py2sql(conv.val2dbval(conv.validate(value, None), None))
+    encode = plan.shape(("at", "label")).encode
+    assert encode({"at": aware, "label": "x"}) == (conv.py2sql(dt.datetime(2024, 1, 1, 10)), "x")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from . import _pony
 from ._bulk_rows import RowPlan, plan_for
@@ -61,18 +61,41 @@ def _flat(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
 
 
 def _encode_batch(
-    plan: RowPlan, batch: list[Row], offset: int, names: tuple[str, ...], encode: Any, op: str
+    plan: RowPlan,
+    batch: list[Row],
+    offset: int,
+    names: tuple[str, ...],
+    encode: Any,
+    op: str,
+    positions: Sequence[int] | None = None,
 ) -> list[Any]:
-    """Encode every row of a batch (all or none): a failing row raises BulkWriteError naming it."""
+    """Encode every row of a batch (all or none): a failing row raises BulkWriteError naming it.
+
+    ``positions`` are the rows' places in the caller's batch when ``batch`` is a part of it.
+    """
     try:
         return [encode(row) for row in batch]
-    except Exception:  # noqa: BLE001, S110 - converters raise anything; the loop below names the row
-        pass
+    except Exception:  # noqa: BLE001 - converters raise anything; the loop below names the row
+        _raise_row_error(plan, batch, offset, names, encode, op, positions)
+
+
+def _raise_row_error(
+    plan: RowPlan,
+    batch: list[Row],
+    offset: int,
+    names: tuple[str, ...],
+    encode: Any,
+    op: str,
+    positions: Sequence[int] | None,
+) -> NoReturn:
+    """Encode the rows of a batch that failed one by one, and raise the BulkWriteError of the first
+    that fails."""
     for index, row in enumerate(batch):
         try:
             encode(row)
         except Exception as exc:
-            raise plan.row_error(row, offset + index, names, exc, op) from exc
+            where = offset + (positions[index] if positions is not None else index)
+            raise plan.row_error(row, where, names, exc, op) from exc
     raise AssertionError("a row failed to encode once and then succeeded")
 
 
@@ -113,68 +136,18 @@ def _cached_by_pk(plan: RowPlan, db: Any) -> dict[Any, Any]:
     return found
 
 
-def _split_by_pk(plan: RowPlan, batch: list[Row], offset: int) -> Iterator[tuple[bool, list[Row]]]:
-    auto = plan.auto_pk
-    if auto is None:
-        yield True, batch
-        return
-    with_pk = [r for r in batch if isinstance(r, dict) and r.get(auto) is not None]
-    if not with_pk:
-        yield False, batch
-    elif len(with_pk) == len(batch):
-        yield True, batch
-    else:  # rare: some rows give the id; order between the two groups follows the input within each
-        yield True, with_pk
-        yield False, [r for r in batch if not (isinstance(r, dict) and r.get(auto) is not None)]
-
-
-def _insert_group(
+def _unmask(
     plan: RowPlan,
-    dialect: Dialect,
     names: tuple[str, ...],
     mask: int,
     mask_names: tuple[str, ...],
     values_list: list[tuple[Any, ...]],
-    return_ids: bool,
-    with_pk: bool,
-) -> list[Any]:
-    """Insert rows of one shape; the primary keys written (in row order when known)."""
-    db = dialect.db
-    if mask:  # Pony leaves a None column with an SQL DEFAULT out of the INSERT: so do we
-        masked = [n for b, n in enumerate(n for n in mask_names if n in names) if mask >> b & 1]
-        keep = [i for i, c in enumerate(_positions(plan, names)) if c not in masked]
-        names = tuple(n for n in names if n not in masked)
-        values_list = [tuple(v[i] for i in keep) for v in values_list]
-    columns = plan.columns_of(names)
-    pk_positions = [columns.index(c) for c in plan.pk_columns] if with_pk else []
-    if not return_ids:
-        if dialect.name in ("postgres", "sqlite") and columns:
-            # Measured: multi-row VALUES beats executemany on SQLite (~1.6x) and on PostgreSQL (one
-            # round trip per row there); PyMySQL already rewrites executemany into multi-row INSERTs.
-            per = max(1, dialect.max_params // max(len(columns), 1))
-            for chunk in _chunks(values_list, per):
-                _pony.execute_in_session(db, dialect.insert(plan.table, columns, len(chunk)), _flat(chunk))
-        elif columns:
-            _pony.execute_in_session(db, dialect.insert(plan.table, columns, 1), values_list)
-        else:
-            for _ in values_list:
-                _pony.execute_in_session(db, dialect.insert(plan.table, columns, 1), ())
-        return [_pk_of(plan, v, pk_positions) for v in values_list] if with_pk else []
-    keys: list[Any] = []
-    per = max(1, dialect.max_params // max(len(columns), 1))
-    for chunk in _chunks(values_list, per):
-        sql = dialect.insert(plan.table, columns, len(chunk)) + dialect.returning(plan.pk_columns)
-        cursor = _pony.execute_in_session(db, sql, _flat(chunk))
-        got = [r[0] if len(r) == 1 else tuple(r) for r in cursor.fetchall()]
-        if len(got) != len(chunk):
-            raise RuntimeError(
-                f"bulk_insert({plan.name}): RETURNING gave {len(got)} keys for {len(chunk)} rows"
-            )
-        if not with_pk and any(b <= a for a, b in itertools.pairwise(got)):
-            # Generated ids are handed out in row order; anything else means RETURNING order is not.
-            raise RuntimeError(f"bulk_insert({plan.name}): RETURNING did not give ids in row order")
-        keys.extend(got)
-    return keys
+) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    """Leave out the columns whose bit is set in ``mask`` (None values Pony leaves to an SQL DEFAULT)."""
+    masked = [n for b, n in enumerate(n for n in mask_names if n in names) if mask >> b & 1]
+    keep = [i for i, c in enumerate(_positions(plan, names)) if c not in masked]
+    names = tuple(n for n in names if n not in masked)
+    return names, [tuple(v[i] for i in keep) for v in values_list]
 
 
 def _positions(plan: RowPlan, names: tuple[str, ...]) -> list[str]:
@@ -243,17 +216,22 @@ def _update_group(
     db = dialect.db
     set_cols = plan.columns_of(names)
     pk_cols = plan.pk_columns
+    # A subclass of a single-table hierarchy updates only its own rows, as Pony's Entity[pk] finds only those.
+    classes = plan.class_values
+    class_filter = (plan.class_column, len(classes)) if plan.class_column else None
     if dialect.name == "sqlite":
         # executemany of a one-row UPDATE measured fastest on SQLite (a prepared statement in a C loop)
-        sql = dialect.update_one(plan.table, set_cols, pk_cols)
+        sql = dialect.update_one(plan.table, set_cols, pk_cols, class_filter)
+        if classes:
+            values = [v + classes for v in values]
         cursor = _pony.execute_in_session(db, sql, values)  # rows are encoded set values first, key last
         return int(cursor.rowcount)
     types = _pony.column_sql_types(plan.entity) if dialect.name == "postgres" else {}
-    per = max(1, dialect.max_params // (len(pk_cols) + len(set_cols)))
+    per = max(1, (dialect.max_params - len(classes)) // (len(pk_cols) + len(set_cols)))
     count = 0
     for chunk in _chunks(values, per):
-        sql = dialect.update_many(plan.table, set_cols, pk_cols, len(chunk), types)
-        count += int(_pony.execute_in_session(db, sql, _flat(chunk)).rowcount)
+        sql = dialect.update_many(plan.table, set_cols, pk_cols, len(chunk), types, class_filter)
+        count += int(_pony.execute_in_session(db, sql, _flat(chunk) + classes).rowcount)
     return count
 
 
@@ -284,10 +262,7 @@ def _upsert_group(
     db = dialect.db
     values_list = [v for _, v in items]
     if mask:
-        masked = [n for b, n in enumerate(n for n in mask_names if n in names) if mask >> b & 1]
-        keep = [i for i, c in enumerate(_positions(plan, names)) if c not in masked]
-        names = tuple(n for n in names if n not in masked)
-        values_list = [tuple(v[i] for i in keep) for v in values_list]
+        names, values_list = _unmask(plan, names, mask, mask_names, values_list)
     columns = plan.columns_of(names)
     positions = _positions(plan, names)
     key_pos = [i for i, n in enumerate(positions) if n in key]

@@ -15,10 +15,13 @@ from typing import Any
 
 from . import _pony
 from .errors import BulkWriteError, FieldError
+from .kit import find_kit
+from .types.base import param_encoders_of
 
 __all__ = ["RowPlan", "plan_for"]
 
 RowEncoder = Callable[[Any], tuple[Any, ...]]
+ColumnsEncoder = Callable[[list[Any]], list[list[Any]]]
 
 _repr = reprlib.Repr()
 _repr.maxstring = 60
@@ -36,6 +39,8 @@ class Shape:
     names: tuple[str, ...]  # attributes, in the order their columns appear in the parameters
     columns: tuple[str, ...]
     encode: RowEncoder
+    # A batch of rows to one list of values per column (shapes without a mask); raises as ``encode``.
+    encode_columns: ColumnsEncoder | None = None
 
 
 class RowPlan:
@@ -60,7 +65,20 @@ class RowPlan:
         self.discriminator = next((a.name for a in self.attrs.values() if a.is_discriminator), None)
         self.relations = frozenset(a.name for a in self.attrs.values() if a.is_relation)
         self.pk_plain = _pony.pk_is_plain(entity)
-        self._compiled: dict[tuple[tuple[str, ...], tuple[str, ...]], RowEncoder] = {}
+        # A subclass of a single-table hierarchy: its discriminator column and the bound values of its
+        # class and subclasses (Pony's own filter); statements by key touch only those rows.
+        class_filter = _pony.discriminator_filter(entity)
+        self.class_column: str | None = class_filter[0] if class_filter else None
+        self.class_values: tuple[Any, ...] = class_filter[1] if class_filter else ()
+        kit = find_kit(_pony.database_of(entity))
+        # The Database's ponykit value types: the encoders inline ponykit's query-parameter wrapper.
+        self.param_encoders = param_encoders_of(kit) if kit is not None else None
+        self._compiled: dict[
+            tuple[tuple[str, ...], tuple[str, ...]], tuple[RowEncoder, ColumnsEncoder | None]
+        ] = {}
+        # PostgreSQL: (the table takes COPY like INSERT, it has user triggers, the key's sequence or
+        # None); asked at the first insert.
+        self.copy_target: tuple[bool, bool, str | None] | None = None
 
     # -- shapes -------------------------------------------------------------------------------------
 
@@ -79,35 +97,45 @@ class RowPlan:
         ``(values, mask)`` where bit ``b`` of the mask says that ``mask_names[b]`` is None.
         """
         key = (names, mask_names)
-        encode = self._compiled.get(key)
-        if encode is None:
-            encode = self._compile(names, mask_names)
-            self._compiled[key] = encode
-        return Shape(names, self.columns_of(names), encode)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = self._compiled[key] = self._compile(names, mask_names)
+        return Shape(names, self.columns_of(names), *compiled)
 
-    def _compile(self, names: tuple[str, ...], mask_names: tuple[str, ...]) -> RowEncoder:
+    def _compile(
+        self, names: tuple[str, ...], mask_names: tuple[str, ...]
+    ) -> tuple[RowEncoder, ColumnsEncoder | None]:
         env: dict[str, Any] = {"D": _pony.BULK_DEFAULT, "known": self.known, "Unknown": UnknownAttribute}
-        lines = [
-            "def encode(row):",
-            "    if not known.issuperset(row):",
-            "        raise Unknown",
-            "    get = row.get",
-        ]
+        body = ["if not known.issuperset(row):", "    raise Unknown"]
         parts = []
         for i, name in enumerate(names):
-            code, names_env = _pony.bulk_encoder_source(self.entity, self.attrs[name].attr, f"v{i}", f"a{i}_")
+            attr = self.attrs[name].attr
+            code, names_env = _pony.bulk_encoder_source(
+                self.entity, attr, f"v{i}", f"a{i}_", self.param_encoders
+            )
             env.update(names_env)
-            lines.append(f"    v{i} = get({name!r}, D)")
-            lines.extend("    " + line for line in code)
-            parts.append(f"*v{i}" if len(self.attrs[name].columns) > 1 else f"v{i}")
+            body.append(f"v{i} = row.get({name!r}, D)")
+            body.extend(code)
+            width = len(self.attrs[name].columns)
+            parts.extend([f"v{i}[{k}]" for k in range(width)] if width > 1 else [f"v{i}"])
         values = f"({', '.join(parts)}{',' if len(parts) == 1 else ''})"
         if mask_names:
             mask = " | ".join(f"((v{names.index(n)} is None) << {b})" for b, n in enumerate(mask_names))
-            lines.append(f"    return {values}, {mask}")
+            body.append(f"return {values}, {mask}")
         else:  # the common case: no column whose None Pony leaves out, so no mask to compute
-            lines.append(f"    return {values}")
+            body.append(f"return {values}")
+        lines = ["def encode(row):", *("    " + line for line in body)]
+        if not mask_names:
+            # The same steps over a whole batch, appending to one list per column: no call and no
+            # tuple per row (allocating a tuple per row also makes the garbage collector run often).
+            lines.append("def encode_columns(rows):")
+            lines.extend(f"    c{k} = []; p{k} = c{k}.append" for k in range(len(parts)))
+            lines.append("    for row in rows:")
+            lines.extend("        " + line for line in body[:-1])
+            lines.extend(f"        p{k}({part})" for k, part in enumerate(parts))
+            lines.append(f"    return [{', '.join(f'c{k}' for k in range(len(parts)))}]")
         exec("\n".join(lines), env)  # noqa: S102 - the source is built from attribute names only
-        return env["encode"]  # type: ignore[no-any-return]
+        return env["encode"], env.get("encode_columns")
 
     # -- errors ---------------------------------------------------------------------------------------
 

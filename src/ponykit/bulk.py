@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _pony
+from ._bulk_copy import copy_allowed, copy_group, prepare_copy
 from ._bulk_exec import (
     Progress,
     Row,
@@ -28,15 +29,14 @@ from ._bulk_exec import (
     _encode_batch,
     _encode_pk,
     _flat,
-    _insert_group,
     _positions,
-    _split_by_pk,
     _start,
     _total,
     _update_group,
     _update_names,
     _upsert_group,
 )
+from ._bulk_insert import insert_group, insert_groups
 from .errors import BulkWriteError
 
 __all__ = ["UpsertResult", "bulk_delete", "bulk_insert", "bulk_update", "bulk_upsert"]
@@ -75,10 +75,15 @@ def bulk_insert(
     invalid row raises :class:`~ponykit.errors.BulkWriteError` before anything of its batch is written;
     earlier batches stay written until the session rolls back.
 
+    On PostgreSQL each batch is one ``COPY ... FROM STDIN`` where COPY stores exactly what INSERT
+    would (not for tables with rewrite rules, nor for a batch holding a value with no exact COPY text;
+    see docs/bulk.md); text holding NUL, which PostgreSQL cannot store, raises BulkWriteError.
+
     ``return_ids=True`` returns the primary keys in row order instead of a count (``RETURNING`` on
-    SQLite >= 3.35, PostgreSQL and MariaDB >= 10.5). ``progress(done, total)`` is called after each
-    batch (``total`` is None for an iterator). ``hooks=True`` runs each row through a transient object
-    and its ``before_insert`` hook first (``after_insert`` never runs), at the speed of creating objects.
+    SQLite >= 3.35 and MariaDB >= 10.5; on PostgreSQL keys taken from the key's sequence before the
+    COPY, or ``RETURNING``). ``progress(done, total)`` is called after each batch (``total`` is None
+    for an iterator). ``hooks=True`` runs each row through a transient object and its
+    ``before_insert`` hook first (``after_insert`` never runs), at the speed of creating objects.
     """
     plan, dialect, size = _start(entity, batch_size, "bulk_insert")
     db = dialect.db
@@ -89,22 +94,25 @@ def bulk_insert(
     for batch in _batches(rows, size):
         if hooks:
             batch = [_pony.run_before_insert(plan.entity, r) for r in batch]
-        groups: dict[tuple[bool, int], list[tuple[Any, ...]]] = {}
-        for with_pk, part in _split_by_pk(plan, batch, done):
-            names = plan.insert_names(with_pk)
-            masks = tuple(n for n in mask_names if n in names)
-            encoded = _encode_batch(plan, part, done, names, plan.shape(names, masks).encode, "bulk_insert")
-            if not masks:
-                groups[(with_pk, 0)] = encoded
-                continue
-            for values, mask in encoded:
-                groups.setdefault((with_pk, mask), []).append(values)
-        keys: list[Any] = []
-        for (with_pk, mask), values_list in groups.items():
-            names = plan.insert_names(with_pk)
-            keys.extend(
-                _insert_group(plan, dialect, names, mask, mask_names, values_list, return_ids, with_pk)
-            )
+        groups = insert_groups(plan, batch, done, mask_names)
+        # PostgreSQL: COPY, the fastest way in, where it stores exactly what INSERT would.
+        if copy_allowed(plan, dialect, return_ids):
+            prepared = prepare_copy(plan, dialect, groups, batch, done, return_ids)
+        else:
+            prepared = [(group, None) for group in groups]
+        keys: list[Any] = [None] * len(batch) if return_ids else []
+        for group, text in prepared:
+            if text is not None:
+                got = copy_group(plan, dialect, group, text)
+            else:
+                got = insert_group(plan, dialect, group, return_ids)
+            if not return_ids:
+                keys.extend(got)
+            elif group.positions is None:
+                keys = got
+            else:
+                for position, key in zip(group.positions, got, strict=True):
+                    keys[position] = key
         if return_ids:
             ids.extend(keys)
         done += len(batch)
@@ -130,8 +138,9 @@ def bulk_update(
 
     Each row holds the primary-key attributes and the attributes to set (or, with ``fields``, at least
     those; other keys are then ignored). Values are validated and converted as ``obj.set(**row)`` would.
-    Rows whose key does not exist are skipped (compare the returned count). Objects of the session
-    that were loaded before show the new values afterwards.
+    Rows whose key does not exist are skipped (compare the returned count), as are keys of rows of
+    another class of a single-table hierarchy. Objects of the session that were loaded before show
+    the new values afterwards.
     """
     plan, dialect, size = _start(entity, batch_size, "bulk_update")
     db = dialect.db
@@ -281,6 +290,8 @@ def bulk_delete(entity: Any, pks_or_query: Any, *, batch_size: int | None = None
     Link-table rows of many-to-many collections go too. Pony's cascade rules and ``before_delete``
     hooks do not run: rows still referenced by a foreign key make the database refuse the delete.
     Deleted objects of the session are gone afterwards (``Entity[pk]`` raises ``ObjectNotFound``).
+    On a subclass of a single-table hierarchy only rows of that class (and its subclasses) go, as
+    Pony's ``Entity[pk]`` finds only those.
     """
     plan, dialect, size = _start(entity, batch_size, "bulk_delete")
     db = dialect.db
@@ -295,13 +306,20 @@ def bulk_delete(entity: Any, pks_or_query: Any, *, batch_size: int | None = None
     cached = _cached_by_pk(plan, db)
     links = _pony.entity_info(plan.entity).link_tables
     npk = len(plan.pk_columns)
-    per = max(1, min(size, dialect.max_params // npk))
+    # A subclass of a single-table hierarchy deletes only its own rows, as Pony's Entity[pk] finds only
+    # those: a key of a row of the parent or a sibling class is left alone (and not counted).
+    classes = plan.class_values
+    class_filter = (plan.class_column, len(classes)) if plan.class_column else None
+    per = max(1, min(size, (dialect.max_params - len(classes)) // npk))
     deleted = 0
     for chunk in _chunks(raw_keys, per):
-        args = tuple(chunk) if npk == 1 else _flat(chunk)
+        args = (tuple(chunk) if npk == 1 else _flat(chunk)) + classes
         for link in links:
-            _pony.execute_in_session(db, dialect.delete_keys(link.table, link.columns, len(chunk)), args)
-        sql = dialect.delete_keys(plan.table, plan.pk_columns, len(chunk))
+            sql = dialect.delete_links(
+                link.table, link.columns, plan.table, plan.pk_columns, len(chunk), class_filter
+            )
+            _pony.execute_in_session(db, sql, args)
+        sql = dialect.delete_keys(plan.table, plan.pk_columns, len(chunk), class_filter)
         deleted += int(_pony.execute_in_session(db, sql, args).rowcount)
     _pony.forget_objects(db, [cached[k] for k in raw_keys if k in cached])
     _after_write(plan, db, raw_keys, ())

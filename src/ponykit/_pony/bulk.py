@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import threading
+import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +24,8 @@ __all__ = [
     "bulk_encoder_source",
     "bulk_value_encoder",
     "collection_attr_names",
+    "copy_in_session",
+    "discriminator_filter",
     "execute_in_session",
     "in_self_reported_statement",
     "pk_is_plain",
@@ -185,7 +191,11 @@ def bulk_value_encoder(entity: Entity, attr: Attribute) -> Callable[[Any], Any]:
 
 
 def bulk_encoder_source(
-    entity: Entity, attr: Attribute, var: str, prefix: str
+    entity: Entity,
+    attr: Attribute,
+    var: str,
+    prefix: str,
+    param_encoders: dict[type, Any] | None = None,
 ) -> tuple[list[str], dict[str, Any]]:
     """Python source lines that encode the value in variable ``var`` in place, and the names they use.
 
@@ -193,11 +203,26 @@ def bulk_encoder_source(
     raise Pony's own errors), inlined into ponykit's compiled row encoder: the per-value function calls
     are most of a bulk write's time. A check is inlined only where the converter's ``validate`` is
     Pony's own (not overridden by a subclass or a custom type), so what runs is the code Pony runs: for
-    ``StrConverter`` the autostrip and ``max_len``, for ``IntConverter`` ``min``/``max``, for
-    ``BoolConverter`` nothing for a ``bool``; other converters' ``validate`` is called directly. Then
-    ``py_check``, the required-not-empty rule, ``val2dbval`` and ``py2sql`` (when not the identity).
+    ``StrConverter`` the autostrip and ``max_len``, for ``IntConverter`` and ``DecimalConverter``
+    ``min``/``max``, for ``BoolConverter`` nothing for a ``bool``, for ``DatetimeConverter`` nothing for
+    a ``datetime`` when the precision keeps every microsecond, for ``DateConverter`` nothing for a
+    ``date``; other converters' ``validate`` is called directly. Then ``py_check``, the
+    required-not-empty rule, ``val2dbval`` and ``py2sql`` (when not the identity).
+
+    ``param_encoders`` is the Database's map of ponykit value types (``ponykit.types``): the converter
+    classes ponykit wraps for query parameters encode values of those types in ``py2sql`` and hand
+    everything else to the dialect's own ``py2sql``; the lines do the same without the wrapper's call.
     """
-    from pony.orm.dbapiprovider import BoolConverter, Converter, IntConverter, StrConverter
+    from pony.orm.dbapiprovider import (
+        BoolConverter,
+        Converter,
+        ConverterWithMicroseconds,
+        DateConverter,
+        DatetimeConverter,
+        DecimalConverter,
+        IntConverter,
+        StrConverter,
+    )
 
     slow = f"{prefix}slow"
     env: dict[str, Any] = {slow: bulk_value_encoder(entity, attr)}
@@ -223,8 +248,26 @@ def bulk_encoder_source(
             fail.append(f"{var} < {int(conv.min_val)}")
         if conv.max_val is not None:
             fail.append(f"{var} > {int(conv.max_val)}")
+    elif ct.validate is DecimalConverter.validate:
+        env[f"{prefix}Dec"] = decimal.Decimal
+        lines.append(f"if type({var}) is {prefix}Dec:")  # Decimal(val) is val itself
+        for bound, op, tag in ((conv.min_val, "<", "min"), (conv.max_val, ">", "max")):
+            if bound is not None:
+                env[f"{prefix}{tag}"] = bound
+                fail.append(f"{var} {op} {prefix}{tag}")
     elif ct.validate is BoolConverter.validate:
         lines.append(f"if type({var}) is bool:")
+    elif (
+        ct.validate is DatetimeConverter.validate
+        and ct.round_microseconds_to_precision is ConverterWithMicroseconds.round_microseconds_to_precision
+        and conv.precision is not None
+        and conv.precision >= 6
+    ):
+        env[f"{prefix}DT"] = datetime.datetime
+        lines.append(f"if type({var}) is {prefix}DT:")  # full precision: no rounding, the value itself
+    elif ct.validate is DateConverter.validate:
+        env[f"{prefix}D"] = datetime.date
+        lines.append(f"if type({var}) is {prefix}D:")
     else:
         env[f"{prefix}cv"] = conv.validate
         env[f"{prefix}safe"] = _SAFE_TYPES
@@ -240,7 +283,18 @@ def bulk_encoder_source(
     if ct.val2dbval is not Converter.val2dbval:
         env[f"{prefix}v2d"] = conv.val2dbval
         finish.append(f"{var} = {prefix}v2d({var}, None)")
-    if ct.py2sql is not Converter.py2sql:
+    py2sql = ct.py2sql
+    if vars(ct).get("_ponykit_param_converter_") and param_encoders is not None:
+        # ponykit's query-parameter wrapper (ponykit.types.base.enable_query_params), inlined.
+        env[f"{prefix}enc"] = param_encoders
+        finish.append(f"{prefix}t = {prefix}enc.get(type({var}))")
+        finish.append(f"if {prefix}t is not None and {prefix}t.is_python_value({var}):")
+        finish.append(f"    {var} = {prefix}t.to_db({var})")
+        py2sql = getattr(ct.__mro__[1], "py2sql")  # noqa: B009 - the wrapped dialect class
+        if py2sql is not Converter.py2sql:
+            env[f"{prefix}p2s"] = types.MethodType(py2sql, conv)
+            finish.append(f"{var} = {prefix}p2s({var})")
+    elif py2sql is not Converter.py2sql:
         env[f"{prefix}p2s"] = conv.py2sql
         finish.append(f"{var} = {prefix}p2s({var})")
     if fail:
@@ -333,6 +387,78 @@ def execute_in_session(db: Database, sql: str, arguments: Any) -> Any:
         return db._exec_sql(sql, arguments, start_transaction=True)
     finally:
         _statement_state.self_reported -= 1
+
+
+def copy_in_session(db: Database, sql: str, data: Any) -> int:
+    """Run ``COPY ... FROM STDIN`` reading the file-like ``data`` in the current db_session's transaction
+    (PostgreSQL, psycopg2); the number of rows copied.
+
+    The statement takes the path of :func:`execute_in_session` (``db._exec_sql``): pending changes are
+    flushed, the transaction is started, Pony's SQL log and statistics and the provider's ``execute``
+    (so ponykit's execute listeners and ``count_queries``) see it, with no arguments; a connection
+    Pony would reconnect is reconnected and the COPY run again. Only the cursor differs: its
+    ``execute`` is psycopg2's ``copy_expert``, since COPY's rows come from a file.
+    """
+    _statement_state.self_reported += 1
+    try:
+        cache = db._get_cache()
+        cache.immediate = True
+        connection = cache.prepare_connection_for_query_execution()
+        cursor = _CopyCursor(connection.cursor(), data)
+        if _core.local.debug:
+            _core.log_sql(sql)
+        provider = db.provider
+        start = time.time()  # Pony's statistics use time.time()
+        try:
+            provider.execute(cursor, sql, None, False)
+        except Exception as exc:  # noqa: BLE001 - as db._exec_sql: reconnect() re-raises what it cannot mend
+            connection = cache.reconnect(exc)
+            data.seek(0)
+            cursor = _CopyCursor(connection.cursor(), data)
+            if _core.local.debug:
+                _core.log_sql(sql)
+            start = time.time()
+            provider.execute(cursor, sql, None, False)
+        if cache.immediate:
+            cache.in_transaction = True
+        db._update_local_stat(sql, start)
+        return int(cursor.rowcount)
+    finally:
+        _statement_state.self_reported -= 1
+
+
+class _CopyCursor:
+    """Stands in for a DB-API cursor in ``provider.execute``: ``execute(sql)`` runs ``copy_expert``."""
+
+    _CHUNK = 1 << 18  # bytes psycopg2 reads from the file per call
+
+    def __init__(self, cursor: Any, data: Any) -> None:
+        self._cursor = cursor
+        self._data = data
+
+    def execute(self, sql: str, arguments: Any = None) -> None:
+        if arguments is not None:
+            raise TypeError("COPY FROM STDIN takes its rows from the file, not from arguments")
+        self._cursor.copy_expert(sql, self._data, self._CHUNK)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+def discriminator_filter(entity: Entity) -> tuple[str, tuple[Any, ...]] | None:
+    """``(column, values)`` restricting ``entity``'s table to rows of ``entity`` and its subclasses, or None.
+
+    The values are the discriminators Pony's own criteria use (``_construct_discriminator_criteria_``:
+    the entity's and every subclass's), as bound parameters. None when the entity has no discriminator
+    or is the root of its hierarchy (every row of the table is one of its objects).
+    """
+    attr = entity._discriminator_attr_
+    if attr is None or entity._root_ is entity:
+        return None
+    converter = attr.converters[0]
+    values = [entity._discriminator_, *(sub._discriminator_ for sub in entity._subclasses_)]
+    encoded = tuple(converter.py2sql(converter.val2dbval(v, None)) for v in dict.fromkeys(values))
+    return attr.column, encoded
 
 
 class _StatementState(threading.local):
