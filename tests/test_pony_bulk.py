@@ -204,3 +204,23 @@ def test_encoder_source_inlines_ponykit_parameter_wrapper(db: Database) -> None:
         assert namespace["v"] == conv.py2sql(conv.val2dbval(conv.validate(value, None), None))
     encode = plan.shape(("at", "label")).encode
     assert encode({"at": aware, "label": "x"}) == (conv.py2sql(dt.datetime(2024, 1, 1, 10)), "x")
+
+
+def test_insert_returning_support(
+    ents: tuple[Any, Any], db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every server here has RETURNING; a MySQL-numbered server does not, and return_ids says so first."""
+    assert _pony.supports_insert_returning(db)
+    version = _pony.server_version(db)
+    assert len(version) >= 2 and all(isinstance(part, int) for part in version) and version[0] >= 3
+    if _pony.dialect(db) != "mysql":
+        return
+    author = ents[0]
+    monkeypatch.setattr(db.provider, "server_version", (8, 0, 36))  # what a MySQL 8 server reports
+    assert not _pony.supports_insert_returning(db)
+    with db_session:
+        with pytest.raises(
+            pk.errors.ConfigurationError, match=r"return_ids=True\) needs INSERT \.\.\. RETURNING.*8\.0\.36"
+        ):
+            pk.bulk_insert(author, [{"name": "x"}], return_ids=True)
+        assert pk.bulk_insert(author, [{"name": "x"}]) == 1

@@ -37,7 +37,7 @@ from ._bulk_exec import (
     _upsert_group,
 )
 from ._bulk_insert import insert_group, insert_groups
-from .errors import BulkWriteError
+from .errors import BulkWriteError, ConfigurationError
 
 __all__ = ["UpsertResult", "bulk_delete", "bulk_insert", "bulk_update", "bulk_upsert"]
 
@@ -87,6 +87,13 @@ def bulk_insert(
     """
     plan, dialect, size = _start(entity, batch_size, "bulk_insert")
     db = dialect.db
+    if return_ids and not _pony.supports_insert_returning(db):
+        version = ".".join(map(str, _pony.server_version(db))) or "unknown"
+        raise ConfigurationError(
+            f"bulk_insert({plan.name}, return_ids=True) needs INSERT ... RETURNING, which this "
+            f"{_pony.dialect(db)} server (version {version}) lacks: it takes PostgreSQL, SQLite >= 3.35 "
+            "or MariaDB >= 10.5. Insert without return_ids and read the keys back by a unique key."
+        )
     total = _total(rows)
     ids: list[Any] = []
     done = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -34,6 +35,7 @@ __all__ = [
     "session_cache",
     "session_databases",
     "session_depth",
+    "supports_insert_returning",
     "wrap_provider_method",
 ]
 
@@ -57,6 +59,20 @@ def dialect(db: Database) -> str:
     return {"SQLite": "sqlite", "PostgreSQL": "postgres", "MySQL": "mysql", "Oracle": "oracle"}[
         provider.dialect
     ]
+
+
+def supports_insert_returning(db: Database) -> bool:
+    """True if ``INSERT ... RETURNING`` works here: PostgreSQL, SQLite >= 3.35, MariaDB >= 10.5.
+
+    MySQL has no RETURNING. Its versions went from 5.7 to 8 and 9, while MariaDB's started at 10, so a
+    MySQL-family server reporting 10.5 or later is a MariaDB with RETURNING.
+    """
+    family = dialect(db)
+    if family == "sqlite":
+        return sqlite3.sqlite_version_info >= (3, 35)
+    if family == "mysql":
+        return tuple(db.provider.server_version) >= (10, 5)
+    return family in ("postgres", "cockroach")
 
 
 def max_params(db: Database) -> int:

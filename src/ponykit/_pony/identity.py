@@ -196,6 +196,8 @@ def column_sql_types(entity: Entity) -> dict[str, str]:
 def server_version(db: Database) -> tuple[int, ...]:
     """The database server version Pony detected at the first connection (e.g. ``(10, 11, 19)``)."""
     version = getattr(db.provider, "server_version", None)
+    if isinstance(version, int):  # psycopg2 reports 150019 for 15.19 (and 90605 for 9.6.5)
+        return (version // 10000, version // 100 % 100, version % 100)
     return tuple(version) if version else ()
 
 
