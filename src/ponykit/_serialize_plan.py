@@ -12,6 +12,7 @@ nested objects instead of primary keys.
 from __future__ import annotations
 
 import datetime
+import inspect
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -293,13 +294,6 @@ def _indent(lines: list[str], levels: int) -> list[str]:
     return ["    " * levels + line for line in lines]
 
 
-_PARAMETERS = (
-    "only=None, exclude=None, with_collections=False, with_lazy=False, *, "
-    "related=None, depth=None, include_sensitive=False"
-)
-_ARGUMENTS = "only, exclude, with_collections, with_lazy, related, depth, include_sensitive"
-
-
 def compile_method(
     entity: Any, plan: Plan, *, for_json: bool, other_class: Callable[..., Any], general: Callable[..., Any]
 ) -> Callable[..., Any] | None:
@@ -310,8 +304,12 @@ def compile_method(
     and for ``to_json`` call ``orjson.dumps``) in one generated function: on the per-object path the calls
     between those steps cost as much as the steps. Instances of another class go to
     ``other_class(self)``; options, deleted objects and attributes not loaded yet go to
-    ``general(self, only, exclude, with_collections, with_lazy, related, depth, include_sensitive)``.
+    ``general(self, only, exclude, with_collections, with_lazy, **keyword_options)``, which checks them.
     ``plan`` must be ``entity``'s plan for the default options; None when it is not flat.
+
+    The keyword-only options arrive as ``**options``: CPython looks up the default of every keyword-only
+    parameter not passed in a dict on each call, which costs more than the empty ``options`` dict. The
+    method's ``__signature__`` is ``other_class``'s, for introspection.
     """
     namespace: dict[str, Any] = {
         "_entity": entity,
@@ -331,26 +329,28 @@ def compile_method(
     namespace.update(read_names)
     name = "to_json" if for_json else "to_dict"
     source = [
-        f"def {name}(self, {_PARAMETERS}):",
-        "    if (only is None and exclude is None and related is None and depth is None",
-        "            and not with_collections and not with_lazy and not include_sensitive):",
-        "        if type(self) is not _entity:",
-        "            return _other_class(self)",
-        *_indent(read_lines, 2),
-        "        if vals is not None:",
-        "            try:",
-        *_indent(statements, 4),
-        f"                out = {display}",
-        "            except _fallback:  # an attribute is not loaded yet: the general path loads it",
-        "                pass",
-        "            else:",
-        *_indent(mark_lines, 4),
-        f"                return {'_dumps(out, None, _newline)[_but_last]' if for_json else 'out'}",
-        f"    return _general(self, {_ARGUMENTS})",
+        f"def {name}(self, only=None, exclude=None, with_collections=False, with_lazy=False, **options):",
+        "    if only is not None or exclude is not None or with_collections or with_lazy or options:",
+        "        return _general(self, only, exclude, with_collections, with_lazy, **options)",
+        "    if type(self) is not _entity:",
+        "        return _other_class(self)",
+        *_indent(read_lines, 1),
+        "    if vals is not None:",
+        "        try:",
+        *_indent(statements, 3),
+        f"            out = {display}",
+        "        except _fallback:  # an attribute is not loaded yet: the general path loads it",
+        "            pass",
+        "        else:",
+        *_indent(mark_lines, 3),
+        f"            return {'_dumps(out, None, _newline)[_but_last]' if for_json else 'out'}",
+        "    return _general(self, None, None, False, False)",
     ]
     exec("\n".join(source), namespace)  # noqa: S102 - source built from attribute names checked in _display
     method: Callable[..., Any] = namespace[name]
     method.__qualname__ = f"{entity.__name__}.{name}"
+    method.__doc__ = other_class.__doc__
+    method.__signature__ = inspect.signature(other_class)  # type: ignore[attr-defined]
     method.__ponykit_entity__ = entity  # type: ignore[attr-defined]
     return method
 

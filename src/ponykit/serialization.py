@@ -235,7 +235,14 @@ class Serializable:
             if method is not None:
                 return method(self)  # type: ignore[no-any-return]
         return _general_to_dict(
-            self, only, exclude, with_collections, with_lazy, related, depth, include_sensitive
+            self,
+            only,
+            exclude,
+            with_collections,
+            with_lazy,
+            related=related,
+            depth=depth,
+            include_sensitive=include_sensitive,
         )
 
     def to_json(
@@ -261,7 +268,14 @@ class Serializable:
             if method is not None:
                 return method(self)  # type: ignore[no-any-return]
         return _general_to_json(
-            self, only, exclude, with_collections, with_lazy, related, depth, include_sensitive
+            self,
+            only,
+            exclude,
+            with_collections,
+            with_lazy,
+            related=related,
+            depth=depth,
+            include_sensitive=include_sensitive,
         )
 
     @classmethod
@@ -291,13 +305,14 @@ class Serializable:
 
 def _general_to_dict(
     obj: Any,
-    only: Names,
-    exclude: Names,
-    with_collections: bool,
-    with_lazy: bool,
-    related: Any,
-    depth: int | None,
-    include_sensitive: bool,
+    only: Names = None,
+    exclude: Names = None,
+    with_collections: bool = False,
+    with_lazy: bool = False,
+    *,
+    related: Any = None,
+    depth: int | None = None,
+    include_sensitive: bool = False,
 ) -> dict[str, Any]:
     options = _options(only, exclude, with_collections, with_lazy, related, depth, include_sensitive)
     return _one(obj, options)
@@ -305,13 +320,14 @@ def _general_to_dict(
 
 def _general_to_json(
     obj: Any,
-    only: Names,
-    exclude: Names,
-    with_collections: bool,
-    with_lazy: bool,
-    related: Any,
-    depth: int | None,
-    include_sensitive: bool,
+    only: Names = None,
+    exclude: Names = None,
+    with_collections: bool = False,
+    with_lazy: bool = False,
+    *,
+    related: Any = None,
+    depth: int | None = None,
+    include_sensitive: bool = False,
 ) -> bytes:
     options = _options(only, exclude, with_collections, with_lazy, related, depth, include_sensitive)
     return dumps_one(_one(obj, options, for_json=True))

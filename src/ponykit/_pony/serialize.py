@@ -243,13 +243,17 @@ def output_values_source(obj: str, vals: str, bits: str) -> tuple[list[str], lis
     deleted object. The mark lines record the reads of the attributes in ``bits`` (the name of the
     integer from :func:`read_bits`); run them only once every one of those attributes was found in
     ``vals``, as Pony records a read only after the value is loaded. Lines are at indentation 0; they
-    also use ``_pk_cache``, ``_pk_wbits``, ``_pk_rbits`` and the namespace's names.
+    also use ``_pk_cache``, ``_pk_status``, ``_pk_wbits``, ``_pk_rbits`` and the namespace's names.
     """
     read = [
         f"_pk_cache = {obj}._session_cache_",
         "if _pk_cache is not None and _pk_cache.modified and _pk_cache.is_alive:",
         "    _pk_cache.flush()",
-        f"{vals} = None if {obj}._status_ in _pk_deleted_statuses else {obj}._vals_",
+        # "loaded" first, by identity (Pony assigns interned literals; a miss only costs the set lookup)
+        f"_pk_status = {obj}._status_",
+        f"{vals} = (",
+        f"    {obj}._vals_ if _pk_status is _pk_loaded or _pk_status not in _pk_deleted_statuses else None",
+        ")",
     ]
     # rbits |= bits & ~wbits, as mark_read; the common cases skip the integer operations: an object
     # already marked with exactly these bits (the same int object), and a fresh one (nothing read or
@@ -263,4 +267,4 @@ def output_values_source(obj: str, vals: str, bits: str) -> tuple[list[str], lis
         f"            {bits} if not (_pk_rbits or _pk_wbits) else _pk_rbits | ({bits} & ~_pk_wbits)",
         "        )",
     ]
-    return read, mark, {"_pk_deleted_statuses": _core.del_statuses}
+    return read, mark, {"_pk_deleted_statuses": _core.del_statuses, "_pk_loaded": "loaded"}
