@@ -241,6 +241,27 @@ def test_subclasses_and_overrides(db: Database) -> None:
         assert "to_json" in Own.__dict__ and Own.__dict__["to_json"].__qualname__.endswith("Own.to_json")
 
 
+def test_declaring_sensitive_later_applies_to_cached_plans(m: Any) -> None:
+    """A sensitivity declaration made after objects were serialized takes effect at once, in the
+    generated methods, in plans cached by options and in nested plans of other entities.
+    """
+    from ponykit.security import sensitive
+
+    with db_session:
+        author, book = m.Author[1], m.Book[1]
+        for _ in range(2):
+            assert author.to_json() == AUTHOR_1
+            assert author.to_dict(exclude=["id"]) == {"name": "Ann", "secret_note": "n"}
+            assert book.to_dict(only=["id"], related=["author"])["author"]["name"] == "Ann"
+        sensitive(m.Author.name)
+        assert author.to_json() == b'{"id":1,"secret_note":"n"}'
+        assert author.to_dict() == {"id": 1, "secret_note": "n"}
+        assert author.to_dict(exclude=["id"]) == {"secret_note": "n"}
+        assert "name" not in book.to_dict(only=["id"], related=["author"])["author"]
+        assert "name" not in orjson.loads(pk.to_json(select(a for a in m.Author)))[0]
+        assert author.to_dict(only=["name"]) == {"name": "Ann"}  # still there when asked for by name
+
+
 def test_generated_methods_keep_the_mixin_signature(m: Any) -> None:
     """The generated methods take the mixin's parameters and reject others the same way."""
     with db_session:

@@ -135,6 +135,34 @@ def _freeze(value: Any) -> Any:
 _plans: weakref.WeakKeyDictionary[Any, dict[Any, Plan]] = weakref.WeakKeyDictionary()
 _plans_lock = threading.Lock()
 DEFAULT_PLAN = "_ponykit_default_plan_"
+CALL_PLANS = "_ponykit_call_plans_"  # serialization's per-class cache of plans by call arguments
+# Entity classes holding a DEFAULT_PLAN, CALL_PLANS or generated methods, for forget_plans.
+_holders: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def remember(entity: Any) -> None:
+    """Note that ``entity`` now holds cached plans or generated methods (see :func:`forget_plans`)."""
+    _holders.add(entity)
+
+
+def forget_plans() -> None:
+    """Drop every cached plan and generated method; the next serialization builds them again.
+
+    A sensitivity declaration changes what plans leave out (nested plans included), and a plan built
+    before it must not go on serializing the attribute, so ``ponykit.security.sensitive`` calls this.
+    Declarations are rare, so everything is dropped.
+    """
+    with _plans_lock:
+        _plans.clear()
+        for entity in list(_holders):
+            for name in (DEFAULT_PLAN, CALL_PLANS):
+                if name in entity.__dict__:
+                    delattr(entity, name)
+            for name in ("to_json", "to_dict"):
+                generic = getattr(entity.__dict__.get(name), "__ponykit_generic__", None)
+                if generic is not None:
+                    setattr(entity, name, generic)
+        _holders.clear()
 
 
 def plan_for(entity: Any, options: Mapping[str, Any]) -> Plan:
@@ -157,6 +185,7 @@ def plan_for(entity: Any, options: Mapping[str, Any]) -> Plan:
         _plans.setdefault(entity, {})[key] = plan
     if not options:
         setattr(entity, DEFAULT_PLAN, plan)  # the common case skips the cache lookup
+        remember(entity)
     return plan
 
 
@@ -352,6 +381,7 @@ def compile_method(
     method.__doc__ = other_class.__doc__
     method.__signature__ = inspect.signature(other_class)  # type: ignore[attr-defined]
     method.__ponykit_entity__ = entity  # type: ignore[attr-defined]
+    method.__ponykit_generic__ = other_class  # type: ignore[attr-defined]
     return method
 
 

@@ -31,7 +31,7 @@ from ._from_dict import from_dict as _from_dict
 from ._from_dict import update_from as _update_from
 from ._schema import document_schema
 from ._serialize_fast import eligible, rows_to_dicts
-from ._serialize_plan import compile_method, dumps_one, plan_for, serialize
+from ._serialize_plan import CALL_PLANS, compile_method, dumps_one, plan_for, remember, serialize
 from .security.sensitive import is_sensitive, mask
 
 __all__ = ["Serializable", "from_dict", "json_schema", "to_dict", "to_json"]
@@ -75,6 +75,49 @@ def _options(
     if include_sensitive:
         options["include_sensitive"] = True
     return options
+
+
+_CALL_PLANS_MAX = 256  # per entity class: calls with ever new option values must not grow it forever
+
+
+def _call_plan(
+    entity: Any,
+    only: Names,
+    exclude: Names,
+    with_collections: bool,
+    with_lazy: bool,
+    related: Any,
+    depth: int | None,
+    include_sensitive: bool,
+) -> Any:
+    """``plan_for(entity, options)`` for the options of one method call, cached on the entity class by
+    the arguments themselves: normalizing and freezing the options costs several times the
+    serialization of a small object. ``related=`` (a mapping) takes the general lookup.
+    """
+    key: tuple[Any, ...] | None = None
+    cache: dict[tuple[Any, ...], Any] | None = None
+    if related is None:
+        if only is not None and not isinstance(only, str):
+            only = tuple(only)  # the key and the plan see the same names in the same order
+        if exclude is not None and not isinstance(exclude, str):
+            exclude = tuple(exclude)
+        key = (only, exclude, bool(with_collections), bool(with_lazy), depth, bool(include_sensitive))
+        cache = entity.__dict__.get(CALL_PLANS)
+        if cache is None:
+            cache = {}
+            setattr(entity, CALL_PLANS, cache)
+            remember(entity)
+        try:
+            return cache[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable value: the general lookup reports what is wrong with it
+            key = None
+    options = _options(only, exclude, with_collections, with_lazy, related, depth, include_sensitive)
+    plan = plan_for(entity, options)
+    if key is not None and cache is not None and len(cache) < _CALL_PLANS_MAX:
+        cache[key] = plan
+    return plan
 
 
 def _one(obj: Any, options: dict[str, Any], *, for_json: bool = False) -> dict[str, Any]:
@@ -314,8 +357,11 @@ def _general_to_dict(
     depth: int | None = None,
     include_sensitive: bool = False,
 ) -> dict[str, Any]:
-    options = _options(only, exclude, with_collections, with_lazy, related, depth, include_sensitive)
-    return _one(obj, options)
+    plan = _call_plan(
+        type(obj), only, exclude, with_collections, with_lazy, related, depth, include_sensitive
+    )
+    _pony.flush_if_dirty(obj)
+    return serialize(obj, plan)
 
 
 def _general_to_json(
@@ -329,8 +375,11 @@ def _general_to_json(
     depth: int | None = None,
     include_sensitive: bool = False,
 ) -> bytes:
-    options = _options(only, exclude, with_collections, with_lazy, related, depth, include_sensitive)
-    return dumps_one(_one(obj, options, for_json=True))
+    plan = _call_plan(
+        type(obj), only, exclude, with_collections, with_lazy, related, depth, include_sensitive
+    )
+    _pony.flush_if_dirty(obj)
+    return dumps_one(serialize(obj, plan, for_json=True))
 
 
 # The mixin's own methods, and the general path each generated method falls back to.
@@ -360,4 +409,5 @@ def _default_method(cls: Any, name: str) -> Any:
     )
     if method is not None:
         setattr(cls, name, method)
+        remember(cls)
     return method
