@@ -1,4 +1,5 @@
-"""Serialization (ponykit.serialization): attribute listing, raw rows of a query."""
+"""Serialization (ponykit.serialization): attribute listing, raw rows of a query, reading an object's
+loaded values and recording those reads as Pony's attribute access does."""
 
 from __future__ import annotations
 
