@@ -108,6 +108,47 @@ def _iso_dumper(kind: Any) -> Dump:
     return dump
 
 
+def _point_index(quantum: Decimal) -> int | None:
+    """Where ``str()`` puts the point of a Decimal already at ``quantum``'s scale (``-3`` for ``0.01``).
+
+    ``str(v.quantize(q))`` costs three times ``str(v)``, and values loaded from the database are at the
+    attribute's scale already. ``str(v)`` has its point at this index exactly when it is that text:
+    scientific notation (``1.2E+5``) puts at least four characters after a point, so for scales 1 to 3
+    a point there means plain notation with the scale's digits. Larger scales get None (no shortcut).
+    """
+    exponent = quantum.as_tuple().exponent
+    if isinstance(exponent, int) and -3 <= exponent <= -1:
+        return exponent - 1
+    return None
+
+
+def _decimal_dumper(quantum: Decimal) -> Dump:
+    point = _point_index(quantum)
+    if point is None:
+        return lambda v: str(v.quantize(quantum))
+    end = point + 1
+
+    def dump(v: Decimal) -> str:
+        text = str(v)
+        return text if text[point:end] == "." else str(v.quantize(quantum))
+
+    return dump
+
+
+def decimal_expression(var: str, const: str, quantum: Decimal, *, may_raise: bool = False) -> str:
+    """An expression over Decimal ``var`` giving ``str(var.quantize(const))``, where name ``const`` holds
+    ``quantum``: ``str(var)`` when that is already at the scale (see :func:`_point_index`). It assigns
+    the name ``<const>_text``. With ``may_raise`` it indexes instead of slicing (cheaper, no slice
+    object) and raises IndexError for texts shorter than the scale: the caller falls back to the dumper.
+    """
+    point = _point_index(quantum)
+    if point is None:
+        return f"str({var}.quantize({const}))"
+    text = f"{const}_text"
+    probe = f"[{point}]" if may_raise else f"[{point}:{point + 1}]"
+    return f"({text} if ({text} := str({var})){probe} == '.' else str({var}.quantize({const})))"
+
+
 def identity(v: Any) -> Any:
     """The value itself (the rule of types whose values are already JSON-safe)."""
     return v
@@ -129,7 +170,7 @@ def value_dumper(attr: Any) -> Dump:
         quantum = _pony.decimal_quantum(attr)
         if quantum is None:
             return str
-        return lambda v: str(v.quantize(quantum))
+        return _decimal_dumper(quantum)
     if py_type in (dt.datetime, dt.date, dt.time):
         return _iso_dumper(py_type)
     if py_type is dt.timedelta:
@@ -159,7 +200,8 @@ def _is_json_type(py_type: Any) -> bool:
 def inline_expression(attr: Any, var: str, const: str, *, native: bool = False) -> tuple[str, Any] | None:
     """``(python expression over variable var, value of name const)`` doing what the dumper of ``attr``
     does, for the generated per-plan functions; None when the dumper must be called. With ``native``
-    the expression may leave naive datetimes, dates and UUIDs as they are, for orjson to write.
+    the expression may leave naive datetimes, dates and UUIDs as they are, for orjson to write. The
+    expression may raise IndexError where the dumper would not: on it, call the dumper.
     """
     py_type = attr.py_type
     if custom_codec(py_type) is not None:
@@ -167,7 +209,7 @@ def inline_expression(attr: Any, var: str, const: str, *, native: bool = False) 
     if py_type is Decimal:
         quantum = _pony.decimal_quantum(attr)
         if quantum is not None:
-            return f"str({var}.quantize({const}))", quantum
+            return decimal_expression(var, const, quantum, may_raise=True), quantum
         return f"str({var})", None
     if native and py_type is dt.datetime:
         return (
@@ -236,7 +278,7 @@ def raw_inline(attr: Any, converter: Any, var: str, const: str) -> tuple[str, An
     if quantum is None or name is None:
         return None
     if name == "DecimalConverter":  # PG and MySQL: the driver gives Decimal
-        return f"str({var}.quantize({const}))", quantum
+        return decimal_expression(var, const, quantum), quantum
     if name == "SQLiteDecimalConverter":  # Pony decodes Decimal(str(raw)).quantize(exp)
         return f"str(_Decimal(str({var})).quantize({const}))", quantum
     return None

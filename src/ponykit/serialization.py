@@ -31,8 +31,7 @@ from ._from_dict import from_dict as _from_dict
 from ._from_dict import update_from as _update_from
 from ._schema import document_schema
 from ._serialize_fast import eligible, rows_to_dicts
-from ._serialize_plan import DEFAULT_PLAN as _DEFAULT_PLAN
-from ._serialize_plan import plan_for, serialize
+from ._serialize_plan import CALL_PLANS, compile_method, dumps_one, plan_for, remember, serialize
 from .security.sensitive import is_sensitive, mask
 
 __all__ = ["Serializable", "from_dict", "json_schema", "to_dict", "to_json"]
@@ -76,6 +75,49 @@ def _options(
     if include_sensitive:
         options["include_sensitive"] = True
     return options
+
+
+_CALL_PLANS_MAX = 256  # per entity class: calls with ever new option values must not grow it forever
+
+
+def _call_plan(
+    entity: Any,
+    only: Names,
+    exclude: Names,
+    with_collections: bool,
+    with_lazy: bool,
+    related: Any,
+    depth: int | None,
+    include_sensitive: bool,
+) -> Any:
+    """``plan_for(entity, options)`` for the options of one method call, cached on the entity class by
+    the arguments themselves: normalizing and freezing the options costs several times the
+    serialization of a small object. ``related=`` (a mapping) takes the general lookup.
+    """
+    key: tuple[Any, ...] | None = None
+    cache: dict[tuple[Any, ...], Any] | None = None
+    if related is None:
+        if only is not None and not isinstance(only, str):
+            only = tuple(only)  # the key and the plan see the same names in the same order
+        if exclude is not None and not isinstance(exclude, str):
+            exclude = tuple(exclude)
+        key = (only, exclude, bool(with_collections), bool(with_lazy), depth, bool(include_sensitive))
+        cache = entity.__dict__.get(CALL_PLANS)
+        if cache is None:
+            cache = {}
+            setattr(entity, CALL_PLANS, cache)
+            remember(entity)
+        try:
+            return cache[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable value: the general lookup reports what is wrong with it
+            key = None
+    options = _options(only, exclude, with_collections, with_lazy, related, depth, include_sensitive)
+    plan = plan_for(entity, options)
+    if key is not None and cache is not None and len(cache) < _CALL_PLANS_MAX:
+        cache[key] = plan
+    return plan
 
 
 def _one(obj: Any, options: dict[str, Any], *, for_json: bool = False) -> dict[str, Any]:
@@ -142,7 +184,7 @@ def to_json(
     """
     options = _options(only, exclude, with_collections, with_lazy, related, depth, include_sensitive)
     if _pony.is_entity_instance(query_or_objects):
-        return orjson.dumps(_one(query_or_objects, options, for_json=True))
+        return dumps_one(_one(query_or_objects, options, for_json=True))
     query, entity, limit, offset = _pony.query_parts(query_or_objects)
     if query is not None and entity is not None and fast is not False:
         plan = plan_for(entity, options)
@@ -225,8 +267,26 @@ class Serializable:
         include_sensitive: bool = False,
     ) -> dict[str, Any]:
         """This object as a dict of JSON-safe values; see the module documentation for the options."""
-        options = _options(only, exclude, with_collections, with_lazy, related, depth, include_sensitive)
-        return _one(self, options)
+        if (
+            only is None
+            and exclude is None
+            and related is None
+            and depth is None
+            and not (with_collections or with_lazy or include_sensitive)
+        ):
+            method = _default_method(type(self), "to_dict")
+            if method is not None:
+                return method(self)  # type: ignore[no-any-return]
+        return _general_to_dict(
+            self,
+            only,
+            exclude,
+            with_collections,
+            with_lazy,
+            related=related,
+            depth=depth,
+            include_sensitive=include_sensitive,
+        )
 
     def to_json(
         self,
@@ -247,17 +307,19 @@ class Serializable:
             and depth is None
             and not (with_collections or with_lazy or include_sensitive)
         ):
-            # The per-object hot path: no option parsing, no plan lookup, one generated function.
-            plan = type(self).__dict__.get(_DEFAULT_PLAN)
-            if plan is not None and plan.json_fn is not None:
-                values = _pony.values_for_output(self)
-                if values is not None:
-                    try:
-                        return orjson.dumps(plan.json_fn(values))
-                    except KeyError:  # an attribute is not loaded yet; the general path loads it
-                        pass
-        options = _options(only, exclude, with_collections, with_lazy, related, depth, include_sensitive)
-        return orjson.dumps(_one(self, options, for_json=True))
+            method = _default_method(type(self), "to_json")
+            if method is not None:
+                return method(self)  # type: ignore[no-any-return]
+        return _general_to_json(
+            self,
+            only,
+            exclude,
+            with_collections,
+            with_lazy,
+            related=related,
+            depth=depth,
+            include_sensitive=include_sensitive,
+        )
 
     @classmethod
     def from_dict(cls, data: Any, *, allow: Names = None) -> Any:
@@ -282,3 +344,70 @@ class Serializable:
         if any(is_sensitive(a) for a in pk_attrs):
             return f"{type(self).__name__}[{mask(self)}]"
         return text
+
+
+def _general_to_dict(
+    obj: Any,
+    only: Names = None,
+    exclude: Names = None,
+    with_collections: bool = False,
+    with_lazy: bool = False,
+    *,
+    related: Any = None,
+    depth: int | None = None,
+    include_sensitive: bool = False,
+) -> dict[str, Any]:
+    plan = _call_plan(
+        type(obj), only, exclude, with_collections, with_lazy, related, depth, include_sensitive
+    )
+    _pony.flush_if_dirty(obj)
+    return serialize(obj, plan)
+
+
+def _general_to_json(
+    obj: Any,
+    only: Names = None,
+    exclude: Names = None,
+    with_collections: bool = False,
+    with_lazy: bool = False,
+    *,
+    related: Any = None,
+    depth: int | None = None,
+    include_sensitive: bool = False,
+) -> bytes:
+    plan = _call_plan(
+        type(obj), only, exclude, with_collections, with_lazy, related, depth, include_sensitive
+    )
+    _pony.flush_if_dirty(obj)
+    return dumps_one(serialize(obj, plan, for_json=True))
+
+
+# The mixin's own methods, and the general path each generated method falls back to.
+_GENERIC = {name: Serializable.__dict__[name] for name in ("to_dict", "to_json")}
+_GENERAL = {"to_dict": _general_to_dict, "to_json": _general_to_json}
+
+
+def _default_method(cls: Any, name: str) -> Any:
+    """``cls``'s generated ``to_dict``/``to_json`` for the default options, put on the class the first time.
+
+    Per-object serialization without options is the hot case: the generated method does it in one
+    function (see ``compile_method``), and being the class attribute it is what ``obj.to_json()`` finds
+    from then on. None when the class has a method of its own there (a user's override is never
+    replaced) or its default plan is not flat.
+    """
+    current = getattr(cls, name, None)
+    owner = getattr(current, "__ponykit_entity__", None)
+    if owner is cls:
+        return current
+    if owner is None and current is not _GENERIC[name]:
+        return None
+    plan = plan_for(cls, _NO_OPTIONS)
+    if plan.json_fn is None:
+        return None
+    method = compile_method(
+        cls, plan, for_json=name == "to_json", other_class=_GENERIC[name], general=_GENERAL[name]
+    )
+    if method is not None:
+        setattr(cls, name, method)
+        remember(cls)
+    return method

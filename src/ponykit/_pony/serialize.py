@@ -1,11 +1,14 @@
-"""Serialization (ponykit.serialization): attribute listing, raw rows of a query."""
+"""Serialization (ponykit.serialization): attribute listing, raw rows of a query, reading an object's
+loaded values and recording those reads as Pony's attribute access does."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from typing import Any
 
 import pony.orm.core as _core
+import pony.orm.dbapiprovider as _dbapiprovider
 
 from ._typing import Attribute, Entity
 
@@ -17,14 +20,16 @@ __all__ = [
     "find_by_raw_pk",
     "flush_if_dirty",
     "loaded_values",
+    "mark_read",
+    "output_values_source",
     "pony_repr",
     "query_entity_rows",
     "query_parts",
     "raw_pk_leaf_attributes",
     "raw_pk_of",
+    "read_bits",
     "untracked",
     "validate_attribute",
-    "values_for_output",
 ]
 
 
@@ -192,11 +197,75 @@ def loaded_values(obj: Any) -> dict[Any, Any] | None:
     return obj._vals_  # type: ignore[no-any-return]
 
 
-def values_for_output(obj: Any) -> dict[Any, Any] | None:
-    """:func:`flush_if_dirty` then :func:`loaded_values`, in one call (the per-object serialization path)."""
-    cache = obj._session_cache_
-    if cache is not None and cache.is_alive and cache.modified:
-        cache.flush()
-    if obj._status_ in _core.del_statuses:
-        return None
-    return obj._vals_  # type: ignore[no-any-return]
+def read_bits(entity: Entity, attrs: Iterable[Attribute]) -> int:
+    """The read bits of ``attrs`` on instances of ``entity``, for :func:`mark_read`.
+
+    Pony records every attribute read through ``attr.__get__`` in the object's read bits; an update of
+    the object later in the transaction then checks that those columns still hold what was read
+    (optimistic concurrency). Primary keys, collections and volatile attributes have no bit.
+
+    Two kinds of attribute are left out, because Pony 0.7.20's check of them fails the next update of
+    the object (as it does after Pony's own ``to_dict``), so serializing must not arm it: ``Json`` on
+    the MySQL provider (``CAST(... AS JSON)``, a syntax error on MariaDB) and ``time`` on SQLite (read
+    back as text, which its converter cannot write).
+    """
+    bits = entity._bits_except_volatile_
+    dialect = entity._database_.provider.dialect
+    return sum(bits.get(attr, 0) for attr in attrs if not _check_fails(attr, dialect))
+
+
+def _check_fails(attr: Attribute, dialect: str) -> bool:
+    converter = attr.converters[0] if attr.converters else None
+    if dialect == "MySQL":
+        return isinstance(converter, _dbapiprovider.JsonConverter)
+    if dialect == "SQLite":
+        return isinstance(converter, _dbapiprovider.TimeConverter)
+    return False
+
+
+def mark_read(obj: Any, bits: int) -> None:
+    """Record reads of the attributes in ``bits`` (from :func:`read_bits`), as Pony's attribute access does.
+
+    Serializers read loaded values straight from :func:`loaded_values`; without this, a later update of
+    the object would skip the optimistic checks Pony makes after ``to_dict`` or plain attribute reads.
+    Call it only for attributes that are loaded (Pony assumes a read attribute has a database value).
+    """
+    wbits = obj._wbits_
+    if wbits is not None:  # None for objects created in this session: Pony tracks nothing for them
+        obj._rbits_ |= bits & ~wbits
+
+
+def output_values_source(obj: str, vals: str, bits: str) -> tuple[list[str], list[str], dict[str, Any]]:
+    """``(read lines, mark lines, namespace)``: :func:`flush_if_dirty` with :func:`loaded_values`, and
+    :func:`mark_read`, as source for the generated per-entity serializers (on the per-object path the
+    calls cost more than the rest of a small object's serialization).
+
+    After the read lines, variable ``vals`` holds the loaded values of instance ``obj``, or None for a
+    deleted object. The mark lines record the reads of the attributes in ``bits`` (the name of the
+    integer from :func:`read_bits`); run them only once every one of those attributes was found in
+    ``vals``, as Pony records a read only after the value is loaded. Lines are at indentation 0; they
+    also use ``_pk_cache``, ``_pk_status``, ``_pk_wbits``, ``_pk_rbits`` and the namespace's names.
+    """
+    read = [
+        f"_pk_cache = {obj}._session_cache_",
+        "if _pk_cache is not None and _pk_cache.modified and _pk_cache.is_alive:",
+        "    _pk_cache.flush()",
+        # "loaded" first, by identity (Pony assigns interned literals; a miss only costs the set lookup)
+        f"_pk_status = {obj}._status_",
+        f"{vals} = (",
+        f"    {obj}._vals_ if _pk_status is _pk_loaded or _pk_status not in _pk_deleted_statuses else None",
+        ")",
+    ]
+    # rbits |= bits & ~wbits, as mark_read; the common cases skip the integer operations: an object
+    # already marked with exactly these bits (the same int object), and a fresh one (nothing read or
+    # written yet)
+    mark = [
+        f"_pk_wbits = {obj}._wbits_",
+        "if _pk_wbits is not None:",
+        f"    _pk_rbits = {obj}._rbits_",
+        f"    if _pk_rbits is not {bits}:",
+        f"        {obj}._rbits_ = (",
+        f"            {bits} if not (_pk_rbits or _pk_wbits) else _pk_rbits | ({bits} & ~_pk_wbits)",
+        "        )",
+    ]
+    return read, mark, {"_pk_deleted_statuses": _core.del_statuses, "_pk_loaded": "loaded"}

@@ -58,6 +58,10 @@ def _declare(entity: Any, names: tuple[str, ...]) -> None:
                 f"declare only attributes it has ({', '.join(sorted(known))})"
             )
     setattr(entity, _DECLARED, current | frozenset(names))
+    # Serialization plans built before this declaration would still include these attributes.
+    from .._serialize_plan import forget_plans
+
+    forget_plans()
 
 
 @overload
