@@ -225,7 +225,12 @@ def test_serialization_ratios(bench_env: Any, request: Any) -> None:
     try:
         entity_best = dict.fromkeys(runs, float("inf"))
         # Interleaved, best of 31, collector paused inside each timed run (for both contenders alike):
-        # the machine's load and the collector's timing are noise, not the cost being compared.
+        # the machine's load and the collector's timing are noise, not the cost being compared. The heap
+        # as it stands (the loaded objects, everything earlier benchmarks left) is frozen first, as
+        # long-running servers do with gc.freeze(): a full collection before each run would otherwise walk
+        # it all and leave every cache cold, a cost that depends on the size of this process's heap.
+        gc.collect()
+        gc.freeze()
         for _ in range(31):
             for name, run in runs.items():
                 gc.collect()
@@ -237,6 +242,7 @@ def test_serialization_ratios(bench_env: Any, request: Any) -> None:
                 finally:
                     gc.enable()
     finally:
+        gc.unfreeze()
         close()
     speedup = entity_best["pony"] / entity_best["ponykit"]
     print({k: f"{v * 1e3:.2f} ms" for k, v in entity_best.items()})
