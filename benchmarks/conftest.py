@@ -306,6 +306,22 @@ class BenchEnv:
         finally:
             cur.close()
 
+    def raw_values(self, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        """``rows`` as the raw driver binds them, in ``COLUMNS`` order (SQLite gets Pony's text forms)."""
+        if self.provider == "sqlite":
+            return [
+                (
+                    r["name"],
+                    r["qty"],
+                    str(r["price"]),
+                    _sqlite_datetime(r["created"]),
+                    int(r["active"]),
+                    r["note"],
+                )
+                for r in rows
+            ]
+        return [tuple(r[c] for c in COLUMNS) for r in rows]
+
     def seed(self, n: int, *, truncate: bool = True) -> int:
         """Insert ``rows(n)`` through the raw driver in one transaction (after ``truncate()`` by default).
 
@@ -320,18 +336,8 @@ class BenchEnv:
         conn = self.admin()
         cur = conn.cursor()
         try:
+            values = self.raw_values(rows)
             if self.provider == "sqlite":
-                values = [
-                    (
-                        r["name"],
-                        r["qty"],
-                        str(r["price"]),
-                        _sqlite_datetime(r["created"]),
-                        int(r["active"]),
-                        r["note"],
-                    )
-                    for r in rows
-                ]
                 marks = ", ".join("?" * len(COLUMNS))
                 cur.execute("BEGIN")
                 try:
@@ -343,7 +349,6 @@ class BenchEnv:
             elif self.provider == "postgres":
                 from psycopg2.extras import execute_values
 
-                values = [tuple(r[c] for c in COLUMNS) for r in rows]
                 cur.execute("BEGIN")
                 try:
                     execute_values(cur, f"INSERT INTO {TABLE} ({columns}) VALUES %s", values, page_size=1000)
@@ -352,7 +357,6 @@ class BenchEnv:
                     raise
                 cur.execute("COMMIT")
             else:
-                values = [tuple(r[c] for c in COLUMNS) for r in rows]
                 marks = ", ".join(["%s"] * len(COLUMNS))
                 conn.begin()
                 try:

@@ -22,7 +22,7 @@ import pytest
 from pony.orm import commit, db_session, select
 
 import ponykit
-from benchmarks.conftest import COLUMNS, _sqlite_datetime, make_rows
+from benchmarks.conftest import COLUMNS, make_rows
 
 pytestmark = pytest.mark.benchmark
 
@@ -56,22 +56,6 @@ def _run(
 
 def _quiet(_result: Any) -> None:
     """Swallow a setup function's result: pytest-benchmark would take it as the arguments of the run."""
-
-
-def _raw_values(env: Any, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    if env.provider == "sqlite":
-        return [
-            (
-                r["name"],
-                r["qty"],
-                str(r["price"]),
-                _sqlite_datetime(r["created"]),
-                int(r["active"]),
-                r["note"],
-            )
-            for r in rows
-        ]
-    return [tuple(r[c] for c in COLUMNS) for r in rows]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -110,7 +94,7 @@ def _insert_fn(env: Any, contender: str, rows: list[dict[str, Any]]) -> Callable
         def raw() -> None:
             conn = env.raw_connect()
             cur = conn.cursor()
-            values = _raw_values(env, rows)
+            values = env.raw_values(rows)
             if env.provider == "postgres":
                 from psycopg2.extras import execute_values
 
