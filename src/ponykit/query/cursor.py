@@ -14,7 +14,6 @@ type. Cursors are signed, not encrypted: sorting by a sensitive or encrypted att
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -29,6 +28,13 @@ __all__ = ["Signer", "decode_cursor", "encode_cursor", "fingerprint"]
 
 VERSION = 1
 _TAG_LEN = 32
+_MAX_LEN = 8192  # characters: far above any sort key, far below anything that costs to look at
+_BLOCK = 64  # SHA-256's block size, the length HMAC pads its key to
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
+# URL-safe base64 is standard base64 with '-' and '_' for '+' and '/'.
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _INVALID = (
     "invalid cursor: it was tampered with, truncated, or issued for another query, sort order or key; "
     "start again from the first page"
@@ -56,22 +62,31 @@ def _encode_value(value: Any) -> Any:
 
 
 class Signer:
-    """HMAC-SHA256 with one key, keyed once: each tag copies the keyed state instead of re-keying.
+    """HMAC-SHA256 with one key, keyed once: each tag copies two prepared SHA-256 states.
 
     Pass one to :func:`encode_cursor` and :func:`decode_cursor` in place of the key when many cursors
-    use the same key (the key schedule and OpenSSL's digest lookup are most of a short HMAC).
+    use the same key. HMAC (RFC 2104) is ``H(key ^ opad || H(key ^ ipad || data))``; hashing the two
+    padded keys once and copying those states per tag gives the same tag as :func:`hmac.digest`
+    (the tests compare them) at a third of its cost for a cursor-sized message: the key schedule,
+    OpenSSL's digest lookup and ``hmac.HMAC``'s Python-level copy were most of a short HMAC.
     """
 
-    __slots__ = ("_keyed",)
+    __slots__ = ("_inner", "_outer")
 
     def __init__(self, key: bytes) -> None:
-        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
+        if len(key) > _BLOCK:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(_BLOCK, b"\0")
+        self._inner = hashlib.sha256(key.translate(_IPAD))
+        self._outer = hashlib.sha256(key.translate(_OPAD))
 
     def tag(self, data: bytes) -> bytes:
         """The HMAC-SHA256 tag of ``data``."""
-        mac = self._keyed.copy()
-        mac.update(data)
-        return mac.digest()
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
 
 def _tag(key: bytes | Signer, data: bytes) -> bytes:
@@ -82,33 +97,35 @@ def _tag(key: bytes | Signer, data: bytes) -> bytes:
 
 def encode_cursor(values: list[Any], key: bytes | Signer, bound_to: bytes) -> str:
     """Sign ``values`` (the sort values of one row) for the query fingerprint ``bound_to``."""
-    payload = orjson.dumps([_encode_value(v) for v in values])
-    head = bytes([VERSION]) + payload
-    tag = _tag(key, bound_to + head)
-    return base64.urlsafe_b64encode(head + tag).rstrip(b"=").decode("ascii")
+    head = bytes([VERSION]) + orjson.dumps([_encode_value(v) for v in values])
+    data = head + _tag(key, bound_to + head)
+    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode("ascii")
 
 
 def decode_cursor(cursor: Any, key: bytes | Signer, bound_to: bytes, width: int) -> list[Any]:
     """Verify a cursor and return its ``width`` sort values; raise :class:`InvalidCursor` otherwise."""
-    if not isinstance(cursor, str) or not cursor or len(cursor) > 8192:
+    if not isinstance(cursor, str) or not 0 < len(cursor) <= _MAX_LEN or not cursor.isascii():
         raise InvalidCursor(_INVALID)
+    text = cursor.encode("ascii")
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-    except (binascii.Error, ValueError):
+        raw = binascii.a2b_base64(text.translate(_FROM_URLSAFE) + b"=" * (-len(text) % 4))
+    except binascii.Error:
         raise InvalidCursor(_INVALID) from None
-    # Base64 has spare bits in its last character: only the canonical spelling is accepted.
-    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != cursor:
+    # Only the canonical spelling is accepted: decoding skips characters outside the alphabet, lets
+    # '+' and '/' through (the translation above leaves them) and ignores the spare bits of the last
+    # character; encoding again gives the input back only when it had none of those.
+    if binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE).rstrip(b"=") != text:
         raise InvalidCursor(_INVALID)
     if len(raw) < 1 + _TAG_LEN + 2 or raw[0] != VERSION:
         raise InvalidCursor(_INVALID)
     head, tag = raw[:-_TAG_LEN], raw[-_TAG_LEN:]
-    expected = _tag(key, bound_to + head)
-    if not hmac.compare_digest(tag, expected):
+    if not hmac.compare_digest(tag, _tag(key, bound_to + head)):
         raise InvalidCursor(_INVALID)
     try:
         items = orjson.loads(head[1:])
-        if not isinstance(items, list) or len(items) != width:
+        if type(items) is not list or len(items) != width:
             raise ValueError("width")
-        return [from_plain(item) for item in items]
+        # Tagged values are dicts; plain ints, floats, strings, booleans and None come back as they are.
+        return [from_plain(item) if type(item) is dict else item for item in items]
     except (ValueError, TypeError, IndexError, KeyError, orjson.JSONDecodeError):
         raise InvalidCursor(_INVALID) from None
