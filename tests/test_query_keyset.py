@@ -201,7 +201,7 @@ def test_filtered_query_pages(item: Any) -> None:
 
 @pytest.mark.backends("sqlite")
 def test_cursor_values_of_other_types_round_trip(db: Database) -> None:
-    """Sort values of datetime, date, Decimal, float, bytes and UUID types survive the cursor."""
+    """Sort values of datetime, date, Decimal, float, bytes, UUID and bool types survive the cursor."""
     import datetime as dt
     import uuid
     from decimal import Decimal
@@ -213,6 +213,7 @@ def test_cursor_values_of_other_types_round_trip(db: Database) -> None:
         ratio = Required(float)
         blob = Required(bytes)
         uid = Required(uuid.UUID)
+        flag = Required(bool)
 
     pk.attach(db)
     db.generate_mapping(create_tables=True)
@@ -225,8 +226,9 @@ def test_cursor_values_of_other_types_round_trip(db: Database) -> None:
                 ratio=i / 3,
                 blob=bytes([i % 2]),
                 uid=uuid.uuid4(),
+                flag=i % 3 == 0,
             )
-    for attr in ("when", "day", "amount", "ratio", "blob", "uid"):
+    for attr in ("when", "day", "amount", "ratio", "blob", "uid", "flag"):
         with db_session:
             q = select(t for t in Thing)
             expected = [t.id for t in q.order_by(getattr(Thing, attr), Thing.id)]

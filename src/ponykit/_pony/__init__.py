@@ -9,6 +9,7 @@ Every use of a private Pony name lives in this package, behind small functions w
 - ``types``: custom attribute types and query-parameter normalization
 - ``bulk`` and ``identity``: bulk writes, and identity-map upkeep after raw writes
 - ``query`` and ``prefetch``: query shape and order, N+1 diagnosis, loading relations in bulk
+- ``prepared``: page queries built by Pony once per shape and rebound per call
 - ``cache``: stable query keys and rebuilding entities from cached rows
 - ``serialize``: attribute listing and the raw rows of a query
 
@@ -18,7 +19,7 @@ lists are shadowed on one provider *instance*, and write tracking is installed o
 one ``Database``.
 """
 
-from . import bulk, cache, database, entities, identity, prefetch, query, serialize, types
+from . import bulk, cache, database, entities, identity, prefetch, prepared, query, serialize, types
 from ._typing import Attribute, Entity, SessionCache
 from .bulk import *  # noqa: F403
 from .cache import *  # noqa: F403
@@ -26,6 +27,7 @@ from .database import *  # noqa: F403
 from .entities import *  # noqa: F403
 from .identity import *  # noqa: F403
 from .prefetch import *  # noqa: F403
+from .prepared import *  # noqa: F403
 from .query import *  # noqa: F403
 from .serialize import *  # noqa: F403
 from .types import *  # noqa: F403
@@ -42,6 +44,7 @@ __all__ = [
     *identity.__all__,
     *query.__all__,
     *prefetch.__all__,
+    *prepared.__all__,
     *cache.__all__,
     *serialize.__all__,
 ]

@@ -8,32 +8,27 @@ from typing import Any
 
 import pony.orm.core as _core
 from pony.orm import Database
-from pony.orm.ormtypes import RawSQL, parse_raw_sql
+from pony.orm.ormtypes import RawSQL
 
 from ._typing import Attribute, Entity
-from .prefetch import materialize
+from .prepared import objects_from_rows
 
 __all__ = [
-    "Prepared",
     "attr_is_sensitive",
     "count_capped",
     "desc_of",
     "exec_sql",
     "fetch_entities",
     "filter_raw",
-    "join_syntax",
     "n_plus_one_culprit",
     "order_item",
     "per_database_cache",
-    "preparable",
-    "prepare",
     "query_alias",
     "query_cache_sizes",
     "query_entity",
     "query_key",
     "query_order",
     "query_shape",
-    "run_prepared",
 ]
 
 
@@ -161,175 +156,7 @@ def fetch_entities(query: Any, limit: int | None = None) -> list[Any]:
         return _pony_fetch(query, limit)
     translator = query._translator
     rows = query._database._exec_sql(sql, arguments).fetchall()
-    return _objects(translator.expr_type, rows, attr_offsets, translator.get_used_attrs())
-
-
-def _objects(entity: Entity, rows: list[Any], attr_offsets: Any, used_attrs: Any) -> list[Any]:
-    objects = materialize(entity, rows, attr_offsets)
-    if used_attrs and objects:
-        # Pony marks the attributes a query filtered or sorted on as read (optimistic checks).
-        entity._set_rbits(objects, used_attrs)
-    return objects
-
-
-# Prepared entity queries: Pony builds the SQL of one query shape once; later calls with other
-# values of the same shape bind them through Pony's own parameter adapter, skipping the query
-# building (filter, order_by, key hashing) that costs more than a small indexed SELECT.
-
-
-class Prepared:
-    """Pony's SQL and parameter adapter for one shape of ``base[.filter(raw_sql)].order_by(...)``,
-    limited to a fixed number of rows (from an offset bound per call, if prepared so).
-
-    Holds no values: :func:`run_prepared` binds those of a query with the same key as ``base``.
-    """
-
-    __slots__ = (
-        "adapter",
-        "attr_offsets",
-        "bind_offset",
-        "entity",
-        "raw_key",
-        "raw_order",
-        "sql",
-        "used_attrs",
-    )
-
-    def __init__(
-        self, query: Any, limit: int, bind_offset: bool, raw_key: Any, raw_order: tuple[int, ...]
-    ) -> None:
-        translator = query._translator
-        self.entity = translator.expr_type
-        offset = _OFFSET_MARK if bind_offset else None
-        sql_ast, self.attr_offsets = translator.construct_sql_ast(
-            limit, offset, query._distinct, None, None, None, False, False, False
-        )
-        provider = query._database.provider
-        self.sql, self.adapter = provider.ast2sql(sql_ast)
-        self.bind_offset = bind_offset
-        if bind_offset:
-            self.sql = _offset_placeholder(self.sql, provider.paramstyle)
-        self.used_attrs = translator.get_used_attrs()
-        self.raw_key = raw_key
-        self.raw_order = raw_order  # the index into ``v`` of each ``$`` expression, in text order
-
-
-# Pony writes OFFSET as a literal, so each page number would be a new SQL text (and a new entry in
-# Pony's per-SQL statistics, which are never emptied). A prepared page query binds it instead: Pony
-# renders this mark, which is then replaced by a placeholder bound after Pony's own parameters.
-_OFFSET_MARK = 987_654_321_987_654_321
-_OFFSET_KEY = "ponykit_offset"
-_OFFSET_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": f"%({_OFFSET_KEY})s"}
-
-
-class _CannotBindOffset(Exception):
-    pass
-
-
-def _offset_placeholder(sql: str, paramstyle: str) -> str:
-    tail = f" OFFSET {_OFFSET_MARK}"
-    placeholder = _OFFSET_PLACEHOLDERS.get(paramstyle)
-    if placeholder is None or not sql.endswith(tail) or sql.count(str(_OFFSET_MARK)) != 1:
-        raise _CannotBindOffset(sql)
-    return sql[: -len(tail)] + " OFFSET " + placeholder
-
-
-def preparable(query: Any) -> bool:
-    """True if the SQL of ``query`` (an entity query) depends on its key alone, not on its values."""
-    translator = query._translator
-    return not (
-        query._prefetch
-        or query._for_update
-        or translator.fixed_param_values
-        or translator.func_extractors_map
-        or not translator.can_be_cached
-        or _core.options.MAX_FETCH_COUNT is not None
-    )
-
-
-def prepare(
-    query: Any, base: Any, limit: int, raw_sql: str | None = None, bind_offset: bool = False
-) -> Prepared | None:
-    """Prepare the first ``limit`` rows of ``query`` (``base``, optionally ``filter_raw(base,
-    raw_sql, ...)``, then ordered); with ``bind_offset``, of the rows from an offset given to
-    :func:`run_prepared`.
-
-    The SQL goes into the returned object and not into Pony's per-Database SQL cache, which keeps
-    every distinct LIMIT/OFFSET forever; whoever keeps the Prepared objects bounds their number.
-
-    None when the query cannot be rebound safely: its SQL depends on values (see :func:`preparable`),
-    its SELECT lists only keys, or its variables are not those of ``base`` plus one raw filter.
-    """
-    if not (preparable(query) and preparable(base)):
-        return None
-    extra = [key for key in query._vars if key not in base._vars]
-    if len(extra) != (0 if raw_sql is None else 1):
-        return None
-    if any(query._vars[key] is not value for key, value in base._vars.items()):
-        return None
-    raw_order: tuple[int, ...] | None = ()
-    if raw_sql is not None:
-        raw_order = _raw_value_order(raw_sql)
-    if raw_order is None:
-        return None
-    try:
-        prepared = Prepared(query, limit, bind_offset, extra[0] if extra else None, raw_order)
-    except _CannotBindOffset:
-        return None  # a dialect that does not end its SQL with LIMIT ... OFFSET (Oracle)
-    return None if prepared.attr_offsets is None else prepared
-
-
-_RAW_VALUE = re.compile(r"v\[(\d+)\]")
-
-
-def _raw_value_order(raw_sql: str) -> tuple[int, ...] | None:
-    """For each ``$`` expression of ``raw_sql`` in text order, the index ``i`` of its ``$v[i]``.
-
-    RawSQL evaluates its expressions in the order they appear and Pony's parameters read them by
-    that position. None when an expression is anything but ``v[<int>]``.
-    """
-    items, _codes = parse_raw_sql(raw_sql)
-    order = []
-    for item in items:
-        if isinstance(item, str):
-            continue
-        match = _RAW_VALUE.fullmatch(item[0].strip())
-        if match is None:
-            return None
-        order.append(int(match.group(1)))
-    return tuple(order)
-
-
-def join_syntax() -> Any:
-    """Pony's global SQL-building option that changes the text of a prepared query."""
-    return _core.options.INNER_JOIN_SYNTAX
-
-
-def run_prepared(
-    prepared: Prepared, query: Any, values: list[Any] | None = None, offset: int = 0
-) -> list[Any]:
-    """Run ``prepared`` with the variables of ``query`` (same key as its base), raw ``$v`` values and
-    the offset (when prepared with ``bind_offset``).
-
-    Gives the objects that ``fetch_entities`` of the fully built query would give.
-    """
-    variables = query._vars
-    if prepared.raw_key is not None:
-        # Pony's parameters read the i-th value of a raw filter's variable by index (``Param.eval``);
-        # a tuple of the values (which are plain column values, so RawSQL's normalization would
-        # leave them as they are) binds exactly what a new RawSQL would, without re-parsing it.
-        variables = variables.copy()
-        values = values or []
-        variables[prepared.raw_key] = tuple([values[i] for i in prepared.raw_order])
-    arguments = prepared.adapter(variables)
-    if prepared.bind_offset:
-        # The OFFSET placeholder is the last one in the text: bound after Pony's parameters.
-        if type(arguments) is dict:
-            arguments[_OFFSET_KEY] = offset
-        else:
-            arguments = (*arguments, offset)
-    rows = query._database._exec_sql(prepared.sql, arguments).fetchall()
-    return _objects(prepared.entity, rows, prepared.attr_offsets, prepared.used_attrs)
+    return objects_from_rows(translator.expr_type, rows, attr_offsets, translator.get_used_attrs())
 
 
 def count_capped(query: Any, cap: int) -> int:
