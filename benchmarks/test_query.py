@@ -14,6 +14,10 @@ Own tables next to ``bench_item`` (seeded once per session with the raw driver):
 The prefetch rounds start after an untimed ``gc.collect()``: each round leaves 11,000 objects in reference
 cycles (Pony and peewee alike), and a full collection of the heap otherwise lands in random rounds.
 
+On PostgreSQL every benchmark here runs with this process and the server on separate cores
+(:mod:`benchmarks.cores`): on a 2-core machine the scheduler otherwise sometimes runs both on one core,
+which makes every extra step of a round trip cost about twice as much (see ``cores.py``).
+
 ``test_query_targets`` checks the ratios on the contenders timed again in turns, round by round, in one loop
 (a shared machine's load then weighs on all of them alike), on each one's best round, and prints the
 medians beside them.
@@ -25,12 +29,14 @@ import gc
 import os
 import statistics
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from pony.orm import Database, PrimaryKey, Required, Set, composite_index, db_session, select
 
 import ponykit as pk
+from benchmarks.cores import separate_cores
 from ponykit.diagnostics import count_queries
 from ponykit.query import paginate_keyset, prefetch
 
@@ -99,7 +105,12 @@ class QueryBench:
             self._insert(cur, "qbench_row (id, rank, label)", rows, 3, p)
             self._insert(cur, "qbench_parent (id, name)", parents, 2, p)
             self._insert(cur, "qbench_child (id, name, parent)", children, 3, p)
-            cur.execute("ANALYZE")
+            # VACUUM too on PostgreSQL (the admin connection is in autocommit mode): a million new
+            # rows would otherwise start autovacuum on the table while the timings run.
+            if self.env.provider == "postgres":
+                cur.execute("VACUUM ANALYZE qbench_row, qbench_parent, qbench_child")
+            else:
+                cur.execute("ANALYZE")
         cur.close()
 
     def _insert(self, cur: Any, target: str, rows: list[tuple[Any, ...]], width: int, p: str) -> None:
@@ -144,6 +155,19 @@ def qb(bench_env: Any, request: pytest.FixtureRequest) -> QueryBench:
     if key not in _benches:
         _benches[key] = QueryBench(bench_env, 2_000 if small else 1_000_000, 50 if small else 1_000)
     return _benches[key]
+
+
+@pytest.fixture(autouse=True)
+def cores(bench_env: Any) -> Iterator[str]:
+    """This process and a local PostgreSQL server on separate cores for the test (see cores.py)."""
+    backend = None
+    if bench_env.provider == "postgres":
+        cur = bench_env.admin().cursor()
+        cur.execute("SELECT pg_backend_pid()")
+        backend = int(cur.fetchone()[0])
+        cur.close()
+    with separate_cores(backend) as how:
+        yield how
 
 
 def _setup(benchmark: Any, group: str, env: Any, contender: str) -> None:
@@ -404,7 +428,7 @@ def _interleaved(runs: dict[str, Any], rounds: int, batch: int, collect: bool) -
     return times
 
 
-def test_query_targets(bench_env: Any, qb: QueryBench, request: pytest.FixtureRequest) -> None:
+def test_query_targets(bench_env: Any, qb: QueryBench, request: pytest.FixtureRequest, cores: str) -> None:
     """The issue's ratios, on contenders timed in turns in one loop (nothing to check when disabled).
 
     Checked on the best round of each contender (the load of a shared machine only ever adds time);
@@ -414,6 +438,7 @@ def test_query_targets(bench_env: Any, qb: QueryBench, request: pytest.FixtureRe
     if _disabled(request):
         return
     name = bench_env.name
+    print(f"\n{name}: {cores}")
     medians = {k[1:]: v for k, v in _results.items() if k[0] == name}
     print(f"\n{name} timed-run medians: " + ", ".join(f"{k}={v * 1e6:.0f}us" for k, v in medians.items()))
     keyset_times = _interleaved(keyset_runs(qb), rounds=61, batch=25, collect=False)
