@@ -141,6 +141,23 @@ def test_encode_value_matches_what_pony_binds(shop: dict[str, Any]) -> None:
         assert _pony.decode_value(Order.placed, values["placed"][0]) == placed
 
 
+def test_column_value_is_encode_value_for_values_an_object_holds(shop: dict[str, Any]) -> None:
+    """For values a loaded object holds, column_value gives what encode_value gives, without validating."""
+    db, Customer, Order = shop["db"], shop["Customer"], shop["Order"]
+    placed = dt.datetime(2024, 2, 29, 13, 14, 15)
+    with db_session:
+        c = Customer(email="b@example.com", nick="  spaced  ")
+        Order(region="eu", number=7, customer=c, total=Decimal("0.10"), placed=placed, meta={"k": None})
+    with db_session:
+        order = Order.get(region="eu", number=7)
+        for attr in (Order.region, Order.number, Order.total, Order.placed, Order.meta):
+            value = getattr(order, attr.name)
+            assert _pony.column_value(attr, value) == _pony.encode_value(attr, value)[0], attr
+        nick = order.customer.nick
+        assert _pony.column_value(Customer.nick, nick) == _pony.encode_value(Customer.nick, nick)[0]
+        assert _pony.column_value(Customer.first, None) is None
+
+
 def test_encode_value_validates_like_pony(shop: dict[str, Any]) -> None:
     """Invalid values fail in encode_value with Pony's own messages (required, type)."""
     Customer, Order = shop["Customer"], shop["Order"]

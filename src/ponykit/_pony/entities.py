@@ -21,6 +21,7 @@ __all__ = [
     "LinkTable",
     "WriteRecorder",
     "builtin_decoder_name",
+    "column_value",
     "collection_attr_info",
     "column_converters",
     "database_of",
@@ -211,6 +212,19 @@ def encode_value(attr: Attribute, value: Any) -> tuple[Any, ...]:
         return tuple(c.py2sql(c.val2dbval(v, None)) for c, v in zip(attr.converters, raw, strict=True))
     converter = attr.converters[0]
     return (converter.py2sql(converter.val2dbval(val, None)),)
+
+
+def column_value(attr: Attribute, value: Any) -> Any:
+    """The column value Pony binds for ``value`` of a single-column, non-relation attribute.
+
+    For values an object already holds in its session (Pony validated them when they were loaded or
+    set), so they are not validated again: only ``val2dbval`` and ``py2sql`` run, as in
+    :func:`encode_value`.
+    """
+    if value is None:
+        return None
+    converter = attr.converters[0]
+    return converter.py2sql(converter.val2dbval(value, None))
 
 
 def decode_value(attr: Attribute, raw: Any) -> Any:

@@ -320,7 +320,7 @@ def _row_values(obj: Any, columns: list[_Column]) -> list[Any]:
         value = _pony.loaded_value(obj, column.attr)
         if value is _pony.not_loaded():
             value = getattr(obj, column.attr.name)
-        values.append(None if value is None else _pony.encode_value(column.attr, value)[0])
+        values.append(_pony.column_value(column.attr, value))
     return values
 
 
@@ -371,6 +371,13 @@ def paginate_keyset(
     else:
         has_prev, has_next = cursor is not None, more
     bound = None
-    if items:
-        bound = (_row_values(items[0], columns), _row_values(items[-1], columns), key, plan.bound_to)
+    if items and (has_prev or has_next):
+        # Only the cursors the page will hand out: the first row's values for prev_cursor, the last
+        # row's for next_cursor.
+        bound = (
+            _row_values(items[0], columns) if has_prev else [],
+            _row_values(items[-1], columns) if has_next else [],
+            key,
+            plan.bound_to,
+        )
     return CursorPage(items, has_next, has_prev, per_page, bound)
