@@ -5,9 +5,9 @@ processes taking turns. On a machine with two cores the scheduler sometimes puts
 and the PostgreSQL backend serving it on the same core; every round trip then runs each side with
 caches the other one just filled, and whatever either side does beyond the other contenders costs about
 twice as much. Measured on this project's 2-core machine with the keyset benchmark: a page at depth
-990,000 was 1.15x the first page with the two processes on separate cores (three runs) and 1.27-1.29x
-with both on one core (two runs), where the first page itself got faster. Which of the two a run gets
-is the scheduler's choice, fixed for minutes, so a whole session lands in one mode or the other.
+990,000 was 1.10-1.13x the first page with the two processes on separate cores and 1.22x with both on
+one core, where the first page itself got faster. Which of the two a run gets is the scheduler's
+choice, often fixed for minutes, so a whole session can land in one mode or the other.
 
 A production application and its database server do not share a core (usually not a machine), so
 benchmarks that compare such round trips pin the two sides apart: this process on the first core it may
@@ -15,6 +15,9 @@ use, the server's postmaster and every process it has started on the others (bac
 pinned inherit that). Everything goes back as it was on exit. Where that cannot be done (one core, a
 server on another machine or in another PID namespace, no permission), nothing changes and the reason is
 returned so the benchmark can print it.
+
+``PONYKIT_BENCH_CORES`` overrides this for a run: ``separate`` (the default), ``same`` (both sides on the
+first core, to measure the other mode) or ``off`` (leave placement to the scheduler).
 """
 
 from __future__ import annotations
@@ -58,6 +61,12 @@ def separate_cores(backend_pid: int | None) -> Iterator[str]:
     Yields a description of what was done (``"client on core 0, server on cores [1]"``) or why nothing
     was (``"not pinned: ..."``).
     """
+    mode = os.environ.get("PONYKIT_BENCH_CORES", "separate").strip() or "separate"
+    if mode not in ("separate", "same", "off"):
+        raise ValueError(f"PONYKIT_BENCH_CORES must be separate, same or off; got {mode!r}")
+    if mode == "off":
+        yield "not pinned: PONYKIT_BENCH_CORES=off"
+        return
     if backend_pid is None:
         yield "not pinned: no local database server"
         return
@@ -76,7 +85,7 @@ def separate_cores(backend_pid: int | None) -> Iterator[str]:
     if not (_is_postgres(backend_pid) and _is_postgres(postmaster)):
         yield "not pinned: the server's backend is not a PostgreSQL process on this machine"
         return
-    client, server = {cpus[0]}, set(cpus[1:])
+    client, server = {cpus[0]}, ({cpus[0]} if mode == "same" else set(cpus[1:]))
     saved_client = os.sched_getaffinity(0)
     saved_server = os.sched_getaffinity(postmaster)
     try:
@@ -90,7 +99,7 @@ def separate_cores(backend_pid: int | None) -> Iterator[str]:
         yield "not pinned: no permission to set the server's CPU affinity"
         return
     try:
-        yield f"client on core {cpus[0]}, server on cores {sorted(server)}"
+        yield f"client on core {cpus[0]}, server on core(s) {sorted(server)}"
     finally:
         os.sched_setaffinity(0, saved_client)
         _restore(postmaster, saved_server)
