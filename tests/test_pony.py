@@ -143,7 +143,7 @@ def test_encode_value_matches_what_pony_binds(shop: dict[str, Any]) -> None:
 
 def test_column_value_is_encode_value_for_values_an_object_holds(shop: dict[str, Any]) -> None:
     """For values a loaded object holds, column_value gives what encode_value gives, without validating."""
-    db, Customer, Order = shop["db"], shop["Customer"], shop["Order"]
+    Customer, Order = shop["Customer"], shop["Order"]
     placed = dt.datetime(2024, 2, 29, 13, 14, 15)
     with db_session:
         c = Customer(email="b@example.com", nick="  spaced  ")
