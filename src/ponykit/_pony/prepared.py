@@ -48,7 +48,7 @@ class Prepared:
     Holds no values: :func:`run_prepared` binds those of a query with the same key as ``base``.
     """
 
-    __slots__ = ("attr_offsets", "bind", "entity", "raw_key", "sql", "used_attrs")
+    __slots__ = ("attr_offsets", "bind", "entity", "sql", "used_attrs")
 
     def __init__(
         self, query: Any, limit: int, bind_offset: bool, raw_key: Any, raw_order: tuple[int, ...]
@@ -65,7 +65,6 @@ class Prepared:
             builder.sql, builder.params, provider.paramstyle, raw_key, raw_order, bind_offset
         )
         self.used_attrs = translator.get_used_attrs()
-        self.raw_key = raw_key
 
 
 # Pony writes OFFSET as a literal, so each page number would be a new SQL text (and a new entry in

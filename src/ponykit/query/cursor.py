@@ -67,7 +67,7 @@ class Signer:
     Pass one to :func:`encode_cursor` and :func:`decode_cursor` in place of the key when many cursors
     use the same key. HMAC (RFC 2104) is ``H(key ^ opad || H(key ^ ipad || data))``; hashing the two
     padded keys once and copying those states per tag gives the same tag as :func:`hmac.digest`
-    (the tests compare them) at a third of its cost for a cursor-sized message: the key schedule,
+    (the tests compare them) at under half its cost for a cursor-sized message: the key schedule,
     OpenSSL's digest lookup and ``hmac.HMAC``'s Python-level copy were most of a short HMAC.
     """
 
