@@ -58,7 +58,7 @@ def separate_cores(backend_pid: int | None) -> Iterator[str]:
     """Pin this process to one core and the PostgreSQL server of ``backend_pid`` (a backend's
     ``pg_backend_pid()``) to the others, for the duration of the block.
 
-    Yields a description of what was done (``"client on core 0, server on cores [1]"``) or why nothing
+    Yields a description of what was done (``"client on core 0, server on core(s) [1]"``) or why nothing
     was (``"not pinned: ..."``).
     """
     mode = os.environ.get("PONYKIT_BENCH_CORES", "separate").strip() or "separate"
@@ -90,22 +90,23 @@ def separate_cores(backend_pid: int | None) -> Iterator[str]:
     saved_server = os.sched_getaffinity(postmaster)
     try:
         os.sched_setaffinity(0, client)
-        for pid in [postmaster, *_children(postmaster)]:
-            with contextlib.suppress(ProcessLookupError):
-                os.sched_setaffinity(pid, server)
+        _set_server(postmaster, server)
+        pinned = True
     except PermissionError:
-        os.sched_setaffinity(0, saved_client)
-        _restore(postmaster, saved_server)
-        yield "not pinned: no permission to set the server's CPU affinity"
-        return
+        pinned = False
     try:
-        yield f"client on core {cpus[0]}, server on core(s) {sorted(server)}"
+        if pinned:
+            yield f"client on core {cpus[0]}, server on core(s) {sorted(server)}"
+        else:
+            yield "not pinned: no permission to set the server's CPU affinity"
     finally:
         os.sched_setaffinity(0, saved_client)
-        _restore(postmaster, saved_server)
+        with contextlib.suppress(PermissionError):
+            _set_server(postmaster, saved_server)
 
 
-def _restore(postmaster: int, cpus: set[int]) -> None:
+def _set_server(postmaster: int, cpus: set[int]) -> None:
+    # Backends that exit meanwhile are skipped; new ones inherit the postmaster's set.
     for pid in [postmaster, *_children(postmaster)]:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
             os.sched_setaffinity(pid, cpus)

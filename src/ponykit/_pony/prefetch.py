@@ -194,7 +194,8 @@ def _refresher(entity: Entity, offsets: dict[Any, list[int]]) -> Callable[[Any],
     return refresh
 
 
-def _is_identity(method: Any, base: Any) -> bool:
+def is_identity(method: Any, base: Any) -> bool:
+    """True if ``method`` is ``base`` bound to an object (a converter step that was not overridden)."""
     return getattr(method, "__func__", None) is base
 
 
@@ -218,10 +219,10 @@ def _generate(entity: Entity, layout: tuple[tuple[Any, tuple[int, ...]], ...]) -
     def fetch(name: str, attr: Any, offset: int, guard: bool) -> str:
         # The dbval of one column: Attribute.validate(from_db=True), i.e. sql2py unless NULL.
         sql2py = attr.converters[0].sql2py
-        if _is_identity(sql2py, Converter.sql2py):
+        if is_identity(sql2py, Converter.sql2py):
             body(f"        {name} = r[{offset}]")
             return name
-        if _is_identity(sql2py, IntConverter.sql2py):
+        if is_identity(sql2py, IntConverter.sql2py):
             call = "int"
         else:
             call = f"s_{name}"
@@ -289,7 +290,7 @@ def _generate(entity: Entity, layout: tuple[tuple[Any, tuple[int, ...]], ...]) -
             name = fetch(f"d{j}", attr, offs[0], guard=True)
             dbvals.append(f"A{j}: {name}")
             conv = attr.converters[0]
-            if _is_identity(conv.dbval2val, Converter.dbval2val):
+            if is_identity(conv.dbval2val, Converter.dbval2val):
                 vals.append(f"A{j}: {name}")
             else:
                 ns[f"v{j}"] = conv.dbval2val

@@ -24,7 +24,7 @@ from pony.orm.ormtypes import parse_raw_sql
 from pony.orm.sqlbuilding import Param
 
 from ._typing import Entity
-from .prefetch import materialize
+from .prefetch import is_identity, materialize
 
 __all__ = ["Prepared", "join_syntax", "preparable", "prepare", "run_prepared"]
 
@@ -137,9 +137,9 @@ def _argument(n: int, param: Any, raw_key: Any, raw_order: tuple[int, ...], name
     converter = param.converter
     steps = []
     if converter is not None:
-        if converter.attr is None and not _is_identity(converter.val2dbval, Converter.val2dbval):
+        if converter.attr is None and not is_identity(converter.val2dbval, Converter.val2dbval):
             steps.append(converter.val2dbval)
-        if not _is_identity(converter.py2sql, Converter.py2sql):
+        if not is_identity(converter.py2sql, Converter.py2sql):
             steps.append(converter.py2sql)
     if not steps:
         return value
@@ -161,10 +161,6 @@ def _converted(steps: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
         return value
 
     return convert
-
-
-def _is_identity(method: Any, base: Any) -> bool:
-    return getattr(method, "__func__", None) is base
 
 
 def preparable(query: Any) -> bool:
