@@ -18,9 +18,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pony.orm import CommitException, Database, Required, commit, db_session, flush, rollback
 
 import ponykit as pk
+from ponykit.transactions import _is_write_statement
 
 pytestmark = pytest.mark.backends("postgres", "mysql")
 
@@ -143,7 +146,10 @@ def bulk_call(kind: str, item: Any) -> Callable[[], Any]:
 
 KINDS = ["insert", "insert_return_ids", "update", "upsert", "delete"]
 # The rule is for the INSERT path only (PostgreSQL refuses ON CONFLICT on a table with rules).
-CASES = [(kind, "plain") for kind in KINDS] + [("insert", "insert_rule"), ("insert_return_ids", "insert_rule")]
+CASES = [(kind, "plain") for kind in KINDS] + [
+    ("insert", "insert_rule"),
+    ("insert_return_ids", "insert_rule"),
+]
 
 
 @pytest.mark.parametrize(("kind", "path"), CASES)
@@ -230,7 +236,7 @@ def test_read_only_session_reconnects_transparently(setup: tuple[Database, Any, 
 
 def test_loss_after_mid_session_commit_reconnects(setup: tuple[Database, Any, Killer]) -> None:
     """A commit() ends the transaction that wrote: a loss after it loses nothing and reconnects."""
-    db, item, killer = setup
+    _db, item, killer = setup
     with db_session:
         item(name="a", v=1)
         commit()
@@ -336,7 +342,7 @@ def test_db_session_retry_exhausted_raises_and_keeps_nothing(setup: tuple[Databa
 
 def test_error_names_the_lost_transaction_and_no_value(setup: tuple[Database, Any, Killer]) -> None:
     """The message names the database, the statement count and the entities; never a value."""
-    db, item, killer = setup
+    _db, item, killer = setup
     secret = "SECRET-VALUE-0451"
     with pytest.raises(pk.ConnectionLostError) as info, db_session:
         item(name=secret, v=1)
@@ -350,3 +356,39 @@ def test_error_names_the_lost_transaction_and_no_value(setup: tuple[Database, An
     assert "Item" in text and "1 writing statement" in text
     assert info.value.database in text and ("postgres" in text or "mysql" in text)
     assert isinstance(info.value, pk.PonykitError)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Which statements count as writes (no database needed)
+
+WRITE_HEADS = ("INSERT", "UPDATE", "DELETE", "COPY", "CREATE", "ALTER", "SET", "WITH", "REPLACE", "TRUNCATE")
+
+
+@given(head=st.sampled_from(WRITE_HEADS), rest=st.text(max_size=60), pad=st.text(" \t\r\n(", max_size=4))
+def test_statements_other_than_reads_count_as_writes(head: str, rest: str, pad: str) -> None:
+    """Anything not starting with SELECT, SHOW or EXPLAIN is a write, whatever follows, in any case."""
+    assert _is_write_statement(f"{pad}{head} {rest}")
+    assert _is_write_statement(f"{pad}{head.lower()} {rest}")
+
+
+LOCKS = ("FOR UPDATE", "for share", "FOR NO KEY UPDATE", "FOR KEY SHARE", "LOCK IN SHARE MODE")
+
+
+@given(
+    head=st.sampled_from(("SELECT", "select", "Show")),
+    body=st.text(st.characters(codec="ascii", exclude_characters="fFlL"), max_size=60),
+    pad=st.text(" \t\r\n(", max_size=4),
+    lock=st.sampled_from(LOCKS),
+)
+def test_plain_reads_do_not_count_and_locking_reads_do(head: str, body: str, pad: str, lock: str) -> None:
+    """A SELECT/SHOW is a read; with a row-locking clause at its end it counts as a write (locks are lost)."""
+    sql = f"{pad}{head} {body}"
+    assert not _is_write_statement(sql)
+    assert _is_write_statement(f"{sql} {lock}")
+    assert _is_write_statement(f"{sql} {'x' * 5000} {lock} NOWAIT")
+
+
+def test_explain_counts_as_a_write_only_when_it_runs_the_statement() -> None:
+    assert not _is_write_statement("EXPLAIN SELECT * FROM item")
+    assert _is_write_statement("EXPLAIN ANALYZE SELECT * FROM item")
+    assert _is_write_statement("explain (analyze, buffers) select 1")

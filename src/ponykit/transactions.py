@@ -359,25 +359,27 @@ def _wrap_should_reconnect(db: Database, original: Callable[..., Any]) -> Callab
     return should_reconnect
 
 
+_READ_HEAD = re.compile(r"[\s(]*(?:(select|show)|explain)\b", re.IGNORECASE)
 _LOCKING = re.compile(
     r"\bFOR\s+(?:NO\s+KEY\s+UPDATE|KEY\s+SHARE|UPDATE|SHARE)\b|\bLOCK\s+IN\s+SHARE\s+MODE\b", re.IGNORECASE
 )
+_TAIL = 512  # a locking clause ends the statement (PostgreSQL, MySQL): no need to scan a huge IN list
 
 
-@functools.lru_cache(maxsize=1024)
 def _is_write_statement(sql: str) -> bool:
     """False for statements that only read: a plain SELECT or SHOW, an EXPLAIN that does not run its query.
 
     Everything else counts as a write, conservatively: DML, DDL, SET, CTEs (``WITH x AS (DELETE ...)``),
     and reads that lock rows (``FOR UPDATE``/``FOR SHARE``), whose locks go with the connection. A
     SELECT that writes through a function it calls cannot be told from its text and counts as a read.
+    Runs for every statement, so it looks at the head and the tail only, never copies the whole text.
     """
-    head = sql.lstrip(" \t\r\n(")[:8].lower()
-    if head.startswith(("select", "show")):
-        return _LOCKING.search(sql) is not None
-    if head.startswith("explain"):
-        return "analyze" in sql.lower()
-    return True
+    head = _READ_HEAD.match(sql)
+    if head is None:
+        return True
+    if head.group(1) is None:  # EXPLAIN: ANALYZE runs the statement
+        return "analyze" in sql[: head.end() + 32].lower()
+    return _LOCKING.search(sql[-_TAIL:]) is not None
 
 
 def _note_statement(db: Database, sql: str) -> None:
