@@ -59,7 +59,6 @@ class _TxState:
     # Statements run since the transaction began that wrote (or locked) something: a connection lost
     # after one of them loses work, one lost before any of them loses nothing.
     write_statements: int = 0
-    lost: _Lost | None = None  # set when the transaction was lost with its connection
 
     def has_written(self) -> bool:
         return bool(self.write_statements or self.writes)
@@ -346,7 +345,7 @@ def _wrap_should_reconnect(db: Database, original: Callable[..., Any]) -> Callab
         if cache is None or state is None or not state.has_written():
             return True
         entities = tuple(sorted(state.writes))
-        lost = state.lost = _Lost(_pony.describe_database(db), state.write_statements, entities)
+        lost = _Lost(_pony.describe_database(db), state.write_statements, entities)
         _pony.abandon_connection(cache, lost.later_error)
         log.warning(
             "ponykit: connection lost inside a transaction on the %s after %s; the transaction is lost "
