@@ -13,6 +13,7 @@ raised on purpose. Where a builtin fits, the error also derives from it, so code
     ├── UnsupportedComparison   (TypeError)    a query comparison that would silently match nothing
     ├── DecryptionError                        a stored ciphertext cannot be decrypted and authenticated
     ├── CallbackError                          an on_commit/on_rollback callback failed (opt-in re-raise)
+    ├── ConnectionLostError     (pony's ConnectionClosedError)  a transaction that wrote lost its connection
     └── QueryCountExceeded      (AssertionError)  more SQL statements ran than allowed
 
 Messages name the entity and attribute involved, what was expected, what was given and how to fix it.
@@ -23,10 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pony.orm import ConnectionClosedError
+
 __all__ = [
     "BulkWriteError",
     "CallbackError",
     "ConfigurationError",
+    "ConnectionLostError",
     "DecryptionError",
     "FieldError",
     "InvalidCursor",
@@ -137,6 +141,29 @@ class CallbackError(PonykitError):
     The transaction it belonged to is already committed (or rolled back); ``__cause__`` holds the
     callback's exception.
     """
+
+
+class ConnectionLostError(PonykitError, ConnectionClosedError):  # type: ignore[misc]  # Pony is untyped
+    """The database connection of a transaction that had already written was lost; nothing of it commits.
+
+    Plain Pony reconnects and carries on in a new transaction, so the writes made before the loss
+    vanish while the later ones commit. ponykit raises this instead, from the statement that met the
+    lost connection and from every later statement and commit of the same transaction, until the
+    ``db_session`` ends (it rolls back) or ``rollback()`` is called. It is a Pony ``TransactionError``,
+    so ``@db_session(retry=N)`` runs the whole function again on a new connection.
+
+    ``database`` describes the database (no password), ``statements`` is how many writing statements
+    the lost transaction had run, ``entities`` the entities it was known to have written. A message
+    never holds a value.
+    """
+
+    def __init__(
+        self, message: str, *, database: str = "", statements: int = 0, entities: Sequence[str] = ()
+    ) -> None:
+        self.database = database
+        self.statements = statements
+        self.entities: tuple[str, ...] = tuple(entities)
+        super().__init__(message)
 
 
 class QueryCountExceeded(PonykitError, AssertionError):

@@ -233,20 +233,27 @@ def _install(kit: Kit) -> None:
     from . import transactions
 
     transactions._install(kit)
-    _pony.wrap_provider_method(kit.db, "execute", functools.partial(_wrap_execute, kit))
+    note = transactions._note_statement
+    _pony.wrap_provider_method(kit.db, "execute", functools.partial(_wrap_execute, kit, note))
 
 
-def _wrap_execute(kit: Kit, original: Callable[..., Any]) -> Callable[..., Any]:
+def _wrap_execute(
+    kit: Kit, note: Callable[[Database, str], None], original: Callable[..., Any]
+) -> Callable[..., Any]:
     db = kit.db
 
     def execute(cursor: Any, sql: str, arguments: Any = None, returning_id: bool = False) -> Any:
         listeners = kit._execute_listeners
         if not listeners:
-            return original(cursor, sql, arguments, returning_id)
+            result = original(cursor, sql, arguments, returning_id)
+            note(db, sql)  # the transaction wrote: losing its connection now would lose work
+            return result
         start = time.perf_counter()
         error: BaseException | None = None
         try:
-            return original(cursor, sql, arguments, returning_id)
+            result = original(cursor, sql, arguments, returning_id)
+            note(db, sql)
+            return result
         except BaseException as exc:
             error = exc
             raise

@@ -13,11 +13,17 @@ provider instance, and keeps per-transaction state on Pony's session cache of th
 When the outermost ``db_session`` ends, callbacks run after Pony has finished committing, as if no
 session were open, so a callback may open its own ``db_session``. After an explicit ``commit()`` in the
 middle of a session they run right after that commit, inside the still-open session.
+
+A connection lost inside a transaction that had already written raises
+:class:`~ponykit.errors.ConnectionLostError` instead of Pony's silent reconnect into a new transaction
+(which commits only the writes made after the loss); see ``_wrap_should_reconnect``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,7 +32,7 @@ from typing import Any
 from pony.orm import Database
 
 from . import _pony
-from .errors import CallbackError, ConfigurationError
+from .errors import CallbackError, ConfigurationError, ConnectionLostError
 from .kit import CommitEvent, Kit, attached_databases, find_kit, get_kit
 
 __all__ = ["on_commit", "on_rollback", "pending_writes", "record_writes"]
@@ -50,6 +56,12 @@ class _TxState:
     on_rollback: list[_Callback] = field(default_factory=list)
     writes: dict[str, set[Any] | None] = field(default_factory=dict)
     rolled_back: bool = False
+    # Statements run since the transaction began that wrote (or locked) something: a connection lost
+    # after one of them loses work, one lost before any of them loses nothing.
+    write_statements: int = 0
+
+    def has_written(self) -> bool:
+        return bool(self.write_statements or self.writes)
 
     def record(self, entity: Any, pk: Any) -> None:
         for cls in _pony.entity_lineage(entity):
@@ -75,6 +87,45 @@ class _TxState:
         writes = {name: (None if keys is None else frozenset(keys)) for name, keys in self.writes.items()}
         self.writes.clear()
         return writes
+
+
+@dataclass(frozen=True)
+class _Lost:
+    """A transaction lost with its connection: what the errors about it say (counts and names, no values)."""
+
+    database: str
+    statements: int
+    entities: tuple[str, ...]
+
+    def summary(self) -> str:
+        text = f"{self.statements} writing statement(s)"
+        if self.entities:
+            text += f" on {', '.join(self.entities)}"
+        return text
+
+    def first_error(self) -> ConnectionLostError:
+        return ConnectionLostError(
+            f"ponykit: the connection to the {self.database} was lost inside a transaction that had "
+            f"already run {self.summary()}. The database discarded that transaction with its connection. "
+            "Plain Pony would reconnect and go on in a new transaction, committing only what comes after "
+            "the loss; ponykit does not: nothing of this transaction is committed. Let the db_session end "
+            "with this error (it rolls back) and run the whole transaction again, for example with "
+            "@db_session(retry=N).",
+            database=self.database,
+            statements=self.statements,
+            entities=self.entities,
+        )
+
+    def later_error(self) -> ConnectionLostError:
+        return ConnectionLostError(
+            f"ponykit: this transaction on the {self.database} was lost with its connection after "
+            f"{self.summary()} (see the first ConnectionLostError); no statement can run in it and it cannot "
+            "commit. End the db_session (it rolls back), or call rollback() to start a new transaction "
+            "on a new connection, and run the whole transaction again.",
+            database=self.database,
+            statements=self.statements,
+            entities=self.entities,
+        )
 
 
 class _Local(threading.local):
@@ -185,6 +236,7 @@ def _install(kit: Kit) -> None:
     _pony.wrap_provider_method(db, "commit", _make_commit_wrapper(kit))
     _pony.wrap_provider_method(db, "rollback", _wrap_rollback)
     _pony.wrap_provider_method(db, "release", _wrap_release)
+    _pony.wrap_provider_method(db, "should_reconnect", functools.partial(_wrap_should_reconnect, db))
 
 
 def _record_saved(cache: Any, obj: Any, status: str) -> None:
@@ -218,10 +270,14 @@ def _wrap_set_transaction_mode(original: Callable[..., Any]) -> Callable[..., An
 def _make_commit_wrapper(kit: Kit) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         def commit(connection: Any, cache: Any = None) -> Any:
+            if _pony.is_lost_connection(connection):
+                # Committing now would keep only what was written after the loss: refuse; Pony rolls back.
+                raise connection.error()
             result = original(connection, cache)
             state = _state(cache)
             if state is None:
                 return result
+            state.write_statements = 0
             # The database confirmed the commit: from here on nothing may undo it or raise into Pony.
             writes = state.take_writes()
             if writes:
@@ -246,6 +302,7 @@ def _wrap_rollback(original: Callable[..., Any]) -> Callable[..., Any]:
             state = _state(cache)
             if state is not None:
                 state.rolled_back = True
+                state.write_statements = 0
                 state.writes.clear()
                 state.on_commit.clear()
                 _local.ready.extend(state.on_rollback)
@@ -257,7 +314,8 @@ def _wrap_rollback(original: Callable[..., Any]) -> Callable[..., Any]:
 def _wrap_release(original: Callable[..., Any]) -> Callable[..., Any]:
     def release(connection: Any, cache: Any = None) -> Any:
         try:
-            return original(connection, cache)
+            # A lost connection's stand-in: the dead connection already left the pool, nothing to release.
+            return None if _pony.is_lost_connection(connection) else original(connection, cache)
         finally:
             state = _state(cache)
             rolled_back = state is not None and state.rolled_back
@@ -270,6 +328,81 @@ def _wrap_release(original: Callable[..., Any]) -> Callable[..., Any]:
             _finish_release(rolled_back)
 
     return release
+
+
+def _wrap_should_reconnect(db: Database, original: Callable[..., Any]) -> Callable[..., Any]:
+    # Pony asks should_reconnect(exc) only from SessionCache.reconnect(), when a statement of the current
+    # thread's session on this Database failed. If Pony's answer is yes, it drops the dead connection,
+    # which clears cache.in_transaction, so the guard of cache.connect() ("Transaction cannot be
+    # continued") never fires and the statement runs again in a new transaction: the writes made before
+    # are gone while the later ones commit. Before anything was written, that reconnect loses nothing
+    # and stays; after a write, the transaction is marked lost and the statement raises instead.
+    def should_reconnect(exc: BaseException) -> bool:
+        if not original(exc):
+            return False
+        cache = _pony.session_cache(db)
+        state = _state(cache)
+        if cache is None or state is None or not state.has_written():
+            return True
+        entities = tuple(sorted(state.writes))
+        lost = _Lost(_pony.describe_database(db), state.write_statements, entities)
+        _pony.abandon_connection(cache, lost.later_error)
+        log.warning(
+            "ponykit: connection lost inside a transaction on the %s after %s; the transaction is lost "
+            "and will roll back",
+            lost.database,
+            lost.summary(),
+        )
+        raise lost.first_error() from exc
+
+    return should_reconnect
+
+
+_READ_HEAD = re.compile(r"[\s(]*(?:(select|show)|explain)\b", re.IGNORECASE)
+# Tried only where "for"/"lock" occurs in the lowered tail: a search with IGNORECASE over the tail cost
+# 40 µs per statement (measured), this about 1 µs on a loaded machine.
+_LOCKING_AT = re.compile(
+    r"(?:for\s+(?:no\s+key\s+update|key\s+share|update|share)|lock\s+in\s+share\s+mode)\b"
+)
+_TAIL = 512  # a locking clause ends the statement (PostgreSQL, MySQL): no need to scan a huge IN list
+
+
+def _is_write_statement(sql: str) -> bool:
+    """False for statements that only read: a plain SELECT or SHOW, an EXPLAIN that does not run its query.
+
+    Everything else counts as a write, conservatively: DML, DDL, SET, CTEs (``WITH x AS (DELETE ...)``),
+    and reads that lock rows (``FOR UPDATE``/``FOR SHARE``), whose locks go with the connection. A
+    SELECT that writes through a function it calls cannot be told from its text and counts as a read.
+    Runs for every statement, so it looks at the head and the tail only, never copies the whole text.
+    """
+    head = _READ_HEAD.match(sql)
+    if head is None:
+        return True
+    if head.group(1) is None:  # EXPLAIN: ANALYZE runs the statement
+        return "analyze" in sql[: head.end() + 32].lower()
+    return _locks_rows(sql[-_TAIL:].lower())
+
+
+def _locks_rows(tail: str) -> bool:
+    for word in ("for", "lock"):
+        i = tail.rfind(word)
+        while i >= 0:
+            before = tail[i - 1] if i else " "
+            if not (before.isalnum() or before == "_") and _LOCKING_AT.match(tail, i):
+                return True
+            i = tail.rfind(word, 0, i)
+    return False
+
+
+def _note_statement(db: Database, sql: str) -> None:
+    """Count a statement that ran on ``db`` in this thread's session (called by the Kit's execute wrapper)."""
+    if not _is_write_statement(sql):
+        return
+    cache = _pony.session_cache(db)
+    if cache is not None:
+        state = _state(cache, create=True)
+        assert state is not None
+        state.write_statements += 1
 
 
 def _finish_release(rolled_back: bool) -> None:

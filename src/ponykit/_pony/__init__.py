@@ -5,6 +5,7 @@ Every use of a private Pony name lives in this package, behind small functions w
 ``_pony.name`` and never reaches into ``pony.orm.core`` itself. One module per area:
 
 - ``database``: database state, sessions, provider interception, converter lists
+- ``connection``: a session's connection lost inside a transaction that wrote
 - ``entities``: entity metadata, encoding and decoding values, write tracking
 - ``types``: custom attribute types and query-parameter normalization
 - ``bulk`` and ``identity``: bulk writes, and identity-map upkeep after raw writes
@@ -19,10 +20,23 @@ lists are shadowed on one provider *instance*, and write tracking is installed o
 one ``Database``.
 """
 
-from . import bulk, cache, database, entities, identity, prefetch, prepared, query, serialize, types
+from . import (
+    bulk,
+    cache,
+    connection,
+    database,
+    entities,
+    identity,
+    prefetch,
+    prepared,
+    query,
+    serialize,
+    types,
+)
 from ._typing import Attribute, Entity, SessionCache
 from .bulk import *  # noqa: F403
 from .cache import *  # noqa: F403
+from .connection import *  # noqa: F403
 from .database import *  # noqa: F403
 from .entities import *  # noqa: F403
 from .identity import *  # noqa: F403
@@ -38,6 +52,7 @@ __all__ = [
     "Entity",
     "SessionCache",
     *database.__all__,
+    *connection.__all__,
     *entities.__all__,
     *types.__all__,
     *bulk.__all__,

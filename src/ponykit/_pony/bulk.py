@@ -395,9 +395,11 @@ def copy_in_session(db: Database, sql: str, data: Any) -> int:
 
     The statement takes the path of :func:`execute_in_session` (``db._exec_sql``): pending changes are
     flushed, the transaction is started, Pony's SQL log and statistics and the provider's ``execute``
-    (so ponykit's execute listeners and ``count_queries``) see it, with no arguments; a connection
-    Pony would reconnect is reconnected and the COPY run again. Only the cursor differs: its
-    ``execute`` is psycopg2's ``copy_expert``, since COPY's rows come from a file.
+    (so ponykit's execute listeners and ``count_queries``) see it, with no arguments. A lost connection
+    goes through Pony's ``cache.reconnect``, so the same rule as for every statement applies: before
+    the transaction wrote anything it is reconnected and the COPY run again; after a write, an attached
+    Database raises ``ConnectionLostError`` (``transactions``) and nothing is retried. Only the cursor
+    differs: its ``execute`` is psycopg2's ``copy_expert``, since COPY's rows come from a file.
     """
     _statement_state.self_reported += 1
     try:
@@ -412,6 +414,7 @@ def copy_in_session(db: Database, sql: str, data: Any) -> int:
         try:
             provider.execute(cursor, sql, None, False)
         except Exception as exc:  # noqa: BLE001 - as db._exec_sql: reconnect() re-raises what it cannot mend
+            # (and raises ConnectionLostError when the transaction already wrote: no partial retry)
             connection = cache.reconnect(exc)
             data.seek(0)
             cursor = _CopyCursor(connection.cursor(), data)
