@@ -19,6 +19,7 @@ from .errors import (
     InvalidPage,
     PonykitError,
     QueryCountExceeded,
+    SerializationOptionError,
     UnsupportedComparison,
     ValidationError,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "PonykitError",
     "QueryCountExceeded",
     "Serializable",
+    "SerializationOptionError",
     "UnsupportedComparison",
     "UpsertResult",
     "ValidationError",
