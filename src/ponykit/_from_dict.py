@@ -11,6 +11,7 @@ are refused unless named in ``allow=``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from decimal import Context, Decimal
 from typing import Any
 
 from . import _pony
@@ -80,6 +81,43 @@ def _reference(entity_name: str, attr: Any, value: Any, path: str, errors: list[
     return found
 
 
+def _decimal_fits(attr: Any, value: Any, path: str, errors: list[FieldError]) -> Any:
+    """``value`` at the column's scale when it fits ``DECIMAL(precision, scale)``, else _MISSING.
+
+    Too many integer digits would fail at flush (a DataError, or stored as is on SQLite); more fractional
+    digits would be rounded by the server (half away from zero on PostgreSQL and MariaDB, half even by
+    Pony on SQLite), so the object would not hold what is stored: both are refused, nothing is rounded.
+    """
+    limits = _pony.decimal_limits(attr)
+    if limits is None or not isinstance(value, Decimal):
+        return value
+    precision, scale = limits
+    shown = mask(value) if is_sensitive(attr) else repr(str(value))
+    column = f"Decimal({precision}, {scale})"
+    if abs(value) >= Decimal(10) ** (precision - scale):
+        errors.append(
+            FieldError(
+                path,
+                f"expected a number below 10^{precision - scale} (at most {precision - scale} digits "
+                f"before the point for {attr.entity.__name__}.{attr.name}, a {column}), got {shown}",
+            )
+        )
+        return _MISSING
+    # exact: the value is below 10^(precision-scale), so its quantized coefficient fits precision + 1
+    quantized = value.quantize(Decimal(1).scaleb(-scale), context=Context(prec=precision + 2))
+    if quantized != value:
+        errors.append(
+            FieldError(
+                path,
+                f"expected at most {scale} digits after the point (for {attr.entity.__name__}.{attr.name}, "
+                f"a {column}), got {shown}; round it before sending",
+            )
+        )
+        return _MISSING
+    # "-0" would answer "-0.00" while PostgreSQL and MariaDB store 0.00: a zero is stored unsigned
+    return quantized.copy_abs() if not quantized else quantized
+
+
 def _convert(entity: Any, attr: Any, value: Any, errors: list[FieldError]) -> Any:
     name = attr.name
     if attr.is_collection:
@@ -99,6 +137,9 @@ def _convert(entity: Any, attr: Any, value: Any, errors: list[FieldError]) -> An
         except BadValue as exc:
             message = str(exc) if not is_sensitive(attr) else f"wrong type of value ({mask(value)})"
             errors.append(FieldError(name, message))
+            return _MISSING
+        value = _decimal_fits(attr, value, name, errors)
+        if value is _MISSING:
             return _MISSING
     try:
         return _pony.validate_attribute(attr, value)

@@ -13,6 +13,7 @@ import pony.orm.dbapiprovider as _dbapiprovider
 from ._typing import Attribute, Entity
 
 __all__ = [
+    "decimal_limits",
     "decimal_quantum",
     "discriminator_value",
     "entity_attributes",
@@ -82,6 +83,18 @@ def decimal_quantum(attr: Attribute) -> Any:
 
         exp = Decimal(10) ** -converter.scale
     return exp
+
+
+def decimal_limits(attr: Attribute) -> tuple[int, int] | None:
+    """``(precision, scale)`` of a ``Decimal`` attribute stored by Pony's own Decimal converter (the
+    column's ``DECIMAL(precision, scale)``), or None for other attributes and custom Decimal types."""
+    converter = attr.converters[0] if attr.converters else None
+    if not isinstance(converter, _dbapiprovider.DecimalConverter):
+        return None
+    precision, scale = getattr(converter, "precision", None), getattr(converter, "scale", None)
+    if not isinstance(precision, int) or not isinstance(scale, int):
+        return None
+    return precision, scale
 
 
 def untracked(value: Any) -> Any:
