@@ -29,6 +29,7 @@ __all__ = [
     "raw_pk_leaf_attributes",
     "raw_pk_of",
     "read_bits",
+    "session_objects",
     "untracked",
     "validate_attribute",
 ]
@@ -185,6 +186,15 @@ def find_by_raw_pk(entity: Entity, raw: tuple[Any, ...]) -> Any:
     except (ObjectNotFound, TypeError, ValueError):
         return None
     return obj
+
+
+def session_objects(db: Any) -> list[Any]:
+    """Every live object in the current session's identity map, new unsaved ones included (objects
+    without a key yet are in no index), so tests can check that nothing half-built was left behind."""
+    cache = _core.local.db2cache.get(db)
+    if cache is None or not cache.is_alive:
+        return []
+    return [o for o in cache.objects if o._status_ not in ("deleted", "cancelled", "marked_to_delete")]
 
 
 def raw_pk_of(obj: Any) -> tuple[Any, ...]:
