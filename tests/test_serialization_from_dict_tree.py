@@ -43,7 +43,7 @@ def m(db: Database) -> Any:
 
     class Invoice(db.Entity, pk.Serializable):  # type: ignore[name-defined]
         order = Required(Order)
-        number = Required(str, 20)
+        number = Required(str, 20, unique=True)
 
     pk.attach(db)
     db.generate_mapping(create_tables=True)
@@ -175,6 +175,25 @@ def test_every_error_of_the_tree_with_its_path(m: Any) -> None:
             {"name": "C", "orders": [{"internal": "x"}]}, allow=["orders.internal"]
         )
         assert [o.internal for o in customer.orders] == ["x"]
+
+
+def test_late_failure_leaves_nothing(m: Any) -> None:
+    """A problem only Pony sees while creating (a unique value already in the identity map) is a
+    ValidationError with the path of that object, and the objects created before it are taken back."""
+    with db_session:
+        m.Invoice(order=m.Order(customer=m.Customer[1]), number="F-1")
+        flush()
+        assert m.Product[1].name  # loaded by the reference below anyway: only new objects must not stay
+        before = set(_pony.session_objects(m.db))
+        with pytest.raises(pk.ValidationError) as exc:
+            m.Order.from_dict(
+                {"customer": 1, "lines": [{"product": 1, "qty": 1}], "invoice": {"number": "F-1"}}
+            )
+        assert _paths(exc) == ["invoice"]
+        assert "F-1" in str(exc.value)
+        assert set(_pony.session_objects(m.db)) == before
+        commit()
+        assert (m.Order.select().count(), m.Line.select().count(), m.Invoice.select().count()) == (1, 0, 1)
 
 
 def test_fields_allow_list(m: Any) -> None:

@@ -342,7 +342,7 @@ def _build(node: _Node, obj: Any, reverse: Any, parent: Any, created: list[Any])
             created.append(obj)
         elif values:
             obj.set(**values)
-    except (ValueError, TypeError, IndexError) as exc:  # Pony's own late checks (CacheIndexError...)
+    except _pony.input_errors() as exc:  # what only Pony checks: a unique value already in the session
         raise ValidationError(
             f"invalid input for {node.entity.__name__}", [FieldError(node.path, str(exc))]
         ) from exc
@@ -356,7 +356,7 @@ def _build(node: _Node, obj: Any, reverse: Any, parent: Any, created: list[Any])
         content = [*node.collections.get(name, ()), *new.get(name, ())]
         try:
             obj.set(**{name: content})
-        except (ValueError, TypeError, IndexError) as exc:
+        except _pony.input_errors() as exc:
             path = _join(node.path, name)
             raise ValidationError(
                 f"invalid input for {node.entity.__name__}", [FieldError(path, str(exc))]

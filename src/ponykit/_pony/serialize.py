@@ -20,6 +20,7 @@ __all__ = [
     "entity_pk_attributes",
     "find_by_raw_pk",
     "flush_if_dirty",
+    "input_errors",
     "loaded_values",
     "mark_read",
     "output_values_source",
@@ -165,6 +166,13 @@ def validate_attribute(attr: Attribute, value: Any) -> Any:
     ``ValueError``/``TypeError`` otherwise. Relations take an instance or a raw primary key.
     """
     return attr.validate(value, None, attr.entity)
+
+
+def input_errors() -> tuple[type[BaseException], ...]:
+    """What Pony raises for bad values when an object is created or set: ``ValueError``/``TypeError``
+    from validation and ``CacheIndexError`` (an ``OrmError``) for a unique value already in the
+    identity map."""
+    return (ValueError, TypeError, _core.CacheIndexError)
 
 
 def find_by_raw_pk(entity: Entity, raw: tuple[Any, ...]) -> Any:
