@@ -34,6 +34,7 @@ def m(db: Database) -> Any:
         internal = Optional(str, 100, hidden=True)
         lines = Set("Line")
         invoice = Optional("Invoice")
+        labels = Set("Label")
 
     class Line(db.Entity, pk.Serializable):  # type: ignore[name-defined]
         order = Required(Order)
@@ -44,6 +45,10 @@ def m(db: Database) -> Any:
     class Invoice(db.Entity, pk.Serializable):  # type: ignore[name-defined]
         order = Required(Order)
         number = Required(str, 20, unique=True)
+
+    class Label(db.Entity, pk.Serializable):  # type: ignore[name-defined]
+        text = Required(str, 20)
+        orders = Set(Order)
 
     pk.attach(db)
     db.generate_mapping(create_tables=True)
@@ -56,14 +61,8 @@ def m(db: Database) -> Any:
         pass
 
     ns: Any = NS()
-    ns.db, ns.Customer, ns.Product, ns.Order, ns.Line, ns.Invoice = (
-        db,
-        Customer,
-        Product,
-        Order,
-        Line,
-        Invoice,
-    )
+    ns.db, ns.Customer, ns.Product = db, Customer, Product
+    ns.Order, ns.Line, ns.Invoice, ns.Label = Order, Line, Invoice, Label
     return ns
 
 
@@ -98,6 +97,23 @@ def test_order_with_lines_is_created(m: Any) -> None:
         assert order.invoice.number == "F-1"
         lines = sorted((ln.product.id, ln.qty, ln.price) for ln in order.lines)
         assert lines == [(1, 1, Decimal("9.50")), (3, 2, None)]
+
+
+def test_many_to_many_nested(m: Any) -> None:
+    """A new object in a many-to-many collection gets the parent in its own collection."""
+    with db_session:
+        old = m.Label(text="old")
+        order = m.Order.from_dict({"customer": 1, "labels": [{"text": "new"}, old]})
+        with pytest.raises(pk.ValidationError) as exc:
+            order.update_from({"labels": [{"text": "x", "orders": [1]}]})
+        assert exc.value.errors == [
+            FieldError("labels.0.orders", "set automatically to the Order it is nested in; leave it out")
+        ]
+        commit()
+        oid = order.id
+    with db_session:
+        assert sorted(lb.text for lb in m.Order[oid].labels) == ["new", "old"]
+        assert all([o.id for o in lb.orders] == [oid] for lb in m.Order[oid].labels)
 
 
 def test_entity_objects_are_relation_values(m: Any) -> None:
@@ -241,6 +257,11 @@ def test_update_from_nested(m: Any) -> None:
         assert _paths(exc) == ["lines.1.order", "lines.1.product"]
         assert order.note == ""
         assert len(order.lines) == 1
+        with pytest.raises(pk.ValidationError) as exc:
+            order.update_from({"lines": [{"product": 2, "qty": 5, "order": {"note": "x"}}]})
+        assert exc.value.errors == [
+            FieldError("lines.0.order", "expected a Order key or an object with ['id']")
+        ]
         order.update_from({"note": "y", "lines": [first, {"product": 2, "qty": 5, "order": order.id}]})
         commit()
         assert sorted(ln.qty for ln in order.lines) == [1, 5]

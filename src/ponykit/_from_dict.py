@@ -129,7 +129,11 @@ def _reference(attr: Any, value: Any, path: str, errors: list[FieldError]) -> An
         return _MISSING
     leaves = _pony.raw_pk_leaf_attributes(target)
     if isinstance(value, Mapping):
-        parts = [value[a.name] for a in _pony.entity_pk_attributes(target)]
+        pk_names = [a.name for a in _pony.entity_pk_attributes(target)]
+        if not _is_reference(target, value):
+            errors.append(FieldError(path, f"expected a {target.__name__} key or an object with {pk_names}"))
+            return _MISSING
+        parts = [value[n] for n in pk_names]
         value = parts[0] if len(parts) == 1 else parts
     raw = list(value) if isinstance(value, list) and len(leaves) > 1 else [value]
     if len(raw) != len(leaves) or any(isinstance(v, (dict, list)) for v in raw):
@@ -286,8 +290,9 @@ def _collect(
             continue
         if reverse is not None and attr is reverse:
             owner = reverse.py_type.__name__
-            if parent is None:
-                message = f"set automatically to the new {owner} it is nested in; leave it out"
+            if parent is None or reverse.is_collection:
+                new = "new " if parent is None else ""
+                message = f"set automatically to the {new}{owner} it is nested in; leave it out"
                 errors.append(FieldError(here, message))
             elif _reference(reverse, value, here, errors) not in (parent, _MISSING):
                 errors.append(FieldError(here, f"must be the {owner} it is nested in, or be left out"))
