@@ -129,3 +129,34 @@ def test_read_tracking_helpers(db: Database, backend: Any) -> None:
         _pony.mark_read(obj, _pony.read_bits(member, [member.name]))
         obj.delete()
         assert names["run"](obj, 0) is None
+
+
+def test_decimal_limits(db: Database) -> None:
+    """decimal_limits reads precision and scale of Pony's Decimal converter (defaults 12, 2)."""
+    from decimal import Decimal
+
+    class Money(db.Entity):  # type: ignore[name-defined]
+        amount = Required(Decimal, 10, 3)
+        plain = Optional(Decimal)
+        label = Optional(str)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    assert _pony.decimal_limits(Money.amount) == (10, 3)
+    assert _pony.decimal_limits(Money.plain) == (12, 2)
+    assert _pony.decimal_limits(Money.label) is None
+
+
+def test_session_objects(db: Database) -> None:
+    """session_objects lists new objects (no key yet, in no index) and loaded ones, not deleted ones."""
+    org, member, _sub = _models(db)
+    assert _pony.session_objects(db) == []
+    with db_session:
+        o = org(code="a", num=1)
+        m = member(org=o, name="m")
+        assert set(_pony.session_objects(db)) == {o, m}
+        m.delete()
+        assert _pony.session_objects(db) == [o]
+        assert ValueError in _pony.input_errors()
+        with pytest.raises(_pony.input_errors()):
+            org(code="a", num=1)  # the key is in the identity map already

@@ -20,6 +20,7 @@ from .errors import (
     InvalidPage,
     PonykitError,
     QueryCountExceeded,
+    SerializationOptionError,
     UnsupportedComparison,
     ValidationError,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "PonykitError",
     "QueryCountExceeded",
     "Serializable",
+    "SerializationOptionError",
     "UnsupportedComparison",
     "UpsertResult",
     "ValidationError",

@@ -23,6 +23,7 @@ import orjson
 
 from . import _pony
 from ._serialize_codec import Dump, identity, inline_expression, value_dumper
+from .errors import SerializationOptionError
 from .security.sensitive import is_sensitive
 
 __all__ = ()
@@ -76,7 +77,12 @@ class Plan:
         return all(f.kind in (VALUE, REF) for f in self.fields)
 
 
-def _names(value: Any, option: str) -> tuple[str, ...] | None:
+def _bad(where: str, message: str) -> SerializationOptionError:
+    """The error for a wrong option of the plan of ``where`` (``Book`` or ``Author.books`` when nested)."""
+    return SerializationOptionError(f"serialization options for {where}: {message}")
+
+
+def _names(value: Any, option: str, where: str) -> tuple[str, ...] | None:
     if value is None:
         return None
     if isinstance(value, str):
@@ -85,10 +91,10 @@ def _names(value: Any, option: str) -> tuple[str, ...] | None:
         names = tuple(value)
         if all(isinstance(n, str) for n in names):
             return names
-    raise TypeError(f"{option}= expects attribute names (a list of strings or 'a, b'); got {value!r}")
+    raise _bad(where, f"{option}= expects attribute names (a list of strings or 'a, b'); got {value!r}")
 
 
-def _related(value: Any) -> dict[str, dict[str, Any]]:
+def _related(value: Any, where: str) -> dict[str, dict[str, Any]]:
     """Normalize ``related=`` into ``{name: options}``; dotted names nest (``"posts.comments"``)."""
     if value is None:
         return {}
@@ -100,14 +106,14 @@ def _related(value: Any) -> dict[str, dict[str, Any]]:
     elif isinstance(value, Iterable):
         items = ((name, {}) for name in value)
     else:
-        raise TypeError(f"related= expects a mapping of relation names to options, or names; got {value!r}")
+        raise _bad(where, f"related= expects a mapping of relation names to options, or names; got {value!r}")
     for name, spec in items:
         if not isinstance(name, str):
-            raise TypeError(f"related= keys must be relation names (strings); got {name!r}")
+            raise _bad(where, f"related= keys must be relation names (strings); got {name!r}")
         if spec is None or spec is True:
             spec = {}
         if not isinstance(spec, Mapping):
-            raise TypeError(f"related[{name!r}] must be a mapping of options (only, exclude, related...)")
+            raise _bad(where, f"related[{name!r}] must be a mapping of options (only, exclude, related...)")
         head, _, rest = name.partition(".")
         target = result.setdefault(head, {})
         if rest:
@@ -117,8 +123,10 @@ def _related(value: Any) -> dict[str, dict[str, Any]]:
         else:
             unknown = set(spec) - _OPTION_NAMES
             if unknown:
-                raise TypeError(
-                    f"related[{name!r}] has unknown options {sorted(unknown)}; known: {sorted(_OPTION_NAMES)}"
+                raise _bad(
+                    where,
+                    f"related[{name!r}] has unknown options {sorted(unknown)}; "
+                    f"known: {sorted(_OPTION_NAMES)}",
                 )
             target.update(spec)
     return result
@@ -173,7 +181,7 @@ def plan_for(entity: Any, options: Mapping[str, Any]) -> Plan:
             return default  # type: ignore[no-any-return]
     unknown = set(options) - _OPTION_NAMES
     if unknown:
-        raise TypeError(f"unknown serialization options {sorted(unknown)}; known: {sorted(_OPTION_NAMES)}")
+        raise _bad(entity.__name__, f"unknown options {sorted(unknown)}; known: {sorted(_OPTION_NAMES)}")
     key = _freeze(options)
     per_entity = _plans.get(entity)
     if per_entity is not None:
@@ -195,18 +203,31 @@ def _select(
     exclude: tuple[str, ...],
     options: Mapping[str, Any],
     related: Mapping[str, Any],
+    where: str,
 ) -> list[Any]:
-    def attr_named(name: str) -> Any:
+    def attr_named(name: str, option: str) -> Any:
         try:
             return _pony.entity_attribute(entity, name)
         except AttributeError:
-            raise AttributeError(f"Entity {entity.__name__} does not have attribute {name}") from None
+            known = [a.name for a in _pony.entity_attributes(entity)]
+            raise _bad(
+                where,
+                f"{option}= names {name!r}: Entity {entity.__name__} does not have attribute {name}; "
+                f"its attributes are {known}",
+            ) from None
 
-    for name in (*exclude, *related):
-        attr_named(name)
+    for name in exclude:
+        attr_named(name, "exclude")
+    for name in related:
+        if not attr_named(name, "related").is_relation:  # nesting a column would be silently ignored
+            raise _bad(
+                where,
+                f"related= names {name!r}, a column of {entity.__name__}, not a relation; "
+                "list columns in only= instead",
+            )
     if only is not None:
-        chosen = [attr_named(n) for n in only]
-        chosen += [attr_named(n) for n in related if n not in only]
+        chosen = [attr_named(n, "only") for n in only]
+        chosen += [attr_named(n, "related") for n in related if n not in only]
     else:
         with_collections = bool(options.get("with_collections"))
         with_lazy = bool(options.get("with_lazy"))
@@ -225,18 +246,22 @@ def _select(
     excluded = set(exclude)
     clash = excluded & set(related)
     if clash:
-        raise ValueError(f"{entity.__name__}: {sorted(clash)} named both in exclude= and related=")
+        raise _bad(where, f"{sorted(clash)} named both in exclude= and related=; drop one of them")
     return [a for a in chosen if a.name not in excluded]
 
 
-def _build(entity: Any, options: dict[str, Any], path: tuple[Any, ...]) -> Plan:
-    only = _names(options.get("only"), "only")
-    exclude = _names(options.get("exclude"), "exclude") or ()
-    related = _related(options.get("related"))
+def _build(entity: Any, options: dict[str, Any], path: tuple[Any, ...], where: str = "") -> Plan:
+    where = where or entity.__name__
+    unknown = set(options) - _OPTION_NAMES
+    if unknown:
+        raise _bad(where, f"unknown options {sorted(unknown)}; known: {sorted(_OPTION_NAMES)}")
+    only = _names(options.get("only"), "only", where)
+    exclude = _names(options.get("exclude"), "exclude", where) or ()
+    related = _related(options.get("related"), where)
     depth = options.get("depth")
     if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 0):
-        raise TypeError(f"depth= expects a non-negative integer; got {depth!r}")
-    attrs = _select(entity, only, exclude, options, related)
+        raise _bad(where, f"depth= expects a non-negative integer; got {depth!r}")
+    attrs = _select(entity, only, exclude, options, related, where)
     inheritable = ("with_collections", "with_lazy", "include_sensitive")
     inherited = {k: options[k] for k in inheritable if k in options}
     fields = []
@@ -260,8 +285,8 @@ def _build(entity: Any, options: dict[str, Any], path: tuple[Any, ...]) -> Plan:
             for k, v in inherited.items():
                 spec.setdefault(k, v)
             if len(path) > 32:
-                raise ValueError(f"related= nests more than 32 levels deep at {entity.__name__}.{attr.name}")
-            sub = _build(target, spec, (*path, entity))
+                raise _bad(where, f"related= nests more than 32 levels deep at {entity.__name__}.{attr.name}")
+            sub = _build(target, spec, (*path, entity), f"{where}.{attr.name} ({target.__name__})")
         if attr.is_collection:
             kind = REFS if sub is None else NESTED_MANY
         else:

@@ -6,6 +6,7 @@ raised on purpose. Where a builtin fits, the error also derives from it, so code
 
     PonykitError
     ├── ConfigurationError      (ValueError)   set-up is wrong: bad URL, attach() at the wrong time, no keys
+    │   └── SerializationOptionError (also TypeError, AttributeError)  bad to_dict/to_json/json_schema options
     ├── ValidationError         (ValueError)   input data is wrong; lists every problem by field path
     │   └── BulkWriteError                     a bulk row is wrong; names the row index
     ├── InvalidPage             (ValueError)   page number or size out of range
@@ -37,6 +38,7 @@ __all__ = [
     "InvalidPage",
     "PonykitError",
     "QueryCountExceeded",
+    "SerializationOptionError",
     "UnsupportedComparison",
     "ValidationError",
 ]
@@ -48,6 +50,15 @@ class PonykitError(Exception):
 
 class ConfigurationError(PonykitError, ValueError):
     """ponykit or a Database is set up wrongly: a malformed URL, attach() at the wrong time, missing keys."""
+
+
+class SerializationOptionError(ConfigurationError, TypeError, AttributeError):
+    """The options of ``to_dict``/``to_json``/``json_schema`` are wrong: an unknown attribute or option, a
+    value of the wrong type, ``related=`` naming something that is not a relation.
+
+    It also derives from ``TypeError`` and ``AttributeError``, the builtins these mistakes raised before,
+    so existing ``except`` clauses keep working. The message names the entity and the option.
+    """
 
 
 class FieldError:

@@ -220,15 +220,18 @@ def json_schema(
     return document_schema(plan_for(entity, options), many=many)
 
 
-def from_dict(entity: Any, data: Any, *, allow: Names = None) -> Any:
+def from_dict(entity: Any, data: Any, *, allow: Names = None, fields: Names = None) -> Any:
     """Create an ``entity`` instance from JSON-like data, validated by Pony's own rules.
 
     Raises :class:`ponykit.ValidationError` listing every problem (unknown keys, wrong types, missing
-    required attributes, values out of range or too long, missing related objects) by field path. The
-    primary key, ``hidden=True``, sensitive and discriminator attributes are refused unless named in
-    ``allow``.
+    required attributes, values out of range or too long, Decimals the column cannot hold, missing
+    related objects) by field path, for the whole tree: relations also take entity objects, and objects
+    without a primary key are new related objects created with it (``{"lines": [{"qty": 2}]}``, path
+    ``lines.0.qty``); nothing is created when a problem is reported. The primary key, ``hidden=True``,
+    sensitive and discriminator attributes are refused unless named in ``allow``; with ``fields`` only
+    the attributes named there may be set. Both take dotted paths for nested objects (``"lines.qty"``).
     """
-    return _from_dict(entity, data, allow=allow)
+    return _from_dict(entity, data, allow=allow, fields=fields)
 
 
 _INSTALLED = ("to_dict", "to_json", "__repr__")
@@ -322,16 +325,17 @@ class Serializable:
         )
 
     @classmethod
-    def from_dict(cls, data: Any, *, allow: Names = None) -> Any:
+    def from_dict(cls, data: Any, *, allow: Names = None, fields: Names = None) -> Any:
         """A new instance from JSON-like data; see :func:`ponykit.serialization.from_dict`."""
-        return _from_dict(cls, data, allow=allow)
+        return _from_dict(cls, data, allow=allow, fields=fields)
 
-    def update_from(self, data: Any, *, allow: Names = None) -> Any:
+    def update_from(self, data: Any, *, allow: Names = None, fields: Names = None) -> Any:
         """Validate every key of ``data`` first, then set them on this object; returns the object.
 
-        Same rules as :meth:`from_dict`, except that missing attributes are simply left unchanged.
+        Same rules as :meth:`from_dict`, except that missing attributes are simply left unchanged. An
+        array given for a collection is its new content (existing objects and new nested ones).
         """
-        return _update_from(self, data, allow=allow)
+        return _update_from(self, data, allow=allow, fields=fields)
 
     @classmethod
     def json_schema(cls, **options: Any) -> dict[str, Any]:

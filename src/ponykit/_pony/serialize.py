@@ -13,12 +13,14 @@ import pony.orm.dbapiprovider as _dbapiprovider
 from ._typing import Attribute, Entity
 
 __all__ = [
+    "decimal_limits",
     "decimal_quantum",
     "discriminator_value",
     "entity_attributes",
     "entity_pk_attributes",
     "find_by_raw_pk",
     "flush_if_dirty",
+    "input_errors",
     "loaded_values",
     "mark_read",
     "output_values_source",
@@ -28,6 +30,7 @@ __all__ = [
     "raw_pk_leaf_attributes",
     "raw_pk_of",
     "read_bits",
+    "session_objects",
     "untracked",
     "validate_attribute",
 ]
@@ -82,6 +85,18 @@ def decimal_quantum(attr: Attribute) -> Any:
 
         exp = Decimal(10) ** -converter.scale
     return exp
+
+
+def decimal_limits(attr: Attribute) -> tuple[int, int] | None:
+    """``(precision, scale)`` of a ``Decimal`` attribute stored by Pony's own Decimal converter (the
+    column's ``DECIMAL(precision, scale)``), or None for other attributes and custom Decimal types."""
+    converter = attr.converters[0] if attr.converters else None
+    if not isinstance(converter, _dbapiprovider.DecimalConverter):
+        return None
+    precision, scale = getattr(converter, "precision", None), getattr(converter, "scale", None)
+    if not isinstance(precision, int) or not isinstance(scale, int):
+        return None
+    return precision, scale
 
 
 def untracked(value: Any) -> Any:
@@ -153,6 +168,13 @@ def validate_attribute(attr: Attribute, value: Any) -> Any:
     return attr.validate(value, None, attr.entity)
 
 
+def input_errors() -> tuple[type[BaseException], ...]:
+    """What Pony raises for bad values when an object is created or set: ``ValueError``/``TypeError``
+    from validation and ``CacheIndexError`` (an ``OrmError``) for a unique value already in the
+    identity map."""
+    return (ValueError, TypeError, _core.CacheIndexError)
+
+
 def find_by_raw_pk(entity: Entity, raw: tuple[Any, ...]) -> Any:
     """The instance of ``entity`` with this raw primary key (a tuple of column values), or None.
 
@@ -172,6 +194,15 @@ def find_by_raw_pk(entity: Entity, raw: tuple[Any, ...]) -> Any:
     except (ObjectNotFound, TypeError, ValueError):
         return None
     return obj
+
+
+def session_objects(db: Any) -> list[Any]:
+    """Every live object in the current session's identity map, new unsaved ones included (objects
+    without a key yet are in no index), so tests can check that nothing half-built was left behind."""
+    cache = _core.local.db2cache.get(db)
+    if cache is None or not cache.is_alive:
+        return []
+    return [o for o in cache.objects if o._status_ not in ("deleted", "cancelled", "marked_to_delete")]
 
 
 def raw_pk_of(obj: Any) -> tuple[Any, ...]:
