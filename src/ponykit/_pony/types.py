@@ -23,33 +23,7 @@ __all__ = [
     "register_type_normalization",
     "root_entity_name",
     "sql_alias",
-    "wrap_storage_converter",
 ]
-
-
-# Converter entries are replaced in place (not prepended) when ponykit wraps a dialect's own converter for a
-# storage type: ``bool`` must keep matching before ``int`` and ``LongStr`` before nothing else.
-
-
-def wrap_storage_converter(db: Database, storage: type, make: Callable[[type], type]) -> type:
-    """Replace, on this provider instance, the converter entry that handles ``storage`` with ``make(cls)``.
-
-    The entry keeps its position and its type key, so every type it matched before still goes to the new
-    class. Idempotent: a class already made by ponykit is returned as is. Used for the converters Pony
-    builds for query parameters (``get_converter_by_py_type``), which never see an attribute.
-    """
-    provider = db.provider
-    entries = list(provider.converter_classes)
-    for index, (key, cls) in enumerate(entries):
-        if issubclass(storage, key):
-            if getattr(cls, "_ponykit_param_converter_", False):
-                return cls  # type: ignore[no-any-return]
-            new_cls = make(cls)
-            new_cls._ponykit_param_converter_ = True  # type: ignore[attr-defined]
-            entries[index] = (key, new_cls)
-            provider.converter_classes = entries
-            return new_cls
-    raise TypeError(f"the {provider.dialect} provider has no converter for {storage.__name__}")
 
 
 def register_type_normalization(py_type: type, storage: type) -> None:
