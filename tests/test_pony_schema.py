@@ -37,6 +37,7 @@ def public_twin(backend_name: str, _admin: Any) -> Any:
     table = "pk_widget_" + uuid.uuid4().hex[:8]
     _admin.execute(backend_name, f'CREATE TABLE public."{table}" (id serial primary key, other text)')
     _admin.execute(backend_name, f'CREATE TABLE public."{table}_part" (id serial primary key)')
+    _admin.execute(backend_name, f'CREATE INDEX "idx_{table}" ON public."{table}" (other)')
     yield table
     _admin.execute(backend_name, f'DROP TABLE IF EXISTS public."{table}", public."{table}_part"')
 

@@ -7,6 +7,7 @@ Europe/Paris (set in the URL), since with UTC an aware value is stored alike eit
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -167,3 +168,142 @@ def test_aware_datetime_attribute_queries_convert_by_column(backend: Backend) ->
     finally:
         db.drop_all_tables(with_all_data=True)
         db.disconnect()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# str/int-mixin Enums: plain Pony's mapping unless the attribute says as_enum=True
+
+
+class Color(str, enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+def declare_item(db: Database, *, attach: bool, table: str, as_enum: bool = False) -> Any:
+    options: dict[str, Any] = {"as_enum": True} if as_enum else {}
+
+    class Item(db.Entity):  # type: ignore[name-defined,misc]
+        _table_ = table
+        id = PrimaryKey(int)
+        color = Optional(Color, **options)
+        level = Optional(Level, **options)
+
+    if attach:
+        pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    return Item
+
+
+def enum_fixture(backend: Backend, as_enum: bool) -> Any:
+    made = [bound(backend) for _ in range(2)]
+    yield (
+        declare_item(made[0], attach=False, table="plain_item"),
+        declare_item(made[1], attach=True, table="kit_item", as_enum=as_enum),
+    )
+    for database in made:
+        database.drop_all_tables(with_all_data=True)
+        database.disconnect()
+
+
+@pytest.fixture
+def enum_twins(backend: Backend) -> Any:
+    """``(plain Pony, attached)``: the same Item model; attached without as_enum."""
+    yield from enum_fixture(backend, as_enum=False)
+
+
+@pytest.fixture
+def enum_members(backend: Backend) -> Any:
+    """``(plain Pony, attached)``: the same Item model; attached with as_enum=True."""
+    yield from enum_fixture(backend, as_enum=True)
+
+
+def outcome(fn: Any) -> Any:
+    try:
+        with db_session:
+            return ("ok", fn())
+    except (TypeError, ValueError) as exc:
+        return (type(exc).__name__,)
+
+
+def behaviour(item: Any, colors: list[Any], levels: list[Any]) -> list[Any]:
+    """What writing, storing, reading and querying these values does (types included)."""
+    db = item._database_
+    with db_session:
+        item.select().delete(bulk=True)
+    seen: list[Any] = []
+    for i, (color, level) in enumerate(zip(colors, levels, strict=True)):
+        seen.append(outcome(lambda i=i, c=color, v=level: item(id=i, color=c, level=v) and None))
+    table = pk._pony.quote_name(db, item._table_)
+    sql = f"SELECT id, color, level FROM {table} ORDER BY id"
+    seen.append(outcome(lambda: [tuple(r) for r in db.select(sql)]))
+    seen.append(outcome(lambda: [(repr(x.color), repr(x.level)) for x in item.select().order_by(item.id)]))
+    seen.append(outcome(lambda: sorted(select(x.id for x in item if x.color == Color.RED))))
+    return seen
+
+
+values_of = {
+    "color": st.sampled_from(list(Color)) | st.sampled_from(["red", "blue"]) | st.text(max_size=5),
+    "level": st.sampled_from(list(Level)) | st.integers(-3, 9),
+}
+
+
+@settings(max_examples=15)
+@given(data=st.data())
+def test_mixin_enum_default_is_plain_pony(enum_twins: Any, data: Any) -> None:
+    """Without as_enum, a str/int-mixin Enum attribute writes, stores, reads back (types included),
+    accepts non-members and queries exactly as plain Pony does."""
+    plain, kit = enum_twins
+    size = data.draw(st.integers(1, 3))
+    colors = data.draw(st.lists(values_of["color"], min_size=size, max_size=size))
+    levels = data.draw(st.lists(values_of["level"], min_size=size, max_size=size))
+    assert behaviour(kit, colors, levels) == behaviour(plain, colors, levels)
+
+
+def test_mixin_enum_as_enum_reads_members(enum_members: Any) -> None:
+    """With as_enum=True the column holds what plain Pony stores, values read back as members, and
+    values that are not members are refused on assignment and on load (with a message naming them)."""
+    plain, members = enum_members
+    for model in (plain, members):
+        with db_session:
+            model(id=1, color=Color.RED, level=Level.HIGH)
+            model(id=2, color="blue", level=1)
+    with db_session:
+        raw = [
+            sorted(tuple(r) for r in m._database_.select(f"SELECT id, color, level FROM {m._table_}"))
+            for m in (plain, members)
+        ]
+    assert raw[0] == raw[1] == [(1, "red", 2), (2, "blue", 1)]
+    with db_session:
+        assert [(x.color, x.level) for x in members.select().order_by(members.id)] == [
+            (Color.RED, Level.HIGH),
+            (Color.BLUE, Level.LOW),
+        ]
+        assert type(members[2].color) is Color and type(members[2].level) is Level
+        assert select(x.id for x in members if x.level == Level.HIGH)[:] == [1]
+    with db_session, pytest.raises(ValueError, match=r"'green' is not a valid Color value"):
+        members(id=3, color="green")
+    with db_session:
+        plain(id=3, color="green", level=7)  # plain Pony accepts them
+    with db_session:
+        members._database_.execute(f"UPDATE {members._table_} SET level = 7 WHERE id = 2")
+    with db_session, pytest.raises(ValueError, match=r"Item\.level .*holds 7.*not a Level value"):
+        members[2].level  # noqa: B018
+
+
+def test_as_enum_option_checks(db: Database) -> None:
+    """as_enum takes True or False; False makes no sense for an Enum plain Pony cannot store."""
+
+    class Plan(enum.Enum):
+        FREE = "free"
+
+    class Bad(db.Entity):  # type: ignore[name-defined,misc]
+        plan = Optional(Plan, as_enum=False)
+
+    pk.attach(db)
+    with pytest.raises(pk.ConfigurationError, match=r"Bad\.plan: as_enum=False needs a str or int Enum"):
+        db.generate_mapping(create_tables=True)

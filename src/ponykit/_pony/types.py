@@ -12,7 +12,10 @@ from ._typing import Attribute, Entity
 __all__ = [
     "attribute_converter",
     "attribute_entity",
+    "attribute_option",
+    "converter_without_option",
     "default_alias",
+    "dialect_converter_class",
     "install_sql_operation",
     "make_pattern_lookup_operation",
     "max_length",
@@ -24,6 +27,37 @@ __all__ = [
     "root_entity_name",
     "sql_alias",
 ]
+
+
+_MISSING = object()
+
+
+def attribute_option(attr: Attribute, name: str, default: Any = None) -> Any:
+    """The value of keyword option ``name`` given on ``Required(...)``/``Optional(...)``, or ``default``."""
+    return attr.kwargs.get(name, default)
+
+
+def converter_without_option(cls: type, provider: Any, py_type: type, attr: Attribute, name: str) -> Any:
+    """``cls(provider, py_type, attr)`` with ponykit's option ``name`` hidden from it.
+
+    Pony's converters refuse options they do not know; the option stays on the attribute afterwards (a
+    failed ``generate_mapping`` may be retried).
+    """
+    kwargs = attr.kwargs
+    value = kwargs.pop(name, _MISSING)
+    try:
+        return cls(provider, py_type, attr)
+    finally:
+        if value is not _MISSING:
+            kwargs[name] = value
+
+
+def dialect_converter_class(db: Database, py_type: type) -> type:
+    """The converter class plain Pony gives ``py_type`` on this dialect (ponykit's entries ignored)."""
+    for key, cls in type(db.provider).converter_classes:
+        if issubclass(py_type, key):
+            return cls  # type: ignore[no-any-return]
+    raise TypeError(f"the {db.provider.dialect} provider has no converter for {py_type.__name__}")
 
 
 def register_type_normalization(py_type: type, storage: type) -> None:
