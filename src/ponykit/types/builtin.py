@@ -234,7 +234,9 @@ class AwareDatetime(AttributeType):
     """Timezone-aware ``datetime`` values, stored as UTC and returned aware in UTC.
 
     Declare ``Required(pk.types.AwareDatetime)``. Naive datetimes are rejected (ValueError). In generator
-    queries, compare with aware datetimes: ponykit converts them to UTC before binding.
+    queries, an aware value compared directly with the attribute (``==``, ``<``, ``in``, ``between`` ...)
+    is converted to UTC before binding; elsewhere in a query pass UTC values. Plain ``datetime``
+    attributes are not affected: they keep Pony's behaviour.
     """
 
     python_type: ClassVar[type] = _dt.datetime
