@@ -70,6 +70,9 @@ def twins(backend: Backend) -> Any:
     plain_db, kit_db = bound(backend), bound(backend)
     plain = declare_event(plain_db, attach=False, table="plain_ev")
     kit = declare_event(kit_db, attach=True, table="kit_ev")
+    if backend.name == "postgres":
+        with db_session:  # the case where PostgreSQL stores an aware value differently from naive UTC
+            assert kit_db.select("SELECT current_setting('TimeZone')") == ["Europe/Paris"]
     yield plain, kit
     for database in (plain_db, kit_db):
         database.drop_all_tables(with_all_data=True)
