@@ -112,3 +112,39 @@ def test_metadata_helpers(db: Database) -> None:
         assert [t.name for t in select(t for t in BaseThing if condition)] == ["a"]
         assert _pony.sql_alias("bt") == "bt"
         assert _pony.attribute_converter(BaseThing.name).py2sql("a") == "a"
+
+
+def test_dialect_converter_class_ignores_ponykit_entries(db: Database) -> None:
+    """Pony's own converter class for a type, even when ponykit's entries on the instance come first."""
+    import enum
+
+    class Shade(str, enum.Enum):
+        DARK = "dark"
+
+    pk.attach(db)
+    assert _pony.converter_class_for(db, Shade).__name__ == "EnumConverter"
+    plain = _pony.dialect_converter_class(db, Shade)
+    assert plain is _pony.dialect_converter_class(db, str)
+    assert (
+        plain
+        is type(db.provider).converter_classes[
+            next(i for i, (key, _c) in enumerate(type(db.provider).converter_classes) if issubclass(str, key))
+        ][1]
+    )
+
+
+def test_converter_without_option_hides_and_keeps_the_option(db: Database) -> None:
+    """The converter never sees the option (Pony would refuse it); the attribute keeps it afterwards."""
+
+    class Note(db.Entity):  # type: ignore[name-defined,misc]
+        text = Required(str, 20, as_enum=True)
+
+    attr = Note.text
+    assert _pony.attribute_option(attr, "as_enum") is True
+    assert _pony.attribute_option(attr, "missing", 5) == 5
+    cls = _pony.dialect_converter_class(db, str)
+    converter = _pony.converter_without_option(cls, db.provider, str, attr, "as_enum")
+    assert converter.max_len == 20
+    assert _pony.attribute_option(attr, "as_enum") is True
+    with pytest.raises(TypeError, match="unknown option 'as_enum'"):
+        cls(db.provider, str, attr)
