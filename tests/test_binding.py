@@ -632,3 +632,107 @@ def test_bind_url_postgres_unix_socket() -> None:
             assert db.select("select 1") == [1]
     finally:
         db.disconnect()
+
+
+# Boolean URL parameters (issue #12 item 3): a driver given the text "false" treats it as true.
+
+BOOL_PARAMS = {
+    "mysql": [
+        "autocommit",
+        "binary_prefix",
+        "compress",
+        "defer_connect",
+        "local_infile",
+        "named_pipe",
+        "ssl_disabled",
+        "ssl_verify_cert",
+        "ssl_verify_identity",
+        "use_unicode",
+    ],
+    "postgresql": ["async", "async_"],
+    "sqlite": ["create_db"],
+}
+SPELLINGS = {"1": True, "true": True, "yes": True, "on": True}
+SPELLINGS.update({"0": False, "false": False, "no": False, "off": False})
+
+
+def _mixed_case(draw: Any, word: str) -> str:
+    return "".join(c.upper() if draw(st.booleans()) else c for c in word)
+
+
+@st.composite
+def boolean_params(draw: Any) -> tuple[str, str, str, bool]:
+    scheme = draw(st.sampled_from(sorted(BOOL_PARAMS)))
+    key = draw(st.sampled_from(BOOL_PARAMS[scheme]))
+    word = draw(st.sampled_from(sorted(SPELLINGS)))
+    return scheme, key, _mixed_case(draw, word), SPELLINGS[word]
+
+
+def _url(scheme: str, key: str, value: str) -> str:
+    if scheme == "sqlite":
+        return f"sqlite:///:memory:?{key}={q(value)}"
+    return f"{scheme}://u:pw-secret@h/db?{key}={q(value)}"
+
+
+@given(boolean_params())
+def test_parse_boolean_params_are_bools(case: tuple[str, str, str, bool]) -> None:
+    """Every boolean driver parameter, in any spelling and case, reaches the driver as a real bool."""
+    scheme, key, value, expected = case
+    kwargs = parse_url(_url(scheme, key, value))[1]
+    assert kwargs[key] is expected
+
+
+@given(
+    scheme=st.sampled_from(sorted(BOOL_PARAMS)),
+    data=st.data(),
+    value=st.text(alphabet=printable, max_size=12),
+)
+def test_parse_boolean_params_refuse_other_text(scheme: str, data: Any, value: str) -> None:
+    """Anything but the eight spellings is refused, naming the parameter and never the password."""
+    assume(value.lower() not in SPELLINGS)
+    key = data.draw(st.sampled_from(BOOL_PARAMS[scheme]))
+    with pytest.raises(ConfigurationError) as info:
+        parse_url(_url(scheme, key, value))
+    assert f"query parameter {key!r} must be one of 1/0, true/false, yes/no, on/off" in str(info.value)
+    assert "pw-secret" not in error_text(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "key"),
+    [
+        ("mysql://h/db?cursorclass=pymysql.cursors.DictCursor", "cursorclass"),
+        ("mysql://h/db?conv=x", "conv"),
+        ("postgresql://h/db?cursor_factory=RealDictCursor", "cursor_factory"),
+        ("postgresql://h/db?connection_factory=x", "connection_factory"),
+    ],
+)
+def test_parse_refuses_object_params(url: str, key: str) -> None:
+    """Parameters the drivers take as Python objects cannot come from a URL: refused, with the fix."""
+    with pytest.raises(ConfigurationError, match=f"query parameter {key!r} must be a Python object"):
+        parse_url(url)
+
+
+@pytest.mark.parametrize("spelling", ["false", "0", "OFF", "no"])
+def test_mysql_autocommit_false_rolls_back(spelling: str) -> None:
+    """Live MariaDB: with ?autocommit=false a rolled-back transaction leaves no row (it used to commit)."""
+    url = live_url("mysql")
+    db = Database()
+    bind_url(db, f"{url}{'&' if '?' in url else '?'}autocommit={spelling}")
+    table = "pk_autocommit_" + uuid4().hex[:8]
+
+    class Thing(db.Entity):  # type: ignore[name-defined,misc]
+        _table_ = table
+        name = Required(str)
+
+    try:
+        db.generate_mapping(create_tables=True)
+        with db_session:
+            Thing(name="orm")
+            db.flush()
+            db.execute(f"INSERT INTO `{table}` (name) VALUES ('raw')")
+            db.rollback()
+        with db_session:
+            assert select(t.name for t in Thing)[:] == []
+    finally:
+        db.drop_all_tables(with_all_data=True)
+        db.disconnect()

@@ -61,6 +61,11 @@ json_values = st.recursive(
     max_leaves=6,
 )
 offsets = st.builds(timezone, st.timedeltas(min_value=timedelta(hours=-23), max_value=timedelta(hours=23)))
+# Offsets PostgreSQL accepts in a timestamptz literal (whole minutes, at most 15:59): an aware value in a
+# plain datetime attribute reaches the server as psycopg2 binds it, as with Pony alone.
+server_offsets = st.builds(
+    lambda minutes: timezone(timedelta(minutes=minutes)), st.integers(min_value=-14 * 60, max_value=14 * 60)
+)
 row_strategy = st.fixed_dictionaries(
     {},
     optional={
@@ -76,7 +81,9 @@ row_strategy = st.fixed_dictionaries(
         ),
         "moment": st.one_of(
             st.datetimes(min_value=datetime(1001, 1, 1), max_value=datetime(9998, 1, 1)),
-            st.datetimes(min_value=datetime(1001, 1, 1), max_value=datetime(9998, 1, 1), timezones=offsets),
+            st.datetimes(
+                min_value=datetime(1001, 1, 1), max_value=datetime(9998, 1, 1), timezones=server_offsets
+            ),
         ),
         "doc": st.one_of(json_values, st.none()),
         "ratio": st.one_of(
@@ -108,7 +115,7 @@ def declare(db: Database) -> tuple[Any, Any, Any]:
             "clock": Optional(time),
             "span": Optional(timedelta),
             "stamp": Optional(datetime, 3),  # Pony rounds to milliseconds: the converter path, not inlined
-            "moment": Optional(datetime),  # ponykit stores an aware value as naive UTC (inlined path)
+            "moment": Optional(datetime),  # a plain attribute: an aware value is bound as Pony binds it
             "doc": Optional(Json),
             "ratio": Optional(float),
             "big": Optional(int, size=64),
@@ -186,7 +193,10 @@ def test_every_type_matches_pony(db: Database, backend_name: str, rows: list[dic
         remove()
     assert (pony_error is None) == (bulk_error is None), (pony_error, bulk_error)
     assert stored(db, ref, backend_name) == stored(db, blk, backend_name)
-    if backend_name == "postgres" and rows and bulk_error is None:
+    # An aware value in a plain datetime attribute has no exact COPY text (psycopg2 binds it as
+    # timestamptz): its batch takes INSERT, as Pony's own write would store it.
+    aware_plain = any(getattr(r.get("moment"), "tzinfo", None) is not None for r in rows)
+    if backend_name == "postgres" and rows and bulk_error is None and not aware_plain:
         assert any(s.startswith("COPY") for s in statements), statements
         assert not any(s.startswith("INSERT") and '"blk"' in s.lower() for s in statements), statements
 

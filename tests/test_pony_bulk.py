@@ -179,9 +179,9 @@ def test_discriminator_filter_names_the_class_and_its_subclasses(db: Database) -
     assert _pony.discriminator_filter(Puppy) == (column, ("Puppy",))
 
 
-def test_encoder_source_inlines_ponykit_parameter_wrapper(db: Database) -> None:
-    """With the Database's ponykit value types, the compiled lines give what the attribute's own
-    converter gives (an aware datetime on a plain datetime attribute is stored as naive UTC)."""
+def test_encoder_source_plain_datetime_binds_as_pony(db: Database) -> None:
+    """On an attached Database the compiled lines of a plain datetime attribute give what Pony's own
+    converter gives: an aware value is bound as it is, not turned into naive UTC (issue #12 item 6)."""
     import datetime as dt
 
     from ponykit._bulk_rows import plan_for
@@ -193,17 +193,16 @@ def test_encoder_source_inlines_ponykit_parameter_wrapper(db: Database) -> None:
     pk.attach(db)
     db.generate_mapping(create_tables=True)
     plan = plan_for(Event)
-    assert plan.param_encoders is not None
     code, env = _pony.bulk_encoder_source(Event, Event.at, "v", "a_", plan.param_encoders)
-    assert any("is_python_value" in line for line in code)
+    assert not any("is_python_value" in line for line in code)
     aware = dt.datetime(2024, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    conv = Event.at.converters[0]
     for value in (aware, dt.datetime(2024, 1, 1, 12)):
         namespace = dict(env, v=value)
         exec("\n".join(code), namespace)
-        conv = Event.at.converters[0]
         assert namespace["v"] == conv.py2sql(conv.val2dbval(conv.validate(value, None), None))
     encode = plan.shape(("at", "label")).encode
-    assert encode({"at": aware, "label": "x"}) == (conv.py2sql(dt.datetime(2024, 1, 1, 10)), "x")
+    assert encode({"at": aware, "label": "x"}) == (conv.py2sql(aware), "x")
 
 
 def test_insert_returning_support(

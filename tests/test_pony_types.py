@@ -15,18 +15,38 @@ class Marker:
     """A type only this test module normalizes."""
 
 
-def test_wrap_storage_converter_keeps_position_and_is_per_instance(make_db: Any) -> None:
-    """The wrapped entry keeps its index and key; another Database's provider keeps Pony's class."""
+def test_wrap_param_converters_changes_parameters_only(make_db: Any) -> None:
+    """Only query-parameter converters get the made class; attribute converters, the converter list and
+    another Database's provider keep Pony's classes (issue #12 item 6)."""
     db, other = make_db(), make_db()
     before = list(db.provider.converter_classes)
-    index = next(i for i, (key, _cls) in enumerate(before) if issubclass(str, key))
-    made = _pony.wrap_storage_converter(db, str, lambda cls: type("X" + cls.__name__, (cls,), {}))
-    after = db.provider.converter_classes
-    assert after[index][0] is before[index][0]
-    assert after[index][1] is made
-    assert issubclass(made, before[index][1])
-    assert _pony.wrap_storage_converter(db, str, lambda cls: cls) is made  # idempotent
-    assert other.provider.converter_classes[index][1] is before[index][1]
+    made = _pony.wrap_param_converters(db, str, lambda cls: type("X" + cls.__name__, (cls,), {}))
+    assert _pony.wrap_param_converters(db, str, lambda cls: cls) is made  # idempotent
+    assert list(db.provider.converter_classes) == before
+    assert type(db.provider.get_converter_by_py_type(str)) is made
+    assert type(db.provider.get_converter_by_py_type(int)) is not made
+    assert type(other.provider.get_converter_by_py_type(str)) is made.__mro__[1]
+
+    class Named(db.Entity):  # type: ignore[name-defined,misc]
+        name = Required(str)
+
+    db.generate_mapping(create_tables=True)
+    assert type(_pony.attribute_converter(Named.name)) is made.__mro__[1]
+
+
+def test_register_column_converter_maps_table_and_column(make_db: Any) -> None:
+    """A registered attribute converter is found by its table and column once the entity is mapped."""
+    db = make_db()
+
+    class Stamp(db.Entity):  # type: ignore[name-defined,misc]
+        _table_ = "pk_stamp"
+        moment = Required(str, column="at_col")
+
+    db.generate_mapping(create_tables=True)
+    converter = _pony.attribute_converter(Stamp.moment)
+    assert _pony.column_param_converters(db) == {}
+    _pony.register_column_converter(converter)
+    assert _pony.column_param_converters(db) == {("pk_stamp", "at_col"): converter}
 
 
 def test_register_type_normalization() -> None:
@@ -92,3 +112,39 @@ def test_metadata_helpers(db: Database) -> None:
         assert [t.name for t in select(t for t in BaseThing if condition)] == ["a"]
         assert _pony.sql_alias("bt") == "bt"
         assert _pony.attribute_converter(BaseThing.name).py2sql("a") == "a"
+
+
+def test_dialect_converter_class_ignores_ponykit_entries(db: Database) -> None:
+    """Pony's own converter class for a type, even when ponykit's entries on the instance come first."""
+    import enum
+
+    class Shade(str, enum.Enum):
+        DARK = "dark"
+
+    pk.attach(db)
+    assert _pony.converter_class_for(db, Shade).__name__ == "EnumConverter"
+    plain = _pony.dialect_converter_class(db, Shade)
+    assert plain is _pony.dialect_converter_class(db, str)
+    assert (
+        plain
+        is type(db.provider).converter_classes[
+            next(i for i, (key, _c) in enumerate(type(db.provider).converter_classes) if issubclass(str, key))
+        ][1]
+    )
+
+
+def test_converter_without_option_hides_and_keeps_the_option(db: Database) -> None:
+    """The converter never sees the option (Pony would refuse it); the attribute keeps it afterwards."""
+
+    class Note(db.Entity):  # type: ignore[name-defined,misc]
+        text = Required(str, 20, as_enum=True)
+
+    attr = Note.text
+    assert _pony.attribute_option(attr, "as_enum") is True
+    assert _pony.attribute_option(attr, "missing", 5) == 5
+    cls = _pony.dialect_converter_class(db, str)
+    converter = _pony.converter_without_option(cls, db.provider, str, attr, "as_enum")
+    assert converter.max_len == 20
+    assert _pony.attribute_option(attr, "as_enum") is True
+    with pytest.raises(TypeError, match="unknown option 'as_enum'"):
+        cls(db.provider, str, attr)

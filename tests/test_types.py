@@ -87,8 +87,8 @@ def make_schema(db: Database) -> Any:
     class Account(db.Entity):
         name = Required(str)
         plan = Required(Plan)
-        size = Optional(Size)
-        prio = Required(Prio, default=Prio.LOW)
+        size = Optional(Size, as_enum=True)
+        prio = Required(Prio, default=Prio.LOW, as_enum=True)
         color = Optional(Color)
         seen = Optional(pk.types.AwareDatetime)
         ip = Optional(ipaddress.IPv4Address)

@@ -45,13 +45,33 @@ _SQLITE_MEMORY = (":memory:", ":sharedmemory:")
 _SQLITE_PARAMS = ("create_db", "timeout")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
-# PyMySQL takes these as int/bool and misbehaves on strings ("false" is truthy), so they are converted.
+# PyMySQL (and MySQLdb) take these as int/bool and misbehave on strings ("false" is truthy: with
+# ?autocommit=false every transaction would autocommit), so every one of them is converted.
 _MYSQL_INT_PARAMS = frozenset(
-    {"connect_timeout", "read_timeout", "write_timeout", "port", "max_allowed_packet"}
+    {"connect_timeout", "read_timeout", "write_timeout", "port", "max_allowed_packet", "client_flag"}
 )
 _MYSQL_BOOL_PARAMS = frozenset(
-    {"local_infile", "ssl_disabled", "ssl_verify_cert", "ssl_verify_identity", "binary_prefix", "compress"}
+    {
+        "autocommit",
+        "binary_prefix",
+        "compress",
+        "defer_connect",
+        "local_infile",
+        "named_pipe",
+        "ssl_disabled",
+        "ssl_verify_cert",
+        "ssl_verify_identity",
+        "use_unicode",
+    }
 )
+# psycopg2.connect() itself takes these as Python booleans (everything else goes to libpq as text).
+_PG_BOOL_PARAMS = frozenset({"async", "async_"})
+# Parameters the drivers take as Python objects (classes, dicts, callables): a URL can only give text.
+_OBJECT_PARAMS: dict[str, frozenset[str]] = {
+    "postgres": frozenset({"connection_factory", "cursor_factory"}),
+    "cockroach": frozenset({"connection_factory", "cursor_factory"}),
+    "mysql": frozenset({"conv", "cursorclass", "auth_plugin_map", "ssl", "server_public_key"}),
+}
 # Spellings the drivers accept for one setting; given twice, they would silently disagree.
 _ALIASES: dict[str, dict[str, str]] = {
     "sqlite": {},
@@ -135,9 +155,11 @@ def parse_url(url: str) -> tuple[str, dict[str, Any]]:
         return provider, _sqlite(parts, params, text)
     if provider == "mysql":
         return provider, _mysql(parts, params, text)
-    return provider, _merge(
-        _authority(parts, text, provider), dict(params), text, provider, _ALIASES[provider]
-    )
+    typed: dict[str, Any] = {}
+    for key, value in params.items():
+        _refuse_object(provider, text, key)
+        typed[key] = _boolean(provider, text, key, value) if key in _PG_BOOL_PARAMS else value
+    return provider, _merge(_authority(parts, text, provider), typed, text, provider, _ALIASES[provider])
 
 
 def bind_url(db: Database, url: str, **overrides: Any) -> None:
@@ -227,6 +249,16 @@ def _boolean(provider: str, text: str, key: str, value: str) -> bool:
     raise _fail(provider, text, f"query parameter {key!r} must be one of 1/0, true/false, yes/no, on/off")
 
 
+def _refuse_object(provider: str, text: str, key: str) -> None:
+    if key in _OBJECT_PARAMS.get(provider, ()):
+        raise _fail(
+            provider,
+            text,
+            f"query parameter {key!r} must be a Python object, which a URL cannot give; "
+            f"pass it to bind_url() as a keyword argument ({key}=...)",
+        )
+
+
 def _sqlite(parts: SplitResult, params: dict[str, str], text: str) -> dict[str, Any]:
     netloc, path = parts.netloc, parts.path
     if netloc in _SQLITE_MEMORY and not path:
@@ -309,6 +341,7 @@ def _mysql(parts: SplitResult, params: dict[str, str], text: str) -> dict[str, A
     kwargs = {renamed.get(k, k): v for k, v in found.items()}
     converted: dict[str, Any] = {}
     for key, value in params.items():
+        _refuse_object("mysql", text, key)
         if key in _MYSQL_INT_PARAMS:
             if not _INT_RE.fullmatch(value.strip()):
                 raise _fail("mysql", text, f"query parameter {key!r} must be a whole number")

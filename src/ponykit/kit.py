@@ -235,6 +235,8 @@ def _install(kit: Kit) -> None:
     transactions._install(kit)
     note = transactions._note_statement
     _pony.wrap_provider_method(kit.db, "execute", functools.partial(_wrap_execute, kit, note))
+    # Schema-per-tenant through search_path: Pony's create_tables looks in "public" (issue #12 item 21).
+    _pony.look_in_current_schema(kit.db)
 
 
 def _wrap_execute(

@@ -8,6 +8,7 @@ Every use of a private Pony name lives in this package, behind small functions w
 - ``connection``: a session's connection lost inside a transaction that wrote
 - ``entities``: entity metadata, encoding and decoding values, write tracking
 - ``types``: custom attribute types and query-parameter normalization
+- ``params``: query-parameter converters (by value type, and by the column a parameter is compared with)
 - ``bulk`` and ``identity``: bulk writes, and identity-map upkeep after raw writes
 - ``query`` and ``prefetch``: query shape and order, N+1 diagnosis, loading relations in bulk
 - ``prepared``: page queries built by Pony once per shape and rebound per call
@@ -27,6 +28,7 @@ from . import (
     database,
     entities,
     identity,
+    params,
     prefetch,
     prepared,
     query,
@@ -40,6 +42,7 @@ from .connection import *  # noqa: F403
 from .database import *  # noqa: F403
 from .entities import *  # noqa: F403
 from .identity import *  # noqa: F403
+from .params import *  # noqa: F403
 from .prefetch import *  # noqa: F403
 from .prepared import *  # noqa: F403
 from .query import *  # noqa: F403
@@ -55,6 +58,7 @@ __all__ = [
     *connection.__all__,
     *entities.__all__,
     *types.__all__,
+    *params.__all__,
     *bulk.__all__,
     *identity.__all__,
     *query.__all__,

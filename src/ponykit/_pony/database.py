@@ -26,6 +26,7 @@ __all__ = [
     "is_in_transaction",
     "is_mapped",
     "is_provider_method_wrapped",
+    "look_in_current_schema",
     "max_params",
     "outside_session",
     "paramstyle",
@@ -197,6 +198,40 @@ def wrap_provider_method(
     wrapper = functools.wraps(original)(make_wrapper(original))
     setattr(wrapper, _WRAPPED, True)
     setattr(provider, name, wrapper)
+
+
+_SCHEMA_METHODS = ("table_exists", "index_exists", "fk_exists")
+
+
+def look_in_current_schema(db: Database) -> None:
+    """PostgreSQL: make this provider instance look for unqualified tables in ``current_schema()``.
+
+    Pony's ``table_exists``, ``index_exists`` and ``fk_exists`` look for an unqualified name in schema
+    ``public`` (``default_schema_name``), while ``CREATE TABLE`` and every query use the connection's
+    ``search_path``. With ``?options=-c search_path=tenant1`` and a table of the same name in ``public``,
+    ``generate_mapping(create_tables=True)`` took the public table for the tenant's, skipped creating
+    it, and failed. The wrapped methods ask the connection for its ``current_schema()`` (the schema
+    ``CREATE TABLE`` uses) and look there; schema-qualified names (``_table_ = ("s", "t")``) are unchanged.
+    Other dialects are left alone.
+    """
+    if dialect(db) not in ("postgres", "cockroach"):
+        return
+    for name in _SCHEMA_METHODS:
+        if not is_provider_method_wrapped(db, name):
+            wrap_provider_method(db, name, _in_current_schema)
+
+
+def _in_current_schema(original: Callable[..., Any]) -> Callable[..., Any]:
+    def method(connection: Any, table_name: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(table_name, str):
+            cursor = connection.cursor()
+            cursor.execute("SELECT current_schema()")
+            row = cursor.fetchone()
+            if row and row[0]:  # None when no schema of the search_path exists: Pony's own lookup
+                table_name = (row[0], table_name)
+        return original(connection, table_name, *args, **kwargs)
+
+    return method
 
 
 def is_provider_method_wrapped(db: Database, name: str) -> bool:

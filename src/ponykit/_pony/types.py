@@ -12,7 +12,10 @@ from ._typing import Attribute, Entity
 __all__ = [
     "attribute_converter",
     "attribute_entity",
+    "attribute_option",
+    "converter_without_option",
     "default_alias",
+    "dialect_converter_class",
     "install_sql_operation",
     "make_pattern_lookup_operation",
     "max_length",
@@ -23,33 +26,38 @@ __all__ = [
     "register_type_normalization",
     "root_entity_name",
     "sql_alias",
-    "wrap_storage_converter",
 ]
 
 
-# Converter entries are replaced in place (not prepended) when ponykit wraps a dialect's own converter for a
-# storage type: ``bool`` must keep matching before ``int`` and ``LongStr`` before nothing else.
+_MISSING = object()
 
 
-def wrap_storage_converter(db: Database, storage: type, make: Callable[[type], type]) -> type:
-    """Replace, on this provider instance, the converter entry that handles ``storage`` with ``make(cls)``.
+def attribute_option(attr: Attribute, name: str, default: Any = None) -> Any:
+    """The value of keyword option ``name`` given on ``Required(...)``/``Optional(...)``, or ``default``."""
+    return attr.kwargs.get(name, default)
 
-    The entry keeps its position and its type key, so every type it matched before still goes to the new
-    class. Idempotent: a class already made by ponykit is returned as is. Used for the converters Pony
-    builds for query parameters (``get_converter_by_py_type``), which never see an attribute.
+
+def converter_without_option(cls: type, provider: Any, py_type: type, attr: Attribute, name: str) -> Any:
+    """``cls(provider, py_type, attr)`` with ponykit's option ``name`` hidden from it.
+
+    Pony's converters refuse options they do not know; the option stays on the attribute afterwards (a
+    failed ``generate_mapping`` may be retried).
     """
-    provider = db.provider
-    entries = list(provider.converter_classes)
-    for index, (key, cls) in enumerate(entries):
-        if issubclass(storage, key):
-            if getattr(cls, "_ponykit_param_converter_", False):
-                return cls  # type: ignore[no-any-return]
-            new_cls = make(cls)
-            new_cls._ponykit_param_converter_ = True  # type: ignore[attr-defined]
-            entries[index] = (key, new_cls)
-            provider.converter_classes = entries
-            return new_cls
-    raise TypeError(f"the {provider.dialect} provider has no converter for {storage.__name__}")
+    kwargs = attr.kwargs
+    value = kwargs.pop(name, _MISSING)
+    try:
+        return cls(provider, py_type, attr)
+    finally:
+        if value is not _MISSING:
+            kwargs[name] = value
+
+
+def dialect_converter_class(db: Database, py_type: type) -> type:
+    """The converter class plain Pony gives ``py_type`` on this dialect (ponykit's entries ignored)."""
+    for key, cls in type(db.provider).converter_classes:
+        if issubclass(py_type, key):
+            return cls  # type: ignore[no-any-return]
+    raise TypeError(f"the {db.provider.dialect} provider has no converter for {py_type.__name__}")
 
 
 def register_type_normalization(py_type: type, storage: type) -> None:

@@ -242,6 +242,10 @@ def make_converter(db: Database, type_class: type[AttributeType], param_encoders
     default_type = type_class()
     check_storage = storage is not Json
     json_storage = storage is Json
+    # Values of the storage type itself (AwareDatetime: aware datetimes) cannot be recognised by their
+    # type in a query parameter, since plain attributes hold them too: such parameters are encoded by the
+    # column they are compared with instead.
+    by_column = type_class.queryable and storage in _QUERYABLE_STORAGE and _holds_storage_values(type_class)
 
     class TypeConverter(base):  # type: ignore[misc]
         __doc__ = f"ponykit converter for {type_class.__name__} stored as {storage.__name__}."
@@ -254,6 +258,8 @@ def make_converter(db: Database, type_class: type[AttributeType], param_encoders
             except (TypeError, ValueError) as exc:
                 raise ConfigurationError(f"attribute {_describe(self.attr)}: {exc}") from None
             super().init(kwargs)
+            if by_column and self.attr is not None:
+                _pony.register_column_converter(self)
 
         def validate(self, val: Any, obj: Any = None) -> Any:
             atype = self.ponykit_type
@@ -300,6 +306,16 @@ def make_converter(db: Database, type_class: type[AttributeType], param_encoders
     return TypeConverter
 
 
+def _holds_storage_values(type_class: type[AttributeType]) -> bool:
+    """True if the type's Python values are instances of a primitive storage type (see make_converter)."""
+    value_types = type_class.python_type
+    return any(
+        issubclass(value_type, _QUERYABLE_STORAGE)
+        for value_type in (value_types if isinstance(value_types, tuple) else (value_types,))
+        if isinstance(value_type, type) and value_type is not object
+    )
+
+
 def param_encoders_of(kit: Kit) -> dict[type, Any]:
     """The per-Database map ``value type -> AttributeType`` used to encode query parameters."""
     encoders: dict[type, Any] | None = getattr(kit, "_ponykit_param_encoders", None)
@@ -310,7 +326,11 @@ def param_encoders_of(kit: Kit) -> dict[type, Any]:
 
 
 def enable_query_params(db: Database, storage: type, encoders: dict[type, Any]) -> None:
-    """Make this Database's query parameters of ``storage`` type encode registered values before binding."""
+    """Make this Database's query parameters of ``storage`` type encode registered values before binding.
+
+    Only query-parameter converters change (``_pony.wrap_param_converters``): attribute converters of
+    plain attributes stay Pony's, so plain attributes write exactly what Pony writes.
+    """
 
     def make(cls: Any) -> type:
         def py2sql(self: Any, val: Any) -> Any:
@@ -321,7 +341,7 @@ def enable_query_params(db: Database, storage: type, encoders: dict[type, Any]) 
 
         return type("Ponykit" + cls.__name__, (cls,), {"py2sql": py2sql, "__doc__": cls.__doc__})
 
-    _pony.wrap_storage_converter(db, storage, make)
+    _pony.wrap_param_converters(db, storage, make)
 
 
 def _install_types(kit: Kit) -> None:
@@ -334,7 +354,9 @@ def _install_types(kit: Kit) -> None:
             instance = type_class()
             value_types = type_class.python_type
             for value_type in value_types if isinstance(value_types, tuple) else (value_types,):
-                if value_type is not object:
+                # A primitive value type (AwareDatetime's datetime) is never encoded by type: a plain
+                # attribute compared with such a value must bind it as Pony does (issue #12 item 6).
+                if value_type is not object and not issubclass(value_type, _QUERYABLE_STORAGE):
                     encoders.setdefault(value_type, instance)
     for py_type, converter in pairs:
         kit.register_converter(py_type, converter)

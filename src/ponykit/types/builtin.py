@@ -1,7 +1,9 @@
 """Built-in value types: any ``enum.Enum`` subclass, timezone-aware datetimes, ``ipaddress`` values.
 
 * **Enum**: ``Required(Plan)`` for any Enum whose values are all ``str`` or all ``int``; stored by value in
-  the dialect's VARCHAR/TEXT or INTEGER column. Equality and ``in`` work in generator queries.
+  the dialect's VARCHAR/TEXT or INTEGER column, read back as members. Equality and ``in`` work in
+  generator queries. A str/int-mixin Enum (``class Color(str, Enum)``, ``IntEnum``), which plain Pony
+  already maps as str/int, keeps Pony's mapping unless the attribute says ``as_enum=True``.
 * **AwareDatetime**: ``Required(AwareDatetime)`` holds timezone-aware ``datetime`` values, stored as UTC
   in the dialect's DATETIME/TIMESTAMP column and returned aware (UTC). Naive input is rejected.
 * **ipaddress**: ``Required(IPv4Address)`` / ``IPv6Address`` / ``IPv4Network`` / ``IPv6Network``, and
@@ -18,6 +20,7 @@ from typing import Any, ClassVar
 from pony.orm import Database
 
 from .. import _pony
+from ..errors import ConfigurationError
 from ..kit import Kit, add_attach_hook
 from .base import (
     AttributeType,
@@ -91,8 +94,8 @@ class EnumType(AttributeType):
         return self.validate(value)
 
     def to_json(self, value: Any) -> Any:
-        """The member's value."""
-        return value.value
+        """The member's value (a str/int-mixin Enum attribute mapped as plain Pony holds the value)."""
+        return value.value if isinstance(value, enum.Enum) else value
 
     def from_json(self, data: Any) -> Any:
         """The member with this value."""
@@ -118,12 +121,48 @@ def _enum_codec(py_type: type) -> AttributeType | None:
 _codec_factories.append(_enum_codec)
 
 
+AS_ENUM = "as_enum"
+
+
+def is_mixin_enum(enum_cls: type) -> bool:
+    """True for Enums that are also ``str`` or ``int`` (``class Color(str, Enum)``, ``IntEnum``, ``StrEnum``):
+    plain Pony already maps those, as their str/int base type."""
+    return issubclass(enum_cls, (str, int))
+
+
+def members_wanted(enum_cls: type, attr: Any) -> bool:
+    """Whether ``attr`` (declared with Enum ``enum_cls``) holds members (ponykit's mapping) or, for a
+    str/int-mixin Enum without ``as_enum=True``, the plain values Pony gives (issue #12 item 6)."""
+    option = _pony.attribute_option(attr, AS_ENUM)
+    where = f"attribute {attr.entity.__name__}.{attr.name}"
+    if option is not None and not isinstance(option, bool):
+        raise ConfigurationError(f"{where}: as_enum must be True or False, got {type(option).__name__}")
+    if not is_mixin_enum(enum_cls):
+        if option is False:
+            raise ConfigurationError(
+                f"{where}: as_enum=False needs a str or int Enum (class {enum_cls.__name__}(str, Enum)); "
+                f"plain Pony cannot store {enum_cls.__name__} values, so they are always stored as members"
+            )
+        return True
+    if option is False:
+        raise ConfigurationError(
+            f"{where}: as_enum=False is the default for str/int Enums; remove the option"
+        )
+    return option is True
+
+
 def make_enum_converter(db: Database, encoders: dict[type, Any]) -> type:
     """The converter class of every Enum attribute on ``db`` (it wraps the dialect's str/int converter)."""
     base: Any = _pony.converter_base()
 
     class EnumConverter(base):  # type: ignore[misc]
         """ponykit converter for Enum attributes: stored by value in the dialect's str or int column."""
+
+        def __new__(cls, provider: Any, py_type: Any, attr: Any = None) -> Any:
+            if attr is not None and not members_wanted(py_type, attr):
+                # A str/int-mixin Enum without as_enum=True: exactly the converter plain Pony builds.
+                return _pony.dialect_converter_class(db, py_type)(provider, py_type, attr)
+            return base.__new__(cls)
 
         def __init__(self, provider: Any, py_type: Any, attr: Any = None) -> None:
             try:
@@ -132,7 +171,11 @@ def make_enum_converter(db: Database, encoders: dict[type, Any]) -> type:
                 where = f"attribute {attr.entity.__name__}.{attr.name}: " if attr is not None else ""
                 raise TypeError(where + str(exc)) from None
             storage = self.ponykit_type.value_storage
-            self.inner = _pony.converter_class_for(db, storage)(provider, storage, attr)
+            inner_cls = _pony.converter_class_for(db, storage)
+            if attr is None:
+                self.inner = inner_cls(provider, storage, attr)
+            else:
+                self.inner = _pony.converter_without_option(inner_cls, provider, storage, attr, AS_ENUM)
             base.__init__(self, provider, py_type, attr)
             if attr is not None:
                 # Generator queries compare the column with members through the storage type.
@@ -191,7 +234,9 @@ class AwareDatetime(AttributeType):
     """Timezone-aware ``datetime`` values, stored as UTC and returned aware in UTC.
 
     Declare ``Required(pk.types.AwareDatetime)``. Naive datetimes are rejected (ValueError). In generator
-    queries, compare with aware datetimes: ponykit converts them to UTC before binding.
+    queries, an aware value compared directly with the attribute (``==``, ``<``, ``in``, ``between`` ...)
+    is converted to UTC before binding; elsewhere in a query pass UTC values. Plain ``datetime``
+    attributes are not affected: they keep Pony's behaviour.
     """
 
     python_type: ClassVar[type] = _dt.datetime
