@@ -12,15 +12,19 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
+import re
 import secrets
 import threading
 import time
+import warnings
+import weakref
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import cachetools
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, MemoryCacheWarning
 from . import _codec
 
 __all__ = ["MISSING", "CacheBackend", "MemoryCache", "RedisCache"]
@@ -148,13 +152,34 @@ def _check_ttl(ttl: float | None, what: str) -> None:
         raise ConfigurationError(f"{what} must be a positive number of seconds or None, got {ttl!r}")
 
 
+# Every MemoryCache alive, so that a forked child can mark them: after fork() the child holds a copy of
+# the parent's entries and generations, which commits in the parent or in sibling processes never bump.
+_memory_caches: weakref.WeakSet[MemoryCache] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_memory_caches):
+        cache._forked = True
+
+
+if hasattr(os, "register_at_fork"):  # POSIX only; Windows has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class MemoryCache(_BaseCache):
     """An in-process cache: bounded (LRU beyond ``maxsize`` entries), entries expire after ``ttl`` seconds.
 
     Thread-safe. ``timer`` is the clock used for expiry (injectable for tests). ``ttl=None`` keeps
     entries until they are evicted or their generation moves on. Entries are plain data and are shared by
     every thread of the process; generations live in the instance, so give each process its own.
+
+    **Per process**: commits made by another process never reach it. Used on a server database
+    (PostgreSQL, MariaDB ...) or after ``fork()``, it warns once
+    (:class:`~ponykit.errors.MemoryCacheWarning`); ``single_process=True`` says this process is the only
+    one writing the data it serves, and silences it.
     """
+
+    per_process = True  # read by the cache layer: commits of other processes never reach this backend
 
     def __init__(
         self,
@@ -163,6 +188,7 @@ class MemoryCache(_BaseCache):
         *,
         timer: Callable[[], float] = time.monotonic,
         lock_timeout: float = 10.0,
+        single_process: bool = False,
     ) -> None:
         super().__init__(lock_timeout)
         if not isinstance(maxsize, int) or maxsize <= 0:
@@ -177,9 +203,26 @@ class MemoryCache(_BaseCache):
         self._store: cachetools.LRUCache[Hashable, tuple[Any, float]] = cachetools.LRUCache(maxsize)
         self._lock = threading.Lock()
         self._generations: dict[str, int] = {}
+        self.single_process = single_process
+        self._warned_shared = single_process  # the server-database warning (see _generations)
+        self._forked = False
+        _memory_caches.add(self)
 
     def __repr__(self) -> str:
         return f"MemoryCache(maxsize={self.maxsize}, ttl={self.ttl})"
+
+    def _warn_forked(self) -> None:
+        self._forked = False
+        if self.single_process:
+            return
+        warnings.warn(
+            f"{self!r} is used in a forked process (pid {os.getpid()}): it holds a copy of its parent's "
+            "entries, and commits made by the parent or by sibling processes never invalidate them, so "
+            "they serve stale rows until their ttl. Create the cache after forking (one per worker) and "
+            "use RedisCache when several processes write, or pass MemoryCache(..., single_process=True)",
+            MemoryCacheWarning,
+            stacklevel=4,
+        )
 
     def get(self, key: Hashable) -> Any:
         """The value stored under ``key``, or :data:`MISSING` (also once it has expired)."""
@@ -202,6 +245,8 @@ class MemoryCache(_BaseCache):
 
     def generations(self, names: Sequence[str]) -> tuple[int, ...]:
         """The current generation of each name (0 until first bumped)."""
+        if self._forked:
+            self._warn_forked()
         get = self._generations.get
         return tuple([get(name, 0) for name in names])
 
@@ -232,6 +277,36 @@ _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del
 
 class _Unavailable(Exception):
     pass
+
+
+# Run on every new connection to Redis: if the server's run_id is not the one the epoch was last checked
+# under, Redis has restarted (maybe from an RDB/AOF snapshot, which brings back old generation counters
+# together with the entries computed under them) or a replica was promoted. The epoch then jumps to a
+# random value nothing was ever stored under. The run_id key is restored by a snapshot too, but with the
+# old server's run_id, which a restarted server never has.
+_CHECK_RUN = (
+    "if redis.call('get', KEYS[2]) ~= ARGV[1] then "
+    "redis.call('set', KEYS[1], ARGV[2]) redis.call('set', KEYS[2], ARGV[1]) return 1 end return 0"
+)
+_RUN_ID = re.compile(rb"^run_id:([0-9a-fA-F]+)", re.MULTILINE)
+
+
+def _restart_check(
+    cache_ref: weakref.ref[RedisCache], previous: Callable[[Any], None] | None
+) -> Callable[[Any], None]:
+    """A redis-py ``redis_connect_func``: the usual handshake, then the restart check, on the new
+    connection itself (a command through the client would wait for a connection from the pool)."""
+
+    def on_connect(connection: Any) -> None:
+        if previous is not None:
+            previous(connection)
+        else:
+            connection.on_connect()
+        cache = cache_ref()
+        if cache is not None:
+            cache._check_restart(connection)
+
+    return on_connect
 
 
 class RedisCache(_BaseCache):
@@ -271,10 +346,17 @@ class RedisCache(_BaseCache):
                 "RedisCache needs the redis client: pip install 'ponykit[redis]'"
             ) from exc
         self._redis = redis
+        check = _restart_check(weakref.ref(self), None)
         if client is None:
             client = redis.Redis.from_url(
-                url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+                url,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
+                redis_connect_func=check,
             )
+        else:  # connections the client makes from now on check for a restart too
+            kwargs = client.connection_pool.connection_kwargs
+            kwargs["redis_connect_func"] = _restart_check(weakref.ref(self), kwargs.get("redis_connect_func"))
         self.client = client
         self.prefix = prefix
         self.ttl = ttl
@@ -283,6 +365,8 @@ class RedisCache(_BaseCache):
         self.poll_interval = poll_interval
         self.timer = timer
         self._epoch_key = prefix + "epoch"
+        self._run_key = prefix + "run_id"
+        self._check_warned = False
         self._retry_at = -math.inf
         self._warned_at = -math.inf
         self._need_epoch_bump = False
@@ -331,6 +415,34 @@ class RedisCache(_BaseCache):
                 type(exc).__name__,
                 self.retry_interval,
             )
+
+    def _check_restart(self, connection: Any) -> None:
+        """Reset the epoch if Redis restarted or failed over since the epoch was last checked.
+
+        Runs once per new connection (redis-py reconnects transparently after a restart, and a restart
+        drops every connection of every process), so the hit path pays nothing for it.
+        """
+        try:
+            connection.send_command("INFO", "server")
+            info = connection.read_response()
+            found = _RUN_ID.search(info.encode() if isinstance(info, str) else bytes(info))
+            if found is None:
+                raise self._redis.ResponseError("INFO server has no run_id")
+            connection.send_command(
+                "EVAL", _CHECK_RUN, 2, self._epoch_key, self._run_key, found.group(1), secrets.randbits(62)
+            )
+            if connection.read_response() == 1:
+                log.warning(
+                    "ponykit: Redis at a new run_id (restarted, maybe from a snapshot, or failed over): "
+                    "the cache epoch was reset, entries from before are never served"
+                )
+        except self._redis.ResponseError as exc:
+            # INFO renamed or disabled (some managed services): no restart detection, said once.
+            if not self._check_warned:
+                self._check_warned = True
+                log.warning(
+                    "ponykit: cannot read Redis's run_id (%s): restarts from snapshots go unseen", exc
+                )
 
     def _entry_key(self, key: Hashable) -> str:
         digest = hashlib.blake2b(_codec.encode(key), digest_size=20).hexdigest()
