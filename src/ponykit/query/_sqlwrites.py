@@ -33,17 +33,18 @@ ALL: Final = _All()
 _COMMON = r"""
     (?P<ws>\s+|--[^\n]*|/\*.*?(?:\*/|\Z){hash})
   | (?P<q>"(?:[^"]|"")*"|`(?:[^`]|``)*`{bracket})
-  | (?P<s>{string}|\$(?P<tag>[A-Za-z_]\w*)?\$.*?\$(?P=tag)?\$)
+  | (?P<s>{string})
   | (?P<w>[^\W\d][\w$]*|\d+[^\W\d][\w$]*)
   | (?P<n>\d[\d.]*)
   | (?P<p>.)
 """
 _PLAIN_STRING = r"'(?:[^']|'')*'"
+_PG_STRING = _PLAIN_STRING + r"|\$(?P<tag>[A-Za-z_]\w*)?\$.*?\$(?P=tag)?\$"  # and $tag$ ... $tag$
 _MYSQL_STRING = r"'(?:[^'\\]|''|\\.)*'"
 _TOKEN = {
     "mysql": re.compile(_COMMON.format(hash=r"|\#[^\n]*", bracket="", string=_MYSQL_STRING), re.S | re.X),
     "sqlite": re.compile(_COMMON.format(hash="", bracket=r"|\[[^\]]*\]", string=_PLAIN_STRING), re.S | re.X),
-    "other": re.compile(_COMMON.format(hash="", bracket="", string=_PLAIN_STRING), re.S | re.X),
+    "other": re.compile(_COMMON.format(hash="", bracket="", string=_PG_STRING), re.S | re.X),
 }
 
 # Statements that never change rows of an existing table (CREATE is checked for OR REPLACE apart).
@@ -93,6 +94,10 @@ def written_tables(sql: str, dialect: str = "other") -> frozenset[str] | _All | 
         if kind == "ws" or kind is None:
             continue
         text = match.group()
+        if kind == "p" and text in "'\"`":
+            # An unterminated quote: this reading of the statement is wrong somewhere (PostgreSQL's
+            # E'\'' strings, say), so nothing after it can be trusted.
+            return ALL
         if kind == "p" and text == ";":
             statements.append([])
         else:
