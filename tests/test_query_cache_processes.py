@@ -328,3 +328,30 @@ def test_memory_cache_warns_after_fork() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", MemoryCacheWarning)
         cache.generations(["x"])  # the parent is not forked
+
+
+def test_generations_follow_tables_not_entity_names(backend: Any, tmp_path: Any) -> None:
+    """Two mappings that name the entity of one table differently (a rename in the next version, another
+    application) share its invalidations."""
+    cache = MemoryCache(ttl=None, single_process=True)
+    url_a, url_b = other_client_options(backend, tmp_path)
+    db_a, db_b = Database(), Database()
+    sale = sales(db_a, url_a, cache)
+    pk.bind_url(db_b, url_b)
+    pk.attach(db_b, cache=cache)
+
+    class Purchase(db_b.Entity):
+        _table_ = sale._table_
+        qty = Required(int)
+
+    db_b.generate_mapping(create_tables=False)
+    try:
+        with db_session:
+            assert cached_select(select(psum(s.qty) for s in sale)) == [0]
+        with db_session:
+            Purchase(qty=3)
+        with db_session:
+            assert cached_select(select(psum(s.qty) for s in sale)) == [3]
+    finally:
+        db_a.disconnect()
+        db_b.disconnect()

@@ -377,7 +377,11 @@ def server_identity(db: Database) -> tuple[str, ...]:
     pool = db.provider.pool
     if name == "sqlite":
         filename = str(getattr(pool, "filename", ""))
-        if filename in ("", ":memory:") or "mode=memory" in filename:
+        if (
+            getattr(pool, "is_shared_memory_db", False)
+            or filename in ("", ":memory:")
+            or "mode=memory" in filename
+        ):
             return ("sqlite", ":memory:", str(os.getpid()), str(id(db)))
         return ("sqlite", os.path.realpath(filename))
     con = pool.dbapi_module.connect(*pool.args, **pool.kwargs)

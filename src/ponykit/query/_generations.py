@@ -40,6 +40,7 @@ class DbState:
         self._namespace: str | None = None
         self._entry_namespace: str | None = None
         self._written: dict[str, Any] = {}
+        self._by_entity: dict[str, str] | None = None
         self._deps: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._tables: dict[str, frozenset[Any]] | None = None
         self._quoted: list[tuple[str, frozenset[str]]] | None = None
@@ -67,6 +68,7 @@ class DbState:
             override = kit.cache_namespace if kit is not None else None
             if override is not None:
                 ns = "n:" + override
+                self._warn_if_per_process((_pony.dialect(self.db),))
             else:
                 identity = _pony.server_identity(self.db)
                 ns = hashlib.sha256("\0".join(identity).encode()).hexdigest()[:16]
@@ -100,9 +102,27 @@ class DbState:
             check_shared_database(cache, identity[0])
 
     def gen_names(self, entity_names: Iterable[str]) -> tuple[str, ...]:
-        """The generation counter names of some entities of this Database."""
+        """The generation counter names of some entities of this Database: one per *table* they are
+        stored in, so processes whose mappings name an entity differently (another version of the
+        application, another application) still share invalidations of the same rows."""
         ns = self.namespace
-        return tuple(f"{ns}/{name}" for name in entity_names)
+        tables = self._entity_tables()
+        return tuple(sorted({f"{ns}/t:{tables.get(name) or 'e:' + name}" for name in entity_names}))
+
+    def _entity_tables(self) -> dict[str, str]:
+        found = self._by_entity
+        if found is None:
+            db = self.db
+            if not _pony.is_mapped(db):
+                return {}
+            # The unqualified, lower-cased name: two spellings of one table ("t" on the search_path,
+            # ("public", "t")) must meet; two tables that only look alike share a counter, which costs
+            # extra misses, never a stale read.
+            found = {
+                name: _norm(_pony.entity_info(entity).table) for name, entity in _pony.entities_of(db).items()
+            }
+            self._by_entity = found
+        return found
 
     def written_tables(self, sql: str) -> Any:
         """:func:`._sqlwrites.written_tables` of ``sql`` in this database's dialect, remembered per text."""
