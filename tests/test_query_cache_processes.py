@@ -280,9 +280,10 @@ def test_memory_cache_warns_on_a_server_database(backend: Any, tmp_path: Any) ->
     SQLite file or with single_process=True it does not."""
     for single_process in (False, True):
         db = Database()
-        sale = sales(db, backend.url, MemoryCache(single_process=single_process), create=not single_process)
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+            warnings.simplefilter("always")  # at attach() (the namespace is asked then) or first use
+            cache = MemoryCache(single_process=single_process)
+            sale = sales(db, backend.url, cache, create=not single_process)
             with db_session:
                 cached_select(select(s.qty for s in sale))
                 cached_select(select(s.qty for s in sale))
@@ -355,3 +356,16 @@ def test_generations_follow_tables_not_entity_names(backend: Any, tmp_path: Any)
     finally:
         db_a.disconnect()
         db_b.disconnect()
+
+
+def test_redis_bump_epoch_makes_every_entry_unreachable(redis_url: str, unique_prefix: str) -> None:
+    """bump_epoch() (the fail-safe when an invalidation cannot be named) reaches every process: another
+    RedisCache on the same prefix sees a new epoch and no old entry."""
+    one, two = RedisCache(redis_url, prefix=unique_prefix), RedisCache(redis_url, prefix=unique_prefix)
+    gens = one.generations(["x"])
+    assert gens is not None
+    one.set(("k", gens), "v")
+    assert two.get(("k", two.generations(["x"]))) == "v"
+    one.bump_epoch()
+    assert two.generations(["x"]) != gens
+    assert two.get(("k", two.generations(["x"]))) is pk.query.backends.MISSING

@@ -193,6 +193,29 @@ def register_backend(db: Database, backend: Any) -> None:
         state.backends.add(backend)
         if state._namespace is not None and _pony.dialect(db) != "sqlite":
             check_shared_database(backend, _pony.dialect(db))
+        _resolve_early(state)
+
+
+def _resolve_early(state: DbState) -> None:
+    """Ask the server for the namespace now, while nothing depends on it, rather than in the first
+    commit's invalidation; if the database cannot be reached yet, the first use asks again."""
+    try:
+        state.namespace  # noqa: B018 - resolved and remembered
+    except Exception as exc:  # noqa: BLE001 - a server not reachable yet defers; attach() never fails on it
+        log.warning(
+            "ponykit: cache namespace of %r not known yet (%s); asking again at first use", state.db, exc
+        )
+
+
+def _invalidate_everything(backend: Any) -> None:
+    try:
+        bump_epoch = getattr(backend, "bump_epoch", None)
+        if callable(bump_epoch):
+            bump_epoch()
+        else:
+            backend.clear()
+    except Exception:
+        log.exception("ponykit: cache backend %r failed to invalidate everything", backend)
 
 
 def check_shared_database(cache: Any, dialect: str) -> None:
@@ -246,6 +269,13 @@ def _on_attach(kit: Kit) -> None:
     kit.add_execute_listener(_make_write_listener(state))
 
 
+def _resolve_on_attach(kit: Kit) -> None:
+    if kit.cache_namespace is not None or kit.cache is not None:
+        state = db_state(kit)
+        state._namespace = state._entry_namespace = None  # attach() may have changed cache_namespace
+        _resolve_early(state)
+
+
 def _make_subscriber(state: DbState) -> Any:
     state_ref = weakref.ref(state)
 
@@ -259,7 +289,15 @@ def _make_subscriber(state: DbState) -> Any:
             backends.append(kit.cache)
         if not backends:
             return
-        names = st.gen_names(event.writes)
+        try:
+            names = st.gen_names(event.writes)
+        except Exception:
+            # The namespace could not be asked of the server (no connection to spare, say): the
+            # invalidation cannot be named, so make everything these backends hold unreachable.
+            log.exception("ponykit: cannot name the cache generations of %r; invalidating everything", st.db)
+            for backend in backends:
+                _invalidate_everything(backend)
+            return
         for backend in backends:
             try:
                 backend.bump(names)
@@ -295,3 +333,4 @@ def _make_write_listener(state: DbState) -> Any:
 
 
 add_attach_hook(_on_attach)
+add_attach_hook(_resolve_on_attach)

@@ -261,6 +261,15 @@ class RedisCache(_BaseCache):
             with self._state_lock:
                 self._need_epoch_bump = True
 
+    def bump_epoch(self) -> None:
+        """Make every entry under this prefix unreachable, for every Database and process using it (if
+        Redis is down, as soon as it is back)."""
+        try:
+            self._call(lambda c: c.incr(self._epoch_key))
+        except _Unavailable:
+            with self._state_lock:
+                self._need_epoch_bump = True
+
     def clear(self) -> None:
         """Drop every entry under this prefix (generations and the epoch are kept)."""
 
