@@ -167,14 +167,23 @@ def test_unflushed_and_snapshot_and_flush_state(schema: Any) -> None:
         assert _pony.unflushed_entities(db) == set()
 
 
-def test_fingerprint_has_no_password_and_tables_map(schema: Any) -> None:
-    """The connection fingerprint and table map describe the database without secrets."""
+def test_server_identity_and_tables_map(schema: Any, backend: Any) -> None:
+    """The server identity names the database (and schema) without client options or secrets; the table
+    map and the mapping signature describe the mapping in plain strings."""
     db, author, book, _pair = schema
-    dialect, _args, kwargs = _pony.connection_fingerprint(db)
-    assert dialect == _pony.dialect(db)
-    assert isinstance(kwargs, dict)
+    identity = _pony.server_identity(db)
+    assert identity[0] == _pony.dialect(db)
+    assert all(isinstance(part, str) for part in identity)
+    if backend.name == "postgres":  # the test's schema comes from search_path in the URL's options
+        assert identity[2] == backend.url.rsplit("%3D", 1)[1]
+    elif backend.name == "mysql":
+        assert identity == ("mysql", backend.url.rsplit("/", 1)[1])
+    else:
+        assert identity[1].endswith("test.db")
+    assert "password" not in repr(identity).lower()
     tables = _pony.table_entities(db)
     assert tables[str(book._table_).lower()] == frozenset({book})
     assert author in tables[str(author._table_).lower()]
     sig = _pony.mapping_signature(db)
-    assert any(name == "Book" for name, _t, _c in sig)
+    assert any(entry[0] == "Book" for entry in sig)
+    assert "0x" not in repr(sig)  # no reprs with addresses: the same in every process

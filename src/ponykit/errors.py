@@ -36,6 +36,7 @@ __all__ = [
     "FieldError",
     "InvalidCursor",
     "InvalidPage",
+    "MemoryCacheWarning",
     "PonykitError",
     "QueryCountExceeded",
     "SerializationOptionError",
@@ -179,3 +180,10 @@ class ConnectionLostError(PonykitError, ConnectionClosedError):  # type: ignore[
 
 class QueryCountExceeded(PonykitError, AssertionError):
     """More SQL statements ran inside an ``assert_max_queries`` block than allowed."""
+
+
+class MemoryCacheWarning(UserWarning):
+    """A per-process ``MemoryCache`` is used where other processes write: after ``fork()``, or on a server
+    database (PostgreSQL, MariaDB ...). Their commits never invalidate its entries; use ``RedisCache``, or
+    ``MemoryCache(single_process=True)`` when this process is the only one writing. A warning, not an error
+    (the PonykitError tree holds exceptions only)."""

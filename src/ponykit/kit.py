@@ -50,13 +50,15 @@ class Kit:
     """ponykit's configuration and installed hooks for one ``Database``; made by :func:`attach`.
 
     Attributes: ``db`` (the Database), ``keys`` (a ``ponykit.security.KeyRing`` or None), ``cache`` (a
-    cache backend or None), ``reraise_callback_errors`` (default for ``on_commit(..., reraise=)``).
+    cache backend or None), ``reraise_callback_errors`` (default for ``on_commit(..., reraise=)``),
+    ``cache_namespace`` (the name cache invalidations of this database go under; None: from the server).
     """
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self.keys: Any = None
         self.cache: Any = None
+        self.cache_namespace: str | None = None
         self.reraise_callback_errors = False
         self.converters: dict[type, type] = {}
         self._subscribers: list[Subscriber] = []
@@ -136,6 +138,7 @@ def attach(
     *,
     keys: Any = None,
     cache: Any = None,
+    cache_namespace: str | None = None,
     reraise_callback_errors: bool | None = None,
 ) -> Kit:
     """Configure ``db`` for ponykit and return its :class:`Kit`.
@@ -151,7 +154,9 @@ def attach(
 
     It installs ponykit's attribute converters and its commit/rollback interception on this Database
     only. ``keys`` is a key ring for encrypted types and signed cursors, ``cache`` a cache backend,
-    ``reraise_callback_errors`` the default of ``on_commit(..., reraise=...)``.
+    ``reraise_callback_errors`` the default of ``on_commit(..., reraise=...)``. ``cache_namespace`` names the
+    data for cache invalidation: every process that gives the same name (or, by default, reaches the same
+    database and schema on its server) shares invalidations through a shared cache.
 
     A second call before ``generate_mapping`` returns the same Kit, replacing the options it is given and
     keeping the others; hooks are never installed twice. Called before ``bind`` or after
@@ -180,6 +185,13 @@ def attach(
         kit.keys = keys
     if cache is not None:
         kit.cache = cache
+    if cache_namespace is not None:
+        if not isinstance(cache_namespace, str) or not cache_namespace:
+            raise ConfigurationError(
+                f"attach(cache_namespace=...) takes a non-empty str naming the database's data, got "
+                f"{cache_namespace!r}"
+            )
+        kit.cache_namespace = cache_namespace
     if reraise_callback_errors is not None:
         kit.reraise_callback_errors = reraise_callback_errors
     for hook in _attach_hooks:

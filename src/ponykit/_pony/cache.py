@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -15,7 +16,6 @@ from .entities import collection_attr_info, entities_of, entity_lineage
 
 __all__ = [
     "QuerySQL",
-    "connection_fingerprint",
     "entity_by_raw_pk",
     "entity_rows",
     "fetch",
@@ -28,6 +28,7 @@ __all__ = [
     "query_sql",
     "rebuild_entities",
     "run_query_uncached",
+    "server_identity",
     "snapshot_may_predate",
     "table_entities",
     "unflushed_entities",
@@ -363,25 +364,78 @@ def in_flush(db: Database) -> bool:
     return bool(cache is not None and cache.noflush_counter)
 
 
-def connection_fingerprint(db: Database) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
-    """``(dialect, connect args, connect kwargs)`` of the provider's pool, secrets removed.
+def server_identity(db: Database) -> tuple[str, ...]:
+    """What identifies the data ``db`` reaches on its server, the same from every client that reaches it.
 
-    Passwords are dropped from keyword arguments and from URL-style DSNs; the result only feeds a
-    one-way hash (a stable cache namespace), never a log line.
+    Asked of the server on a short connection of its own (never the session's: it may be inside a
+    transaction), so client options (application_name, timeouts, host spellings, PyMySQL's ``conv``,
+    PgBouncer in between) never change it: ``("postgres", database, current schema, system identifier or
+    "")``, ``("mysql", database)``, ``("sqlite", real path of the file)``. An in-memory SQLite database
+    is private to its process and Database, and so is its identity. Never holds a password.
     """
+    name = dialect(db)
     pool = db.provider.pool
-    args = tuple(getattr(pool, "args", ()))
-    kwargs = dict(getattr(pool, "kwargs", {}) or {})
-    filename = getattr(pool, "filename", None)
-    if filename is not None:
-        args = (filename, *args)
-    return dialect(db), args, kwargs
+    if name == "sqlite":
+        filename = str(getattr(pool, "filename", ""))
+        if (
+            getattr(pool, "is_shared_memory_db", False)
+            or filename in ("", ":memory:")
+            or "mode=memory" in filename
+        ):
+            return ("sqlite", ":memory:", str(os.getpid()), str(id(db)))
+        return ("sqlite", os.path.realpath(filename))
+    con = pool.dbapi_module.connect(*pool.args, **pool.kwargs)
+    try:
+        cursor = con.cursor()
+        if name == "cockroach":
+            cursor.execute("SELECT current_database(), current_schema()")
+            return ("cockroach", *map(str, cursor.fetchone()))
+        if name == "postgres":
+            # The system identifier tells two clusters apart (a physical replica shares its primary's).
+            # Read only when PUBLIC may, so that every role of one cluster computes the same identity.
+            cursor.execute(
+                "SELECT current_database(), current_schema(), "
+                "has_function_privilege('public', 'pg_control_system()', 'EXECUTE')"
+            )
+            database, schema, readable = cursor.fetchone()
+            system = ""
+            if readable:
+                cursor.execute("SELECT system_identifier::text FROM pg_control_system()")
+                system = cursor.fetchone()[0]
+            return ("postgres", str(database), str(schema), system)
+        if name == "mysql":
+            cursor.execute("SELECT DATABASE()")
+            return ("mysql", str(cursor.fetchone()[0]))
+        return (name,)  # other providers: the dialect alone (the docs ask for a namespace= then)
+    finally:
+        try:
+            con.rollback()
+        finally:
+            con.close()
 
 
 def mapping_signature(db: Database) -> tuple[Any, ...]:
-    """The tables and columns of every entity of ``db``: part of a cache namespace, so a changed
-    mapping never reads entries written under the old one."""
-    return tuple(sorted((name, repr(e._table_), tuple(e._columns_)) for name, e in entities_of(db).items()))
+    """The tables, columns and attribute types of every entity of ``db``: part of a cache key, so a
+    changed mapping (another version of the application) never reads entries written under the old one.
+    Plain strings only (no reprs of objects), so it is the same in every process."""
+
+    def type_name(attr: Any) -> str:
+        # The qualified name without the module: one class imported under two module paths (``__main__``
+        # in one process, ``app.models`` in another) is the same type.
+        py_type = attr.py_type
+        return str(getattr(py_type, "__qualname__", py_type))
+
+    return tuple(
+        sorted(
+            (
+                name,
+                repr(e._table_),
+                tuple(e._columns_),
+                tuple((a.name, type_name(a), tuple(a.columns)) for a in e._attrs_),
+            )
+            for name, e in entities_of(db).items()
+        )
+    )
 
 
 def table_entities(db: Database) -> dict[str, frozenset[Any]]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import threading
+import warnings
 import weakref
 from collections.abc import Iterable
 from typing import Any
@@ -19,29 +19,16 @@ from typing import Any
 from pony.orm import Database
 
 from .. import _pony, transactions
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, MemoryCacheWarning
 from ..kit import CommitEvent, Kit, add_attach_hook, get_kit
+from ._sqlwrites import ALL, written_tables
 
-__all__ = ["DbState", "db_state", "must_bypass", "register_backend"]
+__all__ = ["DbState", "check_shared_database", "db_state", "must_bypass", "register_backend"]
 
 log = logging.getLogger("ponykit.cache")
 
 _STATE_ATTR = "_ponykit_cache_state_"
 _install_lock = threading.Lock()
-
-# The statements that change rows, and the table they change (quoted or not, maybe schema-qualified).
-_WRITE_RE = re.compile(
-    r"^\s*(?:INSERT\s+(?:OR\s+\w+\s+|IGNORE\s+)?INTO|REPLACE\s+INTO|UPDATE(?:\s+IGNORE)?|"
-    r"DELETE\s+FROM|TRUNCATE(?:\s+TABLE)?|MERGE\s+INTO)\s+([^\s(]+)",
-    re.IGNORECASE,
-)
-_PASSWORD_RE = re.compile(r"(://[^:/@\s]*):[^@\s]*@|(password|passwd)\s*=\s*\S+", re.IGNORECASE)
-
-
-def _scrub(value: Any) -> Any:
-    if isinstance(value, str):
-        return _PASSWORD_RE.sub(lambda m: (m.group(1) + "@") if m.group(1) else "", value)
-    return value
 
 
 class DbState:
@@ -51,6 +38,9 @@ class DbState:
         self._kit_ref = weakref.ref(kit)
         self._db_ref = weakref.ref(kit.db)
         self._namespace: str | None = None
+        self._entry_namespace: str | None = None
+        self._written: dict[str, Any] = {}
+        self._by_entity: dict[str, str] | None = None
         self._deps: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._tables: dict[str, frozenset[Any]] | None = None
         self._quoted: list[tuple[str, frozenset[str]]] | None = None
@@ -65,34 +55,85 @@ class DbState:
 
     @property
     def namespace(self) -> str:
-        """A stable name of this database and mapping: the same in every process bound to it.
+        """The name invalidations of this database go under: the same in every process that reaches it.
 
-        Built from the dialect, the connection arguments (passwords removed) and the tables and columns
-        of the mapping, hashed. An in-memory SQLite database is private to its process, so its namespace
-        is too.
+        ``attach(db, cache_namespace=...)`` if given, else a hash of what identifies the data on the
+        server (dialect, database, schema: :func:`ponykit._pony.server_identity`), never of client
+        options, so processes with other URL details or another version of the mapping share
+        generations. An in-memory SQLite database is private to its process, so its namespace is too.
         """
         ns = self._namespace
+        if ns is None:
+            kit = self._kit_ref()
+            override = kit.cache_namespace if kit is not None else None
+            if override is not None:
+                ns = "n:" + override
+                self._warn_if_per_process((_pony.dialect(self.db),))
+            else:
+                identity = _pony.server_identity(self.db)
+                ns = hashlib.sha256("\0".join(identity).encode()).hexdigest()[:16]
+                self._warn_if_per_process(identity)
+            self._namespace = ns
+        return ns
+
+    @property
+    def entry_namespace(self) -> str:
+        """The namespace of cached entries: :attr:`namespace` plus the mapping's tables, columns and
+        attribute types, so two versions of an application never serve each other's entries (they
+        share generations, so a write of either invalidates both)."""
+        ns = self._entry_namespace
         if ns is None:
             db = self.db
             if not _pony.is_mapped(db):
                 raise ConfigurationError(
                     f"{db!r} has no mapping yet: call db.generate_mapping() before using the cache"
                 )
-            dialect, args, kwargs = _pony.connection_fingerprint(db)
-            safe_kwargs = sorted(
-                (k, _scrub(v)) for k, v in kwargs.items() if k.lower() not in ("password", "passwd")
-            )
-            parts: list[Any] = [dialect, [_scrub(a) for a in args], safe_kwargs, _pony.mapping_signature(db)]
-            if dialect == "sqlite" and any(str(a) in (":memory:", "") for a in args[:1]):
-                parts.append((_pony.getpid(), id(db)))
-            ns = hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
-            self._namespace = ns
+            signature = repr(_pony.mapping_signature(db))  # plain strings and tuples of them: stable
+            ns = hashlib.sha256(f"{self.namespace}\0{signature}".encode()).hexdigest()[:16]
+            self._entry_namespace = ns
         return ns
 
+    def _warn_if_per_process(self, identity: tuple[str, ...]) -> None:
+        if identity[:2] == ("sqlite", ":memory:"):
+            return  # private to this process anyway: a per-process cache is exactly right
+        kit = self._kit_ref()
+        caches = [*self.backends, *([kit.cache] if kit is not None else [])]
+        for cache in caches:
+            check_shared_database(cache, identity[0])
+
     def gen_names(self, entity_names: Iterable[str]) -> tuple[str, ...]:
-        """The generation counter names of some entities of this Database."""
+        """The generation counter names of some entities of this Database: one per *table* they are
+        stored in, so processes whose mappings name an entity differently (another version of the
+        application, another application) still share invalidations of the same rows."""
         ns = self.namespace
-        return tuple(f"{ns}/{name}" for name in entity_names)
+        tables = self._entity_tables()
+        return tuple(sorted({f"{ns}/t:{tables.get(name) or 'e:' + name}" for name in entity_names}))
+
+    def _entity_tables(self) -> dict[str, str]:
+        found = self._by_entity
+        if found is None:
+            db = self.db
+            if not _pony.is_mapped(db):
+                return {}
+            # The unqualified, lower-cased name: two spellings of one table ("t" on the search_path,
+            # ("public", "t")) must meet; two tables that only look alike share a counter, which costs
+            # extra misses, never a stale read.
+            found = {
+                name: _norm(_pony.entity_info(entity).table) for name, entity in _pony.entities_of(db).items()
+            }
+            self._by_entity = found
+        return found
+
+    def written_tables(self, sql: str) -> Any:
+        """:func:`._sqlwrites.written_tables` of ``sql`` in this database's dialect, remembered per text."""
+        memo = self._written
+        if sql in memo:
+            return memo[sql]
+        found = written_tables(sql, _pony.dialect(self.db))
+        if len(memo) > 10_000:
+            memo.clear()
+        memo[sql] = found
+        return found
 
     def tables(self) -> dict[str, frozenset[Any]]:
         """Lower-cased table name -> entities a write to it changes."""
@@ -150,6 +191,52 @@ def register_backend(db: Database, backend: Any) -> None:
     state = db_state(get_kit(db))
     if backend not in state.backends:
         state.backends.add(backend)
+        if state._namespace is not None and _pony.dialect(db) != "sqlite":
+            check_shared_database(backend, _pony.dialect(db))
+        _resolve_early(state)
+
+
+def _resolve_early(state: DbState) -> None:
+    """Ask the server for the namespace now, while nothing depends on it, rather than in the first
+    commit's invalidation; if the database cannot be reached yet, the first use asks again."""
+    try:
+        state.namespace  # noqa: B018 - resolved and remembered
+    except Exception as exc:  # noqa: BLE001 - a server not reachable yet defers; attach() never fails on it
+        log.warning(
+            "ponykit: cache namespace of %r not known yet (%s); asking again at first use", state.db, exc
+        )
+
+
+def _invalidate_everything(backend: Any) -> None:
+    try:
+        bump_epoch = getattr(backend, "bump_epoch", None)
+        if callable(bump_epoch):
+            bump_epoch()
+        else:
+            backend.clear()
+    except Exception:
+        log.exception("ponykit: cache backend %r failed to invalidate everything", backend)
+
+
+def check_shared_database(cache: Any, dialect: str) -> None:
+    """Warn (once per cache) when a per-process cache serves a database other processes can write.
+
+    A MemoryCache only sees the commits of its own process; a server database (PostgreSQL, MariaDB ...)
+    is usually written by several (web workers, task workers), whose commits it never hears of.
+    """
+    if dialect == "sqlite" or not getattr(cache, "per_process", False):
+        return
+    if getattr(cache, "_warned_shared", False):
+        return
+    cache._warned_shared = True
+    warnings.warn(
+        f"{cache!r} is a per-process cache on a {dialect} database: commits made by other processes "
+        "(other web workers, task workers, a second server) never invalidate its entries, so they serve "
+        "stale rows until their ttl. Use RedisCache for a database written by several processes, or pass "
+        "MemoryCache(..., single_process=True) if this process is the only writer",
+        MemoryCacheWarning,
+        stacklevel=4,
+    )
 
 
 def must_bypass(db: Database, entity_names: Iterable[str]) -> bool:
@@ -182,6 +269,13 @@ def _on_attach(kit: Kit) -> None:
     kit.add_execute_listener(_make_write_listener(state))
 
 
+def _resolve_on_attach(kit: Kit) -> None:
+    if kit.cache_namespace is not None or kit.cache is not None:
+        state = db_state(kit)
+        state._namespace = state._entry_namespace = None  # attach() may have changed cache_namespace
+        _resolve_early(state)
+
+
 def _make_subscriber(state: DbState) -> Any:
     state_ref = weakref.ref(state)
 
@@ -195,7 +289,15 @@ def _make_subscriber(state: DbState) -> Any:
             backends.append(kit.cache)
         if not backends:
             return
-        names = st.gen_names(event.writes)
+        try:
+            names = st.gen_names(event.writes)
+        except Exception:
+            # The namespace could not be asked of the server (no connection to spare, say): the
+            # invalidation cannot be named, so make everything these backends hold unreachable.
+            log.exception("ponykit: cannot name the cache generations of %r; invalidating everything", st.db)
+            for backend in backends:
+                _invalidate_everything(backend)
+            return
         for backend in backends:
             try:
                 backend.bump(names)
@@ -209,18 +311,21 @@ def _make_write_listener(state: DbState) -> Any:
     state_ref = weakref.ref(state)
 
     def record_raw_writes(db: Database, sql: str, arguments: Any, seconds: float, error: Any) -> None:
-        if error is not None:
-            return
-        match = _WRITE_RE.match(sql)
-        if match is None or _pony.in_flush(db) or _pony.in_self_reported_statement():
+        if error is not None or _pony.in_flush(db) or _pony.in_self_reported_statement():
             return  # Pony's flushes and ponykit's bulk statements report their keys themselves
         st = state_ref()
         if st is None:
             return
-        name = match.group(1).split(".")[-1].strip("`\"[]'").lower()
-        entities = st.tables().get(name)
-        if not entities:
-            return
+        written = st.written_tables(sql)
+        if written is None or not _pony.is_mapped(db):
+            return  # not a write, or create_tables() itself: nothing can be cached yet
+        if written is ALL:
+            # A write whose tables cannot be told (a CTE, a multi-table UPDATE, a procedure call ...):
+            # invalidate everything of this Database rather than serve a pre-write answer.
+            entities: set[Any] = set(_pony.entities_of(db).values())
+        else:
+            tables = st.tables()
+            entities = {entity for name in written for entity in tables.get(name, ())}
         for entity in entities:
             transactions.record_writes(db, entity, None)
 
@@ -228,3 +333,4 @@ def _make_write_listener(state: DbState) -> Any:
 
 
 add_attach_hook(_on_attach)
+add_attach_hook(_resolve_on_attach)

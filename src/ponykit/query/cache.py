@@ -109,7 +109,7 @@ class _Plan(NamedTuple):
 def _plan(kit: Any, q: _pony.QuerySQL) -> _Plan:
     state = db_state(kit)
     entity_names, gen_names = state.query_deps(q.sql)
-    key = ("q", state.namespace, q.sql, _args_key(q.arguments), q.limit, q.offset)
+    key = ("q", state.entry_namespace, q.sql, _args_key(q.arguments), q.limit, q.offset)
     return _Plan(_pony.query_database(q.query), kit, q, entity_names, gen_names, key)
 
 
