@@ -298,7 +298,7 @@ class _Plan:
         self.statements: dict[Any, tuple[Any, list[int]]] = {}
 
 
-def _plan(db: Any, query: Any, entity: Any, order: Any, distinct: bool) -> _Plan:
+def _plan(db: Any, query: Any, entity: Any, order: Any, distinct: bool = False) -> _Plan:
     parsed = None if order is None else tuple(_parse_order(entity, order))
     preparable = _pony.preparable(query)
     plans = _memo(db, "keyset_plans")
