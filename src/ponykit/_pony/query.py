@@ -244,8 +244,8 @@ def column_value_check(attr: Attribute, dialect: str) -> Callable[[Any], bool]:
 
     For values that come from outside (a keyset cursor): the value is read back as Pony reads a
     column (``sql2py``, ``dbval2val``), must then have the attribute's type (exactly, for Pony's own
-    types), and must convert to itself again; an int must fit the column (64 bits when it has no
-    ``size``), and values no row of this backend can hold (NaN, an infinite float on MySQL, a NUL
+    types), and must convert to itself again; an int must fit the column (its ``size``, 32 bits by
+    default; 64 on SQLite), and values no row of this backend can hold (NaN, an infinite float on MySQL, a NUL
     character on PostgreSQL) are refused. None is accepted only for a nullable attribute.
     """
     converter = attr.converters[0]
@@ -259,7 +259,9 @@ def column_value_check(attr: Attribute, dialect: str) -> Callable[[Any], bool]:
     nullable = bool(attr.nullable) and not attr.is_pk
     low, high = -_INT64, _INT64 - 1
     size = getattr(converter, "size", None)
-    if size:
+    # An INTEGER column of SQLite holds 64 bits whatever its declared size; other backends hold the
+    # size Pony declared (32 bits for a plain int).
+    if size and dialect != "sqlite":
         unsigned = bool(getattr(converter, "unsigned", False))
         low, high = (0, 2**size - 1) if unsigned else (-(2 ** (size - 1)), 2 ** (size - 1) - 1)
 
