@@ -12,7 +12,7 @@ from typing import Any
 
 import pony.orm.core as _core
 from pony.orm import Database
-from pony.orm.dbapiprovider import Converter
+from pony.orm.dbapiprovider import BoolConverter, Converter, IntConverter, RealConverter
 from pony.orm.ormtypes import LongStr, RawSQL
 
 from ._typing import Attribute, Entity
@@ -230,6 +230,10 @@ _EXACT_TYPES = {
     uuid.UUID: uuid.UUID,
 }
 _BYTES_LIKE = (bytes, bytearray, memoryview)
+# Pony's sql2py steps that give a value of the attribute's own type back unchanged.
+_KEEPS_OWN_TYPE = frozenset(
+    {Converter.sql2py, IntConverter.sql2py, BoolConverter.sql2py, RealConverter.sql2py}
+)
 _INT64 = 2**63
 
 
@@ -264,6 +268,27 @@ def column_value_check(attr: Attribute, dialect: str) -> Callable[[Any], bool]:
     if size and dialect != "sqlite":
         unsigned = bool(getattr(converter, "unsigned", False))
         low, high = (0, 2**size - 1) if unsigned else (-(2 ** (size - 1)), 2 ** (size - 1) - 1)
+
+    if (
+        exact in (int, bool, float, str)
+        and dbval2val is None
+        and val2dbval is None
+        and py2sql is None
+        and getattr(converter.sql2py, "__func__", None) in _KEEPS_OWN_TYPE
+    ):
+        # Pony's own converter for a plain type: the value must be of that type, and nothing else
+        # converts it, so the generic read-back below reduces to a type test (a cursor's usual case).
+        def plain(value: Any) -> bool:
+            kind = type(value)
+            if kind is not exact:
+                return value is None and nullable
+            if kind is int:
+                return bool(low <= value <= high)
+            if kind is float:
+                return math.isfinite(value) or (dialect != "mysql" and not math.isnan(value))
+            return kind is bool or dialect != "postgres" or "\x00" not in value
+
+        return plain
 
     def check(value: Any) -> bool:
         if value is None:

@@ -55,6 +55,9 @@ def fingerprint(*parts: str) -> bytes:
     return digest.digest()
 
 
+_ARGUMENTS = b"ponykit-cursor-arguments\x00"
+
+
 def _plain_argument(value: Any) -> Any:
     try:
         return to_plain(value)
@@ -82,8 +85,11 @@ def bind_arguments(bound_to: bytes, arguments: Sequence[Any]) -> bytes:
     """
     if not arguments:
         return bound_to
-    data = orjson.dumps([_plain_argument(value) for value in arguments])
-    return hashlib.sha256(b"ponykit-cursor-arguments\x00" + bound_to + data).digest()
+    try:
+        plain = [to_plain(value) for value in arguments]
+    except TypeError:
+        plain = [_plain_argument(value) for value in arguments]
+    return hashlib.sha256(_ARGUMENTS + bound_to + orjson.dumps(plain)).digest()
 
 
 def _encode_value(value: Any) -> Any:
