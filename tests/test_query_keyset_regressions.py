@@ -328,3 +328,31 @@ def test_pagination_refuses_a_distinct_query_it_cannot_keep_distinct(db: Databas
         # Said explicitly, the user's DISTINCT is kept as it is.
         explicit = select(p for p in post for t in p.tags).order_by(post.score).distinct()
         assert [p.score for p in paginate(explicit, 2, 5).items] == [5, 6, 7, 8, 9]
+
+
+def test_distinct_query_sorted_by_a_lazy_attribute_is_refused(db: Database) -> None:
+    """DISTINCT needs the sort columns in the SELECT list (PostgreSQL), which a lazy attribute is not:
+    both paginators refuse such a query with ConfigurationError before any SQL."""
+    from pony.orm import LongStr
+
+    class Doc(db.Entity):
+        body = Optional(LongStr)
+        marks = Set("Mark")
+
+    class Mark(db.Entity):
+        docs = Set(Doc)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    with db_session:
+        mark = Mark()
+        Doc(body="a", marks=[mark])
+    with db_session:
+        query = select(d for d in Doc for m in d.marks)
+        with count_queries() as counter:
+            with pytest.raises(ConfigurationError, match="lazy"):
+                paginate_keyset(query, 5, order=["body"], secret=SECRET)
+            with pytest.raises(ConfigurationError, match="non-lazy"):
+                paginate(query.order_by(Doc.body), 1, 5)
+        assert counter.count == 0
+        assert [d.body for d in paginate(query, 1, 5).items] == ["a"]
