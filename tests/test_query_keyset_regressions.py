@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import ipaddress
 import os
 import sys
 from decimal import Decimal
@@ -208,6 +210,47 @@ def test_cursor_values_of_every_sort_type_round_trip(db: Database, typed: Any) -
                 forward, backward = walk_keyset(query, 2, order=[spec], secret=SECRET)
                 assert sorted(forward) == sorted(t.id for t in query)
                 assert backward == forward
+
+
+class Colour(enum.Enum):
+    """An enum sort attribute (ponykit stores its value)."""
+
+    RED = "red"
+    GREEN = "green"
+    BLUE = "blue"
+
+
+def test_cursor_values_of_custom_types_round_trip_and_are_checked(db: Database) -> None:
+    """Attributes whose converter changes the value (an Enum, AwareDatetime, an IP address) take the
+    generic read-back check: ponykit's own cursors walk the whole order, and a signed cursor with a
+    value the column cannot hold is refused without SQL."""
+
+    class Event(db.Entity):
+        colour = Required(Colour)
+        at = Required(pk.types.AwareDatetime)
+        ip = Required(ipaddress.IPv4Address)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    utc = dt.timezone.utc
+    with db_session:
+        for i in range(7):
+            Event(
+                colour=list(Colour)[i % 3],
+                at=dt.datetime(2024, 5, 1 + i, 12, tzinfo=utc),
+                ip=ipaddress.IPv4Address(f"10.0.0.{9 - i}"),
+            )
+    with db_session:
+        query = select(e for e in Event)
+        for spec in ("colour", "-at", "ip"):
+            forward, backward = walk_keyset(query, 2, order=[spec], secret=SECRET)
+            assert sorted(forward) == list(range(1, 8)) and backward == forward
+        for name, wrong in (("colour", "purple"), ("colour", 3), ("at", "yesterday"), ("ip", "10.0.0.300")):
+            plan = _plan(db, query, Event, [name])
+            cursor = encode_cursor([wrong, 1], Signer(SECRET), plan.bound_to)
+            with count_queries() as counter, pytest.raises(InvalidCursor, match=f"Event.{name}"):
+                paginate_keyset(query, 2, order=[name], after=cursor, secret=SECRET)
+            assert counter.count == 0
 
 
 # -- item 15: key rotation and parameter values --------------------------------------------------------
