@@ -285,3 +285,22 @@ def test_column_value_check(m: Any, backend: Any) -> None:
     assert pk_id(2**31) == pk_id(2**63 - 1) == pk_id(-(2**63)) == (dialect == "sqlite")
     assert not title(1) and not title(b"x") and title("")
     assert title("a\x00b") == (dialect != "postgres")
+
+
+def test_escaped_dollars_reach_sql_as_text(m: Any) -> None:
+    """Text passed through escape_dollars goes through Pony's raw-SQL parser unevaluated: ``$(...)``
+    runs no code and reaches the SQL as written, next to real ``$v[i]`` parameters."""
+    import sys
+
+    from ponykit._sql import escape_dollars
+
+    db, book, _shelf, _label = m
+    title = f"{_pony.quote_name(db, 'b')}.{_pony.quote_name(db, 'title')}"
+    sys.modules.pop("pk_pwn_raw", None)
+    literal = '\'$(__import__("sys").modules.setdefault("pk_pwn_raw", 1))\''
+    with db_session:
+        query = select(b for b in book)
+        sql = f"{title} <> {escape_dollars(literal)} AND {title} <> $v[0]"
+        assert sorted(b.title for b in _pony.filter_raw(query, sql, ["t1"])) == ["t0", "t2", "t3"]
+    assert "pk_pwn_raw" not in sys.modules
+    assert escape_dollars("a$b$$c") == "a$$b$$$$c"

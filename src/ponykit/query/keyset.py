@@ -302,7 +302,7 @@ def _plan(db: Any, query: Any, entity: Any, order: Any, distinct: bool = False) 
     parsed = None if order is None else tuple(_parse_order(entity, order))
     preparable = _pony.preparable(query)
     plans = _memo(db, "keyset_plans")
-    key = (_pony.query_shape(query), parsed)
+    key = (_pony.query_shape(query), parsed, distinct)
     if preparable:
         found: _Plan | None = plans.get(key)
         if found is not None:
