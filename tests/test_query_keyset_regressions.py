@@ -328,6 +328,64 @@ def test_cursor_is_tied_to_the_query_parameter_values(db: Database, post: Any) -
         assert [p.score for p in page.items] == [21, 22, 23]
 
 
+CROSS_PROCESS = """
+import datetime as dt, sys
+from pony.orm import Database, Required, Optional, db_session, select
+import ponykit as pk
+db = Database()
+class Stamp(db.Entity):
+    score = Required(int)
+    body = Optional(str)
+    day = Required(dt.date)
+pk.bind_url(db, sys.argv[1])
+pk.attach(db)
+db.generate_mapping(create_tables=False)
+lo, body, since = 5, "b1", dt.date(2024, 1, 3)
+with db_session:
+    q = select(s for s in Stamp if s.score > lo and s.body != body and s.day >= since).order_by(Stamp.score)
+    print(pk.paginate_keyset(q, 3, secret=bytes.fromhex(sys.argv[2])).next_cursor)
+"""
+
+
+def test_cursor_with_bound_parameters_is_accepted_by_another_process(make_db: Any, backend: Any) -> None:
+    """Design rule 9: the parameter digest is plain data, so a cursor issued by another process for the
+    same query and parameter values is accepted here, and refused for other values."""
+    import subprocess
+
+    db = make_db()
+
+    class Stamp(db.Entity):
+        score = Required(int)
+        body = Optional(str)
+        day = Required(dt.date)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    with db_session:
+        for i in range(20):
+            Stamp(score=i, body=f"b{i % 3}", day=dt.date(2024, 1, 1 + i))
+    db.disconnect()  # SQLite: let the other process read the file
+    out = subprocess.run(
+        [sys.executable, "-c", CROSS_PROCESS, backend.url, SECRET.hex()],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    cursor = out.stdout.strip()
+
+    def query(lo: int, body: str, since: dt.date) -> Any:
+        return select(s for s in Stamp if s.score > lo and s.body != body and s.day >= since).order_by(
+            Stamp.score
+        )
+
+    with db_session:
+        page = paginate_keyset(query(5, "b1", dt.date(2024, 1, 3)), 3, after=cursor, secret=SECRET)
+        assert [s.score for s in page.items] == [11, 12, 14]
+        with pytest.raises(InvalidCursor):
+            paginate_keyset(query(5, "b1", dt.date(2024, 1, 4)), 3, after=cursor, secret=SECRET)
+
+
 # -- item 18: DISTINCT that Pony drops once a query is ordered ---------------------------------------
 
 
