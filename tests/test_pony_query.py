@@ -244,6 +244,21 @@ def test_implicit_and_lost_distinct(m: Any) -> None:
         assert not _pony.implicit_distinct(plain) and not _pony.lost_distinct(plain.order_by(book.title))
 
 
+def test_order_in_select(m: Any) -> None:
+    """order_in_select: entity queries ordered by own non-lazy attributes, other queries ordered by
+    column numbers or selected expressions."""
+    _db, book, _shelf, _label = m
+    with db_session:
+        books = select(b for b in book for label in b.labels)
+        assert _pony.order_in_select(books.order_by(book.title, desc(book.year)))
+        assert not _pony.order_in_select(books.order_by(book.notes))
+        assert not _pony.order_in_select(books.order_by(lambda: label.id))  # noqa: F821
+        titles = select(b.title for b in book)
+        assert _pony.order_in_select(titles.order_by(1)) and _pony.order_in_select(titles.order_by(-1))
+        assert _pony.order_in_select(titles.order_by(lambda: desc(b.title)))  # noqa: F821
+        assert not _pony.order_in_select(titles.order_by(lambda: b.year))  # noqa: F821
+
+
 def test_attr_is_lazy(m: Any) -> None:
     """LongStr attributes are lazy, plain ones are not."""
     _db, book, _shelf, _label = m

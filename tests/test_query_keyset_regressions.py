@@ -426,6 +426,12 @@ def test_pagination_refuses_a_distinct_query_it_cannot_keep_distinct(db: Databas
         with count_queries() as counter, pytest.raises(ConfigurationError, match=r"\.distinct\(\)"):
             paginate(query, 1, 5)
         assert counter.count == 0
+        # Attribute values: DISTINCT comes back for an order by the selected columns, not for another.
+        bodies = select(p.body for p in post)
+        assert paginate(bodies.order_by(-1), 1, 5).items == ["b2", "b1", "b0"]
+        assert paginate(bodies.order_by(-1), 1, 5).total == 3
+        with pytest.raises(ConfigurationError, match=r"\.distinct\(\)"):
+            paginate(bodies.order_by(lambda: p.score), 1, 5)  # noqa: F821 - Pony reads the name
         # Said explicitly, the user's DISTINCT is kept as it is.
         explicit = select(p for p in post for t in p.tags).order_by(post.score).distinct()
         assert [p.score for p in paginate(explicit, 2, 5).items] == [5, 6, 7, 8, 9]

@@ -31,6 +31,7 @@ __all__ = [
     "implicit_distinct",
     "lost_distinct",
     "n_plus_one_culprit",
+    "order_in_select",
     "order_item",
     "per_database_cache",
     "query_alias",
@@ -150,6 +151,25 @@ def implicit_distinct(query: Any) -> bool:
 def lost_distinct(query: Any) -> bool:
     """True if ``query`` is ordered and, for that reason only, runs without the DISTINCT Pony would add."""
     return implicit_distinct(query) and bool(query._translator.order)
+
+
+def order_in_select(query: Any) -> bool:
+    """True if every ORDER BY item of ``query`` is one of the columns its SELECT lists.
+
+    PostgreSQL accepts SELECT DISTINCT only with such an order. For an entity query: its order is a
+    list of the entity's own non-lazy attributes; for other queries: each item is a result column
+    number (``order_by(1)``) or one of the selected expressions.
+    """
+    if query_entity(query) is not None:
+        order = query_order(query)
+        return order is not None and not any(attr_is_lazy(attr) for attr, _descending in order)
+    translator = query._translator
+    for item in translator.order:
+        if item and item[0] == "DESC":
+            item = item[1]
+        if not (item and item[0] == "VALUE" and type(item[1]) is int) and item not in translator.expr_columns:
+            return False
+    return True
 
 
 def attr_is_lazy(attr: Attribute) -> bool:

@@ -67,27 +67,23 @@ def _stable(query: Any) -> Any:
 def _keep_distinct(query: Any) -> Any:
     """``query`` with the DISTINCT Pony gives it unordered, when ordering it would lose it.
 
-    Pony makes a query that iterates a collection DISTINCT, but only while it is unordered; the
-    ordered page query would repeat rows (``total`` would count them too). DISTINCT is put back
-    explicitly when the order is by the entity's own selected columns, which every database accepts
-    with DISTINCT; any other order is refused rather than paged over repeated rows.
+    Pony makes a query DISTINCT when it can repeat a row (it iterates a collection, or selects
+    attribute values), but only while it is unordered; the ordered page query would repeat rows
+    (``total`` would count them too). DISTINCT is put back explicitly when the order is by selected
+    columns, which every database accepts with DISTINCT; any other order is refused rather than
+    paged over repeated rows.
     """
     if not _pony.implicit_distinct(query):
         return query
-    entity = _pony.query_entity(query)
-    if entity is None:
-        if not _pony.lost_distinct(query):
-            return query  # unordered, and paginate() does not order it: Pony keeps DISTINCT
-        order = None
-    else:
-        order = _pony.query_order(query)
-    if order is None or any(_pony.attr_is_lazy(attr) for attr, _descending in order):
+    if _pony.query_entity(query) is None and not _pony.lost_distinct(query):
+        return query  # unordered, and paginate() orders only entity queries: Pony keeps DISTINCT
+    if not _pony.order_in_select(query):
         raise ConfigurationError(
-            "paginate(): this query can return the same row more than once (it iterates a collection); "
-            "Pony makes it DISTINCT only while it is unordered, and ponykit restores DISTINCT only for a "
-            "query over an entity ordered by that entity's own non-lazy attributes. Order it by such "
-            "attributes, or call .distinct() on the query yourself if your database accepts its ORDER BY "
-            "with DISTINCT"
+            "paginate(): this query can return the same row more than once (it iterates a collection or "
+            "selects attribute values); Pony makes it DISTINCT only while it is unordered, and ponykit "
+            "restores DISTINCT only when the order is by selected columns (an entity's own non-lazy "
+            "attributes, or the selected expressions). Order it by those, or call .distinct() on the "
+            "query yourself if your database accepts its ORDER BY with DISTINCT"
         )
     return query.distinct()
 
