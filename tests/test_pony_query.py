@@ -226,3 +226,96 @@ def test_fetch_entities_marks_what_pony_marks_as_read(m: Any) -> None:
         got = state(_pony.fetch_entities(select(b for b in book if b.year == 1).order_by(book.title), 10))
     assert got == expected
     assert any(rbits for _, rbits, _ in got)
+
+
+def test_implicit_and_lost_distinct(m: Any) -> None:
+    """implicit_distinct: Pony adds DISTINCT only while unordered; lost_distinct: ordered, it has none."""
+    _db, book, _shelf, _label = m
+    with db_session:
+        over_collection = select(b for b in book for label in b.labels)
+        plain = select(b for b in book)
+        assert "DISTINCT" in over_collection.get_sql()
+        assert _pony.implicit_distinct(over_collection) and not _pony.lost_distinct(over_collection)
+        ordered = over_collection.order_by(book.title)
+        assert "DISTINCT" not in ordered.get_sql()
+        assert _pony.implicit_distinct(ordered) and _pony.lost_distinct(ordered)
+        assert not _pony.implicit_distinct(ordered.distinct())
+        assert "DISTINCT" in ordered.distinct().get_sql()
+        assert not _pony.implicit_distinct(plain) and not _pony.lost_distinct(plain.order_by(book.title))
+
+
+def test_order_in_select(m: Any) -> None:
+    """order_in_select: entity queries ordered by own non-lazy attributes, other queries ordered by
+    column numbers or selected expressions."""
+    _db, book, _shelf, _label = m
+    with db_session:
+        books = select(b for b in book for label in b.labels)
+        assert _pony.order_in_select(books.order_by(book.title, desc(book.year)))
+        assert not _pony.order_in_select(books.order_by(book.notes))
+        assert not _pony.order_in_select(books.order_by(lambda: label.id))  # noqa: F821
+        titles = select(b.title for b in book)
+        assert _pony.order_in_select(titles.order_by(1)) and _pony.order_in_select(titles.order_by(-1))
+        assert _pony.order_in_select(titles.order_by(lambda: desc(b.title)))  # noqa: F821
+        assert not _pony.order_in_select(titles.order_by(lambda: b.year))  # noqa: F821
+
+
+def test_attr_is_lazy(m: Any) -> None:
+    """LongStr attributes are lazy, plain ones are not."""
+    _db, book, _shelf, _label = m
+    assert _pony.attr_is_lazy(book.notes)
+    assert not _pony.attr_is_lazy(book.title)
+
+
+def test_query_arguments_are_what_pony_binds(m: Any) -> None:
+    """query_arguments gives Pony's own arguments, through a prepared binder or through Pony."""
+    _db, book, _shelf, _label = m
+    with db_session:
+        for low, title in ((0, "t1"), (1, "t3")):
+            query = select(b for b in book if b.year >= low and b.title != title)
+            _sql, arguments, _offsets, _key = query._construct_sql_and_arguments()
+            if isinstance(arguments, dict):  # PostgreSQL: named placeholders p1, p2...
+                arguments = tuple(arguments[k] for k in sorted(arguments))
+            pony = tuple(arguments)
+            prepared = _pony.prepare(query, query, 1)
+            assert prepared is not None
+            assert _pony.query_arguments(query, prepared) == tuple(pony)
+            assert _pony.query_arguments(query) == tuple(pony)
+        assert _pony.query_arguments(select(b for b in book)) == ()
+
+
+def test_column_value_check(m: Any, backend: Any) -> None:
+    """column_value_check accepts the column values column_value gives and refuses other types."""
+    db, book, _shelf, _label = m
+    dialect = _pony.dialect(db)
+    title, year, pk_id = (_pony.column_value_check(a, dialect) for a in (book.title, book.year, book.id))
+    with db_session:
+        for b in book.select():
+            assert title(_pony.column_value(book.title, b.title))
+            assert year(_pony.column_value(book.year, b.year))
+            assert pk_id(b.id)
+    assert year(None) and not title(None) and not pk_id(None)
+    assert not pk_id(True) and not pk_id(1.0) and not pk_id("1") and not pk_id(2**63)
+    # A plain int is a 32-bit column, except on SQLite whose INTEGER always holds 64 bits.
+    assert pk_id(2**31 - 1) and pk_id(-(2**31))
+    assert pk_id(2**31) == pk_id(2**63 - 1) == pk_id(-(2**63)) == (dialect == "sqlite")
+    assert not title(1) and not title(b"x") and title("")
+    assert title("a\x00b") == (dialect != "postgres")
+
+
+def test_escaped_dollars_reach_sql_as_text(m: Any) -> None:
+    """Text passed through escape_dollars goes through Pony's raw-SQL parser unevaluated: ``$(...)``
+    runs no code and reaches the SQL as written, next to real ``$v[i]`` parameters."""
+    import sys
+
+    from ponykit._sql import escape_dollars
+
+    db, book, _shelf, _label = m
+    title = f"{_pony.quote_name(db, 'b')}.{_pony.quote_name(db, 'title')}"
+    sys.modules.pop("pk_pwn_raw", None)
+    literal = '\'$(__import__("sys").modules.setdefault("pk_pwn_raw", 1))\''
+    with db_session:
+        query = select(b for b in book)
+        sql = f"{title} <> {escape_dollars(literal)} AND {title} <> $v[0]"
+        assert sorted(b.title for b in _pony.filter_raw(query, sql, ["t1"])) == ["t0", "t2", "t3"]
+    assert "pk_pwn_raw" not in sys.modules
+    assert escape_dollars("a$b$$c") == "a$$b$$$$c"

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ponykit.errors import InvalidCursor
+from ponykit.errors import ConfigurationError, InvalidCursor
 from ponykit.query._codec import to_plain
-from ponykit.query.cursor import VERSION, Signer, decode_cursor, encode_cursor, fingerprint
+from ponykit.query.cursor import VERSION, Signer, bind_arguments, decode_cursor, encode_cursor, fingerprint
 
 KEY = os.urandom(32)
 BOUND = fingerprint("Item", "SELECT ...", "Item.rank:a,Item.id:a")
@@ -159,3 +159,33 @@ def test_datetime_values_keep_their_timezone() -> None:
     aware = dt.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30)))
     (got,) = decode_cursor(encode_cursor([aware], KEY, BOUND), KEY, BOUND, 1)
     assert got == aware and got.utcoffset() == aware.utcoffset()
+
+
+def test_any_key_of_several_verifies() -> None:
+    """decode_cursor accepts a cursor signed with any of the keys given (a ring during rotation), in any
+    position, and refuses it when none of them signed it."""
+    old, new, other = os.urandom(32), os.urandom(32), os.urandom(32)
+    cursor = encode_cursor([1, "a"], Signer(old), BOUND)
+    for keys in ([Signer(new), Signer(old)], [old], (Signer(old), new), [new, other, Signer(old)]):
+        assert decode_cursor(cursor, keys, BOUND, 2) == [1, "a"]
+    for keys in ([Signer(new)], [new, other], []):
+        with pytest.raises(InvalidCursor):
+            decode_cursor(cursor, keys, BOUND, 2)
+
+
+@given(arguments=st.lists(sort_values, max_size=4), other=st.lists(sort_values, max_size=4))
+def test_bind_arguments_is_stable_and_separates_values(arguments: list[Any], other: list[Any]) -> None:
+    """The narrowed fingerprint depends on the argument values only (same values: same digest; no
+    arguments: the fingerprint itself) and differs for other values."""
+    bound = bind_arguments(BOUND, arguments)
+    assert bound == bind_arguments(BOUND, list(arguments))
+    assert (bound == BOUND) == (not arguments)
+    if [to_plain(v) for v in other] != [to_plain(v) for v in arguments]:
+        assert bind_arguments(BOUND, other) != bound
+    assert bind_arguments(fingerprint("Other"), arguments) != bound or not arguments
+
+
+def test_bind_arguments_refuses_values_known_only_by_address() -> None:
+    """A parameter whose only text is its address cannot be bound stably: ConfigurationError."""
+    with pytest.raises(ConfigurationError, match="bind_parameters=False"):
+        bind_arguments(BOUND, [object()])

@@ -26,7 +26,7 @@ from pony.orm.sqlbuilding import Param
 from ._typing import Entity
 from .prefetch import is_identity, materialize
 
-__all__ = ["Prepared", "join_syntax", "preparable", "prepare", "run_prepared"]
+__all__ = ["Prepared", "join_syntax", "preparable", "prepare", "query_arguments", "run_prepared"]
 
 # bind(query variables, raw filter values, offset) -> the driver's arguments
 Binder = Callable[[dict[Any, Any], Sequence[Any], int], Any]
@@ -245,3 +245,18 @@ def run_prepared(
     arguments = prepared.bind(query._vars, values or (), offset)
     rows = query._database._exec_sql(prepared.sql, arguments).fetchall()
     return objects_from_rows(prepared.entity, rows, prepared.attr_offsets, prepared.used_attrs)
+
+
+def query_arguments(query: Any, prepared: Prepared | None = None) -> tuple[Any, ...]:
+    """The values Pony binds to the parameters of ``query``'s SQL, in a stable order.
+
+    With ``prepared`` (from :func:`prepare` of a query with the same key and no raw filter), its
+    binder computes them without building the SQL; otherwise Pony builds the query's SQL and
+    arguments (a dict for named placeholders, taken in the order of the names).
+    """
+    if prepared is not None:
+        return tuple(prepared.bind(query._vars, (), 0))
+    _sql, arguments, _offsets, _key = query._construct_sql_and_arguments()
+    if isinstance(arguments, dict):
+        return tuple(value for _name, value in sorted(arguments.items()))
+    return tuple(arguments or ())

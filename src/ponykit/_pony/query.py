@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import re
+import uuid
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import pony.orm.core as _core
 from pony.orm import Database
-from pony.orm.ormtypes import RawSQL
+from pony.orm.dbapiprovider import BoolConverter, Converter, IntConverter, RealConverter
+from pony.orm.ormtypes import LongStr, RawSQL
 
 from ._typing import Attribute, Entity
+from .prefetch import is_identity
 from .prepared import objects_from_rows
 
 __all__ = [
+    "attr_is_lazy",
     "attr_is_sensitive",
+    "column_value_check",
     "count_capped",
     "desc_of",
     "exec_sql",
     "fetch_entities",
     "filter_raw",
+    "implicit_distinct",
+    "lost_distinct",
     "n_plus_one_culprit",
+    "order_in_select",
     "order_item",
     "per_database_cache",
     "query_alias",
@@ -126,6 +137,46 @@ def filter_raw(query: Any, sql: str, values: list[Any]) -> Any:
     return query.filter(RawSQL(sql, {}, {"v": values}))
 
 
+def implicit_distinct(query: Any) -> bool:
+    """True if Pony adds DISTINCT to ``query``'s SQL only as long as the query is unordered.
+
+    Pony's translator sets ``distinct`` when the query can repeat a row (it iterates a collection),
+    and its SQL builder leaves DISTINCT out whenever the query has an ORDER BY (``construct_sql_ast``)
+    unless ``distinct()`` was asked for explicitly, so an ordered copy of such a query can return rows
+    the unordered one returns once several times.
+    """
+    return bool(query._distinct is None and query._translator.distinct)
+
+
+def lost_distinct(query: Any) -> bool:
+    """True if ``query`` is ordered and, for that reason only, runs without the DISTINCT Pony would add."""
+    return implicit_distinct(query) and bool(query._translator.order)
+
+
+def order_in_select(query: Any) -> bool:
+    """True if every ORDER BY item of ``query`` is one of the columns its SELECT lists.
+
+    PostgreSQL accepts SELECT DISTINCT only with such an order. For an entity query: its order is a
+    list of the entity's own non-lazy attributes; for other queries: each item is a result column
+    number (``order_by(1)``) or one of the selected expressions.
+    """
+    if query_entity(query) is not None:
+        order = query_order(query)
+        return order is not None and not any(attr_is_lazy(attr) for attr, _descending in order)
+    translator = query._translator
+    for item in translator.order:
+        if item and item[0] == "DESC":
+            item = item[1]
+        if not (item and item[0] == "VALUE" and type(item[1]) is int) and item not in translator.expr_columns:
+            return False
+    return True
+
+
+def attr_is_lazy(attr: Attribute) -> bool:
+    """True if the attribute is lazy (not in the SELECT list of a query over its entity)."""
+    return bool(attr.lazy)
+
+
 def query_key(query: Any) -> Any:
     """A hashable, process-local key of a query's shape (code, variable types, filters, order)."""
     return query._key
@@ -178,6 +229,115 @@ def attr_is_sensitive(attr: Attribute) -> bool:
     return bool(
         getattr(py_type, "__ponykit_sensitive__", False) or getattr(py_type, "__ponykit_encrypted__", False)
     )
+
+
+# Checking a column value that comes from outside (a keyset cursor).
+
+# Python types whose values Pony hands over as they are: a value must have exactly that type (an int
+# is not a float, True is not an int, a datetime is not a date).
+_EXACT_TYPES = {
+    bool: bool,
+    int: int,
+    float: float,
+    str: str,
+    LongStr: str,
+    bytes: bytes,
+    Decimal: Decimal,
+    dt.date: dt.date,
+    dt.datetime: dt.datetime,
+    dt.time: dt.time,
+    dt.timedelta: dt.timedelta,
+    uuid.UUID: uuid.UUID,
+}
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+# Pony's sql2py steps that give a value of the attribute's own type back unchanged.
+_KEEPS_OWN_TYPE = frozenset(
+    {Converter.sql2py, IntConverter.sql2py, BoolConverter.sql2py, RealConverter.sql2py}
+)
+_INT64 = 2**63
+
+
+def _same_column_value(back: Any, value: Any) -> bool:
+    if isinstance(back, _BYTES_LIKE) and type(value) is bytes:
+        return bytes(back) == value
+    return type(back) is type(value) and back == value
+
+
+def column_value_check(attr: Attribute, dialect: str) -> Callable[[Any], bool]:
+    """A test that ``value`` is a column value :func:`column_value` can give for ``attr``.
+
+    For values that come from outside (a keyset cursor): the value is read back as Pony reads a
+    column (``sql2py``, ``dbval2val``), must then have exactly the attribute's type (for Pony's own
+    types), and must convert back to itself, same type and value; an int must fit the column (its
+    ``size``, 32 bits by default; 64 on SQLite), and values no row of this backend can hold (NaN, an
+    infinite float on MySQL, a NUL character on PostgreSQL) are refused. None is accepted only for a
+    nullable attribute.
+    """
+    converter = attr.converters[0]
+    py_type = attr.py_type
+    exact = _EXACT_TYPES.get(py_type)
+    # Only the converter steps that do something: most are the base class's identity.
+    sql2py = None if is_identity(converter.sql2py, Converter.sql2py) else converter.sql2py
+    dbval2val = None if is_identity(converter.dbval2val, Converter.dbval2val) else converter.dbval2val
+    val2dbval = None if is_identity(converter.val2dbval, Converter.val2dbval) else converter.val2dbval
+    py2sql = None if is_identity(converter.py2sql, Converter.py2sql) else converter.py2sql
+    nullable = bool(attr.nullable) and not attr.is_pk
+    low, high = -_INT64, _INT64 - 1
+    size = getattr(converter, "size", None)
+    # An INTEGER column of SQLite holds 64 bits whatever its declared size; other backends hold the
+    # size Pony declared (32 bits for a plain int).
+    if size and dialect != "sqlite":
+        unsigned = bool(getattr(converter, "unsigned", False))
+        low, high = (0, 2**size - 1) if unsigned else (-(2 ** (size - 1)), 2 ** (size - 1) - 1)
+
+    if (
+        exact in (int, bool, float, str)
+        and dbval2val is None
+        and val2dbval is None
+        and py2sql is None
+        and getattr(converter.sql2py, "__func__", None) in _KEEPS_OWN_TYPE
+    ):
+        # Pony's own converter for a plain type: the value must be of that type, and nothing else
+        # converts it, so the generic read-back below reduces to a type test (a cursor's usual case).
+        def plain(value: Any) -> bool:
+            kind = type(value)
+            if kind is not exact:
+                return value is None and nullable
+            if kind is int:
+                return bool(low <= value <= high)
+            if kind is float:
+                return math.isfinite(value) or (dialect != "mysql" and not math.isnan(value))
+            return kind is bool or dialect != "postgres" or "\x00" not in value
+
+        return plain
+
+    def check(value: Any) -> bool:
+        if value is None:
+            return nullable
+        try:
+            python = value if sql2py is None else sql2py(value)
+            if dbval2val is not None:
+                python = dbval2val(python, None)
+            # Pony's own types: exactly that type. Other types (ponykit's, enums) may read back as a
+            # value of another class (AwareDatetime gives a datetime): the round trip decides.
+            if exact is not None and type(python) is not exact:
+                return False
+            if exact is int and not low <= python <= high:
+                return False
+            if exact is float and not math.isfinite(python) and (dialect == "mysql" or math.isnan(python)):
+                return False  # NaN is no sort position; MySQL holds no infinite float
+            if exact is Decimal and not python.is_finite():
+                return False
+            if exact is str and dialect == "postgres" and "\x00" in python:
+                return False
+            back = python if val2dbval is None else val2dbval(python, None)
+            if py2sql is not None:
+                back = py2sql(back)
+        except Exception:  # noqa: BLE001 - any failure to read the value back means it is not one
+            return False
+        return _same_column_value(back, value)
+
+    return check
 
 
 # N+1 diagnosis: which relation a repeated single-row SELECT is loading.

@@ -5,11 +5,14 @@ Wire format (then URL-safe base64 without padding)::
     version (1 byte, 0x01) | payload (orjson list of the sort values) | HMAC-SHA256 tag (32 bytes)
 
 The tag covers the version, a fingerprint of the query (entity, SQL text of the unpaged query, sort
-specification) and the payload, so a cursor of another query, another sort order or another key fails
-verification like a tampered one. Values are the column values Pony binds (after the attribute's
-converter), tagged as in the cache codec (:mod:`ponykit.query._codec`) where JSON has no native
-type. Cursors are signed, not encrypted: sorting by a sensitive or encrypted attribute is refused
-(see :mod:`ponykit.query.keyset`).
+specification and, unless switched off, a digest of the values of the query's parameters) and the
+payload, so a cursor of another query, other parameter values, another sort order or another key fails
+verification like a tampered one. Parameter values are hashed into the tag, never written into the
+cursor. A cursor is signed with the first key given and verified under any of them (the key ring's
+primary first), so cursors stay valid while a key ring is rotated. Values are the column values Pony
+binds (after the attribute's converter), tagged as in the cache codec (:mod:`ponykit.query._codec`)
+where JSON has no native type. Cursors are signed, not encrypted: sorting by a sensitive or encrypted
+attribute is refused (see :mod:`ponykit.query.keyset`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -24,7 +28,7 @@ import orjson
 from ..errors import ConfigurationError, InvalidCursor
 from ._codec import from_plain, to_plain
 
-__all__ = ["Signer", "decode_cursor", "encode_cursor", "fingerprint"]
+__all__ = ["Signer", "bind_arguments", "decode_cursor", "encode_cursor", "fingerprint"]
 
 VERSION = 1
 _TAG_LEN = 32
@@ -49,6 +53,43 @@ def fingerprint(*parts: str) -> bytes:
         digest.update(len(data).to_bytes(8, "big"))
         digest.update(data)
     return digest.digest()
+
+
+_ARGUMENTS = b"ponykit-cursor-arguments\x00"
+
+
+def _plain_argument(value: Any) -> Any:
+    try:
+        return to_plain(value)
+    except TypeError:
+        pass
+    kind = type(value)
+    adapted = getattr(value, "adapted", None)  # psycopg2's adapters (Binary, Json...) wrap the value
+    if adapted is not None:
+        return {"~a": [kind.__qualname__, _plain_argument(adapted)]}
+    methods: tuple[Any, Any] = (kind.__str__, kind.__repr__)
+    if methods == (object.__str__, object.__repr__):
+        # Its text would be an address: different in every process, so no cursor could be reused.
+        raise ConfigurationError(
+            f"paginate_keyset() cannot bind a query parameter of type {kind.__module__}.{kind.__qualname__} "
+            "into its cursors: use a parameter of a plain type, or pass bind_parameters=False (a cursor is "
+            "then accepted whatever the parameter values are)"
+        )
+    return {"~?": [f"{kind.__module__}.{kind.__qualname__}", str(value)]}
+
+
+def bind_arguments(bound_to: bytes, arguments: Sequence[Any]) -> bytes:
+    """``bound_to`` (a :func:`fingerprint`) narrowed to one set of query parameter values.
+
+    Only a digest of the values goes into the cursor's tag, so a cursor never reveals them.
+    """
+    if not arguments:
+        return bound_to
+    try:
+        plain = [to_plain(value) for value in arguments]
+    except TypeError:
+        plain = [_plain_argument(value) for value in arguments]
+    return hashlib.sha256(_ARGUMENTS + bound_to + orjson.dumps(plain)).digest()
 
 
 def _encode_value(value: Any) -> Any:
@@ -102,8 +143,15 @@ def encode_cursor(values: list[Any], key: bytes | Signer, bound_to: bytes) -> st
     return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode("ascii")
 
 
-def decode_cursor(cursor: Any, key: bytes | Signer, bound_to: bytes, width: int) -> list[Any]:
-    """Verify a cursor and return its ``width`` sort values; raise :class:`InvalidCursor` otherwise."""
+def decode_cursor(
+    cursor: Any, key: bytes | Signer | Sequence[bytes | Signer], bound_to: bytes, width: int
+) -> list[Any]:
+    """Verify a cursor and return its ``width`` sort values; raise :class:`InvalidCursor` otherwise.
+
+    ``key`` is one key or several (a key ring's, primary first): the cursor is accepted when it was
+    signed with any of them. The first is tried first, so a cursor signed with the primary costs
+    one HMAC; only a cursor that does not match it (an older key's, or a forged one) costs more.
+    """
     if not isinstance(cursor, str) or not 0 < len(cursor) <= _MAX_LEN or not cursor.isascii():
         raise InvalidCursor(_INVALID)
     text = cursor.encode("ascii")
@@ -119,7 +167,12 @@ def decode_cursor(cursor: Any, key: bytes | Signer, bound_to: bytes, width: int)
     if len(raw) < 1 + _TAG_LEN + 2 or raw[0] != VERSION:
         raise InvalidCursor(_INVALID)
     head, tag = raw[:-_TAG_LEN], raw[-_TAG_LEN:]
-    if not hmac.compare_digest(tag, _tag(key, bound_to + head)):
+    data = bound_to + head
+    keys = (key,) if isinstance(key, (bytes, bytearray, Signer)) else key
+    for candidate in keys:
+        if hmac.compare_digest(tag, _tag(candidate, data)):
+            break
+    else:
         raise InvalidCursor(_INVALID)
     try:
         items = orjson.loads(head[1:])

@@ -15,13 +15,15 @@ refused with :class:`~ponykit.errors.ConfigurationError` (and an encrypted colum
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from .. import _pony
+from .._sql import escape_dollars
 from ..errors import ConfigurationError, InvalidCursor, InvalidPage
 from ..kit import find_kit
-from .cursor import Signer, decode_cursor, encode_cursor, fingerprint
+from .cursor import Signer, bind_arguments, decode_cursor, encode_cursor, fingerprint
 from .pagination import MAX_PER_PAGE, remember
 
 __all__ = ["CursorPage", "paginate_keyset"]
@@ -102,31 +104,40 @@ class _Column:
     nullable: bool
 
 
-def _signer(db: Any, secret: bytes | None) -> Signer:
-    key = _cursor_key(db, secret)
-    signers = _memo(db, "cursor_signers")
-    found: Signer | None = signers.get(key)
-    if found is None:
-        found = Signer(key)
-        remember(signers, key, found, _SIGNERS)
-    return found
-
-
-def _cursor_key(db: Any, secret: bytes | None) -> bytes:
+def _signers(db: Any, secret: bytes | None) -> tuple[Signer, ...]:
+    """The cursor signers: the first signs, any of them verifies (the key ring's primary first)."""
     if secret is not None:
         if not isinstance(secret, (bytes, bytearray)) or len(secret) < _MIN_SECRET:
             raise ConfigurationError(
                 f"secret= must be bytes of at least {_MIN_SECRET} random bytes (e.g. os.urandom(32))"
             )
-        return bytes(secret)
-    kit = find_kit(db)
-    subkey = getattr(getattr(kit, "keys", None), "subkey", None)
-    if callable(subkey):
-        return bytes(subkey("cursor"))
-    raise ConfigurationError(
-        "paginate_keyset() signs its cursors and has no key: attach the Database with a key ring "
-        "(ponykit.attach(db, keys=KeyRing...)) or pass secret=<at least 16 random bytes>"
-    )
+        key = bytes(secret)
+        signers = _memo(db, "cursor_signers")
+        found: tuple[Signer, ...] | None = signers.get(key)
+        if found is None:
+            found = (Signer(key),)
+            remember(signers, key, found, _SIGNERS)
+        return found
+    ring = getattr(find_kit(db), "keys", None)
+    memo = _memo(db, "cursor_ring")
+    known = memo.get("ring")
+    if known is not None and known[0] is ring:
+        return known[1]  # type: ignore[no-any-return]
+    subkey = getattr(ring, "subkey", None)
+    if not callable(subkey):
+        raise ConfigurationError(
+            "paginate_keyset() signs its cursors and has no key: attach the Database with a key ring "
+            "(ponykit.attach(db, keys=KeyRing...)) or pass secret=<at least 16 random bytes>"
+        )
+    # Every key of the ring verifies (a rotation keeps the cursors clients hold valid); the primary
+    # (first of key_ids) signs. A key ring is immutable, so its signers are kept while it is the Kit's.
+    key_ids = getattr(ring, "key_ids", None)
+    if key_ids is None:
+        ring_signers: tuple[Signer, ...] = (Signer(bytes(subkey("cursor"))),)
+    else:
+        ring_signers = tuple(Signer(bytes(subkey("cursor", key_id))) for key_id in key_ids)
+    memo["ring"] = (ring, ring_signers)
+    return ring_signers
 
 
 def _parse_order(entity: Any, order: Any) -> list[tuple[Any, bool]]:
@@ -151,7 +162,9 @@ def _parse_order(entity: Any, order: Any) -> list[tuple[Any, bool]]:
     return result
 
 
-def _sort_spec(query: Any, entity: Any, order: tuple[tuple[Any, bool], ...] | None) -> list[_Column]:
+def _sort_spec(
+    query: Any, entity: Any, order: tuple[tuple[Any, bool], ...] | None, distinct: bool
+) -> list[_Column]:
     if order is not None:
         spec = list(order)
     else:
@@ -176,6 +189,12 @@ def _sort_spec(query: Any, entity: Any, order: tuple[tuple[Any, bool], ...] | No
             raise ConfigurationError(
                 f"cannot keyset-paginate by {attr}: it is sensitive or encrypted and a cursor would reveal "
                 "its value; sort by another attribute"
+            )
+        if distinct and _pony.attr_is_lazy(attr):
+            raise ConfigurationError(
+                f"cannot keyset-paginate by {attr}: it is lazy, and this query needs DISTINCT (it can repeat "
+                f"a {entity.__name__}), with which the database sorts only by selected columns; sort by "
+                "another attribute"
             )
         if attr in seen:
             continue
@@ -209,7 +228,8 @@ def _predicate(
         params.append(index)
         return f"$v[{len(params) - 1}]"
 
-    names = [f"{q(db, alias)}.{q(db, column.attr.columns[0])}" for column in columns]
+    # Pony parses this text for $-expressions: a $ in an identifier is escaped, never evaluated.
+    names = [escape_dollars(f"{q(db, alias)}.{q(db, column.attr.columns[0])}") for column in columns]
     directions = {column.descending != backward for column in columns}
     if (
         backend in _ROW_VALUES
@@ -255,32 +275,49 @@ def _memo(db: Any, name: str) -> dict[Any, Any]:
 class _Plan:
     """What one query shape and sort order need, computed once: sort columns, fingerprint, SQL."""
 
-    __slots__ = ("alias", "bound_to", "columns", "preparable", "statements")
+    __slots__ = ("alias", "arguments", "bound_to", "checks", "columns", "preparable", "statements")
 
-    def __init__(self, columns: list[_Column], bound_to: bytes, alias: str, preparable: bool) -> None:
+    def __init__(
+        self,
+        columns: list[_Column],
+        bound_to: bytes,
+        alias: str,
+        preparable: bool,
+        arguments: Any,
+        checks: list[Callable[[Any], bool]],
+    ) -> None:
         self.columns = columns
         self.bound_to = bound_to
         self.alias = alias
         self.preparable = preparable
+        # The binder of the unordered query's parameters (None: Pony computes them), for the fingerprint.
+        self.arguments = arguments
+        # For each sort column, the test a cursor's value must pass before it goes into SQL.
+        self.checks = checks
         # (direction, types of the cursor values, limit, join syntax) -> (prepared SQL, $v positions)
         self.statements: dict[Any, tuple[Any, list[int]]] = {}
 
 
-def _plan(db: Any, query: Any, entity: Any, order: Any) -> _Plan:
+def _plan(db: Any, query: Any, entity: Any, order: Any, distinct: bool = False) -> _Plan:
     parsed = None if order is None else tuple(_parse_order(entity, order))
     preparable = _pony.preparable(query)
     plans = _memo(db, "keyset_plans")
-    key = (_pony.query_shape(query), parsed)
+    key = (_pony.query_shape(query), parsed, distinct)
     if preparable:
         found: _Plan | None = plans.get(key)
         if found is not None:
             return found
-    columns = _sort_spec(query, entity, parsed)
+    columns = _sort_spec(query, entity, parsed, distinct)
     base = query.order_by(None)
     spec = ",".join(f"{c.attr.entity.__name__}.{c.attr.name}:{'d' if c.descending else 'a'}" for c in columns)
     # Fingerprints are stable across processes: entity, SQL text of the unordered query, sort spec.
     plan = _Plan(
-        columns, fingerprint(entity.__name__, base.get_sql(), spec), _pony.query_alias(base), preparable
+        columns,
+        fingerprint(entity.__name__, base.get_sql(), spec),
+        _pony.query_alias(base),
+        preparable,
+        _pony.prepare(base, base, 1) if preparable else None,
+        [_pony.column_value_check(column.attr, _pony.dialect(db)) for column in columns],
     )
     if preparable:
         remember(plans, key, plan)
@@ -324,6 +361,20 @@ def _row_values(obj: Any, columns: list[_Column]) -> list[Any]:
     return values
 
 
+def _check_values(plan: _Plan, values: list[Any]) -> None:
+    # Only a holder of the key can sign a cursor, but its values must still be ones the sort columns
+    # can hold, or they would reach SQL (a database error, or an odd page).
+    for check, column, value in zip(plan.checks, plan.columns, values, strict=True):
+        if not check(value):
+            attr = column.attr
+            raise InvalidCursor(
+                f"invalid cursor: its value for {attr.entity.__name__}.{attr.name} is not a value of that "
+                f"attribute's column (expected {attr.py_type.__name__}"
+                f"{' or None' if column.nullable else ''}, got {type(value).__name__}); start again from "
+                "the first page"
+            )
+
+
 def paginate_keyset(
     query: Any,
     per_page: int = 20,
@@ -333,6 +384,7 @@ def paginate_keyset(
     *,
     secret: bytes | None = None,
     max_per_page: int = MAX_PER_PAGE,
+    bind_parameters: bool = True,
 ) -> CursorPage[Any]:
     """Fetch one page of a Pony query by keyset, returning a :class:`CursorPage` with signed cursors.
 
@@ -340,8 +392,15 @@ def paginate_keyset(
     (``"year"``, ``"-year"``, ``Book.year`` or ``desc(Book.year)``, or a list of them); the primary key
     is appended. ``after=`` continues after a ``next_cursor``, ``before=`` goes back from a
     ``prev_cursor``. Cursors are signed with HMAC-SHA256 using the Kit's key ring (subkey
-    ``"cursor"``) or ``secret=``; a tampered, truncated or foreign cursor raises
+    ``"cursor"``; signed with the primary key, accepted under any key of the ring) or ``secret=``; a
+    tampered, truncated or foreign cursor, or one whose values do not fit the sort attributes, raises
     :class:`~ponykit.errors.InvalidCursor` before any SQL runs.
+
+    A cursor is tied to the entity, the SQL of the unordered query, the sort order and (with
+    ``bind_parameters=True``, the default) the values of the query's parameters: a cursor of
+    ``score > lo`` taken with ``lo = 5`` is refused for ``lo = 50``. Pass ``bind_parameters=False`` for
+    a query whose parameter values change from one request to the next (``datetime.now()``). A query
+    that Pony makes DISTINCT only while unordered (it iterates a collection) is paged with DISTINCT.
     """
     if isinstance(per_page, bool) or not isinstance(per_page, int) or not 1 <= per_page <= max_per_page:
         raise InvalidPage(
@@ -355,12 +414,22 @@ def paginate_keyset(
         raise ConfigurationError(
             "paginate_keyset() needs a query that selects entities, like select(b for b in Book)"
         )
+    distinct = _pony.implicit_distinct(query)
+    if distinct:
+        # Pony leaves DISTINCT out of the ordered page query: keep the rows of the unordered query.
+        query = query.distinct()
     db = _pony.database_of(entity)
-    key = _signer(db, secret)
-    plan = _plan(db, query, entity, order)
+    signers = _signers(db, secret)
+    plan = _plan(db, query, entity, order, distinct)
+    bound_to = plan.bound_to
+    if bind_parameters:
+        bound_to = bind_arguments(bound_to, _pony.query_arguments(query, plan.arguments))
     backward = before is not None
     cursor = before if backward else after
-    values = None if cursor is None else decode_cursor(cursor, key, plan.bound_to, len(plan.columns))
+    values = None
+    if cursor is not None:
+        values = decode_cursor(cursor, signers, bound_to, len(plan.columns))
+        _check_values(plan, values)
     rows = _fetch(db, plan, query, values, backward, per_page + 1)
     columns = plan.columns
     more = len(rows) > per_page
@@ -377,7 +446,7 @@ def paginate_keyset(
         bound = (
             _row_values(items[0], columns) if has_prev else [],
             _row_values(items[-1], columns) if has_next else [],
-            key,
-            plan.bound_to,
+            signers[0],
+            bound_to,
         )
     return CursorPage(items, has_next, has_prev, per_page, bound)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from .. import _pony
-from ..errors import InvalidPage
+from ..errors import ConfigurationError, InvalidPage
 
 __all__ = ["MAX_PER_PAGE", "Page", "paginate", "remember"]
 
@@ -64,6 +64,30 @@ def _stable(query: Any) -> Any:
     return query.order_by(None).order_by(*attrs)
 
 
+def _keep_distinct(query: Any) -> Any:
+    """``query`` with the DISTINCT Pony gives it unordered, when ordering it would lose it.
+
+    Pony makes a query DISTINCT when it can repeat a row (it iterates a collection, or selects
+    attribute values), but only while it is unordered; the ordered page query would repeat rows
+    (``total`` would count them too). DISTINCT is put back explicitly when the order is by selected
+    columns, which every database accepts with DISTINCT; any other order is refused rather than
+    paged over repeated rows.
+    """
+    if not _pony.implicit_distinct(query):
+        return query
+    if _pony.query_entity(query) is None and not _pony.lost_distinct(query):
+        return query  # unordered, and paginate() orders only entity queries: Pony keeps DISTINCT
+    if not _pony.order_in_select(query):
+        raise ConfigurationError(
+            "paginate(): this query can return the same row more than once (it iterates a collection or "
+            "selects attribute values); Pony makes it DISTINCT only while it is unordered, and ponykit "
+            "restores DISTINCT only when the order is by selected columns (an entity's own non-lazy "
+            "attributes, or the selected expressions). Order it by those, or call .distinct() on the "
+            "query yourself if your database accepts its ORDER BY with DISTINCT"
+        )
+    return query.distinct()
+
+
 _MEMO_SIZE = 1024
 
 
@@ -114,10 +138,12 @@ def paginate(
     ``count`` chooses how ``total`` is known: ``"exact"`` runs ``COUNT(*)``; ``"none"`` skips counting
     and fetches ``per_page + 1`` rows to know ``has_next``; an integer ``N`` counts at most ``N`` rows
     (cheap on huge tables; ``total_capped`` says when the cap was hit). For a query over an entity, the
-    primary key is appended to the query's order so that pages never overlap or skip rows. A bad
+    primary key is appended to the query's order so that pages never overlap or skip rows; a query
+    Pony makes DISTINCT only while unordered (it iterates a collection) is paged with DISTINCT. A bad
     ``page`` or ``per_page`` raises :class:`~ponykit.errors.InvalidPage` before any SQL runs.
     """
     _check(page, per_page, max_per_page)
+    query = _keep_distinct(query)
     if not (
         count in ("exact", "none") or (isinstance(count, int) and not isinstance(count, bool) and count > 0)
     ):
