@@ -7,6 +7,7 @@ import decimal
 import threading
 import time
 import types
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ __all__ = [
     "BULK_DEFAULT",
     "BulkAttr",
     "attr_names_without_columns",
+    "bookkeeping_in_session",
     "bulk_attrs",
     "bulk_encoder_source",
     "bulk_value_encoder",
@@ -79,6 +81,10 @@ class BulkAttr:
     is_discriminator: bool
     is_lazy: bool
     sensitive: bool  # never show values of this attribute in an error
+    # What the bound values can hold, for the check of values the driver refuses (ponykit._bulk_check):
+    # "safe" (int, bool, date, time, datetime, timedelta, UUID, bytes: never refused), "str", "number"
+    # (float, Decimal) or "any" (relations, custom and other types: checked by the values' types).
+    value_kind: str = "any"
 
 
 def bulk_attrs(entity: Entity) -> tuple[BulkAttr, ...]:
@@ -105,9 +111,30 @@ def bulk_attrs(entity: Entity) -> tuple[BulkAttr, ...]:
                 is_discriminator=attr is disc,
                 is_lazy=bool(attr.lazy),
                 sensitive=sensitive,
+                value_kind=_value_kind(attr),
             )
         )
     return tuple(result)
+
+
+def _value_kind(attr: Attribute) -> str:
+    if attr.reverse is not None:
+        return "any"  # the related primary key, of any type
+    py_type = attr.py_type
+    if not isinstance(py_type, type):
+        return "any"
+    if issubclass(py_type, str):
+        return "str"
+    if py_type in (float, decimal.Decimal):
+        return "number"
+    if py_type in _SAFE_KINDS:
+        return "safe"
+    return "any"
+
+
+_SAFE_KINDS: frozenset[type] = frozenset(
+    {int, bool, bytes, datetime.date, datetime.datetime, datetime.time, datetime.timedelta, uuid.UUID}
+)
 
 
 def collection_attr_names(entity: Entity) -> frozenset[str]:
@@ -387,6 +414,24 @@ def execute_in_session(db: Database, sql: str, arguments: Any) -> Any:
         return db._exec_sql(sql, arguments, start_transaction=True)
     finally:
         _statement_state.self_reported -= 1
+
+
+def bookkeeping_in_session(db: Database, sql: str) -> None:
+    """Run a transaction-control statement (``SAVEPOINT``, ``ROLLBACK TO SAVEPOINT``, ``RELEASE``) on
+    the current db_session's connection, in its transaction (started first, as for any statement).
+
+    It goes to the driver's cursor directly: Pony's SQL log shows it (when debug is on), but neither
+    Pony's statistics nor the provider's ``execute`` (ponykit's execute listeners, ``count_queries``)
+    see it, as they do not see Pony's own ``BEGIN``/``COMMIT``. Nothing reconnects: a failure raises
+    the driver's error.
+    """
+    cache = db._get_cache()
+    cache.immediate = True
+    connection = cache.prepare_connection_for_query_execution()
+    if _core.local.debug:
+        _core.log_orm(sql)
+    connection.cursor().execute(sql)
+    cache.in_transaction = True
 
 
 def copy_in_session(db: Database, sql: str, data: Any) -> int:
