@@ -165,6 +165,32 @@ def test_statement_refused_after_earlier_ones_undoes_the_call(
         assert m.Owner.select().count() == 1
 
 
+def test_refused_delete_chunk_undoes_the_earlier_ones(db: Database, backend_name: str) -> None:
+    """bulk_delete of 30 parents in chunks of 10, the last one still referenced by a child: the
+    database refuses that chunk, and the parents of the earlier chunks are back."""
+
+    class Parent(db.Entity):
+        children = Set("Child", cascade_delete=False)
+
+    class Child(db.Entity):
+        parent = Required(Parent)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    with db_session:
+        parents = [Parent() for _ in range(30)]
+        Child(parent=parents[-1])
+        commit()
+        keys = [p.id for p in parents]
+    with db_session:
+        with pytest.raises(Exception):  # noqa: PT011 - the driver's integrity error
+            pk.bulk_delete(Parent, keys, batch_size=10)
+        assert Parent.select().count() == 30
+        commit()
+    with db_session:
+        assert Parent.select().count() == 30
+
+
 def test_loaded_objects_show_old_values_after_an_undone_update(db: Database, backend_name: str) -> None:
     """Objects bulk_update re-read after an earlier batch show the old values again once the call is
     undone (no value the database does not hold)."""

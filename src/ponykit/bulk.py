@@ -1,6 +1,7 @@
 """Bulk insert, update, upsert and delete at the driver's speed, consistent with Pony's session.
 
-Every function runs inside the caller's ``db_session`` and transaction (all or nothing), validates and
+Every function runs inside the caller's ``db_session`` and transaction, under a savepoint that undoes the
+whole call if it raises (all or nothing, also for a caller who catches the error), validates and
 converts each value exactly as Pony would for ``Entity(**row)`` / ``obj.set(**row)``, and leaves the
 session consistent: loaded objects show the new values, deleted objects are gone, cached query results
 are dropped, and the commit event names the entities and keys written.
@@ -75,8 +76,10 @@ def bulk_insert(
     as ``''``, nullable, ``py_check``, min/max/max_len, custom and encrypted types, the discriminator of
     a single-table-inheritance subclass); relations take an entity object or its primary key. ``rows``
     may be a generator of millions: memory stays bounded by ``batch_size`` rows (default 10,000). An
-    invalid row raises :class:`~ponykit.errors.BulkWriteError` before anything of its batch is written;
-    earlier batches stay written until the session rolls back.
+    invalid row, or a value the driver would refuse (text not encodable as UTF-8; NUL in text on
+    PostgreSQL; NaN or infinity on MariaDB), raises :class:`~ponykit.errors.BulkWriteError` before
+    anything of its batch is written. A call that raises leaves nothing written: it runs under a
+    savepoint of the session's transaction, rolled back to when the call fails.
 
     On PostgreSQL each batch is one ``COPY ... FROM STDIN`` where COPY stores exactly what INSERT
     would (not for tables with rewrite rules, nor for a batch holding a value with no exact COPY text;
@@ -408,15 +411,17 @@ def bulk_delete(entity: Any, pks_or_query: Any, *, batch_size: int | None = None
     class_filter = (plan.class_column, len(classes)) if plan.class_column else None
     per = max(1, min(size, (dialect.max_params - len(classes)) // npk))
     deleted = 0
-    for chunk in _chunks(raw_keys, per):
-        args = (tuple(chunk) if npk == 1 else _flat(chunk)) + classes
-        for link in links:
-            sql = dialect.delete_links(
-                link.table, link.columns, plan.table, plan.pk_columns, len(chunk), class_filter
-            )
-            _pony.execute_in_session(db, sql, args)
-        sql = dialect.delete_keys(plan.table, plan.pk_columns, len(chunk), class_filter)
-        deleted += int(_pony.execute_in_session(db, sql, args).rowcount)
+    with _all_or_nothing(db) as savepoint:  # a refused chunk (a foreign key) undoes the earlier ones
+        for chunk in _chunks(raw_keys, per):
+            savepoint.begin()
+            args = (tuple(chunk) if npk == 1 else _flat(chunk)) + classes
+            for link in links:
+                sql = dialect.delete_links(
+                    link.table, link.columns, plan.table, plan.pk_columns, len(chunk), class_filter
+                )
+                _pony.execute_in_session(db, sql, args)
+            sql = dialect.delete_keys(plan.table, plan.pk_columns, len(chunk), class_filter)
+            deleted += int(_pony.execute_in_session(db, sql, args).rowcount)
     _pony.forget_objects(db, [cached[k] for k in raw_keys if k in cached])
     _after_write(plan, db, raw_keys, ())
     return deleted
