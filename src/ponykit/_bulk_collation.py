@@ -77,7 +77,8 @@ class KeyCanon:
                 )
             )
             charset, collation = text
-            pad = "nopad" not in collation.lower()  # PAD SPACE: trailing spaces do not count
+            # PAD SPACE (trailing spaces do not count): all but MariaDB's _nopad_ and MySQL 8's _0900_
+            pad = "nopad" not in collation.lower() and "_0900_" not in collation
             expr = f"WEIGHT_STRING(CONVERT(%s USING {charset}) COLLATE {collation})"
             for start in range(0, len(missing), _PER_STATEMENT):
                 chunk = missing[start : start + _PER_STATEMENT]

@@ -21,7 +21,6 @@ __all__ = [
     "BULK_DEFAULT",
     "BulkAttr",
     "attr_names_without_columns",
-    "bookkeeping_in_session",
     "bulk_attrs",
     "bulk_encoder_source",
     "bulk_value_encoder",
@@ -414,24 +413,6 @@ def execute_in_session(db: Database, sql: str, arguments: Any) -> Any:
         return db._exec_sql(sql, arguments, start_transaction=True)
     finally:
         _statement_state.self_reported -= 1
-
-
-def bookkeeping_in_session(db: Database, sql: str) -> None:
-    """Run a transaction-control statement (``SAVEPOINT``, ``ROLLBACK TO SAVEPOINT``, ``RELEASE``) on
-    the current db_session's connection, in its transaction (started first, as for any statement).
-
-    It goes to the driver's cursor directly: Pony's SQL log shows it (when debug is on), but neither
-    Pony's statistics nor the provider's ``execute`` (ponykit's execute listeners, ``count_queries``)
-    see it, as they do not see Pony's own ``BEGIN``/``COMMIT``. Nothing reconnects: a failure raises
-    the driver's error.
-    """
-    cache = db._get_cache()
-    cache.immediate = True
-    connection = cache.prepare_connection_for_query_execution()
-    if _core.local.debug:
-        _core.log_orm(sql)
-    connection.cursor().execute(sql)
-    cache.in_transaction = True
 
 
 def copy_in_session(db: Database, sql: str, data: Any) -> int:
