@@ -18,6 +18,7 @@ from __future__ import annotations
 import decimal
 import math
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any
 
 __all__ = ["Refusal", "column_checks", "first_refusal"]
@@ -85,10 +86,14 @@ def _text_check(nul: bool) -> ColumnCheck:
 
 
 def _finite_check(col: Sequence[Any]) -> Refusal | None:
+    # One C-level loop for a column of one type: Decimal.is_finite for Decimals (math.isfinite would
+    # convert each to float), math.isfinite for floats; None or mixed types raise, and are looked at
+    # value by value.
+    finite = decimal.Decimal.is_finite if col and type(col[0]) is decimal.Decimal else math.isfinite
     try:
-        if all(map(math.isfinite, col)):  # floats and Decimals; None raises TypeError
+        if all(map(finite, col)):
             return None
-    except (TypeError, ValueError):  # None, or a signalling NaN Decimal, which float() refuses
+    except (TypeError, ValueError):
         pass
     return _locate(col, False, True)
 
@@ -121,11 +126,18 @@ def column_checks(kinds: Sequence[str], dialect: str) -> list[ColumnCheck | None
 
 
 def first_refusal(
-    checks: Sequence[ColumnCheck | None], columns: Sequence[Sequence[Any]]
+    checks: Sequence[ColumnCheck | None],
+    columns: Sequence[Sequence[Any]] | None = None,
+    rows: Sequence[Sequence[Any]] | None = None,
 ) -> tuple[int, int, str] | None:
-    """``(row, column, expected)`` of the first value (in column order) that the driver would refuse."""
-    for index, (check, col) in enumerate(zip(checks, columns, strict=True)):
+    """``(row, column, expected)`` of the first value (in column order) that the driver would refuse.
+
+    The values are given as ``columns`` (one sequence per bound column) or as ``rows`` (one tuple per
+    row, of which only the checked columns are taken out).
+    """
+    for index, check in enumerate(checks):
         if check is not None:
+            col = columns[index] if columns is not None else list(map(itemgetter(index), rows or ()))
             found = check(col)
             if found is not None:
                 return found[0], index, found[1]

@@ -139,12 +139,7 @@ def _check_refused(
     checks = plan.column_checks(names, dialect)
     if not any(checks):
         return
-    if columns is None:
-        assert values is not None
-        columns = list(zip(*values, strict=True)) if values else []
-        if not columns:
-            return
-    found = first_refusal(checks, columns)
+    found = first_refusal(checks, columns, values)
     if found is None:
         return
     row, column, expected = found
