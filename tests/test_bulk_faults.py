@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import traceback
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 from pony.orm import Database, Optional, Required, Set, commit, db_session, flush, select
 
 import ponykit as pk
+from ponykit._bulk_check import column_checks, first_refusal
 
 N = 4_000  # rows of a call: several statements on every backend (SQLite: 333 rows per INSERT)
 
@@ -478,3 +480,50 @@ def test_an_error_of_the_hook_itself_propagates(db: Database, backend_name: str)
     db.generate_mapping(create_tables=True)
     with db_session, pytest.raises(LookupError, match="the hook refused"):
         pk.bulk_insert(Note, [{"text": "a"}, {"text": "boom"}], hooks=True)
+
+
+VALUE = st.one_of(
+    st.none(),
+    st.text(max_size=4),
+    st.sampled_from(["\ud800", "a\x00", "é"]),
+    st.floats(),
+    st.sampled_from([Decimal("1.5"), Decimal("NaN"), Decimal("sNaN"), Decimal("-Infinity")]),
+    st.integers(),
+    st.lists(st.sampled_from(["x", "\x00", "\udc00", 1]), max_size=2),
+)
+
+
+@given(
+    kinds=st.lists(st.sampled_from(["safe", "str", "number", "any"]), min_size=1, max_size=3),
+    data=st.data(),
+)
+def test_first_refusal_matches_a_value_by_value_oracle(kinds: list[str], data: st.DataObject) -> None:
+    """The column checks (joined strings, C-level loops) find the same first refused value as looking
+    at every value of every checked column one by one, for any mix of types and None."""
+    n = data.draw(st.integers(0, 5))
+    columns = [data.draw(st.lists(VALUE, min_size=n, max_size=n)) for _ in kinds]
+    for dialect in ("sqlite", "postgres", "mysql"):
+        checks = column_checks(kinds, dialect)
+        expected = None
+        for c, (kind, col) in enumerate(zip(kinds, columns, strict=True)):
+            if kind == "safe" or (kind == "number" and dialect != "mysql"):
+                continue
+            bad = [r for r, v in enumerate(col) if _refused(v, dialect, kind)]
+            if bad:
+                expected = (bad[0], c)
+                break
+        found = first_refusal(checks, columns)
+        assert (found[:2] if found else None) == expected, (dialect, kinds, columns)
+        rows = list(zip(*columns, strict=True))
+        if rows:
+            assert first_refusal(checks, rows=rows) == found
+
+
+def _refused(value: Any, dialect: str, kind: str) -> bool:
+    if isinstance(value, list) and kind in ("str", "any"):
+        return any(_refused(v, dialect, "any") for v in value)
+    if isinstance(value, str):
+        return _unencodable(value) or (dialect == "postgres" and "\x00" in value)
+    if dialect == "mysql" and kind in ("number", "any") and isinstance(value, (float, Decimal)):
+        return not value.is_finite() if isinstance(value, Decimal) else not math.isfinite(value)
+    return False
