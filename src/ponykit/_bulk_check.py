@@ -67,7 +67,7 @@ def _locate(col: Sequence[Any], nul: bool, finite: bool) -> Refusal | None:
     return None
 
 
-def _text_check(nul: bool) -> ColumnCheck:
+def _text_check(nul: bool, finite: bool) -> ColumnCheck:
     def check(col: Sequence[Any]) -> Refusal | None:
         try:
             joined = "".join(col)  # a str column: one C-level join, checked as one string
@@ -75,17 +75,17 @@ def _text_check(nul: bool) -> ColumnCheck:
             try:
                 joined = "".join(filter(None, col))  # with None (a nullable column)
             except TypeError:  # values of other types too (a converter's choice): one by one
-                return _locate(col, nul, False)
+                return _locate(col, nul, finite)
         if joined.isascii() and not (nul and "\x00" in joined):
             return None
         if _text_problem(joined, nul) is None:
             return None
-        return _locate(col, nul, False)
+        return _locate(col, nul, finite)
 
     return check
 
 
-def _finite_check(col: Sequence[Any]) -> Refusal | None:
+def _finite_check(col: Sequence[Any]) -> Refusal | None:  # MariaDB/MySQL only: NUL is stored there
     # One C-level loop for a column of one type: Decimal.is_finite for Decimals (math.isfinite would
     # convert each to float), math.isfinite for floats; None or mixed types raise, and are looked at
     # value by value.
@@ -110,7 +110,7 @@ def column_checks(kinds: Sequence[str], dialect: str) -> list[ColumnCheck | None
     ``safe`` (no check), ``str``, ``number`` (float or Decimal) or ``any``."""
     nul = dialect == "postgres"
     finite = dialect == "mysql"
-    text = _text_check(nul)
+    text = _text_check(nul, finite)
     other = _any_check(nul, finite)
     checks: list[ColumnCheck | None] = []
     for kind in kinds:
