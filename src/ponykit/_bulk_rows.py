@@ -198,7 +198,7 @@ class RowPlan:
             given = f"{_repr.repr(value)} ({type(value).__name__})"
         expected = "a valid value (details hidden: the attribute is sensitive)" if sensitive else str(exc)
         message = (
-            f"{op}({self.name}): row {index}, attribute {name!r} is invalid, nothing of this batch was "
+            f"{op}({self.name}): row {index}, attribute {name!r} is invalid, nothing of this call was "
             f"written. Expected: {expected}. Given: {given}. Fix the row or drop it from the input."
         )
         return BulkWriteError(
