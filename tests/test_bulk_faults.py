@@ -167,6 +167,22 @@ def test_statement_refused_after_earlier_ones_undoes_the_call(
         assert m.Owner.select().count() == 1
 
 
+def test_error_in_progress_undoes_the_call(db: Database, backend_name: str) -> None:
+    """An exception from the progress callback after batch 2 undoes batches 1 and 2 as well."""
+    m = Model(db, backend_name)
+
+    def progress(done: int, _total: int | None) -> None:
+        if done == 20:
+            raise KeyboardInterrupt  # not even an Exception: the call is still undone
+
+    with db_session:
+        with pytest.raises(KeyboardInterrupt):
+            pk.bulk_insert(m.Item, _rows("insert", 30), batch_size=10, progress=progress)
+        assert m.Item.select().count() == 0
+        commit()
+    assert m.names() == []
+
+
 def test_refused_delete_chunk_undoes_the_earlier_ones(db: Database, backend_name: str) -> None:
     """bulk_delete of 30 parents in chunks of 10, the last one still referenced by a child: the
     database refuses that chunk, and the parents of the earlier chunks are back."""
