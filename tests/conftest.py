@@ -10,6 +10,8 @@ tests never see each other's rows. With ``PONYKIT_REQUIRE_BACKENDS=1`` (CI sets 
 is missing or whose server does not answer is an error, not a skip.
 
 ``@pytest.mark.backends("sqlite", "postgres")`` restricts a test to some backends.
+``@pytest.mark.server_collation`` gives the test's MariaDB database the server's default character set
+and collation (``utf8mb4_general_ci``, case-insensitive) instead of ``utf8mb4_bin``.
 """
 
 from __future__ import annotations
@@ -148,7 +150,9 @@ def _with_path(url: str, path: str) -> str:
 
 
 @pytest.fixture
-def backend(backend_name: str, tmp_path: Any, _admin: _Admin) -> Iterator[Backend]:
+def backend(
+    backend_name: str, tmp_path: Any, _admin: _Admin, request: pytest.FixtureRequest
+) -> Iterator[Backend]:
     """An isolated database on one backend (the test runs once per backend)."""
     name = backend_name
     if name == "sqlite":
@@ -164,7 +168,10 @@ def backend(backend_name: str, tmp_path: Any, _admin: _Admin) -> Iterator[Backen
         url = _with_query(base, f"options=-c%20search_path%3D{unique}")
         drop = f'DROP SCHEMA IF EXISTS "{unique}" CASCADE'
     else:
-        _admin.execute(name, f"CREATE DATABASE `{unique}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        if request.node.get_closest_marker("server_collation") is not None:
+            _admin.execute(name, f"CREATE DATABASE `{unique}`")  # the server's default collation
+        else:
+            _admin.execute(name, f"CREATE DATABASE `{unique}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
         url = _with_path(base, "/" + unique)
         drop = f"DROP DATABASE IF EXISTS `{unique}`"
     try:

@@ -180,7 +180,8 @@ def test_insert_rejects_collections(s: Schema) -> None:
 
 
 def test_failing_row_in_batch_k_of_n_writes_nothing_after_rollback(s: Schema) -> None:
-    """A bad row in batch 3 of 4 stops before that batch; the session's rollback removes the earlier ones."""
+    """A bad row in batch 3 of 4 stops before that batch, and the call's earlier batches are undone
+    (issue #12: a caller who catches the error and commits must not commit part of the call)."""
     rows = [{"title": f"t{i}"} for i in range(40)]
     rows[25] = {"title": "x" * 99}
     seen: list[tuple[int, int | None]] = []
@@ -190,7 +191,7 @@ def test_failing_row_in_batch_k_of_n_writes_nothing_after_rollback(s: Schema) ->
                 s.Book, rows, batch_size=10, progress=lambda done, total: seen.append((done, total))
             )
         assert info.value.row_index == 25
-        assert select(b for b in s.Book).count() == 20  # batches 1 and 2 only
+        assert select(b for b in s.Book).count() == 0  # batches 1 and 2 undone with the call
         rollback()
     assert seen == [(10, 40), (20, 40)]
     with db_session:

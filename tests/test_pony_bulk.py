@@ -223,3 +223,52 @@ def test_insert_returning_support(
         ):
             pk.bulk_insert(author, [{"name": "x"}], return_ids=True)
         assert pk.bulk_insert(author, [{"name": "x"}]) == 1
+
+
+def test_bookkeeping_in_session_joins_the_transaction_unreported(ents: tuple[Any, Any], db: Database) -> None:
+    """SAVEPOINT / ROLLBACK TO run on the session's connection in its transaction (started first), and
+    execute listeners do not see them (as they do not see Pony's BEGIN/COMMIT)."""
+    _owner, pet = ents
+    statements: list[str] = []
+    pk.get_kit(db).add_execute_listener(lambda _db, sql, *_: statements.append(sql))
+    with db_session:
+        _pony.bookkeeping_in_session(db, "SAVEPOINT sp_test")
+        _pony.execute_in_session(
+            db, f"INSERT INTO {_pony.quote_name(db, 'pet')} (name, nick) VALUES ('a', '')", ()
+        )
+        _pony.bookkeeping_in_session(db, "ROLLBACK TO SAVEPOINT sp_test")
+        _pony.bookkeeping_in_session(db, "RELEASE SAVEPOINT sp_test")
+        _pony.execute_in_session(
+            db, f"INSERT INTO {_pony.quote_name(db, 'pet')} (name, nick) VALUES ('b', '')", ()
+        )
+    assert [s.split()[0] for s in statements] == ["INSERT", "INSERT"]
+    with db_session:
+        assert select(p.name for p in pet)[:] == ["b"]
+
+
+def test_bulk_attrs_value_kind(db: Database) -> None:
+    """value_kind says what a column's bound values can hold, for the check of refused values."""
+    from datetime import date
+    from decimal import Decimal
+
+    class Thing(db.Entity):
+        text = Required(str)
+        ratio = Optional(float)
+        amount = Optional(Decimal)
+        count = Optional(int)
+        day = Optional(date)
+        parent = Optional("Thing", reverse="children")
+        children = Set("Thing", reverse="parent")
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    kinds = {a.name: a.value_kind for a in _pony.bulk_attrs(Thing)}
+    assert kinds == {
+        "id": "safe",
+        "text": "str",
+        "ratio": "number",
+        "amount": "number",
+        "count": "safe",
+        "day": "safe",
+        "parent": "any",
+    }

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from . import _pony
+from ._bulk_check import first_refusal
 from ._bulk_rows import RowPlan, plan_for
 from ._bulk_sql import Dialect, dialect_of
 from .errors import BulkWriteError, ConfigurationError
@@ -75,8 +77,29 @@ def _encode_batch(
     """
     try:
         return [encode(row) for row in batch]
-    except Exception:  # noqa: BLE001 - converters raise anything; the loop below names the row
-        _raise_row_error(plan, batch, offset, names, encode, op, positions)
+    except Exception:  # noqa: BLE001, S110 - converters raise anything; the loop below names the row
+        pass
+    # Outside the except block: the BulkWriteError must not carry the converter's error (which may
+    # quote a sensitive value) as its __context__.
+    return _raise_row_error(plan, batch, offset, names, encode, op, positions)
+
+
+def _failure(fn: Callable[[Any], Any], arg: Any) -> Exception | None:
+    """The exception ``fn(arg)`` raises, or None."""
+    try:
+        fn(arg)
+    except Exception as exc:  # noqa: BLE001 - converters raise anything
+        return exc
+    return None
+
+
+def raise_masked(plan: RowPlan, error: BulkWriteError, cause: BaseException | None) -> NoReturn:
+    """Raise ``error`` with ``cause`` chained, unless the entity has sensitive attributes: the cause's
+    text (Pony's messages quote values) must then not travel with it. Call outside ``except`` blocks,
+    where Python would also chain the exception being handled as ``__context__``."""
+    if cause is None or plan.any_sensitive():
+        raise error from None
+    raise error from cause
 
 
 def _raise_row_error(
@@ -91,12 +114,40 @@ def _raise_row_error(
     """Encode the rows of a batch that failed one by one, and raise the BulkWriteError of the first
     that fails."""
     for index, row in enumerate(batch):
-        try:
-            encode(row)
-        except Exception as exc:
+        exc = _failure(encode, row)
+        if exc is not None:
             where = offset + (positions[index] if positions is not None else index)
-            raise plan.row_error(row, where, names, exc, op) from exc
+            raise_masked(plan, plan.row_error(row, where, names, exc, op), exc)
     raise AssertionError("a row failed to encode once and then succeeded")
+
+
+def _check_refused(
+    plan: RowPlan,
+    dialect: str,
+    names: tuple[str, ...],
+    columns: Sequence[Sequence[Any]] | None,
+    rows: Sequence[Any],
+    offset: int,
+    op: str,
+    positions: Sequence[int] | None = None,
+    values: Sequence[tuple[Any, ...]] | None = None,
+) -> None:
+    """Raise BulkWriteError for the first encoded value the driver would refuse (see _bulk_check),
+    before any statement of the batch runs. The values are given as ``columns`` (one sequence per
+    bound column) or as row tuples ``values``; ``rows`` are the input rows in the same order, at
+    ``positions`` of the caller's batch (None: in order) starting at input index ``offset``."""
+    checks = plan.column_checks(names, dialect)
+    if not any(checks):
+        return
+    found = first_refusal(checks, columns, values)
+    if found is None:
+        return
+    row, column, expected = found
+    name = _positions(plan, names)[column]
+    source = rows[row]
+    value = source.get(name, _pony.BULK_DEFAULT) if isinstance(source, dict) else source
+    where = offset + (positions[row] if positions is not None else row)
+    raise_masked(plan, plan.value_error(name, value, ValueError(expected), where, op), None)
 
 
 def _after_write(
@@ -258,15 +309,15 @@ def _upsert_group(
     upd: list[str],
     items: list[tuple[int, tuple[Any, ...]]],
     batch_ids: list[Any] | None,
+    canon: Any,
 ) -> tuple[int, int, int]:
     db = dialect.db
     values_list = [v for _, v in items]
     if mask:
         names, values_list = _unmask(plan, names, mask, mask_names, values_list)
     columns = plan.columns_of(names)
-    positions = _positions(plan, names)
-    key_pos = [i for i, n in enumerate(positions) if n in key]
     key_cols = plan.columns_of(key)
+    key_pos = [columns.index(c) for c in key_cols]  # in the key's column order, as the SQL names them
     update_cols = plan.columns_of(upd)
     per = max(1, dialect.max_params // max(len(columns), 1))
     inserted = updated = skipped = 0
@@ -298,11 +349,14 @@ def _upsert_group(
             )
             found = {}
             nk = len(key_cols)
-            for r in _pony.execute_in_session(db, select, _flat(keys)).fetchall():
-                pk = tuple(r[nk:])
-                found[tuple(r[:nk])] = pk[0] if len(pk) == 1 else pk
+            stored = [tuple(r) for r in _pony.execute_in_session(db, select, _flat(keys)).fetchall()]
+            if canon.active:  # the stored key may differ from the row's ('Ann' found for 'ann')
+                canon.prepare([r[:nk] for r in stored])
+            for r in stored:
+                pk = r[nk:]
+                found[canon(r[:nk])] = pk[0] if len(pk) == 1 else pk
             for (index, _), k in zip(items[start : start + per], keys, strict=True):
-                batch_ids[index] = found.get(k)
+                batch_ids[index] = found.get(canon(k))
     return inserted, updated, skipped
 
 
@@ -325,9 +379,70 @@ def _encode_pk(plan: RowPlan, value: Any, index: int) -> Any:
         )
     flat: list[Any] = []
     for name, part in zip(plan.pk_names, parts, strict=True):
+        failed: Exception | None = None
         try:
             encoded = plan.encoders[name](part)
-        except Exception as exc:
-            raise plan.value_error(name, part, exc, index, "bulk_delete") from exc
+        except Exception as exc:  # noqa: BLE001 - converters raise anything
+            failed = exc
+        if failed is not None:  # raised outside the except block: no __context__ quoting the value
+            raise_masked(plan, plan.value_error(name, part, failed, index, "bulk_delete"), failed)
         flat.extend(encoded if len(plan.attrs[name].columns) > 1 else (encoded,))
     return flat[0] if len(flat) == 1 else tuple(flat)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# All or nothing per call
+
+
+class _Savepoint:
+    """The savepoint of one bulk call: taken before the call's first write, released when it ends, and
+    rolled back to when it fails, so that a caller who catches the error and commits never commits part
+    of the call (a statement refused after earlier ones of the call ran, an invalid row of a later
+    batch, an error in ``progress``)."""
+
+    _numbers = itertools.count()
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.name: str | None = None
+        # Loaded objects re-read after a write of the call: re-read again if the call is undone.
+        self.refreshed: list[tuple[list[Any], frozenset[str] | None]] = []
+
+    def begin(self) -> None:
+        """Take the savepoint (once, before the call's first write statement)."""
+        if self.name is None:
+            name = f"ponykit_bulk_{next(self._numbers)}"  # unique: a progress callback may nest a call
+            _pony.bookkeeping_in_session(self.db, f"SAVEPOINT {name}")
+            self.name = name
+
+    def release(self) -> None:
+        if self.name is not None:
+            _pony.bookkeeping_in_session(self.db, f"RELEASE SAVEPOINT {self.name}")
+
+    def undo(self) -> None:
+        """Roll the call's writes back (best effort: the caller re-raises the call's own error)."""
+        if self.name is None:
+            return
+        try:
+            _pony.bookkeeping_in_session(self.db, f"ROLLBACK TO SAVEPOINT {self.name}")
+            _pony.bookkeeping_in_session(self.db, f"RELEASE SAVEPOINT {self.name}")
+        except Exception:  # noqa: BLE001 - a lost connection: nothing of the transaction can commit
+            return
+        _pony.query_results_clear(self.db)
+        for objects, attrs in self.refreshed:
+            try:
+                _pony.refresh_objects(self.db, objects, attrs)
+            except Exception:  # noqa: BLE001 - never show values the database no longer holds
+                _pony.forget_objects(self.db, objects)
+
+
+@contextlib.contextmanager
+def _all_or_nothing(db: Any) -> Iterator[_Savepoint]:
+    """Run a bulk call under a :class:`_Savepoint`: its writes are undone if it raises."""
+    savepoint = _Savepoint(db)
+    try:
+        yield savepoint
+    except BaseException:
+        savepoint.undo()
+        raise
+    savepoint.release()

@@ -78,6 +78,8 @@ def insert_groups(
             try:
                 columns = shape.encode_columns(part)
             except Exception:  # noqa: BLE001 - converters raise anything; the row encoder names the row
+                columns = None
+            if columns is None:  # named outside the except block: no __context__ quoting a value
                 _raise_row_error(plan, part, offset, names, shape.encode, "bulk_insert", positions)
             groups.append(InsertGroup(with_pk, names, positions, columns, len(part)))
             continue

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _pony
+from ._bulk_check import ColumnCheck, column_checks
 from .errors import BulkWriteError, FieldError
 from .kit import find_kit
+from .security.sensitive import is_sensitive
 from .types.base import param_encoders_of
 
 __all__ = ["RowPlan", "plan_for"]
@@ -79,6 +81,9 @@ class RowPlan:
         # PostgreSQL: (the table takes COPY like INSERT, it has user triggers, the key's sequence or
         # None); asked at the first insert.
         self.copy_target: tuple[bool, bool, str | None] | None = None
+        self._checks: dict[tuple[tuple[str, ...], str], list[ColumnCheck | None]] = {}
+        # MariaDB/MySQL: (charset, collation) of each text column, asked at the first upsert.
+        self.collations: dict[str, tuple[str, str]] | None = None
 
     # -- shapes -------------------------------------------------------------------------------------
 
@@ -137,6 +142,25 @@ class RowPlan:
         exec("\n".join(lines), env)  # noqa: S102 - the source is built from attribute names only
         return env["encode"], env.get("encode_columns")
 
+    def column_checks(self, names: tuple[str, ...], dialect: str) -> list[ColumnCheck | None]:
+        """For each bound column of ``names``, the check of values the driver refuses (or None)."""
+        key = (names, dialect)
+        checks = self._checks.get(key)
+        if checks is None:
+            kinds = [self.attrs[n].value_kind for n in names for _ in self.attrs[n].columns]
+            checks = self._checks[key] = column_checks(kinds, dialect)
+        return checks
+
+    def is_sensitive(self, name: str) -> bool:
+        """True if values of attribute ``name`` must never be shown: by its type, or declared with
+        ``sensitive()`` / ``__sensitive__`` (asked each time: a declaration may come after the plan)."""
+        attr = self.attrs.get(name)
+        return attr is not None and (attr.sensitive or is_sensitive(attr.attr))
+
+    def any_sensitive(self) -> bool:
+        """True if any attribute of the entity is sensitive."""
+        return any(self.is_sensitive(n) for n in self.attrs)
+
     # -- errors ---------------------------------------------------------------------------------------
 
     def row_error(
@@ -159,11 +183,13 @@ class RowPlan:
                 self.encoders[name](value)
             except Exception as attr_exc:  # noqa: BLE001 - converters raise what they like
                 return self.value_error(name, value, attr_exc, index, op)
-        return BulkWriteError(f"{where} could not be encoded: {exc}", row_index=index, entity=self.name)
+        # No attribute alone fails: Pony's text may still quote a value, so not when one is sensitive.
+        detail = "details hidden: the entity has sensitive attributes" if self.any_sensitive() else exc
+        return BulkWriteError(f"{where} could not be encoded: {detail}", row_index=index, entity=self.name)
 
     def value_error(self, name: str, value: Any, exc: BaseException, index: int, op: str) -> BulkWriteError:
         """A :class:`BulkWriteError` for an invalid value of attribute ``name`` in row ``index``."""
-        sensitive = self.attrs[name].sensitive
+        sensitive = self.is_sensitive(name)
         if value is _pony.BULK_DEFAULT:
             given = "nothing (the attribute is missing from the row)"
         elif sensitive:
@@ -172,7 +198,7 @@ class RowPlan:
             given = f"{_repr.repr(value)} ({type(value).__name__})"
         expected = "a valid value (details hidden: the attribute is sensitive)" if sensitive else str(exc)
         message = (
-            f"{op}({self.name}): row {index}, attribute {name!r} is invalid, nothing of this batch was "
+            f"{op}({self.name}): row {index}, attribute {name!r} is invalid, nothing of this call was "
             f"written. Expected: {expected}. Given: {given}. Fix the row or drop it from the input."
         )
         return BulkWriteError(

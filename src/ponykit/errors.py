@@ -102,7 +102,7 @@ class ValidationError(PonykitError, ValueError):
 
 
 class BulkWriteError(ValidationError):
-    """A row given to a bulk operation is invalid; nothing of its batch was written.
+    """A row given to a bulk operation is invalid; nothing of the call was written (or it was undone).
 
     ``row_index`` is the 0-based position of the row in the caller's input, ``entity`` and ``attribute``
     name where the problem is.

@@ -7,6 +7,7 @@ import decimal
 import threading
 import time
 import types
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,10 @@ class BulkAttr:
     is_discriminator: bool
     is_lazy: bool
     sensitive: bool  # never show values of this attribute in an error
+    # What the bound values can hold, for the check of values the driver refuses (ponykit._bulk_check):
+    # "safe" (int, bool, date, time, datetime, timedelta, UUID, bytes: never refused), "str", "number"
+    # (float, Decimal) or "any" (relations, custom and other types: checked by the values' types).
+    value_kind: str = "any"
 
 
 def bulk_attrs(entity: Entity) -> tuple[BulkAttr, ...]:
@@ -105,9 +110,30 @@ def bulk_attrs(entity: Entity) -> tuple[BulkAttr, ...]:
                 is_discriminator=attr is disc,
                 is_lazy=bool(attr.lazy),
                 sensitive=sensitive,
+                value_kind=_value_kind(attr),
             )
         )
     return tuple(result)
+
+
+def _value_kind(attr: Attribute) -> str:
+    if attr.reverse is not None:
+        return "any"  # the related primary key, of any type
+    py_type = attr.py_type
+    if not isinstance(py_type, type):
+        return "any"
+    if issubclass(py_type, str):
+        return "str"
+    if py_type in (float, decimal.Decimal):
+        return "number"
+    if py_type in _SAFE_KINDS:
+        return "safe"
+    return "any"
+
+
+_SAFE_KINDS: frozenset[type] = frozenset(
+    {int, bool, bytes, datetime.date, datetime.datetime, datetime.time, datetime.timedelta, uuid.UUID}
+)
 
 
 def collection_attr_names(entity: Entity) -> frozenset[str]:

@@ -12,6 +12,7 @@ from ._typing import Attribute, Entity
 from .database import max_params, session_cache
 
 __all__ = [
+    "bookkeeping_in_session",
     "cached_objects",
     "column_sql_types",
     "entity_query_sql",
@@ -34,6 +35,24 @@ def flush_session(db: Database) -> None:
     cache = db._get_cache()
     if cache.modified:
         cache.flush()
+
+
+def bookkeeping_in_session(db: Database, sql: str) -> None:
+    """Run a transaction-control statement (``SAVEPOINT``, ``ROLLBACK TO SAVEPOINT``, ``RELEASE``) on
+    the current db_session's connection, in its transaction (started first, as for any statement).
+
+    It goes to the driver's cursor directly: Pony's SQL log shows it (when debug is on), but neither
+    Pony's statistics nor the provider's ``execute`` (ponykit's execute listeners, ``count_queries``)
+    see it, as they do not see Pony's own ``BEGIN``/``COMMIT``. Nothing reconnects: a failure raises
+    the driver's error.
+    """
+    cache = db._get_cache()
+    cache.immediate = True
+    connection = cache.prepare_connection_for_query_execution()
+    if _core.local.debug:
+        _core.log_orm(sql)
+    connection.cursor().execute(sql)
+    cache.in_transaction = True
 
 
 def cached_objects(db: Database, entity: Entity) -> list[Any]:
