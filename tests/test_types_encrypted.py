@@ -172,6 +172,12 @@ def flip(stored: str, part: str) -> str:
         return stored.replace("v1:k1:", "v1:k2:", 1)
     elif part == "unknown-keyid":
         return stored.replace("v1:k1:", "v1:k9:", 1)
+    elif part == "noncanonical":  # a spare bit of the last base64 character: same bytes, other text
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        stripped = body.rstrip("=")
+        assert stripped != body, "the test value must give a padded body"
+        last = alphabet[alphabet.index(stripped[-1]) ^ 1]
+        return f"{header}:{stripped[:-1]}{last}{body[len(stripped):]}"
     elif part == "index":
         head = header.split(":")
         head[2] = "0" * 32
@@ -180,7 +186,7 @@ def flip(stored: str, part: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "part", ["nonce", "ciphertext", "tag", "truncate", "keyid", "unknown-keyid", "index"]
+    "part", ["nonce", "ciphertext", "tag", "truncate", "keyid", "unknown-keyid", "index", "noncanonical"]
 )
 def test_tampering_raises_decryption_error(schema: Any, part: str) -> None:
     """A tampered, truncated or foreign-key envelope raises DecryptionError naming entity, attr and pk."""
