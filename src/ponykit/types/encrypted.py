@@ -16,13 +16,17 @@ is never stored, bound as a query parameter, logged, or shown in an error messag
 from __future__ import annotations
 
 import base64
+import datetime
+import enum
 import functools
+import math
+import uuid
 from typing import Any, ClassVar
 
 import orjson
 
 from .. import _pony
-from ..errors import ConfigurationError, DecryptionError, UnsupportedComparison
+from ..errors import ConfigurationError, DecryptionError, FieldError, UnsupportedComparison, ValidationError
 from ..kit import Kit, add_attach_hook, find_kit
 from ..security.envelope import EnvelopeCodec, EnvelopeError, blind_index
 from ..security.keys import KeyRing
@@ -33,6 +37,7 @@ __all__ = [
     "EncryptedJson",
     "EncryptedStr",
     "EncryptedType",
+    "JsonRefused",
     "lookup_patterns_for",
     "match",
 ]
@@ -128,21 +133,66 @@ class EncryptedBytes(EncryptedType):
         return {"type": "string", "contentEncoding": "base64"}
 
 
+class JsonRefused(ValueError):
+    """A value JSON can hold only by changing it: the message names what kind of value (never the value)."""
+
+
+def _json_refusal(value: Any) -> str | None:
+    """What in ``value`` would not come back equal from JSON, or None when it round-trips exactly."""
+    # Exact JSON types first (the common case). orjson has already checked int range and depth.
+    cls = value.__class__
+    if value is None or cls is str or cls is bool or cls is int:
+        return None
+    if isinstance(value, enum.Enum):
+        return "an Enum member (it would come back as its plain value)"
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return None
+        return "a NaN or infinite float (JSON has no such number: it would come back as None)"
+    if isinstance(value, (str, int)):
+        return None
+    if isinstance(value, dict):
+        for item in value.values():
+            found = _json_refusal(item)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list):
+        for item in value:
+            found = _json_refusal(item)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, tuple):
+        return "a tuple (it would come back as a list)"
+    if isinstance(value, (datetime.date, datetime.time, uuid.UUID)):
+        return f"a {cls.__name__} (it would come back as a string)"
+    return f"a {cls.__name__} (it would come back as another type)"
+
+
 class EncryptedJson(EncryptedType):
     """Encrypted JSON (dict, list, str, numbers, bools, None): ``Required(pk.types.EncryptedJson)``.
 
     Serialized with sorted keys, so equal documents have equal blind indexes. Changes made in place
-    are not tracked: assign a new value.
+    are not tracked: assign a new value. Values come back equal (``==``) to what was stored, or are
+    refused when assigned: NaN and infinite floats, tuples, dates, times, UUIDs, Enum members and other
+    types JSON would turn into something else raise :class:`~ponykit.errors.ValidationError` (convert
+    them first, e.g. ``d.isoformat()``, ``str(u)``, ``list(t)``). ``Decimal`` and sets raise TypeError.
     """
 
     python_type: ClassVar[type] = object
 
     def validate(self, value: Any) -> Any:
-        """The value, if it serializes to JSON."""
+        """The value, if it serializes to JSON and comes back equal; JsonRefused or TypeError otherwise."""
         try:
             orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
         except TypeError:
             raise TypeError(f"expected a JSON-serializable value, got {type(value).__name__}") from None
+        refused = _json_refusal(value)
+        if refused is not None:
+            raise JsonRefused(
+                f"EncryptedJson cannot store {refused}; convert it to a JSON type before assigning"
+            )
         return value
 
     def is_python_value(self, value: Any) -> bool:
@@ -252,6 +302,10 @@ def make_encrypted_converter(kit: Kit) -> type:
                 return val
             try:
                 return self.ponykit_type.validate(val)
+            except JsonRefused as exc:
+                raise ValidationError(
+                    f"attribute {self.label}: {exc}", [FieldError(self.attr.name, str(exc))]
+                ) from None
             except (TypeError, ValueError) as exc:
                 kind = TypeError if isinstance(exc, TypeError) else ValueError
                 raise kind(f"attribute {self.label}: {exc}") from None
