@@ -26,9 +26,10 @@ from typing import Any, ClassVar
 import orjson
 
 from .. import _pony
+from .._sql import escape_dollars
 from ..errors import ConfigurationError, DecryptionError, FieldError, UnsupportedComparison, ValidationError
 from ..kit import Kit, add_attach_hook, find_kit
-from ..security.envelope import EnvelopeCodec, EnvelopeError, blind_index
+from ..security.envelope import BLIND_INDEX_HEX, EnvelopeCodec, EnvelopeError, blind_index
 from ..security.keys import KeyRing
 from .base import AttributeType, _codec_factories, reorder_converters
 
@@ -38,11 +39,42 @@ __all__ = [
     "EncryptedStr",
     "EncryptedType",
     "JsonRefused",
+    "lookup_index_ddl",
     "lookup_patterns_for",
     "match",
 ]
 
 LOOKUP_OPERATION = "PONYKIT_ENCRYPTED_EQ"
+
+# The longest header of a searchable envelope, "v1:<key id, <= 32>:<blind index>:": lookups compare only
+# these first characters, and the index covers only them. A fixed-length prefix, not the whole envelope:
+# PostgreSQL's btree refuses entries over ~2.7 KB, MariaDB cannot index a LONGTEXT without a length.
+LOOKUP_PREFIX_CHARS = len("v1:") + 32 + 1 + BLIND_INDEX_HEX + 1
+
+# How each backend writes a lookup so that its index serves it (see _pony.lookup_condition_parts).
+_LOOKUP_SHAPES = {
+    "postgres": "prefix-like",
+    "cockroach": "prefix-like",
+    "mysql": "like",
+    "sqlite": "prefix-range",
+}
+
+
+def _lookup_shape(db: Any) -> str:
+    return _LOOKUP_SHAPES.get(_pony.dialect(db), "like")
+
+
+def _index_sql(db: Any, index: str, table: Any, column: str) -> str:
+    """The ``CREATE INDEX`` statement of a searchable attribute's lookup index on this backend."""
+    dialect = _pony.dialect(db)
+    q_index, q_table, q_col = (_pony.quote_name(db, n) for n in (index, table, column))
+    n = LOOKUP_PREFIX_CHARS
+    if dialect in ("postgres", "cockroach"):
+        # text_pattern_ops: LIKE 'prefix%' uses the index whatever the database's collation.
+        return f"CREATE INDEX {q_index} ON {q_table} ((substr({q_col}, 1, {n})) text_pattern_ops)"
+    if dialect == "mysql":
+        return f"CREATE INDEX {q_index} ON {q_table} ({q_col}({n}))"
+    return f"CREATE INDEX {q_index} ON {q_table} (substr({q_col}, 1, {n}))"
 
 
 def _forbid_in_queries(cls: type) -> None:
@@ -63,7 +95,7 @@ class EncryptedType(AttributeType):
 
     __ponykit_sensitive__: ClassVar[bool] = True
     storage: ClassVar[type] = str
-    options: ClassVar[tuple[str, ...]] = ("searchable",)
+    options: ClassVar[tuple[str, ...]] = ("searchable", "max_len")
     queryable: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -248,6 +280,7 @@ def make_encrypted_converter(kit: Kit) -> type:
         text: bool
         searchable: bool
         label: str
+        max_len: int | None
 
         def __init__(self, provider: Any, py_type: Any, attr: Any = None) -> None:
             if attr is None:
@@ -266,10 +299,7 @@ def make_encrypted_converter(kit: Kit) -> type:
             searchable = kwargs.pop("searchable", False)
             if not isinstance(searchable, bool):
                 raise ConfigurationError(f"attribute {self.label}: searchable must be True or False")
-            if attr.args:
-                raise ConfigurationError(
-                    f"attribute {self.label}: encrypted types take no positional options"
-                )
+            self.max_len = self._max_len(attr.args, kwargs.pop("max_len", None))
             if not isinstance(kit.keys, KeyRing):
                 raise ConfigurationError(
                     f"attribute {self.label} is {self.py_type.__name__}, but {kit.db!r} was attached without "
@@ -287,6 +317,14 @@ def make_encrypted_converter(kit: Kit) -> type:
                     f"attribute {self.label}: py_check is not supported on encrypted attributes (Pony puts "
                     "the rejected value in its error message); validate before assigning"
                 )
+            if searchable:
+                # The lookup index (see _index_sql) is created with the table unless index=False.
+                _pony.default_column_index(attr)
+            elif attr.index:
+                raise ConfigurationError(
+                    f"attribute {self.label}: index= needs searchable=True (without a blind index every "
+                    "value is unique ciphertext, so an index cannot serve lookups)"
+                )
             self.searchable = searchable
             self.context = f"{_pony.root_entity_name(entity)}.{attr.name}".encode()
             self.codec = EnvelopeCodec(self.context, searchable=searchable)
@@ -297,11 +335,46 @@ def make_encrypted_converter(kit: Kit) -> type:
                 setattr(self, "val2dbval", seal_text)  # noqa: B010
                 setattr(self, "dbval2val", open_text)  # noqa: B010
 
+        def _max_len(self, args: tuple[Any, ...], option: Any) -> int | None:
+            if len(args) > 1 or (args and option is not None):
+                raise ConfigurationError(
+                    f"attribute {self.label}: give the maximum length once, as Required(EncryptedStr, 200) "
+                    "or max_len=200"
+                )
+            limit = args[0] if args else option
+            if limit is None:
+                return None
+            if type(self.ponykit_type) is not EncryptedStr:
+                raise ConfigurationError(
+                    f"attribute {self.label}: a maximum length applies to EncryptedStr only, "
+                    f"not {self.py_type.__name__}"
+                )
+            if type(limit) is not int or limit < 1:
+                raise ConfigurationError(
+                    f"attribute {self.label}: the maximum length must be a positive int, "
+                    f"got {type(limit).__name__}"
+                )
+            return limit
+
+        def too_long(self, val: str) -> ValidationError:
+            """The error for a plaintext over ``max_len`` (its length and content are not shown)."""
+            message = (
+                f"expected at most {self.max_len} characters, got a longer value (not shown: the "
+                "attribute is encrypted)"
+            )
+            errors = [FieldError(self.attr.name, message)]
+            return ValidationError(f"attribute {self.label}: {message}", errors)
+
         def validate(self, val: Any, obj: Any = None) -> Any:
             if val.__class__ is str and self.text:  # the common case, without a call
+                if self.max_len is not None and len(val) > self.max_len:
+                    raise self.too_long(val)
                 return val
             try:
-                return self.ponykit_type.validate(val)
+                val = self.ponykit_type.validate(val)
+                if self.max_len is not None and len(val) > self.max_len:
+                    raise self.too_long(val)
+                return val
             except JsonRefused as exc:
                 raise ValidationError(
                     f"attribute {self.label}: {exc}", [FieldError(self.attr.name, str(exc))]
@@ -402,8 +475,19 @@ def _forbidden(_converter: Any) -> BaseException:
     return UnsupportedComparison("encrypted attributes can only be compared with a value")
 
 
+def _render_index(db: Any) -> Any:
+    def render(converter: Any, index: str, table: Any, column: str) -> str | None:
+        if not getattr(converter, "searchable", False) or not hasattr(converter, "ponykit_lookup_functions"):
+            return None
+        return _index_sql(db, index, table, column)
+
+    return render
+
+
 def _install_encrypted(kit: Kit) -> None:
-    _pony.install_sql_operation(kit.db, LOOKUP_OPERATION, _pony.make_pattern_lookup_operation(_forbidden))
+    operation = _pony.make_pattern_lookup_operation(_forbidden, _lookup_shape(kit.db), LOOKUP_PREFIX_CHARS)
+    _pony.install_sql_operation(kit.db, LOOKUP_OPERATION, operation)
+    _pony.install_index_renderer(kit.db, _render_index(kit.db))
     kit.register_converter(EncryptedType, make_encrypted_converter(kit))
     reorder_converters(kit)
 
@@ -438,10 +522,49 @@ def match(attr: Any, value: Any, *, alias: str | None = None) -> Any:
     plain = converter.validate(value, None)
     if alias is None:
         alias = _pony.default_alias(entity)
-    column = f"{_pony.quote_name(db, _pony.sql_alias(alias))}.{_pony.quote_name(db, attr.column)}"
-    values = {f"p{i}": f(plain) for i, f in enumerate(functions)}
-    sql = " OR ".join(f"{column} LIKE $p{i}" for i in range(len(functions)))
-    return _pony.raw_sql_condition(f"({sql})", values)
+    # Escaped: Pony's raw-SQL parser would evaluate a "$" in the alias or column name as Python.
+    column = escape_dollars(
+        f"{_pony.quote_name(db, _pony.sql_alias(alias))}.{_pony.quote_name(db, attr.column)}"
+    )
+    # The same index-friendly shape as Entity.get(attr=value) (see _pony.lookup_condition_parts).
+    values: dict[str, str] = {}
+    conditions = []
+    shape = _lookup_shape(db)
+    for i, f in enumerate(functions):
+        pattern = f(plain)
+        if shape == "like":
+            conditions.append(f"{column} LIKE $p{i}")
+            values[f"p{i}"] = pattern
+            continue
+        prefix = f"substr({column}, 1, {LOOKUP_PREFIX_CHARS})"
+        if shape == "prefix-like":
+            conditions.append(f"{prefix} LIKE $p{i}")
+            values[f"p{i}"] = pattern
+        else:
+            conditions.append(f"({prefix} >= $lo{i} AND {prefix} < $hi{i})")
+            values[f"lo{i}"], values[f"hi{i}"] = _pony.pattern_bounds(pattern)
+    return _pony.raw_sql_condition(f"({' OR '.join(conditions)})", values)
+
+
+def lookup_index_ddl(attr: Any) -> str:
+    """The ``CREATE INDEX`` statement of the searchable encrypted ``attr``'s lookup index (mapped Database).
+
+    ``generate_mapping(create_tables=True)`` creates it with the table, and adds it to an existing table
+    that lacks it; with ``create_tables=False`` run this statement yourself (once) on tables created by a
+    ponykit version before the index existed. ``index="name"`` in the declaration names it.
+    """
+    entity = _pony.attribute_entity(attr)
+    converter = _pony.attribute_converter(attr)
+    if not getattr(converter, "searchable", False):
+        raise ConfigurationError(
+            f"{entity.__name__}.{attr.name} is not a searchable encrypted attribute: it has no lookup index"
+        )
+    sql = _pony.index_create_command(attr)
+    if sql is None:
+        raise ConfigurationError(
+            f"{entity.__name__}.{attr.name} was declared with index=False: it has no lookup index"
+        )
+    return sql
 
 
 def lookup_patterns_for(attr: Any, value: Any) -> list[str]:
