@@ -19,10 +19,23 @@ lists are shadowed on one provider *instance*, and write tracking is installed o
 one ``Database``.
 """
 
-from . import bulk, cache, database, entities, identity, prefetch, prepared, query, serialize, types
+from . import (
+    bulk,
+    cache,
+    connections,
+    database,
+    entities,
+    identity,
+    prefetch,
+    prepared,
+    query,
+    serialize,
+    types,
+)
 from ._typing import Attribute, Entity, SessionCache
 from .bulk import *  # noqa: F403
 from .cache import *  # noqa: F403
+from .connections import *  # noqa: F403
 from .database import *  # noqa: F403
 from .entities import *  # noqa: F403
 from .identity import *  # noqa: F403
@@ -46,5 +59,6 @@ __all__ = [
     *prefetch.__all__,
     *prepared.__all__,
     *cache.__all__,
+    *connections.__all__,
     *serialize.__all__,
 ]
