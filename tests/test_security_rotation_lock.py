@@ -175,9 +175,9 @@ def test_cli_ctrl_c_exits_130_with_how_far_it_got(tmp_path: Path) -> None:
     what is stored under the new key) and that a re-run resumes; the re-run finishes the job."""
     rows = 20000
     env = write_app(tmp_path, rows)
-    command = [sys.executable, "-m", "ponykit", "rotate-keys", "rotcli:db", "--batch-size", "20"]
+    command = [sys.executable, "-m", "ponykit", "rotate-keys", "rotcli:db"]
     proc = subprocess.Popen(
-        [*command, "--progress-interval", "0"],
+        [*command, "--batch-size", "20", "--progress-interval", "0"],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,

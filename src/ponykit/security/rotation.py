@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -217,11 +218,40 @@ def rotate_keys(
     for attr in targets:
         label = f"{entity.__name__}.{attr.name}"
         with _column_lock(db, info.table, attr.column, label, wait, on_wait):
-            for written in _rotate_column(db, dialect, entity, info, attr, keys, batch_size):
-                done += written
-                if progress is not None:
-                    progress(RotationProgress(entity.__name__, attr.name, done, max(total, done)))
+            batches = _rotate_column(db, dialect, entity, info, attr, keys, batch_size)
+            while True:
+                with _sigint_deferred():
+                    written = next(batches, None)
+                    if written is None:
+                        break
+                    done += written
+                    if progress is not None:
+                        progress(RotationProgress(entity.__name__, attr.name, done, max(total, done)))
     return done
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise KeyboardInterrupt.
+
+    A batch is read, written, committed and reported as a whole: an interrupt in the middle of a commit
+    would leave unknown whether it committed (and Pony reports it as a CommitException). Only in the main
+    thread, and only while Python's default SIGINT handler is installed (an application's own is kept).
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def _select_sql(
@@ -250,7 +280,8 @@ def _select_sql(
 def _rotate_column(
     db: Any, dialect: Dialect, entity: Any, info: Any, attr: Any, keys: KeyRing, batch_size: int
 ) -> Iterator[int]:
-    """Rotate one column in committed batches; yields the number of values each batch wrote."""
+    """Rotate one column in committed batches; yields the number of values each batch wrote (a batch is
+    committed when its number is asked for: the caller's ``next()`` runs it)."""
     converter = _pony.attribute_converter(attr)
     npk = len(info.pk_columns)
     column = attr.column
@@ -284,11 +315,23 @@ def _write(
         # As bulk_update: executemany of a one-row UPDATE is SQLite's fastest; rowcount sums the rows.
         sql = dialect.update_one(info.table, [column], pk_cols, guard_cols=[column])
         return int(_pony.execute_in_session(db, sql, values).rowcount)
-    per = max(1, dialect.max_params // (len(pk_cols) + 2))
+    npk = len(pk_cols)
+    per = max(1, (dialect.max_params - 2 * npk) // (npk + 2))
     written = 0
     for start in range(0, len(values), per):
         chunk = values[start : start + per]
         sql = dialect.update_many(info.table, [column], pk_cols, len(chunk), types, guard_cols=[column])
         flat = tuple(v for row in chunk for v in row)
+        if dialect.name == "postgres":
+            # The rows of a chunk are in key order: bounding the key lets PostgreSQL read only that range
+            # of the table for its join with the VALUES list (otherwise a full scan per chunk, measured
+            # 49 ms against 13 ms for 2,000 rows of a 100,000-row table).
+            t, mark = dialect.q(info.table), dialect.placeholder
+            keys = ", ".join(f"{t}.{dialect.q(c)}" for c in pk_cols)
+            bound = f"({', '.join([mark] * npk)})" if npk > 1 else mark
+            sql += f" AND ({keys}) >= {bound} AND ({keys}) <= {bound}" if npk > 1 else (
+                f" AND {keys} BETWEEN {mark} AND {mark}"
+            )
+            flat += (*chunk[0][:npk], *chunk[-1][:npk])
         written += int(_pony.execute_in_session(db, sql, flat).rowcount)
     return written
