@@ -225,3 +225,25 @@ def test_generated_keys_are_always_accepted() -> None:
     for _ in range(2000):
         key = KeyRing.generate_key()
         KeyRing({"k1": key, "k2": base64.urlsafe_b64decode(key)[::-1]})
+
+
+def test_codec_searchable_fast_path_matches_the_format() -> None:
+    """EnvelopeCodec's cached searchable seal/open produce and accept exactly seal()/open_envelope()'s
+    format: same blind index, and each opens the other's envelopes; a foreign key id still fails."""
+    from ponykit.security.envelope import EnvelopeCodec
+
+    ring = KeyRing({"k1": MASTER, "k2": bytes(range(100, 132))}, primary="k2")
+    codec = EnvelopeCodec(b"User.email", searchable=True)
+    for plaintext in (b"", b"hello world", "é".encode() * 50):
+        fast = codec.seal(ring, plaintext)
+        slow = seal(ring, plaintext, b"User.email", searchable=True)
+        assert fast.split(":")[:3] == slow.split(":")[:3]
+        assert fast.split(":")[2] == blind_index(ring, "k2", plaintext, b"User.email")
+        assert open_envelope(ring, fast, b"User.email") == plaintext
+        assert codec.open(ring, slow) == plaintext == codec.open(ring, fast)
+        old = seal(ring, plaintext, b"User.email", searchable=True, key_id="k1")
+        assert codec.open(ring, old) == plaintext
+        with pytest.raises(EnvelopeError, match="not in the key ring"):
+            codec.open(ring, old.replace("v1:k1:", "v1:k9:"))
+        with pytest.raises(EnvelopeError, match="authentication failed"):
+            codec.open(ring, old.replace("v1:k1:", "v1:k2:"))

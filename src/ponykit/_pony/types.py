@@ -158,8 +158,20 @@ def lookup_condition_parts(
     if shape == "prefix-like":
         return [*prefix, " LIKE ", bind(index, "like", function)]
     if shape == "prefix-range":
-        low = bind(index, "low", lambda value: pattern_bounds(function(value))[0])
-        high = bind(index, "high", lambda value: pattern_bounds(function(value))[1])
+        # Both bounds come from one pattern (a keyed hash): compute it once per value bound. The cache is
+        # one (value, bounds) tuple replaced whole, so a thread never pairs a value with another's bounds.
+        last: list[tuple[Any, tuple[str, str]] | None] = [None]
+
+        def bounds(value: Any) -> tuple[str, str]:
+            cached = last[0]
+            if cached is not None and cached[0] is value:
+                return cached[1]
+            found = pattern_bounds(function(value))
+            last[0] = (value, found)
+            return found
+
+        low = bind(index, "low", lambda value: bounds(value)[0])
+        high = bind(index, "high", lambda value: bounds(value)[1])
         return ["(", *prefix, " >= ", low, " AND ", *prefix, " < ", high, ")"]
     raise ValueError(f"unknown lookup shape {shape!r}")
 
