@@ -6,7 +6,8 @@ keys=KeyRing(...))``), with a fresh random nonce per value, into the versioned e
 
 ``searchable=True`` adds a keyed blind index (HMAC-SHA256) to the stored text, so ``Entity.get(attr=v)``
 and :func:`match` in generator queries find rows by equality, under every key of the ring (lookups keep
-working during key rotation). What it leaks: which rows of that attribute hold equal values.
+working during key rotation), through an index on the envelope header that ponykit creates with the table
+(``_encrypted_lookup``). What it leaks: which rows of that attribute hold equal values.
 
 The types are not ``str``/``bytes`` subclasses: on a Database that is not attached, Pony refuses to map
 them (TypeError, no converter); attached without keys, ponykit refuses with ConfigurationError. Plaintext
@@ -26,11 +27,18 @@ from typing import Any, ClassVar
 import orjson
 
 from .. import _pony
-from .._sql import escape_dollars
 from ..errors import ConfigurationError, DecryptionError, FieldError, UnsupportedComparison, ValidationError
-from ..kit import Kit, add_attach_hook, find_kit
-from ..security.envelope import BLIND_INDEX_HEX, EnvelopeCodec, EnvelopeError, blind_index
+from ..kit import Kit, add_attach_hook
+from ..security.envelope import EnvelopeCodec, EnvelopeError, blind_index
 from ..security.keys import KeyRing
+from ._encrypted_lookup import (
+    LOOKUP_PREFIX_CHARS,
+    _lookup_shape,
+    _render_index,
+    lookup_index_ddl,
+    lookup_patterns_for,
+    match,
+)
 from .base import AttributeType, _codec_factories, reorder_converters
 
 __all__ = [
@@ -45,36 +53,6 @@ __all__ = [
 ]
 
 LOOKUP_OPERATION = "PONYKIT_ENCRYPTED_EQ"
-
-# The longest header of a searchable envelope, "v1:<key id, <= 32>:<blind index>:": lookups compare only
-# these first characters, and the index covers only them. A fixed-length prefix, not the whole envelope:
-# PostgreSQL's btree refuses entries over ~2.7 KB, MariaDB cannot index a LONGTEXT without a length.
-LOOKUP_PREFIX_CHARS = len("v1:") + 32 + 1 + BLIND_INDEX_HEX + 1
-
-# How each backend writes a lookup so that its index serves it (see _pony.lookup_condition_parts).
-_LOOKUP_SHAPES = {
-    "postgres": "prefix-like",
-    "cockroach": "prefix-like",
-    "mysql": "like",
-    "sqlite": "prefix-range",
-}
-
-
-def _lookup_shape(db: Any) -> str:
-    return _LOOKUP_SHAPES.get(_pony.dialect(db), "like")
-
-
-def _index_sql(db: Any, index: str, table: Any, column: str) -> str:
-    """The ``CREATE INDEX`` statement of a searchable attribute's lookup index on this backend."""
-    dialect = _pony.dialect(db)
-    q_index, q_table, q_col = (_pony.quote_name(db, n) for n in (index, table, column))
-    n = LOOKUP_PREFIX_CHARS
-    if dialect in ("postgres", "cockroach"):
-        # text_pattern_ops: LIKE 'prefix%' uses the index whatever the database's collation.
-        return f"CREATE INDEX {q_index} ON {q_table} ((substr({q_col}, 1, {n})) text_pattern_ops)"
-    if dialect == "mysql":
-        return f"CREATE INDEX {q_index} ON {q_table} ({q_col}({n}))"
-    return f"CREATE INDEX {q_index} ON {q_table} (substr({q_col}, 1, {n}))"
 
 
 def _forbid_in_queries(cls: type) -> None:
@@ -475,15 +453,6 @@ def _forbidden(_converter: Any) -> BaseException:
     return UnsupportedComparison("encrypted attributes can only be compared with a value")
 
 
-def _render_index(db: Any) -> Any:
-    def render(converter: Any, index: str, table: Any, column: str) -> str | None:
-        if not getattr(converter, "searchable", False) or not hasattr(converter, "ponykit_lookup_functions"):
-            return None
-        return _index_sql(db, index, table, column)
-
-    return render
-
-
 def _install_encrypted(kit: Kit) -> None:
     operation = _pony.make_pattern_lookup_operation(_forbidden, _lookup_shape(kit.db), LOOKUP_PREFIX_CHARS)
     _pony.install_sql_operation(kit.db, LOOKUP_OPERATION, operation)
@@ -493,82 +462,3 @@ def _install_encrypted(kit: Kit) -> None:
 
 
 add_attach_hook(_install_encrypted)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Generator-query helper
-
-
-def match(attr: Any, value: Any, *, alias: str | None = None) -> Any:
-    """A condition for generator queries: the searchable encrypted ``attr`` equals ``value``.
-
-    ``select(u for u in User if pk.types.match(User.email, "a@b.c"))``. Pony evaluates the call once,
-    outside the query, and inserts the SQL it returns; ``alias`` is the generator's variable name
-    (default: the entity's uppercase letters lowercased, ``User`` -> ``u``, which is also what
-    ``User.select()`` uses). Raises UnsupportedComparison for attributes that are not searchable.
-    """
-    entity = _pony.attribute_entity(attr)
-    db = _pony.database_of(entity)
-    kit = find_kit(db)
-    if kit is None or not _pony.is_mapped(db):
-        raise ConfigurationError(f"match({entity.__name__}.{attr.name}, ...): the Database is not mapped yet")
-    converter = _pony.attribute_converter(attr)
-    lookup = getattr(converter, "ponykit_lookup_functions", None)
-    if lookup is None:
-        raise UnsupportedComparison(
-            f"match() is for encrypted attributes; compare {entity.__name__}.{attr.name} directly"
-        )
-    functions = lookup()
-    plain = converter.validate(value, None)
-    if alias is None:
-        alias = _pony.default_alias(entity)
-    # Escaped: Pony's raw-SQL parser would evaluate a "$" in the alias or column name as Python.
-    column = escape_dollars(
-        f"{_pony.quote_name(db, _pony.sql_alias(alias))}.{_pony.quote_name(db, attr.column)}"
-    )
-    # The same index-friendly shape as Entity.get(attr=value) (see _pony.lookup_condition_parts).
-    values: dict[str, str] = {}
-    conditions = []
-    shape = _lookup_shape(db)
-    for i, f in enumerate(functions):
-        pattern = f(plain)
-        if shape == "like":
-            conditions.append(f"{column} LIKE $p{i}")
-            values[f"p{i}"] = pattern
-            continue
-        prefix = f"substr({column}, 1, {LOOKUP_PREFIX_CHARS})"
-        if shape == "prefix-like":
-            conditions.append(f"{prefix} LIKE $p{i}")
-            values[f"p{i}"] = pattern
-        else:
-            conditions.append(f"({prefix} >= $lo{i} AND {prefix} < $hi{i})")
-            values[f"lo{i}"], values[f"hi{i}"] = _pony.pattern_bounds(pattern)
-    return _pony.raw_sql_condition(f"({' OR '.join(conditions)})", values)
-
-
-def lookup_index_ddl(attr: Any) -> str:
-    """The ``CREATE INDEX`` statement of the searchable encrypted ``attr``'s lookup index (mapped Database).
-
-    ``generate_mapping(create_tables=True)`` creates it with the table, and adds it to an existing table
-    that lacks it; with ``create_tables=False`` run this statement yourself (once) on tables created by a
-    ponykit version before the index existed. ``index="name"`` in the declaration names it.
-    """
-    entity = _pony.attribute_entity(attr)
-    converter = _pony.attribute_converter(attr)
-    if not getattr(converter, "searchable", False):
-        raise ConfigurationError(
-            f"{entity.__name__}.{attr.name} is not a searchable encrypted attribute: it has no lookup index"
-        )
-    sql = _pony.index_create_command(attr)
-    if sql is None:
-        raise ConfigurationError(
-            f"{entity.__name__}.{attr.name} was declared with index=False: it has no lookup index"
-        )
-    return sql
-
-
-def lookup_patterns_for(attr: Any, value: Any) -> list[str]:
-    """The ``LIKE`` patterns matching ``value`` in the searchable encrypted ``attr`` (for raw SQL)."""
-    converter = _pony.attribute_converter(attr)
-    plain = converter.validate(value, None)
-    return [f(plain) for f in converter.ponykit_lookup_functions()]
