@@ -221,3 +221,34 @@ def test_cli_output_is_bounded_when_not_a_terminal(tmp_path: Path) -> None:
     assert len(progress) <= 1 + int(elapsed / 10) + 1, progress  # one per 10 s, plus the final figure
     assert progress[-1].startswith("Secret.value: 600/600 values")
     assert done.stdout.splitlines() == ["Secret: 600 values re-encrypted", "done: 600 values re-encrypted"]
+
+
+@pytest.mark.backends("sqlite")
+def test_cli_no_wait_exits_75_while_another_run_holds_the_lock(tmp_path: Path) -> None:
+    """--no-wait: while the column's lock is held elsewhere, the CLI exits with status 75 and says why."""
+    from ponykit.security.rotation import _column_lock
+
+    env = write_app(tmp_path, 5)
+    holder = Database()
+    holder.bind("sqlite", str(tmp_path / "cli.db"))
+    with _column_lock(holder, "Secret", "value", "Secret.value", wait=False, on_wait=None):
+        busy = subprocess.run(
+            [sys.executable, "-m", "ponykit", "rotate-keys", "rotcli:db", "--no-wait"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
+    assert busy.returncode == 75, busy
+    assert "another rotate_keys run is rotating Secret.value" in busy.stderr
+    assert "Traceback" not in busy.stderr
+    assert count_under(tmp_path, "k2") == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "ponykit", "rotate-keys", "rotcli:db", "--no-wait"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "done: 5 values re-encrypted" in done.stdout
