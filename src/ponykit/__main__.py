@@ -1,6 +1,6 @@
 """``python -m ponykit``: command-line tools.
 
-``python -m ponykit rotate-keys myapp.models:db [--entity User] [--attr email] [--batch-size 2000]``
+``python -m ponykit rotate-keys myapp.models:db [--entity User] [--attr email] [--batch-size 5000]``
 imports ``myapp.models`` (which must bind, attach with its key ring, and map the Database, as the app
 does at start-up), then re-encrypts every encrypted value not under the ring's primary key. The target
 may also name one entity: ``myapp.models:User``.
@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rotate.add_argument("target", help="module:db or module:Entity (the module binds, attaches and maps)")
     rotate.add_argument("--entity", action="append", help="only this entity (repeatable)")
     rotate.add_argument("--attr", action="append", help="only this attribute (repeatable)")
-    rotate.add_argument("--batch-size", type=int, default=2000, help="rows per committed batch")
+    rotate.add_argument("--batch-size", type=int, default=5000, help="rows per committed batch")
     rotate.add_argument(
         "--progress-interval",
         type=float,

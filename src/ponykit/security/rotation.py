@@ -21,12 +21,14 @@ would evaluate a ``$`` in a table or column name as Python).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,7 +182,7 @@ def rotate_keys(
     entity: Any,
     attrs: Iterable[str] | None = None,
     *,
-    batch_size: int = 2000,
+    batch_size: int = 5000,
     progress: Callable[[RotationProgress], None] | None = None,
     wait: bool = True,
     on_wait: Callable[[str], None] | None = None,
@@ -217,8 +219,10 @@ def rotate_keys(
     done = 0
     for attr in targets:
         label = f"{entity.__name__}.{attr.name}"
-        with _column_lock(db, info.table, attr.column, label, wait, on_wait):
+        lock = _column_lock(db, info.table, attr.column, label, wait, on_wait)
+        with lock, contextlib.ExitStack() as stack:  # the batches' worker thread ends before the lock
             batches = _rotate_column(db, dialect, entity, info, attr, keys, batch_size)
+            stack.enter_context(contextlib.closing(batches))
             while True:
                 with _sigint_deferred():
                     written = next(batches, None)
@@ -279,30 +283,52 @@ def _select_sql(
 
 def _rotate_column(
     db: Any, dialect: Dialect, entity: Any, info: Any, attr: Any, keys: KeyRing, batch_size: int
-) -> Iterator[int]:
+) -> Generator[int, None, None]:
     """Rotate one column in committed batches; yields the number of values each batch wrote (a batch is
-    committed when its number is asked for: the caller's ``next()`` runs it)."""
-    converter = _pony.attribute_converter(attr)
+    committed when its number is asked for: the caller's ``next()`` runs it).
+
+    Each transaction also reads the next batch and hands its re-encryption to a worker thread, which
+    runs while this batch's UPDATE waits on the database (the drivers release the GIL there). Reading
+    ahead is safe: the write is a compare-and-swap against the value read, and the batches are disjoint
+    key ranges. A value that does not decrypt raises when its batch is about to be written, after the
+    batches before it were committed.
+    """
     npk = len(info.pk_columns)
-    column = attr.column
     types = _pony.column_sql_types(entity) if dialect.name == "postgres" else {}
+    reencrypt = functools.partial(_reencrypt, _pony.attribute_converter(attr), npk, dialect.name == "sqlite")
+    limit = f" LIMIT {int(batch_size)}"
     after: tuple[Any, ...] | None = None
-    while True:
+
+    def read() -> tuple[list[Any], Future[list[tuple[Any, ...]]]] | None:
+        nonlocal after
+        sql, params = _select_sql(dialect, info, attr, keys, after)
+        rows = _pony.execute_in_session(db, sql + limit, params).fetchall()
+        if not rows:
+            return None
+        after = tuple(rows[-1][:npk])
+        return rows, pool.submit(reencrypt, rows)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ponykit-rotate") as pool:
         with db_session:
-            sql, params = _select_sql(dialect, info, attr, keys, after)
-            rows = _pony.execute_in_session(db, f"{sql} LIMIT {int(batch_size)}", params).fetchall()
-            if not rows:
-                return
-            after = tuple(rows[-1][:npk])
-            values = []
-            for row in rows:
-                pk = tuple(row[:npk])
-                stored = row[npk]
-                fresh = converter.reencrypt(stored, pk=pk[0] if npk == 1 else pk)
-                values.append((fresh, *pk, stored) if dialect.name == "sqlite" else (*pk, stored, fresh))
-            written = _write(dialect, info, column, values, types)
-            record_writes(db, entity, None if info.pk_is_composite else [row[0] for row in rows])
-        yield written
+            pending = read()
+        while pending is not None:
+            rows, future = pending
+            with db_session:
+                pending = read()
+                written = _write(dialect, info, attr.column, future.result(), types)
+                record_writes(db, entity, None if info.pk_is_composite else [row[0] for row in rows])
+            yield written
+
+
+def _reencrypt(converter: Any, npk: int, key_last: bool, rows: list[Any]) -> list[tuple[Any, ...]]:
+    """The UPDATE parameters of one batch: each row's key, its stored envelope, the new envelope."""
+    values = []
+    for row in rows:
+        pk = tuple(row[:npk])
+        stored = row[npk]
+        fresh = converter.reencrypt(stored, pk=pk[0] if npk == 1 else pk)
+        values.append((fresh, *pk, stored) if key_last else (*pk, stored, fresh))
+    return values
 
 
 def _write(
