@@ -67,8 +67,9 @@ def test_sql_operation_is_per_database(make_db: Any) -> None:
     assert not hasattr(other.provider.sqlbuilder_cls, "PONYKIT_TEST_OP")
 
 
-def test_pattern_lookup_renders_like_per_key(db: Database) -> None:
-    """A searchable lookup renders one LIKE per key of the ring, OR-ed, with bound patterns."""
+def test_pattern_lookup_renders_like_per_key(db: Database, backend: Any) -> None:
+    """A searchable lookup renders one condition per key of the ring, OR-ed, with bound patterns, in the
+    backend's index-friendly shape; the index is rendered by install_index_renderer's function."""
 
     class Person(db.Entity):
         email = Required(pk.types.EncryptedStr, searchable=True)
@@ -83,8 +84,59 @@ def test_pattern_lookup_renders_like_per_key(db: Database) -> None:
     with db_session:
         assert Person.get(email="x@y") is not None
         sql = db.last_sql
-    assert sql.count(" LIKE ") == 2
     assert " OR " in sql
+    if backend.name == "sqlite":
+        assert sql.count('substr("email", 1, 69) >= ?') == 2
+    elif backend.name == "postgres":
+        assert sql.count('substr("email", 1, 69) LIKE') == 2
+    else:
+        assert sql.count("`email` LIKE") == 2
+    command = _pony.index_create_command(Person.email)
+    assert command is not None and command.startswith("CREATE INDEX")
+    assert "substr" in command or "(69)" in command
+
+
+def test_pattern_bounds_and_condition_parts() -> None:
+    """pattern_bounds gives the binary range of a prefix pattern; other patterns give an empty range."""
+    assert _pony.pattern_bounds("v1:k1:ab:%") == ("v1:k1:ab:", "v1:k1:ab;")
+    assert _pony.pattern_bounds("v1:-") == ("v1:-", "v1:-")
+    bind = lambda index, part, f: f"<{index}{part}>"  # noqa: E731
+    assert _pony.lookup_condition_parts("like", 0, "c", 0, str, bind) == ["c", " LIKE ", "<0like>"]
+    parts = _pony.lookup_condition_parts("prefix-range", 5, "c", 1, str, bind)
+    assert "".join(parts) == "(substr(c, 1, 5) >= <1low> AND substr(c, 1, 5) < <1high>)"
+    with pytest.raises(ValueError, match="unknown lookup shape"):
+        _pony.lookup_condition_parts("nope", 0, "c", 0, str, bind)
+
+
+def test_default_index_and_renderer(db: Database) -> None:
+    """default_column_index sets index=True only when undeclared; the renderer replaces Pony's DDL only
+    for the indexes it returns a statement for."""
+
+    class Thing(db.Entity):
+        a = Required(str)
+        b = Required(str, index="named_b")
+        c = Required(str, index=False)
+
+    for attr in (Thing.a, Thing.b, Thing.c):
+        _pony.default_column_index(attr)
+    assert (Thing.a.index, Thing.b.index, Thing.c.index) == (True, "named_b", False)
+    seen: list[tuple[str, str]] = []
+
+    def render(converter: Any, index: str, table: Any, column: str) -> str | None:
+        seen.append((index, column))
+        if column != "a":
+            return None
+        return f"CREATE INDEX {_pony.quote_name(db, index)} ON {_pony.quote_name(db, table)} (a, id)"
+
+    _pony.install_index_renderer(db, render)
+    _pony.install_index_renderer(db, render)  # idempotent: one schema class per provider
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    assert _pony.index_create_command(Thing.a) is not None
+    assert "(a, id)" in str(_pony.index_create_command(Thing.a))
+    assert "named_b" in str(_pony.index_create_command(Thing.b))
+    assert _pony.index_create_command(Thing.c) is None
+    assert {name for name, _ in seen} >= {"idx_thing__a", "named_b"}
 
 
 def test_metadata_helpers(db: Database) -> None:

@@ -136,3 +136,114 @@ def test_no_key_material_in_repr_or_pickle() -> None:
         pickle.dumps(ring)
     with pytest.raises(KeyError):
         ring.subkey("aead", "nope")
+
+
+def non_canonical_spellings(stored: str) -> list[str]:
+    """Every other spelling of an envelope's body that a lenient base64 decoder maps to the same bytes."""
+    header, _, body = stored.rpartition(":")
+    stripped = body.rstrip("=")
+    pad = len(body) - len(stripped)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet.index(stripped[-1])
+    spare = (1 << (2 * pad)) - 1  # 2 spare bits before "=", 4 before "=="
+    return [
+        f"{header}:{stripped[:-1]}{alphabet[(last & ~spare) | bits]}{'=' * pad}"
+        for bits in range(1, spare + 1)
+    ]
+
+
+@pytest.mark.parametrize("plaintext", [b"hello world!", b"hello world!!"])
+@pytest.mark.parametrize("searchable", [False, True])
+def test_non_canonical_base64_is_refused(plaintext: bytes, searchable: bool) -> None:
+    """Setting a spare bit of the last base64 character gives another string for the same bytes: refused."""
+    from ponykit.security.envelope import EnvelopeCodec
+
+    stored = seal(RING, plaintext, b"User.email", searchable=searchable)
+    spellings = non_canonical_spellings(stored)
+    assert len(spellings) in (3, 15) and stored.endswith("=")
+    codec = EnvelopeCodec(b"User.email", searchable=searchable)
+    _seal_text, open_text = codec.text_functions(type("H", (), {"keys": RING}), lambda r, o: ValueError(r))
+    for _ in range(2):  # the second round takes the codec's cached-header fast paths
+        assert open_envelope(RING, stored, b"User.email") == plaintext
+        assert codec.open(RING, stored) == plaintext
+        assert open_text(stored) == plaintext.decode()
+        for bad in spellings:
+            assert base64.b64decode(bad.rpartition(":")[2]) == base64.b64decode(stored.rpartition(":")[2])
+            with pytest.raises(EnvelopeError, match="malformed envelope body"):
+                open_envelope(RING, bad, b"User.email")
+            with pytest.raises(EnvelopeError):
+                codec.open(RING, bad)
+            with pytest.raises(ValueError, match="authentication failed|malformed"):
+                open_text(bad)
+
+
+@pytest.mark.parametrize(
+    ("material", "reason"),
+    [
+        (b"\x00" * 32, "fewer than 16 distinct byte values"),
+        (b"\xff" * 32, "fewer than 16 distinct byte values"),
+        (b"password" * 4, "fewer than 16 distinct byte values"),
+        ("A" * 43, "fewer than 16 distinct byte values"),
+        (base64.b64encode(b"\x00" * 32).decode(), "fewer than 16 distinct byte values"),
+        (b"0123456789abcdef" * 2, "repeats a pattern of 16 bytes"),
+        (bytes(range(17)) + bytes(range(15)), "repeats a pattern of 17 bytes"),
+    ],
+)
+def test_degenerate_keys_are_refused(material: str | bytes, reason: str) -> None:
+    """Blank, placeholder and short-pattern keys are refused with a message that shows no key material."""
+    if reason.endswith("17 bytes"):  # a period over 16 is what random keys may have: accepted
+        KeyRing({"k1": material})
+        return
+    with pytest.raises(ConfigurationError, match="^key 'k1' is not random: it (has|repeats) ") as info:
+        KeyRing({"k1": material})
+    assert reason in str(info.value)
+    shown = material.decode("latin-1") if isinstance(material, bytes) else material
+    assert shown[:8] not in str(info.value)
+
+
+def test_key_text_with_junk_is_refused() -> None:
+    """Key text is strict, canonical base64 (padding optional): junk, typos and spare bits are refused."""
+    key = KeyRing.generate_key()
+    raw = base64.urlsafe_b64decode(key)
+    for good in (key, key.rstrip("="), base64.b64encode(raw).decode(), f"  {key}\n"):
+        assert KeyRing({"k1": good}).subkey("aead") == KeyRing({"k1": raw}).subkey("aead")
+    body = key.rstrip("=")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    spare_bit = alphabet[alphabet.index(body[-1]) ^ 1]  # 32 bytes: the last character has 2 spare bits
+    spaced = key[:20] + " " + key[20:]
+    for bad in (key + "!!!", key + "A", key + "==", "!" + key, body[:-1] + spare_bit, spaced):
+        with pytest.raises(ConfigurationError, match="^key 'k1' is not valid base64") as info:
+            KeyRing({"k1": bad})
+        assert body[:8] not in str(info.value)
+    with pytest.raises(ConfigurationError, match="^key 'k1' is not valid base64"):
+        KeyRing({"k1": key.replace("-", "+").replace("_", "/") + "_" if "-" in key else key + "+/"})
+
+
+def test_generated_keys_are_always_accepted() -> None:
+    """KeyRing.generate_key() output is always accepted, as text and as bytes (os.urandom drives it, so
+    this samples it rather than using hypothesis, whose byte strategies favour degenerate values)."""
+    for _ in range(2000):
+        key = KeyRing.generate_key()
+        KeyRing({"k1": key, "k2": base64.urlsafe_b64decode(key)[::-1]})
+
+
+def test_codec_searchable_fast_path_matches_the_format() -> None:
+    """EnvelopeCodec's cached searchable seal/open produce and accept exactly seal()/open_envelope()'s
+    format: same blind index, and each opens the other's envelopes; a foreign key id still fails."""
+    from ponykit.security.envelope import EnvelopeCodec
+
+    ring = KeyRing({"k1": MASTER, "k2": bytes(range(100, 132))}, primary="k2")
+    codec = EnvelopeCodec(b"User.email", searchable=True)
+    for plaintext in (b"", b"hello world", "é".encode() * 50):
+        fast = codec.seal(ring, plaintext)
+        slow = seal(ring, plaintext, b"User.email", searchable=True)
+        assert fast.split(":")[:3] == slow.split(":")[:3]
+        assert fast.split(":")[2] == blind_index(ring, "k2", plaintext, b"User.email")
+        assert open_envelope(ring, fast, b"User.email") == plaintext
+        assert codec.open(ring, slow) == plaintext == codec.open(ring, fast)
+        old = seal(ring, plaintext, b"User.email", searchable=True, key_id="k1")
+        assert codec.open(ring, old) == plaintext
+        with pytest.raises(EnvelopeError, match="not in the key ring"):
+            codec.open(ring, old.replace("v1:k1:", "v1:k9:"))
+        with pytest.raises(EnvelopeError, match="authentication failed"):
+            codec.open(ring, old.replace("v1:k1:", "v1:k2:"))

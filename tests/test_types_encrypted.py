@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import logging
+import math
+import uuid
 from typing import Any
 
 import pytest
@@ -13,7 +16,13 @@ from pony.orm import Database, Optional, Required, db_session, select
 
 import ponykit as pk
 from ponykit import _pony
-from ponykit.errors import ConfigurationError, DecryptionError, UnsupportedComparison
+from ponykit.errors import (
+    BulkWriteError,
+    ConfigurationError,
+    DecryptionError,
+    UnsupportedComparison,
+    ValidationError,
+)
 from ponykit.security import KeyRing
 
 KEY1 = base64.urlsafe_b64encode(bytes(range(32))).decode()
@@ -172,6 +181,12 @@ def flip(stored: str, part: str) -> str:
         return stored.replace("v1:k1:", "v1:k2:", 1)
     elif part == "unknown-keyid":
         return stored.replace("v1:k1:", "v1:k9:", 1)
+    elif part == "noncanonical":  # a spare bit of the last base64 character: same bytes, other text
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        stripped = body.rstrip("=")
+        assert stripped != body, "the test value must give a padded body"
+        last = alphabet[alphabet.index(stripped[-1]) ^ 1]
+        return f"{header}:{stripped[:-1]}{last}{body[len(stripped):]}"
     elif part == "index":
         head = header.split(":")
         head[2] = "0" * 32
@@ -180,7 +195,7 @@ def flip(stored: str, part: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "part", ["nonce", "ciphertext", "tag", "truncate", "keyid", "unknown-keyid", "index"]
+    "part", ["nonce", "ciphertext", "tag", "truncate", "keyid", "unknown-keyid", "index", "noncanonical"]
 )
 def test_tampering_raises_decryption_error(schema: Any, part: str) -> None:
     """A tampered, truncated or foreign-key envelope raises DecryptionError naming entity, attr and pk."""
@@ -328,3 +343,96 @@ def test_json_codec_and_sensitivity() -> None:
     assert codec.from_json("AAE=") == b"\x00\x01"
     assert codec.json_schema() == {"type": "string", "contentEncoding": "base64"}
     assert pk.types.json_codec(pk.types.EncryptedStr).json_schema() == {"type": "string"}  # type: ignore[union-attr]
+
+
+def _lossy(value: Any) -> bool:
+    """Independent oracle: does ``value`` hold something JSON would change (NaN/inf, dates, UUIDs, tuples)?"""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (datetime.date, datetime.time, uuid.UUID, tuple)):
+        return True
+    if isinstance(value, dict):
+        return any(_lossy(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_lossy(v) for v in value)
+    return False
+
+
+JSON_LIKE = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats()  # NaN and infinities included
+    | st.text(max_size=10)
+    | st.datetimes()
+    | st.dates()
+    | st.times()
+    | st.uuids(),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@given(doc=JSON_LIKE, through=st.sampled_from(["orm", "bulk"]))
+@settings(max_examples=40)
+def test_json_round_trips_exactly_or_is_refused(db: Database, doc: Any, through: str) -> None:
+    """Any JSON-like value comes back == (through the ORM or bulk_insert) or is refused at write time
+    with a ValidationError naming the attribute and the kind of value, never the value."""
+    if "Person" not in db.entities:
+        make_schema(db)
+    Person = db.entities["Person"]
+    with db_session:
+        Person.select().delete(bulk=True)
+    refused = _lossy(doc)
+
+    def write() -> None:
+        with db_session:
+            if through == "orm":
+                Person(name="x", email="e", doc=doc)
+            else:
+                pk.bulk_insert(Person, [{"name": "x", "email": "e", "doc": doc}])
+
+    if refused:
+        with pytest.raises(ValidationError) as info:
+            write()
+        message = str(info.value)
+        if through == "orm":
+            assert message.startswith("attribute Person.doc: EncryptedJson cannot store a")
+        else:  # bulk errors hide the details of sensitive attributes, and name them
+            assert isinstance(info.value, BulkWriteError)
+            assert (info.value.entity, info.value.attribute) == ("Person", "doc")
+        for secret in ("1970", "-00", "00000000"):
+            assert secret not in message
+        with db_session:
+            assert Person.select().count() == 0
+        return
+    write()
+    with db_session:
+        back = Person.get(name="x").doc
+    assert back == doc and type(back) is type(doc)
+
+
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [
+        (float("nan"), "a NaN or infinite float"),
+        ({"x": float("inf")}, "a NaN or infinite float"),
+        ([float("-inf")], "a NaN or infinite float"),
+        (datetime.datetime(2024, 5, 1, 12, 30), "a datetime"),
+        ({"when": datetime.date(2024, 5, 1)}, "a date"),
+        (uuid.UUID(int=7), "a UUID"),
+        ((1, 2), "a tuple"),
+    ],
+)
+def test_json_lossy_values_refused(schema: Any, value: Any, what: str) -> None:
+    """F8's values: each is refused on assignment with a ValidationError that names attribute and kind."""
+    _db, Person, _ = schema
+    with db_session:
+        p = Person(name="x", email="e")
+        expected = rf"^attribute Person\.doc: EncryptedJson cannot store {what}"
+        with pytest.raises(ValidationError, match=expected) as info:
+            p.doc = value
+        assert info.value.errors[0].path == "doc"
+        assert "2024" not in str(info.value)

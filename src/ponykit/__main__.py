@@ -1,9 +1,15 @@
 """``python -m ponykit``: command-line tools.
 
-``python -m ponykit rotate-keys myapp.models:db [--entity User] [--attr email] [--batch-size 1000]``
+``python -m ponykit rotate-keys myapp.models:db [--entity User] [--attr email] [--batch-size 5000]``
 imports ``myapp.models`` (which must bind, attach with its key ring, and map the Database, as the app
-does at start-up), then re-encrypts every encrypted value not under the ring's primary key, with a
-progress bar on stderr. The target may also name one entity: ``myapp.models:User``.
+does at start-up), then re-encrypts every encrypted value not under the ring's primary key. The target
+may also name one entity: ``myapp.models:User``.
+
+Progress goes to stderr: a bar redrawn in place on a terminal, otherwise (a log file, a CI job) one line
+every ``--progress-interval`` seconds (default 10) and one when each attribute is done. A second run over
+the same column waits for the first (``--no-wait``: exit with status 75 instead). Ctrl-C stops after the
+last committed batch and exits with status 130, saying how many values were rotated; running the command
+again resumes.
 """
 
 from __future__ import annotations
@@ -19,9 +25,12 @@ from pony.orm import Database
 
 from . import _pony
 from .errors import PonykitError
-from .security.rotation import RotationProgress, rotate_keys
+from .security.rotation import RotationInProgress, RotationProgress, rotate_keys
 
-__all__ = ["ProgressBar", "main"]
+__all__ = ["ProgressBar", "ProgressLines", "main"]
+
+EXIT_INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
+EXIT_LOCKED = 75  # EX_TEMPFAIL: try again later
 
 
 class ProgressBar:
@@ -47,6 +56,40 @@ class ProgressBar:
         """End the line."""
         self.stream.write("\n")
         self.stream.flush()
+
+
+class ProgressLines:
+    """Progress for a stream that is not a terminal: one line per ``interval`` seconds at most."""
+
+    def __init__(self, stream: TextIO, interval: float = 10.0) -> None:
+        self.stream = stream
+        self.interval = interval
+        self.start = self.last = time.monotonic()
+        self.report: RotationProgress | None = None
+        self.shown: RotationProgress | None = None
+
+    def _line(self, report: RotationProgress) -> None:
+        rate = report.done / max(time.monotonic() - self.start, 1e-9)
+        self.stream.write(
+            f"{report.entity}.{report.attribute}: {report.done}/{report.total} values ({rate:,.0f}/s)\n"
+        )
+        self.stream.flush()
+        self.shown = report
+
+    def __call__(self, report: RotationProgress) -> None:
+        """Print a line if ``interval`` seconds passed since the last one, or the attribute changed."""
+        previous, self.report = self.report, report
+        now = time.monotonic()
+        if previous is not None and previous.attribute != report.attribute and previous is not self.shown:
+            self._line(previous)  # the last figure of the attribute just finished
+        if now - self.last >= self.interval:
+            self.last = now
+            self._line(report)
+
+    def finish(self) -> None:
+        """The last figure, if not printed yet."""
+        if self.report is not None and self.report is not self.shown:
+            self._line(self.report)
 
 
 def _load(target: str) -> Any:
@@ -80,18 +123,29 @@ def _has_encrypted(entity: Any) -> bool:
     return False
 
 
-def _rotate(args: argparse.Namespace) -> int:
+def _rotate(args: argparse.Namespace, state: dict[str, int]) -> int:
     target = _load(args.target)
     attrs = args.attr or None
-    total = 0
+    tty = sys.stderr.isatty()
     for entity in _entities(target, args.entity or []):
-        bar = ProgressBar(sys.stderr)
-        done = rotate_keys(entity, attrs, batch_size=args.batch_size, progress=bar)
+        bar: ProgressBar | ProgressLines = (
+            ProgressBar(sys.stderr) if tty else ProgressLines(sys.stderr, args.progress_interval)
+        )
+
+        def report(progress: RotationProgress, bar: Any = bar, before: int = state["done"]) -> None:
+            state["done"] = before + progress.done  # committed: the progress call follows the commit
+            bar(progress)
+
+        def waiting(message: str) -> None:
+            print(f"ponykit: {message}", file=sys.stderr, flush=True)
+
+        done = rotate_keys(
+            entity, attrs, batch_size=args.batch_size, progress=report, wait=not args.no_wait, on_wait=waiting
+        )
         if done:
             bar.finish()
-        total += done
-        print(f"{entity.__name__}: {done} values re-encrypted")
-    print(f"done: {total} values re-encrypted")
+        print(f"{entity.__name__}: {done} values re-encrypted", flush=True)
+    print(f"done: {state['done']} values re-encrypted", flush=True)
     return 0
 
 
@@ -105,10 +159,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     rotate.add_argument("target", help="module:db or module:Entity (the module binds, attaches and maps)")
     rotate.add_argument("--entity", action="append", help="only this entity (repeatable)")
     rotate.add_argument("--attr", action="append", help="only this attribute (repeatable)")
-    rotate.add_argument("--batch-size", type=int, default=1000, help="rows per committed batch")
+    rotate.add_argument("--batch-size", type=int, default=5000, help="rows per committed batch")
+    rotate.add_argument(
+        "--progress-interval",
+        type=float,
+        default=10.0,
+        help="seconds between progress lines when stderr is not a terminal (default 10)",
+    )
+    rotate.add_argument(
+        "--no-wait", action="store_true", help="exit (status 75) if another run is rotating the same column"
+    )
     args = parser.parse_args(argv)
+    state = {"done": 0}
     try:
-        return _rotate(args)
+        return _rotate(args, state)
+    except KeyboardInterrupt:
+        print(
+            f"\nponykit: interrupted: {state['done']} values were re-encrypted and committed before the "
+            "interruption; run the same command again to rotate the rest",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_INTERRUPTED
+    except RotationInProgress as exc:
+        print(f"ponykit: {exc}", file=sys.stderr, flush=True)
+        return EXIT_LOCKED
     except PonykitError as exc:
         print(f"ponykit: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

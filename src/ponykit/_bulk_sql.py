@@ -103,10 +103,15 @@ class Dialect:
         set_cols: Sequence[str],
         pk_cols: Sequence[str],
         class_filter: ClassFilter = None,
+        guard_cols: Sequence[str] = (),
     ) -> str:
-        """``UPDATE t SET a = ?, b = ? WHERE pk = ?`` for ``executemany`` (then the class filter's values)."""
+        """``UPDATE t SET a = ?, b = ? WHERE pk = ?`` for ``executemany`` (then the class filter's values).
+
+        ``guard_cols``: compare-and-swap, the row is updated only if these columns still hold the values
+        bound after the key (``AND g = ?``).
+        """
         sets = ", ".join(f"{self.q(c)} = {self.placeholder}" for c in set_cols)
-        where = " AND ".join(f"{self.q(c)} = {self.placeholder}" for c in pk_cols)
+        where = " AND ".join(f"{self.q(c)} = {self.placeholder}" for c in (*pk_cols, *guard_cols))
         return f"UPDATE {self.q(table)} SET {sets} WHERE {where}{self.class_in(class_filter)}"
 
     def class_in(self, class_filter: ClassFilter, prefix: str = "") -> str:
@@ -124,9 +129,13 @@ class Dialect:
         nrows: int,
         sql_types: dict[str, str],
         class_filter: ClassFilter = None,
+        guard_cols: Sequence[str] = (),
     ) -> str:
         """One UPDATE of ``nrows`` rows; each row binds its primary-key columns, then the set columns;
-        the class filter's values come last."""
+        the class filter's values come last. ``guard_cols`` (compare-and-swap): each row binds, between
+        its key and its set values, the values these columns must still hold for the row to be updated."""
+        if guard_cols:
+            return self._guarded_update_many(table, set_cols, pk_cols, nrows, sql_types, guard_cols)
         cols = [*pk_cols, *set_cols]
         names = [f"c{i}" for i in range(len(cols))]
         pairs = list(zip(cols, names, strict=True))
@@ -153,6 +162,36 @@ class Dialect:
         sets = ", ".join(f"{self.q(c)} = v.{n}" for c, n in pairs if c in set_cols)
         on = " AND ".join(f"{t}.{self.q(c)} = v.{n}" for c, n in pairs if c in pk_cols)
         on += self.class_in(class_filter, f"{t}.")
+        select = "SELECT " + ", ".join(f"column{i + 1} AS {n}" for i, n in enumerate(names))
+        return f"UPDATE {t} SET {sets} FROM ({select} FROM (VALUES {values})) AS v WHERE {on}"
+
+    def _guarded_update_many(
+        self,
+        table: str | tuple[str, ...],
+        set_cols: Sequence[str],
+        pk_cols: Sequence[str],
+        nrows: int,
+        sql_types: dict[str, str],
+        guard_cols: Sequence[str],
+    ) -> str:
+        # update_many with guards: the same statement shapes, with value names by role (a guarded column
+        # is usually also a set column, so names cannot be found by column).
+        roles = [("k", c) for c in pk_cols] + [("g", c) for c in guard_cols] + [("s", c) for c in set_cols]
+        names = [f"c{i}" for i in range(len(roles))]
+        named = [(r, c, n) for (r, c), n in zip(roles, names, strict=True)]
+        t = self.q(table)
+        on = " AND ".join(f"{t}.{self.q(c)} = v.{n}" for r, c, n in named if r != "s")
+        if self.name == "mysql":
+            sets = ", ".join(f"{t}.{self.q(c)} = v.{n}" for r, c, n in named if r == "s")
+            first = "SELECT " + ", ".join(f"{self.placeholder} AS {n}" for n in names)
+            rest = ["SELECT " + ", ".join([self.placeholder] * len(names))] * (nrows - 1)
+            return f"UPDATE {t} JOIN ({' UNION ALL '.join([first, *rest])}) AS v ON {on} SET {sets}"
+        sets = ", ".join(f"{self.q(c)} = v.{n}" for r, c, n in named if r == "s")
+        if self.name == "postgres":
+            first = "(" + ", ".join(f"CAST({self.placeholder} AS {sql_types[c]})" for _, c in roles) + ")"
+            values = ", ".join([first, *[self.row(len(names))] * (nrows - 1)])
+            return f"UPDATE {t} SET {sets} FROM (VALUES {values}) AS v ({', '.join(names)}) WHERE {on}"
+        values = ", ".join([self.row(len(names))] * nrows)
         select = "SELECT " + ", ".join(f"column{i + 1} AS {n}" for i, n in enumerate(names))
         return f"UPDATE {t} SET {sets} FROM ({select} FROM (VALUES {values})) AS v WHERE {on}"
 

@@ -5,7 +5,7 @@ Every use of a private Pony name lives in this package, behind small functions w
 ``_pony.name`` and never reaches into ``pony.orm.core`` itself. One module per area:
 
 - ``database``: database state, sessions, provider interception, converter lists
-- ``connection``: a session's connection lost inside a transaction that wrote
+- ``connection``: a session's connection lost inside a transaction that wrote; side connections
 - ``entities``: entity metadata, encoding and decoding values, write tracking
 - ``types``: custom attribute types and query-parameter normalization
 - ``params``: query-parameter converters (by value type, and by the column a parameter is compared with)

@@ -15,11 +15,16 @@ __all__ = [
     "attribute_option",
     "converter_without_option",
     "default_alias",
+    "default_column_index",
     "dialect_converter_class",
+    "index_create_command",
+    "install_index_renderer",
     "install_sql_operation",
+    "lookup_condition_parts",
     "make_pattern_lookup_operation",
     "max_length",
     "object_primary_key",
+    "pattern_bounds",
     "positional_placeholder",
     "raw_connection",
     "raw_sql_condition",
@@ -90,13 +95,16 @@ def install_sql_operation(db: Database, name: str, method: Callable[..., Any]) -
 
 def make_pattern_lookup_operation(
     forbidden: Callable[[Any], BaseException],
+    shape: str = "like",
+    prefix_chars: int = 0,
 ) -> Callable[..., Any]:
     """An SQL-builder operation ``col OP param`` for columns whose equality needs ``LIKE`` patterns.
 
     Optimistic checks (the stored value itself) render plain ``col = ?``. Lookups ask the converter for
-    ``ponykit_lookup_functions()``: one ``plaintext -> pattern`` function per pattern, and render
-    ``(col LIKE ? OR col LIKE ? ...)`` with one bound pattern each. A converter that cannot be looked up
-    raises from that method; ``forbidden(converter)`` builds the error for a non-parameter operand.
+    ``ponykit_lookup_functions()``: one ``plaintext -> pattern`` function per pattern (each pattern a
+    literal prefix followed by ``%``), rendered as an ``OR`` of one condition per pattern, shaped so an
+    index can serve it (see :func:`lookup_condition_parts`). A converter that cannot be looked up raises
+    from that method; ``forbidden(converter)`` builds the error for a non-parameter operand.
     """
     from pony.orm.sqlbuilding import Param
 
@@ -108,18 +116,125 @@ def make_pattern_lookup_operation(
             return builder(["EQ", expr, param])
         functions = converter.ponykit_lookup_functions()
         column = builder(expr)
+
+        def bind(index: int, part: str, function: Callable[[Any], str]) -> Any:
+            inner = Param(builder.paramstyle, paramkey, None)
+            return builder.make_composite_param(
+                ("ponykit-lookup", index, part, paramkey), [inner], lambda args: function(args[0])
+            )
+
         parts: list[Any] = []
         for index, function in enumerate(functions):
-            inner = Param(builder.paramstyle, paramkey, None)
-            composite = builder.make_composite_param(
-                ("ponykit-lookup", index, paramkey), [inner], lambda args, f=function: f(args[0])
-            )
             if parts:
                 parts.append(" OR ")
-            parts.extend([column, " LIKE ", composite])
+            parts.extend(lookup_condition_parts(shape, prefix_chars, column, index, function, bind))
         return ["(", *parts, ")"]
 
     return operation
+
+
+def pattern_bounds(pattern: str) -> tuple[str, str]:
+    """``[low, high)`` such that ``low <= s < high`` (binary order) iff ``s LIKE pattern``.
+
+    ``pattern`` is a literal prefix then ``%`` (no other wildcard); any other pattern gives an empty
+    range, matching nothing, like the never-matching patterns lookups use for unused key slots.
+    """
+    if not pattern.endswith("%") or len(pattern) < 2:
+        return pattern, pattern
+    low = pattern[:-1]
+    return low, low[:-1] + chr(ord(low[-1]) + 1)
+
+
+def lookup_condition_parts(
+    shape: str,
+    prefix_chars: int,
+    column: Any,
+    index: int,
+    function: Callable[[Any], str],
+    bind: Callable[[int, str, Callable[[Any], str]], Any],
+) -> list[Any]:
+    """The SQL parts of one ``column matches function(value)`` condition, in an index-friendly shape.
+
+    ``like``: ``col LIKE ?``. ``prefix-like``: ``substr(col, 1, N) LIKE ?`` (an expression index on
+    ``substr(col, 1, N)`` with pattern ops serves it). ``prefix-range``: ``(substr(col, 1, N) >= ? AND
+    substr(col, 1, N) < ?)`` (a plain expression index serves it; SQLite's LIKE is case-insensitive, so its
+    LIKE optimization does not apply). ``bind(index, part, f)`` returns the parameter of ``f(value)``.
+    """
+    if shape == "like":
+        return [column, " LIKE ", bind(index, "like", function)]
+    prefix = ["substr(", column, f", 1, {int(prefix_chars)})"]
+    if shape == "prefix-like":
+        return [*prefix, " LIKE ", bind(index, "like", function)]
+    if shape == "prefix-range":
+        # Both bounds come from one pattern (a keyed hash): compute it once per value bound. The cache is
+        # one (value, bounds) tuple replaced whole, so a thread never pairs a value with another's bounds.
+        last: list[tuple[Any, tuple[str, str]] | None] = [None]
+
+        def bounds(value: Any) -> tuple[str, str]:
+            cached = last[0]
+            if cached is not None and cached[0] is value:
+                return cached[1]
+            found = pattern_bounds(function(value))
+            last[0] = (value, found)
+            return found
+
+        low = bind(index, "low", lambda value: bounds(value)[0])
+        high = bind(index, "high", lambda value: bounds(value)[1])
+        return ["(", *prefix, " >= ", low, " AND ", *prefix, " < ", high, ")"]
+    raise ValueError(f"unknown lookup shape {shape!r}")
+
+
+def default_column_index(attr: Attribute) -> None:
+    """Give ``attr`` Pony's default index (``index=True``) unless its declaration chose ``index=`` itself.
+
+    Called from a converter's ``init`` during ``generate_mapping``, before Pony adds the table's indexes.
+    """
+    if attr.index is None:
+        attr.index = True
+
+
+def index_create_command(attr: Attribute) -> str | None:
+    """The ``CREATE INDEX`` statement of ``attr``'s one-column, non-unique index (mapped), or None."""
+    entity = attr.entity
+    table = entity._database_.schema.tables[entity._table_]
+    for columns, index in table.indexes.items():
+        if [c.name for c in columns] == list(attr.columns) and not index.is_pk and not index.is_unique:
+            return index.get_create_command()  # type: ignore[no-any-return]
+    return None
+
+
+def install_index_renderer(db: Database, render: Callable[[Any, str, Any, str], str | None]) -> None:
+    """Let ``render(converter, index_name, table_name, column_name)`` write ``CREATE INDEX`` statements.
+
+    For a non-unique one-column index, the first installed function that returns a statement (a string)
+    replaces Pony's; when all return None, Pony's own is used. Names are passed unquoted. The schema
+    class is shadowed on this provider instance only, once; ``generate_mapping(create_tables=True)`` then
+    creates such indexes with the table, and also adds a missing one to a table that already exists.
+    """
+    provider = db.provider
+    schema_cls = provider.dbschema_cls
+    if not getattr(schema_cls, "_ponykit_schema_", False):
+        index_base = schema_cls.index_class
+
+        class PonykitIndex(index_base):  # type: ignore[misc, valid-type]
+            def get_create_command(self) -> str:
+                columns = self.columns
+                if len(columns) == 1 and not self.is_pk and not self.is_unique:
+                    for renderer in self.schema._ponykit_index_renderers_:
+                        sql = renderer(columns[0].converter, self.name, self.table.name, columns[0].name)
+                        if sql is not None:
+                            return sql  # type: ignore[no-any-return]
+                return super().get_create_command()  # type: ignore[no-any-return]
+
+        schema_cls = type(
+            "Ponykit" + schema_cls.__name__,
+            (schema_cls,),
+            {"_ponykit_schema_": True, "index_class": PonykitIndex, "_ponykit_index_renderers_": []},
+        )
+        provider.dbschema_cls = schema_cls
+    renderers: list[Any] = schema_cls._ponykit_index_renderers_
+    if render not in renderers:
+        renderers.append(render)
 
 
 def root_entity_name(entity: Entity) -> str:

@@ -9,11 +9,12 @@
 from __future__ import annotations
 
 from .keys import KeyRing
-from .rotation import RotationProgress, rotate_keys
+from .rotation import RotationInProgress, RotationProgress, rotate_keys
 from .sensitive import is_sensitive, mask, sensitive, sensitive_names
 
 __all__ = [
     "KeyRing",
+    "RotationInProgress",
     "RotationProgress",
     "is_sensitive",
     "mask",

@@ -30,18 +30,55 @@ _KEY_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 _SALT = b"ponykit-keyring-v1"
 
 
+# A random 32-byte key has fewer than 16 distinct byte values with probability about 3e-17, and repeats
+# a pattern of 16 bytes or fewer with probability about 2**-128: refusing those never refuses a real key,
+# and catches what a blank or placeholder secret turns into (all zeros, "A"*43, b"password"*4).
+MIN_DISTINCT_BYTES = 16
+MAX_REFUSED_PERIOD = 16
+
+
+def _decode_text(key_id: str, text: str) -> bytes:
+    """Strict base64 (URL-safe or standard alphabet, padding optional), canonical spelling only."""
+    bad = ConfigurationError(
+        f"key {key_id!r} is not valid base64: give {KEY_BYTES} random bytes encoded with "
+        "base64 (KeyRing.generate_key() makes one), with nothing before or after it"
+    )
+    if not text.isascii() or (set("-_") & set(text) and set("+/") & set(text)):
+        raise bad
+    standard = text.replace("-", "+").replace("_", "/")
+    body = standard.rstrip("=")
+    try:
+        raw = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise bad from None
+    # Decoding ignores spare bits in the last character; only the one spelling of these bytes is a key
+    # (with or without its padding), so junk or a typo is refused instead of silently becoming a key.
+    canonical = base64.b64encode(raw).decode("ascii")
+    if standard not in (canonical, canonical.rstrip("=")):
+        raise bad
+    return raw
+
+
+def _check_strength(key_id: str, raw: bytes) -> None:
+    """Refuse keys that cannot have come from a random generator (the message shows no key material)."""
+    if len(set(raw)) < MIN_DISTINCT_BYTES:
+        raise ConfigurationError(
+            f"key {key_id!r} is not random: it has fewer than {MIN_DISTINCT_BYTES} distinct byte values "
+            "(a blank secret, a passphrase or a placeholder?); use KeyRing.generate_key()"
+        )
+    for period in range(1, MAX_REFUSED_PERIOD + 1):
+        if raw[period:] == raw[:-period]:
+            raise ConfigurationError(
+                f"key {key_id!r} is not random: it repeats a pattern of {period} bytes; "
+                "use KeyRing.generate_key()"
+            )
+
+
 def _decode_key(key_id: str, material: str | bytes) -> bytes:
     if isinstance(material, (bytes, bytearray)):
         raw = bytes(material)
     elif isinstance(material, str):
-        text = material.strip()
-        try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        except (binascii.Error, ValueError):
-            raise ConfigurationError(
-                f"key {key_id!r} is not valid base64: give {KEY_BYTES} random bytes encoded with "
-                "base64 (KeyRing.generate_key() makes one)"
-            ) from None
+        raw = _decode_text(key_id, material.strip())
     else:
         raise ConfigurationError(
             f"key {key_id!r} must be bytes or a base64 string, got {type(material).__name__}"
@@ -51,6 +88,7 @@ def _decode_key(key_id: str, material: str | bytes) -> bytes:
             f"key {key_id!r} is {len(raw)} bytes long; ponykit keys are exactly {KEY_BYTES} bytes "
             "(KeyRing.generate_key() makes one)"
         )
+    _check_strength(key_id, raw)
     return raw
 
 

@@ -1,30 +1,60 @@
 """``rotate_keys``: re-encrypt stored values under the key ring's primary key, in resumable batches.
 
-Each batch selects (by SQL) up to ``batch_size`` rows whose envelope is not in its final form under the
-primary key (``NOT LIKE 'v1:<primary>:%'``), decrypts them with whichever key of the ring they name,
-re-encrypts them under the primary (with a fresh blind index for searchable attributes), writes them with
-one ``executemany`` compare-and-swap ``UPDATE`` (``... WHERE pk = ? AND col = <old envelope>``, so a
-concurrent write is never overwritten) and commits. An interrupted run leaves every committed batch done;
-running it again continues with what is left. Lookups work throughout: searchable lookups match the blind
-index of every key in the ring.
+Each attribute is rotated under a lock of its own (table, column): PostgreSQL ``pg_try_advisory_lock``
+and MariaDB ``GET_LOCK`` on a side connection, SQLite an exclusive ``flock`` on a file beside the
+database (an in-process lock for in-memory databases). A second run over the same column waits for the
+first (``wait=True``, polling, so Ctrl-C still works) or raises :class:`RotationInProgress`.
+
+Each batch selects (keyset by primary key) up to ``batch_size`` rows whose envelope is not in its final
+form under the primary key (``NOT LIKE 'v1:<primary>:%'``), decrypts them with whichever key of the ring
+they name, re-encrypts them under the primary (with a fresh blind index for searchable attributes),
+writes them with the bulk-update statement as a compare-and-swap (a row is written only if it still
+holds the envelope read, so a concurrent write is never overwritten) and commits. The count returned
+and reported is what the database says was written. An interrupted run leaves every committed batch
+done; running it again continues with what is left. Lookups work throughout: searchable lookups match
+the blind index of every key in the ring.
+
+Identifiers reach SQL with the driver's own placeholders, never through Pony's raw-SQL parser (which
+would evaluate a ``$`` in a table or column name as Python).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+import functools
+import hashlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from pony.orm import db_session
 
 from .. import _pony
-from ..errors import ConfigurationError
+from .._bulk_sql import Dialect, dialect_of
+from ..errors import ConfigurationError, PonykitError
 from ..kit import get_kit
 from ..transactions import record_writes
 from .envelope import primary_prefix_pattern
 from .keys import KeyRing
 
-__all__ = ["RotationProgress", "rotate_keys"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["RotationInProgress", "RotationProgress", "rotate_keys"]
+
+# How often a waiting run asks for the lock again (seconds).
+LOCK_POLL_SECONDS = 0.2
+
+
+class RotationInProgress(PonykitError, RuntimeError):
+    """Another rotation holds the lock of this column (raised by ``rotate_keys(..., wait=False)``)."""
 
 
 @dataclass(frozen=True)
@@ -54,20 +84,119 @@ def _encrypted_attrs(entity: Any, names: Iterable[str] | None) -> list[Any]:
     return attrs
 
 
+# ---------------------------------------------------------------------------------------------------------
+# The lock of one (table, column)
+
+_local_locks: dict[str, threading.Lock] = {}
+_local_locks_guard = threading.Lock()
+
+
+def _lock_name(table: Any, column: str) -> str:
+    # MariaDB lock names are at most 64 characters and PostgreSQL advisory locks take a bigint: a digest.
+    text = f"{table!r}.{column}".encode()
+    return "ponykit-rotate-" + hashlib.blake2b(text, digest_size=16).hexdigest()
+
+
+class _ColumnLock:
+    """The lock of one (table, column): ``try_acquire()`` without blocking, ``close()`` to release."""
+
+    def __init__(self, db: Any, name: str) -> None:
+        self.db = db
+        self.name = name
+        self.held = False
+        self.con: Any = None
+        self.fd: int | None = None
+        self.local: threading.Lock | None = None
+        dialect = _pony.dialect(db)
+        self.kind = dialect if dialect in ("postgres", "cockroach", "mysql") else "sqlite"
+        if self.kind != "sqlite":
+            # A side connection: Pony's session commits and rollbacks never touch it, and the server
+            # releases its lock if this process dies.
+            self.con = _pony.open_side_connection(db)
+            return
+        filename = _pony.sqlite_filename(db)
+        if filename is None or fcntl is None:
+            with _local_locks_guard:
+                self.local = _local_locks.setdefault(f"{id(db)}:{name}", threading.Lock())
+        else:
+            # flock locks belong to an open file description: runs conflict across processes and threads.
+            self.fd = os.open(f"{filename}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    def try_acquire(self) -> bool:
+        if self.con is not None:
+            cursor = self.con.cursor()
+            if self.kind == "mysql":
+                cursor.execute("SELECT GET_LOCK(%s, 0)", (self.name,))
+            else:
+                key = hashlib.blake2b(self.name.encode(), digest_size=8).digest()
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", (int.from_bytes(key, "big", signed=True),))
+            self.held = cursor.fetchone()[0] in (1, True)
+        elif self.local is not None:
+            self.held = self.local.acquire(blocking=False)
+        else:
+            assert self.fd is not None
+            assert fcntl is not None
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.held = True
+            except BlockingIOError:
+                self.held = False
+        return self.held
+
+    def close(self) -> None:
+        if self.con is not None:
+            self.con.close()  # ends the server session: its lock goes with it
+        elif self.local is not None:
+            if self.held:
+                self.local.release()
+        elif self.fd is not None:
+            os.close(self.fd)  # releases the flock
+        self.held = False
+
+
+@contextlib.contextmanager
+def _column_lock(
+    db: Any, table: Any, column: str, label: str, wait: bool, on_wait: Callable[[str], None] | None
+) -> Iterator[None]:
+    lock = _ColumnLock(db, _lock_name(table, column))
+    try:
+        if not lock.try_acquire():
+            message = f"another rotate_keys run is rotating {label} (it holds the lock of that column)"
+            if not wait:
+                raise RotationInProgress(f"{message}; run again when it has finished")
+            if on_wait is not None:
+                on_wait(f"{message}: waiting for it to finish")
+            # Polling rather than a blocking call: Ctrl-C interrupts a sleep, not every driver call.
+            while not lock.try_acquire():
+                time.sleep(LOCK_POLL_SECONDS)
+        yield
+    finally:
+        lock.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rotation
+
+
 def rotate_keys(
     entity: Any,
     attrs: Iterable[str] | None = None,
     *,
-    batch_size: int = 1000,
+    batch_size: int = 5000,
     progress: Callable[[RotationProgress], None] | None = None,
+    wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
 ) -> int:
     """Re-encrypt every value of ``entity``'s encrypted attributes that is not under the primary key.
 
-    ``attrs`` names the attributes (default: every encrypted one). Each batch of ``batch_size`` rows is
-    committed on its own, then ``progress(RotationProgress(...))`` is called; an exception from
-    ``progress`` (or anything else) stops the run, and calling it again resumes. Must be called outside a
-    ``db_session``. Returns how many values were re-encrypted. A value that does not decrypt raises
-    DecryptionError (naming the entity, attribute and primary key) and stops the run.
+    ``attrs`` names the attributes (default: every encrypted one). Each attribute is rotated under a lock
+    of its (table, column): if another run holds it, this one waits (``on_wait(message)`` is called once)
+    or, with ``wait=False``, raises RotationInProgress. Each batch of ``batch_size`` rows is committed on
+    its own, then ``progress(RotationProgress(...))`` is called; an exception from ``progress`` (or
+    anything else, such as KeyboardInterrupt) stops the run after the last committed batch, and calling
+    it again resumes. Must be called outside a ``db_session``. Returns how many values this run wrote
+    (values another run or a concurrent write changed first are not counted). A value that does not
+    decrypt raises DecryptionError (naming the entity, attribute and primary key) and stops the run.
     """
     if _pony.in_db_session():
         raise ConfigurationError("rotate_keys() commits every batch on its own: call it outside a db_session")
@@ -79,59 +208,156 @@ def rotate_keys(
         raise ConfigurationError(f"{db!r} has no key ring: attach(db, keys=KeyRing(...)) first")
     info = _pony.entity_info(entity)
     targets = _encrypted_attrs(entity, attrs)
-    quote = _quoter(db)
-    table = quote(info.table)
-    pk_cols = [quote(c) for c in info.pk_columns]
-    mark = _pony.positional_placeholder(db)
-
-    plans = []
-    for attr in targets:
-        converter = _pony.attribute_converter(attr)
-        pattern = primary_prefix_pattern(keys, searchable=converter.searchable)
-        col = quote(attr.column)
-        where = f"{col} IS NOT NULL AND {col} NOT LIKE $pattern"
-        plans.append((attr, converter, pattern, col, where))
+    dialect = dialect_of(db)
 
     total = 0
     with db_session:
-        for _attr, _conv, pattern, _col, where in plans:
-            total += int(
-                db.select(f"SELECT COUNT(*) FROM {table} WHERE {where}", {}, {"pattern": pattern})[0]
-            )
+        for attr in targets:
+            sql, params = _select_sql(dialect, info, attr, keys, None, count=True)
+            total += int(_pony.execute_in_session(db, sql, params).fetchone()[0])
 
     done = 0
-    for attr, converter, pattern, col, where in plans:
-        select_sql = (
-            f"SELECT {', '.join(pk_cols)}, {col} FROM {table} WHERE {where} "
-            f"ORDER BY {', '.join(pk_cols)} LIMIT {int(batch_size)}"
-        )
-        pk_where = " AND ".join(f"{c} = {mark}" for c in pk_cols)
-        update_sql = f"UPDATE {table} SET {col} = {mark} WHERE {pk_where} AND {col} = {mark}"
-        seen: set[Any] = set()
-        while True:
-            with db_session:
-                rows = db.select(select_sql, {}, {"pattern": pattern})
-                fresh = []
-                for row in rows:
-                    pk = tuple(row[: len(pk_cols)])
-                    if pk not in seen:
-                        fresh.append((pk, row[len(pk_cols)]))
-                if not fresh:
-                    break
-                params = []
-                for pk, stored in fresh:
-                    seen.add(pk)
-                    shown = pk[0] if len(pk) == 1 else pk
-                    params.append((converter.reencrypt(stored, pk=shown), *pk, stored))
-                cursor = _pony.raw_connection(db).cursor()
-                cursor.executemany(update_sql, params)
-                record_writes(db, entity, None if info.pk_is_composite else [p[0] for p, _ in fresh])
-            done += len(fresh)
-            if progress is not None:
-                progress(RotationProgress(entity.__name__, attr.name, done, max(total, done)))
+    for attr in targets:
+        label = f"{entity.__name__}.{attr.name}"
+        lock = _column_lock(db, info.table, attr.column, label, wait, on_wait)
+        with lock, contextlib.ExitStack() as stack:  # the batches' worker thread ends before the lock
+            batches = _rotate_column(db, dialect, entity, info, attr, keys, batch_size)
+            stack.enter_context(contextlib.closing(batches))
+            while True:
+                with _sigint_deferred():
+                    written = next(batches, None)
+                    if written is None:
+                        break
+                    done += written
+                    if progress is not None:
+                        progress(RotationProgress(entity.__name__, attr.name, done, max(total, done)))
     return done
 
 
-def _quoter(db: Any) -> Callable[[Any], str]:
-    """``quote(name)`` for this Database's dialect."""
-    return lambda name: _pony.quote_name(db, name)
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise KeyboardInterrupt.
+
+    A batch is read, written, committed and reported as a whole: an interrupt in the middle of a commit
+    would leave unknown whether it committed (and Pony reports it as a CommitException). Only in the main
+    thread, and only while Python's default SIGINT handler is installed (an application's own is kept).
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+def _select_sql(
+    dialect: Dialect, info: Any, attr: Any, keys: KeyRing, after: tuple[Any, ...] | None, count: bool = False
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement selecting (or counting) values not yet in their final form, after key ``after``."""
+    q, mark = dialect.q, dialect.placeholder
+    col = q(attr.column)
+    pk_cols = [q(c) for c in info.pk_columns]
+    pattern = primary_prefix_pattern(keys, searchable=_pony.attribute_converter(attr).searchable)
+    where = f"{col} IS NOT NULL AND {col} NOT LIKE {mark}"
+    params: tuple[Any, ...] = (pattern,)
+    if count:
+        return f"SELECT COUNT(*) FROM {q(info.table)} WHERE {where}", params
+    if after is not None:
+        # Keyset: the next rows in key order (a row-value comparison for composite keys).
+        if len(pk_cols) == 1:
+            where += f" AND {pk_cols[0]} > {mark}"
+        else:
+            where += f" AND ({', '.join(pk_cols)}) > ({', '.join([mark] * len(pk_cols))})"
+        params += after
+    keys_sql = ", ".join(pk_cols)
+    return f"SELECT {keys_sql}, {col} FROM {q(info.table)} WHERE {where} ORDER BY {keys_sql}", params
+
+
+def _rotate_column(
+    db: Any, dialect: Dialect, entity: Any, info: Any, attr: Any, keys: KeyRing, batch_size: int
+) -> Generator[int, None, None]:
+    """Rotate one column in committed batches; yields the number of values each batch wrote (a batch is
+    committed when its number is asked for: the caller's ``next()`` runs it).
+
+    Each transaction also reads the next batch and hands its re-encryption to a worker thread, which
+    runs while this batch's UPDATE waits on the database (the drivers release the GIL there). Reading
+    ahead is safe: the write is a compare-and-swap against the value read, and the batches are disjoint
+    key ranges. A value that does not decrypt raises when its batch is about to be written, after the
+    batches before it were committed.
+    """
+    npk = len(info.pk_columns)
+    types = _pony.column_sql_types(entity) if dialect.name == "postgres" else {}
+    reencrypt = functools.partial(_reencrypt, _pony.attribute_converter(attr), npk, dialect.name == "sqlite")
+    limit = f" LIMIT {int(batch_size)}"
+    after: tuple[Any, ...] | None = None
+
+    def read() -> tuple[list[Any], Future[list[tuple[Any, ...]]]] | None:
+        nonlocal after
+        sql, params = _select_sql(dialect, info, attr, keys, after)
+        rows = _pony.execute_in_session(db, sql + limit, params).fetchall()
+        if not rows:
+            return None
+        after = tuple(rows[-1][:npk])
+        return rows, pool.submit(reencrypt, rows)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ponykit-rotate") as pool:
+        with db_session:
+            pending = read()
+        while pending is not None:
+            rows, future = pending
+            with db_session:
+                pending = read()
+                written = _write(dialect, info, attr.column, future.result(), types)
+                record_writes(db, entity, None if info.pk_is_composite else [row[0] for row in rows])
+            yield written
+
+
+def _reencrypt(converter: Any, npk: int, key_last: bool, rows: list[Any]) -> list[tuple[Any, ...]]:
+    """The UPDATE parameters of one batch: each row's key, its stored envelope, the new envelope."""
+    values = []
+    for row in rows:
+        pk = tuple(row[:npk])
+        stored = row[npk]
+        fresh = converter.reencrypt(stored, pk=pk[0] if npk == 1 else pk)
+        values.append((fresh, *pk, stored) if key_last else (*pk, stored, fresh))
+    return values
+
+
+def _write(
+    dialect: Dialect, info: Any, column: str, values: list[tuple[Any, ...]], types: dict[str, str]
+) -> int:
+    """The compare-and-swap UPDATE of one batch through the bulk-update statements; rows written."""
+    db = dialect.db
+    pk_cols = info.pk_columns
+    if dialect.name == "sqlite":
+        # As bulk_update: executemany of a one-row UPDATE is SQLite's fastest; rowcount sums the rows.
+        sql = dialect.update_one(info.table, [column], pk_cols, guard_cols=[column])
+        return int(_pony.execute_in_session(db, sql, values).rowcount)
+    npk = len(pk_cols)
+    per = max(1, (dialect.max_params - 2 * npk) // (npk + 2))
+    written = 0
+    for start in range(0, len(values), per):
+        chunk = values[start : start + per]
+        sql = dialect.update_many(info.table, [column], pk_cols, len(chunk), types, guard_cols=[column])
+        flat = tuple(v for row in chunk for v in row)
+        if dialect.name == "postgres":
+            # The rows of a chunk are in key order: bounding the key lets PostgreSQL read only that range
+            # of the table for its join with the VALUES list (otherwise a full scan per chunk, measured
+            # 49 ms against 13 ms for 2,000 rows of a 100,000-row table).
+            t, mark = dialect.q(info.table), dialect.placeholder
+            keys = ", ".join(f"{t}.{dialect.q(c)}" for c in pk_cols)
+            bound = f"({', '.join([mark] * npk)})" if npk > 1 else mark
+            sql += f" AND ({keys}) >= {bound} AND ({keys}) <= {bound}" if npk > 1 else (
+                f" AND {keys} BETWEEN {mark} AND {mark}"
+            )
+            flat += (*chunk[0][:npk], *chunk[-1][:npk])
+        written += int(_pony.execute_in_session(db, sql, flat).rowcount)
+    return written

@@ -13,7 +13,15 @@ from __future__ import annotations
 
 from .base import AttributeType, json_codec, register_type, registered_types
 from .builtin import AwareDatetime, EnumType, IPAddress, IPNetwork
-from .encrypted import EncryptedBytes, EncryptedJson, EncryptedStr, EncryptedType, lookup_patterns_for, match
+from .encrypted import (
+    EncryptedBytes,
+    EncryptedJson,
+    EncryptedStr,
+    EncryptedType,
+    lookup_index_ddl,
+    lookup_patterns_for,
+    match,
+)
 
 __all__ = [
     "AttributeType",
@@ -26,6 +34,7 @@ __all__ = [
     "IPAddress",
     "IPNetwork",
     "json_codec",
+    "lookup_index_ddl",
     "lookup_patterns_for",
     "match",
     "register_type",

@@ -6,7 +6,8 @@ keys=KeyRing(...))``), with a fresh random nonce per value, into the versioned e
 
 ``searchable=True`` adds a keyed blind index (HMAC-SHA256) to the stored text, so ``Entity.get(attr=v)``
 and :func:`match` in generator queries find rows by equality, under every key of the ring (lookups keep
-working during key rotation). What it leaks: which rows of that attribute hold equal values.
+working during key rotation), through an index on the envelope header that ponykit creates with the table
+(``_encrypted_lookup``). What it leaks: which rows of that attribute hold equal values.
 
 The types are not ``str``/``bytes`` subclasses: on a Database that is not attached, Pony refuses to map
 them (TypeError, no converter); attached without keys, ponykit refuses with ConfigurationError. Plaintext
@@ -16,16 +17,28 @@ is never stored, bound as a query parameter, logged, or shown in an error messag
 from __future__ import annotations
 
 import base64
+import datetime
+import enum
 import functools
+import math
+import uuid
 from typing import Any, ClassVar
 
 import orjson
 
 from .. import _pony
-from ..errors import ConfigurationError, DecryptionError, UnsupportedComparison
-from ..kit import Kit, add_attach_hook, find_kit
+from ..errors import ConfigurationError, DecryptionError, FieldError, UnsupportedComparison, ValidationError
+from ..kit import Kit, add_attach_hook
 from ..security.envelope import EnvelopeCodec, EnvelopeError, blind_index
 from ..security.keys import KeyRing
+from ._encrypted_lookup import (
+    LOOKUP_PREFIX_CHARS,
+    _lookup_shape,
+    _render_index,
+    lookup_index_ddl,
+    lookup_patterns_for,
+    match,
+)
 from .base import AttributeType, _codec_factories, reorder_converters
 
 __all__ = [
@@ -33,6 +46,8 @@ __all__ = [
     "EncryptedJson",
     "EncryptedStr",
     "EncryptedType",
+    "JsonRefused",
+    "lookup_index_ddl",
     "lookup_patterns_for",
     "match",
 ]
@@ -58,7 +73,7 @@ class EncryptedType(AttributeType):
 
     __ponykit_sensitive__: ClassVar[bool] = True
     storage: ClassVar[type] = str
-    options: ClassVar[tuple[str, ...]] = ("searchable",)
+    options: ClassVar[tuple[str, ...]] = ("searchable", "max_len")
     queryable: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -128,21 +143,66 @@ class EncryptedBytes(EncryptedType):
         return {"type": "string", "contentEncoding": "base64"}
 
 
+class JsonRefused(ValueError):
+    """A value JSON can hold only by changing it: the message names what kind of value (never the value)."""
+
+
+def _json_refusal(value: Any) -> str | None:
+    """What in ``value`` would not come back equal from JSON, or None when it round-trips exactly."""
+    # Exact JSON types first (the common case). orjson has already checked int range and depth.
+    cls = value.__class__
+    if value is None or cls is str or cls is bool or cls is int:
+        return None
+    if isinstance(value, enum.Enum):
+        return "an Enum member (it would come back as its plain value)"
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return None
+        return "a NaN or infinite float (JSON has no such number: it would come back as None)"
+    if isinstance(value, (str, int)):
+        return None
+    if isinstance(value, dict):
+        for item in value.values():
+            found = _json_refusal(item)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list):
+        for item in value:
+            found = _json_refusal(item)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, tuple):
+        return "a tuple (it would come back as a list)"
+    if isinstance(value, (datetime.date, datetime.time, uuid.UUID)):
+        return f"a {cls.__name__} (it would come back as a string)"
+    return f"a {cls.__name__} (it would come back as another type)"
+
+
 class EncryptedJson(EncryptedType):
     """Encrypted JSON (dict, list, str, numbers, bools, None): ``Required(pk.types.EncryptedJson)``.
 
     Serialized with sorted keys, so equal documents have equal blind indexes. Changes made in place
-    are not tracked: assign a new value.
+    are not tracked: assign a new value. Values come back equal (``==``) to what was stored, or are
+    refused when assigned: NaN and infinite floats, tuples, dates, times, UUIDs, Enum members and other
+    types JSON would turn into something else raise :class:`~ponykit.errors.ValidationError` (convert
+    them first, e.g. ``d.isoformat()``, ``str(u)``, ``list(t)``). ``Decimal`` and sets raise TypeError.
     """
 
     python_type: ClassVar[type] = object
 
     def validate(self, value: Any) -> Any:
-        """The value, if it serializes to JSON."""
+        """The value, if it serializes to JSON and comes back equal; JsonRefused or TypeError otherwise."""
         try:
             orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
         except TypeError:
             raise TypeError(f"expected a JSON-serializable value, got {type(value).__name__}") from None
+        refused = _json_refusal(value)
+        if refused is not None:
+            raise JsonRefused(
+                f"EncryptedJson cannot store {refused}; convert it to a JSON type before assigning"
+            )
         return value
 
     def is_python_value(self, value: Any) -> bool:
@@ -198,6 +258,7 @@ def make_encrypted_converter(kit: Kit) -> type:
         text: bool
         searchable: bool
         label: str
+        max_len: int | None
 
         def __init__(self, provider: Any, py_type: Any, attr: Any = None) -> None:
             if attr is None:
@@ -216,10 +277,7 @@ def make_encrypted_converter(kit: Kit) -> type:
             searchable = kwargs.pop("searchable", False)
             if not isinstance(searchable, bool):
                 raise ConfigurationError(f"attribute {self.label}: searchable must be True or False")
-            if attr.args:
-                raise ConfigurationError(
-                    f"attribute {self.label}: encrypted types take no positional options"
-                )
+            self.max_len = self._max_len(attr.args, kwargs.pop("max_len", None))
             if not isinstance(kit.keys, KeyRing):
                 raise ConfigurationError(
                     f"attribute {self.label} is {self.py_type.__name__}, but {kit.db!r} was attached without "
@@ -237,6 +295,14 @@ def make_encrypted_converter(kit: Kit) -> type:
                     f"attribute {self.label}: py_check is not supported on encrypted attributes (Pony puts "
                     "the rejected value in its error message); validate before assigning"
                 )
+            if searchable:
+                # The lookup index (see _index_sql) is created with the table unless index=False.
+                _pony.default_column_index(attr)
+            elif attr.index:
+                raise ConfigurationError(
+                    f"attribute {self.label}: index= needs searchable=True (without a blind index every "
+                    "value is unique ciphertext, so an index cannot serve lookups)"
+                )
             self.searchable = searchable
             self.context = f"{_pony.root_entity_name(entity)}.{attr.name}".encode()
             self.codec = EnvelopeCodec(self.context, searchable=searchable)
@@ -247,11 +313,50 @@ def make_encrypted_converter(kit: Kit) -> type:
                 setattr(self, "val2dbval", seal_text)  # noqa: B010
                 setattr(self, "dbval2val", open_text)  # noqa: B010
 
+        def _max_len(self, args: tuple[Any, ...], option: Any) -> int | None:
+            if len(args) > 1 or (args and option is not None):
+                raise ConfigurationError(
+                    f"attribute {self.label}: give the maximum length once, as Required(EncryptedStr, 200) "
+                    "or max_len=200"
+                )
+            limit = args[0] if args else option
+            if limit is None:
+                return None
+            if type(self.ponykit_type) is not EncryptedStr:
+                raise ConfigurationError(
+                    f"attribute {self.label}: a maximum length applies to EncryptedStr only, "
+                    f"not {self.py_type.__name__}"
+                )
+            if type(limit) is not int or limit < 1:
+                raise ConfigurationError(
+                    f"attribute {self.label}: the maximum length must be a positive int, "
+                    f"got {type(limit).__name__}"
+                )
+            return limit
+
+        def too_long(self, val: str) -> ValidationError:
+            """The error for a plaintext over ``max_len`` (its length and content are not shown)."""
+            message = (
+                f"expected at most {self.max_len} characters, got a longer value (not shown: the "
+                "attribute is encrypted)"
+            )
+            errors = [FieldError(self.attr.name, message)]
+            return ValidationError(f"attribute {self.label}: {message}", errors)
+
         def validate(self, val: Any, obj: Any = None) -> Any:
             if val.__class__ is str and self.text:  # the common case, without a call
+                if self.max_len is not None and len(val) > self.max_len:
+                    raise self.too_long(val)
                 return val
             try:
-                return self.ponykit_type.validate(val)
+                val = self.ponykit_type.validate(val)
+                if self.max_len is not None and len(val) > self.max_len:
+                    raise self.too_long(val)
+                return val
+            except JsonRefused as exc:
+                raise ValidationError(
+                    f"attribute {self.label}: {exc}", [FieldError(self.attr.name, str(exc))]
+                ) from None
             except (TypeError, ValueError) as exc:
                 kind = TypeError if isinstance(exc, TypeError) else ValueError
                 raise kind(f"attribute {self.label}: {exc}") from None
@@ -349,49 +454,11 @@ def _forbidden(_converter: Any) -> BaseException:
 
 
 def _install_encrypted(kit: Kit) -> None:
-    _pony.install_sql_operation(kit.db, LOOKUP_OPERATION, _pony.make_pattern_lookup_operation(_forbidden))
+    operation = _pony.make_pattern_lookup_operation(_forbidden, _lookup_shape(kit.db), LOOKUP_PREFIX_CHARS)
+    _pony.install_sql_operation(kit.db, LOOKUP_OPERATION, operation)
+    _pony.install_index_renderer(kit.db, _render_index(kit.db))
     kit.register_converter(EncryptedType, make_encrypted_converter(kit))
     reorder_converters(kit)
 
 
 add_attach_hook(_install_encrypted)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Generator-query helper
-
-
-def match(attr: Any, value: Any, *, alias: str | None = None) -> Any:
-    """A condition for generator queries: the searchable encrypted ``attr`` equals ``value``.
-
-    ``select(u for u in User if pk.types.match(User.email, "a@b.c"))``. Pony evaluates the call once,
-    outside the query, and inserts the SQL it returns; ``alias`` is the generator's variable name
-    (default: the entity's uppercase letters lowercased, ``User`` -> ``u``, which is also what
-    ``User.select()`` uses). Raises UnsupportedComparison for attributes that are not searchable.
-    """
-    entity = _pony.attribute_entity(attr)
-    db = _pony.database_of(entity)
-    kit = find_kit(db)
-    if kit is None or not _pony.is_mapped(db):
-        raise ConfigurationError(f"match({entity.__name__}.{attr.name}, ...): the Database is not mapped yet")
-    converter = _pony.attribute_converter(attr)
-    lookup = getattr(converter, "ponykit_lookup_functions", None)
-    if lookup is None:
-        raise UnsupportedComparison(
-            f"match() is for encrypted attributes; compare {entity.__name__}.{attr.name} directly"
-        )
-    functions = lookup()
-    plain = converter.validate(value, None)
-    if alias is None:
-        alias = _pony.default_alias(entity)
-    column = f"{_pony.quote_name(db, _pony.sql_alias(alias))}.{_pony.quote_name(db, attr.column)}"
-    values = {f"p{i}": f(plain) for i, f in enumerate(functions)}
-    sql = " OR ".join(f"{column} LIKE $p{i}" for i in range(len(functions)))
-    return _pony.raw_sql_condition(f"({sql})", values)
-
-
-def lookup_patterns_for(attr: Any, value: Any) -> list[str]:
-    """The ``LIKE`` patterns matching ``value`` in the searchable encrypted ``attr`` (for raw SQL)."""
-    converter = _pony.attribute_converter(attr)
-    plain = converter.validate(value, None)
-    return [f(plain) for f in converter.ponykit_lookup_functions()]
