@@ -249,6 +249,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     for label in getattr(report, "ponykit_backends", ()):
         if report.when == "call" and report.passed:
             counts[f"{label} passed"] += 1
+        elif hasattr(report, "wasxfail"):  # an expected failure ran on this backend: not a skip
+            counts[f"{label} xfailed"] += 1
         elif report.skipped:
             counts[f"{label} skipped"] += 1
         elif report.failed:
@@ -271,7 +273,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     counts = config.stash.get(_counts_key, Counter())
     lines = []
     for label in (*BACKENDS, "redis"):
-        parts = [f"{counts[f'{label} {kind}']} {kind}" for kind in ("passed", "failed", "skipped")]
+        parts = [f"{counts[f'{label} {kind}']} {kind}" for kind in ("passed", "failed", "skipped", "xfailed")]
         lines.append(f"{label}: " + ", ".join(parts))
     terminalreporter.write_sep("-", "ponykit tests per backend")
     for line in lines:

@@ -1,0 +1,220 @@
+"""Run Pony's own test suite with and without ``ponykit.attach()`` and compare the outcomes.
+
+    python tests/pony_suite/run.py                    # sqlite, postgres, mysql
+    python tests/pony_suite/run.py sqlite --repeat 3  # one backend, best of 3 timings per mode
+
+Pony ships its suite inside the installed package (``pony.orm.tests``). It picks its database from the
+file named by the ``pony_test_db`` environment variable (a Python file defining ``settings = dict(...)``,
+read by ``pony/orm/tests/__init__.py``), in-memory SQLite without it. For every backend this script writes
+that file, runs the suite once plain and once with ``attach_plugin`` (which attaches ponykit to every
+Database the suite binds), and compares the outcome of every test. Servers come from
+``PONYKIT_TEST_POSTGRES`` / ``PONYKIT_TEST_MYSQL`` (as for ponykit's own tests); the suite runs in a
+database of its own, ``ponykit_pony_suite``, created if missing, because it drops and recreates its tables.
+
+Exit status: 0 when every backend gives the same outcomes with and without ponykit (apart from the
+intended differences listed in ``expected_differences.txt`` beside this file), 1 when they differ, 2 when
+a backend could not run. Durations and the overhead ratio (attached / plain) are printed per backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+BACKENDS = ("sqlite", "postgres", "mysql")
+URL_VARS = {"postgres": "PONYKIT_TEST_POSTGRES", "mysql": "PONYKIT_TEST_MYSQL"}
+SUITE_DATABASE = "ponykit_pony_suite"
+EXPECTED = HERE / "expected_differences.txt"
+
+sys.path.insert(0, str(ROOT / "src"))
+
+
+@dataclass
+class Run:
+    """One run of Pony's suite: outcome per test, pytest's own duration, wall time, attach counts."""
+
+    outcomes: Counter[tuple[str, str]]
+    suite_seconds: float
+    wall_seconds: float
+    stats: str
+
+    def tally(self) -> Counter[str]:
+        """How many tests passed, failed, errored and were skipped."""
+        counts: Counter[str] = Counter()
+        for (_test, outcome), n in self.outcomes.items():
+            counts[outcome] += n
+        return counts
+
+
+def settings_for(backend: str) -> str:
+    """The ``pony_test_db`` file content for ``backend`` (creating the server-side database)."""
+    if backend == "sqlite":
+        return 'settings = dict(provider="sqlite", filename=":memory:")\n'
+    url = os.environ.get(URL_VARS[backend])
+    if not url:
+        raise SystemExit(f"{backend}: set {URL_VARS[backend]} to a server URL (see tests/conftest.py)")
+    import ponykit
+
+    _provider, kwargs = ponykit.parse_url(url)
+    if backend == "postgres":
+        import psycopg2
+
+        admin = psycopg2.connect(**kwargs)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (SUITE_DATABASE,))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{SUITE_DATABASE}"')
+        admin.close()
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("dbname", "database", "options")}
+        kwargs["database"] = SUITE_DATABASE
+    else:
+        import pymysql
+
+        server = {k: v for k, v in kwargs.items() if k != "db"}
+        admin = pymysql.connect(autocommit=True, **server)
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE IF NOT EXISTS `{SUITE_DATABASE}` CHARACTER SET utf8mb4")
+        admin.close()
+        kwargs = {**server, "db": SUITE_DATABASE}
+    return f"settings = dict(provider={backend!r}, **{kwargs!r})\n"
+
+
+def run_suite(backend: str, attached: bool, workdir: Path) -> Run:
+    """Run ``pony.orm.tests`` in a subprocess; parse its JUnit XML."""
+    mode = "attached" if attached else "plain"
+    junit = workdir / f"{backend}-{mode}.xml"
+    stats = workdir / f"{backend}-{mode}.stats"
+    env = dict(os.environ)
+    env["pony_test_db"] = str(workdir / f"{backend}.settings.py")
+    env["PONYKIT_PONY_SUITE_STATS"] = str(stats)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "src"), str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    command = [sys.executable, "-m", "pytest", "--pyargs", "pony.orm.tests", "-q", "-p", "no:cacheprovider"]
+    command += ["-p", "no:randomly", f"--junitxml={junit}", "-o", "junit_family=xunit1"]
+    if attached:
+        command += ["-p", "attach_plugin"]
+    started = time.perf_counter()
+    # cwd is a scratch directory: the project's pyproject.toml and conftest.py must not take part.
+    subprocess.run(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    if not junit.exists():
+        raise SystemExit(f"{backend} ({mode}): pytest wrote no report; run it by hand to see why")
+    outcomes: Counter[tuple[str, str]] = Counter()
+    root = ET.parse(junit).getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    assert suite is not None
+    for case in suite.iter("testcase"):
+        test = f"{case.get('classname')}::{case.get('name')}"
+        kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+        outcomes[(test, kinds[0] if kinds else "passed")] += 1
+    text = stats.read_text(encoding="utf-8").replace("\n", " ").strip() if stats.exists() else ""
+    return Run(outcomes, float(suite.get("time", "0")), wall, text)
+
+
+def expected_differences(backend: str) -> dict[str, str]:
+    """Tests whose outcome ponykit changes on purpose on ``backend``: test id -> reason."""
+    found: dict[str, str] = {}
+    if not EXPECTED.exists():
+        return found
+    for line in EXPECTED.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        where, _, rest = line.partition(" ")
+        test, _, reason = rest.strip().partition("#")
+        if where in (backend, "all"):
+            found[test.strip()] = reason.strip()
+    return found
+
+
+def compare(backend: str, plain: Run, attached: Run) -> tuple[list[str], list[str]]:
+    """Differences in outcome, test by test: (unexpected ones, intended ones)."""
+    intended = expected_differences(backend)
+    differences = []
+    for test in sorted({t for t, _ in plain.outcomes} | {t for t, _ in attached.outcomes}):
+        before = sorted(o for (t, o), n in plain.outcomes.items() if t == test for _ in range(n))
+        after = sorted(o for (t, o), n in attached.outcomes.items() if t == test for _ in range(n))
+        if before != after:
+            note = f"  (intended: {intended[test]})" if test in intended else ""
+            differences.append(
+                f"{test}: plain {before or ['absent']} -> attached {after or ['absent']}{note}"
+            )
+    return [d for d in differences if "(intended:" not in d], [d for d in differences if "(intended:" in d]
+
+
+def run_backend(backend: str, repeat: int, workdir: Path) -> int:
+    """Run the suite plain and attached on one backend, print the comparison; 0 when no difference."""
+    try:
+        content = settings_for(backend)
+    except SystemExit as exc:
+        print(f"{backend}: cannot run: {exc}")
+        return 2
+    settings_file = workdir / f"{backend}.settings.py"
+    settings_file.write_text(content, encoding="utf-8")
+    settings_file.chmod(0o600)  # it may hold a server password
+    runs: dict[bool, list[Run]] = {False: [], True: []}
+    for _ in range(max(1, repeat)):
+        for attached in (False, True):  # alternate, so load changes hit both modes alike
+            runs[attached].append(run_suite(backend, attached, workdir))
+    plain, with_kit = runs[False][0], runs[True][0]
+    unexpected, intended = compare(backend, plain, with_kit)
+    for later in runs[False][1:] + runs[True][1:]:
+        unexpected += [f"(repeat) {d}" for d in compare(backend, plain, later)[0]]
+    tests = {mode: min(r.suite_seconds for r in runs[mode]) for mode in runs}
+    wall = {mode: min(r.wall_seconds for r in runs[mode]) for mode in runs}
+    print(f"== {backend}")
+    print(f"  plain:    {dict(plain.tally())}  tests {tests[False]:.1f}s, wall {wall[False]:.1f}s")
+    print(f"  attached: {dict(with_kit.tally())}  tests {tests[True]:.1f}s, wall {wall[True]:.1f}s")
+    print(f"  Databases bound/attached in the attached run: {with_kit.stats or 'no report'}")
+    ratio = tests[True] / tests[False] if tests[False] else float("nan")
+    print(
+        f"  overhead attached/plain: {ratio:.2f} (pytest's test time), {wall[True] / wall[False]:.2f} (wall)"
+    )
+    status = 0
+    if "attached=0" in with_kit.stats or not with_kit.stats:
+        print("  ERROR: the attached run attached no Database (attach_plugin not active?)")
+        status = 1
+    for line in intended:
+        print(f"  intended difference: {line}")
+    for line in unexpected:
+        print(f"  DIFFERENCE: {line}")
+    if unexpected:
+        status = 1
+    elif status == 0:
+        print("  same outcomes with and without ponykit")
+    return status
+
+
+def main() -> int:
+    """Parse the arguments, run every backend asked for, print the verdict."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("backends", nargs="*", help=f"any of {', '.join(BACKENDS)} (default: all)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per mode; timings are the fastest")
+    args = parser.parse_args()
+    unknown = set(args.backends) - set(BACKENDS)
+    if unknown:
+        parser.error(f"unknown backend(s) {', '.join(sorted(unknown))}: choose from {', '.join(BACKENDS)}")
+    status = 0
+    with tempfile.TemporaryDirectory(prefix="pony-suite-") as scratch:
+        for backend in args.backends or BACKENDS:
+            status = max(status, run_backend(backend, args.repeat, Path(scratch)))
+    print("Pony's suite with ponykit attached: " + ("PASSED" if status == 0 else "FAILED"))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
