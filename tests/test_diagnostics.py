@@ -237,6 +237,8 @@ def test_current_thread_mode_fails_loudly_when_the_work_ran_elsewhere(m: Any) ->
         pass
 
 
+# Starlette >= 1.x prefers the httpx2 package and warns when it falls back to httpx (the dev extra's).
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient` is deprecated")
 def test_fastapi_test_client_request_is_counted(m: Any) -> None:
     """A sync FastAPI endpoint runs in a worker thread: its 1 + 20 statements are counted and flagged."""
     pytest.importorskip("fastapi")
