@@ -182,6 +182,9 @@ def run_backend(backend: str, repeat: int, workdir: Path) -> int:
     print(
         f"  overhead attached/plain: {ratio:.2f} (pytest's test time), {wall[True] / wall[False]:.2f} (wall)"
     )
+    own = sorted(f"{t} ({o})" for (t, o) in plain.outcomes if o in ("failure", "error"))
+    for line in own:
+        print(f"  not passing without ponykit either (Pony's own): {line}")
     status = 0
     if "attached=0" in with_kit.stats or not with_kit.stats:
         print("  ERROR: the attached run attached no Database (attach_plugin not active?)")
