@@ -26,6 +26,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,8 +57,8 @@ class Run:
         return counts
 
 
-def settings_for(backend: str) -> str:
-    """The ``pony_test_db`` file content for ``backend`` (creating the server-side database)."""
+def settings_for(backend: str, database: str = SUITE_DATABASE) -> str:
+    """The ``pony_test_db`` file content for ``backend`` (creating the server-side ``database``)."""
     if backend == "sqlite":
         return 'settings = dict(provider="sqlite", filename=":memory:")\n'
     url = os.environ.get(URL_VARS[backend])
@@ -72,31 +73,43 @@ def settings_for(backend: str) -> str:
         admin = psycopg2.connect(**kwargs)
         admin.autocommit = True
         with admin.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (SUITE_DATABASE,))
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
             if cur.fetchone() is None:
-                cur.execute(f'CREATE DATABASE "{SUITE_DATABASE}"')
+                cur.execute(f'CREATE DATABASE "{database}"')
         admin.close()
         kwargs = {k: v for k, v in kwargs.items() if k not in ("dbname", "database", "options")}
-        kwargs["database"] = SUITE_DATABASE
+        kwargs["database"] = database
     else:
         import pymysql
 
         server = {k: v for k, v in kwargs.items() if k != "db"}
         admin = pymysql.connect(autocommit=True, **server)
         with admin.cursor() as cur:
-            cur.execute(f"CREATE DATABASE IF NOT EXISTS `{SUITE_DATABASE}` CHARACTER SET utf8mb4")
+            cur.execute(f"CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4")
         admin.close()
-        kwargs = {**server, "db": SUITE_DATABASE}
+        kwargs = {**server, "db": database}
     return f"settings = dict(provider={backend!r}, **{kwargs!r})\n"
 
 
-def run_suite(backend: str, attached: bool, workdir: Path) -> Run:
-    """Run ``pony.orm.tests`` in a subprocess; parse its JUnit XML."""
-    mode = "attached" if attached else "plain"
-    junit = workdir / f"{backend}-{mode}.xml"
-    stats = workdir / f"{backend}-{mode}.stats"
+@dataclass
+class Started:
+    """A run of the suite in progress."""
+
+    process: subprocess.Popen[bytes]
+    label: str
+    junit: Path
+    stats: Path
+    started: float
+
+
+def start_suite(backend: str, attached: bool, workdir: Path, settings_file: Path, tag: str = "") -> Started:
+    """Start ``pony.orm.tests`` in a subprocess with the given ``pony_test_db`` settings."""
+    label = f"{backend}-{'attached' if attached else 'plain'}{tag}"
+    junit, stats = workdir / f"{label}.xml", workdir / f"{label}.stats"
+    for stale in (junit, stats):
+        stale.unlink(missing_ok=True)
     env = dict(os.environ)
-    env["pony_test_db"] = str(workdir / f"{backend}.settings.py")
+    env["pony_test_db"] = str(settings_file)
     env["PONYKIT_PONY_SUITE_STATS"] = str(stats)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT / "src"), str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]
@@ -105,20 +118,28 @@ def run_suite(backend: str, attached: bool, workdir: Path) -> Run:
     command += ["-p", "no:randomly", f"--junitxml={junit}", "-o", "junit_family=xunit1"]
     if attached:
         command += ["-p", "attach_plugin"]
-    started = time.perf_counter()
     # cwd is a scratch directory: the project's pyproject.toml and conftest.py must not take part.
-    subprocess.run(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wall = time.perf_counter() - started
-    if not junit.exists():
-        raise SystemExit(f"{backend} ({mode}): pytest wrote no report; run it by hand to see why")
+    process = subprocess.Popen(
+        command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    return Started(process, label, junit, stats, time.perf_counter())
+
+
+def finish_suite(started: Started) -> Run:
+    """Wait for a run and parse its JUnit XML."""
+    started.process.wait()
+    wall = time.perf_counter() - started.started
+    if not started.junit.exists():
+        raise SystemExit(f"{started.label}: pytest wrote no report; run it by hand to see why")
     outcomes: Counter[tuple[str, str]] = Counter()
-    root = ET.parse(junit).getroot()
+    root = ET.parse(started.junit).getroot()
     suite = root if root.tag == "testsuite" else root.find("testsuite")
     assert suite is not None
     for case in suite.iter("testcase"):
         test = f"{case.get('classname')}::{case.get('name')}"
         kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
         outcomes[(test, kinds[0] if kinds else "passed")] += 1
+    stats = started.stats
     text = stats.read_text(encoding="utf-8").replace("\n", " ").strip() if stats.exists() else ""
     return Run(outcomes, float(suite.get("time", "0")), wall, text)
 
@@ -154,50 +175,62 @@ def compare(backend: str, plain: Run, attached: Run) -> tuple[list[str], list[st
     return [d for d in differences if "(intended:" not in d], [d for d in differences if "(intended:" in d]
 
 
-def run_backend(backend: str, repeat: int, workdir: Path) -> int:
-    """Run the suite plain and attached on one backend, print the comparison; 0 when no difference."""
+def run_backend(backend: str, repeat: int, workdir: Path, parallel: bool) -> tuple[int, list[str]]:
+    """Run the suite plain and attached on one backend; (0 when no difference, the report's lines).
+
+    Sequential runs (the default) share one database and give comparable timings. ``parallel`` runs
+    both modes at once, each in its own database: faster (CI), but the timings then compete.
+    """
+    files = {}
     try:
-        content = settings_for(backend)
+        for attached in (False, True):
+            database = SUITE_DATABASE + (("_attached" if attached else "_plain") if parallel else "")
+            files[attached] = workdir / f"{backend}-{database}.settings.py"
+            files[attached].write_text(settings_for(backend, database), encoding="utf-8")
+            files[attached].chmod(0o600)  # it may hold a server password
     except SystemExit as exc:
-        print(f"{backend}: cannot run: {exc}")
-        return 2
-    settings_file = workdir / f"{backend}.settings.py"
-    settings_file.write_text(content, encoding="utf-8")
-    settings_file.chmod(0o600)  # it may hold a server password
+        return 2, [f"== {backend}: cannot run: {exc}"]
     runs: dict[bool, list[Run]] = {False: [], True: []}
-    for _ in range(max(1, repeat)):
+    for round_ in range(max(1, repeat)):
+        if parallel:
+            both = [start_suite(backend, a, workdir, files[a], f"-{round_}") for a in (False, True)]
+            for attached, started in zip((False, True), both, strict=True):
+                runs[attached].append(finish_suite(started))
+            continue
         for attached in (False, True):  # alternate, so load changes hit both modes alike
-            runs[attached].append(run_suite(backend, attached, workdir))
+            runs[attached].append(finish_suite(start_suite(backend, attached, workdir, files[attached])))
     plain, with_kit = runs[False][0], runs[True][0]
     unexpected, intended = compare(backend, plain, with_kit)
     for later in runs[False][1:] + runs[True][1:]:
         unexpected += [f"(repeat) {d}" for d in compare(backend, plain, later)[0]]
     tests = {mode: min(r.suite_seconds for r in runs[mode]) for mode in runs}
     wall = {mode: min(r.wall_seconds for r in runs[mode]) for mode in runs}
-    print(f"== {backend}")
-    print(f"  plain:    {dict(plain.tally())}  tests {tests[False]:.1f}s, wall {wall[False]:.1f}s")
-    print(f"  attached: {dict(with_kit.tally())}  tests {tests[True]:.1f}s, wall {wall[True]:.1f}s")
-    print(f"  Databases bound/attached in the attached run: {with_kit.stats or 'no report'}")
     ratio = tests[True] / tests[False] if tests[False] else float("nan")
-    print(
-        f"  overhead attached/plain: {ratio:.2f} (pytest's test time), {wall[True] / wall[False]:.2f} (wall)"
-    )
-    own = sorted(f"{t} ({o})" for (t, o) in plain.outcomes if o in ("failure", "error"))
-    for line in own:
-        print(f"  not passing without ponykit either (Pony's own): {line}")
+    how = "in parallel, timings compete" if parallel else f"fastest of {max(1, repeat)}"
+    lines = [
+        f"== {backend}",
+        f"  plain:    {dict(plain.tally())}  tests {tests[False]:.1f}s, wall {wall[False]:.1f}s",
+        f"  attached: {dict(with_kit.tally())}  tests {tests[True]:.1f}s, wall {wall[True]:.1f}s",
+        f"  Databases bound/attached in the attached run: {with_kit.stats or 'no report'}",
+        f"  overhead attached/plain: {ratio:.2f} (pytest's test time), "
+        f"{wall[True] / wall[False]:.2f} (wall); {how}",
+    ]
+    lines += [
+        f"  not passing without ponykit either (Pony's own): {t} ({o})"
+        for (t, o) in sorted(plain.outcomes)
+        if o in ("failure", "error")
+    ]
     status = 0
     if "attached=0" in with_kit.stats or not with_kit.stats:
-        print("  ERROR: the attached run attached no Database (attach_plugin not active?)")
+        lines.append("  ERROR: the attached run attached no Database (attach_plugin not active?)")
         status = 1
-    for line in intended:
-        print(f"  intended difference: {line}")
-    for line in unexpected:
-        print(f"  DIFFERENCE: {line}")
+    lines += [f"  intended difference: {line}" for line in intended]
+    lines += [f"  DIFFERENCE: {line}" for line in unexpected]
     if unexpected:
         status = 1
     elif status == 0:
-        print("  same outcomes with and without ponykit")
-    return status
+        lines.append("  same outcomes with and without ponykit")
+    return status, lines
 
 
 def main() -> int:
@@ -207,14 +240,30 @@ def main() -> int:
     )
     parser.add_argument("backends", nargs="*", help=f"any of {', '.join(BACKENDS)} (default: all)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per mode; timings are the fastest")
+    parser.add_argument(
+        "--parallel",
+        action="store_true",
+        help="run every backend and both modes at once, each in its own database (CI: outcomes only)",
+    )
     args = parser.parse_args()
     unknown = set(args.backends) - set(BACKENDS)
     if unknown:
         parser.error(f"unknown backend(s) {', '.join(sorted(unknown))}: choose from {', '.join(BACKENDS)}")
-    status = 0
+    backends = args.backends or list(BACKENDS)
     with tempfile.TemporaryDirectory(prefix="pony-suite-") as scratch:
-        for backend in args.backends or BACKENDS:
-            status = max(status, run_backend(backend, args.repeat, Path(scratch)))
+        workdir = Path(scratch)
+        if args.parallel:
+            with ThreadPoolExecutor(max_workers=len(backends)) as pool:
+                results = list(pool.map(lambda b: run_backend(b, args.repeat, workdir, True), backends))
+        else:
+            results = []
+            for backend in backends:
+                results.append(run_backend(backend, args.repeat, workdir, False))
+                print("\n".join(results[-1][1]), flush=True)
+    if args.parallel:
+        for _status, lines in results:
+            print("\n".join(lines))
+    status = max(s for s, _ in results)
     print("Pony's suite with ponykit attached: " + ("PASSED" if status == 0 else "FAILED"))
     return status
 
