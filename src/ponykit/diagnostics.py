@@ -88,7 +88,7 @@ class QueryCounter:
     statements: list[Statement] = field(default_factory=list)
     threads: Threads = "all"
     other_threads: int = 0
-    _owner: int = field(default_factory=threading.get_ident, repr=False)
+    _owner: int = field(default_factory=threading.get_ident, init=False, repr=False)
 
     @property
     def count(self) -> int:
