@@ -42,12 +42,13 @@ sys.path.insert(0, str(ROOT / "src"))
 
 @dataclass
 class Run:
-    """One run of Pony's suite: outcome per test, pytest's own duration, wall time, attach counts."""
+    """One run of Pony's suite: outcomes per test, pytest's duration, wall and CPU time, attach counts."""
 
     outcomes: Counter[tuple[str, str]]
     suite_seconds: float
     wall_seconds: float
     stats: str
+    cpu_seconds: float = 0.0
 
     def tally(self) -> Counter[str]:
         """How many tests passed, failed, errored and were skipped."""
@@ -106,16 +107,25 @@ def start_suite(backend: str, attached: bool, workdir: Path, settings_file: Path
     """Start ``pony.orm.tests`` in a subprocess with the given ``pony_test_db`` settings."""
     label = f"{backend}-{'attached' if attached else 'plain'}{tag}"
     junit, stats = workdir / f"{label}.xml", workdir / f"{label}.stats"
-    for stale in (junit, stats):
+    for stale in (junit, stats, workdir / f"{label}.cpu"):
         stale.unlink(missing_ok=True)
     env = dict(os.environ)
     env["pony_test_db"] = str(settings_file)
     env["PONYKIT_PONY_SUITE_STATS"] = str(stats)
+    env["PONYKIT_PONY_SUITE_CPU"] = str(workdir / f"{label}.cpu")
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT / "src"), str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]
     )
     command = [sys.executable, "-m", "pytest", "--pyargs", "pony.orm.tests", "-q", "-p", "no:cacheprovider"]
-    command += ["-p", "no:randomly", f"--junitxml={junit}", "-o", "junit_family=xunit1"]
+    command += [
+        "-p",
+        "no:randomly",
+        f"--junitxml={junit}",
+        "-o",
+        "junit_family=xunit1",
+        "-p",
+        "cpu_time_plugin",
+    ]
     if attached:
         command += ["-p", "attach_plugin"]
     # cwd is a scratch directory: the project's pyproject.toml and conftest.py must not take part.
@@ -141,7 +151,9 @@ def finish_suite(started: Started) -> Run:
         outcomes[(test, kinds[0] if kinds else "passed")] += 1
     stats = started.stats
     text = stats.read_text(encoding="utf-8").replace("\n", " ").strip() if stats.exists() else ""
-    return Run(outcomes, float(suite.get("time", "0")), wall, text)
+    cpu_file = started.junit.with_suffix(".cpu")
+    cpu = float(cpu_file.read_text(encoding="utf-8")) if cpu_file.exists() else 0.0
+    return Run(outcomes, float(suite.get("time", "0")), wall, text, cpu)
 
 
 def expected_differences(backend: str) -> dict[str, str]:
@@ -205,15 +217,19 @@ def run_backend(backend: str, repeat: int, workdir: Path, parallel: bool) -> tup
         unexpected += [f"(repeat) {d}" for d in compare(backend, plain, later)[0]]
     tests = {mode: min(r.suite_seconds for r in runs[mode]) for mode in runs}
     wall = {mode: min(r.wall_seconds for r in runs[mode]) for mode in runs}
+    cpu = {mode: min(r.cpu_seconds for r in runs[mode]) for mode in runs}
     ratio = tests[True] / tests[False] if tests[False] else float("nan")
+    cpu_ratio = cpu[True] / cpu[False] if cpu[False] else float("nan")
     how = "in parallel, timings compete" if parallel else f"fastest of {max(1, repeat)}"
     lines = [
         f"== {backend}",
-        f"  plain:    {dict(plain.tally())}  tests {tests[False]:.1f}s, wall {wall[False]:.1f}s",
-        f"  attached: {dict(with_kit.tally())}  tests {tests[True]:.1f}s, wall {wall[True]:.1f}s",
+        f"  plain:    {dict(plain.tally())}  tests {tests[False]:.1f}s, wall {wall[False]:.1f}s, "
+        f"CPU {cpu[False]:.1f}s",
+        f"  attached: {dict(with_kit.tally())}  tests {tests[True]:.1f}s, wall {wall[True]:.1f}s, "
+        f"CPU {cpu[True]:.1f}s",
         f"  Databases bound/attached in the attached run: {with_kit.stats or 'no report'}",
-        f"  overhead attached/plain: {ratio:.2f} (pytest's test time), "
-        f"{wall[True] / wall[False]:.2f} (wall); {how}",
+        f"  overhead attached/plain: {cpu_ratio:.2f} (CPU time of the test process), {ratio:.2f} (pytest's "
+        f"test time), {wall[True] / wall[False]:.2f} (wall); {how}",
     ]
     lines += [
         f"  not passing without ponykit either (Pony's own): {t} ({o})"
