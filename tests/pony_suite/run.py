@@ -231,11 +231,10 @@ def run_backend(backend: str, repeat: int, workdir: Path, parallel: bool) -> tup
         f"  overhead attached/plain: {cpu_ratio:.2f} (CPU time of the test process), {ratio:.2f} (pytest's "
         f"test time), {wall[True] / wall[False]:.2f} (wall); {how}",
     ]
-    lines += [
-        f"  not passing without ponykit either (Pony's own): {t} ({o})"
-        for (t, o) in sorted(plain.outcomes)
-        if o in ("failure", "error")
-    ]
+    own = [f"{t} ({o})" for (t, o) in sorted(plain.outcomes) if o in ("failure", "error")]
+    if own:  # Pony's suite has backend-specific failures of its own (105 on MariaDB): show a few
+        shown = ", ".join(own[:5]) + (f" and {len(own) - 5} more" if len(own) > 5 else "")
+        lines.append(f"  not passing without ponykit either (Pony's own, {len(own)}): {shown}")
     status = 0
     if "attached=0" in with_kit.stats or not with_kit.stats:
         lines.append("  ERROR: the attached run attached no Database (attach_plugin not active?)")
