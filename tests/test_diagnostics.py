@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from ponykit.diagnostics import (
     detect_n_plus_one,
     statement_shape,
 )
-from ponykit.errors import QueryCountExceeded
+from ponykit.errors import ConfigurationError, QueryCountExceeded
 
 
 @pytest.fixture
@@ -52,14 +53,14 @@ def test_count_queries_counts_statements_with_params(m: Any) -> None:
 
 
 def test_nested_counters_and_other_threads(m: Any) -> None:
-    """Nested counters both count; statements of another thread are not counted."""
+    """Nested counters both count; another thread's statements count by default, not with "current"."""
     author, _ = m
 
     def other() -> None:
         with db_session:
             list(author.select())
 
-    with count_queries() as outer:
+    with count_queries() as outer, count_queries(threads="current") as own:
         with db_session:
             list(author.select())
             with count_queries() as inner:
@@ -68,7 +69,10 @@ def test_nested_counters_and_other_threads(m: Any) -> None:
         worker.start()
         worker.join()
     assert inner.count == 1
-    assert outer.count == 2
+    assert outer.count == 3
+    assert own.count == 2
+    assert own.other_threads == 1
+    assert outer.statements[-1].thread == worker.name
 
 
 def test_assert_max_queries_context_manager_and_decorator(m: Any) -> None:
@@ -142,3 +146,135 @@ def test_statement_shape_collapses_in_lists() -> None:
     assert statement_shape('SELECT 1 FROM "a" WHERE "id" IN (?, ?)') == statement_shape(
         'SELECT 1\nFROM "a" WHERE "id" IN (?)'
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Work done on other threads (issue #12 item 17: a TestClient request used to count 0 statements)
+
+
+def _lazy_loop(author: Any) -> int:
+    """An N+1 loop: one SELECT of the authors, then one load of the lazy ``bio`` per author."""
+    with db_session:
+        return len([a.bio for a in author.select()])
+
+
+def _in_thread(target: Callable[[], Any]) -> None:
+    worker = threading.Thread(target=target, name="pk-test-worker")
+    worker.start()
+    worker.join()
+
+
+def test_statements_of_another_thread_are_counted_by_default(m: Any) -> None:
+    """count_queries, assert_max_queries and detect_n_plus_one see a plain thread's N+1 loop (1 + 6)."""
+    author, _ = m
+    with count_queries() as counter:
+        _in_thread(lambda: _lazy_loop(author))
+    assert counter.count == 7
+    assert {s.thread for s in counter.statements} == {"pk-test-worker"}
+    with (
+        pytest.raises(QueryCountExceeded, match=r"at most 1 SQL statement\(s\), 7 ran"),
+        assert_max_queries(1),
+    ):
+        _in_thread(lambda: _lazy_loop(author))
+    with pytest.raises(NPlusOneDetected, match=r"Author\.bio") as info, detect_n_plus_one(threshold=3):
+        _in_thread(lambda: _lazy_loop(author))
+    assert info.value.findings[0].count == 6
+
+
+def test_other_threads_count_only_inside_the_block(m: Any) -> None:
+    """A thread's statements finished before the block opened or after it closed are not counted."""
+    author, _ = m
+    done_before, go_inside, done_inside, go_after = (threading.Event() for _ in range(4))
+
+    def worker() -> None:
+        with db_session:
+            list(author.select())  # before the block
+        done_before.set()
+        go_inside.wait()
+        with db_session:
+            author.get(name="a1")  # inside
+        done_inside.set()
+        go_after.wait()
+        with db_session:
+            list(author.select())  # after
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        assert done_before.wait(timeout=60)
+        with count_queries() as counter:
+            go_inside.set()
+            assert done_inside.wait(timeout=60)
+    finally:
+        go_after.set()
+        thread.join()
+    assert counter.count == 1
+    assert "a1" in str(counter.statements[0].params)
+
+
+def test_current_thread_mode_fails_loudly_when_the_work_ran_elsewhere(m: Any) -> None:
+    """threads="current" ignores other threads, and refuses to pass when only other threads ran SQL."""
+    author, _ = m
+    with count_queries(threads="current") as counter:
+        _in_thread(lambda: _lazy_loop(author))
+    assert (counter.count, counter.other_threads) == (0, 7)
+    with (
+        pytest.raises(QueryCountExceeded, match="saw no SQL statement on this thread"),
+        assert_max_queries(1, threads="current"),
+    ):
+        _in_thread(lambda: _lazy_loop(author))
+    with (
+        pytest.raises(QueryCountExceeded, match="saw no SQL statement on this thread"),
+        detect_n_plus_one(threshold=3, threads="current"),
+    ):
+        _in_thread(lambda: _lazy_loop(author))
+    with assert_max_queries(1, threads="current") as own:  # own statement within the limit: passes
+        with db_session:
+            list(author.select())
+        _in_thread(lambda: _lazy_loop(author))
+    assert own.count == 1
+    with pytest.raises(ConfigurationError, match="threads"), count_queries(threads="every"):  # type: ignore[arg-type]
+        pass
+
+
+# Starlette >= 1.x prefers the httpx2 package and warns when it falls back to httpx (the dev extra's).
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient` is deprecated")
+def test_fastapi_test_client_request_is_counted(m: Any) -> None:
+    """A sync FastAPI endpoint runs in a worker thread: its 1 + 20 statements are counted and flagged."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    author, _ = m
+    with db_session:
+        for i in range(6, 20):
+            author(name=f"a{i}", bio="x")
+
+    app = FastAPI()
+
+    @app.get("/authors")
+    @db_session
+    def authors() -> list[dict[str, Any]]:
+        return [{"name": a.name, "bio": a.bio} for a in author.select()]  # 1 + 20 (lazy bio)
+
+    with TestClient(app) as client:
+        with count_queries() as counter:
+            response = client.get("/authors")
+        assert response.status_code == 200
+        assert len(response.json()) == 20
+        assert counter.count == 21
+        assert threading.current_thread().name not in {s.thread for s in counter.statements}
+        with (
+            pytest.raises(QueryCountExceeded, match=r"at most 1 SQL statement\(s\), 21 ran"),
+            assert_max_queries(1),
+        ):
+            client.get("/authors")
+        with pytest.raises(NPlusOneDetected, match=r"Author\.bio") as info, detect_n_plus_one(threshold=3):
+            client.get("/authors")
+        assert info.value.findings[0].count == 20
+        with (
+            pytest.raises(QueryCountExceeded, match="saw no SQL statement on this thread"),
+            assert_max_queries(1, threads="current"),
+        ):
+            client.get("/authors")

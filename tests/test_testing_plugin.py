@@ -10,7 +10,10 @@ pytest_plugins = ["pytester"]
 
 
 def test_plugin_fixtures_work_in_a_user_test_suite(pytester: pytest.Pytester) -> None:
-    """A user's test can declare entities on ponykit_db and assert query counts and N+1 with fixtures."""
+    """A user's test can declare entities on ponykit_db and assert query counts and N+1 with fixtures.
+
+    The counting fixtures see statements run on other threads (the work behind a test client request).
+    """
     pytester.makepyfile(
         """
         import pytest
@@ -36,6 +39,27 @@ def test_plugin_fixtures_work_in_a_user_test_suite(pytester: pytest.Pytester) ->
                     for n in Note.select():
                         n.body
 
+        def test_other_threads_count(ponykit_db, count_queries, assert_max_queries):
+            import threading
+            class Tag(ponykit_db.Entity):
+                name = Required(str)
+            ponykit_db.generate_mapping(create_tables=True)
+
+            def work():
+                with db_session:
+                    list(Tag.select())
+                    list(Tag.select(lambda t: t.name == "x"))
+
+            with count_queries() as counter:
+                worker = threading.Thread(target=work)
+                worker.start()
+                worker.join()
+            assert counter.count == 2
+            with pytest.raises(QueryCountExceeded, match="2 ran"), assert_max_queries(1):
+                worker = threading.Thread(target=work)
+                worker.start()
+                worker.join()
+
         def test_fresh_database_each_time(ponykit_db):
             assert not ponykit_db.entities
         """
@@ -44,7 +68,7 @@ def test_plugin_fixtures_work_in_a_user_test_suite(pytester: pytest.Pytester) ->
     installed = any(ep.name == "ponykit" for ep in entry_points(group="pytest11"))
     plugin_args = [] if installed else ["-p", "ponykit.testing"]
     result = pytester.runpytest(*plugin_args, "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
 
 
 def test_plugin_import_is_cheap_and_has_no_autouse_fixtures() -> None:

@@ -12,11 +12,13 @@ enable it with ``-p ponykit.testing``). It only defines fixtures; nothing runs u
 
 Fixtures:
 
-* ``ponykit_db``: a fresh Database bound to an in-memory SQLite database and attached to ponykit, not
-  mapped yet (declare entities, then ``generate_mapping(create_tables=True)``). Disconnected after
-  the test.
+* ``ponykit_db``: a fresh Database bound to an in-memory SQLite database (shared by every thread of
+  the test) and attached to ponykit, not mapped yet (declare entities, then
+  ``generate_mapping(create_tables=True)``). Disconnected after the test.
 * ``count_queries``, ``assert_max_queries``, ``detect_n_plus_one``: the functions of
-  :mod:`ponykit.diagnostics`, as fixtures.
+  :mod:`ponykit.diagnostics`, as fixtures. Like the functions, they count the statements of every
+  thread by default (a request served by a test client's worker thread is counted); pass
+  ``threads="current"`` for the calling thread only.
 """
 
 from __future__ import annotations
@@ -31,14 +33,20 @@ __all__ = ["assert_max_queries", "count_queries", "detect_n_plus_one", "ponykit_
 
 @pytest.fixture
 def ponykit_db() -> Iterator[Any]:
-    """A fresh, attached, in-memory SQLite Database for one test (declare entities, then map it)."""
+    """A fresh, attached, in-memory SQLite Database for one test (declare entities, then map it).
+
+    Every thread sees the same database, so code served by a worker thread (FastAPI's ``TestClient``)
+    finds the tables the test created.
+    """
     from pony.orm import Database
 
     from . import kit
     from .binding import bind_url
 
     db = Database()
-    bind_url(db, "sqlite://:memory:")
+    # Shared memory, not ":memory:": a request served on another thread (a test client's worker) must
+    # see the same tables; Pony names each shared-memory database uniquely, so tests stay apart.
+    bind_url(db, "sqlite://:sharedmemory:")
     kit.attach(db)
     yield db
     db.disconnect()
