@@ -158,13 +158,18 @@ def lookup_condition_parts(
     ``like``: ``col LIKE ?``. ``prefix-like``: ``substr(col, 1, N) LIKE ?`` (an expression index on
     ``substr(col, 1, N)`` with pattern ops serves it). ``prefix-range``: ``(substr(col, 1, N) >= ? AND
     substr(col, 1, N) < ?)`` (a plain expression index serves it; SQLite's LIKE is case-insensitive, so its
-    LIKE optimization does not apply). ``bind(index, part, f)`` returns the parameter of ``f(value)``.
+    LIKE optimization does not apply). ``prefix-range-c``: the same range on ``(substr(col, 1, N) COLLATE
+    "C")``, PostgreSQL's binary order whatever the database's collation (planned and run faster than LIKE). ``bind(index, part, f)`` returns the parameter of ``f(value)``.
     """
     if shape == "like":
         return [column, " LIKE ", bind(index, "like", function)]
     prefix = ["substr(", column, f", 1, {int(prefix_chars)})"]
     if shape == "prefix-like":
         return [*prefix, " LIKE ", bind(index, "like", function)]
+    if shape == "prefix-range-c":
+        # PostgreSQL: the range in binary order, served by an index on the same COLLATE "C" expression.
+        prefix = ["(", *prefix, ' COLLATE "C")']
+        shape = "prefix-range"
     if shape == "prefix-range":
         # Both bounds come from one pattern (a keyed hash): compute it once per value bound. The cache is
         # one (value, bounds) tuple replaced whole, so a thread never pairs a value with another's bounds.

@@ -24,7 +24,7 @@ LOOKUP_PREFIX_CHARS = len("v1:") + 32 + 1 + BLIND_INDEX_HEX + 1
 
 # How each backend writes a lookup so that its index serves it (see _pony.lookup_condition_parts).
 _LOOKUP_SHAPES = {
-    "postgres": "prefix-like",
+    "postgres": "prefix-range-c",
     "cockroach": "prefix-like",
     "mysql": "like",
     "sqlite": "prefix-range",
@@ -40,7 +40,11 @@ def _index_sql(db: Any, index: str, table: Any, column: str) -> str:
     dialect = _pony.dialect(db)
     q_index, q_table, q_col = (_pony.quote_name(db, n) for n in (index, table, column))
     n = LOOKUP_PREFIX_CHARS
-    if dialect in ("postgres", "cockroach"):
+    if dialect == "postgres":
+        # COLLATE "C": the lookup's range compares in binary order whatever the database's collation, and
+        # PostgreSQL plans and runs it faster than LIKE 'prefix%' with text_pattern_ops (measured).
+        return f'CREATE INDEX {q_index} ON {q_table} ((substr({q_col}, 1, {n}) COLLATE "C"))'
+    if dialect == "cockroach":
         # text_pattern_ops: LIKE 'prefix%' uses the index whatever the database's collation.
         return f"CREATE INDEX {q_index} ON {q_table} ((substr({q_col}, 1, {n})) text_pattern_ops)"
     if dialect == "mysql":
@@ -99,6 +103,8 @@ def match(attr: Any, value: Any, *, alias: str | None = None) -> Any:
             values[f"p{i}"] = pattern
             continue
         prefix = f"substr({column}, 1, {LOOKUP_PREFIX_CHARS})"
+        if shape == "prefix-range-c":
+            prefix = f'({prefix} COLLATE "C")'
         if shape == "prefix-like":
             conditions.append(f"{prefix} LIKE $p{i}")
             values[f"p{i}"] = pattern
