@@ -159,7 +159,8 @@ def lookup_condition_parts(
     ``substr(col, 1, N)`` with pattern ops serves it). ``prefix-range``: ``(substr(col, 1, N) >= ? AND
     substr(col, 1, N) < ?)`` (a plain expression index serves it; SQLite's LIKE is case-insensitive, so its
     LIKE optimization does not apply). ``prefix-range-c``: the same range on ``(substr(col, 1, N) COLLATE
-    "C")``, PostgreSQL's binary order whatever the database's collation (planned and run faster than LIKE). ``bind(index, part, f)`` returns the parameter of ``f(value)``.
+    "C")``, PostgreSQL's binary order whatever the database's collation (planned and run faster than LIKE).
+    ``bind(index, part, f)`` returns the parameter of ``f(value)``.
     """
     if shape == "like":
         return [column, " LIKE ", bind(index, "like", function)]
