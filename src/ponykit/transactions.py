@@ -418,7 +418,8 @@ def _is_write_statement_memo(sql: str) -> bool:
 
 def _note_statement(db: Database, sql: str) -> None:
     """Count a statement that ran on ``db`` in this thread's session (called by the Kit's execute wrapper)."""
-    if not _is_write_statement_memo(sql):
+    known = _WRITE_MEMO.get(sql) if len(sql) <= _MEMO_MAX_CHARS else None  # inline: runs per statement
+    if not (_is_write_statement_memo(sql) if known is None else known):
         return
     cache = _pony.session_cache(db)
     if cache is not None:

@@ -342,12 +342,13 @@ class EnvelopeCodec:
             keys = holder.keys
             try:
                 header, _sep, body = stored.rpartition(":")
-                cached = codec._open_cache.get(header)
-                if cached is None or cached[0] is not keys:
-                    # A searchable header (with its per-value blind index) is never in _open_cache: go
-                    # straight to the per-key-id path codec.open would take after the same miss.
-                    opened = codec._open_searchable(keys, stored, header, body) if searchable else None
+                if searchable:
+                    # A header with a blind index is never in _open_cache (it varies per value): take the
+                    # per-key-id path codec.open would take after a miss; others go through codec.open.
+                    opened = codec._open_searchable(keys, stored, header, body)
                     data = codec.open(keys, stored) if opened is None else opened
+                elif (cached := codec._open_cache.get(header)) is None or cached[0] is not keys:
+                    data = codec.open(keys, stored)
                 else:
                     raw = a2b(body)
                     data = cached[2].decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], cached[1])
