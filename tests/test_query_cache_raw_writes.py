@@ -91,6 +91,25 @@ def test_raw_writes_of_every_form_invalidate(db: Database, backend: Any) -> None
     assert stale == []
 
 
+def test_a_repeated_raw_write_text_invalidates_every_time(db: Database, backend: Any) -> None:
+    """The write listener answers a text it has seen from its memo (before its session checks): the same
+    UPDATE text run again still invalidates each time, and a SELECT text seen before stays a read."""
+    thing = type("Thing", (db.Entity,), {"_table_": "repeat_t", "score": Required(int)})
+    pk.attach(db, cache=MemoryCache(ttl=None, single_process=True))
+    db.generate_mapping(create_tables=True)
+    with db_session:
+        thing(score=0)
+    table = quote(backend.name, "repeat_t")
+    for expected in (1, 2, 3):
+        with db_session:
+            before = cached_select(select(psum(t.score) for t in thing))
+        with db_session:
+            assert db.select(f"SELECT score FROM {table}") == before == [expected - 1]
+            db.execute(f"UPDATE {table} SET score = score + 1")
+        with db_session:
+            assert cached_select(select(psum(t.score) for t in thing)) == [expected]
+
+
 NAME = st.text(alphabet=st.sampled_from("ab_Z9 .\"`[]-;'/*é"), min_size=1, max_size=12)
 
 

@@ -6,11 +6,14 @@ import base64
 import hashlib
 import hmac
 import pickle
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ponykit.errors import ConfigurationError
 from ponykit.security import KeyRing
@@ -247,3 +250,50 @@ def test_codec_searchable_fast_path_matches_the_format() -> None:
             codec.open(ring, old.replace("v1:k1:", "v1:k9:"))
         with pytest.raises(EnvelopeError, match="authentication failed"):
             codec.open(ring, old.replace("v1:k1:", "v1:k2:"))
+
+
+@given(
+    plaintext=st.binary(max_size=300),
+    context=st.binary(min_size=1, max_size=40),
+    key_id=st.sampled_from(["k1", "k2"]),
+)
+def test_codec_blind_index_matches_blind_index(plaintext: bytes, context: bytes, key_id: str) -> None:
+    """The codec's cached-state HMAC (used by lookups) equals blind_index() for every key id and context;
+    a new ring whose key id names another key is picked up at once (the states are cached per ring)."""
+    from ponykit.security.envelope import EnvelopeCodec
+
+    codec = EnvelopeCodec(context, searchable=True)
+    ring = KeyRing({"k1": MASTER, "k2": bytes(range(100, 132))})
+    other = KeyRing({"k1": bytes(range(50, 82)), "k2": MASTER})
+    for keys in (ring, ring, other, ring):
+        assert codec.blind_index(keys, key_id, plaintext) == blind_index(keys, key_id, plaintext, context)
+
+
+def test_codec_text_open_of_searchable_envelopes() -> None:
+    """EncryptedStr's open function opens searchable envelopes of every key of the ring straight through
+    the per-key-id path, and reports tampering, unknown key ids and non-envelopes without data."""
+    from ponykit.security.envelope import EnvelopeCodec
+
+    ring = KeyRing({"k1": MASTER, "k2": bytes(range(100, 132))}, primary="k2")
+    codec = EnvelopeCodec(b"User.email", searchable=True)
+    holder = type("Holder", (), {"keys": ring})()
+    errors: list[str] = []
+
+    def on_error(reason: str, obj: Any = None) -> Exception:
+        errors.append(reason)
+        return ValueError(reason)
+
+    _seal_text, open_text = codec.text_functions(holder, on_error)
+    for key_id in ("k1", "k2"):
+        stored = seal(ring, "sécret".encode(), b"User.email", searchable=True, key_id=key_id)
+        assert open_text(stored) == "sécret"
+        assert open_text(stored) == "sécret"  # the key id's cipher is cached now
+        tampered = stored[:-3] + ("A" if stored[-3] != "A" else "B") + stored[-2:]
+        with pytest.raises(ValueError, match="authentication failed|malformed"):
+            open_text(tampered)
+    with pytest.raises(ValueError, match="not in the key ring"):
+        open_text(stored.replace("v1:k2:", "v1:k9:"))
+    with pytest.raises(ValueError, match="not a ponykit v1 envelope"):
+        open_text(b"v1:k1:xx")
+    assert open_text(None) is None
+    assert all("sécret" not in e for e in errors)

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from pony.orm import CommitException, Database, Required, commit, db_session, flush, rollback
 
 import ponykit as pk
+from ponykit import transactions
 from ponykit.transactions import _is_write_statement
 
 pytestmark = pytest.mark.backends("postgres", "mysql")
@@ -396,3 +397,21 @@ def test_explain_counts_as_a_write_only_when_it_runs_the_statement() -> None:
     assert not _is_write_statement("EXPLAIN SELECT * FROM item")
     assert _is_write_statement("EXPLAIN ANALYZE SELECT * FROM item")
     assert _is_write_statement("explain (analyze, buffers) select 1")
+
+
+@given(
+    head=st.sampled_from(("SELECT", "select", "Show", "EXPLAIN", "explain analyze", *WRITE_HEADS)),
+    body=st.text(max_size=60),
+    lock=st.sampled_from(("", *LOCKS)),
+)
+def test_write_classification_is_remembered_per_text(head: str, body: str, lock: str) -> None:
+    """The per-statement hook remembers each short text's answer, and it is _is_write_statement's, the
+    first time and from the memo; long texts (bulk statements) are answered without being kept."""
+    sql = f"{head} {body} {lock}"
+    expected = _is_write_statement(sql)
+    assert transactions._is_write_statement_memo(sql) is expected
+    assert transactions._WRITE_MEMO[sql] is expected
+    assert transactions._is_write_statement_memo(sql) is expected
+    long = f"{sql} {'x' * transactions._MEMO_MAX_CHARS} {lock}"
+    assert transactions._is_write_statement_memo(long) is _is_write_statement(long)
+    assert long not in transactions._WRITE_MEMO

@@ -173,19 +173,28 @@ def lookup_condition_parts(
         shape = "prefix-range"
     if shape == "prefix-range":
         # Both bounds come from one pattern (a keyed hash): compute it once per value bound. The cache is
-        # one (value, bounds) tuple replaced whole, so a thread never pairs a value with another's bounds.
-        last: list[tuple[Any, tuple[str, str]] | None] = [None]
+        # one (value, low, high) tuple replaced whole, so a thread never pairs a value with another's
+        # bounds. Each bound reads it itself (no shared helper): these run on every lookup.
+        last: list[tuple[Any, str, str] | None] = [None]
 
-        def bounds(value: Any) -> tuple[str, str]:
+        def low_bound(value: Any) -> str:
             cached = last[0]
             if cached is not None and cached[0] is value:
                 return cached[1]
-            found = pattern_bounds(function(value))
-            last[0] = (value, found)
-            return found
+            low, high = pattern_bounds(function(value))
+            last[0] = (value, low, high)
+            return low
 
-        low = bind(index, "low", lambda value: bounds(value)[0])
-        high = bind(index, "high", lambda value: bounds(value)[1])
+        def high_bound(value: Any) -> str:
+            cached = last[0]
+            if cached is not None and cached[0] is value:
+                return cached[2]
+            low, high = pattern_bounds(function(value))
+            last[0] = (value, low, high)
+            return high
+
+        low = bind(index, "low", low_bound)
+        high = bind(index, "high", high_bound)
         return ["(", *prefix, " >= ", low, " AND ", *prefix, " < ", high, ")"]
     raise ValueError(f"unknown lookup shape {shape!r}")
 

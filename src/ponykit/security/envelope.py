@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import os
 import sys
@@ -171,6 +172,19 @@ else:  # pragma: no cover - Python 3.10
         return raw
 
 
+def _hmac_states(key: bytes, prefix: bytes) -> tuple[Any, Any]:
+    """The HMAC-SHA256 (RFC 2104) inner state after ``prefix`` and the outer state, ready to be copied."""
+    if len(key) > _SHA256_BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_SHA256_BLOCK, b"\x00")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    inner.update(prefix)
+    return inner, hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+
+_SHA256_BLOCK = 64
+
+
 class EnvelopeCodec:
     """Seal and open envelopes for one context, fast: per-key headers, AAD and ciphers are cached.
 
@@ -178,7 +192,15 @@ class EnvelopeCodec:
     keyed by the KeyRing object, so a new ring (after a key change) is picked up at once.
     """
 
-    __slots__ = ("_index_state", "_kid_cache", "_open_cache", "_seal_state", "context", "searchable")
+    __slots__ = (
+        "_index_state",
+        "_kid_cache",
+        "_mac_cache",
+        "_open_cache",
+        "_seal_state",
+        "context",
+        "searchable",
+    )
 
     def __init__(self, context: bytes, *, searchable: bool = False) -> None:
         self.context = context
@@ -188,6 +210,8 @@ class EnvelopeCodec:
         # Searchable envelopes: the header holds a per-value blind index, so ciphers are cached per key id.
         self._index_state: tuple[KeyRing, str, bytes, Any] | None = None
         self._kid_cache: dict[str, tuple[KeyRing, Any]] = {}
+        # Lookups: per key id, the HMAC state with the blind-index subkey and "context || NUL" absorbed.
+        self._mac_cache: dict[str, tuple[KeyRing, Any, Any]] = {}
 
     def _seal_searchable(self, keys: KeyRing, plaintext: bytes) -> str:
         # The format of seal(..., searchable=True), with the primary's subkey and cipher cached per ring.
@@ -204,6 +228,27 @@ class EnvelopeCodec:
         nonce = os.urandom(NONCE_BYTES)
         sealed = state[3].encrypt(nonce, plaintext, header.encode("ascii") + b"\x00" + context)
         return header + binascii.b2a_base64(nonce + sealed, newline=False).decode("ascii")
+
+    def blind_index(self, keys: KeyRing, key_id: str, plaintext: bytes) -> str:
+        """:func:`blind_index` of ``plaintext`` under ``key_id`` in this codec's context (same result).
+
+        HMAC (RFC 2104) from two cached SHA-256 states per key id: the inner one has absorbed
+        ``(subkey ^ ipad) || context || NUL``, the outer one ``subkey ^ opad``; each call copies them. The
+        one-shot ``hmac.digest`` looks the digest up by name and sets the key up on every call, which
+        between database round trips (cold CPU caches) cost ~5 µs against ~2 µs for this (measured).
+        """
+        cached = self._mac_cache.get(key_id)
+        if cached is None or cached[0] is not keys:
+            if len(self._mac_cache) >= 64:
+                self._mac_cache.clear()
+            cached = (keys, *_hmac_states(keys.subkey("blind-index", key_id), self.context + b"\x00"))
+            self._mac_cache[key_id] = cached
+        inner = cached[1].copy()
+        inner.update(plaintext)
+        outer = cached[2].copy()
+        outer.update(inner.digest())
+        mac: bytes = outer.digest()
+        return mac[: BLIND_INDEX_HEX // 2].hex()
 
     def _open_searchable(self, keys: KeyRing, stored: str, header: str, body: str) -> bytes | None:
         """Open ``v1:<kid>:<index>:<body>`` with the key id's cached cipher; None: take the slow path."""
@@ -280,6 +325,7 @@ class EnvelopeCodec:
         """
         urandom, b2a, a2b = os.urandom, binascii.b2a_base64, _b64decode
         codec = self
+        searchable = self.searchable
 
         def seal_text(value: str, obj: Any = None) -> str | None:
             keys = holder.keys
@@ -296,8 +342,12 @@ class EnvelopeCodec:
             keys = holder.keys
             try:
                 header, _sep, body = stored.rpartition(":")
-                cached = codec._open_cache.get(header)
-                if cached is None or cached[0] is not keys:
+                if searchable:
+                    # A header with a blind index is never in _open_cache (it varies per value): take the
+                    # per-key-id path codec.open would take after a miss; others go through codec.open.
+                    opened = codec._open_searchable(keys, stored, header, body)
+                    data = codec.open(keys, stored) if opened is None else opened
+                elif (cached := codec._open_cache.get(header)) is None or cached[0] is not keys:
                     data = codec.open(keys, stored)
                 else:
                     raw = a2b(body)

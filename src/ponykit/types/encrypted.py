@@ -29,7 +29,7 @@ import orjson
 from .. import _pony
 from ..errors import ConfigurationError, DecryptionError, FieldError, UnsupportedComparison, ValidationError
 from ..kit import Kit, add_attach_hook
-from ..security.envelope import EnvelopeCodec, EnvelopeError, blind_index
+from ..security.envelope import EnvelopeCodec, EnvelopeError
 from ..security.keys import KeyRing
 from ._encrypted_lookup import (
     LOOKUP_PREFIX_CHARS,
@@ -259,6 +259,7 @@ def make_encrypted_converter(kit: Kit) -> type:
         searchable: bool
         label: str
         max_len: int | None
+        lookup_ring: tuple[Any, tuple[str, ...]] = (object(), ())  # (KeyRing, its key ids): lookup_pattern
 
         def __init__(self, provider: Any, py_type: Any, attr: Any = None) -> None:
             if attr is None:
@@ -434,7 +435,11 @@ def make_encrypted_converter(kit: Kit) -> type:
             Pony caches the lookup SQL with one pattern per key the ring had then; a smaller ring fills
             the extra slots with a pattern that matches nothing, a larger one cannot be served.
             """
-            key_ids = kit.keys.key_ids
+            keys = kit.keys
+            ring = self.lookup_ring
+            if ring[0] is not keys:  # KeyRing.key_ids builds a tuple: once per ring, not per lookup
+                ring = self.lookup_ring = (keys, keys.key_ids)
+            key_ids = ring[1]
             if len(key_ids) > slots:
                 raise ConfigurationError(
                     f"attribute {self.label}: the key ring grew after lookups were prepared; restart the "
@@ -444,7 +449,7 @@ def make_encrypted_converter(kit: Kit) -> type:
                 return "v1:-"  # no envelope starts like this
             key_id = key_ids[slot]
             plaintext = self.ponykit_type.encode(value)
-            return f"v1:{key_id}:{blind_index(kit.keys, key_id, plaintext, self.context)}:%"
+            return f"v1:{key_id}:{self.codec.blind_index(keys, key_id, plaintext)}:%"
 
     return EncryptedConverter
 
