@@ -25,8 +25,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import Any
 
-__all__ = ["separate_cores"]
+__all__ = ["separate_cores", "server_backend_pid"]
 
 
 def _parent(pid: int) -> int:
@@ -51,6 +52,17 @@ def _is_postgres(pid: int) -> bool:
             return b"postgres" in f.read().split(b"\0", 1)[0]
     except OSError:
         return False
+
+
+def server_backend_pid(bench_env: Any) -> int | None:
+    """The PostgreSQL backend pid of the harness's admin connection (None for other backends)."""
+    if bench_env.provider != "postgres":
+        return None
+    cur = bench_env.admin().cursor()
+    cur.execute("SELECT pg_backend_pid()")
+    pid = int(cur.fetchone()[0])
+    cur.close()
+    return pid
 
 
 @contextlib.contextmanager

@@ -36,7 +36,7 @@ import pytest
 from pony.orm import Database, PrimaryKey, Required, Set, composite_index, db_session, select
 
 import ponykit as pk
-from benchmarks.cores import separate_cores
+from benchmarks.cores import separate_cores, server_backend_pid
 from ponykit.diagnostics import count_queries
 from ponykit.query import paginate_keyset, prefetch
 
@@ -160,13 +160,7 @@ def qb(bench_env: Any, request: pytest.FixtureRequest) -> QueryBench:
 @pytest.fixture(autouse=True)
 def cores(bench_env: Any) -> Iterator[str]:
     """This process and a local PostgreSQL server on separate cores for the test (see cores.py)."""
-    backend = None
-    if bench_env.provider == "postgres":
-        cur = bench_env.admin().cursor()
-        cur.execute("SELECT pg_backend_pid()")
-        backend = int(cur.fetchone()[0])
-        cur.close()
-    with separate_cores(backend) as how:
+    with separate_cores(server_backend_pid(bench_env)) as how:
         yield how
 
 
