@@ -52,6 +52,21 @@ def test_count_queries_counts_statements_with_params(m: Any) -> None:
     assert counter.statements[0].sql.lstrip().upper().startswith("SELECT")
 
 
+def test_query_count_errors_never_show_parameter_values(m: Any) -> None:
+    """A bound value (it may be a password, a sensitive or an encrypted value) never reaches the message
+    of QueryCountExceeded, nor a Statement's repr; the statement's text and its parameter count do."""
+    author, _ = m
+    secret = "SECRET-PARAM-4711"
+    with pytest.raises(QueryCountExceeded) as info, db_session, assert_max_queries(0) as counter:
+        list(select(a for a in author if a.name == secret))
+    message = str(info.value)
+    assert secret not in message
+    assert "1 parameter(s)" in message
+    assert "SELECT" in message.upper()
+    assert secret not in repr(counter.statements[0])
+    assert secret in str(counter.statements[0].params)  # still there for the test that asks for it
+
+
 def test_nested_counters_and_other_threads(m: Any) -> None:
     """Nested counters both count; another thread's statements count by default, not with "current"."""
     author, _ = m

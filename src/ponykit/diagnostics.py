@@ -64,14 +64,16 @@ class Statement:
     """One SQL statement as the driver received it: text, bound parameters, time, Database and thread."""
 
     sql: str
-    params: Any
+    params: Any = field(repr=False)  # may hold sensitive or encrypted values: never in a repr or message
     seconds: float
     db: Database
     error: BaseException | None = None
     thread: str = ""
 
     def __str__(self) -> str:
-        text = f"{self.sql}  -- params: {self.params!r}" if self.params else self.sql
+        # The count of parameters, not their values: this text goes into QueryCountExceeded messages.
+        count = len(self.params) if isinstance(self.params, (dict, list, tuple)) else int(bool(self.params))
+        text = f"{self.sql}  -- {count} parameter(s)" if count else self.sql
         return f"{text}  [thread {self.thread}]" if self.thread else text
 
 
