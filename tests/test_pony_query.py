@@ -266,6 +266,13 @@ def test_attr_is_lazy(m: Any) -> None:
     assert not _pony.attr_is_lazy(book.title)
 
 
+def test_attr_column_and_expectation(m: Any) -> None:
+    """The one column of an attribute, and its label and type name for error messages."""
+    _db, book, _shelf, _label = m
+    assert _pony.attr_column(book.title) == "title"
+    assert _pony.attr_expectation(book.title) == (f"{book.__name__}.title", "str")
+
+
 def test_query_arguments_are_what_pony_binds(m: Any) -> None:
     """query_arguments gives Pony's own arguments, through a prepared binder or through Pony."""
     _db, book, _shelf, _label = m

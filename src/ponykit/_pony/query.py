@@ -20,6 +20,8 @@ from .prefetch import is_identity
 from .prepared import objects_from_rows
 
 __all__ = [
+    "attr_column",
+    "attr_expectation",
     "attr_is_lazy",
     "attr_is_sensitive",
     "column_value_check",
@@ -170,6 +172,16 @@ def order_in_select(query: Any) -> bool:
         if not (item and item[0] == "VALUE" and type(item[1]) is int) and item not in translator.expr_columns:
             return False
     return True
+
+
+def attr_column(attr: Attribute) -> str:
+    """The column of a one-column attribute (a sort column of a keyset page)."""
+    return str(attr.columns[0])
+
+
+def attr_expectation(attr: Attribute) -> tuple[str, str]:
+    """``("Book.title", "str")``: the attribute and its Python type's name, for error messages."""
+    return f"{attr.entity.__name__}.{attr.name}", attr.py_type.__name__
 
 
 def attr_is_lazy(attr: Attribute) -> bool:

@@ -229,7 +229,7 @@ def _predicate(
         return f"$v[{len(params) - 1}]"
 
     # Pony parses this text for $-expressions: a $ in an identifier is escaped, never evaluated.
-    names = [escape_dollars(f"{q(db, alias)}.{q(db, column.attr.columns[0])}") for column in columns]
+    names = [escape_dollars(f"{q(db, alias)}.{q(db, _pony.attr_column(column.attr))}") for column in columns]
     directions = {column.descending != backward for column in columns}
     if (
         backend in _ROW_VALUES
@@ -366,10 +366,10 @@ def _check_values(plan: _Plan, values: list[Any]) -> None:
     # can hold, or they would reach SQL (a database error, or an odd page).
     for check, column, value in zip(plan.checks, plan.columns, values, strict=True):
         if not check(value):
-            attr = column.attr
+            label, expected = _pony.attr_expectation(column.attr)
             raise InvalidCursor(
-                f"invalid cursor: its value for {attr.entity.__name__}.{attr.name} is not a value of that "
-                f"attribute's column (expected {attr.py_type.__name__}"
+                f"invalid cursor: its value for {label} is not a value of that "
+                f"attribute's column (expected {expected}"
                 f"{' or None' if column.nullable else ''}, got {type(value).__name__}); start again from "
                 "the first page"
             )
