@@ -174,27 +174,21 @@ def lookup_condition_parts(
     if shape == "prefix-range":
         # Both bounds come from one pattern (a keyed hash): compute it once per value bound. The cache is
         # one (value, low, high) tuple replaced whole, so a thread never pairs a value with another's
-        # bounds. Each bound reads it itself (no shared helper): these run on every lookup.
+        # bounds. Each bound function reads it itself (one frame per bound: these run on every lookup).
         last: list[tuple[Any, str, str] | None] = [None]
 
-        def low_bound(value: Any) -> str:
-            cached = last[0]
-            if cached is not None and cached[0] is value:
-                return cached[1]
-            low, high = pattern_bounds(function(value))
-            last[0] = (value, low, high)
-            return low
+        def bound(part: int) -> Callable[[Any], str]:
+            def compute(value: Any) -> str:
+                cached = last[0]
+                if cached is None or cached[0] is not value:
+                    cached = (value, *pattern_bounds(function(value)))
+                    last[0] = cached
+                return cached[part]
 
-        def high_bound(value: Any) -> str:
-            cached = last[0]
-            if cached is not None and cached[0] is value:
-                return cached[2]
-            low, high = pattern_bounds(function(value))
-            last[0] = (value, low, high)
-            return high
+            return compute
 
-        low = bind(index, "low", low_bound)
-        high = bind(index, "high", high_bound)
+        low = bind(index, "low", bound(1))
+        high = bind(index, "high", bound(2))
         return ["(", *prefix, " >= ", low, " AND ", *prefix, " < ", high, ")"]
     raise ValueError(f"unknown lookup shape {shape!r}")
 
