@@ -71,7 +71,7 @@ def _missing(name: str) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_counts_key] = Counter()
     # The suite is one process: a MemoryCache on the PostgreSQL/MariaDB backends serves no stale rows
-    # here. tests/test_query_cache_processes.py checks the warning itself with pytest.warns.
+    # here. tests/query/test_query_cache_processes.py checks the warning itself with pytest.warns.
     config.addinivalue_line("filterwarnings", "ignore::ponykit.errors.MemoryCacheWarning")
 
 

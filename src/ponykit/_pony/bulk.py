@@ -80,7 +80,7 @@ class BulkAttr:
     is_discriminator: bool
     is_lazy: bool
     sensitive: bool  # never show values of this attribute in an error
-    # What the bound values can hold, for the check of values the driver refuses (ponykit._bulk_check):
+    # What the bound values can hold, for the check of values the driver refuses (ponykit.bulk._check):
     # "safe" (int, bool, date, time, datetime, timedelta, UUID, bytes: never refused), "str", "number"
     # (float, Decimal) or "any" (relations, custom and other types: checked by the values' types).
     value_kind: str = "any"

@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import Any
 
 from ..errors import ConfigurationError
-from . import _codec
+from . import _plain
 from .backends import MISSING, _BaseCache, _check_ttl, log
 
 __all__ = ["RedisCache"]
@@ -197,7 +197,7 @@ class RedisCache(_BaseCache):
                 )
 
     def _entry_key(self, key: Hashable) -> str:
-        digest = hashlib.blake2b(_codec.encode(key), digest_size=20).hexdigest()
+        digest = hashlib.blake2b(_plain.encode(key), digest_size=20).hexdigest()
         return f"{self.prefix}v:{digest}"
 
     # -- protocol ---------------------------------------------------------------------------------------
@@ -208,12 +208,12 @@ class RedisCache(_BaseCache):
             data = self._call(lambda c: c.get(self._entry_key(key)))
         except _Unavailable:
             return MISSING
-        return MISSING if data is None else _codec.decode(data)
+        return MISSING if data is None else _plain.decode(data)
 
     def set(self, key: Hashable, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds (None: this cache's ``ttl``)."""
         _check_ttl(ttl, "ttl")
-        data = _codec.encode(value)
+        data = _plain.encode(value)
         ttl = self.ttl if ttl is None else ttl
         px = None if ttl is None else max(1, int(ttl * 1000))
         with contextlib.suppress(_Unavailable):

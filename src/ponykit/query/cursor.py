@@ -10,7 +10,7 @@ payload, so a cursor of another query, other parameter values, another sort orde
 verification like a tampered one. Parameter values are hashed into the tag, never written into the
 cursor. A cursor is signed with the first key given and verified under any of them (the key ring's
 primary first), so cursors stay valid while a key ring is rotated. Values are the column values Pony
-binds (after the attribute's converter), tagged as in the cache codec (:mod:`ponykit.query._codec`)
+binds (after the attribute's converter), tagged as in the cache codec (:mod:`ponykit.query._plain`)
 where JSON has no native type. Cursors are signed, not encrypted: sorting by a sensitive or encrypted
 attribute is refused (see :mod:`ponykit.query.keyset`).
 """
@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from ..errors import ConfigurationError, InvalidCursor
-from ._codec import from_plain, to_plain
+from ._plain import from_plain, to_plain
 
 __all__ = ["Signer", "bind_arguments", "decode_cursor", "encode_cursor", "fingerprint"]
 

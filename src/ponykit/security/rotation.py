@@ -35,7 +35,7 @@ from typing import Any
 from pony.orm import db_session
 
 from .. import _pony
-from .._bulk_sql import Dialect, dialect_of
+from .._sql import Dialect, dialect_of
 from ..errors import ConfigurationError, PonykitError
 from ..kit import get_kit
 from ..transactions import record_writes
@@ -355,8 +355,10 @@ def _write(
             t, mark = dialect.q(info.table), dialect.placeholder
             keys = ", ".join(f"{t}.{dialect.q(c)}" for c in pk_cols)
             bound = f"({', '.join([mark] * npk)})" if npk > 1 else mark
-            sql += f" AND ({keys}) >= {bound} AND ({keys}) <= {bound}" if npk > 1 else (
-                f" AND {keys} BETWEEN {mark} AND {mark}"
+            sql += (
+                f" AND ({keys}) >= {bound} AND ({keys}) <= {bound}"
+                if npk > 1
+                else (f" AND {keys} BETWEEN {mark} AND {mark}")
             )
             flat += (*chunk[0][:npk], *chunk[-1][:npk])
         written += int(_pony.execute_in_session(db, sql, flat).rowcount)

@@ -59,7 +59,7 @@ def _declare(entity: Any, names: tuple[str, ...]) -> None:
             )
     setattr(entity, _DECLARED, current | frozenset(names))
     # Serialization plans built before this declaration would still include these attributes.
-    from .._serialize_plan import forget_plans
+    from ..serialization._plan import forget_plans
 
     forget_plans()
 

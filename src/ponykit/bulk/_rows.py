@@ -1,0 +1,243 @@
+"""Turning bulk input rows into bound parameter tuples, the way Pony would (private to ponykit.bulk).
+
+A :class:`RowPlan` is built once per entity. For each shape of input row it compiles a small encoder
+function (the attribute encoders of :func:`ponykit._pony.bulk_value_encoder` inlined in one tuple
+expression), because the per-row loop is where the time of a bulk write goes. When an encoder raises,
+the row is encoded again attribute by attribute to name the attribute in a :class:`BulkWriteError`.
+"""
+
+from __future__ import annotations
+
+import reprlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .. import _pony
+from ..errors import BulkWriteError, FieldError
+from ..kit import find_kit
+from ..security.sensitive import is_sensitive
+from ..types.base import param_encoders_of
+from ._check import ColumnCheck, column_checks
+
+__all__ = ["RowPlan", "plan_for"]
+
+RowEncoder = Callable[[Any], tuple[Any, ...]]
+ColumnsEncoder = Callable[[list[Any]], list[list[Any]]]
+
+_repr = reprlib.Repr()
+_repr.maxstring = 60
+_repr.maxother = 60
+
+
+class UnknownAttribute(Exception):
+    """Raised inside a compiled encoder when a row holds a key that is not an attribute."""
+
+
+@dataclass
+class Shape:
+    """The columns a group of rows writes, and the compiled encoder of such rows."""
+
+    names: tuple[str, ...]  # attributes, in the order their columns appear in the parameters
+    columns: tuple[str, ...]
+    encode: RowEncoder
+    # A batch of rows to one list of values per column (shapes without a mask); raises as ``encode``.
+    encode_columns: ColumnsEncoder | None = None
+
+
+class RowPlan:
+    """Everything about one entity that bulk writes need, computed once."""
+
+    def __init__(self, entity: Any) -> None:
+        self.entity = entity
+        self.name: str = entity.__name__
+        info = _pony.entity_info(entity)
+        self.table = info.table
+        self.attrs = {a.name: a for a in _pony.bulk_attrs(entity)}
+        self.pk_names: tuple[str, ...] = info.pk_attrs
+        self.pk_columns: tuple[str, ...] = info.pk_columns
+        self.keys = info.keys
+        self.collections = _pony.collection_attr_names(entity)
+        self.no_columns = _pony.attr_names_without_columns(entity)
+        self.known = frozenset(self.attrs)
+        self.encoders: dict[str, Callable[[Any], Any]] = {
+            name: _pony.bulk_value_encoder(entity, a.attr) for name, a in self.attrs.items()
+        }
+        self.auto_pk = next((a.name for a in self.attrs.values() if a.is_auto_pk), None)
+        self.discriminator = next((a.name for a in self.attrs.values() if a.is_discriminator), None)
+        self.relations = frozenset(a.name for a in self.attrs.values() if a.is_relation)
+        self.pk_plain = _pony.pk_is_plain(entity)
+        # A subclass of a single-table hierarchy: its discriminator column and the bound values of its
+        # class and subclasses (Pony's own filter); statements by key touch only those rows.
+        class_filter = _pony.discriminator_filter(entity)
+        self.class_column: str | None = class_filter[0] if class_filter else None
+        self.class_values: tuple[Any, ...] = class_filter[1] if class_filter else ()
+        kit = find_kit(_pony.database_of(entity))
+        # The Database's ponykit value types: the encoders inline ponykit's query-parameter wrapper.
+        self.param_encoders = param_encoders_of(kit) if kit is not None else None
+        self._compiled: dict[
+            tuple[tuple[str, ...], tuple[str, ...]], tuple[RowEncoder, ColumnsEncoder | None]
+        ] = {}
+        # PostgreSQL: (the table takes COPY like INSERT, it has user triggers, the key's sequence or
+        # None); asked at the first insert.
+        self.copy_target: tuple[bool, bool, str | None] | None = None
+        self._checks: dict[tuple[tuple[str, ...], str], list[ColumnCheck | None]] = {}
+        # MariaDB/MySQL: (charset, collation) of each text column, asked at the first upsert.
+        self.collations: dict[str, tuple[str, str]] | None = None
+
+    # -- shapes -------------------------------------------------------------------------------------
+
+    def insert_names(self, with_pk: bool) -> tuple[str, ...]:
+        """The attributes an INSERT writes, in column order (the auto pk only when given)."""
+        return tuple(n for n in self.attrs if with_pk or n != self.auto_pk)
+
+    def columns_of(self, names: Iterable[str]) -> tuple[str, ...]:
+        """The columns of the named attributes, in order."""
+        return tuple(c for n in names for c in self.attrs[n].columns)
+
+    def shape(self, names: tuple[str, ...], mask_names: tuple[str, ...] = ()) -> Shape:
+        """A :class:`Shape` writing ``names``.
+
+        Its encoder returns the parameter tuple of a row; with ``mask_names`` it returns
+        ``(values, mask)`` where bit ``b`` of the mask says that ``mask_names[b]`` is None.
+        """
+        key = (names, mask_names)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = self._compiled[key] = self._compile(names, mask_names)
+        return Shape(names, self.columns_of(names), *compiled)
+
+    def _compile(
+        self, names: tuple[str, ...], mask_names: tuple[str, ...]
+    ) -> tuple[RowEncoder, ColumnsEncoder | None]:
+        env: dict[str, Any] = {"D": _pony.BULK_DEFAULT, "known": self.known, "Unknown": UnknownAttribute}
+        body = ["if not known.issuperset(row):", "    raise Unknown"]
+        parts = []
+        for i, name in enumerate(names):
+            attr = self.attrs[name].attr
+            code, names_env = _pony.bulk_encoder_source(
+                self.entity, attr, f"v{i}", f"a{i}_", self.param_encoders
+            )
+            env.update(names_env)
+            body.append(f"v{i} = row.get({name!r}, D)")
+            body.extend(code)
+            width = len(self.attrs[name].columns)
+            parts.extend([f"v{i}[{k}]" for k in range(width)] if width > 1 else [f"v{i}"])
+        values = f"({', '.join(parts)}{',' if len(parts) == 1 else ''})"
+        if mask_names:
+            mask = " | ".join(f"((v{names.index(n)} is None) << {b})" for b, n in enumerate(mask_names))
+            body.append(f"return {values}, {mask}")
+        else:  # the common case: no column whose None Pony leaves out, so no mask to compute
+            body.append(f"return {values}")
+        lines = ["def encode(row):", *("    " + line for line in body)]
+        if not mask_names:
+            # The same steps over a whole batch, appending to one list per column: no call and no
+            # tuple per row (allocating a tuple per row also makes the garbage collector run often).
+            lines.append("def encode_columns(rows):")
+            lines.extend(f"    c{k} = []; p{k} = c{k}.append" for k in range(len(parts)))
+            lines.append("    for row in rows:")
+            lines.extend("        " + line for line in body[:-1])
+            lines.extend(f"        p{k}({part})" for k, part in enumerate(parts))
+            lines.append(f"    return [{', '.join(f'c{k}' for k in range(len(parts)))}]")
+        exec("\n".join(lines), env)  # noqa: S102 - the source is built from attribute names only
+        return env["encode"], env.get("encode_columns")
+
+    def column_checks(self, names: tuple[str, ...], dialect: str) -> list[ColumnCheck | None]:
+        """For each bound column of ``names``, the check of values the driver refuses (or None)."""
+        key = (names, dialect)
+        checks = self._checks.get(key)
+        if checks is None:
+            kinds = [self.attrs[n].value_kind for n in names for _ in self.attrs[n].columns]
+            checks = self._checks[key] = column_checks(kinds, dialect)
+        return checks
+
+    def is_sensitive(self, name: str) -> bool:
+        """True if values of attribute ``name`` must never be shown: by its type, or declared with
+        ``sensitive()`` / ``__sensitive__`` (asked each time: a declaration may come after the plan)."""
+        attr = self.attrs.get(name)
+        return attr is not None and (attr.sensitive or is_sensitive(attr.attr))
+
+    def any_sensitive(self) -> bool:
+        """True if any attribute of the entity is sensitive."""
+        return any(self.is_sensitive(n) for n in self.attrs)
+
+    # -- errors ---------------------------------------------------------------------------------------
+
+    def row_error(
+        self, row: Any, index: int, names: Sequence[str], exc: BaseException, op: str
+    ) -> BulkWriteError:
+        """The :class:`BulkWriteError` for row ``index`` whose encoding raised ``exc``."""
+        where = f"{op}({self.name}): row {index}"
+        if not hasattr(row, "get") or not hasattr(row, "keys"):
+            return BulkWriteError(
+                f"{where} must be a dict of attribute values, got {type(row).__name__}",
+                row_index=index,
+                entity=self.name,
+            )
+        for key in row:
+            if key not in self.known:
+                return self.unknown_error(key, index, op)
+        for name in names:
+            value = row.get(name, _pony.BULK_DEFAULT)
+            try:
+                self.encoders[name](value)
+            except Exception as attr_exc:  # noqa: BLE001 - converters raise what they like
+                return self.value_error(name, value, attr_exc, index, op)
+        # No attribute alone fails: Pony's text may still quote a value, so not when one is sensitive.
+        detail = "details hidden: the entity has sensitive attributes" if self.any_sensitive() else exc
+        return BulkWriteError(f"{where} could not be encoded: {detail}", row_index=index, entity=self.name)
+
+    def value_error(self, name: str, value: Any, exc: BaseException, index: int, op: str) -> BulkWriteError:
+        """A :class:`BulkWriteError` for an invalid value of attribute ``name`` in row ``index``."""
+        sensitive = self.is_sensitive(name)
+        if value is _pony.BULK_DEFAULT:
+            given = "nothing (the attribute is missing from the row)"
+        elif sensitive:
+            given = f"a value of type {type(value).__name__} (hidden: the attribute is sensitive)"
+        else:
+            given = f"{_repr.repr(value)} ({type(value).__name__})"
+        expected = "a valid value (details hidden: the attribute is sensitive)" if sensitive else str(exc)
+        message = (
+            f"{op}({self.name}): row {index}, attribute {name!r} is invalid, nothing of this call was "
+            f"written. Expected: {expected}. Given: {given}. Fix the row or drop it from the input."
+        )
+        return BulkWriteError(
+            message,
+            row_index=index,
+            entity=self.name,
+            attribute=name,
+            errors=[FieldError(f"{index}.{name}", f"expected: {expected}; given: {given}")],
+        )
+
+    def unknown_error(self, key: Any, index: int, op: str) -> BulkWriteError:
+        """A :class:`BulkWriteError` for a row key that bulk writes cannot take."""
+        if key in self.collections:
+            why = "is a collection (Set); bulk writes store table columns only: add link rows separately"
+        elif key in self.no_columns:
+            why = "has no column in this table (it is the other side of a one-to-one relation)"
+        else:
+            why = f"is not an attribute of {self.name}; its attributes are {', '.join(sorted(self.known))}"
+        return BulkWriteError(
+            f"{op}({self.name}): row {index} has key {key!r}, which {why}",
+            row_index=index,
+            entity=self.name,
+            attribute=str(key),
+        )
+
+
+_PLAN_ATTR = "_ponykit_bulk_plan_"
+
+
+def plan_for(entity: Any) -> RowPlan:
+    """The cached :class:`RowPlan` of a mapped entity.
+
+    Kept on the entity class itself (not in a module-level weak mapping, whose values would keep their
+    keys alive): a Database and its entities stay collectable once the application drops them.
+    """
+    plan: RowPlan | None = vars(entity).get(_PLAN_ATTR) if isinstance(entity, type) else None
+    if plan is None:
+        if not _pony.is_entity_class(entity):
+            raise TypeError(f"bulk operations take a Pony entity class, got {entity!r}")
+        plan = RowPlan(entity)
+        setattr(entity, _PLAN_ATTR, plan)
+    return plan
