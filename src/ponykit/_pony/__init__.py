@@ -1,7 +1,7 @@
 """The one door into Pony's internals.
 
 Every use of a private Pony name lives in this package, behind small functions with their own tests
-(``tests/test_pony*.py``), so that a Pony upgrade is one package's work. The rest of ponykit asks
+(``tests/_pony/``), so that a Pony upgrade is one package's work. The rest of ponykit asks
 ``_pony.name`` and never reaches into ``pony.orm.core`` itself. One module per area:
 
 - ``database``: database state, sessions, provider interception, converter lists
@@ -28,6 +28,7 @@ from . import (
     database,
     entities,
     identity,
+    model,
     params,
     prefetch,
     prepared,
@@ -42,6 +43,7 @@ from .connection import *  # noqa: F403
 from .database import *  # noqa: F403
 from .entities import *  # noqa: F403
 from .identity import *  # noqa: F403
+from .model import *  # noqa: F403
 from .params import *  # noqa: F403
 from .prefetch import *  # noqa: F403
 from .prepared import *  # noqa: F403
@@ -57,6 +59,7 @@ __all__ = [
     *database.__all__,
     *connection.__all__,
     *entities.__all__,
+    *model.__all__,
     *types.__all__,
     *params.__all__,
     *bulk.__all__,
