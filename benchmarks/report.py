@@ -1,6 +1,7 @@
 """Turn pytest-benchmark's JSON output into Markdown tables, one per benchmark group.
 
     python benchmarks/report.py results.json [--baseline raw] [--stat median] [-o table.md]
+    python benchmarks/report.py after.json --before before.json   # two runs of one change, side by side
 
 Each table lists the group's contenders (fastest first) with the chosen statistic (median by default), the
 ratio to the baseline contender and the number of rounds. A benchmark's contender is
@@ -121,6 +122,37 @@ def render(entries: Sequence[Entry], baseline: str, stat: str = "median") -> str
     return "\n\n".join(parts) + "\n" if parts else ""
 
 
+def compare(before: Sequence[Entry], after: Sequence[Entry], baseline: str) -> str:
+    """Two runs side by side (the code before and after a change, measured in one session).
+
+    Per group and contender: the ratio to the baseline contender in each run, and after/before of that
+    ratio. Ratios, not times, are compared: they cancel what the machine's load did to both runs alike.
+    """
+
+    def ratios(entries: Sequence[Entry]) -> dict[tuple[str, str], float]:
+        groups: dict[str, list[Entry]] = {}
+        for entry in entries:
+            groups.setdefault(entry.group, []).append(entry)
+        out = {}
+        for group, members in groups.items():
+            base = find_baseline(members, baseline)
+            if base is None or base.value <= 0:
+                continue
+            for entry in members:
+                out[(group, entry.contender)] = entry.value / base.value
+        return out
+
+    old, new = ratios(before), ratios(after)
+    lines = [
+        f"| group | contender | before × {baseline} | after × {baseline} | after / before |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for group, contender in sorted(old.keys() & new.keys(), key=lambda k: (_natural(k[0]), k[1])):
+        b, a = old[(group, contender)], new[(group, contender)]
+        lines.append(f"| {group} | {contender} | {b:.2f} | {a:.2f} | {a / b:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def _natural(text: str) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
@@ -133,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baseline", default="raw", help="contender the ratios are relative to (raw)")
     parser.add_argument("--stat", default="median", choices=STATS, help="statistic to show (median)")
     parser.add_argument("-o", "--output", type=Path, help="write the Markdown here instead of stdout")
+    parser.add_argument("--before", type=Path, help="a run of the code before a change: compare ratios")
     args = parser.parse_args(argv)
     try:
         entries = load(args.results, args.stat)
@@ -145,7 +178,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    text = render(entries, args.baseline, args.stat)
+    if args.before is not None:
+        try:
+            text = compare(load(args.before, args.stat), entries, args.baseline)
+        except (OSError, ValueError) as exc:
+            print(f"report.py: cannot read {args.before}: {exc}", file=sys.stderr)
+            return 2
+    else:
+        text = render(entries, args.baseline, args.stat)
     if args.output is not None:
         args.output.write_text(text, encoding="utf-8")
     else:
