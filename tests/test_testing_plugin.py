@@ -1,8 +1,12 @@
-"""The pytest plugin (ponykit.testing): fixtures for an in-memory Database and query assertions."""
+"""The pytest plugin (ponykit.testing): fixtures for an in-memory Database and query assertions, and the
+contract test classes users subclass (their example in docs/testing.md, run as a user would)."""
 
 from __future__ import annotations
 
+import os
+import re
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +84,33 @@ def test_plugin_import_is_cheap_and_has_no_autouse_fixtures() -> None:
             getattr(plugin, name), "_pytestfixturefunction", None
         )
         assert marker is None or not getattr(marker, "autouse", False)
+
+
+def test_the_contract_example_of_the_docs_passes(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/testing.md's contract test module (a user's AttributeType and a MemoryCache) runs green under
+    pytest, in its own process: every test of both contract classes runs, none is skipped."""
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "testing.md").read_text(encoding="utf-8")
+    example = next(
+        block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "TestMoneyType" in block
+    )
+    pytester.makepyfile(test_contracts=example)
+    pytester.makeconftest(
+        """
+        from ponykit.testing import AttributeTypeContract
+
+        # removed by the errors branch: invalid values then raise ponykit ValidationErrors (the default)
+        AttributeTypeContract.expected_error = (TypeError, ValueError)
+        """
+    )
+    # The child imports this checkout's ponykit (src/), whatever the current directory.
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(root / "src"), os.environ.get("PYTHONPATH")]))
+    )
+    installed = any(ep.name == "ponykit" for ep in entry_points(group="pytest11"))
+    plugin_args = [] if installed else ["-p", "ponykit.testing"]
+    result = pytester.runpytest_subprocess(*plugin_args, "-p", "no:cacheprovider", "-p", "no:randomly")
+    contract_tests = 7 + 11  # AttributeTypeContract's and CacheBackendContract's test_ methods
+    result.assert_outcomes(passed=contract_tests)

@@ -273,6 +273,8 @@ def make_converter(db: Database, type_class: type[AttributeType], param_encoders
             return value
 
         def val2dbval(self, val: Any, obj: Any = None) -> Any:
+            if val is None:  # an Optional attribute set back to None: NULL, not to_db(None)
+                return None
             return base.val2dbval(self, self.ponykit_type.to_db(val), None)
 
         def dbval2val(self, dbval: Any, obj: Any = None) -> Any:

@@ -196,7 +196,7 @@ def make_enum_converter(db: Database, encoders: dict[type, Any]) -> type:
             return member
 
         def val2dbval(self, val: Any, obj: Any = None) -> Any:
-            return val.value
+            return None if val is None else val.value  # None: an Optional attribute set back to None
 
         def dbval2val(self, dbval: Any, obj: Any = None) -> Any:
             if dbval is None:
