@@ -7,14 +7,15 @@ raised on purpose. Where a builtin fits, the error also derives from it, so code
     PonykitError
     ├── ConfigurationError      (ValueError)   set-up or a call is wrong: bad URL, attach() at the wrong
     │   │                                      time, no keys, a function used where it cannot work
-    │   └── OptionError         (also TypeError)  an argument is wrong: an unknown attribute or option
-    │       │                                     name, a value of the wrong type, a size out of range
-    │       └── SerializationOptionError (also AttributeError)  bad to_dict/to_json/json_schema options
+    │   ├── OptionError         (also TypeError)  an argument is wrong: an unknown attribute or option
+    │   │   │                                     name, a value of the wrong type, a size out of range
+    │   │   └── SerializationOptionError (also AttributeError)  bad to_dict/to_json/json_schema options
+    │   └── UnsupportedDatabase (also NotImplementedError)  a feature that does not support this database
     ├── ValidationError         (ValueError)   input data is wrong; lists every problem by field path
     │   ├── BulkWriteError                     a bulk row is wrong; names the row index
     │   └── ValueTypeError      (also TypeError)  a value of the wrong type for an attribute
-    ├── DataError               (ValueError)   the database holds a value ponykit cannot read back
-    │                                          (an unknown Enum value, a malformed stored value)
+    ├── DataError               (ValueError)   the database (or a shared cache) holds a value ponykit
+    │                                          cannot read back: an unknown Enum value, a malformed one
     ├── InvalidPage             (ValueError)   page number or size out of range
     ├── InvalidCursor           (ValueError)   a keyset cursor is tampered, truncated or foreign
     ├── UnsupportedComparison   (TypeError)    a query comparison that would silently match nothing
@@ -61,6 +62,7 @@ __all__ = [
     "RotationInProgress",
     "SerializationOptionError",
     "UnsupportedComparison",
+    "UnsupportedDatabase",
     "ValidationError",
     "ValueTypeError",
 ]
@@ -90,7 +92,17 @@ class SerializationOptionError(OptionError, AttributeError):
     value of the wrong type, ``related=`` naming something that is not a relation.
 
     It also derives from ``TypeError`` and ``AttributeError``, the builtins these mistakes raised before,
-    so existing ``except`` clauses keep working. The message names the entity and the option.
+    so existing ``except`` clauses keep working. The message names the entity and the option. Also raised
+    by ``security.sensitive()`` for an attribute name the entity does not have (sensitivity decides what
+    serialization leaves out).
+    """
+
+
+class UnsupportedDatabase(ConfigurationError, NotImplementedError):
+    """A ponykit feature was used on a database it does not support (bulk writes on Oracle, say).
+
+    The message names the feature and the databases it supports. Also a ``NotImplementedError``, which
+    it raised before.
     """
 
 
@@ -163,7 +175,7 @@ class ValueTypeError(ValidationError, TypeError):
 class DataError(PonykitError, ValueError):
     """The database holds a value ponykit cannot turn back into the attribute's Python value: an Enum
     value that is not a member (the Enum lost a member, or another program wrote the row), a stored text
-    that no longer parses.
+    that no longer parses. Also an entry of a shared cache that this version cannot decode.
 
     The message names the entity, the attribute and the primary key, the stored value's type (its value
     too unless the attribute is sensitive) and what was expected; fix the row or the attribute's type.

@@ -27,7 +27,14 @@ from typing import Any, ClassVar
 import orjson
 
 from .. import _pony
-from ..errors import ConfigurationError, DecryptionError, FieldError, UnsupportedComparison, ValidationError
+from ..errors import (
+    ConfigurationError,
+    DecryptionError,
+    FieldError,
+    UnsupportedComparison,
+    ValidationError,
+    ValueTypeError,
+)
 from ..kit import Kit, add_attach_hook
 from ..security.envelope import EnvelopeCodec, EnvelopeError
 from ..security.keys import KeyRing
@@ -82,11 +89,11 @@ class EncryptedType(AttributeType):
 
     def encode(self, value: Any) -> bytes:
         """The plaintext bytes of a validated value."""
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: every concrete EncryptedType defines it
 
     def decode(self, data: bytes) -> Any:
         """The value of plaintext bytes."""
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: every concrete EncryptedType defines it
 
 
 class EncryptedStr(EncryptedType):
@@ -359,7 +366,7 @@ def make_encrypted_converter(kit: Kit) -> type:
                     f"attribute {self.label}: {exc}", [FieldError(self.attr.name, str(exc))]
                 ) from None
             except (TypeError, ValueError) as exc:
-                kind = TypeError if isinstance(exc, TypeError) else ValueError
+                kind = ValueTypeError if isinstance(exc, TypeError) else ValidationError
                 raise kind(f"attribute {self.label}: {exc}") from None
 
         def val2dbval(self, val: Any, obj: Any = None) -> Any:
