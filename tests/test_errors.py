@@ -113,7 +113,9 @@ def test_tree_is_complete_and_drawn() -> None:
     """Every exception class of ponykit.errors (warnings aside) is in the tree above and drawn in the module
     docstring."""
     exported = [getattr(pk.errors, name) for name in pk.errors.__all__]
-    classes = {c for c in exported if isinstance(c, type) and issubclass(c, Exception) and not issubclass(c, Warning)}
+    classes = {
+        c for c in exported if isinstance(c, type) and issubclass(c, Exception) and not issubclass(c, Warning)
+    }
     assert classes - {pk.PonykitError} == {cls for cls, _ in EXPECTED_BASES}
     doc = pk.errors.__doc__ or ""
     for cls in classes:
@@ -151,6 +153,11 @@ def _cached_with(**kwargs: Any) -> Callable[[Model], Any]:
         return pk.cached(**kwargs)
 
     return call
+
+
+def _cached_called_with_an_object(m: Model) -> Any:
+    count = pk.cached(depends_on=[m.Book], cache=pk.query.MemoryCache())(lambda book_filter: 1)
+    return count(object())
 
 
 CASES = [
@@ -330,6 +337,13 @@ CASES = [
         pk.OptionError,
         TypeError,
         ("cache=", "dict", "attach(db, cache=...)"),
+    ),
+    Case(
+        "cached-argument-type",
+        _cached_called_with_an_object,
+        pk.OptionError,
+        TypeError,
+        ("@cached", "type object", "key=lambda"),
     ),
     Case(
         "on_commit-not-callable",

@@ -239,15 +239,42 @@ def _arg_default(value: Any) -> Any:
     return str(value) if type(value).__name__ == "Decimal" else _reject(value)
 
 
-def _reject(value: Any) -> Any:
-    raise OptionError(
-        f"@cached cannot build a key from an argument of type {type(value).__name__}: pass plain "
-        "arguments (str, int, float, bool, None, dates, UUID, Decimal, entities, lists/dicts of those) "
-        "or give @cached(key=lambda *args, **kwargs: ...) a function returning such a key"
+_KEY_HINT = (
+    "pass plain arguments (str, int, float, bool, None, dates, UUID, Decimal, entities, lists/dicts of "
+    "those) or give @cached(key=lambda *args, **kwargs: ...) a function returning such a key"
+)
+
+
+def _refusal(value: Any) -> OptionError:
+    return OptionError(
+        f"@cached cannot build a key from an argument of type {type(value).__name__}: {_KEY_HINT}"
     )
 
 
+def _reject(value: Any) -> Any:
+    raise _refusal(value)
+
+
 _KEY_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def _key_error(arguments: Any) -> OptionError:
+    """The error for arguments orjson refused to key: _reject's, for the value it was raised on."""
+    refused: list[Any] = []
+
+    def default(value: Any) -> Any:
+        try:
+            return _arg_default(value)
+        except OptionError:
+            refused.append(value)
+            raise
+
+    try:
+        orjson.dumps(arguments, default=default, option=_KEY_OPTS)
+    except TypeError as exc:
+        if not refused:  # not a type _arg_default refuses (an int beyond 64 bits ...): orjson's reason
+            return OptionError(f"@cached cannot build a key from these arguments ({exc}); {_KEY_HINT}")
+    return _refusal(refused[0] if refused else None)
 
 
 class _Cached:
@@ -314,10 +341,13 @@ class _Cached:
             return self.fn(*args, **kwargs)
         if self.key is not None:
             arg_key: Any = self.key(*args, **kwargs)
-        elif kwargs:
-            arg_key = orjson.dumps((args, kwargs), default=_arg_default, option=_KEY_OPTS)
-        elif args:
-            arg_key = orjson.dumps(args, default=_arg_default, option=_KEY_OPTS)
+        elif kwargs or args:
+            try:
+                arg_key = orjson.dumps(
+                    (args, kwargs) if kwargs else args, default=_arg_default, option=_KEY_OPTS
+                )
+            except TypeError:  # orjson drops the message of _reject's error: name the argument again
+                raise _key_error((args, kwargs)) from None
         else:
             arg_key = b""
         computed = []
