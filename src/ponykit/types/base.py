@@ -72,8 +72,8 @@ class AttributeType:
     def validate(self, value: Any) -> Any:
         """Check (and normalise) a Python value given by the user; return the value to keep."""
         if not isinstance(value, self.python_type):
-            # validate() protocol: a plain TypeError, which the converter turns into a ValueTypeError.
-            raise TypeError(f"expected {self.type_name()}, got {type(value).__name__}")
+            # The converter adds the entity and attribute (a subclass's plain TypeError works as well).
+            raise ValueTypeError(f"expected {self.type_name()}, got {type(value).__name__}")
         return value
 
     def is_python_value(self, value: Any) -> bool:

@@ -73,12 +73,14 @@ class EnumType(AttributeType):
         if isinstance(value, enum_cls):
             return value
         if isinstance(value, enum.Enum):
-            raise TypeError(f"expected a {enum_cls.__name__} member, got {type(value).__name__}.{value.name}")
+            raise ValueTypeError(
+                f"expected a {enum_cls.__name__} member, got {type(value).__name__}.{value.name}"
+            )
         try:
             return enum_cls(value)
         except ValueError:
             allowed = ", ".join(repr(m.value) for m in enum_cls)
-            raise ValueError(
+            raise ValidationError(
                 f"{value!r} is not a valid {enum_cls.__name__} value; expected one of: {allowed}"
             ) from None
 
@@ -260,9 +262,9 @@ class AwareDatetime(AttributeType):
     def validate(self, value: Any) -> Any:
         """The value in UTC; rejects naive datetimes and other types."""
         if not isinstance(value, _dt.datetime):
-            raise TypeError(f"expected a timezone-aware datetime, got {type(value).__name__}")
+            raise ValueTypeError(f"expected a timezone-aware datetime, got {type(value).__name__}")
         if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(
+            raise ValidationError(
                 "got a naive datetime; give a timezone-aware one, e.g. datetime.now(timezone.utc) or "
                 "value.replace(tzinfo=ZoneInfo('Europe/Paris'))"
             )
@@ -312,8 +314,8 @@ class _IPType(AttributeType):
             try:
                 return type(self).parse(value)
             except ValueError:
-                raise ValueError(f"{value!r} is not a valid {self.label}") from None
-        raise TypeError(f"expected {self.label} or its text form, got {type(value).__name__}")
+                raise ValidationError(f"{value!r} is not a valid {self.label}") from None
+        raise ValueTypeError(f"expected {self.label} or its text form, got {type(value).__name__}")
 
     def to_db(self, value: Any) -> Any:
         """The compressed text form."""

@@ -104,7 +104,7 @@ class EncryptedStr(EncryptedType):
     def validate(self, value: Any) -> Any:
         """The str itself (no stripping: the exact text is encrypted)."""
         if not isinstance(value, str):
-            raise TypeError(f"expected str, got {type(value).__name__}")
+            raise ValueTypeError(f"expected str, got {type(value).__name__}")
         return value
 
     def encode(self, value: Any) -> bytes:
@@ -126,7 +126,7 @@ class EncryptedBytes(EncryptedType):
         if isinstance(value, (bytearray, memoryview)):
             return bytes(value)
         if not isinstance(value, bytes):
-            raise TypeError(f"expected bytes, got {type(value).__name__}")
+            raise ValueTypeError(f"expected bytes, got {type(value).__name__}")
         return value
 
     def encode(self, value: Any) -> bytes:
@@ -150,7 +150,7 @@ class EncryptedBytes(EncryptedType):
         return {"type": "string", "contentEncoding": "base64"}
 
 
-class JsonRefused(ValueError):
+class JsonRefused(ValidationError):
     """A value JSON can hold only by changing it: the message names what kind of value (never the value)."""
 
 
@@ -204,7 +204,7 @@ class EncryptedJson(EncryptedType):
         try:
             orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
         except TypeError:
-            raise TypeError(f"expected a JSON-serializable value, got {type(value).__name__}") from None
+            raise ValueTypeError(f"expected a JSON-serializable value, got {type(value).__name__}") from None
         refused = _json_refusal(value)
         if refused is not None:
             raise JsonRefused(
