@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pony.orm import Database
 
 from . import _pony
+from .errors import UnsupportedDatabase
 
 __all__ = ["ClassFilter", "Dialect", "dialect_of", "escape_dollars"]
 
@@ -60,7 +61,9 @@ class Dialect:
                 return f"INSERT INTO {self.q(table)} () VALUES " + ", ".join(["()"] * nrows)
             if nrows == 1:
                 return f"INSERT INTO {self.q(table)} DEFAULT VALUES"
-            raise AssertionError("multi-row INSERT of rows without columns")
+            raise AssertionError(
+                "multi-row INSERT of rows without columns"
+            )  # callers insert such rows one by one
         values = ", ".join([self.row(len(columns))] * nrows)
         return f"INSERT INTO {self.q(table)} ({cols}) VALUES {values}"
 
@@ -277,8 +280,9 @@ def dialect_of(db: Database) -> Dialect:
     if name == "cockroach":
         name = "postgres"
     if name not in ("sqlite", "postgres", "mysql"):
-        raise NotImplementedError(
-            f"ponykit bulk writes support SQLite, PostgreSQL and MySQL/MariaDB, not {name}"
+        raise UnsupportedDatabase(
+            f"ponykit bulk writes support SQLite, PostgreSQL and MySQL/MariaDB, not {name}: use Pony's own "
+            "writes (Entity(...), obj.set(...), obj.delete()) on this database"
         )
     placeholder = "?" if _pony.paramstyle(db) == "qmark" else "%s"
     return Dialect(name=name, placeholder=placeholder, max_params=_pony.max_params(db), db=db)

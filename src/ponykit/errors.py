@@ -5,25 +5,42 @@ raised on purpose. Where a builtin fits, the error also derives from it, so code
 ``ValueError`` or ``TypeError`` keeps working::
 
     PonykitError
-    ├── ConfigurationError      (ValueError)   set-up is wrong: bad URL, attach() at the wrong time, no keys
-    │   └── SerializationOptionError (also TypeError, AttributeError)  bad to_dict/to_json/json_schema options
+    ├── ConfigurationError      (ValueError)   set-up or a call is wrong: bad URL, attach() at the wrong
+    │   │                                      time, no keys, a function used where it cannot work
+    │   ├── OptionError         (also TypeError)  an argument is wrong: an unknown attribute or option
+    │   │   │                                     name, a value of the wrong type, a size out of range
+    │   │   └── SerializationOptionError (also AttributeError)  bad to_dict/to_json/json_schema options
+    │   └── UnsupportedDatabase (also NotImplementedError)  a feature that does not support this database
     ├── ValidationError         (ValueError)   input data is wrong; lists every problem by field path
-    │   └── BulkWriteError                     a bulk row is wrong; names the row index
+    │   ├── BulkWriteError                     a bulk row is wrong; names the row index
+    │   └── ValueTypeError      (also TypeError)  a value of the wrong type for an attribute
+    ├── DataError               (ValueError)   the database (or a shared cache) holds a value ponykit
+    │                                          cannot read back: an unknown Enum value, a malformed one
     ├── InvalidPage             (ValueError)   page number or size out of range
     ├── InvalidCursor           (ValueError)   a keyset cursor is tampered, truncated or foreign
     ├── UnsupportedComparison   (TypeError)    a query comparison that would silently match nothing
     ├── DecryptionError                        a stored ciphertext cannot be decrypted and authenticated
+    ├── RotationInProgress      (RuntimeError) another rotate_keys() holds the column's lock
     ├── CallbackError                          an on_commit/on_rollback callback failed (opt-in re-raise)
     ├── ConnectionLostError     (pony's ConnectionClosedError)  a transaction that wrote lost its connection
-    └── QueryCountExceeded      (AssertionError)  more SQL statements ran than allowed
+    ├── QueryCountExceeded      (AssertionError)  more SQL statements ran than allowed
+    └── NPlusOneDetected        (AssertionError)  one statement shape ran once per object: prefetch
+
+``security.envelope.EnvelopeError`` (a stored value does not open) is a PonykitError too; the
+encrypted attribute types turn it into :class:`DecryptionError` naming the entity and attribute.
 
 Messages name the entity and attribute involved, what was expected, what was given and how to fix it.
-They never contain passwords, keys, ciphertext or the plaintext of an encrypted value.
+They never contain passwords, keys, ciphertext, the plaintext of an encrypted value or the value of a
+sensitive attribute.
+
+Errors that can only come from a bug in ponykit itself (an internal invariant broken) stay
+``AssertionError``/``RuntimeError`` and say so in a comment where they are raised.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from pony.orm import ConnectionClosedError
 
@@ -32,16 +49,22 @@ __all__ = [
     "CallbackError",
     "ConfigurationError",
     "ConnectionLostError",
+    "DataError",
     "DecryptionError",
     "FieldError",
     "InvalidCursor",
     "InvalidPage",
     "MemoryCacheWarning",
+    "NPlusOneDetected",
+    "OptionError",
     "PonykitError",
     "QueryCountExceeded",
+    "RotationInProgress",
     "SerializationOptionError",
     "UnsupportedComparison",
+    "UnsupportedDatabase",
     "ValidationError",
+    "ValueTypeError",
 ]
 
 
@@ -50,15 +73,36 @@ class PonykitError(Exception):
 
 
 class ConfigurationError(PonykitError, ValueError):
-    """ponykit or a Database is set up wrongly: a malformed URL, attach() at the wrong time, missing keys."""
+    """ponykit or a Database is set up wrongly (a malformed URL, attach() at the wrong time, missing keys),
+    or a function is called where it cannot work (outside a ``db_session``, on an unmapped Database)."""
 
 
-class SerializationOptionError(ConfigurationError, TypeError, AttributeError):
+class OptionError(ConfigurationError, TypeError):
+    """An argument of a ponykit call is wrong: an unknown attribute or option name, a value of the wrong
+    type, a size or limit out of range, a decorator used without its parentheses.
+
+    It derives from ``ValueError`` (through :class:`ConfigurationError`) and from ``TypeError``: before
+    it existed these mistakes raised one or the other, so existing ``except`` clauses keep working. The
+    message names the function and the argument, what was expected, what was given and how to fix it.
+    """
+
+
+class SerializationOptionError(OptionError, AttributeError):
     """The options of ``to_dict``/``to_json``/``json_schema`` are wrong: an unknown attribute or option, a
     value of the wrong type, ``related=`` naming something that is not a relation.
 
     It also derives from ``TypeError`` and ``AttributeError``, the builtins these mistakes raised before,
-    so existing ``except`` clauses keep working. The message names the entity and the option.
+    so existing ``except`` clauses keep working. The message names the entity and the option. Also raised
+    by ``security.sensitive()`` for an attribute name the entity does not have (sensitivity decides what
+    serialization leaves out).
+    """
+
+
+class UnsupportedDatabase(ConfigurationError, NotImplementedError):
+    """A ponykit feature was used on a database it does not support (bulk writes on Oracle, say).
+
+    The message names the feature and the databases it supports. Also a ``NotImplementedError``, which
+    it raised before.
     """
 
 
@@ -123,6 +167,21 @@ class BulkWriteError(ValidationError):
         super().__init__(message, errors)
 
 
+class ValueTypeError(ValidationError, TypeError):
+    """A value of the wrong type was given for an attribute (an ``int`` for a ``str``, another Enum's
+    member). Also a ``TypeError``, which it raised before."""
+
+
+class DataError(PonykitError, ValueError):
+    """The database holds a value ponykit cannot turn back into the attribute's Python value: an Enum
+    value that is not a member (the Enum lost a member, or another program wrote the row), a stored text
+    that no longer parses. Also an entry of a shared cache that this version cannot decode.
+
+    The message names the entity, the attribute and the primary key, the stored value's type (its value
+    too unless the attribute is sensitive) and what was expected; fix the row or the attribute's type.
+    """
+
+
 class InvalidPage(PonykitError, ValueError):
     """A page number or page size is out of range."""
 
@@ -178,8 +237,25 @@ class ConnectionLostError(PonykitError, ConnectionClosedError):  # type: ignore[
         super().__init__(message)
 
 
+class RotationInProgress(PonykitError, RuntimeError):
+    """Another rotation holds the lock of this column (raised by ``rotate_keys(..., wait=False)``)."""
+
+
 class QueryCountExceeded(PonykitError, AssertionError):
     """More SQL statements ran inside an ``assert_max_queries`` block than allowed."""
+
+
+class NPlusOneDetected(PonykitError, AssertionError):
+    """One statement shape ran many times with different parameters: a loop is loading rows one by one.
+
+    ``findings`` lists each shape (:class:`ponykit.diagnostics.NPlusOneFinding`), how often it ran and
+    which relation or attribute to prefetch.
+    """
+
+    def __init__(self, message: str, findings: list[Any]) -> None:
+        super().__init__(message)
+        # NPlusOneFinding lives in ponykit.diagnostics, above this module: typed loosely here.
+        self.findings = findings
 
 
 class MemoryCacheWarning(UserWarning):

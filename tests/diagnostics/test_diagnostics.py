@@ -293,3 +293,35 @@ def test_fastapi_test_client_request_is_counted(m: Any) -> None:
             assert_max_queries(1, threads="current"),
         ):
             client.get("/authors")
+
+
+def test_install_is_idempotent(db: Database) -> None:
+    """``_capture.install(kit)`` (what attach() runs, and count_queries for Databases attached before the
+    package was imported) adds the listener once, however often it is called: each statement counts once."""
+    from ponykit.diagnostics import _capture
+
+    class Thing(db.Entity):
+        name = Required(str)
+
+    kit = pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    _capture.install(kit)
+    _capture.install(kit)
+    with db_session, count_queries(db) as counter:
+        select(t for t in Thing)[:]
+    assert counter.count == 1
+
+
+def test_diagnostics_argument_errors_are_option_errors() -> None:
+    """Wrong arguments of the diagnostics helpers raise OptionError: a ConfigurationError (as before),
+    and the ValueError and TypeError they raised before."""
+    for call in (
+        lambda: assert_max_queries(-1),
+        lambda: assert_max_queries("3"),  # type: ignore[arg-type]
+        lambda: detect_n_plus_one(1).__enter__(),
+        lambda: count_queries(threads="some").__enter__(),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(pk.OptionError) as info:
+            call()
+        assert isinstance(info.value, ConfigurationError)
+        assert isinstance(info.value, ValueError) and isinstance(info.value, TypeError)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _pony
-from ..errors import BulkWriteError, ConfigurationError
+from ..errors import BulkWriteError, ConfigurationError, OptionError
 from ._batch import (
     Progress,
     Row,
@@ -397,7 +397,10 @@ def bulk_delete(entity: Any, pks_or_query: Any, *, batch_size: int | None = None
     if _pony.is_query(pks_or_query):
         q_entity, sql, arguments = _pony.entity_query_sql(pks_or_query)
         if not issubclass(q_entity, plan.entity):
-            raise TypeError(f"bulk_delete({plan.name}): the query selects {q_entity.__name__} objects")
+            raise OptionError(
+                f"bulk_delete({plan.name}): the query selects {q_entity.__name__} objects; pass a query "
+                f"selecting {plan.name} objects, or call bulk_delete({q_entity.__name__}, query)"
+            )
         cursor = _pony.execute_in_session(db, dialect.select_keys_of(sql, plan.pk_columns), arguments)
         raw_keys = [r[0] if len(r) == 1 else tuple(r) for r in cursor.fetchall()]
     else:

@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 from .. import _pony
 from .._sql import Dialect, dialect_of
-from ..errors import BulkWriteError, ConfigurationError
+from ..errors import BulkWriteError, ConfigurationError, OptionError
 from ..transactions import record_writes
 from ._check import first_refusal
 from ._rows import RowPlan, plan_for
@@ -40,8 +40,10 @@ def _start(entity: Any, batch_size: int | None, op: str) -> tuple[RowPlan, Diale
     db = _pony.database_of(entity)
     if not _pony.in_db_session():
         raise ConfigurationError(f"{op}({plan.name}) must run inside a db_session (it joins its transaction)")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"{op}(): batch_size must be a positive number of rows, got {batch_size}")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise OptionError(
+            f"{op}({plan.name}): batch_size must be a positive number of rows, got {batch_size!r}"
+        )
     _pony.flush_session(db)  # Pony's autoflush: pending ORM changes go first, as before any raw SQL
     return plan, dialect_of(db), batch_size or DEFAULT_BATCH_SIZE
 
@@ -118,6 +120,7 @@ def _raise_row_error(
         if exc is not None:
             where = offset + (positions[index] if positions is not None else index)
             raise_masked(plan, plan.row_error(row, where, names, exc, op), exc)
+    # Internal invariant (a converter that fails once and then passes): not a user error.
     raise AssertionError("a row failed to encode once and then succeeded")
 
 
@@ -212,7 +215,7 @@ def _check_settable(plan: RowPlan, name: str, index: int | None, op: str) -> Non
     if attr is None:
         unknown = _pony.find_attribute(plan.entity, name) is None
         if unknown or name in plan.collections or name in plan.no_columns:
-            raise plan.unknown_error(name, index if index is not None else -1, op)
+            raise plan.unknown_error(name, index, op)
     elif attr.is_pk:
         problem = "is part of the primary key, which identifies the row and cannot be changed"
     elif attr.is_discriminator:
@@ -371,9 +374,12 @@ def _encode_pk(plan: RowPlan, value: Any, index: int) -> Any:
         value = _pony.primary_key(value)
     parts = value if len(plan.pk_names) > 1 else (value,)
     if len(plan.pk_names) > 1 and (not isinstance(value, tuple) or len(value) != len(plan.pk_names)):
+        # The shape, never the value: a key part may be sensitive.
+        given = f"a tuple of {len(value)} values" if isinstance(value, tuple) else f"a {type(value).__name__}"
         raise BulkWriteError(
             f"bulk_delete({plan.name}): item {index} must be a tuple of {len(plan.pk_names)} values "
-            f"({', '.join(plan.pk_names)}), got {value!r}",
+            f"({', '.join(plan.pk_names)}), got {given}; pass each key as a tuple in that order, or "
+            "the object",
             row_index=index,
             entity=plan.name,
         )

@@ -295,6 +295,6 @@ def copy_group(plan: RowPlan, dialect: Dialect, group: InsertGroup, text: str) -
     """COPY the rows of one group in the session's transaction; their primary keys if they give them."""
     sql = dialect.copy_from_stdin(plan.table, plan.columns_of(group.names))
     copied = _pony.copy_in_session(dialect.db, sql, io.StringIO(text))
-    if copied != group.count:
+    if copied != group.count:  # the driver's COPY broke its contract: not a user error
         raise RuntimeError(f"bulk_insert({plan.name}): COPY wrote {copied} rows of {group.count}")
     return keys_of(plan, group) if group.with_pk else []

@@ -131,12 +131,13 @@ def insert_group(plan: RowPlan, dialect: Dialect, group: InsertGroup, return_ids
         sql = dialect.insert(plan.table, columns, stop - start) + dialect.returning(plan.pk_columns)
         cursor = _pony.execute_in_session(db, sql, group.flat(start, stop))
         got = [r[0] if len(r) == 1 else tuple(r) for r in cursor.fetchall()]
-        if len(got) != stop - start:
+        if len(got) != stop - start:  # the database broke RETURNING's contract: not a user error
             raise RuntimeError(
                 f"bulk_insert({plan.name}): RETURNING gave {len(got)} keys for {stop - start} rows"
             )
         if not group.with_pk and any(b <= a for a, b in itertools.pairwise(got)):
-            # Generated ids are handed out in row order; anything else means RETURNING order is not.
+            # Generated ids are handed out in row order; anything else means RETURNING order is not
+            # (the database's contract, not a user error).
             raise RuntimeError(f"bulk_insert({plan.name}): RETURNING did not give ids in row order")
         keys.extend(got)
     return keys

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _pony
-from ..errors import BulkWriteError, FieldError
+from ..errors import BulkWriteError, FieldError, OptionError
 from ..kit import find_kit
 from ..security.sensitive import is_sensitive
 from ..types.base import param_encoders_of
@@ -28,6 +28,10 @@ ColumnsEncoder = Callable[[list[Any]], list[list[Any]]]
 _repr = reprlib.Repr()
 _repr.maxstring = 60
 _repr.maxother = 60
+
+
+# The argument of each operation that names attributes to write (for errors about a name in it).
+_NAMES_ARG = {"bulk_update": "fields=", "bulk_upsert": "update="}
 
 
 class UnknownAttribute(Exception):
@@ -209,16 +213,19 @@ class RowPlan:
             errors=[FieldError(f"{index}.{name}", f"expected: {expected}; given: {given}")],
         )
 
-    def unknown_error(self, key: Any, index: int, op: str) -> BulkWriteError:
-        """A :class:`BulkWriteError` for a row key that bulk writes cannot take."""
+    def unknown_error(self, key: Any, index: int | None, op: str) -> BulkWriteError:
+        """A :class:`BulkWriteError` for a row key (``index`` given) or a name in ``fields=``/``update=``
+        (``index`` None) that bulk writes cannot take."""
         if key in self.collections:
             why = "is a collection (Set); bulk writes store table columns only: add link rows separately"
         elif key in self.no_columns:
             why = "has no column in this table (it is the other side of a one-to-one relation)"
         else:
             why = f"is not an attribute of {self.name}; its attributes are {', '.join(sorted(self.known))}"
+        where = f"row {index} has key" if index is not None else f"{_NAMES_ARG.get(op, 'the call')} names"
+        fix = "fix the key or drop it from the row" if index is not None else "fix the name or drop it"
         return BulkWriteError(
-            f"{op}({self.name}): row {index} has key {key!r}, which {why}",
+            f"{op}({self.name}): {where} {key!r}, which {why}; {fix}",
             row_index=index,
             entity=self.name,
             attribute=str(key),
@@ -237,7 +244,11 @@ def plan_for(entity: Any) -> RowPlan:
     plan: RowPlan | None = vars(entity).get(_PLAN_ATTR) if isinstance(entity, type) else None
     if plan is None:
         if not _pony.is_entity_class(entity):
-            raise TypeError(f"bulk operations take a Pony entity class, got {entity!r}")
+            given = entity.__name__ if isinstance(entity, type) else f"a {type(entity).__name__}"  # no values
+            raise OptionError(
+                f"bulk operations take a Pony entity class (a db.Entity subclass such as User), got "
+                f"{given}; pass the class first: bulk_insert(User, rows)"
+            )
         plan = RowPlan(entity)
         setattr(entity, _PLAN_ATTR, plan)
     return plan

@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from ..errors import DataError, OptionError
+
 __all__ = ["decode", "encode", "from_plain", "to_plain"]
 
 _INT64 = 2**63
@@ -53,7 +55,7 @@ def to_plain(value: Any) -> Any:
         return {"~b": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, (frozenset, set)):
         return {"~s": sorted((to_plain(v) for v in value), key=repr)}
-    raise TypeError(
+    raise OptionError(
         f"cannot store a value of type {t.__name__} in a shared cache: cached results must be plain data "
         "(str, int, float, bool, None, Decimal, date/time types, UUID, bytes, and lists, tuples and "
         "dicts of those)"
@@ -92,7 +94,9 @@ def from_plain(value: Any) -> Any:
         return float(inner)
     if tag == "~s":
         return frozenset(from_plain(v) for v in inner)
-    raise ValueError(f"unknown tag {tag!r} in cached data")
+    raise DataError(
+        f"unknown tag {tag!r} in cached data: the entry was written by another program or version"
+    )
 
 
 def encode(value: Any) -> bytes:

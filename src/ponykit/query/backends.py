@@ -113,10 +113,10 @@ class _BaseCache:
         self._key_locks = _KeyLocks()
 
     def get(self, key: Hashable) -> Any:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: MemoryCache and RedisCache define it
 
     def set(self, key: Hashable, value: Any, ttl: float | None = None) -> None:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: MemoryCache and RedisCache define it
 
     def _other_process_lock(self, key: Hashable) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext(MISSING)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from .. import _pony
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, OptionError
 from .cache import _backend_of, _kit_backend, _Plan, _plan, _serve
 
 __all__ = ["cached_query"]
@@ -75,7 +75,7 @@ class _CachedQuery:
         result = self.fn(*args, **kwargs)
         source = _pony.query_source(result)
         if source is None:
-            raise TypeError(
+            raise OptionError(
                 f"@cached_query function {self.name} must return a Pony query (select(...), "
                 f"Entity.select(...), query.limit(n) or query.page(p, n)), not {type(result).__name__}"
             )
@@ -88,7 +88,7 @@ class _CachedQuery:
     def _build(self, key: Hashable, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Plan:
         for where, value in [*enumerate(args), *kwargs.items()]:
             if not _plain_arg(value):
-                raise TypeError(
+                raise OptionError(
                     f"@cached_query function {self.name}: argument {where!r} is a {type(value).__name__}; "
                     "query builders take plain immutable values (str, int, float, bool, None, bytes, "
                     "Decimal, UUID, dates and times, enums, tuples of those), because the statement is "

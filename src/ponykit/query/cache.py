@@ -25,7 +25,7 @@ import orjson
 from pony.orm import TransactionError, db_session
 
 from .. import _pony
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, OptionError
 from ..kit import get_kit
 from . import _generations
 from ._generations import db_state, must_bypass, register_backend
@@ -84,7 +84,7 @@ def cached_select(query: Any, *, ttl: float | None = None) -> list[Any]:
     """
     source = _pony.query_source(query)
     if source is None:
-        raise TypeError(
+        raise OptionError(
             "cached_select() takes a Pony query: select(...), Entity.select(...), query.limit(n) or "
             f"query.page(p, n) (not an already fetched result or a list); got {type(query).__name__}"
         )
@@ -239,15 +239,42 @@ def _arg_default(value: Any) -> Any:
     return str(value) if type(value).__name__ == "Decimal" else _reject(value)
 
 
-def _reject(value: Any) -> Any:
-    raise TypeError(
-        f"@cached cannot build a key from an argument of type {type(value).__name__}: pass plain "
-        "arguments (str, int, float, bool, None, dates, UUID, Decimal, entities, lists/dicts of those) "
-        "or give @cached(key=lambda *args, **kwargs: ...) a function returning such a key"
+_KEY_HINT = (
+    "pass plain arguments (str, int, float, bool, None, dates, UUID, Decimal, entities, lists/dicts of "
+    "those) or give @cached(key=lambda *args, **kwargs: ...) a function returning such a key"
+)
+
+
+def _refusal(value: Any) -> OptionError:
+    return OptionError(
+        f"@cached cannot build a key from an argument of type {type(value).__name__}: {_KEY_HINT}"
     )
 
 
+def _reject(value: Any) -> Any:
+    raise _refusal(value)
+
+
 _KEY_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def _key_error(arguments: Any) -> OptionError:
+    """The error for arguments orjson refused to key: _reject's, for the value it was raised on."""
+    refused: list[Any] = []
+
+    def default(value: Any) -> Any:
+        try:
+            return _arg_default(value)
+        except OptionError:
+            refused.append(value)
+            raise
+
+    try:
+        orjson.dumps(arguments, default=default, option=_KEY_OPTS)
+    except TypeError as exc:
+        if not refused:  # not a type _arg_default refuses (an int beyond 64 bits ...): orjson's reason
+            return OptionError(f"@cached cannot build a key from these arguments ({exc}); {_KEY_HINT}")
+    return _refusal(refused[0] if refused else None)
 
 
 class _Cached:
@@ -314,10 +341,13 @@ class _Cached:
             return self.fn(*args, **kwargs)
         if self.key is not None:
             arg_key: Any = self.key(*args, **kwargs)
-        elif kwargs:
-            arg_key = orjson.dumps((args, kwargs), default=_arg_default, option=_KEY_OPTS)
-        elif args:
-            arg_key = orjson.dumps(args, default=_arg_default, option=_KEY_OPTS)
+        elif kwargs or args:
+            try:
+                arg_key = orjson.dumps(
+                    (args, kwargs) if kwargs else args, default=_arg_default, option=_KEY_OPTS
+                )
+            except TypeError:  # orjson drops the message of _reject's error: name the argument again
+                raise _key_error((args, kwargs)) from None
         else:
             arg_key = b""
         computed = []
@@ -327,7 +357,7 @@ class _Cached:
             try:
                 data = orjson.dumps(result)
             except TypeError as exc:
-                raise TypeError(
+                raise OptionError(
                     f"@cached function {self.name} returned {type(result).__name__} data orjson cannot "
                     f"serialize ({exc}); cached functions must return plain data (dicts, lists, str, "
                     "numbers, bool, None, datetimes, UUIDs): convert entities with to_dict() first"
@@ -376,13 +406,20 @@ def cached(
     """
     for entity in depends_on:
         if not _pony.is_entity_class(entity):
-            raise TypeError(
-                f"@cached(depends_on=...) takes entity classes, got {entity!r} ({type(entity).__name__})"
+            raise OptionError(
+                f"@cached(depends_on=...) takes entity classes, got {entity!r} ({type(entity).__name__}); "
+                "name the entities the function reads: @cached(depends_on=(User, Order))"
             )
     if cache is not None and not isinstance(cache, CacheBackend):
-        raise TypeError(f"@cached(cache=...) takes a cache backend (MemoryCache, RedisCache), got {cache!r}")
+        raise OptionError(
+            "@cached(cache=...) takes a cache backend (MemoryCache, RedisCache), got "
+            f"{type(cache).__name__}; leave it out to use the cache given to attach(db, cache=...)"
+        )
     if key is not None and not callable(key):
-        raise TypeError(f"@cached(key=...) takes a function of the arguments, got {key!r}")
+        raise OptionError(
+            f"@cached(key=...) takes a function of the arguments, got {type(key).__name__}; "
+            "for example key=lambda user_id, **kw: user_id"
+        )
 
     def decorate(fn: F) -> F:
         state = _Cached(fn, depends_on, ttl, key, cache)

@@ -177,7 +177,7 @@ def decode_cursor(
     try:
         items = orjson.loads(head[1:])
         if type(items) is not list or len(items) != width:
-            raise ValueError("width")
+            raise ValueError("width")  # caught below: becomes InvalidCursor
         # Tagged values are dicts; plain ints, floats, strings, booleans and None come back as they are.
         return [from_plain(item) if type(item) is dict else item for item in items]
     except (ValueError, TypeError, IndexError, KeyError, orjson.JSONDecodeError):

@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from .. import _pony
 from .._sql import escape_dollars
-from ..errors import ConfigurationError, InvalidCursor, InvalidPage
+from ..errors import ConfigurationError, InvalidCursor, InvalidPage, OptionError
 from ..kit import find_kit
 from .cursor import Signer, bind_arguments, decode_cursor, encode_cursor, fingerprint
 from .pagination import MAX_PER_PAGE, remember
@@ -148,13 +148,17 @@ def _parse_order(entity: Any, order: Any) -> list[tuple[Any, bool]]:
             name, descending = (item[1:], True) if item.startswith("-") else (item, False)
             try:
                 attr = _pony.entity_attribute(entity, name)
-            except AttributeError as exc:
-                raise ConfigurationError(f"order=: {exc}") from None
+            except AttributeError:
+                known = ", ".join(a.name for a in _pony.entity_attributes(entity))
+                raise OptionError(
+                    f"paginate_keyset(order=...): {entity.__name__} has no attribute {name!r}; its "
+                    f"attributes are {known}; fix the name ('year', or '-year' for descending)"
+                ) from None
             result.append((attr, descending))
             continue
         parsed = _pony.order_item(item)
         if parsed is None:
-            raise ConfigurationError(
+            raise OptionError(
                 f"order= takes attribute names ('year', '-year'), attributes (Book.year) or "
                 f"desc(Book.year); got {item!r}"
             )

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .. import _pony
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, OptionError
 
 __all__ = ["prefetch"]
 
@@ -20,7 +20,7 @@ def _tree(paths: tuple[str, ...]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for path in paths:
         if not isinstance(path, str) or not path or any(not part for part in path.split(".")):
-            raise ConfigurationError(
+            raise OptionError(
                 f'prefetch() paths are dotted attribute names like "comments.author", got {path!r}'
             )
         node = tree
@@ -32,12 +32,14 @@ def _tree(paths: tuple[str, ...]) -> dict[str, Any]:
 def _attr_for(obj_class: Any, name: str, path: str) -> Any:
     attr = _pony.find_attribute(obj_class, name)
     if attr is None:
-        raise ConfigurationError(
-            f"prefetch(): entity {obj_class.__name__} has no attribute {name!r} (path {path!r})"
+        known = ", ".join(a.name for a in _pony.entity_attributes(obj_class))
+        raise OptionError(
+            f"prefetch(): entity {obj_class.__name__} has no attribute {name!r} (path {path!r}); its "
+            f"attributes are {known}; fix the path"
         )
     kind = _pony.relation_kind(attr)
     if kind is None:
-        raise ConfigurationError(
+        raise OptionError(
             f"prefetch(): {obj_class.__name__}.{name} (path {path!r}) is a plain column, already loaded with "
             "its object; prefetch relations (to-one, Set) or lazy attributes"
         )
@@ -129,12 +131,13 @@ def prefetch(objects_or_query: Any, *paths: str) -> list[Any]:
     elif isinstance(objects_or_query, Iterable):
         objects = list(objects_or_query)
     else:
-        raise ConfigurationError(
-            f"prefetch() takes a query or an iterable of entity objects, got {objects_or_query!r}"
+        raise OptionError(
+            "prefetch() takes a query or an iterable of entity objects, got "
+            f"{type(objects_or_query).__name__}; pass select(...) or a list of objects"
         )
     bad = [o for o in objects if not _pony.is_entity_instance(o)]
     if bad:
-        raise ConfigurationError(f"prefetch() takes entity objects, got {bad[0]!r}")
+        raise OptionError(f"prefetch() takes entity objects, got a {type(bad[0]).__name__}; pass the objects")
     if not objects or not tree:
         return objects
     dbs = {id(_pony.database_of(type(o))): _pony.database_of(type(o)) for o in objects}

@@ -29,7 +29,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, PonykitError
 from .keys import KeyRing
 
 __all__ = [
@@ -53,7 +53,7 @@ BLIND_INDEX_HEX = 32
 _PREFIX = VERSION + ":"
 
 
-class EnvelopeError(Exception):
+class EnvelopeError(PonykitError):
     """Why a stored value does not open (a short reason that never contains data)."""
 
 

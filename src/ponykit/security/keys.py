@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, OptionError
 
 __all__ = ["KEY_BYTES", "KeyRing"]
 
@@ -230,4 +230,4 @@ class KeyRing:
         return cipher
 
     def __reduce__(self) -> Any:
-        raise TypeError("KeyRing objects are not picklable: key material must not travel in pickles")
+        raise OptionError("KeyRing objects are not picklable: key material must not travel in pickles")

@@ -36,7 +36,7 @@ from pony.orm import db_session
 
 from .. import _pony
 from .._sql import Dialect, dialect_of
-from ..errors import ConfigurationError, PonykitError
+from ..errors import ConfigurationError, RotationInProgress
 from ..kit import get_kit
 from ..transactions import record_writes
 from .envelope import primary_prefix_pattern
@@ -51,10 +51,6 @@ __all__ = ["RotationInProgress", "RotationProgress", "rotate_keys"]
 
 # How often a waiting run asks for the lock again (seconds).
 LOCK_POLL_SECONDS = 0.2
-
-
-class RotationInProgress(PonykitError, RuntimeError):
-    """Another rotation holds the lock of this column (raised by ``rotate_keys(..., wait=False)``)."""
 
 
 @dataclass(frozen=True)

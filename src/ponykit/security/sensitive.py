@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
+from ..errors import OptionError, SerializationOptionError
+
 __all__ = ["SENSITIVE_ATTR", "is_sensitive", "mask", "sensitive", "sensitive_names"]
 
 SENSITIVE_ATTR = "__ponykit_sensitive__"
@@ -39,7 +41,7 @@ T = TypeVar("T")
 def _entity_of(attr: Any) -> Any:
     entity = getattr(attr, "entity", None)
     if entity is None or not hasattr(attr, "name"):
-        raise TypeError(
+        raise OptionError(
             f"sensitive() expects entity attributes such as User.ssn or attribute names as strings; "
             f"got {type(attr).__name__}"
         )
@@ -53,7 +55,7 @@ def _declare(entity: Any, names: tuple[str, ...]) -> None:
     known = {a.name for a in _pony.entity_attributes(entity)}
     for name in names:
         if name not in known:
-            raise AttributeError(
+            raise SerializationOptionError(
                 f"sensitive(): entity {entity.__name__} has no attribute {name!r}; "
                 f"declare only attributes it has ({', '.join(sorted(known))})"
             )
@@ -80,7 +82,7 @@ def sensitive(*attrs: Any) -> Callable[[T], T] | None:
     error messages.
     """
     if not attrs:
-        raise TypeError("sensitive() needs at least one attribute (User.ssn) or attribute name ('ssn')")
+        raise OptionError("sensitive() needs at least one attribute (User.ssn) or attribute name ('ssn')")
     if all(isinstance(a, str) for a in attrs):
         names = tuple(attrs)
 

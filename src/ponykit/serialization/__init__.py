@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from .. import _pony
+from ..errors import OptionError
 from ..security.sensitive import is_sensitive, mask
 from ._fast import eligible, rows_to_dicts
 from ._input import from_dict as _from_dict
@@ -191,12 +192,16 @@ def to_json(
         if eligible(plan, entity):
             return orjson.dumps(rows_to_dicts(query, plan, limit, offset))
         if fast:
-            raise ValueError(
+            raise OptionError(
                 f"to_json(fast=True): the query fast path cannot serve this request for {entity.__name__} "
                 "(collections, nesting or entity subclasses need entity objects); drop fast=True"
             )
     elif fast:
-        raise ValueError("to_json(fast=True) needs a Pony query that selects entity instances")
+        raise OptionError(
+            f"to_json(fast=True) needs a Pony query that selects entity instances, got "
+            f"{type(query_or_objects).__name__}; pass the query itself (select(...), Entity.select()) "
+            "or drop fast=True"
+        )
     return orjson.dumps(_many(query_or_objects, options, for_json=True))
 
 

@@ -36,6 +36,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from .. import _pony
+from ..errors import OptionError
 
 __all__ = ()
 
@@ -185,7 +186,7 @@ def value_dumper(attr: Any) -> Dump:
         return str
     if isinstance(py_type, type) and issubclass(py_type, int):
         return int
-    raise TypeError(
+    raise OptionError(
         f"ponykit cannot serialize attribute {attr} of type {getattr(py_type, '__name__', py_type)!r}: "
         "declare a JSON codec for it in ponykit.types or exclude it"
     )
@@ -373,7 +374,7 @@ def _iso(kind: Any) -> Load:
         text = v[:-1] + "+00:00" if v.endswith(("Z", "z")) else v
         value = kind.fromisoformat(text)
         if kind is dt.date and isinstance(value, dt.datetime):
-            raise ValueError(v)
+            raise ValueError(v)  # caught by the loader: becomes BadValue, then a FieldError
         return value
 
     return parse

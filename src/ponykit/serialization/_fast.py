@@ -50,7 +50,8 @@ def _row_function(plan: Plan, offsets: dict[Any, list[int]]) -> RowFn:
     items = []
     for i, f in enumerate(plan.fields):
         if not f.name.isidentifier():
-            raise ValueError(f"attribute name {f.name!r} is not an identifier")
+            # Internal invariant (Pony attribute names are class attribute names): not a user error.
+            raise AssertionError(f"attribute name {f.name!r} is not an identifier")
         positions = offsets[f.attr]
         if f.kind == VALUE:
             expression = _column(namespace, f"c{i}", f.attr, f.attr.converters[0], f.dump, positions[0])

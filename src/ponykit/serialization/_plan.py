@@ -213,7 +213,7 @@ def _select(
             raise _bad(
                 where,
                 f"{option}= names {name!r}: Entity {entity.__name__} does not have attribute {name}; "
-                f"its attributes are {known}",
+                f"its attributes are {known}; fix the name or leave it out",
             ) from None
 
     for name in exclude:

@@ -32,7 +32,7 @@ from typing import Any
 from pony.orm import Database
 
 from .. import _pony
-from ..errors import CallbackError, ConfigurationError, ConnectionLostError
+from ..errors import CallbackError, ConfigurationError, ConnectionLostError, OptionError
 from ..kit import CommitEvent, Kit, attached_databases, find_kit, get_kit
 
 __all__ = ["on_commit", "on_rollback", "pending_writes", "record_writes"]
@@ -169,7 +169,9 @@ def on_commit(fn: Callable[[], Any], *, db: Database | None = None, reraise: boo
     ``db`` may be omitted when one attached Database is in use in this session (or only one is attached).
     """
     if not callable(fn):
-        raise TypeError(f"on_commit() takes a callable, got {type(fn).__name__}")
+        raise OptionError(
+            f"on_commit() takes a callable, got {type(fn).__name__}; pass the function, not its result"
+        )
     if not _pony.in_db_session():
         fn()
         return
@@ -188,7 +190,9 @@ def on_rollback(fn: Callable[[], Any], *, db: Database | None = None, reraise: b
     callback is never called.
     """
     if not callable(fn):
-        raise TypeError(f"on_rollback() takes a callable, got {type(fn).__name__}")
+        raise OptionError(
+            f"on_rollback() takes a callable, got {type(fn).__name__}; pass the function, not its result"
+        )
     if not _pony.in_db_session():
         return
     kit = _resolve_kit(db, "on_rollback")

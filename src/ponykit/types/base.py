@@ -24,8 +24,9 @@ from typing import Any, ClassVar
 from pony.orm import Database, Json
 
 from .. import _pony
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, DataError, OptionError, ValidationError, ValueTypeError
 from ..kit import Kit, add_attach_hook, attached_databases, find_kit
+from ..security.sensitive import is_sensitive
 
 __all__ = ["AttributeType", "json_codec", "register_type", "registered_types"]
 
@@ -56,7 +57,10 @@ class AttributeType:
     def __init__(self, **options: Any) -> None:
         unknown = set(options) - set(self.options)
         if unknown:
-            raise TypeError(f"{type(self).__name__} has no option {sorted(unknown)[0]!r}")
+            raise OptionError(
+                f"{type(self).__name__} has no option {sorted(unknown)[0]!r}; its options are "
+                f"{', '.join(self.options) or 'none'}"
+            )
         self.config = options
 
     @classmethod
@@ -68,7 +72,8 @@ class AttributeType:
     def validate(self, value: Any) -> Any:
         """Check (and normalise) a Python value given by the user; return the value to keep."""
         if not isinstance(value, self.python_type):
-            raise TypeError(f"expected {self.type_name()}, got {type(value).__name__}")
+            # The converter adds the entity and attribute (a subclass's plain TypeError works as well).
+            raise ValueTypeError(f"expected {self.type_name()}, got {type(value).__name__}")
         return value
 
     def is_python_value(self, value: Any) -> bool:
@@ -268,7 +273,7 @@ def make_converter(db: Database, type_class: type[AttributeType], param_encoders
                 if check_storage:
                     base.validate(self, atype.to_db(value), None)
             except (TypeError, ValueError) as exc:
-                kind = TypeError if isinstance(exc, TypeError) else ValueError
+                kind = ValueTypeError if isinstance(exc, TypeError) else ValidationError
                 raise kind(f"attribute {_describe(self.attr)}: {exc}") from None
             return value
 
@@ -285,9 +290,11 @@ def make_converter(db: Database, type_class: type[AttributeType], param_encoders
                 return self.ponykit_type.from_db(stored)
             except (TypeError, ValueError) as exc:
                 pk = _pony.object_primary_key(obj)
-                raise ValueError(
+                why = "details hidden: the attribute is sensitive" if is_sensitive(self.attr) else exc
+                raise DataError(
                     f"attribute {_describe(self.attr)} (primary key {pk!r}): the database holds a value "
-                    f"that is not a valid {type_class.type_name()}: {exc}"
+                    f"(a {type(stored).__name__}) that is not a valid {type_class.type_name()}: {why}; fix "
+                    "the row or the attribute's type"
                 ) from None
 
         def py2sql(self, val: Any) -> Any:

@@ -20,8 +20,9 @@ from typing import Any, ClassVar
 from pony.orm import Database
 
 from .. import _pony
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, DataError, OptionError, ValidationError, ValueTypeError
 from ..kit import Kit, add_attach_hook
+from ..security.sensitive import is_sensitive
 from .base import (
     AttributeType,
     _codec_factories,
@@ -50,7 +51,7 @@ def enum_storage(enum_cls: type[enum.Enum]) -> type:
         return str
     if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         return int
-    raise TypeError(
+    raise OptionError(
         f"Enum {enum_cls.__name__} cannot be stored: ponykit stores enums by value, and the values must all "
         "be str or all be int"
     )
@@ -72,12 +73,14 @@ class EnumType(AttributeType):
         if isinstance(value, enum_cls):
             return value
         if isinstance(value, enum.Enum):
-            raise TypeError(f"expected a {enum_cls.__name__} member, got {type(value).__name__}.{value.name}")
+            raise ValueTypeError(
+                f"expected a {enum_cls.__name__} member, got {type(value).__name__}.{value.name}"
+            )
         try:
             return enum_cls(value)
         except ValueError:
             allowed = ", ".join(repr(m.value) for m in enum_cls)
-            raise ValueError(
+            raise ValidationError(
                 f"{value!r} is not a valid {enum_cls.__name__} value; expected one of: {allowed}"
             ) from None
 
@@ -169,7 +172,7 @@ def make_enum_converter(db: Database, encoders: dict[type, Any]) -> type:
                 self.ponykit_type = EnumType(py_type)
             except TypeError as exc:
                 where = f"attribute {attr.entity.__name__}.{attr.name}: " if attr is not None else ""
-                raise TypeError(where + str(exc)) from None
+                raise OptionError(where + str(exc)) from None
             storage = self.ponykit_type.value_storage
             inner_cls = _pony.converter_class_for(db, storage)
             if attr is None:
@@ -190,8 +193,16 @@ def make_enum_converter(db: Database, encoders: dict[type, Any]) -> type:
             try:
                 member = self.ponykit_type.validate(val)
             except (TypeError, ValueError) as exc:
-                kind = TypeError if isinstance(exc, TypeError) else ValueError
-                raise kind(f"attribute {self.attr.entity.__name__}.{self.attr.name}: {exc}") from None
+                kind = ValueTypeError if isinstance(exc, TypeError) else ValidationError
+                enum_cls = self.ponykit_type.enum_cls
+                detail = str(exc)
+                if is_sensitive(self.attr):  # the message names the value's type and the members, not it
+                    members = ", ".join(repr(m.value) for m in enum_cls)
+                    detail = (
+                        f"a {type(val).__name__} that is not a {enum_cls.__name__} member (value hidden: the "
+                        f"attribute is sensitive); expected one of: {members}"
+                    )
+                raise kind(f"attribute {self.attr.entity.__name__}.{self.attr.name}: {detail}") from None
             self.inner.validate(member.value, None)  # max_len, min/max
             return member
 
@@ -205,9 +216,15 @@ def make_enum_converter(db: Database, encoders: dict[type, Any]) -> type:
                 return self.ponykit_type.enum_cls(dbval)
             except ValueError:
                 allowed = ", ".join(repr(m.value) for m in self.ponykit_type.enum_cls)
-                raise ValueError(
+                kind = type(dbval).__name__
+                held = (
+                    f"a {kind} (value hidden: the attribute is sensitive)"
+                    if is_sensitive(self.attr)
+                    else (f"{dbval!r} (a {kind})")
+                )
+                raise DataError(
                     f"attribute {self.attr.entity.__name__}.{self.attr.name} (primary key "
-                    f"{_pony.object_primary_key(obj)!r}): the database holds {dbval!r}, which is not a "
+                    f"{_pony.object_primary_key(obj)!r}): the database holds {held}, which is not a "
                     f"{self.ponykit_type.enum_cls.__name__} value (expected one of: {allowed}); add the "
                     "member to the Enum or fix the row"
                 ) from None
@@ -245,9 +262,9 @@ class AwareDatetime(AttributeType):
     def validate(self, value: Any) -> Any:
         """The value in UTC; rejects naive datetimes and other types."""
         if not isinstance(value, _dt.datetime):
-            raise TypeError(f"expected a timezone-aware datetime, got {type(value).__name__}")
+            raise ValueTypeError(f"expected a timezone-aware datetime, got {type(value).__name__}")
         if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(
+            raise ValidationError(
                 "got a naive datetime; give a timezone-aware one, e.g. datetime.now(timezone.utc) or "
                 "value.replace(tzinfo=ZoneInfo('Europe/Paris'))"
             )
@@ -297,8 +314,8 @@ class _IPType(AttributeType):
             try:
                 return type(self).parse(value)
             except ValueError:
-                raise ValueError(f"{value!r} is not a valid {self.label}") from None
-        raise TypeError(f"expected {self.label} or its text form, got {type(value).__name__}")
+                raise ValidationError(f"{value!r} is not a valid {self.label}") from None
+        raise ValueTypeError(f"expected {self.label} or its text form, got {type(value).__name__}")
 
     def to_db(self, value: Any) -> Any:
         """The compressed text form."""

@@ -27,7 +27,14 @@ from typing import Any, ClassVar
 import orjson
 
 from .. import _pony
-from ..errors import ConfigurationError, DecryptionError, FieldError, UnsupportedComparison, ValidationError
+from ..errors import (
+    ConfigurationError,
+    DecryptionError,
+    FieldError,
+    UnsupportedComparison,
+    ValidationError,
+    ValueTypeError,
+)
 from ..kit import Kit, add_attach_hook
 from ..security.envelope import EnvelopeCodec, EnvelopeError
 from ..security.keys import KeyRing
@@ -82,11 +89,11 @@ class EncryptedType(AttributeType):
 
     def encode(self, value: Any) -> bytes:
         """The plaintext bytes of a validated value."""
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: every concrete EncryptedType defines it
 
     def decode(self, data: bytes) -> Any:
         """The value of plaintext bytes."""
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: every concrete EncryptedType defines it
 
 
 class EncryptedStr(EncryptedType):
@@ -97,7 +104,7 @@ class EncryptedStr(EncryptedType):
     def validate(self, value: Any) -> Any:
         """The str itself (no stripping: the exact text is encrypted)."""
         if not isinstance(value, str):
-            raise TypeError(f"expected str, got {type(value).__name__}")
+            raise ValueTypeError(f"expected str, got {type(value).__name__}")
         return value
 
     def encode(self, value: Any) -> bytes:
@@ -119,7 +126,7 @@ class EncryptedBytes(EncryptedType):
         if isinstance(value, (bytearray, memoryview)):
             return bytes(value)
         if not isinstance(value, bytes):
-            raise TypeError(f"expected bytes, got {type(value).__name__}")
+            raise ValueTypeError(f"expected bytes, got {type(value).__name__}")
         return value
 
     def encode(self, value: Any) -> bytes:
@@ -143,7 +150,7 @@ class EncryptedBytes(EncryptedType):
         return {"type": "string", "contentEncoding": "base64"}
 
 
-class JsonRefused(ValueError):
+class JsonRefused(ValidationError):
     """A value JSON can hold only by changing it: the message names what kind of value (never the value)."""
 
 
@@ -197,7 +204,7 @@ class EncryptedJson(EncryptedType):
         try:
             orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
         except TypeError:
-            raise TypeError(f"expected a JSON-serializable value, got {type(value).__name__}") from None
+            raise ValueTypeError(f"expected a JSON-serializable value, got {type(value).__name__}") from None
         refused = _json_refusal(value)
         if refused is not None:
             raise JsonRefused(
@@ -359,7 +366,7 @@ def make_encrypted_converter(kit: Kit) -> type:
                     f"attribute {self.label}: {exc}", [FieldError(self.attr.name, str(exc))]
                 ) from None
             except (TypeError, ValueError) as exc:
-                kind = TypeError if isinstance(exc, TypeError) else ValueError
+                kind = ValueTypeError if isinstance(exc, TypeError) else ValidationError
                 raise kind(f"attribute {self.label}: {exc}") from None
 
         def val2dbval(self, val: Any, obj: Any = None) -> Any:
