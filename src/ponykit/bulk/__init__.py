@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 from .. import _pony
 from ..errors import BulkWriteError, ConfigurationError
@@ -59,6 +59,42 @@ class UpsertResult:
 
 # ---------------------------------------------------------------------------------------------------------
 # INSERT
+
+
+@overload
+def bulk_insert(
+    entity: Any,
+    rows: Iterable[Row],
+    *,
+    batch_size: int | None = None,
+    return_ids: Literal[False] = False,
+    progress: Progress | None = None,
+    hooks: bool = False,
+) -> int: ...
+
+
+@overload
+def bulk_insert(
+    entity: Any,
+    rows: Iterable[Row],
+    *,
+    batch_size: int | None = None,
+    return_ids: Literal[True],
+    progress: Progress | None = None,
+    hooks: bool = False,
+) -> list[Any]: ...
+
+
+@overload
+def bulk_insert(
+    entity: Any,
+    rows: Iterable[Row],
+    *,
+    batch_size: int | None = None,
+    return_ids: bool,
+    progress: Progress | None = None,
+    hooks: bool = False,
+) -> list[Any] | int: ...
 
 
 def bulk_insert(

@@ -14,7 +14,7 @@ import enum
 import weakref
 from collections.abc import Callable, Hashable
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 from uuid import UUID
 
 from .. import _pony
@@ -124,6 +124,14 @@ class _CachedQuery(CallCounts):
         for backend in {id(k.cache): k.cache for k in list(self.kits) if k.cache is not None}.values():
             backend.bump([function_generation(self.name)])
         self.reset()
+
+
+@overload
+def cached_query(fn: F, *, ttl: float | None = None, maxsize: int = 1024) -> F: ...
+
+
+@overload
+def cached_query(fn: None = None, *, ttl: float | None = None, maxsize: int = 1024) -> Callable[[F], F]: ...
 
 
 def cached_query(
