@@ -139,7 +139,7 @@ def _rotate(args: argparse.Namespace, state: dict[str, int]) -> int:
         def waiting(message: str) -> None:
             print(f"ponykit: {message}", file=sys.stderr, flush=True)
 
-        # The reports name the attribute, which the display shows (rotate_keys' progress(done, total) does not).
+        # Reports that name the attribute, which the display shows (progress(done, total) does not).
         done = rotate_with_reports(
             entity, attrs, batch_size=args.batch_size, report=report, wait=not args.no_wait, on_wait=waiting
         )
