@@ -1,6 +1,6 @@
 """``python -m ponykit``: command-line tools.
 
-``python -m ponykit rotate-keys myapp.models:db [--entity User] [--attr email] [--batch-size 5000]``
+``python -m ponykit rotate-keys myapp.models:db [--entity User] [--attr email] [--batch-size 10000]``
 imports ``myapp.models`` (which must bind, attach with its key ring, and map the Database, as the app
 does at start-up), then re-encrypts every encrypted value not under the ring's primary key. The target
 may also name one entity: ``myapp.models:User``.
@@ -25,7 +25,7 @@ from pony.orm import Database
 
 from . import _pony
 from .errors import PonykitError
-from .security.rotation import RotationInProgress, RotationProgress, rotate_keys
+from .security.rotation import RotationInProgress, RotationProgress, rotate_with_reports
 
 __all__ = ["ProgressBar", "ProgressLines", "main"]
 
@@ -139,8 +139,9 @@ def _rotate(args: argparse.Namespace, state: dict[str, int]) -> int:
         def waiting(message: str) -> None:
             print(f"ponykit: {message}", file=sys.stderr, flush=True)
 
-        done = rotate_keys(
-            entity, attrs, batch_size=args.batch_size, progress=report, wait=not args.no_wait, on_wait=waiting
+        # Reports that name the attribute, which the display shows (progress(done, total) does not).
+        done = rotate_with_reports(
+            entity, attrs, batch_size=args.batch_size, report=report, wait=not args.no_wait, on_wait=waiting
         )
         if done:
             bar.finish()
@@ -159,7 +160,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     rotate.add_argument("target", help="module:db or module:Entity (the module binds, attaches and maps)")
     rotate.add_argument("--entity", action="append", help="only this entity (repeatable)")
     rotate.add_argument("--attr", action="append", help="only this attribute (repeatable)")
-    rotate.add_argument("--batch-size", type=int, default=5000, help="rows per committed batch")
+    rotate.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="rows per committed batch (default 10000, as rotate_keys)",
+    )
     rotate.add_argument(
         "--progress-interval",
         type=float,

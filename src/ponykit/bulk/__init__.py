@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 from .. import _pony
 from ..errors import BulkWriteError, ConfigurationError, OptionError
@@ -59,6 +59,42 @@ class UpsertResult:
 
 # ---------------------------------------------------------------------------------------------------------
 # INSERT
+
+
+@overload
+def bulk_insert(
+    entity: Any,
+    rows: Iterable[Row],
+    *,
+    batch_size: int | None = None,
+    return_ids: Literal[False] = False,
+    progress: Progress | None = None,
+    hooks: bool = False,
+) -> int: ...
+
+
+@overload
+def bulk_insert(
+    entity: Any,
+    rows: Iterable[Row],
+    *,
+    batch_size: int | None = None,
+    return_ids: Literal[True],
+    progress: Progress | None = None,
+    hooks: bool = False,
+) -> list[Any]: ...
+
+
+@overload
+def bulk_insert(
+    entity: Any,
+    rows: Iterable[Row],
+    *,
+    batch_size: int | None = None,
+    return_ids: bool,
+    progress: Progress | None = None,
+    hooks: bool = False,
+) -> list[Any] | int: ...
 
 
 def bulk_insert(
@@ -187,7 +223,8 @@ def bulk_update(
     those; other keys are then ignored). Values are validated and converted as ``obj.set(**row)`` would.
     Rows whose key does not exist are skipped (compare the returned count), as are keys of rows of
     another class of a single-table hierarchy. Objects of the session that were loaded before show
-    the new values afterwards.
+    the new values afterwards. Rows go in batches of ``batch_size`` (default 10,000);
+    ``progress(done, total)`` is called after each batch (``total`` is None for an iterator).
     """
     plan, dialect, size = _start(entity, batch_size, "bulk_update")
     db = dialect.db
@@ -261,7 +298,9 @@ def bulk_upsert(
     ``obj.set(**row)`` would; ``update=()`` leaves existing rows alone (counted as ``skipped``). Two rows
     of one batch with the same key raise :class:`~ponykit.errors.BulkWriteError`. ``ON CONFLICT`` on
     SQLite and PostgreSQL; ``ON DUPLICATE KEY UPDATE`` on MariaDB, where a clash on any other unique key
-    of the table also turns the insert into an update (a MariaDB rule).
+    of the table also turns the insert into an update (a MariaDB rule). Rows go in batches of
+    ``batch_size`` (default 10,000); ``progress(done, total)`` is called after each batch (``total`` is
+    None for an iterator).
     """
     plan, dialect, size = _start(entity, batch_size, "bulk_upsert")
     db = dialect.db

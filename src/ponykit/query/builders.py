@@ -11,15 +11,24 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import functools
+import weakref
 from collections.abc import Callable, Hashable
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 from uuid import UUID
 
 from .. import _pony
 from ..errors import ConfigurationError, OptionError
-from .cache import _backend_of, _kit_backend, _Plan, _plan, _serve
+from .cache import (
+    CallCounts,
+    _backend_of,
+    _kit_backend,
+    _Plan,
+    _plan,
+    _serve,
+    cached_function,
+    function_generation,
+)
 
 __all__ = ["cached_query"]
 
@@ -41,10 +50,11 @@ def _plain_arg(value: Any) -> bool:
     return False
 
 
-class _CachedQuery:
+class _CachedQuery(CallCounts):
     """The state behind one ``@cached_query`` function: its statements by argument values."""
 
     def __init__(self, fn: Callable[..., Any], ttl: float | None, maxsize: int) -> None:
+        super().__init__()
         self.fn = fn
         self.ttl = ttl
         self.maxsize = maxsize
@@ -52,6 +62,8 @@ class _CachedQuery:
         # (args, kwargs, the args' types) -> plan. A plain dict: reads and writes are atomic, and the rare
         # rebuild after clearing it costs one query construction.
         self.plans: dict[Hashable, _Plan] = {}
+        # The Kits its statements were built on: cache_clear() invalidates in each one's backend.
+        self.kits: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def __call__(self, *args: Any, **kwargs: Any) -> list[Any]:
         if kwargs:
@@ -69,7 +81,7 @@ class _CachedQuery:
         backend = plan.kit.cache  # read per call: it may have been replaced since
         if backend is None:  # detached since: raise the error that says how to attach one
             backend = _backend_of(plan.db, f"@cached_query function {self.name}")
-        return _serve(backend, plan, self.ttl, lambda: self.uncached(*args, **kwargs))
+        return _serve(backend, plan, self.ttl, lambda: self.uncached(*args, **kwargs), self)
 
     def _query_of(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, int | None, int | None]:
         result = self.fn(*args, **kwargs)
@@ -98,14 +110,28 @@ class _CachedQuery:
         query, limit, offset = self._query_of(args, kwargs)
         db = _pony.query_database(query)
         kit, _backend = _kit_backend(db, f"@cached_query function {self.name}")
-        plan = _plan(kit, _pony.query_sql(query, limit, offset))
+        plan = _plan(kit, _pony.query_sql(query, limit, offset), self.name)
+        self.kits.add(kit)
         if len(self.plans) >= self.maxsize:
             self.plans.clear()
         self.plans[key] = plan
         return plan
 
     def clear(self) -> None:
+        """Invalidate this function's cached results (as ``@cached`` does: in every process sharing the
+        backend of each Database it has queried here) and forget its statements."""
         self.plans.clear()
+        for backend in {id(k.cache): k.cache for k in list(self.kits) if k.cache is not None}.values():
+            backend.bump([function_generation(self.name)])
+        self.reset()
+
+
+@overload
+def cached_query(fn: F, *, ttl: float | None = None, maxsize: int = 1024) -> F: ...
+
+
+@overload
+def cached_query(fn: None = None, *, ttl: float | None = None, maxsize: int = 1024) -> Callable[[F], F]: ...
 
 
 def cached_query(
@@ -128,22 +154,15 @@ def cached_query(
     function must build its query from its arguments alone: anything else it reads (a global, the
     clock, a row it looks up) is frozen at the first call with those arguments. Arguments must be
     plain immutable values. Value results (tuples, scalars, aggregates) can be read outside a
-    ``db_session``; entity results need one. ``.cache_clear()`` forgets the statements and
-    ``.uncached(...)`` runs the query through plain Pony.
+    ``db_session``; entity results need one. The function has ``cache_info()`` and ``cache_clear()``
+    as ``@cached`` functions do: ``cache_clear()`` invalidates this function's cached results (and
+    forgets its statements). ``.uncached(...)`` runs the query through plain Pony.
     """
     if not isinstance(maxsize, int) or maxsize <= 0:
         raise ConfigurationError(f"@cached_query(maxsize=...) must be a positive int, got {maxsize!r}")
 
     def decorate(fn: F) -> F:
         state = _CachedQuery(fn, ttl, maxsize)
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> list[Any]:
-            return state(*args, **kwargs)
-
-        wrapper.cache_clear = state.clear  # type: ignore[attr-defined]
-        wrapper.uncached = state.uncached  # type: ignore[attr-defined]
-        wrapper.__ponykit_cached_query__ = state  # type: ignore[attr-defined]
-        return wrapper  # type: ignore[return-value]
+        return cached_function(fn, state, "__ponykit_cached_query__", uncached=state.uncached)
 
     return decorate if fn is None else decorate(fn)

@@ -106,45 +106,74 @@ class _Plan(NamedTuple):
     key: tuple[Any, ...]  # the cache key, short of the generations
 
 
-def _plan(kit: Any, q: _pony.QuerySQL) -> _Plan:
+def _plan(kit: Any, q: _pony.QuerySQL, function: str | None = None) -> _Plan:
+    """The plan of one statement; with ``function`` (a ``@cached_query`` function's name) its entries are
+    that function's own, keyed by its generation too, so that its ``cache_clear()`` reaches them."""
     state = db_state(kit)
     entity_names, gen_names = state.query_deps(q.sql)
-    key = ("q", state.entry_namespace, q.sql, _args_key(q.arguments), q.limit, q.offset)
+    key: tuple[Any, ...] = ("q", state.entry_namespace, q.sql, _args_key(q.arguments), q.limit, q.offset)
+    if function is not None:
+        key += (function,)
+        gen_names += (function_generation(function),)
     return _Plan(_pony.query_database(q.query), kit, q, entity_names, gen_names, key)
 
 
+def function_generation(name: str) -> str:
+    """The generation counter a cached function's ``cache_clear()`` bumps (``name``: module.qualname)."""
+    return "fn/" + name
+
+
 def _serve(
-    backend: CacheBackend, plan: _Plan, ttl: float | None, uncached: Callable[[], list[Any]]
+    backend: CacheBackend,
+    plan: _Plan,
+    ttl: float | None,
+    uncached: Callable[[], list[Any]],
+    counts: CallCounts | None = None,
 ) -> list[Any]:
     """The results of ``plan`` from ``backend``, or from the database (stored for later) on a miss.
 
     ``uncached`` runs the query through plain Pony: for queries Pony never reuses, inside a session that
     must read its own writes, and while the backend is unreachable. Outside a db_session, value results
     are served too (they outlive any session): a hit touches no database and a miss opens a session.
+    ``counts``, when given, counts the hit, miss or bypass.
     """
     db, q = plan.db, plan.q
     in_session = _pony.in_db_session()
     if in_session:
         if not q.cacheable or must_bypass(db, plan.entity_names):
+            if counts is not None:
+                counts.bypassed += 1
             return uncached()
     elif q.entity is not None or q.tuple_entities:
         raise TransactionError(
             f"cached reads of entities need a db_session, as the entities belong to one: {q.sql!r}"
         )
     elif not q.cacheable:
+        if counts is not None:
+            counts.bypassed += 1
         return _in_new_session(uncached)
     gens = backend.generations(plan.gen_names)
     if gens is None:
+        if counts is not None:
+            counts.bypassed += 1
         return uncached() if in_session else _in_new_session(uncached)
     key = (*plan.key, gens)
     payload = backend.get(key)  # the hit path, before building anything a miss needs
     if payload is MISSING:
-        return _fill(db, backend, q, key, ttl, in_session)
+        return _fill(db, backend, q, key, ttl, in_session, counts)
+    if counts is not None:
+        counts.hits += 1
     return _from_payload(q, payload)
 
 
 def _fill(
-    db: Any, backend: CacheBackend, q: _pony.QuerySQL, key: Any, ttl: float | None, in_session: bool
+    db: Any,
+    backend: CacheBackend,
+    q: _pony.QuerySQL,
+    key: Any,
+    ttl: float | None,
+    in_session: bool,
+    counts: CallCounts | None,
 ) -> list[Any]:
     computed: list[list[Any]] = []
 
@@ -159,7 +188,12 @@ def _fill(
         computed.append(items)
         return _to_payload(q, items), may_store
 
-    payload, _hit = backend.get_or_compute(key, compute, ttl)
+    payload, hit = backend.get_or_compute(key, compute, ttl)
+    if counts is not None:
+        if hit:
+            counts.hits += 1  # a concurrent caller computed it
+        else:
+            counts.misses += 1
     if computed:
         return computed[0]
     return _from_payload(q, payload)
@@ -222,11 +256,46 @@ def _from_payload(q: _pony.QuerySQL, payload: tuple[Any, ...]) -> list[Any]:
 
 
 class CacheInfo(NamedTuple):
-    """Counters of one ``@cached`` function in this process."""
+    """Counters of one ``@cached`` or ``@cached_query`` function in this process, since it was defined or
+    its ``cache_clear()`` last ran: calls served from the cache (``hits``), computed and offered to the
+    cache (``misses``), and run uncached (``bypassed``: inside a session that wrote a dependency, for
+    queries Pony never reuses, or while the backend is unreachable)."""
 
     hits: int
     misses: int
     bypassed: int
+
+
+class CallCounts:
+    """The counters behind ``cache_info()`` (plain ints: a lost increment between threads is harmless)."""
+
+    def __init__(self) -> None:
+        self.hits = self.misses = self.bypassed = 0
+
+    def info(self) -> CacheInfo:
+        """The counters as a :class:`CacheInfo`."""
+        return CacheInfo(self.hits, self.misses, self.bypassed)
+
+    def reset(self) -> None:
+        """Start counting again (``cache_clear()``)."""
+        self.hits = self.misses = self.bypassed = 0
+
+
+def cached_function(fn: F, state: Any, marker: str, **extra: Any) -> F:
+    """The function ``@cached`` and ``@cached_query`` return: ``fn``'s name and docstring, calls go to
+    ``state``, with ``cache_info()`` and ``cache_clear()`` (``state.info``/``state.clear``), the
+    ``extra`` attributes, and ``state`` itself under ``marker`` (for tests and introspection)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return state(*args, **kwargs)
+
+    wrapper.cache_info = state.info  # type: ignore[attr-defined]
+    wrapper.cache_clear = state.clear  # type: ignore[attr-defined]
+    for name, value in extra.items():
+        setattr(wrapper, name, value)
+    setattr(wrapper, marker, state)
+    return wrapper  # type: ignore[return-value]
 
 
 def _arg_default(value: Any) -> Any:
@@ -277,7 +346,7 @@ def _key_error(arguments: Any) -> OptionError:
     return _refusal(refused[0] if refused else None)
 
 
-class _Cached:
+class _Cached(CallCounts):
     """The state behind one ``@cached`` function."""
 
     def __init__(
@@ -294,7 +363,7 @@ class _Cached:
         self.key = key
         self.explicit_cache = cache
         self.name = f"{fn.__module__}.{fn.__qualname__}"
-        self.hits = self.misses = self.bypassed = 0
+        super().__init__()
         self._resolved: tuple[CacheBackend, tuple[str, ...], tuple[tuple[Any, tuple[str, ...]], ...]] | None
         self._resolved = None
         self._lock = threading.Lock()
@@ -323,7 +392,7 @@ class _Cached:
                 gens = db_state(get_kit(db)).gen_names(sorted(names))
                 gen_names.extend(gens)
                 per_db.append((db, tuple(names)))
-            gen_names.append("fn/" + self.name)  # bumped by cache_clear()
+            gen_names.append(function_generation(self.name))  # bumped by cache_clear()
             resolved = (backend, tuple(gen_names), tuple(per_db))
             self._resolved = resolved
             return resolved
@@ -374,13 +443,11 @@ class _Cached:
         # Hits and misses alike return what orjson.loads gives, so a caller never sees a difference.
         return orjson.loads(data)
 
-    def info(self) -> CacheInfo:
-        return CacheInfo(self.hits, self.misses, self.bypassed)
-
     def clear(self) -> None:
+        """Invalidate this function's cached results (in every process sharing the backend)."""
         backend, _gen_names, _per_db = self._resolved or self.resolve()
-        backend.bump(["fn/" + self.name])
-        self.hits = self.misses = self.bypassed = 0
+        backend.bump([function_generation(self.name)])
+        self.reset()
 
 
 def cached(
@@ -422,15 +489,6 @@ def cached(
         )
 
     def decorate(fn: F) -> F:
-        state = _Cached(fn, depends_on, ttl, key, cache)
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return state(*args, **kwargs)
-
-        wrapper.cache_info = state.info  # type: ignore[attr-defined]
-        wrapper.cache_clear = state.clear  # type: ignore[attr-defined]
-        wrapper.__ponykit_cached__ = state  # type: ignore[attr-defined]
-        return wrapper  # type: ignore[return-value]
+        return cached_function(fn, _Cached(fn, depends_on, ttl, key, cache), "__ponykit_cached__")
 
     return decorate

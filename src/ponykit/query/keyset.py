@@ -16,13 +16,14 @@ refused with :class:`~ponykit.errors.ConfigurationError` (and an encrypted colum
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from .. import _pony
 from .._sql import escape_dollars
-from ..errors import ConfigurationError, InvalidCursor, InvalidPage, OptionError
+from ..errors import ConfigurationError, InvalidCursor, OptionError
 from ..kit import find_kit
+from ._page import PageItems, check_per_page
 from .cursor import Signer, bind_arguments, decode_cursor, encode_cursor, fingerprint
 from .pagination import MAX_PER_PAGE, remember
 
@@ -39,30 +40,22 @@ _STATEMENTS_PER_PLAN = 64
 _SIGNERS = 16  # per Database: the key ring's cursor key, or a few explicit secrets
 
 
-class CursorPage(Generic[T]):
-    """One page of a keyset-paginated query.
+@dataclass(frozen=True, slots=True, repr=False)
+class CursorPage(PageItems[T]):
+    """One page of a keyset-paginated query: a sequence of its ``items`` (``len``, iteration, indexing).
 
     Pass ``next_cursor`` as ``after=`` for the following page and ``prev_cursor`` as ``before=`` for
     the preceding one; each is None when there is no such page. The sort values are taken when the
     page is fetched; the cursors are signed on first access.
     """
 
-    __slots__ = ("_bound", "_cursors", "has_next", "has_prev", "items", "per_page")
-
-    def __init__(
-        self,
-        items: list[T],
-        has_next: bool,
-        has_prev: bool,
-        per_page: int,
-        bound: tuple[list[Any], list[Any], Signer, bytes] | None = None,
-    ) -> None:
-        self.items = items
-        self.has_next = has_next
-        self.has_prev = has_prev
-        self.per_page = per_page
-        self._bound = bound  # (first row values, last row values, signer, query fingerprint)
-        self._cursors: dict[str, str | None] = {}
+    items: list[T]
+    has_next: bool
+    has_prev: bool
+    per_page: int
+    # (first row values, last row values, signer, query fingerprint): what the cursors are made from.
+    _bound: tuple[list[Any], list[Any], Signer, bytes] | None = field(default=None, compare=False)
+    _cursors: dict[str, str | None] = field(default_factory=dict, init=False, compare=False)
 
     def _cursor(self, which: str) -> str | None:
         if which not in self._cursors:
@@ -83,12 +76,6 @@ class CursorPage(Generic[T]):
     def prev_cursor(self) -> str | None:
         """The cursor to pass as ``before=`` for the previous page, or None on the first page."""
         return self._cursor("prev")
-
-    def __iter__(self) -> Any:
-        return iter(self.items)
-
-    def __len__(self) -> int:
-        return len(self.items)
 
     def __repr__(self) -> str:
         return (
@@ -406,11 +393,7 @@ def paginate_keyset(
     a query whose parameter values change from one request to the next (``datetime.now()``). A query
     that Pony makes DISTINCT only while unordered (it iterates a collection) is paged with DISTINCT.
     """
-    if isinstance(per_page, bool) or not isinstance(per_page, int) or not 1 <= per_page <= max_per_page:
-        raise InvalidPage(
-            f"per_page must be an integer between 1 and {max_per_page}, got {per_page!r} "
-            "(pass max_per_page= to allow larger pages)"
-        )
+    check_per_page(per_page, max_per_page)
     if after is not None and before is not None:
         raise InvalidCursor("pass after= or before=, not both")
     entity = _pony.query_entity(query)

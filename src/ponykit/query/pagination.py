@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from .. import _pony
 from ..errors import ConfigurationError, InvalidPage
+from ._page import PageItems, check_per_page
 
 __all__ = ["MAX_PER_PAGE", "Page", "paginate", "remember"]
 
@@ -16,9 +17,9 @@ MAX_PER_PAGE = 1000
 """The default upper bound of ``per_page`` (pass ``max_per_page=`` to change it per call)."""
 
 
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    """One page of an offset-paginated query.
+@dataclass(frozen=True, slots=True)
+class Page(PageItems[T]):
+    """One page of an offset-paginated query: a sequence of its ``items`` (``len``, iteration, indexing).
 
     ``total`` and ``pages`` are None when counting was switched off (``count="none"``). With a capped
     count (``count=N``) they are lower bounds once ``total_capped`` is True.
@@ -33,21 +34,11 @@ class Page(Generic[T]):
     has_prev: bool
     total_capped: bool = False
 
-    def __iter__(self) -> Any:
-        return iter(self.items)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
 
 def _check(page: Any, per_page: Any, max_per_page: int) -> None:
     if isinstance(page, bool) or not isinstance(page, int) or page < 1:
         raise InvalidPage(f"page must be an integer >= 1, got {page!r}; pages are numbered from 1")
-    if isinstance(per_page, bool) or not isinstance(per_page, int) or not 1 <= per_page <= max_per_page:
-        raise InvalidPage(
-            f"per_page must be an integer between 1 and {max_per_page}, got {per_page!r} "
-            "(pass max_per_page= to allow larger pages)"
-        )
+    check_per_page(per_page, max_per_page)
 
 
 def _stable(query: Any) -> Any:

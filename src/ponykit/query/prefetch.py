@@ -112,28 +112,28 @@ def _walk(objects: list[Any], tree: dict[str, Any], prefix: str) -> None:
                 _walk(following, children, path + ".")
 
 
-def prefetch(objects_or_query: Any, *paths: str) -> list[Any]:
+def prefetch(query_or_objects: Any, *paths: str) -> list[Any]:
     """Load the relations named by dotted ``paths`` for all the objects at once; return the objects.
 
-    ``objects_or_query`` is a Pony query over an entity (it is run) or an iterable of entity objects.
+    ``query_or_objects`` is a Pony query over an entity (it is run) or an iterable of entity objects.
     Each path segment costs at most one query per chunk of objects (the backend's parameter limit):
     to-one relations, one-to-many and many-to-many ``Set`` attributes, and lazy attributes. Objects of
     a relation that the session already holds are not loaded again. Must run inside a ``db_session``.
     """
     tree = _tree(paths)
-    if _pony.is_query(objects_or_query):
-        if _pony.query_entity(objects_or_query) is None:
+    if _pony.is_query(query_or_objects):
+        if _pony.query_entity(query_or_objects) is None:
             raise ConfigurationError(
                 "prefetch() needs a query that selects entities, like select(a for a in Author)"
             )
         # Built by ponykit's materializer, the same objects Pony's own fetch would give, faster.
-        objects = _pony.fetch_entities(objects_or_query)
-    elif isinstance(objects_or_query, Iterable):
-        objects = list(objects_or_query)
+        objects = _pony.fetch_entities(query_or_objects)
+    elif isinstance(query_or_objects, Iterable):
+        objects = list(query_or_objects)
     else:
         raise OptionError(
             "prefetch() takes a query or an iterable of entity objects, got "
-            f"{type(objects_or_query).__name__}; pass select(...) or a list of objects"
+            f"{type(query_or_objects).__name__}; pass select(...) or a list of objects"
         )
     bad = [o for o in objects if not _pony.is_entity_instance(o)]
     if bad:

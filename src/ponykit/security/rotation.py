@@ -23,10 +23,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import inspect
 import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,10 +54,21 @@ __all__ = ["RotationInProgress", "RotationProgress", "rotate_keys"]
 # How often a waiting run asks for the lock again (seconds).
 LOCK_POLL_SECONDS = 0.2
 
+DEFAULT_BATCH_SIZE = 10_000
+"""Rows per committed batch when ``batch_size`` is None: the same default as the ``bulk_*`` functions."""
+
+Progress = Callable[[int, "int | None"], Any]
+"""The progress callback of every batch operation (``bulk_*``, ``rotate_keys``): ``progress(done, total)``
+after each committed batch, ``total`` None when it is not known in advance."""
+
 
 @dataclass(frozen=True)
 class RotationProgress:
-    """Where a rotation is: ``done`` of ``total`` values re-encrypted (``total`` counted at the start)."""
+    """Where a rotation is: ``done`` of ``total`` values re-encrypted (``total`` counted at the start).
+
+    Deprecated as the argument of a ``rotate_keys(progress=...)`` callback: callbacks now take
+    ``(done, total)`` as ``bulk_*``'s do; one that takes a single positional parameter still gets this.
+    """
 
     entity: str
     attribute: str
@@ -178,8 +191,8 @@ def rotate_keys(
     entity: Any,
     attrs: Iterable[str] | None = None,
     *,
-    batch_size: int = 5000,
-    progress: Callable[[RotationProgress], None] | None = None,
+    batch_size: int | None = None,
+    progress: Progress | Callable[[RotationProgress], Any] | None = None,
     wait: bool = True,
     on_wait: Callable[[str], None] | None = None,
 ) -> int:
@@ -187,17 +200,73 @@ def rotate_keys(
 
     ``attrs`` names the attributes (default: every encrypted one). Each attribute is rotated under a lock
     of its (table, column): if another run holds it, this one waits (``on_wait(message)`` is called once)
-    or, with ``wait=False``, raises RotationInProgress. Each batch of ``batch_size`` rows is committed on
-    its own, then ``progress(RotationProgress(...))`` is called; an exception from ``progress`` (or
-    anything else, such as KeyboardInterrupt) stops the run after the last committed batch, and calling
-    it again resumes. Must be called outside a ``db_session``. Returns how many values this run wrote
-    (values another run or a concurrent write changed first are not counted). A value that does not
-    decrypt raises DecryptionError (naming the entity, attribute and primary key) and stops the run.
+    or, with ``wait=False``, raises RotationInProgress. Each batch of ``batch_size`` rows (default
+    10,000, as for ``bulk_*``) is committed on its own, then ``progress(done, total)`` is called, as
+    ``bulk_*`` call it (``total``: the values to rotate, counted at the start); an exception from
+    ``progress`` (or anything else, such as KeyboardInterrupt) stops the run after the last committed
+    batch, and calling it again resumes. Must be called outside a ``db_session``. Returns how many values
+    this run wrote (values another run or a concurrent write changed first are not counted). A value
+    that does not decrypt raises DecryptionError (naming the entity, attribute and primary key) and
+    stops the run.
+
+    Deprecated: a ``progress`` callable that takes exactly one positional parameter gets a
+    :class:`RotationProgress` instead, with a DeprecationWarning; make it take ``(done, total)``.
     """
+    return rotate_with_reports(
+        entity, attrs, batch_size=batch_size, report=_reporter(progress), wait=wait, on_wait=on_wait
+    )
+
+
+def _takes_one_argument(fn: Callable[..., Any]) -> bool:
+    """True if ``fn`` can be called with one positional argument but not with two (the old shape)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (some builtins): the documented shape
+        return False
+    positional = [
+        p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    return len(positional) == 1 and positional[0].kind != inspect.Parameter.VAR_POSITIONAL
+
+
+def _reporter(progress: Any) -> Callable[[RotationProgress], Any] | None:
+    """``progress`` as a callable of :class:`RotationProgress` reports, its shape read once per call."""
+    if progress is None:
+        return None
+    if not callable(progress):
+        raise ConfigurationError(
+            f"rotate_keys(progress=...) takes a function called as progress(done, total), got {progress!r}"
+        )
+    if _takes_one_argument(progress):
+        warnings.warn(
+            "rotate_keys(progress=...) with a callback of one RotationProgress argument is deprecated: "
+            "take (done, total) as the bulk_* functions' progress callbacks do",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return progress  # type: ignore[no-any-return]
+    return lambda report: progress(report.done, report.total)
+
+
+def rotate_with_reports(
+    entity: Any,
+    attrs: Iterable[str] | None = None,
+    *,
+    batch_size: int | None = None,
+    report: Callable[[RotationProgress], Any] | None = None,
+    wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
+) -> int:
+    """:func:`rotate_keys`, reporting each committed batch as a :class:`RotationProgress` (which names the
+    attribute): for the command line's progress display."""
     if _pony.in_db_session():
         raise ConfigurationError("rotate_keys() commits every batch on its own: call it outside a db_session")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigurationError(f"batch_size must be a positive int, got {batch_size!r}")
+    if batch_size is None:
+        batch_size = DEFAULT_BATCH_SIZE
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigurationError(
+            f"rotate_keys(): batch_size must be a positive number of rows, got {batch_size!r}"
+        )
     db = _pony.database_of(entity)
     keys = get_kit(db).keys
     if not isinstance(keys, KeyRing):
@@ -225,8 +294,8 @@ def rotate_keys(
                     if written is None:
                         break
                     done += written
-                    if progress is not None:
-                        progress(RotationProgress(entity.__name__, attr.name, done, max(total, done)))
+                    if report is not None:
+                        report(RotationProgress(entity.__name__, attr.name, done, max(total, done)))
     return done
 
 

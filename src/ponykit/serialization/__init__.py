@@ -21,7 +21,7 @@ The value rules are in the table of ``docs/serialization.md``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -43,6 +43,28 @@ Names = Iterable[str] | str | None
 _NO_OPTIONS: dict[str, Any] = {}
 
 
+def _no_options(
+    only: Names,
+    exclude: Names,
+    with_collections: bool,
+    with_lazy: bool,
+    related: Any,
+    depth: int | None,
+    include_sensitive: bool,
+) -> bool:
+    """True when a call asks for the default output: the case the generated per-class methods serve.
+
+    (The generated methods test the same thing in their own first line, see ``compile_method``.)
+    """
+    return (
+        only is None
+        and exclude is None
+        and related is None
+        and depth is None
+        and not (with_collections or with_lazy or include_sensitive)
+    )
+
+
 def _options(
     only: Names,
     exclude: Names,
@@ -52,13 +74,7 @@ def _options(
     depth: int | None,
     include_sensitive: bool,
 ) -> dict[str, Any]:
-    if (
-        only is None
-        and exclude is None
-        and not (with_collections or with_lazy or include_sensitive)
-        and related is None
-        and depth is None
-    ):
+    if _no_options(only, exclude, with_collections, with_lazy, related, depth, include_sensitive):
         return _NO_OPTIONS
     options: dict[str, Any] = {}
     if only is not None:
@@ -143,7 +159,7 @@ def _many(objects: Iterable[Any], options: dict[str, Any], *, for_json: bool = F
 
 
 def to_dict(
-    obj_or_objects: Any,
+    query_or_objects: Any,
     only: Names = None,
     exclude: Names = None,
     with_collections: bool = False,
@@ -159,9 +175,9 @@ def to_dict(
     when it holds unsaved changes, as Pony's ``to_dict`` does, so new objects have their keys.
     """
     options = _options(only, exclude, with_collections, with_lazy, related, depth, include_sensitive)
-    if _pony.is_entity_instance(obj_or_objects):
-        return _one(obj_or_objects, options)
-    return _many(obj_or_objects, options)
+    if _pony.is_entity_instance(query_or_objects):
+        return _one(query_or_objects, options)
+    return _many(query_or_objects, options)
 
 
 def to_json(
@@ -275,25 +291,8 @@ class Serializable:
         include_sensitive: bool = False,
     ) -> dict[str, Any]:
         """This object as a dict of JSON-safe values; see the module documentation for the options."""
-        if (
-            only is None
-            and exclude is None
-            and related is None
-            and depth is None
-            and not (with_collections or with_lazy or include_sensitive)
-        ):
-            method = _default_method(type(self), "to_dict")
-            if method is not None:
-                return method(self)  # type: ignore[no-any-return]
-        return _general_to_dict(
-            self,
-            only,
-            exclude,
-            with_collections,
-            with_lazy,
-            related=related,
-            depth=depth,
-            include_sensitive=include_sensitive,
+        return _call(  # type: ignore[no-any-return]
+            self, "to_dict", only, exclude, with_collections, with_lazy, related, depth, include_sensitive
         )
 
     def to_json(
@@ -308,25 +307,8 @@ class Serializable:
         include_sensitive: bool = False,
     ) -> bytes:
         """This object as JSON bytes (orjson), the same content as :meth:`to_dict`."""
-        if (
-            only is None
-            and exclude is None
-            and related is None
-            and depth is None
-            and not (with_collections or with_lazy or include_sensitive)
-        ):
-            method = _default_method(type(self), "to_json")
-            if method is not None:
-                return method(self)  # type: ignore[no-any-return]
-        return _general_to_json(
-            self,
-            only,
-            exclude,
-            with_collections,
-            with_lazy,
-            related=related,
-            depth=depth,
-            include_sensitive=include_sensitive,
+        return _call(  # type: ignore[no-any-return]
+            self, "to_json", only, exclude, with_collections, with_lazy, related, depth, include_sensitive
         )
 
     @classmethod
@@ -343,9 +325,30 @@ class Serializable:
         return _update_from(self, data, allow=allow, fields=fields)
 
     @classmethod
-    def json_schema(cls, **options: Any) -> dict[str, Any]:
+    def json_schema(
+        cls,
+        only: Names = None,
+        exclude: Names = None,
+        with_collections: bool = False,
+        with_lazy: bool = False,
+        *,
+        related: Any = None,
+        depth: int | None = None,
+        include_sensitive: bool = False,
+        many: bool = False,
+    ) -> dict[str, Any]:
         """The JSON Schema of this entity's serialized form; see :func:`ponykit.serialization.json_schema`."""
-        return json_schema(cls, **options)
+        return json_schema(
+            cls,
+            only,
+            exclude,
+            with_collections,
+            with_lazy,
+            related=related,
+            depth=depth,
+            include_sensitive=include_sensitive,
+            many=many,
+        )
 
     def __repr__(self) -> str:
         text = _pony.pony_repr(self)
@@ -355,45 +358,68 @@ class Serializable:
         return text
 
 
-def _general_to_dict(
-    obj: Any,
-    only: Names = None,
-    exclude: Names = None,
-    with_collections: bool = False,
-    with_lazy: bool = False,
-    *,
-    related: Any = None,
-    depth: int | None = None,
-    include_sensitive: bool = False,
-) -> dict[str, Any]:
-    plan = _call_plan(
-        type(obj), only, exclude, with_collections, with_lazy, related, depth, include_sensitive
-    )
-    _pony.flush_if_dirty(obj)
-    return serialize(obj, plan)
+def _general(for_json: bool) -> Callable[..., Any]:
+    """The general path of ``to_json`` (``for_json``) or ``to_dict`` for one object: any options.
 
+    One body for both methods; the generated per-class methods fall back to it (for options, and for
+    attributes not loaded yet), so it never goes back to them.
+    """
 
-def _general_to_json(
-    obj: Any,
-    only: Names = None,
-    exclude: Names = None,
-    with_collections: bool = False,
-    with_lazy: bool = False,
-    *,
-    related: Any = None,
-    depth: int | None = None,
-    include_sensitive: bool = False,
-) -> bytes:
-    plan = _call_plan(
-        type(obj), only, exclude, with_collections, with_lazy, related, depth, include_sensitive
-    )
-    _pony.flush_if_dirty(obj)
-    return dumps_one(serialize(obj, plan, for_json=True))
+    def general(
+        obj: Any,
+        only: Names = None,
+        exclude: Names = None,
+        with_collections: bool = False,
+        with_lazy: bool = False,
+        *,
+        related: Any = None,
+        depth: int | None = None,
+        include_sensitive: bool = False,
+    ) -> Any:
+        plan = _call_plan(
+            type(obj), only, exclude, with_collections, with_lazy, related, depth, include_sensitive
+        )
+        _pony.flush_if_dirty(obj)
+        if for_json:
+            return dumps_one(serialize(obj, plan, for_json=True))
+        return serialize(obj, plan)
+
+    general.__name__ = general.__qualname__ = "_general_to_json" if for_json else "_general_to_dict"
+    return general
 
 
 # The mixin's own methods, and the general path each generated method falls back to.
 _GENERIC = {name: Serializable.__dict__[name] for name in ("to_dict", "to_json")}
-_GENERAL = {"to_dict": _general_to_dict, "to_json": _general_to_json}
+_GENERAL = {"to_dict": _general(for_json=False), "to_json": _general(for_json=True)}
+
+
+def _call(
+    obj: Any,
+    name: str,
+    only: Names,
+    exclude: Names,
+    with_collections: bool,
+    with_lazy: bool,
+    related: Any,
+    depth: int | None,
+    include_sensitive: bool,
+) -> Any:
+    """``obj.to_dict(...)`` or ``obj.to_json(...)`` (``name``) of the mixin: the class's generated method
+    for the default options when it has one (installed on the first call), else the general path."""
+    if _no_options(only, exclude, with_collections, with_lazy, related, depth, include_sensitive):
+        method = _default_method(type(obj), name)
+        if method is not None:
+            return method(obj)
+    return _GENERAL[name](
+        obj,
+        only,
+        exclude,
+        with_collections,
+        with_lazy,
+        related=related,
+        depth=depth,
+        include_sensitive=include_sensitive,
+    )
 
 
 def _default_method(cls: Any, name: str) -> Any:
