@@ -37,8 +37,8 @@ from typing import Any, Literal, TypeVar
 from pony.orm import Database
 
 from .. import _pony
+from .._kit import Kit
 from ..errors import ConfigurationError, PonykitError, QueryCountExceeded
-from ..kit import Kit, add_attach_hook, attached_databases, find_kit
 
 __all__ = [
     "NPlusOneDetected",
@@ -134,15 +134,12 @@ def _listener(db: Database, sql: str, arguments: Any, seconds: float, error: Bas
 
 
 def _listen(kit: Kit) -> None:
+    # One of attach()'s installers (ponykit.kit.INSTALLERS): every attached Database feeds the counters.
     with _listen_lock:
         if kit in _listening:
             return
         kit.add_execute_listener(_listener)
         _listening.add(kit)
-
-
-# Databases attached after this module was imported get the listener at attach().
-add_attach_hook(_listen)
 
 
 def _check_threads(threads: str, function: str) -> None:
@@ -166,10 +163,6 @@ def count_queries(db: Database | None = None, *, threads: Threads = "all") -> It
     """
     global _open
     _check_threads(threads, "count_queries")
-    for database in [db] if db is not None else attached_databases():
-        kit = find_kit(database)
-        if kit is not None:
-            _listen(kit)
     counter = QueryCounter(db, threads=threads)
     with _open_lock:
         _open = (*_open, counter)

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from .. import _pony
+from .._kit import find_kit
 from .._sql import escape_dollars
 from ..errors import ConfigurationError, InvalidCursor, InvalidPage
-from ..kit import find_kit
 from .cursor import Signer, bind_arguments, decode_cursor, encode_cursor, fingerprint
 from .pagination import MAX_PER_PAGE, remember
 

@@ -6,12 +6,16 @@
 * :class:`EncryptedStr`, :class:`EncryptedBytes`, :class:`EncryptedJson` with ``searchable=True`` and
   :func:`match` for generator queries.
 
-Converters are installed per Database by ``ponykit.attach(db)``.
+Declarations are process-wide (one registry, ``types.base.registry``, which refuses a second
+registration of a type unless ``replace=True``); the converters made from them are installed per Database
+by ``ponykit.attach(db)``, which calls :func:`install`.
 """
 
 from __future__ import annotations
 
-from .base import AttributeType, json_codec, register_type, registered_types
+from .._kit import Kit
+from . import _bridge, builtin, encrypted
+from .base import AttributeType, json_codec, register_type, registered_types, registry
 from .builtin import AwareDatetime, EnumType, IPAddress, IPNetwork
 from .encrypted import (
     EncryptedBytes,
@@ -40,3 +44,22 @@ __all__ = [
     "register_type",
     "registered_types",
 ]
+
+# The package wires its own parts here, once, when every part is imported: no submodule registers anything
+# as a side effect of being imported, and the order is written down in one place.
+for _py_type, _type_class in builtin.BUILTIN_TYPES:
+    registry.register(_py_type, _type_class)
+del _py_type, _type_class
+# Tried in this order by json_codec() for types not registered one by one.
+registry.codec_factories = (builtin.enum_codec, encrypted.encrypted_codec)
+
+#: What :func:`install` runs, in order: registered types first, then the Enum converter, then the
+#: encrypted types (their converter, lookup operation and index renderer). Converters end up in
+#: subclass-first order whatever the order, so the order only fixes what is installed first.
+INSTALLERS = (_bridge.install, builtin.install_enum, encrypted.install_encrypted)
+
+
+def install(kit: Kit) -> None:
+    """Install every type's converter on ``kit.db`` (one of ``attach()``'s installers; idempotent)."""
+    for installer in INSTALLERS:
+        installer(kit)
