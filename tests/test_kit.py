@@ -172,6 +172,7 @@ def installed_state(db: Database) -> dict[str, Any]:
         "installed": list(kit.installed),
         "sqlbuilder": provider.sqlbuilder_cls.__name__,
         "dbschema": provider.dbschema_cls.__name__,
+        "index_renderers": len(getattr(provider.dbschema_cls, "_ponykit_index_renderers_", ())),
     }
 
 

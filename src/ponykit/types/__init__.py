@@ -13,6 +13,8 @@ by ``ponykit.attach(db)``, which calls :func:`install`.
 
 from __future__ import annotations
 
+import enum
+
 from .._kit import Kit
 from . import _bridge, builtin, encrypted
 from .base import AttributeType, json_codec, register_type, registered_types, registry
@@ -53,13 +55,16 @@ del _py_type, _type_class
 # Tried in this order by json_codec() for types not registered one by one.
 registry.codec_factories = (builtin.enum_codec, encrypted.encrypted_codec)
 
-#: What :func:`install` runs, in order: registered types first, then the Enum converter, then the
-#: encrypted types (their converter, lookup operation and index renderer). Converters end up in
-#: subclass-first order whatever the order, so the order only fixes what is installed first.
-INSTALLERS = (_bridge.install, builtin.install_enum, encrypted.install_encrypted)
-
 
 def install(kit: Kit) -> None:
-    """Install every type's converter on ``kit.db`` (one of ``attach()``'s installers; idempotent)."""
-    for installer in INSTALLERS:
-        installer(kit)
+    """Install every type's converter on ``kit.db`` (one of ``attach()``'s installers; idempotent).
+
+    Registered types first (again at every ``attach()``: that picks up types registered since), then
+    the Enum converter, then the encrypted types (converter, lookup operation, index renderer), each of
+    these two once per Database. Converters end up in subclass-first order whatever the order.
+    """
+    _bridge.install(kit)
+    if enum.Enum not in kit.converters:
+        builtin.install_enum(kit)
+    if EncryptedType not in kit.converters:
+        encrypted.install_encrypted(kit)
