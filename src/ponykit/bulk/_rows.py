@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _pony
+from .._kit import find_kit
 from ..errors import BulkWriteError, FieldError, OptionError
-from ..kit import find_kit
 from ..security.sensitive import is_sensitive
-from ..types.base import param_encoders_of
 from ._check import ColumnCheck, column_checks
 
 __all__ = ["RowPlan", "plan_for"]
@@ -78,7 +77,7 @@ class RowPlan:
         self.class_values: tuple[Any, ...] = class_filter[1] if class_filter else ()
         kit = find_kit(_pony.database_of(entity))
         # The Database's ponykit value types: the encoders inline ponykit's query-parameter wrapper.
-        self.param_encoders = param_encoders_of(kit) if kit is not None else None
+        self.param_encoders = kit.param_encoders if kit is not None else None
         self._compiled: dict[
             tuple[tuple[str, ...], tuple[str, ...]], tuple[RowEncoder, ColumnsEncoder | None]
         ] = {}

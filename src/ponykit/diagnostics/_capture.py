@@ -18,8 +18,8 @@ from typing import Any, Literal, TypeVar
 
 from pony.orm import Database
 
+from .._kit import Kit
 from ..errors import OptionError, QueryCountExceeded
-from ..kit import Kit, add_attach_hook, attached_databases, find_kit
 
 __all__ = [
     "QueryCounter",
@@ -145,11 +145,6 @@ def count_queries(db: Database | None = None, *, threads: Threads = "all") -> It
     """
     global _open
     check_threads(threads, "count_queries")
-    # Databases attached before this package was imported never ran its attach hook.
-    for database in [db] if db is not None else attached_databases():
-        kit = find_kit(database)
-        if kit is not None:
-            install(kit)
     counter = QueryCounter(db, threads=threads)
     with _open_lock:
         _open = (*_open, counter)
@@ -221,8 +216,3 @@ def assert_max_queries(n: int, *, db: Database | None = None, threads: Threads =
     thread's, and a block whose statements all ran on other threads raises instead of passing.
     """
     return _MaxQueries(n, db, threads)
-
-
-# Databases attached after this module was imported get the listener at attach(). The "attach" helper's
-# explicit installer list replaces this line with a call to install() from attach().
-add_attach_hook(install)

@@ -1,9 +1,9 @@
 """Per-Database cache bookkeeping: namespaces, query dependencies, generation bumps after commit.
 
-Installed on every attached Database (an attach hook): a commit subscriber bumps the generations of the
-entities a committed transaction wrote, in every cache backend used with that Database, and a statement
-listener reports writes Pony does not track itself (``Query.delete(bulk=True)``, raw ``db.execute``) to
-the transaction, so they reach the commit event like any other write.
+Installed on every attached Database by ``attach()`` (``query.cache.install``): a commit subscriber bumps
+the generations of the entities a committed transaction wrote, in every cache backend used with that
+Database, and a statement listener reports writes Pony does not track itself (``Query.delete(bulk=True)``,
+raw ``db.execute``) to the transaction, so they reach the commit event like any other write.
 """
 
 from __future__ import annotations
@@ -19,15 +19,14 @@ from typing import Any
 from pony.orm import Database
 
 from .. import _pony, transactions
+from .._kit import CommitEvent, Kit, get_kit
 from ..errors import ConfigurationError, MemoryCacheWarning
-from ..kit import CommitEvent, Kit, add_attach_hook, get_kit
 from ._sqlwrites import ALL, written_tables
 
-__all__ = ["DbState", "check_shared_database", "db_state", "must_bypass", "register_backend"]
+__all__ = ["DbState", "check_shared_database", "db_state", "install", "must_bypass", "register_backend"]
 
 log = logging.getLogger("ponykit.cache")
 
-_STATE_ATTR = "_ponykit_cache_state_"
 _install_lock = threading.Lock()
 
 
@@ -176,13 +175,12 @@ def _norm(table: Any) -> str:
 
 def db_state(kit: Kit) -> DbState:
     """The cache bookkeeping of an attached Database (made on first use)."""
-    state: DbState | None = kit.__dict__.get(_STATE_ATTR)
+    state: DbState | None = kit.cache_state
     if state is None:
         with _install_lock:
-            state = kit.__dict__.get(_STATE_ATTR)
+            state = kit.cache_state
             if state is None:
-                state = DbState(kit)
-                setattr(kit, _STATE_ATTR, state)
+                state = kit.cache_state = DbState(kit)
     return state
 
 
@@ -257,21 +255,19 @@ def must_bypass(db: Database, entity_names: Iterable[str]) -> bool:
 # Hooks installed at attach()
 
 
-def _on_attach(kit: Kit) -> None:
+def install(kit: Kit) -> None:
+    """Hook the cache bookkeeping into ``kit`` (the last of attach()'s installers; runs at every attach()).
+
+    The commit subscriber and the raw-write listener are added once. The namespace is asked again at each
+    call, since that ``attach()`` may have changed ``cache_namespace`` or ``cache``.
+    """
     state = db_state(kit)
-    if state.hooked:
-        return
     with _install_lock:
-        if state.hooked:
-            return
-        state.hooked = True
-    kit.subscribe(_make_subscriber(state))
-    kit.add_execute_listener(_make_write_listener(state))
-
-
-def _resolve_on_attach(kit: Kit) -> None:
+        hook, state.hooked = not state.hooked, True
+    if hook:
+        kit.subscribe(_make_subscriber(state))
+        kit.add_execute_listener(_make_write_listener(state))
     if kit.cache_namespace is not None or kit.cache is not None:
-        state = db_state(kit)
         state._namespace = state._entry_namespace = None  # attach() may have changed cache_namespace
         _resolve_early(state)
 
@@ -339,7 +335,3 @@ def _make_write_listener(state: DbState) -> Any:
             transactions.record_writes(db, entity, None)
 
     return record_raw_writes
-
-
-add_attach_hook(_on_attach)
-add_attach_hook(_resolve_on_attach)

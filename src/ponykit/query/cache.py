@@ -25,8 +25,8 @@ import orjson
 from pony.orm import TransactionError, db_session
 
 from .. import _pony
+from .._kit import Kit, get_kit
 from ..errors import ConfigurationError, OptionError
-from ..kit import get_kit
 from . import _generations
 from ._generations import db_state, must_bypass, register_backend
 from .backends import MISSING, CacheBackend
@@ -41,7 +41,6 @@ _MUTABLE = (list, dict, set, bytearray)
 
 def _kit_backend(db: Any, what: str) -> tuple[Any, CacheBackend]:
     kit = get_kit(db)
-    _generations._on_attach(kit)  # databases attached before this module was imported
     backend = kit.cache
     if backend is None:
         raise ConfigurationError(
@@ -387,7 +386,6 @@ class _Cached(CallCounts):
             gen_names: list[str] = []
             per_db = []
             for db, names in by_db.items():
-                _generations._on_attach(get_kit(db))
                 register_backend(db, backend)
                 gens = db_state(get_kit(db)).gen_names(sorted(names))
                 gen_names.extend(gens)
@@ -492,3 +490,10 @@ def cached(
         return cached_function(fn, _Cached(fn, depends_on, ttl, key, cache), "__ponykit_cached__")
 
     return decorate
+
+
+def install(kit: Kit) -> None:
+    """Give ``kit.db`` the cache bookkeeping ``cached_select``/``@cached`` rely on (one of attach()'s
+    installers, and the last: it may ask the server for the cache namespace, which needs the options of
+    this ``attach()`` call and the transaction hooks in place)."""
+    _generations.install(kit)

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .. import _pony
+from .._kit import find_kit
 from .._sql import escape_dollars
 from ..errors import ConfigurationError, InvalidCursor, OptionError
-from ..kit import find_kit
 from ._page import PageItems, check_per_page
 from .cursor import Signer, bind_arguments, decode_cursor, encode_cursor, fingerprint
 from .pagination import MAX_PER_PAGE, remember

@@ -37,9 +37,9 @@ from typing import Any
 from pony.orm import db_session
 
 from .. import _pony
+from .._kit import get_kit
 from .._sql import Dialect, dialect_of
 from ..errors import ConfigurationError, RotationInProgress
-from ..kit import get_kit
 from ..transactions import record_writes
 from .envelope import primary_prefix_pattern
 from .keys import KeyRing

@@ -22,12 +22,14 @@ process-wide registry), so two Databases with same-named entities never share th
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
+from .. import _pony
 from ..errors import OptionError, SerializationOptionError
 
-__all__ = ["SENSITIVE_ATTR", "is_sensitive", "mask", "sensitive", "sensitive_names"]
+__all__ = ["SENSITIVE_ATTR", "is_sensitive", "mask", "on_change", "sensitive", "sensitive_names"]
 
 SENSITIVE_ATTR = "__ponykit_sensitive__"
 """The class attribute a value type sets to a truthy value to make every attribute of that type sensitive."""
@@ -36,6 +38,31 @@ _DECLARED = "_ponykit_sensitive_names_"
 _MASK = "***"
 
 T = TypeVar("T")
+
+# Called after every new declaration: what other parts of ponykit derived from the old declarations
+# (serialization's cached plans) must be rebuilt. Replaced, never mutated, under the lock.
+_listeners: tuple[Callable[[], None], ...] = ()
+_listeners_lock = threading.Lock()
+
+
+def on_change(listener: Callable[[], None]) -> Callable[[], None]:
+    """Call ``listener()`` after every new sensitivity declaration; returns a function that removes it.
+
+    For caches derived from the declarations (``ponykit.serialization`` drops its serialization plans):
+    a plan built before ``sensitive(User.ssn)`` must not go on serializing ``ssn``. Adding the same
+    listener twice keeps one.
+    """
+    global _listeners
+    with _listeners_lock:
+        if listener not in _listeners:
+            _listeners = (*_listeners, listener)
+
+    def remove() -> None:
+        global _listeners
+        with _listeners_lock:
+            _listeners = tuple(x for x in _listeners if x is not listener)
+
+    return remove
 
 
 def _entity_of(attr: Any) -> Any:
@@ -50,8 +77,6 @@ def _entity_of(attr: Any) -> Any:
 
 def _declare(entity: Any, names: tuple[str, ...]) -> None:
     current: frozenset[str] = entity.__dict__.get(_DECLARED, frozenset())
-    from .. import _pony
-
     known = {a.name for a in _pony.entity_attributes(entity)}
     for name in names:
         if name not in known:
@@ -61,9 +86,8 @@ def _declare(entity: Any, names: tuple[str, ...]) -> None:
             )
     setattr(entity, _DECLARED, current | frozenset(names))
     # Serialization plans built before this declaration would still include these attributes.
-    from ..serialization._plan import forget_plans
-
-    forget_plans()
+    for listener in _listeners:
+        listener()
 
 
 @overload

@@ -27,7 +27,6 @@ import base64
 import binascii
 import datetime as dt
 import enum
-import importlib
 import ipaddress
 import math
 import uuid
@@ -37,6 +36,7 @@ from typing import Any
 
 from .. import _pony
 from ..errors import OptionError
+from ..types import json_codec
 
 __all__ = ()
 
@@ -58,20 +58,8 @@ def describe(value: Any) -> str:
     return f"{name} {text}" if value is not None else name
 
 
-def _json_codec_function() -> Any:
-    # ponykit.types is another part of ponykit; use its json_codec when it is there.
-    try:
-        module = importlib.import_module("ponykit.types")
-    except ImportError:
-        return None
-    return getattr(module, "json_codec", None)
-
-
 def custom_codec(py_type: Any) -> Any:
     """The JSON codec ``ponykit.types.json_codec`` declares for ``py_type``, or None."""
-    json_codec = _json_codec_function()
-    if json_codec is None:
-        return None
     try:
         return json_codec(py_type)
     except (TypeError, KeyError, LookupError, ValueError):

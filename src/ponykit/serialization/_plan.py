@@ -23,7 +23,7 @@ import orjson
 
 from .. import _pony
 from ..errors import SerializationOptionError
-from ..security.sensitive import is_sensitive
+from ..security.sensitive import is_sensitive, on_change
 from ._codec import Dump, identity, inline_expression, value_dumper
 
 __all__ = ()
@@ -157,7 +157,8 @@ def forget_plans() -> None:
     """Drop every cached plan and generated method; the next serialization builds them again.
 
     A sensitivity declaration changes what plans leave out (nested plans included), and a plan built
-    before it must not go on serializing the attribute, so ``ponykit.security.sensitive`` calls this.
+    before it must not go on serializing the attribute, so ``ponykit.security.sensitive`` calls this
+    (registered with its ``on_change`` below).
     Declarations are rare, so everything is dropped.
     """
     with _plans_lock:
@@ -171,6 +172,10 @@ def forget_plans() -> None:
                 if generic is not None:
                     setattr(entity, name, generic)
         _holders.clear()
+
+
+# Plans exist only once this module is imported, so registering here misses no declaration that matters.
+on_change(forget_plans)
 
 
 def plan_for(entity: Any, options: Mapping[str, Any]) -> Plan:

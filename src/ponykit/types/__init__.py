@@ -6,12 +6,18 @@
 * :class:`EncryptedStr`, :class:`EncryptedBytes`, :class:`EncryptedJson` with ``searchable=True`` and
   :func:`match` for generator queries.
 
-Converters are installed per Database by ``ponykit.attach(db)``.
+Declarations are process-wide (one registry, ``types.base.registry``, which refuses a second
+registration of a type unless ``replace=True``); the converters made from them are installed per Database
+by ``ponykit.attach(db)``, which calls :func:`install`.
 """
 
 from __future__ import annotations
 
-from .base import AttributeType, json_codec, register_type, registered_types
+import enum
+
+from .._kit import Kit
+from . import _bridge, builtin, encrypted
+from .base import AttributeType, json_codec, register_type, registered_types, registry
 from .builtin import AwareDatetime, EnumType, IPAddress, IPNetwork
 from .encrypted import (
     EncryptedBytes,
@@ -40,3 +46,25 @@ __all__ = [
     "register_type",
     "registered_types",
 ]
+
+# The package wires its own parts here, once, when every part is imported: no submodule registers anything
+# as a side effect of being imported, and the order is written down in one place.
+for _py_type, _type_class in builtin.BUILTIN_TYPES:
+    registry.register(_py_type, _type_class)
+del _py_type, _type_class
+# Tried in this order by json_codec() for types not registered one by one.
+registry.codec_factories = (builtin.enum_codec, encrypted.encrypted_codec)
+
+
+def install(kit: Kit) -> None:
+    """Install every type's converter on ``kit.db`` (one of ``attach()``'s installers; idempotent).
+
+    Registered types first (again at every ``attach()``: that picks up types registered since), then
+    the Enum converter, then the encrypted types (converter, lookup operation, index renderer), each of
+    these two once per Database. Converters end up in subclass-first order whatever the order.
+    """
+    _bridge.install(kit)
+    if enum.Enum not in kit.converters:
+        builtin.install_enum(kit)
+    if EncryptedType not in kit.converters:
+        encrypted.install_encrypted(kit)

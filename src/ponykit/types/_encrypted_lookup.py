@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _pony
+from .._kit import find_kit
 from .._sql import escape_dollars
 from ..errors import ConfigurationError, UnsupportedComparison
-from ..kit import find_kit
 from ..security.envelope import BLIND_INDEX_HEX
 
 __all__ = ["LOOKUP_PREFIX_CHARS", "lookup_index_ddl", "lookup_patterns_for", "match"]

@@ -1,9 +1,11 @@
-"""The public custom-type API: ``AttributeType``, ``register_type`` and the bridge to Pony converters.
+"""The public custom-type API: ``AttributeType``, the type registry, ``register_type`` and ``json_codec``.
 
 A type declares the Python values it holds (``python_type``), the primitive it is stored as
 (``storage``: str, int, float, Decimal, bytes, date, datetime or Json) and three conversions
-(``validate``, ``to_db``, ``from_db``). ``attach(db)`` turns every registered type into a Pony converter
-for that Database only: a subclass of the dialect's own converter for the storage type, so DDL, driver
+(``validate``, ``to_db``, ``from_db``). Declarations go into one process-wide :class:`TypeRegistry`
+(``registry``), which refuses a second registration of a type unless it is given ``replace=True``.
+``attach(db)`` turns every registered type into a Pony converter for that Database only
+(``types._bridge``): a subclass of the dialect's own converter for the storage type, so DDL, driver
 binding and reading back follow the backend.
 
 Queries: Pony's translator only knows primitive types. For types whose storage is a primitive with the
@@ -21,19 +23,27 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from pony.orm import Database, Json
+from pony.orm import Json
 
 from .. import _pony
-from ..errors import ConfigurationError, DataError, OptionError, ValidationError, ValueTypeError
-from ..kit import Kit, add_attach_hook, attached_databases, find_kit
-from ..security.sensitive import is_sensitive
+from .._kit import attached_databases, find_kit
+from ..errors import ConfigurationError, OptionError, ValueTypeError
 
-__all__ = ["AttributeType", "json_codec", "register_type", "registered_types"]
+__all__ = [
+    "QUERYABLE_STORAGE",
+    "AttributeType",
+    "CodecFactory",
+    "TypeRegistry",
+    "json_codec",
+    "register_type",
+    "registered_types",
+    "registry",
+]
 
 _STORAGE_TYPES: tuple[type, ...] = (str, int, float, Decimal, bytes, _dt.date, _dt.datetime, Json)
 # Storage types whose Pony converter binds the stored value unchanged (val2dbval is the identity), so a
 # query parameter can be encoded by ``to_db`` alone.
-_QUERYABLE_STORAGE: tuple[type, ...] = (str, int, float, Decimal, bytes, _dt.date, _dt.datetime)
+QUERYABLE_STORAGE: tuple[type, ...] = (str, int, float, Decimal, bytes, _dt.date, _dt.datetime)
 
 
 class AttributeType:
@@ -140,17 +150,78 @@ class AttributeType:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Registry: declared attribute type -> AttributeType class (declarations are process-wide; converters are
-# installed per Database by attach()).
+# Registry
 
-_registry: dict[type, type[AttributeType]] = {}
-_lock = threading.Lock()
-_json_codecs: dict[type, AttributeType] = {}
+#: Makes the JSON codec of a family of declared types registered as a whole (every ``enum.Enum`` subclass,
+#: every encrypted type), or returns None for a type it does not handle.
+CodecFactory = Callable[[type], "AttributeType | None"]
+
+
+class TypeRegistry:
+    """Declared attribute type -> :class:`AttributeType` class: what ``Required(py_type)`` maps through.
+
+    One instance, :data:`registry`, serves the whole process (declarations are global, like the entity
+    classes that use them); the Pony converters made from it are installed per Database by ``attach()``.
+    :meth:`register` refuses to replace a type's registration unless given ``replace=True``, so two
+    libraries registering the same type fail loudly instead of one silently winning.
+
+    ``codec_factories`` are tried in order by :meth:`json_codec` for types not registered one by one;
+    ``ponykit.types`` sets them once, when the package is complete (Enum first, then encrypted types).
+    """
+
+    def __init__(self) -> None:
+        self._types: dict[type, type[AttributeType]] = {}
+        self._json_codecs: dict[type, AttributeType] = {}
+        self.codec_factories: tuple[CodecFactory, ...] = ()
+        self._lock = threading.Lock()
+
+    def register(self, py_type: type, type_class: type[AttributeType], *, replace: bool = False) -> None:
+        """Map ``py_type`` to ``type_class``; replacing another class registered for it needs replace=True."""
+        with self._lock:
+            current = self._types.get(py_type)
+            if current is not None and current is not type_class and not replace:
+                raise ConfigurationError(
+                    f"type {py_type.__module__}.{py_type.__qualname__} is already registered with "
+                    f"{current.__name__}; registering {type_class.__name__} for it would silently replace "
+                    "that mapping: pass replace=True to register_type(...) to replace it on purpose"
+                )
+            self._types[py_type] = type_class
+            self._json_codecs.pop(py_type, None)
+
+    def get(self, py_type: type) -> type[AttributeType] | None:
+        """The AttributeType class registered for ``py_type``, or None."""
+        return self._types.get(py_type)
+
+    def snapshot(self) -> dict[type, type[AttributeType]]:
+        """A copy of the registrations, in registration order."""
+        return dict(self._types)
+
+    def json_codec(self, py_type: type) -> AttributeType | None:
+        """The AttributeType that handles values of attributes declared as ``py_type``, or None."""
+        codec = self._json_codecs.get(py_type)
+        if codec is not None:
+            return codec
+        type_class = self._types.get(py_type)
+        if type_class is None:
+            for factory in self.codec_factories:
+                codec = factory(py_type)
+                if codec is not None:
+                    break
+            else:
+                return None
+        else:
+            codec = type_class()
+        self._json_codecs[py_type] = codec
+        return codec
+
+
+#: The process-wide registry ``register_type`` writes to and ``attach()`` installs from.
+registry = TypeRegistry()
 
 
 def registered_types() -> dict[type, type[AttributeType]]:
     """A snapshot of the registry: declared type -> AttributeType class."""
-    return dict(_registry)
+    return registry.snapshot()
 
 
 def register_type(
@@ -162,12 +233,17 @@ def register_type(
     from_db: Callable[[Any], Any] | None = None,
     validate: Callable[[Any], Any] | None = None,
     queryable: bool = True,
+    replace: bool = False,
 ) -> type[AttributeType]:
     """Make ``Required(py_type)`` / ``Optional(py_type)`` work on every attached Database.
 
     Either give an :class:`AttributeType` subclass, or the function-style pieces: ``storage`` (the stored
     primitive), ``to_db``, ``from_db`` and optionally ``validate`` (returns the value to keep; raise
     TypeError/ValueError to reject). Register before ``db.generate_mapping()``. Returns the type class.
+
+    The registry is process-wide: registering a type that already has another type class raises
+    :class:`~ponykit.errors.ConfigurationError` unless ``replace=True`` (registering the same class again
+    changes nothing).
     """
     if not isinstance(py_type, type):
         raise ConfigurationError(f"register_type() needs a class, got {type(py_type).__name__}")
@@ -195,14 +271,12 @@ def register_type(
             f"{type_class.__name__}.storage is {type_class.storage!r}; "
             "storage must be one of str, int, float, Decimal, bytes, date, datetime, Json"
         )
-    with _lock:
-        _registry[py_type] = type_class
-        _json_codecs.pop(py_type, None)
+    registry.register(py_type, type_class, replace=replace)
+    # Databases attached before this call and not mapped yet get the new converter now.
     for db in attached_databases():
-        if not _pony.is_mapped(db):
-            kit = find_kit(db)
-            if kit is not None:
-                _install_types(kit)
+        kit = find_kit(db)
+        if kit is not None and kit.refresh_types is not None and not _pony.is_mapped(db):
+            kit.refresh_types()
     return type_class
 
 
@@ -211,173 +285,4 @@ def json_codec(py_type: type) -> AttributeType | None:
 
     Covers registered types, ponykit's own types and every ``enum.Enum`` subclass.
     """
-    codec = _json_codecs.get(py_type)
-    if codec is not None:
-        return codec
-    type_class = _registry.get(py_type)
-    if type_class is None:
-        for factory in _codec_factories:
-            codec = factory(py_type)
-            if codec is not None:
-                break
-        else:
-            return None
-    else:
-        codec = type_class()
-    _json_codecs[py_type] = codec
-    return codec
-
-
-# Other modules (builtin Enum support) add factories for types they handle without registration.
-_codec_factories: list[Callable[[type], AttributeType | None]] = []
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The converter bridge
-
-
-def _describe(attr: Any) -> str:
-    return f"{_pony.attribute_entity(attr).__name__}.{attr.name}" if attr is not None else "a value"
-
-
-def make_converter(db: Database, type_class: type[AttributeType], param_encoders: dict[type, Any]) -> type:
-    """A Pony converter class for ``type_class`` on ``db``: a subclass of the dialect's storage converter."""
-    storage = type_class.storage
-    base: Any = _pony.converter_class_for(db, storage)
-    default_type = type_class()
-    check_storage = storage is not Json
-    json_storage = storage is Json
-    # Values of the storage type itself (AwareDatetime: aware datetimes) cannot be recognised by their
-    # type in a query parameter, since plain attributes hold them too: such parameters are encoded by the
-    # column they are compared with instead.
-    by_column = type_class.queryable and storage in _QUERYABLE_STORAGE and _holds_storage_values(type_class)
-
-    class TypeConverter(base):  # type: ignore[misc]
-        __doc__ = f"ponykit converter for {type_class.__name__} stored as {storage.__name__}."
-        ponykit_type = default_type
-
-        def init(self, kwargs: dict[str, Any]) -> None:
-            own = {name: kwargs.pop(name) for name in type_class.options if name in kwargs}
-            try:
-                self.ponykit_type = type_class(**own)
-            except (TypeError, ValueError) as exc:
-                raise ConfigurationError(f"attribute {_describe(self.attr)}: {exc}") from None
-            super().init(kwargs)
-            if by_column and self.attr is not None:
-                _pony.register_column_converter(self)
-
-        def validate(self, val: Any, obj: Any = None) -> Any:
-            atype = self.ponykit_type
-            try:
-                value = atype.validate(val)
-                if check_storage:
-                    base.validate(self, atype.to_db(value), None)
-            except (TypeError, ValueError) as exc:
-                kind = ValueTypeError if isinstance(exc, TypeError) else ValidationError
-                raise kind(f"attribute {_describe(self.attr)}: {exc}") from None
-            return value
-
-        def val2dbval(self, val: Any, obj: Any = None) -> Any:
-            if val is None:  # an Optional attribute set back to None: NULL, not to_db(None)
-                return None
-            return base.val2dbval(self, self.ponykit_type.to_db(val), None)
-
-        def dbval2val(self, dbval: Any, obj: Any = None) -> Any:
-            if dbval is None:
-                return None
-            stored = base.dbval2val(self, dbval, None)
-            try:
-                return self.ponykit_type.from_db(stored)
-            except (TypeError, ValueError) as exc:
-                pk = _pony.object_primary_key(obj)
-                why = "details hidden: the attribute is sensitive" if is_sensitive(self.attr) else exc
-                raise DataError(
-                    f"attribute {_describe(self.attr)} (primary key {pk!r}): the database holds a value "
-                    f"(a {type(stored).__name__}) that is not a valid {type_class.type_name()}: {why}; fix "
-                    "the row or the attribute's type"
-                ) from None
-
-        def py2sql(self, val: Any) -> Any:
-            # Entity.get(attr=value) passes the validated Python value; INSERT/UPDATE pass the dbval.
-            atype = self.ponykit_type
-            if atype.is_python_value(val):
-                val = base.val2dbval(self, atype.to_db(val), None)
-            return base.py2sql(self, val)
-
-        if json_storage:
-
-            def dbvals_equal(self, x: Any, y: Any) -> bool:
-                return bool(base.dbvals_equal(self, x, y))
-
-    TypeConverter.__name__ = TypeConverter.__qualname__ = f"{type_class.__name__}Converter"
-    if type_class.queryable and storage in _QUERYABLE_STORAGE:
-        enable_query_params(db, storage, param_encoders)
-    return TypeConverter
-
-
-def _holds_storage_values(type_class: type[AttributeType]) -> bool:
-    """True if the type's Python values are instances of a primitive storage type (see make_converter)."""
-    value_types = type_class.python_type
-    return any(
-        issubclass(value_type, _QUERYABLE_STORAGE)
-        for value_type in (value_types if isinstance(value_types, tuple) else (value_types,))
-        if isinstance(value_type, type) and value_type is not object
-    )
-
-
-def param_encoders_of(kit: Kit) -> dict[type, Any]:
-    """The per-Database map ``value type -> AttributeType`` used to encode query parameters."""
-    encoders: dict[type, Any] | None = getattr(kit, "_ponykit_param_encoders", None)
-    if encoders is None:
-        encoders = {}
-        kit._ponykit_param_encoders = encoders  # type: ignore[attr-defined]
-    return encoders
-
-
-def enable_query_params(db: Database, storage: type, encoders: dict[type, Any]) -> None:
-    """Make this Database's query parameters of ``storage`` type encode registered values before binding.
-
-    Only query-parameter converters change (``_pony.wrap_param_converters``): attribute converters of
-    plain attributes stay Pony's, so plain attributes write exactly what Pony writes.
-    """
-
-    def make(cls: Any) -> type:
-        def py2sql(self: Any, val: Any) -> Any:
-            atype = encoders.get(type(val))
-            if atype is not None and atype.is_python_value(val):
-                val = atype.to_db(val)
-            return cls.py2sql(self, val)
-
-        return type("Ponykit" + cls.__name__, (cls,), {"py2sql": py2sql, "__doc__": cls.__doc__})
-
-    _pony.wrap_param_converters(db, storage, make)
-
-
-def _install_types(kit: Kit) -> None:
-    encoders = param_encoders_of(kit)
-    pairs: list[tuple[type, type]] = []
-    for py_type, type_class in list(_registry.items()):
-        pairs.append((py_type, make_converter(kit.db, type_class, encoders)))
-        if type_class.queryable and type_class.storage in _QUERYABLE_STORAGE:
-            _pony.register_type_normalization(py_type, type_class.storage)
-            instance = type_class()
-            value_types = type_class.python_type
-            for value_type in value_types if isinstance(value_types, tuple) else (value_types,):
-                # A primitive value type (AwareDatetime's datetime) is never encoded by type: a plain
-                # attribute compared with such a value must bind it as Pony does (issue #12 item 6).
-                if value_type is not object and not issubclass(value_type, _QUERYABLE_STORAGE):
-                    encoders.setdefault(value_type, instance)
-    for py_type, converter in pairs:
-        kit.register_converter(py_type, converter)
-    reorder_converters(kit)
-
-
-def reorder_converters(kit: Kit) -> None:
-    """Put the Kit's converters in subclass-first order (Pony takes the first ``issubclass`` match)."""
-    ordered = sorted(kit.converters.items(), key=lambda p: -len(p[0].__mro__))
-    kit.converters.clear()
-    kit.converters.update(ordered)
-    _pony.install_converters(kit.db, ordered)
-
-
-add_attach_hook(_install_types)
+    return registry.json_codec(py_type)

@@ -20,17 +20,11 @@ from typing import Any, ClassVar
 from pony.orm import Database
 
 from .. import _pony
+from .._kit import Kit
 from ..errors import ConfigurationError, DataError, OptionError, ValidationError, ValueTypeError
-from ..kit import Kit, add_attach_hook
 from ..security.sensitive import is_sensitive
-from .base import (
-    AttributeType,
-    _codec_factories,
-    enable_query_params,
-    param_encoders_of,
-    register_type,
-    reorder_converters,
-)
+from ._bridge import enable_query_params, param_encoders_of, reorder_converters
+from .base import AttributeType
 
 __all__ = [
     "AwareDatetime",
@@ -112,16 +106,14 @@ class EnumType(AttributeType):
         }
 
 
-def _enum_codec(py_type: type) -> AttributeType | None:
+def enum_codec(py_type: type) -> AttributeType | None:
+    """The JSON codec of an ``enum.Enum`` subclass declared as an attribute type (``types`` lists it)."""
     if isinstance(py_type, type) and issubclass(py_type, enum.Enum):
         try:
             return EnumType(py_type)
         except TypeError:
             return None
     return None
-
-
-_codec_factories.append(_enum_codec)
 
 
 AS_ENUM = "as_enum"
@@ -360,18 +352,19 @@ class IPNetwork(_IPType):
     label: ClassVar[str] = "IP network"
 
 
-register_type(ipaddress.IPv4Address, IPv4AddressType)
-register_type(ipaddress.IPv6Address, IPv6AddressType)
-register_type(ipaddress.IPv4Network, IPv4NetworkType)
-register_type(ipaddress.IPv6Network, IPv6NetworkType)
-register_type(IPAddress, IPAddress)
-register_type(IPNetwork, IPNetwork)
-register_type(AwareDatetime, AwareDatetime)
+#: ponykit's own registered types, in registration order: ``ponykit.types`` registers them once.
+BUILTIN_TYPES: tuple[tuple[type, type[AttributeType]], ...] = (
+    (ipaddress.IPv4Address, IPv4AddressType),
+    (ipaddress.IPv6Address, IPv6AddressType),
+    (ipaddress.IPv4Network, IPv4NetworkType),
+    (ipaddress.IPv6Network, IPv6NetworkType),
+    (IPAddress, IPAddress),
+    (IPNetwork, IPNetwork),
+    (AwareDatetime, AwareDatetime),
+)
 
 
-def _install_enum(kit: Kit) -> None:
+def install_enum(kit: Kit) -> None:
+    """Install the converter of every ``enum.Enum`` subclass on ``kit.db`` (idempotent)."""
     kit.register_converter(enum.Enum, make_enum_converter(kit.db, param_encoders_of(kit)))
     reorder_converters(kit)
-
-
-add_attach_hook(_install_enum)

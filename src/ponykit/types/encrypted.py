@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import orjson
 
 from .. import _pony
+from .._kit import Kit
 from ..errors import (
     ConfigurationError,
     DecryptionError,
@@ -35,9 +36,9 @@ from ..errors import (
     ValidationError,
     ValueTypeError,
 )
-from ..kit import Kit, add_attach_hook
 from ..security.envelope import EnvelopeCodec, EnvelopeError
 from ..security.keys import KeyRing
+from ._bridge import reorder_converters
 from ._encrypted_lookup import (
     LOOKUP_PREFIX_CHARS,
     _lookup_shape,
@@ -46,7 +47,7 @@ from ._encrypted_lookup import (
     lookup_patterns_for,
     match,
 )
-from .base import AttributeType, _codec_factories, reorder_converters
+from .base import AttributeType
 
 __all__ = [
     "EncryptedBytes",
@@ -237,20 +238,19 @@ class EncryptedJson(EncryptedType):
         return {}
 
 
-def _encrypted_codec(py_type: type) -> AttributeType | None:
+def encrypted_codec(py_type: type) -> AttributeType | None:
+    """The JSON codec of an encrypted type declared as an attribute type (``types`` lists it)."""
     if isinstance(py_type, type) and issubclass(py_type, EncryptedType) and py_type is not EncryptedType:
         return py_type()
     return None
-
-
-_codec_factories.append(_encrypted_codec)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The converter
 
 
-def make_encrypted_converter(kit: Kit) -> type:
+# kit is a Kit, typed Any: its keys (KeyRing | None) are read per value and the codec refuses None.
+def make_encrypted_converter(kit: Any) -> type:
     """The converter class of encrypted attributes on ``kit.db``."""
     base: Any = _pony.converter_base()
     text_type = "LONGTEXT" if _pony.dialect(kit.db) == "mysql" else "TEXT"
@@ -465,12 +465,10 @@ def _forbidden(_converter: Any) -> BaseException:
     return UnsupportedComparison("encrypted attributes can only be compared with a value")
 
 
-def _install_encrypted(kit: Kit) -> None:
+def install_encrypted(kit: Kit) -> None:
+    """Install the encrypted types' converter, lookup operation and index renderer on ``kit.db``."""
     operation = _pony.make_pattern_lookup_operation(_forbidden, _lookup_shape(kit.db), LOOKUP_PREFIX_CHARS)
     _pony.install_sql_operation(kit.db, LOOKUP_OPERATION, operation)
     _pony.install_index_renderer(kit.db, _render_index(kit.db))
     kit.register_converter(EncryptedType, make_encrypted_converter(kit))
     reorder_converters(kit)
-
-
-add_attach_hook(_install_encrypted)
