@@ -23,22 +23,21 @@ from pony.orm.dbapiprovider import Converter
 from pony.orm.ormtypes import parse_raw_sql
 from pony.orm.sqlbuilding import Param
 
-from ._typing import Entity
-from .prefetch import is_identity, materialize
+from .materialize import objects_from_rows
+from .values import is_identity
 
-__all__ = ["Prepared", "join_syntax", "preparable", "prepare", "query_arguments", "run_prepared"]
+__all__ = [
+    "Prepared",
+    "join_syntax",
+    "preparable",
+    "prepare",
+    "query_arguments",
+    "run_prepared",
+]
+
 
 # bind(query variables, raw filter values, offset) -> the driver's arguments
 Binder = Callable[[dict[Any, Any], Sequence[Any], int], Any]
-
-
-def objects_from_rows(entity: Entity, rows: list[Any], attr_offsets: Any, used_attrs: Any) -> list[Any]:
-    """Session objects for ``rows`` of ``entity``, marked as read where Pony's own fetch marks them."""
-    objects = materialize(entity, rows, attr_offsets)
-    if used_attrs and objects:
-        # Pony marks the attributes a query filtered or sorted on as read (optimistic checks).
-        entity._set_rbits(objects, used_attrs)
-    return objects
 
 
 class Prepared:
@@ -71,7 +70,11 @@ class Prepared:
 # Pony's per-SQL statistics, which are never emptied). A prepared page query binds it instead: Pony
 # renders this mark, which is then replaced by a placeholder bound after Pony's own parameters.
 _OFFSET_MARK = 987_654_321_987_654_321
+
+
 _POSITIONAL = {"qmark": "?", "format": "%s"}
+
+
 # In Pony's pyformat SQL, '%' in literals is doubled; the rest are its placeholders, numbered by first use.
 _PYFORMAT = re.compile(r"%%|%\(p(\d+)\)s")
 

@@ -1,36 +1,33 @@
-"""Queries (ponykit.query, ponykit.diagnostics): query shape, order, raw filters, N+1 diagnosis."""
+"""Pony's ``Query``: its shape and order, its SQL and arguments, fetching it, raw filters, the query an N+1
+statement came from, and keys that stay the same across processes.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 import re
-import uuid
 from collections.abc import Callable
-from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import pony.orm.core as _core
 from pony.orm import Database
-from pony.orm.dbapiprovider import BoolConverter, Converter, IntConverter, RealConverter
-from pony.orm.ormtypes import LongStr, RawSQL
+from pony.orm.ormtypes import RawSQL
 
 from ._typing import Attribute, Entity
-from .prefetch import is_identity
-from .prepared import objects_from_rows
+from .materialize import objects_from_rows
+from .model import attr_is_lazy
 
 __all__ = [
-    "attr_column",
-    "attr_expectation",
-    "attr_is_lazy",
-    "attr_is_sensitive",
-    "column_value_check",
+    "QuerySQL",
     "count_capped",
     "desc_of",
+    "discriminator_filter",
+    "entity_query_sql",
     "exec_sql",
+    "fetch",
     "fetch_entities",
     "filter_raw",
     "implicit_distinct",
+    "is_query",
     "lost_distinct",
     "n_plus_one_culprit",
     "order_in_select",
@@ -38,14 +35,186 @@ __all__ = [
     "per_database_cache",
     "query_alias",
     "query_cache_sizes",
+    "query_database",
     "query_entity",
     "query_key",
     "query_order",
+    "query_parts",
     "query_shape",
+    "query_source",
+    "query_sql",
+    "raw_sql_condition",
+    "run_query_uncached",
+    "sql_alias",
 ]
 
 
-# Query shape: the entity a query returns, its alias and its ORDER BY, as attributes.
+def discriminator_filter(entity: Entity) -> tuple[str, tuple[Any, ...]] | None:
+    """``(column, values)`` restricting ``entity``'s table to rows of ``entity`` and its subclasses, or None.
+
+    The values are the discriminators Pony's own criteria use (``_construct_discriminator_criteria_``:
+    the entity's and every subclass's), as bound parameters. None when the entity has no discriminator
+    or is the root of its hierarchy (every row of the table is one of its objects).
+    """
+    attr = entity._discriminator_attr_
+    if attr is None or entity._root_ is entity:
+        return None
+    converter = attr.converters[0]
+    values = [entity._discriminator_, *(sub._discriminator_ for sub in entity._subclasses_)]
+    encoded = tuple(converter.py2sql(converter.val2dbval(v, None)) for v in dict.fromkeys(values))
+    return attr.column, encoded
+
+
+class QuerySQL(NamedTuple):
+    """What a query sends to the database, and how to read its rows back.
+
+    ``sql`` and ``arguments`` are exactly what Pony executes (arguments already converted by ``py2sql``;
+    a tuple, or a dict for named paramstyles). ``cacheable`` is False for ``for_update()``,
+    ``random()``, ``prefetch()`` and other queries whose results Pony itself never reuses. ``entity`` is
+    the entity class of an entity select, else None; ``tuple_entities`` maps positions of a tuple select
+    to the entity class found there.
+    """
+
+    query: Any
+    sql: str
+    arguments: Any
+    attr_offsets: Any
+    cacheable: bool
+    entity: Entity | None
+    tuple_entities: tuple[tuple[int, Entity], ...]
+    limit: int | None
+    offset: int | None
+
+
+def query_source(obj: Any) -> tuple[Any, int | None, int | None] | None:
+    """``(query, limit, offset)`` for a Pony ``Query`` or a not-yet-fetched ``QueryResult``, else None.
+
+    ``query.limit(n)`` and ``query.page(p, n)`` give lazy QueryResults; ``query[:n]`` and
+    ``query.fetch()`` fetch at once, so ponykit never sees them before the SQL has run.
+    """
+    if isinstance(obj, _core.Query):
+        return obj, None, None
+    if isinstance(obj, _core.QueryResult) and obj._items is None and obj._query is not None:
+        return obj._query, obj._limit, obj._offset
+    return None
+
+
+def query_database(query: Any) -> Database:
+    """The Database a query runs on."""
+    return query._database
+
+
+# (id(translator), slice and flags) -> (translator, sql, adapter, attr_offsets). Pony's own SQL cache is
+# keyed by nested HashableDicts whose hashing costs more than a whole cache hit; a translator object
+# already stands for one query shape (Pony makes a new one when a baked-in value changes), and the entry
+# keeps it alive so its id cannot be reused.
+_sql_memo: dict[tuple[Any, ...], tuple[Any, str, Any, Any]] = {}
+
+
+def _constructed(query: Any, limit: int | None, offset: int | None) -> tuple[str, Any, Any]:
+    translator = query._translator
+    memo_key = (
+        id(translator),
+        limit,
+        offset,
+        query._distinct,
+        query._for_update,
+        query._nowait,
+        query._skip_locked,
+        query._prefetch,
+        _core.options.INNER_JOIN_SYNTAX,
+    )
+    entry = _sql_memo.get(memo_key)
+    if entry is not None and entry[0] is translator:
+        return entry[1], entry[2](query._vars), entry[3]
+    if _core.local.db_session is None:
+        with _core.db_session:  # Pony's first build of a statement asks for the session cache
+            sql, arguments, attr_offsets, _query_key = query._construct_sql_and_arguments(limit, offset)
+    else:
+        sql, arguments, attr_offsets, _query_key = query._construct_sql_and_arguments(limit, offset)
+    if not query._prefetch:
+        for cache_entry in list(query._database._constructed_sql_cache.values()):
+            # Entries of queries are (sql, adapter, attr_offsets); bulk deletes store (sql, adapter).
+            if len(cache_entry) == 3 and cache_entry[0] is sql and cache_entry[2] is attr_offsets:
+                if len(_sql_memo) > 10_000:
+                    _sql_memo.clear()
+                _sql_memo[memo_key] = (translator, sql, cache_entry[1], attr_offsets)
+                break
+    return sql, arguments, attr_offsets
+
+
+def query_sql(query: Any, limit: int | None = None, offset: int | None = None) -> QuerySQL:
+    """The statement of ``query`` as Pony would build it (in a short db_session of its own if need be)."""
+    sql, arguments, attr_offsets = _constructed(query, limit, offset)
+    translator = query._translator
+    expr_type = translator.expr_type
+    entity = expr_type if isinstance(expr_type, _core.EntityMeta) else None
+    tuple_entities: tuple[tuple[int, Any], ...] = ()
+    if type(expr_type) is tuple:
+        tuple_entities = tuple((i, t) for i, t in enumerate(expr_type) if isinstance(t, _core.EntityMeta))
+    cacheable = bool(
+        translator.query_result_is_cacheable
+        and not query._for_update
+        and not query._prefetch
+        and (entity is None or attr_offsets is not None)
+    )
+    return QuerySQL(query, sql, arguments, attr_offsets, cacheable, entity, tuple_entities, limit, offset)
+
+
+def run_query_uncached(q: QuerySQL) -> list[Any]:
+    """Run ``q`` as Pony's ``_actual_fetch`` would, but never answer from the session's result cache.
+
+    The session's ``query_results`` may hold rows read earlier in this transaction, before a commit that
+    a shared cache has already seen; a shared cache must only store what the database says now.
+    """
+    query = q.query
+    translator = query._translator
+    database = query._database
+    with query._prefetch_context:
+        cache = database._get_cache()
+        cache.prepare_connection_for_query_execution()
+        cursor = database._exec_sql(q.sql, q.arguments)
+        if q.entity is not None:
+            return list(
+                q.entity._fetch_objects(cursor, q.attr_offsets, used_attrs=translator.get_used_attrs())
+            )
+        if len(translator.row_layout) == 1:
+            func = translator.row_layout[0][0]
+            return [func(row[0]) for row in cursor.fetchall()]
+        items = [
+            tuple(func(sql_row[pos]) for func, pos, _src in translator.row_layout)
+            for sql_row in cursor.fetchall()
+        ]
+        for i, t in q.tuple_entities:
+            if t._subclasses_:
+                t._load_many_(row[i] for row in items)
+        return items
+
+
+def fetch(query: Any, limit: int | None = None, offset: int | None = None) -> list[Any]:
+    """Run a query exactly as Pony would (its per-session result cache included) and return a list."""
+    return list(query._fetch(limit, offset))
+
+
+def entity_query_sql(query: Any) -> tuple[Entity, str, Any]:
+    """``(entity, sql, arguments)`` of a Pony query that selects whole objects of one entity.
+
+    Raises TypeError for a query that selects something else (attributes, tuples, aggregates).
+    """
+    from pony.orm.core import EntityMeta, Query
+
+    if not isinstance(query, Query):
+        raise TypeError(f"expected a Pony query, got {type(query).__name__}")
+    expr_type = query._translator.expr_type
+    if not isinstance(expr_type, EntityMeta):
+        raise TypeError("the query must select whole entity objects, e.g. select(p for p in Person if ...)")
+    sql, arguments, _offsets, _key = query._construct_sql_and_arguments()
+    return expr_type, sql, arguments
+
+
+def is_query(value: Any) -> bool:
+    """True if ``value`` is a Pony ``Query`` (``select(...)``, ``Entity.select(...)``)."""
+    return isinstance(value, _core.Query)
 
 
 def query_entity(query: Any) -> Entity | None:
@@ -91,12 +260,6 @@ def order_item(item: Any) -> tuple[Attribute, bool] | None:
     if isinstance(item, _core.Attribute):
         return item, False
     return None
-
-
-# Pony's desc(attr) makes a new DescWrapper per call and DescWrapper hashes by identity, so each
-# order_by(desc(attr)) call adds an entry to db._translator_cache. One wrapper per attribute keeps
-# ponykit's repeated calls on one cache entry. The wrappers live on the entity class (attributes
-# cannot be weakly referenced), so they go away with it.
 
 
 def desc_of(attr: Attribute) -> Any:
@@ -174,21 +337,6 @@ def order_in_select(query: Any) -> bool:
     return True
 
 
-def attr_column(attr: Attribute) -> str:
-    """The column of a one-column attribute (a sort column of a keyset page)."""
-    return str(attr.columns[0])
-
-
-def attr_expectation(attr: Attribute) -> tuple[str, str]:
-    """``("Book.title", "str")``: the attribute and its Python type's name, for error messages."""
-    return f"{attr.entity.__name__}.{attr.name}", attr.py_type.__name__
-
-
-def attr_is_lazy(attr: Attribute) -> bool:
-    """True if the attribute is lazy (not in the SELECT list of a query over its entity)."""
-    return bool(attr.lazy)
-
-
 def query_key(query: Any) -> Any:
     """A hashable, process-local key of a query's shape (code, variable types, filters, order)."""
     return query._key
@@ -235,126 +383,9 @@ def exec_sql(db: Database, sql: str, arguments: Any = None) -> Any:
     return db._exec_sql(sql, arguments)
 
 
-def attr_is_sensitive(attr: Attribute) -> bool:
-    """True if the attribute's type is marked sensitive or encrypted (its values must not leak)."""
-    py_type = attr.py_type
-    return bool(
-        getattr(py_type, "__ponykit_sensitive__", False) or getattr(py_type, "__ponykit_encrypted__", False)
-    )
-
-
-# Checking a column value that comes from outside (a keyset cursor).
-
-# Python types whose values Pony hands over as they are: a value must have exactly that type (an int
-# is not a float, True is not an int, a datetime is not a date).
-_EXACT_TYPES = {
-    bool: bool,
-    int: int,
-    float: float,
-    str: str,
-    LongStr: str,
-    bytes: bytes,
-    Decimal: Decimal,
-    dt.date: dt.date,
-    dt.datetime: dt.datetime,
-    dt.time: dt.time,
-    dt.timedelta: dt.timedelta,
-    uuid.UUID: uuid.UUID,
-}
-_BYTES_LIKE = (bytes, bytearray, memoryview)
-# Pony's sql2py steps that give a value of the attribute's own type back unchanged.
-_KEEPS_OWN_TYPE = frozenset(
-    {Converter.sql2py, IntConverter.sql2py, BoolConverter.sql2py, RealConverter.sql2py}
-)
-_INT64 = 2**63
-
-
-def _same_column_value(back: Any, value: Any) -> bool:
-    if isinstance(back, _BYTES_LIKE) and type(value) is bytes:
-        return bytes(back) == value
-    return type(back) is type(value) and back == value
-
-
-def column_value_check(attr: Attribute, dialect: str) -> Callable[[Any], bool]:
-    """A test that ``value`` is a column value :func:`column_value` can give for ``attr``.
-
-    For values that come from outside (a keyset cursor): the value is read back as Pony reads a
-    column (``sql2py``, ``dbval2val``), must then have exactly the attribute's type (for Pony's own
-    types), and must convert back to itself, same type and value; an int must fit the column (its
-    ``size``, 32 bits by default; 64 on SQLite), and values no row of this backend can hold (NaN, an
-    infinite float on MySQL, a NUL character on PostgreSQL) are refused. None is accepted only for a
-    nullable attribute.
-    """
-    converter = attr.converters[0]
-    py_type = attr.py_type
-    exact = _EXACT_TYPES.get(py_type)
-    # Only the converter steps that do something: most are the base class's identity.
-    sql2py = None if is_identity(converter.sql2py, Converter.sql2py) else converter.sql2py
-    dbval2val = None if is_identity(converter.dbval2val, Converter.dbval2val) else converter.dbval2val
-    val2dbval = None if is_identity(converter.val2dbval, Converter.val2dbval) else converter.val2dbval
-    py2sql = None if is_identity(converter.py2sql, Converter.py2sql) else converter.py2sql
-    nullable = bool(attr.nullable) and not attr.is_pk
-    low, high = -_INT64, _INT64 - 1
-    size = getattr(converter, "size", None)
-    # An INTEGER column of SQLite holds 64 bits whatever its declared size; other backends hold the
-    # size Pony declared (32 bits for a plain int).
-    if size and dialect != "sqlite":
-        unsigned = bool(getattr(converter, "unsigned", False))
-        low, high = (0, 2**size - 1) if unsigned else (-(2 ** (size - 1)), 2 ** (size - 1) - 1)
-
-    if (
-        exact in (int, bool, float, str)
-        and dbval2val is None
-        and val2dbval is None
-        and py2sql is None
-        and getattr(converter.sql2py, "__func__", None) in _KEEPS_OWN_TYPE
-    ):
-        # Pony's own converter for a plain type: the value must be of that type, and nothing else
-        # converts it, so the generic read-back below reduces to a type test (a cursor's usual case).
-        def plain(value: Any) -> bool:
-            kind = type(value)
-            if kind is not exact:
-                return value is None and nullable
-            if kind is int:
-                return bool(low <= value <= high)
-            if kind is float:
-                return math.isfinite(value) or (dialect != "mysql" and not math.isnan(value))
-            return kind is bool or dialect != "postgres" or "\x00" not in value
-
-        return plain
-
-    def check(value: Any) -> bool:
-        if value is None:
-            return nullable
-        try:
-            python = value if sql2py is None else sql2py(value)
-            if dbval2val is not None:
-                python = dbval2val(python, None)
-            # Pony's own types: exactly that type. Other types (ponykit's, enums) may read back as a
-            # value of another class (AwareDatetime gives a datetime): the round trip decides.
-            if exact is not None and type(python) is not exact:
-                return False
-            if exact is int and not low <= python <= high:
-                return False
-            if exact is float and not math.isfinite(python) and (dialect == "mysql" or math.isnan(python)):
-                return False  # NaN is no sort position; MySQL holds no infinite float
-            if exact is Decimal and not python.is_finite():
-                return False
-            if exact is str and dialect == "postgres" and "\x00" in python:
-                return False
-            back = python if val2dbval is None else val2dbval(python, None)
-            if py2sql is not None:
-                back = py2sql(back)
-        except Exception:  # noqa: BLE001 - any failure to read the value back means it is not one
-            return False
-        return _same_column_value(back, value)
-
-    return check
-
-
-# N+1 diagnosis: which relation a repeated single-row SELECT is loading.
-
 _FROM = re.compile(r"\bFROM\s+[`\"]?([^`\"\s]+)[`\"]?", re.IGNORECASE)
+
+
 _WHERE_COL = re.compile(r"\bWHERE\s+(?:[`\"]\w+[`\"]\.)?[`\"]?(\w+)[`\"]?\s*(?:=|IN\b)", re.IGNORECASE)
 
 
@@ -393,3 +424,35 @@ def n_plus_one_culprit(db: Database, sql: str) -> tuple[str | None, str | None]:
                     return attr.entity.__name__, attr.name
         return entity.__name__, None
     return None, None
+
+
+def query_parts(query: Any) -> tuple[Any, Any, int | None, int | None]:
+    """``(query, result entity or None, limit, offset)`` of a Pony ``Query`` or a lazy ``QueryResult``.
+
+    Anything else gives ``(None, None, None, None)``. The entity is None when the query selects
+    something other than entity instances (tuples, attribute values, aggregates).
+    """
+    from pony.orm.core import EntityMeta, Query, QueryResult
+
+    limit = offset = None
+    if isinstance(query, QueryResult):
+        if query._items is not None:  # already fetched: it is a list of objects now
+            return None, None, None, None
+        query, limit, offset = query._query, query._limit, query._offset
+    if not isinstance(query, Query):
+        return None, None, None, None
+    expr_type = query._translator.expr_type
+    entity = expr_type if isinstance(expr_type, EntityMeta) else None
+    return query, entity, limit, offset
+
+
+def sql_alias(var_name: str) -> str:
+    """The SQL alias Pony gives the first table of a generator variable (``t`` is renamed ``t-1``)."""
+    return var_name if var_name != "t" else "t-1"
+
+
+def raw_sql_condition(sql: str, values: dict[str, Any]) -> Any:
+    """A ``raw_sql`` object usable as a generator-query condition: ``$name`` refers to ``values[name]``."""
+    from pony.orm.ormtypes import RawSQL
+
+    return RawSQL(sql, {}, dict(values), bool)
