@@ -63,7 +63,6 @@ from .database import (
     wrap_provider_method,
 )
 from .encoders import (
-    BULK_DEFAULT,
     BulkAttr,
     bulk_attrs,
     bulk_encoder_source,
@@ -85,7 +84,6 @@ from .loading import (
     loaded_value,
     not_loaded,
     query_entity_rows,
-    raw_pk_of,
     rebuild_entities,
 )
 from .materialize import (
@@ -133,6 +131,7 @@ from .model import (
     relation_kind,
     root_entity,
     root_entity_name,
+    table_key,
 )
 from .prepared import (
     Prepared,
@@ -148,7 +147,6 @@ from .queries import (
     desc_of,
     discriminator_filter,
     entity_query_sql,
-    exec_sql,
     fetch,
     fetch_entities,
     filter_raw,
@@ -282,6 +280,7 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "primary_key",
     "raw_pk_leaf_attributes",
     "raw_primary_key",
+    "table_key",
     "relation_kind",
     "root_entity",
     "root_entity_name",
@@ -374,7 +373,6 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "untracked",
     "validate_attribute",
     # encoders: bulk value encoders, and the generated-source fragments that name Pony's private slots
-    "BULK_DEFAULT",
     "BulkAttr",
     "bulk_attrs",
     "bulk_encoder_source",
@@ -397,7 +395,6 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "loaded_value",
     "not_loaded",
     "query_entity_rows",
-    "raw_pk_of",
     "rebuild_entities",
     # relations: prefetch loaders: relations and lazy columns loaded in batches
     "load_by_pk",
@@ -417,7 +414,6 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "desc_of",
     "discriminator_filter",
     "entity_query_sql",
-    "exec_sql",
     "fetch",
     "fetch_entities",
     "filter_raw",

@@ -16,7 +16,7 @@ from typing import Any
 from pony.orm import Database
 
 from ._typing import Entity
-from .model import entities_of
+from .model import entities_of, table_key
 
 __all__ = [
     "converter_base",
@@ -130,15 +130,11 @@ def table_entities(db: Database) -> dict[str, frozenset[Any]]:
     maps to the entities on both sides.
     """
     found: dict[str, set[Any]] = defaultdict(set)
-
-    def norm(table: Any) -> str:
-        return (table[-1] if isinstance(table, tuple) else str(table)).lower()
-
     for entity in entities_of(db).values():
-        found[norm(entity._table_)].add(entity)
+        found[table_key(entity._table_)].add(entity)
         for attr in entity._attrs_:
             if attr.is_collection and attr.reverse is not None and attr.reverse.is_collection:
-                found[norm(attr.table)].update((entity, attr.py_type))
+                found[table_key(attr.table)].update((entity, attr.py_type))
     return {k: frozenset(v) for k, v in found.items()}
 
 

@@ -21,7 +21,6 @@ import pony.orm.dbapiprovider as _dbapiprovider
 from ._typing import Attribute, Entity
 
 __all__ = [
-    "BULK_DEFAULT",
     "BulkAttr",
     "bulk_attrs",
     "bulk_encoder_source",
@@ -34,37 +33,22 @@ __all__ = [
 ]
 
 
-# Pony's marker for "no value given": Attribute.validate turns it into the attribute's default.
-BULK_DEFAULT: Any = _core.DEFAULT
-
-
-# Exact types that can be neither entities nor proxies; filled below.
-_SAFE_TYPES: frozenset[type] = frozenset()
-
-
-def _init_safe_types() -> frozenset[type]:
-    import datetime
-    import decimal
-    import uuid
-
-    return frozenset(
-        {
-            str,
-            int,
-            float,
-            bool,
-            bytes,
-            decimal.Decimal,
-            datetime.date,
-            datetime.datetime,
-            datetime.time,
-            datetime.timedelta,
-            uuid.UUID,
-        }
-    )
-
-
-_SAFE_TYPES = _init_safe_types()
+# Exact types that can be neither entities nor proxies.
+_SAFE_TYPES: frozenset[type] = frozenset(
+    {
+        str,
+        int,
+        float,
+        bool,
+        bytes,
+        decimal.Decimal,
+        datetime.date,
+        datetime.datetime,
+        datetime.time,
+        datetime.timedelta,
+        uuid.UUID,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -139,7 +123,7 @@ _SAFE_KINDS: frozenset[type] = frozenset(
 
 
 def bulk_value_encoder(entity: Entity, attr: Attribute) -> Callable[[Any], Any]:
-    """A function turning one given value (or ``BULK_DEFAULT``) into the column value(s) Pony would bind.
+    """A function turning one given value (or ``DEFAULT``) into the column value(s) Pony would bind.
 
     Semantics are those of ``Entity(**kwargs)`` followed by the INSERT of ``_save_created_``: the value
     goes through ``attr.validate`` (defaults, callable defaults, ``Optional(str)`` as ``''``, required

@@ -27,7 +27,6 @@ __all__ = [
     "loaded_value",
     "not_loaded",
     "query_entity_rows",
-    "raw_pk_of",
     "rebuild_entities",
 ]
 
@@ -279,8 +278,3 @@ def find_by_raw_pk(entity: Entity, raw: tuple[Any, ...]) -> Any:
     except (ObjectNotFound, TypeError, ValueError):
         return None
     return obj
-
-
-def raw_pk_of(obj: Any) -> tuple[Any, ...]:
-    """Same as :func:`raw_primary_key`: the flat tuple of an instance's primary-key column values."""
-    return tuple(obj._get_raw_pkval_())

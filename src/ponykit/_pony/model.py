@@ -60,6 +60,7 @@ __all__ = [
     "relation_kind",
     "root_entity",
     "root_entity_name",
+    "table_key",
 ]
 
 
@@ -193,6 +194,14 @@ def entity_lineage(entity: Entity) -> list[Any]:
 def primary_key(obj: Any) -> Any:
     """The primary key of an entity instance: a scalar, or a tuple for composite keys."""
     return obj._pkval_
+
+
+def table_key(table: str | tuple[str, ...]) -> str:
+    """The lower-cased unqualified name of a Pony table name (``"t"`` or ``("schema", "t")``).
+
+    The one normalisation ponykit uses to match a table named in SQL against an entity's table.
+    """
+    return (table[-1] if isinstance(table, tuple) else str(table)).lower()
 
 
 def raw_primary_key(obj: Any) -> tuple[Any, ...]:
@@ -384,11 +393,8 @@ def attr_is_lazy(attr: Attribute) -> bool:
 
 
 def attr_is_sensitive(attr: Attribute) -> bool:
-    """True if the attribute's type is marked sensitive or encrypted (its values must not leak)."""
-    py_type = attr.py_type
-    return bool(
-        getattr(py_type, "__ponykit_sensitive__", False) or getattr(py_type, "__ponykit_encrypted__", False)
-    )
+    """True if the attribute's type is marked sensitive (its values must not leak)."""
+    return bool(getattr(attr.py_type, "__ponykit_sensitive__", False))
 
 
 def entity_attributes(entity: Entity) -> tuple[Attribute, ...]:

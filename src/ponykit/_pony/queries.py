@@ -14,7 +14,7 @@ from pony.orm.ormtypes import RawSQL
 
 from ._typing import Attribute, Entity
 from .materialize import objects_from_rows
-from .model import attr_is_lazy
+from .model import attr_is_lazy, table_key
 
 __all__ = [
     "QuerySQL",
@@ -22,7 +22,6 @@ __all__ = [
     "desc_of",
     "discriminator_filter",
     "entity_query_sql",
-    "exec_sql",
     "fetch",
     "fetch_entities",
     "filter_raw",
@@ -378,19 +377,10 @@ def count_capped(query: Any, cap: int) -> int:
     return int(cursor.fetchone()[0])
 
 
-def exec_sql(db: Database, sql: str, arguments: Any = None) -> Any:
-    """Run one statement in the session's connection, through Pony (logged, counted, reconnecting)."""
-    return db._exec_sql(sql, arguments)
-
-
 _FROM = re.compile(r"\bFROM\s+[`\"]?([^`\"\s]+)[`\"]?", re.IGNORECASE)
 
 
 _WHERE_COL = re.compile(r"\bWHERE\s+(?:[`\"]\w+[`\"]\.)?[`\"]?(\w+)[`\"]?\s*(?:=|IN\b)", re.IGNORECASE)
-
-
-def _table_name(table: Any) -> str:
-    return str(table[-1] if isinstance(table, tuple) else table).lower()
 
 
 def n_plus_one_culprit(db: Database, sql: str) -> tuple[str | None, str | None]:
@@ -409,10 +399,10 @@ def n_plus_one_culprit(db: Database, sql: str) -> tuple[str | None, str | None]:
         for attr in entity._new_attrs_:
             if attr.is_collection and attr.reverse is not None and attr.reverse.is_collection:
                 owner_columns = attr.reverse_columns if attr.symmetric else attr.reverse.columns
-                if attr.table is not None and _table_name(attr.table) == table and column in owner_columns:
+                if attr.table is not None and table_key(attr.table) == table and column in owner_columns:
                     return entity.__name__, attr.name
     for entity in db.entities.values():
-        if entity._root_ is not entity or _table_name(entity._table_) != table:
+        if entity._root_ is not entity or table_key(entity._table_) != table:
             continue
         attrs = [*entity._attrs_, *entity._subclass_attrs_]
         for attr in attrs:

@@ -59,12 +59,13 @@ def _chunks(db: Database, items: list[Any], width: int) -> Iterator[list[Any]]:
         yield items[i : i + size]
 
 
-def _select_sql(entity: Entity, where_alias: str, extra: str = "") -> tuple[str, dict[Any, list[int]]]:
+def _select_sql(entity: Entity) -> tuple[str, dict[Any, list[int]]]:
+    """``SELECT <entity columns> FROM <root table> t`` and the column offsets of each attribute."""
     db = entity._database_
     q = db.provider.quote_name
     columns, offsets = select_columns(entity)
     select_list = ", ".join(f"{q('t')}.{q(c)}" for c in columns)
-    return f"SELECT {select_list}{extra} FROM {q(entity._root_._table_)} {q('t')}", offsets
+    return f"SELECT {select_list} FROM {q(entity._root_._table_)} {q('t')}", offsets
 
 
 def load_by_pk(entity: Entity, objects: list[Any]) -> list[Any]:
@@ -74,7 +75,7 @@ def load_by_pk(entity: Entity, objects: list[Any]) -> list[Any]:
     pk_columns = list(root._pk_columns_)
     loaded = []
     for chunk in _chunks(db, objects, len(pk_columns)):
-        base, offsets = _select_sql(root, "t")
+        base, offsets = _select_sql(root)
         sql = f"{base} WHERE {_in_condition(db, 't', pk_columns, len(chunk))}"
         args = tuple(_raw_keys(chunk))
         rows = db._exec_sql(sql, args).fetchall()
@@ -93,7 +94,7 @@ def load_one_to_many(attr: Attribute, owners: list[Any]) -> None:
         if obj._vals_.get(attr) is None:
             obj._vals_[attr] = _core.SetData()
     for chunk in _chunks(db, owners, len(fk_columns)):
-        base, offsets = _select_sql(child, "t")
+        base, offsets = _select_sql(child)
         sql = f"{base} WHERE {_in_condition(db, 't', fk_columns, len(chunk))}"
         args = tuple(_raw_keys(chunk))
         rows = db._exec_sql(sql, args).fetchall()

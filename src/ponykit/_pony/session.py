@@ -272,7 +272,7 @@ def cached_objects(db: Database, entity: Entity) -> list[Any]:
 
 
 def loaded_value_by_name(obj: Any, name: str) -> Any:
-    """The Python value of attribute ``name`` in ``obj`` if loaded, else ``BULK_DEFAULT``."""
+    """The Python value of attribute ``name`` in ``obj`` if loaded, else ``DEFAULT`` (Pony's "no value")."""
     attr = obj._adict_[name]
     return obj._vals_.get(attr, _core.DEFAULT)
 

@@ -145,7 +145,7 @@ def _check_refused(
     row, column, expected = found
     name = _positions(plan, names)[column]
     source = rows[row]
-    value = source.get(name, _pony.BULK_DEFAULT) if isinstance(source, dict) else source
+    value = source.get(name, _pony.DEFAULT) if isinstance(source, dict) else source
     where = offset + (positions[row] if positions is not None else row)
     raise_masked(plan, plan.value_error(name, value, ValueError(expected), where, op), None)
 
