@@ -23,6 +23,7 @@ from pony.orm.dbapiprovider import Converter
 from pony.orm.ormtypes import parse_raw_sql
 from pony.orm.sqlbuilding import Param
 
+from .._codegen import build_function
 from .materialize import objects_from_rows
 from .values import is_identity
 
@@ -61,7 +62,13 @@ class Prepared:
         provider = query._database.provider
         builder = provider.sqlbuilder_cls(provider, sql_ast)
         self.sql, self.bind = _binder(
-            builder.sql, builder.params, provider.paramstyle, raw_key, raw_order, bind_offset
+            builder.sql,
+            builder.params,
+            provider.paramstyle,
+            raw_key,
+            raw_order,
+            bind_offset,
+            label=f"pony.prepared {self.entity.__name__}",
         )
         self.used_attrs = translator.get_used_attrs()
 
@@ -90,6 +97,8 @@ def _binder(
     raw_key: Any,
     raw_order: tuple[int, ...],
     bind_offset: bool,
+    *,
+    label: str,
 ) -> tuple[str, Binder]:
     """The SQL to run and ``bind(variables, values, offset) -> arguments`` for a statement of Pony's."""
     if paramstyle == "pyformat":
@@ -108,8 +117,8 @@ def _binder(
     if bind_offset:
         items.append("offset")  # the OFFSET placeholder is the last one in the text
     source = f"def bind(variables, v, offset):\n    return ({''.join(f'{item}, ' for item in items)})\n"
-    exec(source, namespace)  # noqa: S102 - text built from indexes and fixed names only
-    return sql, namespace["bind"]
+    # Text built from indexes and fixed names only; values and converters reach it through namespace.
+    return sql, build_function("bind", source, namespace, label=label)
 
 
 def _positional_pyformat(sql: str, params: tuple[Any, ...]) -> str:
