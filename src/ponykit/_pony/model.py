@@ -31,6 +31,7 @@ __all__ = [
     "attr_is_sensitive",
     "attr_label",
     "attr_names_without_columns",
+    "attr_type",
     "attribute_converter",
     "attribute_entity",
     "attribute_option",
@@ -49,6 +50,7 @@ __all__ = [
     "entity_lineage",
     "entity_pk_attributes",
     "find_attribute",
+    "is_attribute",
     "is_entity_class",
     "is_entity_instance",
     "max_length",
@@ -355,6 +357,17 @@ def attr_info(attr: Attribute) -> AttrInfo:
 def attr_infos(entity: Entity) -> tuple[AttrInfo, ...]:
     """The views of all attributes of an entity class (inherited ones included), in declaration order."""
     return tuple(attr_info(a) for a in entity._attrs_)
+
+
+def attr_type(attr: Attribute) -> Any:
+    """The attribute's declared type (``str``, an Enum, an entity class ...): the one field read without a
+    view, for the per-type rules that also take stand-ins of attributes."""
+    return attr.py_type
+
+
+def is_attribute(value: Any) -> bool:
+    """True for a Pony entity attribute (``Required``, ``Optional``, ``PrimaryKey``, ``Set`` ...)."""
+    return isinstance(value, _core.Attribute)
 
 
 def attr_label(attr: Attribute) -> str:

@@ -207,15 +207,15 @@ def _positions(plan: RowPlan, names: tuple[str, ...]) -> list[str]:
 
 
 def _check_settable(plan: RowPlan, name: str, index: int | None, op: str) -> None:
-    attr = plan.attrs.get(name)
+    column = plan.attrs.get(name)  # the door's BulkAttr view
     problem = None
-    if attr is None:
+    if column is None:
         unknown = _pony.find_attribute(plan.entity, name) is None
         if unknown or name in plan.collections or name in plan.no_columns:
             raise plan.unknown_error(name, index if index is not None else -1, op)
-    elif attr.is_pk:
+    elif column.is_pk:
         problem = "is part of the primary key, which identifies the row and cannot be changed"
-    elif attr.is_discriminator:
+    elif column.is_discriminator:
         problem = "is the discriminator of the class hierarchy and cannot be changed"
     if problem:
         where = f"row {index}: " if index is not None else ""
