@@ -250,8 +250,8 @@ class AttrInfo:
     py_type: Any
     kind: RelationKind
     columns: tuple[str, ...]
-    pk: bool
-    pk_offset: int | None
+    pk: bool  # a single-attribute PrimaryKey (Pony's is_pk); a part of a composite key has pk_offset only
+    pk_offset: int | None  # position in the primary key (also for a part of a composite key), else None
     auto: bool
     required: bool
     nullable: bool
