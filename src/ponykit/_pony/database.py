@@ -23,7 +23,6 @@ __all__ = [
     "converter_class_for",
     "dialect",
     "dialect_converter_class",
-    "getpid",
     "has_subclasses",
     "install_converters",
     "is_bound",
@@ -271,11 +270,6 @@ def converter_base() -> type:
     from pony.orm.dbapiprovider import Converter
 
     return Converter  # type: ignore[no-any-return]
-
-
-def getpid() -> int:
-    """The current process id (Pony's pool reconnects after fork; so do ponykit's per-process states)."""
-    return os.getpid()
 
 
 def server_version(db: Database) -> tuple[int, ...]:
