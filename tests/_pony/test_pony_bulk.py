@@ -35,7 +35,7 @@ def test_value_encoder_matches_encode_value(ents: tuple[Any, Any]) -> None:
     _owner, pet = ents
     enc = _pony.bulk_value_encoder(pet, pet.name)
     assert enc("  rex ") == _pony.encode_value(pet.name, "  rex ")[0] == "rex"
-    assert _pony.bulk_value_encoder(pet, pet.nick)(_pony.BULK_DEFAULT) == ""
+    assert _pony.bulk_value_encoder(pet, pet.nick)(_pony.DEFAULT) == ""
     with pytest.raises(ValueError, match="too long"):
         enc("x" * 11)
     with pytest.raises(ValueError, match="required"):

@@ -70,7 +70,7 @@ def test_query_rows_and_lookup(db: Database) -> None:
         assert _pony.query_parts(select(m.name for m in member))[1] is None
         found = _pony.find_by_raw_pk(org, ("a", 1))
         assert found is not None
-        assert _pony.raw_pk_of(found) == ("a", 1)
+        assert _pony.raw_primary_key(found) == ("a", 1)
         assert _pony.find_by_raw_pk(org, ("zz", 9)) is None
 
 

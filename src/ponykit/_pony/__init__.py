@@ -1,72 +1,442 @@
-"""The one door into Pony's internals.
+"""The one door into Pony's internals, one module per Pony concept.
 
 Every use of a private Pony name lives in this package, behind small functions with their own tests
 (``tests/_pony/``), so that a Pony upgrade is one package's work. The rest of ponykit asks
-``_pony.name`` and never reaches into ``pony.orm.core`` itself. One module per area:
+``_pony.name`` and never imports ``pony.orm.core`` (or ``dbapiprovider``, ``sqlbuilding``, ``ormtypes``)
+itself, nor reads a Pony attribute's fields: it asks :func:`attr_info` for a frozen :class:`AttrInfo`.
+``tests/_pony/test_door.py`` checks that. The modules, from the bottom up:
 
-- ``database``: database state, sessions, provider interception, converter lists
-- ``connection``: a session's connection lost inside a transaction that wrote; side connections
-- ``entities``: entity metadata, encoding and decoding values, write tracking
-- ``types``: custom attribute types and query-parameter normalization
-- ``params``: query-parameter converters (by value type, and by the column a parameter is compared with)
-- ``bulk`` and ``identity``: bulk writes, and identity-map upkeep after raw writes
-- ``query`` and ``prefetch``: query shape and order, N+1 diagnosis, loading relations in bulk
-- ``prepared``: page queries built by Pony once per shape and rebound per call
-- ``cache``: stable query keys and rebuilding entities from cached rows
-- ``serialize``: attribute listing and the raw rows of a query
+- ``model``: entity and attribute views (``EntityInfo``, ``AttrInfo``) and lookups on the mapping
+- ``database``: provider facts, dialect, provider wrapping, converter lists, type normalization
+- ``connection``: statements on a session's connection, a connection lost in a transaction, side connections
+- ``sqlbuilder``: Pony's SQL builder: SQL operations, lookups, index DDL, query-parameter converters
+- ``session``: session cache, depth, outside_session, flush, write hooks, identity-map upkeep
+- ``values``: validate, encode and decode values as Pony does; value round-trip checks
+- ``encoders``: bulk value encoders, and the generated-source fragments that name Pony's private slots
+- ``materialize``: the materializer: session objects from raw rows, generated once per row layout
+- ``loading``: rebuilding entities from cached rows, raw rows of a query, loaded values
+- ``relations``: prefetch loaders: relations and lazy columns loaded in batches
+- ``prepared``: prepared page queries: built by Pony once per shape, rebound per call
+- ``queries``: query shape, order, SQL and fetch; raw filters; N+1 culprit; stable query keys
 
-Written against Pony 0.7.20; ``../shared/docs/pony-internals.md`` maps what is used. Nothing here patches
-a Pony class for the whole process: provider methods are wrapped on one provider *instance*, converter
-lists are shadowed on one provider *instance*, and write tracking is installed on the entity classes of
-one ``Database``.
+Written against Pony 0.7.20; ``docs/internals.md`` lists every private Pony name used here, and every
+attribute ponykit sets on user classes and Pony objects. Nothing here patches a Pony class for the whole
+process: provider methods are wrapped on one provider *instance*, converter lists are shadowed on one
+provider *instance*, and write tracking is installed on the entity classes of one ``Database``.
 """
 
-from . import (
-    bulk,
-    cache,
-    connection,
-    database,
-    entities,
-    identity,
-    model,
-    params,
-    prefetch,
-    prepared,
-    query,
-    serialize,
-    types,
-)
 from ._typing import Attribute, Entity, SessionCache
-from .bulk import *  # noqa: F403
-from .cache import *  # noqa: F403
-from .connection import *  # noqa: F403
-from .database import *  # noqa: F403
-from .entities import *  # noqa: F403
-from .identity import *  # noqa: F403
-from .model import *  # noqa: F403
-from .params import *  # noqa: F403
-from .prefetch import *  # noqa: F403
-from .prepared import *  # noqa: F403
-from .query import *  # noqa: F403
-from .serialize import *  # noqa: F403
-from .types import *  # noqa: F403
+from .connection import (
+    LostConnection,
+    abandon_connection,
+    copy_in_session,
+    describe_database,
+    execute_in_session,
+    in_self_reported_statement,
+    is_lost_connection,
+    open_side_connection,
+    raw_connection,
+    sqlite_filename,
+)
+from .database import (
+    converter_base,
+    converter_class_for,
+    dialect,
+    dialect_converter_class,
+    has_subclasses,
+    install_converters,
+    is_bound,
+    is_mapped,
+    is_provider_method_wrapped,
+    look_in_current_schema,
+    mapping_signature,
+    max_params,
+    paramstyle,
+    positional_placeholder,
+    quote_name,
+    register_type_normalization,
+    server_identity,
+    server_version,
+    supports_insert_returning,
+    table_entities,
+    wrap_provider_method,
+)
+from .encoders import (
+    BulkAttr,
+    bulk_attrs,
+    bulk_encoder_source,
+    bulk_value_encoder,
+    loaded_values,
+    mark_read,
+    output_values_source,
+    pk_is_plain,
+    read_bits,
+)
+from .loading import (
+    collection_items,
+    entity_by_raw_pk,
+    entity_rows,
+    find_by_raw_pk,
+    is_deleted_or_new,
+    is_seed,
+    load_seeds,
+    loaded_value,
+    not_loaded,
+    query_entity_rows,
+    rebuild_entities,
+)
+from .materialize import (
+    materialize,
+)
+from .model import (
+    AttrInfo,
+    EntityInfo,
+    LinkTable,
+    RelationKind,
+    attr_column,
+    attr_expectation,
+    attr_info,
+    attr_infos,
+    attr_is_lazy,
+    attr_is_sensitive,
+    attr_label,
+    attr_names_without_columns,
+    attr_type,
+    attribute_converter,
+    attribute_entity,
+    attribute_option,
+    collection_attr_info,
+    collection_attr_names,
+    column_converters,
+    column_sql_types,
+    database_of,
+    default_alias,
+    discriminator_value,
+    entities_of,
+    entity_attribute,
+    entity_attributes,
+    entity_base,
+    entity_info,
+    entity_lineage,
+    entity_pk_attributes,
+    find_attribute,
+    is_attribute,
+    is_entity_class,
+    is_entity_instance,
+    max_length,
+    object_primary_key,
+    pony_repr,
+    primary_key,
+    raw_pk_leaf_attributes,
+    raw_primary_key,
+    relation_kind,
+    root_entity,
+    root_entity_name,
+    table_key,
+)
+from .prepared import (
+    Prepared,
+    join_syntax,
+    preparable,
+    prepare,
+    query_arguments,
+    run_prepared,
+)
+from .queries import (
+    QuerySQL,
+    count_capped,
+    desc_of,
+    discriminator_filter,
+    entity_query_sql,
+    fetch,
+    fetch_entities,
+    filter_raw,
+    implicit_distinct,
+    is_query,
+    lost_distinct,
+    n_plus_one_culprit,
+    order_in_select,
+    order_item,
+    per_database_cache,
+    query_alias,
+    query_cache_sizes,
+    query_database,
+    query_entity,
+    query_key,
+    query_order,
+    query_parts,
+    query_shape,
+    query_source,
+    query_sql,
+    raw_sql_condition,
+    run_query_uncached,
+    sql_alias,
+)
+from .relations import (
+    load_by_pk,
+    load_lazy,
+    load_many_to_many,
+    load_one_to_many,
+)
+from .session import (
+    LinkRecorder,
+    WriteRecorder,
+    bookkeeping_in_session,
+    cached_objects,
+    connect_session,
+    connected_caches,
+    flush_if_dirty,
+    flush_session,
+    forget_objects,
+    in_db_session,
+    in_flush,
+    install_write_hooks,
+    is_alive,
+    is_in_transaction,
+    loaded_value_by_name,
+    outside_session,
+    query_results_clear,
+    refresh_objects,
+    release_idle_caches,
+    require_session_cache,
+    reset_reverse_of,
+    run_before_insert,
+    session_cache,
+    session_databases,
+    session_depth,
+    session_objects,
+    snapshot_may_predate,
+    track_collection_changes,
+    unflushed_entities,
+)
+from .sqlbuilder import (
+    column_param_converters,
+    default_column_index,
+    index_create_command,
+    install_index_renderer,
+    install_sql_operation,
+    lookup_condition_parts,
+    make_pattern_lookup_operation,
+    pattern_bounds,
+    register_column_converter,
+    wrap_param_converters,
+)
+from .values import (
+    DEFAULT,
+    builtin_decoder_name,
+    column_value,
+    column_value_check,
+    converter_without_option,
+    decimal_limits,
+    decimal_quantum,
+    decode_value,
+    encode_value,
+    input_errors,
+    untracked,
+    validate_attribute,
+)
 
 # Private package: the rest of ponykit reaches these as ``_pony.name``.
-__all__ = [
+__all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
+    # _typing: names for Pony objects (Pony ships no type information)
     "Attribute",
     "Entity",
     "SessionCache",
-    *database.__all__,
-    *connection.__all__,
-    *entities.__all__,
-    *model.__all__,
-    *types.__all__,
-    *params.__all__,
-    *bulk.__all__,
-    *identity.__all__,
-    *query.__all__,
-    *prefetch.__all__,
-    *prepared.__all__,
-    *cache.__all__,
-    *serialize.__all__,
+    # model: entity and attribute views (``EntityInfo``, ``AttrInfo``) and lookups on the mapping
+    "AttrInfo",
+    "EntityInfo",
+    "LinkTable",
+    "RelationKind",
+    "attr_column",
+    "attr_expectation",
+    "attr_info",
+    "attr_infos",
+    "attr_is_lazy",
+    "attr_is_sensitive",
+    "attr_label",
+    "attr_names_without_columns",
+    "attr_type",
+    "attribute_converter",
+    "attribute_entity",
+    "attribute_option",
+    "collection_attr_info",
+    "collection_attr_names",
+    "column_converters",
+    "column_sql_types",
+    "database_of",
+    "default_alias",
+    "discriminator_value",
+    "entities_of",
+    "entity_attribute",
+    "entity_attributes",
+    "entity_base",
+    "entity_info",
+    "entity_lineage",
+    "entity_pk_attributes",
+    "find_attribute",
+    "is_attribute",
+    "is_entity_class",
+    "is_entity_instance",
+    "max_length",
+    "object_primary_key",
+    "pony_repr",
+    "primary_key",
+    "raw_pk_leaf_attributes",
+    "raw_primary_key",
+    "relation_kind",
+    "root_entity",
+    "root_entity_name",
+    "table_key",
+    # database: provider facts, dialect, provider wrapping, converter lists, type normalization
+    "converter_base",
+    "converter_class_for",
+    "dialect",
+    "dialect_converter_class",
+    "has_subclasses",
+    "install_converters",
+    "is_bound",
+    "is_mapped",
+    "is_provider_method_wrapped",
+    "look_in_current_schema",
+    "mapping_signature",
+    "max_params",
+    "paramstyle",
+    "positional_placeholder",
+    "quote_name",
+    "register_type_normalization",
+    "server_identity",
+    "server_version",
+    "supports_insert_returning",
+    "table_entities",
+    "wrap_provider_method",
+    # connection: statements on a session's connection, a connection lost in a transaction, side connections
+    "LostConnection",
+    "abandon_connection",
+    "copy_in_session",
+    "describe_database",
+    "execute_in_session",
+    "in_self_reported_statement",
+    "is_lost_connection",
+    "open_side_connection",
+    "raw_connection",
+    "sqlite_filename",
+    # sqlbuilder: Pony's SQL builder: SQL operations, lookups, index DDL, query-parameter converters
+    "column_param_converters",
+    "default_column_index",
+    "index_create_command",
+    "install_index_renderer",
+    "install_sql_operation",
+    "lookup_condition_parts",
+    "make_pattern_lookup_operation",
+    "pattern_bounds",
+    "register_column_converter",
+    "wrap_param_converters",
+    # session: session cache, depth, outside_session, flush, write hooks, identity-map upkeep
+    "LinkRecorder",
+    "WriteRecorder",
+    "bookkeeping_in_session",
+    "cached_objects",
+    "connect_session",
+    "connected_caches",
+    "flush_if_dirty",
+    "flush_session",
+    "forget_objects",
+    "in_db_session",
+    "in_flush",
+    "install_write_hooks",
+    "is_alive",
+    "is_in_transaction",
+    "loaded_value_by_name",
+    "outside_session",
+    "query_results_clear",
+    "refresh_objects",
+    "release_idle_caches",
+    "require_session_cache",
+    "reset_reverse_of",
+    "run_before_insert",
+    "session_cache",
+    "session_databases",
+    "session_depth",
+    "session_objects",
+    "snapshot_may_predate",
+    "track_collection_changes",
+    "unflushed_entities",
+    # values: validate, encode and decode values as Pony does; value round-trip checks
+    "DEFAULT",
+    "builtin_decoder_name",
+    "column_value",
+    "column_value_check",
+    "converter_without_option",
+    "decimal_limits",
+    "decimal_quantum",
+    "decode_value",
+    "encode_value",
+    "input_errors",
+    "untracked",
+    "validate_attribute",
+    # encoders: bulk value encoders, and the generated-source fragments that name Pony's private slots
+    "BulkAttr",
+    "bulk_attrs",
+    "bulk_encoder_source",
+    "bulk_value_encoder",
+    "loaded_values",
+    "mark_read",
+    "output_values_source",
+    "pk_is_plain",
+    "read_bits",
+    # materialize: the materializer: session objects from raw rows, generated once per row layout
+    "materialize",
+    # loading: rebuilding entities from cached rows, raw rows of a query, loaded values
+    "collection_items",
+    "entity_by_raw_pk",
+    "entity_rows",
+    "find_by_raw_pk",
+    "is_deleted_or_new",
+    "is_seed",
+    "load_seeds",
+    "loaded_value",
+    "not_loaded",
+    "query_entity_rows",
+    "rebuild_entities",
+    # relations: prefetch loaders: relations and lazy columns loaded in batches
+    "load_by_pk",
+    "load_lazy",
+    "load_many_to_many",
+    "load_one_to_many",
+    # prepared: prepared page queries: built by Pony once per shape, rebound per call
+    "Prepared",
+    "join_syntax",
+    "preparable",
+    "prepare",
+    "query_arguments",
+    "run_prepared",
+    # queries: query shape, order, SQL and fetch; raw filters; N+1 culprit; stable query keys
+    "QuerySQL",
+    "count_capped",
+    "desc_of",
+    "discriminator_filter",
+    "entity_query_sql",
+    "fetch",
+    "fetch_entities",
+    "filter_raw",
+    "implicit_distinct",
+    "is_query",
+    "lost_distinct",
+    "n_plus_one_culprit",
+    "order_in_select",
+    "order_item",
+    "per_database_cache",
+    "query_alias",
+    "query_cache_sizes",
+    "query_database",
+    "query_entity",
+    "query_key",
+    "query_order",
+    "query_parts",
+    "query_shape",
+    "query_source",
+    "query_sql",
+    "raw_sql_condition",
+    "run_query_uncached",
+    "sql_alias",
 ]

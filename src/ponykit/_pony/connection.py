@@ -1,4 +1,8 @@
-"""Connections: a session's connection lost inside a transaction, and side connections for long jobs.
+"""A session's connection: statements ponykit runs on it, a connection lost inside a transaction, and side
+connections for long jobs.
+
+Statements ponykit runs itself (bulk writes, COPY) go through the session's connection so that Pony's
+statement hooks and ponykit's listeners see them like Pony's own.
 
 A session's connection lost inside a transaction: taking it out of Pony's hands.
 
@@ -14,9 +18,12 @@ the session cache until the session ends or rolls back.
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+import pony.orm.core as _core
 from pony.orm import Database
 
 from ._typing import SessionCache
@@ -24,11 +31,106 @@ from ._typing import SessionCache
 __all__ = [
     "LostConnection",
     "abandon_connection",
+    "copy_in_session",
     "describe_database",
+    "execute_in_session",
+    "in_self_reported_statement",
     "is_lost_connection",
     "open_side_connection",
+    "raw_connection",
     "sqlite_filename",
 ]
+
+
+def execute_in_session(db: Database, sql: str, arguments: Any) -> Any:
+    """Run one statement in the current db_session's transaction through Pony's provider; the cursor.
+
+    Goes through ``db._exec_sql`` with ``start_transaction=True``: pending ORM changes are flushed
+    first, the transaction is started (``BEGIN IMMEDIATE`` on SQLite), and the provider's ``execute``
+    (so ponykit's execute listeners, Pony's SQL log and statistics) sees the statement. A list of tuples
+    runs as ``executemany``. The session commits or rolls back the statement with everything else.
+    """
+    _statement_state.self_reported += 1
+    try:
+        return db._exec_sql(sql, arguments, start_transaction=True)
+    finally:
+        _statement_state.self_reported -= 1
+
+
+def copy_in_session(db: Database, sql: str, data: Any) -> int:
+    """Run ``COPY ... FROM STDIN`` reading the file-like ``data`` in the current db_session's transaction
+    (PostgreSQL, psycopg2); the number of rows copied.
+
+    The statement takes the path of :func:`execute_in_session` (``db._exec_sql``): pending changes are
+    flushed, the transaction is started, Pony's SQL log and statistics and the provider's ``execute``
+    (so ponykit's execute listeners and ``count_queries``) see it, with no arguments. A lost connection
+    goes through Pony's ``cache.reconnect``, so the same rule as for every statement applies: before
+    the transaction wrote anything it is reconnected and the COPY run again; after a write, an attached
+    Database raises ``ConnectionLostError`` (``transactions``) and nothing is retried. Only the cursor
+    differs: its ``execute`` is psycopg2's ``copy_expert``, since COPY's rows come from a file.
+    """
+    _statement_state.self_reported += 1
+    try:
+        cache = db._get_cache()
+        cache.immediate = True
+        connection = cache.prepare_connection_for_query_execution()
+        cursor = _CopyCursor(connection.cursor(), data)
+        if _core.local.debug:
+            _core.log_sql(sql)
+        provider = db.provider
+        start = time.time()  # Pony's statistics use time.time()
+        try:
+            provider.execute(cursor, sql, None, False)
+        except Exception as exc:  # noqa: BLE001 - as db._exec_sql: reconnect() re-raises what it cannot mend
+            # (and raises ConnectionLostError when the transaction already wrote: no partial retry)
+            connection = cache.reconnect(exc)
+            data.seek(0)
+            cursor = _CopyCursor(connection.cursor(), data)
+            if _core.local.debug:
+                _core.log_sql(sql)
+            start = time.time()
+            provider.execute(cursor, sql, None, False)
+        if cache.immediate:
+            cache.in_transaction = True
+        db._update_local_stat(sql, start)
+        return int(cursor.rowcount)
+    finally:
+        _statement_state.self_reported -= 1
+
+
+class _CopyCursor:
+    """Stands in for a DB-API cursor in ``provider.execute``: ``execute(sql)`` runs ``copy_expert``."""
+
+    _CHUNK = 1 << 18  # bytes psycopg2 reads from the file per call
+
+    def __init__(self, cursor: Any, data: Any) -> None:
+        self._cursor = cursor
+        self._data = data
+
+    def execute(self, sql: str, arguments: Any = None) -> None:
+        if arguments is not None:
+            raise TypeError("COPY FROM STDIN takes its rows from the file, not from arguments")
+        self._cursor.copy_expert(sql, self._data, self._CHUNK)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+class _StatementState(threading.local):
+    def __init__(self) -> None:
+        self.self_reported = 0
+
+
+_statement_state = _StatementState()
+
+
+def in_self_reported_statement() -> bool:
+    """True while :func:`execute_in_session` runs a statement whose writes the caller reports itself.
+
+    Statement listeners that infer writes from SQL text skip these: the caller (a bulk operation)
+    reports the exact keys it wrote with ``record_writes``.
+    """
+    return _statement_state.self_reported > 0
 
 
 class LostConnection:
@@ -107,9 +209,6 @@ def describe_database(db: Database) -> str:
     return text
 
 
-# Connections outside Pony's session: a side connection that holds a server-side lock for a long job.
-
-
 def open_side_connection(db: Database) -> Any:
     """A new DB-API connection with the Database's connection arguments, in autocommit mode.
 
@@ -132,3 +231,8 @@ def sqlite_filename(db: Database) -> str | None:
     if getattr(pool, "is_shared_memory_db", False) or pool.filename == ":memory:":
         return None
     return str(pool.filename)
+
+
+def raw_connection(db: Database) -> Any:
+    """The DB-API connection of the current db_session (starting its transaction)."""
+    return db.get_connection()

@@ -1,44 +1,140 @@
-"""Database state, sessions, provider interception and converter lists."""
+"""Pony's ``Database`` and its provider: facts about the server, and the per-instance interception points.
+
+Provider methods are wrapped on one provider *instance*, converter lists are shadowed on one provider
+*instance*: nothing here patches a Pony class for the whole process.
+"""
 
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
-import pony.orm.core as _core
 from pony.orm import Database
 
-from ._typing import SessionCache
+from ._typing import Entity
+from .model import entities_of, table_key
 
 __all__ = [
-    "connect_session",
-    "connected_caches",
     "converter_base",
     "converter_class_for",
     "dialect",
-    "in_db_session",
+    "dialect_converter_class",
+    "has_subclasses",
     "install_converters",
-    "is_alive",
     "is_bound",
-    "is_in_transaction",
     "is_mapped",
     "is_provider_method_wrapped",
     "look_in_current_schema",
+    "mapping_signature",
     "max_params",
-    "outside_session",
     "paramstyle",
+    "positional_placeholder",
     "quote_name",
-    "release_idle_caches",
-    "require_session_cache",
-    "session_cache",
-    "session_databases",
-    "session_depth",
+    "register_type_normalization",
+    "server_identity",
+    "server_version",
     "supports_insert_returning",
+    "table_entities",
     "wrap_provider_method",
 ]
+
+
+def has_subclasses(entity: Entity) -> bool:
+    """True if other entities inherit from ``entity``."""
+    return bool(entity._subclasses_)
+
+
+def server_identity(db: Database) -> tuple[str, ...]:
+    """What identifies the data ``db`` reaches on its server, the same from every client that reaches it.
+
+    Asked of the server on a short connection of its own (never the session's: it may be inside a
+    transaction), so client options (application_name, timeouts, host spellings, PyMySQL's ``conv``,
+    PgBouncer in between) never change it: ``("postgres", database, current schema, system identifier or
+    "")``, ``("mysql", database)``, ``("sqlite", real path of the file)``. An in-memory SQLite database
+    is private to its process and Database, and so is its identity. Never holds a password.
+    """
+    name = dialect(db)
+    pool = db.provider.pool
+    if name == "sqlite":
+        filename = str(getattr(pool, "filename", ""))
+        if (
+            getattr(pool, "is_shared_memory_db", False)
+            or filename in ("", ":memory:")
+            or "mode=memory" in filename
+        ):
+            return ("sqlite", ":memory:", str(os.getpid()), str(id(db)))
+        return ("sqlite", os.path.realpath(filename))
+    con = pool.dbapi_module.connect(*pool.args, **pool.kwargs)
+    try:
+        cursor = con.cursor()
+        if name == "cockroach":
+            cursor.execute("SELECT current_database(), current_schema()")
+            return ("cockroach", *map(str, cursor.fetchone()))
+        if name == "postgres":
+            # The system identifier tells two clusters apart (a physical replica shares its primary's).
+            # Read only when PUBLIC may, so that every role of one cluster computes the same identity.
+            cursor.execute(
+                "SELECT current_database(), current_schema(), "
+                "has_function_privilege('public', 'pg_control_system()', 'EXECUTE')"
+            )
+            database, schema, readable = cursor.fetchone()
+            system = ""
+            if readable:
+                cursor.execute("SELECT system_identifier::text FROM pg_control_system()")
+                system = cursor.fetchone()[0]
+            return ("postgres", str(database), str(schema), system)
+        if name == "mysql":
+            cursor.execute("SELECT DATABASE()")
+            return ("mysql", str(cursor.fetchone()[0]))
+        return (name,)  # other providers: the dialect alone (the docs ask for a namespace= then)
+    finally:
+        try:
+            con.rollback()
+        finally:
+            con.close()
+
+
+def mapping_signature(db: Database) -> tuple[Any, ...]:
+    """The tables, columns and attribute types of every entity of ``db``: part of a cache key, so a
+    changed mapping (another version of the application) never reads entries written under the old one.
+    Plain strings only (no reprs of objects), so it is the same in every process."""
+
+    def type_name(attr: Any) -> str:
+        # The qualified name without the module: one class imported under two module paths (``__main__``
+        # in one process, ``app.models`` in another) is the same type.
+        py_type = attr.py_type
+        return str(getattr(py_type, "__qualname__", py_type))
+
+    return tuple(
+        sorted(
+            (
+                name,
+                repr(e._table_),
+                tuple(e._columns_),
+                tuple((a.name, type_name(a), tuple(a.columns)) for a in e._attrs_),
+            )
+            for name, e in entities_of(db).items()
+        )
+    )
+
+
+def table_entities(db: Database) -> dict[str, frozenset[Any]]:
+    """Lower-cased unqualified table name -> entity classes whose rows a write to that table changes.
+
+    A table shared by an inheritance hierarchy maps to every entity of it; a many-to-many link table
+    maps to the entities on both sides.
+    """
+    found: dict[str, set[Any]] = defaultdict(set)
+    for entity in entities_of(db).values():
+        found[table_key(entity._table_)].add(entity)
+        for attr in entity._attrs_:
+            if attr.is_collection and attr.reverse is not None and attr.reverse.is_collection:
+                found[table_key(attr.table)].update((entity, attr.py_type))
+    return {k: frozenset(v) for k, v in found.items()}
 
 
 def is_bound(db: Database) -> bool:
@@ -89,95 +185,6 @@ def paramstyle(db: Database) -> str:
 def quote_name(db: Database, name: str | tuple[str, ...]) -> str:
     """Quote a table or column name (or a ``(schema, table)`` pair) the way Pony does."""
     return str(db.provider.quote_name(name))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Sessions
-
-
-def session_cache(db: Database) -> SessionCache | None:
-    """The current thread's session cache for ``db``, or None if this session has not touched ``db`` yet."""
-    return _core.local.db2cache.get(db)
-
-
-def session_databases() -> list[Database]:
-    """The Databases the current thread's session has touched so far."""
-    return list(_core.local.db2cache)
-
-
-def require_session_cache(db: Database) -> SessionCache:
-    """The current thread's session cache for ``db``, created if needed; raises outside a db_session."""
-    return db._get_cache()
-
-
-def connect_session(db: Database) -> SessionCache:
-    """Make sure the current session holds a connection to ``db`` and return its cache.
-
-    A cache without a connection is closed by Pony without calling the provider at all; ponykit needs
-    the provider's commit/rollback/release calls to see the session end, so it connects first.
-    """
-    cache = db._get_cache()
-    if cache.connection is None:
-        cache.prepare_connection_for_query_execution()
-    return cache
-
-
-def in_db_session() -> bool:
-    """True inside a ``db_session`` (at any nesting depth)."""
-    return _core.local.db_session is not None
-
-
-def session_depth() -> int:
-    """How many ``db_session`` blocks are open in this thread (0 while the outermost one is exiting)."""
-    return int(_core.local.db_context_counter)
-
-
-def is_in_transaction(cache: SessionCache) -> bool:
-    """True while the cache's connection has an open database transaction."""
-    return bool(cache.in_transaction)
-
-
-def is_alive(cache: SessionCache) -> bool:
-    """False once Pony has closed the cache (after commit-and-release or rollback)."""
-    return bool(cache.is_alive)
-
-
-def connected_caches() -> list[SessionCache]:
-    """The session caches of this thread that still hold a connection."""
-    return [c for c in _core.local.db2cache.values() if c.connection is not None]
-
-
-def release_idle_caches() -> None:
-    """Close this thread's session caches that never connected (pure bookkeeping, no SQL)."""
-    for cache in list(_core.local.db2cache.values()):
-        if cache.connection is None:
-            cache.release()
-
-
-@contextmanager
-def outside_session() -> Iterator[None]:
-    """Run a block as if no db_session were open in this thread, then restore the session state.
-
-    Used to run on_commit callbacks while Pony is still unwinding the outermost ``db_session``: the
-    callbacks may open their own ``db_session`` and must not join (or trip the assertions of) the one
-    that is ending. Caches of the ending session that are not released yet are hidden and put back.
-    """
-    local = _core.local
-    saved_session, saved_counter = local.db_session, local.db_context_counter
-    saved_caches = dict(local.db2cache)
-    local.db_session, local.db_context_counter = None, 0
-    local.db2cache.clear()
-    try:
-        yield
-    finally:
-        # Callbacks open and close their own sessions, so nothing of theirs is left; restore ours.
-        local.db2cache.clear()
-        local.db2cache.update(saved_caches)
-        local.db_session, local.db_context_counter = saved_session, saved_counter
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Provider interception, per provider instance
 
 
 _WRAPPED = "_ponykit_wrapped_"
@@ -239,10 +246,6 @@ def is_provider_method_wrapped(db: Database, name: str) -> bool:
     return bool(getattr(vars(db.provider).get(name), _WRAPPED, False))
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Converters
-
-
 def install_converters(db: Database, pairs: list[tuple[type, type]]) -> None:
     """Put ``(py_type, ConverterClass)`` pairs in front of this provider instance's converter list.
 
@@ -267,3 +270,37 @@ def converter_base() -> type:
     from pony.orm.dbapiprovider import Converter
 
     return Converter  # type: ignore[no-any-return]
+
+
+def server_version(db: Database) -> tuple[int, ...]:
+    """The database server version Pony detected at the first connection (e.g. ``(10, 11, 19)``)."""
+    version = getattr(db.provider, "server_version", None)
+    if isinstance(version, int):  # psycopg2 reports 150019 for 15.19 (and 90605 for 9.6.5)
+        return (version // 10000, version // 100 % 100, version % 100)
+    return tuple(version) if version else ()
+
+
+def dialect_converter_class(db: Database, py_type: type) -> type:
+    """The converter class plain Pony gives ``py_type`` on this dialect (ponykit's entries ignored)."""
+    for key, cls in type(db.provider).converter_classes:
+        if issubclass(py_type, key):
+            return cls  # type: ignore[no-any-return]
+    raise TypeError(f"the {db.provider.dialect} provider has no converter for {py_type.__name__}")
+
+
+def register_type_normalization(py_type: type, storage: type) -> None:
+    """Tell Pony's query translator to treat ``py_type`` like ``storage`` (process-wide, see types docs).
+
+    ``pony.orm.ormtypes.type_normalization_dict`` is global. It only maps a type to the primitive type it
+    is stored as; ponykit adds only types that are mapped through ponykit converters (Enum classes used
+    as attribute types, ponykit's own value types, registered user types), and the per-Database parameter
+    converters turn such values into their storage form before binding.
+    """
+    from pony.orm import ormtypes
+
+    ormtypes.type_normalization_dict[py_type] = storage
+
+
+def positional_placeholder(db: Database) -> str:
+    """The positional parameter marker of the driver (``?`` or ``%s``), for ``executemany`` statements."""
+    return "?" if db.provider.paramstyle == "qmark" else "%s"

@@ -23,22 +23,22 @@ from pony.orm.dbapiprovider import Converter
 from pony.orm.ormtypes import parse_raw_sql
 from pony.orm.sqlbuilding import Param
 
-from ._typing import Entity
-from .prefetch import is_identity, materialize
+from .._codegen import build_function
+from .materialize import objects_from_rows
+from .values import is_identity
 
-__all__ = ["Prepared", "join_syntax", "preparable", "prepare", "query_arguments", "run_prepared"]
+__all__ = [
+    "Prepared",
+    "join_syntax",
+    "preparable",
+    "prepare",
+    "query_arguments",
+    "run_prepared",
+]
+
 
 # bind(query variables, raw filter values, offset) -> the driver's arguments
 Binder = Callable[[dict[Any, Any], Sequence[Any], int], Any]
-
-
-def objects_from_rows(entity: Entity, rows: list[Any], attr_offsets: Any, used_attrs: Any) -> list[Any]:
-    """Session objects for ``rows`` of ``entity``, marked as read where Pony's own fetch marks them."""
-    objects = materialize(entity, rows, attr_offsets)
-    if used_attrs and objects:
-        # Pony marks the attributes a query filtered or sorted on as read (optimistic checks).
-        entity._set_rbits(objects, used_attrs)
-    return objects
 
 
 class Prepared:
@@ -62,7 +62,13 @@ class Prepared:
         provider = query._database.provider
         builder = provider.sqlbuilder_cls(provider, sql_ast)
         self.sql, self.bind = _binder(
-            builder.sql, builder.params, provider.paramstyle, raw_key, raw_order, bind_offset
+            builder.sql,
+            builder.params,
+            provider.paramstyle,
+            raw_key,
+            raw_order,
+            bind_offset,
+            label=f"pony.prepared {self.entity.__name__}",
         )
         self.used_attrs = translator.get_used_attrs()
 
@@ -71,7 +77,11 @@ class Prepared:
 # Pony's per-SQL statistics, which are never emptied). A prepared page query binds it instead: Pony
 # renders this mark, which is then replaced by a placeholder bound after Pony's own parameters.
 _OFFSET_MARK = 987_654_321_987_654_321
+
+
 _POSITIONAL = {"qmark": "?", "format": "%s"}
+
+
 # In Pony's pyformat SQL, '%' in literals is doubled; the rest are its placeholders, numbered by first use.
 _PYFORMAT = re.compile(r"%%|%\(p(\d+)\)s")
 
@@ -87,6 +97,8 @@ def _binder(
     raw_key: Any,
     raw_order: tuple[int, ...],
     bind_offset: bool,
+    *,
+    label: str,
 ) -> tuple[str, Binder]:
     """The SQL to run and ``bind(variables, values, offset) -> arguments`` for a statement of Pony's."""
     if paramstyle == "pyformat":
@@ -105,8 +117,8 @@ def _binder(
     if bind_offset:
         items.append("offset")  # the OFFSET placeholder is the last one in the text
     source = f"def bind(variables, v, offset):\n    return ({''.join(f'{item}, ' for item in items)})\n"
-    exec(source, namespace)  # noqa: S102 - text built from indexes and fixed names only
-    return sql, namespace["bind"]
+    # Text built from indexes and fixed names only; values and converters reach it through namespace.
+    return sql, build_function("bind", source, namespace, label=label)
 
 
 def _positional_pyformat(sql: str, params: tuple[Any, ...]) -> str:

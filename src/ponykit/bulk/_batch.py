@@ -148,7 +148,7 @@ def _check_refused(
     row, column, expected = found
     name = _positions(plan, names)[column]
     source = rows[row]
-    value = source.get(name, _pony.BULK_DEFAULT) if isinstance(source, dict) else source
+    value = source.get(name, _pony.DEFAULT) if isinstance(source, dict) else source
     where = offset + (positions[row] if positions is not None else row)
     raise_masked(plan, plan.value_error(name, value, ValueError(expected), where, op), None)
 
@@ -210,15 +210,15 @@ def _positions(plan: RowPlan, names: tuple[str, ...]) -> list[str]:
 
 
 def _check_settable(plan: RowPlan, name: str, index: int | None, op: str) -> None:
-    attr = plan.attrs.get(name)
+    column = plan.attrs.get(name)  # the door's BulkAttr view
     problem = None
-    if attr is None:
+    if column is None:
         unknown = _pony.find_attribute(plan.entity, name) is None
         if unknown or name in plan.collections or name in plan.no_columns:
             raise plan.unknown_error(name, index, op)
-    elif attr.is_pk:
+    elif column.is_pk:
         problem = "is part of the primary key, which identifies the row and cannot be changed"
-    elif attr.is_discriminator:
+    elif column.is_discriminator:
         problem = "is the discriminator of the class hierarchy and cannot be changed"
     if problem:
         where = f"row {index}: " if index is not None else ""

@@ -113,7 +113,7 @@ class RowPlan:
     def _compile(
         self, names: tuple[str, ...], mask_names: tuple[str, ...]
     ) -> tuple[RowEncoder, ColumnsEncoder | None]:
-        env: dict[str, Any] = {"D": _pony.BULK_DEFAULT, "known": self.known, "Unknown": UnknownAttribute}
+        env: dict[str, Any] = {"D": _pony.DEFAULT, "known": self.known, "Unknown": UnknownAttribute}
         body = ["if not known.issuperset(row):", "    raise Unknown"]
         parts = []
         for i, name in enumerate(names):
@@ -181,7 +181,7 @@ class RowPlan:
             if key not in self.known:
                 return self.unknown_error(key, index, op)
         for name in names:
-            value = row.get(name, _pony.BULK_DEFAULT)
+            value = row.get(name, _pony.DEFAULT)
             try:
                 self.encoders[name](value)
             except Exception as attr_exc:  # noqa: BLE001 - converters raise what they like
@@ -193,7 +193,7 @@ class RowPlan:
     def value_error(self, name: str, value: Any, exc: BaseException, index: int, op: str) -> BulkWriteError:
         """A :class:`BulkWriteError` for an invalid value of attribute ``name`` in row ``index``."""
         sensitive = self.is_sensitive(name)
-        if value is _pony.BULK_DEFAULT:
+        if value is _pony.DEFAULT:
             given = "nothing (the attribute is missing from the row)"
         elif sensitive:
             given = f"a value of type {type(value).__name__} (hidden: the attribute is sensitive)"

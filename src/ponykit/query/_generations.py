@@ -169,8 +169,7 @@ class DbState:
         return found
 
 
-def _norm(table: Any) -> str:
-    return (table[-1] if isinstance(table, tuple) else str(table)).lower()
+_norm = _pony.table_key  # the one table-name normalisation, shared with the door's table lookups
 
 
 def db_state(kit: Kit) -> DbState:

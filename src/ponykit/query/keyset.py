@@ -86,7 +86,8 @@ class CursorPage(PageItems[T]):
 
 @dataclass(frozen=True)
 class _Column:
-    attr: Any
+    attr: Any  # the Pony attribute, a handle for _pony functions
+    name: str
     descending: bool
     nullable: bool
 
@@ -169,9 +170,10 @@ def _sort_spec(
     columns: list[_Column] = []
     seen: set[Any] = set()
     for attr, descending in spec:
-        if not (issubclass(entity, attr.entity) or issubclass(attr.entity, entity)):
+        info = _pony.attr_info(attr)
+        if not (issubclass(entity, info.entity) or issubclass(info.entity, entity)):
             raise ConfigurationError(f"cannot sort {entity.__name__} by {attr}: it is not its attribute")
-        if attr.is_collection or attr.reverse is not None or len(attr.columns) != 1:
+        if info.is_relation or len(info.columns) != 1:
             raise ConfigurationError(
                 f"cannot keyset-paginate by {attr}: only single-column, non-relation attributes can be "
                 "sort keys (sort by the foreign key's target attribute in the query instead)"
@@ -190,15 +192,16 @@ def _sort_spec(
         if attr in seen:
             continue
         seen.add(attr)
-        columns.append(_Column(attr, descending, bool(attr.nullable) and not attr.is_pk))
-    for attr in entity._pk_attrs_:
-        if attr.reverse is not None:
+        columns.append(_Column(attr, info.name, descending, info.nullable and not info.pk))
+    for attr in _pony.entity_pk_attributes(entity):
+        info = _pony.attr_info(attr)
+        if info.is_relation:
             raise ConfigurationError(
                 f"paginate_keyset() does not support {entity.__name__}: its primary key contains a relation"
             )
         if attr not in seen:
             seen.add(attr)
-            columns.append(_Column(attr, False, False))
+            columns.append(_Column(attr, info.name, False, False))
     return columns
 
 
@@ -300,7 +303,7 @@ def _plan(db: Any, query: Any, entity: Any, order: Any, distinct: bool = False) 
             return found
     columns = _sort_spec(query, entity, parsed, distinct)
     base = query.order_by(None)
-    spec = ",".join(f"{c.attr.entity.__name__}.{c.attr.name}:{'d' if c.descending else 'a'}" for c in columns)
+    spec = ",".join(f"{_pony.attr_label(c.attr)}:{'d' if c.descending else 'a'}" for c in columns)
     # Fingerprints are stable across processes: entity, SQL text of the unordered query, sort spec.
     plan = _Plan(
         columns,
@@ -347,7 +350,7 @@ def _row_values(obj: Any, columns: list[_Column]) -> list[Any]:
         # The value in the session, read without marking it read (a cursor is not a user's read).
         value = _pony.loaded_value(obj, column.attr)
         if value is _pony.not_loaded():
-            value = getattr(obj, column.attr.name)
+            value = getattr(obj, column.name)
         values.append(_pony.column_value(column.attr, value))
     return values
 

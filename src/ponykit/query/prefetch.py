@@ -78,7 +78,7 @@ def _load_segment(objects: list[Any], name: str, path: str, follow: bool) -> lis
             ]
             if missing:
                 unique = list({id(t): t for t in missing}.values())
-                _pony.load_by_pk(_pony.root_entity(attr.py_type), unique)
+                _pony.load_by_pk(_pony.root_entity(_pony.attr_info(attr).py_type), unique)
             for target in targets:
                 if target is not _pony.not_loaded():
                     add(target)

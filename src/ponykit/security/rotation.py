@@ -76,21 +76,21 @@ class RotationProgress:
     total: int
 
 
-def _encrypted_attrs(entity: Any, names: Iterable[str] | None) -> list[Any]:
+def _encrypted_attrs(entity: Any, names: Iterable[str] | None) -> list[_pony.AttrInfo]:
     if names is None:
         found = []
         for attr_name in _pony.entity_info(entity).column_attrs:
-            attr = _pony.entity_attribute(entity, attr_name)
-            if hasattr(_pony.attribute_converter(attr), "reencrypt"):
-                found.append(attr)
+            target = _pony.attr_info(_pony.entity_attribute(entity, attr_name))
+            if hasattr(target.converter, "reencrypt"):
+                found.append(target)
         return found
-    attrs = []
+    targets = []
     for name in names:
-        attr = _pony.entity_attribute(entity, name)
-        if not hasattr(_pony.attribute_converter(attr), "reencrypt"):
+        target = _pony.attr_info(_pony.entity_attribute(entity, name))
+        if not hasattr(target.converter, "reencrypt"):
             raise ConfigurationError(f"{entity.__name__}.{name} is not an encrypted attribute")
-        attrs.append(attr)
-    return attrs
+        targets.append(target)
+    return targets
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -277,16 +277,16 @@ def rotate_with_reports(
 
     total = 0
     with db_session:
-        for attr in targets:
-            sql, params = _select_sql(dialect, info, attr, keys, None, count=True)
+        for target in targets:
+            sql, params = _select_sql(dialect, info, target, keys, None, count=True)
             total += int(_pony.execute_in_session(db, sql, params).fetchone()[0])
 
     done = 0
-    for attr in targets:
-        label = f"{entity.__name__}.{attr.name}"
-        lock = _column_lock(db, info.table, attr.column, label, wait, on_wait)
+    for target in targets:
+        label = f"{entity.__name__}.{target.name}"
+        lock = _column_lock(db, info.table, target.columns[0], label, wait, on_wait)
         with lock, contextlib.ExitStack() as stack:  # the batches' worker thread ends before the lock
-            batches = _rotate_column(db, dialect, entity, info, attr, keys, batch_size)
+            batches = _rotate_column(db, dialect, entity, info, target, keys, batch_size)
             stack.enter_context(contextlib.closing(batches))
             while True:
                 with _sigint_deferred():
@@ -295,7 +295,7 @@ def rotate_with_reports(
                         break
                     done += written
                     if report is not None:
-                        report(RotationProgress(entity.__name__, attr.name, done, max(total, done)))
+                        report(RotationProgress(entity.__name__, target.name, done, max(total, done)))
     return done
 
 
@@ -324,13 +324,18 @@ def _sigint_deferred() -> Iterator[None]:
 
 
 def _select_sql(
-    dialect: Dialect, info: Any, attr: Any, keys: KeyRing, after: tuple[Any, ...] | None, count: bool = False
+    dialect: Dialect,
+    info: Any,
+    target: _pony.AttrInfo,
+    keys: KeyRing,
+    after: tuple[Any, ...] | None,
+    count: bool = False,
 ) -> tuple[str, tuple[Any, ...]]:
     """The statement selecting (or counting) values not yet in their final form, after key ``after``."""
     q, mark = dialect.q, dialect.placeholder
-    col = q(attr.column)
+    col = q(target.columns[0])
     pk_cols = [q(c) for c in info.pk_columns]
-    pattern = primary_prefix_pattern(keys, searchable=_pony.attribute_converter(attr).searchable)
+    pattern = primary_prefix_pattern(keys, searchable=target.converter.searchable)
     where = f"{col} IS NOT NULL AND {col} NOT LIKE {mark}"
     params: tuple[Any, ...] = (pattern,)
     if count:
@@ -347,7 +352,7 @@ def _select_sql(
 
 
 def _rotate_column(
-    db: Any, dialect: Dialect, entity: Any, info: Any, attr: Any, keys: KeyRing, batch_size: int
+    db: Any, dialect: Dialect, entity: Any, info: Any, target: _pony.AttrInfo, keys: KeyRing, batch_size: int
 ) -> Generator[int, None, None]:
     """Rotate one column in committed batches; yields the number of values each batch wrote (a batch is
     committed when its number is asked for: the caller's ``next()`` runs it).
@@ -360,13 +365,13 @@ def _rotate_column(
     """
     npk = len(info.pk_columns)
     types = _pony.column_sql_types(entity) if dialect.name == "postgres" else {}
-    reencrypt = functools.partial(_reencrypt, _pony.attribute_converter(attr), npk, dialect.name == "sqlite")
+    reencrypt = functools.partial(_reencrypt, target.converter, npk, dialect.name == "sqlite")
     limit = f" LIMIT {int(batch_size)}"
     after: tuple[Any, ...] | None = None
 
     def read() -> tuple[list[Any], Future[list[tuple[Any, ...]]]] | None:
         nonlocal after
-        sql, params = _select_sql(dialect, info, attr, keys, after)
+        sql, params = _select_sql(dialect, info, target, keys, after)
         rows = _pony.execute_in_session(db, sql + limit, params).fetchall()
         if not rows:
             return None
@@ -380,7 +385,7 @@ def _rotate_column(
             rows, future = pending
             with db_session:
                 pending = read()
-                written = _write(dialect, info, attr.column, future.result(), types)
+                written = _write(dialect, info, target.columns[0], future.result(), types)
                 record_writes(db, entity, None if info.pk_is_composite else [row[0] for row in rows])
             yield written
 

@@ -66,8 +66,8 @@ def on_change(listener: Callable[[], None]) -> Callable[[], None]:
 
 
 def _entity_of(attr: Any) -> Any:
-    entity = getattr(attr, "entity", None)
-    if entity is None or not hasattr(attr, "name"):
+    entity = _pony.attr_info(attr).entity if _pony.is_attribute(attr) else None
+    if entity is None:
         raise OptionError(
             f"sensitive() expects entity attributes such as User.ssn or attribute names as strings; "
             f"got {type(attr).__name__}"
@@ -77,7 +77,7 @@ def _entity_of(attr: Any) -> Any:
 
 def _declare(entity: Any, names: tuple[str, ...]) -> None:
     current: frozenset[str] = entity.__dict__.get(_DECLARED, frozenset())
-    known = {a.name for a in _pony.entity_attributes(entity)}
+    known = {info.name for info in _pony.attr_infos(entity)}
     for name in names:
         if name not in known:
             raise SerializationOptionError(
@@ -117,7 +117,7 @@ def sensitive(*attrs: Any) -> Callable[[T], T] | None:
         return decorate
     for attr in attrs:
         entity = _entity_of(attr)
-        _declare(entity, (attr.name,))
+        _declare(entity, (_pony.attr_info(attr).name,))
     return None
 
 
@@ -139,13 +139,12 @@ def sensitive_names(entity: Any) -> frozenset[str]:
 
 def is_sensitive(attr: Any) -> bool:
     """True if ``attr`` (an entity attribute) holds sensitive data, by declaration or by its type."""
-    py_type = getattr(attr, "py_type", None)
-    if py_type is not None and getattr(py_type, SENSITIVE_ATTR, False):
-        return True
-    entity = getattr(attr, "entity", None)
-    if entity is None:
+    if not _pony.is_attribute(attr):
         return False
-    return attr.name in sensitive_names(entity)
+    info = _pony.attr_info(attr)
+    if getattr(info.py_type, SENSITIVE_ATTR, False):
+        return True
+    return info.entity is not None and info.name in sensitive_names(info.entity)
 
 
 def mask(value: object) -> str:

@@ -145,7 +145,7 @@ def identity(v: Any) -> Any:
 
 def value_dumper(attr: Any) -> Dump:
     """The function turning a (non-None) Python value of ``attr`` into its JSON-safe form."""
-    py_type = attr.py_type
+    py_type = _pony.attr_type(attr)
     codec = custom_codec(py_type)
     if codec is not None:
         return codec.to_json  # type: ignore[no-any-return]
@@ -192,7 +192,7 @@ def inline_expression(attr: Any, var: str, const: str, *, native: bool = False) 
     the expression may leave naive datetimes, dates and UUIDs as they are, for orjson to write. The
     expression may raise IndexError where the dumper would not: on it, call the dumper.
     """
-    py_type = attr.py_type
+    py_type = _pony.attr_type(attr)
     if custom_codec(py_type) is not None:
         return None
     if py_type is Decimal:
@@ -229,7 +229,7 @@ def raw_dumper(attr: Any, converter: Any, dump: Dump) -> Dump | None:
     function is never called with None.
     """
     name = _pony.builtin_decoder_name(converter)
-    py_type = attr.py_type
+    py_type = _pony.attr_type(attr)
     if name is not None and custom_codec(py_type) is None:
         # Only Pony's own decoding happens between the driver and the value: skip what is a no-op.
         if py_type is int and name == "IntConverter":
@@ -260,7 +260,7 @@ def raw_inline(attr: Any, converter: Any, var: str, const: str) -> tuple[str, An
     Only for Pony's own decoding of Decimal (the one hot type that needs work on every backend);
     None otherwise.
     """
-    if attr.py_type is not Decimal or custom_codec(Decimal) is not None:
+    if _pony.attr_type(attr) is not Decimal or custom_codec(Decimal) is not None:
         return None
     quantum = _pony.decimal_quantum(attr)
     name = _pony.builtin_decoder_name(converter)
@@ -294,7 +294,7 @@ def _sqlite_datetime(converter: Any, dump: Dump) -> Dump:
 
 def value_loader(attr: Any) -> Load:
     """The function turning a JSON value into a candidate Python value of ``attr``; raises BadValue."""
-    py_type = attr.py_type
+    py_type = _pony.attr_type(attr)
     codec = custom_codec(py_type)
     if codec is not None:
 
@@ -407,7 +407,7 @@ _TIME_PATTERN = r"^[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{6})?([+-][0-9]{2}:[0-9]{2}
 
 def value_schema(attr: Any) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of one non-null serialized value of ``attr``."""
-    py_type = attr.py_type
+    py_type = _pony.attr_type(attr)
     codec = custom_codec(py_type)
     if codec is not None:
         return dict(codec.json_schema())

@@ -57,15 +57,16 @@ def _check_fields(entity: Any, tree: Tree, where: str) -> None:
         if attr is None:
             raise ConfigurationError(
                 f"from_dict(fields=...) for {where}: {entity.__name__} has no attribute {name!r}; "
-                f"its attributes are {[a.name for a in _pony.entity_attributes(entity)]}"
+                f"its attributes are {[info.name for info in _pony.attr_infos(entity)]}"
             )
         if sub:
-            if not attr.is_relation:
+            info = _pony.attr_info(attr)
+            if not info.is_relation:
                 raise ConfigurationError(
                     f"from_dict(fields=...) for {where}: {entity.__name__}.{name} is not a relation, "
                     f"so {name!r} cannot have nested fields {sorted(sub)}"
                 )
-            _check_fields(attr.py_type, sub, f"{where}.{name}")
+            _check_fields(info.py_type, sub, f"{where}.{name}")
 
 
 @dataclass
@@ -94,11 +95,12 @@ def _join(path: str, name: str | int) -> str:
 
 def _protection(attr: Any) -> str | None:
     """Why an attribute may not be mass-assigned by default, or None."""
-    if attr.pk_offset is not None:
+    info = _pony.attr_info(attr)
+    if info.pk_offset is not None:
         return "the primary key"
-    if attr.is_discriminator:
+    if info.discriminator:
         return "the discriminator"
-    if getattr(attr, "hidden", False):
+    if info.hidden:
         return "a hidden attribute"
     if is_sensitive(attr):
         return "a sensitive attribute"
@@ -114,12 +116,12 @@ def _pony_message(attr: Any, exc: BaseException) -> str:
 
 def _is_reference(target: Any, value: Any) -> bool:
     """A mapping holding every primary-key field names an existing object; other mappings are new ones."""
-    return all(a.name in value for a in _pony.entity_pk_attributes(target))
+    return all(name in value for name in _pony.entity_info(target).pk_attrs)
 
 
 def _reference(attr: Any, value: Any, path: str, errors: list[FieldError]) -> Any:
     """The related instance named by ``value`` (an instance or a key), or _MISSING after recording why."""
-    target = attr.py_type
+    target = _pony.attr_info(attr).py_type
     if _pony.is_entity_instance(value):
         if isinstance(value, target):
             return value
@@ -129,7 +131,7 @@ def _reference(attr: Any, value: Any, path: str, errors: list[FieldError]) -> An
         return _MISSING
     leaves = _pony.raw_pk_leaf_attributes(target)
     if isinstance(value, Mapping):
-        pk_names = [a.name for a in _pony.entity_pk_attributes(target)]
+        pk_names = list(_pony.entity_info(target).pk_attrs)
         if not _is_reference(target, value):
             errors.append(FieldError(path, f"expected a {target.__name__} key or an object with {pk_names}"))
             return _MISSING
@@ -165,7 +167,7 @@ def _decimal_fits(attr: Any, value: Any, path: str, errors: list[FieldError]) ->
         return value
     precision, scale = limits
     shown = mask(value) if is_sensitive(attr) else repr(str(value))
-    column = f"{attr.entity.__name__}.{attr.name}, a Decimal({precision}, {scale})"
+    column = f"{_pony.attr_label(attr)}, a Decimal({precision}, {scale})"
     if abs(value) >= Decimal(10) ** (precision - scale):
         errors.append(
             FieldError(
@@ -216,8 +218,9 @@ def _relation(
     node: _Node, attr: Any, value: Any, path: str, ctx: _Context, sub: tuple[Tree, Tree | None]
 ) -> None:
     """Put a relation's value into ``node``: existing objects by reference, new ones as child nodes."""
-    target = attr.py_type
-    if attr.is_collection:
+    info = _pony.attr_info(attr)
+    target = info.py_type
+    if info.is_collection:
         if not isinstance(value, list):
             ctx.errors.append(
                 FieldError(
@@ -230,23 +233,24 @@ def _relation(
             item_path = _join(path, i)
             if isinstance(item, Mapping) and not _is_reference(target, item):
                 child = _collect(
-                    target, item, ctx, item_path, sub, reverse=attr.reverse, parent=node.existing
+                    target, item, ctx, item_path, sub, reverse=info.reverse_attr, parent=node.existing
                 )
                 if child is not None:
                     node.after.append((attr, child))
             else:
                 refs.append(_reference(attr, item, item_path, ctx.errors))
         if all(r is not _MISSING for r in refs):
-            node.collections[attr.name] = refs
+            node.collections[info.name] = refs
         return
     if isinstance(value, Mapping) and not _is_reference(target, value):
-        child = _collect(target, value, ctx, path, sub, reverse=attr.reverse, parent=node.existing)
+        child = _collect(target, value, ctx, path, sub, reverse=info.reverse_attr, parent=node.existing)
         if child is None:
             return
-        if attr.reverse.is_required and not attr.reverse.is_collection:
+        back = info.reverse
+        if back is not None and back.required and not back.is_collection:
             node.after.append((attr, child))  # it cannot exist without this object: created after it
         else:
-            node.before.append((attr.name, child))
+            node.before.append((info.name, child))
         return
     if value is not None:
         value = _reference(attr, value, path, ctx.errors)
@@ -254,7 +258,7 @@ def _relation(
             return
     value = _validated(attr, value, path, ctx.errors)
     if value is not _MISSING:
-        node.values[attr.name] = value
+        node.values[info.name] = value
 
 
 def _collect(
@@ -289,8 +293,9 @@ def _collect(
             errors.append(FieldError(here, f"unknown attribute: {entity.__name__} has no attribute {key!r}"))
             continue
         if reverse is not None and attr is reverse:
-            owner = reverse.py_type.__name__
-            if parent is None or reverse.is_collection:
+            back = _pony.attr_info(reverse)
+            owner = back.py_type.__name__
+            if parent is None or back.is_collection:
                 new = "new " if parent is None else ""
                 message = f"set automatically to the {new}{owner} it is nested in; leave it out"
                 errors.append(FieldError(here, message))
@@ -314,7 +319,7 @@ def _collect(
                 )
             )
             continue
-        if attr.is_relation:
+        if _pony.attr_info(attr).is_relation:
             sub = (allow.get(key, {}), None if fields is None else fields[key])
             _relation(node, attr, value, here, ctx, sub)
         else:
@@ -322,15 +327,15 @@ def _collect(
             if converted is not _MISSING:
                 node.values[key] = converted
     if existing is None:
-        for attr in _pony.entity_attributes(entity):
-            if attr.name in data or attr is reverse or not attr.is_required or attr.is_collection:
+        for info in _pony.attr_infos(entity):
+            if info.name in data or info.attr is reverse or not info.required or info.is_collection:
                 continue
-            if attr.is_discriminator or attr.default is not None or attr.auto or attr.is_volatile:
+            if info.discriminator or info.default is not None or info.auto or info.volatile:
                 continue
-            if attr.sql_default:
+            if info.sql_default:
                 continue
-            hint = f"; pass it and allow=[{attr.name!r}]" if _protection(attr) else ""
-            errors.append(FieldError(_join(path, attr.name), f"missing required attribute{hint}"))
+            hint = f"; pass it and allow=[{info.name!r}]" if _protection(info.attr) else ""
+            errors.append(FieldError(_join(path, info.name), f"missing required attribute{hint}"))
     return node
 
 
@@ -340,7 +345,8 @@ def _build(node: _Node, obj: Any, reverse: Any, parent: Any, created: list[Any])
     for name, child in node.before:
         values[name] = _build(child, None, None, None, created)
     if reverse is not None:
-        values[reverse.name] = [parent] if reverse.is_collection else parent
+        back = _pony.attr_info(reverse)
+        values[back.name] = [parent] if back.is_collection else parent
     try:
         if obj is None:
             obj = node.entity(**values)
@@ -353,9 +359,10 @@ def _build(node: _Node, obj: Any, reverse: Any, parent: Any, created: list[Any])
         ) from exc
     new: dict[str, list[Any]] = {}
     for attr, child in node.after:
-        made = _build(child, None, attr.reverse, obj, created)
-        if attr.is_collection:
-            new.setdefault(attr.name, []).append(made)
+        info = _pony.attr_info(attr)
+        made = _build(child, None, info.reverse_attr, obj, created)
+        if info.is_collection:
+            new.setdefault(info.name, []).append(made)
     for name in {*node.collections, *new}:
         # the array is the collection's new content: existing objects named in it and the new ones
         content = [*node.collections.get(name, ()), *new.get(name, ())]

@@ -25,20 +25,21 @@ def object_schema(plan: Plan, ancestors: tuple[Any, ...] = ()) -> dict[str, Any]
     """The schema of one serialized object under ``plan``."""
     properties: dict[str, Any] = {}
     for f in plan.fields:
+        info = _pony.attr_info(f.attr)
         if f.kind == VALUE:
             schema = value_schema(f.attr)
         elif f.kind in (REF, REFS):
-            schema = key_schema(f.attr.py_type)
+            schema = key_schema(info.py_type)
         else:
             assert f.sub is not None
             nested = object_schema(f.sub, (*ancestors, plan.entity))
-            if f.attr.py_type in (*ancestors, plan.entity):
+            if info.py_type in (*ancestors, plan.entity):
                 # the cycle guard may put a key where an ancestor object would repeat
-                nested = {"anyOf": [nested, key_schema(f.attr.py_type)]}
+                nested = {"anyOf": [nested, key_schema(info.py_type)]}
             schema = nested
         if f.kind in (REFS, NESTED_MANY):
             schema = {"type": "array", "items": schema}
-        elif f.nullable and (f.kind in (REF, NESTED) or f.attr.nullable):
+        elif f.nullable and (f.kind in (REF, NESTED) or info.nullable):
             schema = nullable(schema)
         properties[f.name] = schema
     return {

@@ -438,7 +438,7 @@ def key_dumper(entity: Any) -> Callable[[Any], Any]:
     """A function from an instance of ``entity`` to its primary key in JSON form (scalar or list)."""
     leaves = _pony.raw_pk_leaf_attributes(entity)
     dumps = [value_dumper(a) for a in leaves]
-    raw_pk = _pony.raw_pk_of
+    raw_pk = _pony.raw_primary_key
     if len(dumps) == 1:
         only_dump = dumps[0]
         return lambda obj: only_dump(raw_pk(obj)[0])
@@ -487,7 +487,7 @@ def serialize(
             else:
                 result[f.name] = f.dump(related)
         else:
-            items = sorted(f.attr.__get__(obj), key=_pony.raw_pk_of)
+            items = sorted(f.attr.__get__(obj), key=_pony.raw_primary_key)
             if kind == REFS:
                 result[f.name] = [f.dump(item) for item in items]
             else:

@@ -23,7 +23,7 @@ __all__ = ["enable_query_params", "install", "make_converter", "param_encoders_o
 
 
 def _describe(attr: Any) -> str:
-    return f"{_pony.attribute_entity(attr).__name__}.{attr.name}" if attr is not None else "a value"
+    return _pony.attr_label(attr) if attr is not None else "a value"
 
 
 def make_converter(db: Database, type_class: type[AttributeType], param_encoders: dict[type, Any]) -> type:

@@ -77,12 +77,12 @@ def match(attr: Any, value: Any, *, alias: str | None = None) -> Any:
     db = _pony.database_of(entity)
     kit = find_kit(db)
     if kit is None or not _pony.is_mapped(db):
-        raise ConfigurationError(f"match({entity.__name__}.{attr.name}, ...): the Database is not mapped yet")
+        raise ConfigurationError(f"match({_pony.attr_label(attr)}, ...): the Database is not mapped yet")
     converter = _pony.attribute_converter(attr)
     lookup = getattr(converter, "ponykit_lookup_functions", None)
     if lookup is None:
         raise UnsupportedComparison(
-            f"match() is for encrypted attributes; compare {entity.__name__}.{attr.name} directly"
+            f"match() is for encrypted attributes; compare {_pony.attr_label(attr)} directly"
         )
     functions = lookup()
     plain = converter.validate(value, None)
@@ -90,7 +90,7 @@ def match(attr: Any, value: Any, *, alias: str | None = None) -> Any:
         alias = _pony.default_alias(entity)
     # Escaped: Pony's raw-SQL parser would evaluate a "$" in the alias or column name as Python.
     column = escape_dollars(
-        f"{_pony.quote_name(db, _pony.sql_alias(alias))}.{_pony.quote_name(db, attr.column)}"
+        f"{_pony.quote_name(db, _pony.sql_alias(alias))}.{_pony.quote_name(db, _pony.attr_column(attr))}"
     )
     # The same index-friendly shape as Entity.get(attr=value) (see _pony.lookup_condition_parts).
     values: dict[str, str] = {}
@@ -121,16 +121,15 @@ def lookup_index_ddl(attr: Any) -> str:
     that lacks it; with ``create_tables=False`` run this statement yourself (once) on tables created by a
     ponykit version before the index existed. ``index="name"`` in the declaration names it.
     """
-    entity = _pony.attribute_entity(attr)
     converter = _pony.attribute_converter(attr)
     if not getattr(converter, "searchable", False):
         raise ConfigurationError(
-            f"{entity.__name__}.{attr.name} is not a searchable encrypted attribute: it has no lookup index"
+            f"{_pony.attr_label(attr)} is not a searchable encrypted attribute: it has no lookup index"
         )
     sql = _pony.index_create_command(attr)
     if sql is None:
         raise ConfigurationError(
-            f"{entity.__name__}.{attr.name} was declared with index=False: it has no lookup index"
+            f"{_pony.attr_label(attr)} was declared with index=False: it has no lookup index"
         )
     return sql
 

@@ -129,7 +129,7 @@ def members_wanted(enum_cls: type, attr: Any) -> bool:
     """Whether ``attr`` (declared with Enum ``enum_cls``) holds members (ponykit's mapping) or, for a
     str/int-mixin Enum without ``as_enum=True``, the plain values Pony gives (issue #12 item 6)."""
     option = _pony.attribute_option(attr, AS_ENUM)
-    where = f"attribute {attr.entity.__name__}.{attr.name}"
+    where = f"attribute {_pony.attr_label(attr)}"
     if option is not None and not isinstance(option, bool):
         raise ConfigurationError(f"{where}: as_enum must be True or False, got {type(option).__name__}")
     if not is_mixin_enum(enum_cls):
@@ -163,7 +163,7 @@ def make_enum_converter(db: Database, encoders: dict[type, Any]) -> type:
             try:
                 self.ponykit_type = EnumType(py_type)
             except TypeError as exc:
-                where = f"attribute {attr.entity.__name__}.{attr.name}: " if attr is not None else ""
+                where = f"attribute {_pony.attr_label(attr)}: " if attr is not None else ""
                 raise OptionError(where + str(exc)) from None
             storage = self.ponykit_type.value_storage
             inner_cls = _pony.converter_class_for(db, storage)
@@ -194,7 +194,7 @@ def make_enum_converter(db: Database, encoders: dict[type, Any]) -> type:
                         f"a {type(val).__name__} that is not a {enum_cls.__name__} member (value hidden: the "
                         f"attribute is sensitive); expected one of: {members}"
                     )
-                raise kind(f"attribute {self.attr.entity.__name__}.{self.attr.name}: {detail}") from None
+                raise kind(f"attribute {_pony.attr_label(self.attr)}: {detail}") from None
             self.inner.validate(member.value, None)  # max_len, min/max
             return member
 
@@ -215,7 +215,7 @@ def make_enum_converter(db: Database, encoders: dict[type, Any]) -> type:
                     else (f"{dbval!r} (a {kind})")
                 )
                 raise DataError(
-                    f"attribute {self.attr.entity.__name__}.{self.attr.name} (primary key "
+                    f"attribute {_pony.attr_label(self.attr)} (primary key "
                     f"{_pony.object_primary_key(obj)!r}): the database holds {held}, which is not a "
                     f"{self.ponykit_type.enum_cls.__name__} value (expected one of: {allowed}); add the "
                     "member to the Enum or fix the row"

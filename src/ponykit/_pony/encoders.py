@@ -1,68 +1,54 @@
-"""Bulk writes (ponykit.bulk): validating and encoding values as Pony does, running batches in the session."""
+"""Fast value paths written out as source: bulk-write value encoders, and the fragments of generated code
+that read or write Pony's private slots (``_vals_``, ``_rbits_``, ``_session_cache_`` ...).
+
+Generated source that names a Pony private name is produced here (and in :mod:`.materialize`) and nowhere
+else in ponykit: callers splice the returned lines into their own functions.
+"""
 
 from __future__ import annotations
 
 import datetime
 import decimal
-import threading
-import time
 import types
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import pony.orm.core as _core
-from pony.orm import Database
+import pony.orm.dbapiprovider as _dbapiprovider
 
 from ._typing import Attribute, Entity
 
 __all__ = [
-    "BULK_DEFAULT",
     "BulkAttr",
-    "attr_names_without_columns",
     "bulk_attrs",
     "bulk_encoder_source",
     "bulk_value_encoder",
-    "collection_attr_names",
-    "copy_in_session",
-    "discriminator_filter",
-    "execute_in_session",
-    "in_self_reported_statement",
+    "loaded_values",
+    "mark_read",
+    "output_values_source",
     "pk_is_plain",
+    "read_bits",
 ]
 
 
-# Pony's marker for "no value given": Attribute.validate turns it into the attribute's default.
-BULK_DEFAULT: Any = _core.DEFAULT
-
-# Exact types that can be neither entities nor proxies; filled below.
-_SAFE_TYPES: frozenset[type] = frozenset()
-
-
-def _init_safe_types() -> frozenset[type]:
-    import datetime
-    import decimal
-    import uuid
-
-    return frozenset(
-        {
-            str,
-            int,
-            float,
-            bool,
-            bytes,
-            decimal.Decimal,
-            datetime.date,
-            datetime.datetime,
-            datetime.time,
-            datetime.timedelta,
-            uuid.UUID,
-        }
-    )
-
-
-_SAFE_TYPES = _init_safe_types()
+# Exact types that can be neither entities nor proxies.
+_SAFE_TYPES: frozenset[type] = frozenset(
+    {
+        str,
+        int,
+        float,
+        bool,
+        bytes,
+        decimal.Decimal,
+        datetime.date,
+        datetime.datetime,
+        datetime.time,
+        datetime.timedelta,
+        uuid.UUID,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -136,18 +122,8 @@ _SAFE_KINDS: frozenset[type] = frozenset(
 )
 
 
-def collection_attr_names(entity: Entity) -> frozenset[str]:
-    """Names of the collection attributes (``Set``) of ``entity``: bulk writes do not take them."""
-    return frozenset(a.name for a in entity._attrs_ if a.is_collection)
-
-
-def attr_names_without_columns(entity: Entity) -> frozenset[str]:
-    """Names of the non-collection attributes of ``entity`` that have no column (the reverse of a 1-1)."""
-    return frozenset(a.name for a in entity._attrs_ if not a.is_collection and not a.columns)
-
-
 def bulk_value_encoder(entity: Entity, attr: Attribute) -> Callable[[Any], Any]:
-    """A function turning one given value (or ``BULK_DEFAULT``) into the column value(s) Pony would bind.
+    """A function turning one given value (or ``DEFAULT``) into the column value(s) Pony would bind.
 
     Semantics are those of ``Entity(**kwargs)`` followed by the INSERT of ``_save_created_``: the value
     goes through ``attr.validate`` (defaults, callable defaults, ``Optional(str)`` as ``''``, required
@@ -400,108 +376,86 @@ def pk_is_plain(entity: Entity) -> bool:
     return True
 
 
-def execute_in_session(db: Database, sql: str, arguments: Any) -> Any:
-    """Run one statement in the current db_session's transaction through Pony's provider; the cursor.
+def loaded_values(obj: Any) -> dict[Any, Any] | None:
+    """The object's loaded attribute values by attribute (Pony's ``_vals_``), or None for a deleted object.
 
-    Goes through ``db._exec_sql`` with ``start_transaction=True``: pending ORM changes are flushed
-    first, the transaction is started (``BEGIN IMMEDIATE`` on SQLite), and the provider's ``execute``
-    (so ponykit's execute listeners, Pony's SQL log and statistics) sees the statement. A list of tuples
-    runs as ``executemany``. The session commits or rolls back the statement with everything else.
+    An attribute missing from the mapping is not loaded yet; read it with ``attr.__get__(obj)``, which
+    loads it. Collections are stored in another form here: always read them through ``__get__``.
     """
-    _statement_state.self_reported += 1
-    try:
-        return db._exec_sql(sql, arguments, start_transaction=True)
-    finally:
-        _statement_state.self_reported -= 1
-
-
-def copy_in_session(db: Database, sql: str, data: Any) -> int:
-    """Run ``COPY ... FROM STDIN`` reading the file-like ``data`` in the current db_session's transaction
-    (PostgreSQL, psycopg2); the number of rows copied.
-
-    The statement takes the path of :func:`execute_in_session` (``db._exec_sql``): pending changes are
-    flushed, the transaction is started, Pony's SQL log and statistics and the provider's ``execute``
-    (so ponykit's execute listeners and ``count_queries``) see it, with no arguments. A lost connection
-    goes through Pony's ``cache.reconnect``, so the same rule as for every statement applies: before
-    the transaction wrote anything it is reconnected and the COPY run again; after a write, an attached
-    Database raises ``ConnectionLostError`` (``transactions``) and nothing is retried. Only the cursor
-    differs: its ``execute`` is psycopg2's ``copy_expert``, since COPY's rows come from a file.
-    """
-    _statement_state.self_reported += 1
-    try:
-        cache = db._get_cache()
-        cache.immediate = True
-        connection = cache.prepare_connection_for_query_execution()
-        cursor = _CopyCursor(connection.cursor(), data)
-        if _core.local.debug:
-            _core.log_sql(sql)
-        provider = db.provider
-        start = time.time()  # Pony's statistics use time.time()
-        try:
-            provider.execute(cursor, sql, None, False)
-        except Exception as exc:  # noqa: BLE001 - as db._exec_sql: reconnect() re-raises what it cannot mend
-            # (and raises ConnectionLostError when the transaction already wrote: no partial retry)
-            connection = cache.reconnect(exc)
-            data.seek(0)
-            cursor = _CopyCursor(connection.cursor(), data)
-            if _core.local.debug:
-                _core.log_sql(sql)
-            start = time.time()
-            provider.execute(cursor, sql, None, False)
-        if cache.immediate:
-            cache.in_transaction = True
-        db._update_local_stat(sql, start)
-        return int(cursor.rowcount)
-    finally:
-        _statement_state.self_reported -= 1
-
-
-class _CopyCursor:
-    """Stands in for a DB-API cursor in ``provider.execute``: ``execute(sql)`` runs ``copy_expert``."""
-
-    _CHUNK = 1 << 18  # bytes psycopg2 reads from the file per call
-
-    def __init__(self, cursor: Any, data: Any) -> None:
-        self._cursor = cursor
-        self._data = data
-
-    def execute(self, sql: str, arguments: Any = None) -> None:
-        if arguments is not None:
-            raise TypeError("COPY FROM STDIN takes its rows from the file, not from arguments")
-        self._cursor.copy_expert(sql, self._data, self._CHUNK)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cursor, name)
-
-
-def discriminator_filter(entity: Entity) -> tuple[str, tuple[Any, ...]] | None:
-    """``(column, values)`` restricting ``entity``'s table to rows of ``entity`` and its subclasses, or None.
-
-    The values are the discriminators Pony's own criteria use (``_construct_discriminator_criteria_``:
-    the entity's and every subclass's), as bound parameters. None when the entity has no discriminator
-    or is the root of its hierarchy (every row of the table is one of its objects).
-    """
-    attr = entity._discriminator_attr_
-    if attr is None or entity._root_ is entity:
+    if obj._status_ in _core.del_statuses:
         return None
-    converter = attr.converters[0]
-    values = [entity._discriminator_, *(sub._discriminator_ for sub in entity._subclasses_)]
-    encoded = tuple(converter.py2sql(converter.val2dbval(v, None)) for v in dict.fromkeys(values))
-    return attr.column, encoded
+    return obj._vals_  # type: ignore[no-any-return]
 
 
-class _StatementState(threading.local):
-    def __init__(self) -> None:
-        self.self_reported = 0
+def read_bits(entity: Entity, attrs: Iterable[Attribute]) -> int:
+    """The read bits of ``attrs`` on instances of ``entity``, for :func:`mark_read`.
 
+    Pony records every attribute read through ``attr.__get__`` in the object's read bits; an update of
+    the object later in the transaction then checks that those columns still hold what was read
+    (optimistic concurrency). Primary keys, collections and volatile attributes have no bit.
 
-_statement_state = _StatementState()
-
-
-def in_self_reported_statement() -> bool:
-    """True while :func:`execute_in_session` runs a statement whose writes the caller reports itself.
-
-    Statement listeners that infer writes from SQL text skip these: the caller (a bulk operation)
-    reports the exact keys it wrote with ``record_writes``.
+    Two kinds of attribute are left out, because Pony 0.7.20's check of them fails the next update of
+    the object (as it does after Pony's own ``to_dict``), so serializing must not arm it: ``Json`` on
+    the MySQL provider (``CAST(... AS JSON)``, a syntax error on MariaDB) and ``time`` on SQLite (read
+    back as text, which its converter cannot write).
     """
-    return _statement_state.self_reported > 0
+    bits = entity._bits_except_volatile_
+    dialect = entity._database_.provider.dialect
+    return sum(bits.get(attr, 0) for attr in attrs if not _check_fails(attr, dialect))
+
+
+def _check_fails(attr: Attribute, dialect: str) -> bool:
+    converter = attr.converters[0] if attr.converters else None
+    if dialect == "MySQL":
+        return isinstance(converter, _dbapiprovider.JsonConverter)
+    if dialect == "SQLite":
+        return isinstance(converter, _dbapiprovider.TimeConverter)
+    return False
+
+
+def mark_read(obj: Any, bits: int) -> None:
+    """Record reads of the attributes in ``bits`` (from :func:`read_bits`), as Pony's attribute access does.
+
+    Serializers read loaded values straight from :func:`loaded_values`; without this, a later update of
+    the object would skip the optimistic checks Pony makes after ``to_dict`` or plain attribute reads.
+    Call it only for attributes that are loaded (Pony assumes a read attribute has a database value).
+    """
+    wbits = obj._wbits_
+    if wbits is not None:  # None for objects created in this session: Pony tracks nothing for them
+        obj._rbits_ |= bits & ~wbits
+
+
+def output_values_source(obj: str, vals: str, bits: str) -> tuple[list[str], list[str], dict[str, Any]]:
+    """``(read lines, mark lines, namespace)``: :func:`flush_if_dirty` with :func:`loaded_values`, and
+    :func:`mark_read`, as source for the generated per-entity serializers (on the per-object path the
+    calls cost more than the rest of a small object's serialization).
+
+    After the read lines, variable ``vals`` holds the loaded values of instance ``obj``, or None for a
+    deleted object. The mark lines record the reads of the attributes in ``bits`` (the name of the
+    integer from :func:`read_bits`); run them only once every one of those attributes was found in
+    ``vals``, as Pony records a read only after the value is loaded. Lines are at indentation 0; they
+    also use ``_pk_cache``, ``_pk_status``, ``_pk_wbits``, ``_pk_rbits`` and the namespace's names.
+    """
+    read = [
+        f"_pk_cache = {obj}._session_cache_",
+        "if _pk_cache is not None and _pk_cache.modified and _pk_cache.is_alive:",
+        "    _pk_cache.flush()",
+        # "loaded" first, by identity (Pony assigns interned literals; a miss only costs the set lookup)
+        f"_pk_status = {obj}._status_",
+        f"{vals} = (",
+        f"    {obj}._vals_ if _pk_status is _pk_loaded or _pk_status not in _pk_deleted_statuses else None",
+        ")",
+    ]
+    # rbits |= bits & ~wbits, as mark_read; the common cases skip the integer operations: an object
+    # already marked with exactly these bits (the same int object), and a fresh one (nothing read or
+    # written yet)
+    mark = [
+        f"_pk_wbits = {obj}._wbits_",
+        "if _pk_wbits is not None:",
+        f"    _pk_rbits = {obj}._rbits_",
+        f"    if _pk_rbits is not {bits}:",
+        f"        {obj}._rbits_ = (",
+        f"            {bits} if not (_pk_rbits or _pk_wbits) else _pk_rbits | ({bits} & ~_pk_wbits)",
+        "        )",
+    ]
+    return read, mark, {"_pk_deleted_statuses": _core.del_statuses, "_pk_loaded": "loaded"}
