@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any
 
-__all__ = ["Refusal", "column_checks", "first_refusal"]
+__all__ = ["ColumnCheck", "Refusal", "column_checks", "first_refusal"]
 
 # (row position in the column, what the driver expected): the first value a column check refuses.
 Refusal = tuple[int, str]

@@ -293,7 +293,7 @@ class Upsert:
     def _write_group(
         self, group: UpsertGroup, upd: list[str], batch_ids: list[Any] | None
     ) -> tuple[int, int, int]:
-        plan, dialect, canon = self.plan, self.dialect, self.canon
+        plan, dialect = self.plan, self.dialect
         db = dialect.db
         names = group.names
         values_list = [v for _, v in group.items]
@@ -326,17 +326,23 @@ class Upsert:
             else:
                 skipped += old
             if batch_ids is not None:
-                select = dialect.select_by_keys(
-                    plan.table, (*key_cols, *plan.pk_columns), key_cols, len(chunk)
-                )
-                stored = [tuple(r) for r in _pony.execute_in_session(db, select, flat(keys)).fetchall()]
-                nk = len(key_cols)
-                if canon.active:  # the stored key may differ from the row's ('Ann' found for 'ann')
-                    canon.prepare([r[:nk] for r in stored])
-                found = {}
-                for r in stored:
-                    pk = r[nk:]
-                    found[canon(r[:nk])] = pk[0] if len(pk) == 1 else pk
-                for (index, _), k in zip(group.items[begin : begin + per], keys, strict=True):
-                    batch_ids[index] = found.get(canon(k))
+                self._read_ids(keys, group.items[begin : begin + per], batch_ids)
         return inserted, updated, skipped
+
+    def _read_ids(
+        self, keys: list[tuple[Any, ...]], items: list[tuple[int, tuple[Any, ...]]], batch_ids: list[Any]
+    ) -> None:
+        """Put the primary key of each row written (found by its conflict key in ``keys``) at the row's
+        place in the batch."""
+        plan, dialect, canon, key_cols = self.plan, self.dialect, self.canon, self.key_cols
+        select = dialect.select_by_keys(plan.table, (*key_cols, *plan.pk_columns), key_cols, len(keys))
+        stored = [tuple(r) for r in _pony.execute_in_session(dialect.db, select, flat(keys)).fetchall()]
+        nk = len(key_cols)
+        if canon.active:  # the stored key may differ from the row's ('Ann' found for 'ann')
+            canon.prepare([r[:nk] for r in stored])
+        found = {}
+        for r in stored:
+            pk = r[nk:]
+            found[canon(r[:nk])] = pk[0] if len(pk) == 1 else pk
+        for (index, _), k in zip(items, keys, strict=True):
+            batch_ids[index] = found.get(canon(k))
