@@ -93,7 +93,7 @@ def bulk_insert(
             if return_ids:
                 ids.extend(keys)
             done += len(batch)
-            known = keys if (return_ids or not plan.auto_pk) else None  # generated keys: not known
+            known = keys if (return_ids or not plan.auto_pk) else None  # auto keys not returned: unknown
             after_write(plan, dialect.db, keys=known, relations=plan.relations)
             if progress is not None:
                 progress(done, total)
