@@ -273,6 +273,13 @@ class Dialect:
         cols = ", ".join(f"q.{self.q(c)}" for c in columns)
         return f"SELECT {cols} FROM ({sql}) q"
 
+    def select_by_keys(
+        self, table: str | tuple[str, ...], columns: Sequence[str], key_cols: Sequence[str], nrows: int
+    ) -> str:
+        """``SELECT cols FROM t WHERE key IN (...)``: ``columns`` of the rows with one of ``nrows`` keys."""
+        cols = ", ".join(self.q(c) for c in columns)
+        return f"SELECT {cols} FROM {self.q(table)} WHERE {self.key_in(key_cols, nrows)}"
+
 
 def dialect_of(db: Database) -> Dialect:
     """The :class:`Dialect` of a bound Database (SQLite, PostgreSQL or MySQL/MariaDB)."""

@@ -122,6 +122,27 @@ def test_row_index_when_a_batch_mixes_explicit_and_generated_ids(db: Database) -
             assert f"row {5 + index}," in str(info.value)
 
 
+def test_refused_value_shown_is_the_failing_rows_when_a_batch_mixes_ids(db: Database) -> None:
+    """A value the driver would refuse, in a group of a batch that mixes explicit and generated ids, is
+    reported with the failing row's own value (it once showed the value of another row of the batch)."""
+
+    class Memo(db.Entity):
+        text = Required(str)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    refused = "lone \ud800 surrogate"
+    rows = [{"id": 100, "text": "first"}, {"text": "second"}, {"text": refused}]
+    with db_session:
+        with pytest.raises(pk.BulkWriteError) as info:
+            pk.bulk_insert(Memo, rows)
+        assert info.value.row_index == 2
+        assert info.value.attribute == "text"
+        assert repr(refused) in str(info.value)
+        assert "second" not in str(info.value)
+        assert "first" not in str(info.value)
+
+
 def test_ids_in_row_order_when_a_batch_mixes_shapes(db: Database) -> None:
     """return_ids gives keys in row order although the batch is written in groups (explicit id or not,
     a column with an SQL default None or given), and each key is the key of its own row."""

@@ -7,7 +7,7 @@ does); NaN and infinite ``float``/``Decimal`` values on MariaDB/MySQL (PyMySQL r
 flush raises on these values too, but a bulk statement would fail after earlier statements of its batch
 ran. The encoded values are checked here, column by column, before anything of the batch is sent, so
 such a row raises BulkWriteError naming it before anything of its batch is sent (and the call's
-earlier batches are undone, see ``bulk._batch._Savepoint``).
+earlier batches are undone, see ``bulk._batch.Savepoint``).
 
 The check is chosen per column from the attribute's declared type (``BulkAttr.value_kind``): integer,
 date, bytes ... columns are not looked at, a ``str`` column is joined once and checked as one string
@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any
 
-__all__ = ["Refusal", "column_checks", "first_refusal"]
+__all__ = ["ColumnCheck", "Refusal", "column_checks", "first_refusal"]
 
 # (row position in the column, what the driver expected): the first value a column check refuses.
 Refusal = tuple[int, str]

@@ -33,11 +33,9 @@ from typing import Any
 
 from .. import _pony
 from .._sql import Dialect
-from ._batch import Row, _positions
-from ._insert import InsertGroup, keys_of
 from ._rows import RowPlan
 
-__all__ = ["CopyUnsupported", "NulInText", "copy_allowed", "copy_group", "copy_text", "prepare_copy"]
+__all__ = ["CopyUnsupported", "NulInText", "copy_allowed", "copy_rows", "copy_text"]
 
 _NULL = "\\N"
 _NoneType = type(None)
@@ -245,56 +243,9 @@ def copy_allowed(plan: RowPlan, dialect: Dialect, return_ids: bool) -> bool:
     return like_insert
 
 
-def prepare_copy(
-    plan: RowPlan,
-    dialect: Dialect,
-    groups: list[InsertGroup],
-    batch: list[Row],
-    offset: int,
-    return_ids: bool,
-) -> list[tuple[InsertGroup, str | None]]:
-    """Each group of a batch with its COPY text, or None where INSERT must write it.
-
-    Every group is rendered before anything is sent, so a row with NUL in its text stops the batch
-    before any of it is written (BulkWriteError naming the row and attribute). With ``return_ids``,
-    a group of rows without their key gets keys from the key's sequence first (see copy_allowed).
-    """
-    prepared: list[tuple[InsertGroup, str | None]] = []
-    for group in groups:
-        if return_ids and not group.with_pk:
-            group = _with_sequence_keys(plan, dialect, group)
-        if not group.names:
-            prepared.append((group, None))  # no columns to copy: INSERT ... DEFAULT VALUES
-            continue
-        try:
-            prepared.append((group, copy_text(group.columns)))
-        except CopyUnsupported:
-            prepared.append((group, None))
-        except NulInText as exc:
-            position = group.positions[exc.row] if group.positions is not None else exc.row
-            name = _positions(plan, group.names)[exc.column]
-            row = batch[position]
-            raise plan.value_error(name, row.get(name), exc, offset + position, "bulk_insert") from None
-    return prepared
-
-
-def _with_sequence_keys(plan: RowPlan, dialect: Dialect, group: InsertGroup) -> InsertGroup:
-    assert plan.auto_pk is not None
-    assert plan.copy_target is not None
-    sequence = plan.copy_target[2]
-    cursor = _pony.execute_in_session(dialect.db, dialect.next_values_sql(), (sequence, group.count))
-    # Ascending, as the column default would hand them out row after row.
-    keys = sorted(cursor.fetchone()[0])
-    names = tuple(n for n in plan.attrs if n in group.names or n == plan.auto_pk)
-    columns = list(group.columns)
-    columns.insert(plan.columns_of(names).index(plan.pk_columns[0]), keys)
-    return InsertGroup(True, names, group.positions, columns, group.count)
-
-
-def copy_group(plan: RowPlan, dialect: Dialect, group: InsertGroup, text: str) -> list[Any]:
-    """COPY the rows of one group in the session's transaction; their primary keys if they give them."""
-    sql = dialect.copy_from_stdin(plan.table, plan.columns_of(group.names))
+def copy_rows(plan: RowPlan, dialect: Dialect, names: tuple[str, ...], text: str, count: int) -> None:
+    """COPY ``count`` rows (their COPY ``text``) into the ``names`` columns, in the session's transaction."""
+    sql = dialect.copy_from_stdin(plan.table, plan.columns_of(names))
     copied = _pony.copy_in_session(dialect.db, sql, io.StringIO(text))
-    if copied != group.count:  # the driver's COPY broke its contract: not a user error
-        raise RuntimeError(f"bulk_insert({plan.name}): COPY wrote {copied} rows of {group.count}")
-    return keys_of(plan, group) if group.with_pk else []
+    if copied != count:  # the driver's COPY broke its contract: not a user error
+        raise RuntimeError(f"bulk_insert({plan.name}): COPY wrote {copied} rows of {count}")

@@ -1,4 +1,5 @@
-"""bulk_insert's batches: encoding them in groups of one shape, and writing a group with INSERT (private).
+"""bulk_insert's batches: encoding them in groups of one shape, and writing each group with COPY
+(PostgreSQL, see ``_copy``) or INSERT (private).
 
 A batch is encoded column by column (one list of bound values per column), which the COPY renderer
 reads as it is and the INSERT statements flatten chunk by chunk, so no tuple is made per row.
@@ -13,10 +14,30 @@ from typing import Any
 
 from .. import _pony
 from .._sql import Dialect
-from ._batch import Row, _encode_batch, _raise_row_error, _unmask
+from ..errors import ConfigurationError
+from ._batch import (
+    Part,
+    Row,
+    Savepoint,
+    check_refused,
+    column_attrs,
+    encode_batch,
+    raise_masked,
+    raise_row_error,
+    unmask,
+)
+from ._copy import CopyUnsupported, NulInText, copy_allowed, copy_rows, copy_text
 from ._rows import RowPlan
 
-__all__ = ["InsertGroup", "insert_group", "insert_groups", "keys_of"]
+__all__ = [
+    "InsertGroup",
+    "check_returning",
+    "insert_batch",
+    "insert_group",
+    "insert_groups",
+    "keys_of",
+    "run_hooks",
+]
 
 
 @dataclass
@@ -38,6 +59,76 @@ class InsertGroup:
     def flat(self, start: int, stop: int) -> tuple[Any, ...]:
         """The bound values of rows ``start`` to ``stop`` in one tuple, row after row."""
         return tuple(itertools.chain.from_iterable(self.rows(start, stop)))
+
+
+def check_returning(plan: RowPlan, dialect: Dialect) -> None:
+    """Raise ConfigurationError if the server cannot give the keys of inserted rows (``return_ids``)."""
+    db = dialect.db
+    if not _pony.supports_insert_returning(db):
+        version = ".".join(map(str, _pony.server_version(db))) or "unknown"
+        raise ConfigurationError(
+            f"bulk_insert({plan.name}, return_ids=True) needs INSERT ... RETURNING, which this "
+            f"{_pony.dialect(db)} server (version {version}) lacks: it takes PostgreSQL, SQLite >= 3.35 "
+            "or MariaDB >= 10.5. Insert without return_ids and read the keys back by a unique key."
+        )
+
+
+def run_hooks(plan: RowPlan, batch: list[Row], offset: int) -> list[Row]:
+    """Each row through a transient object and its ``before_insert`` hook; the values it ends with.
+
+    A row Pony refuses raises BulkWriteError naming it (values of sensitive attributes masked, and
+    Pony's error not chained), as without hooks; an error of the hook itself propagates unchanged.
+    """
+    result = []
+    for index, row in enumerate(batch):
+        failed: Exception | None = None
+        try:
+            result.append(_pony.run_before_insert(plan.entity, row))
+        except Exception as exc:  # noqa: BLE001 - Pony raises TypeError/ValueError, the hook anything
+            failed = exc
+        if failed is not None:  # outside the except block: no __context__ quoting the value
+            error = plan.row_error(row, offset + index, tuple(plan.attrs), failed, "bulk_insert")
+            if error.attribute is None and isinstance(row, dict):
+                raise failed  # every value is valid: the hook's own error
+            raise_masked(plan, error, failed)
+    return result
+
+
+def insert_batch(
+    plan: RowPlan, dialect: Dialect, batch: list[Row], offset: int, return_ids: bool, savepoint: Savepoint
+) -> list[Any]:
+    """Write one batch (input rows from index ``offset``); the primary keys written: in row order with
+    ``return_ids``, else those the rows give (none for generated keys).
+
+    Every row is encoded and checked before the savepoint is taken and anything is sent.
+    """
+    mask_names = tuple(n for n, a in plan.attrs.items() if a.has_sql_default)
+    groups = insert_groups(plan, batch, offset, mask_names)
+    for group in groups:  # values the driver would refuse: before anything of the batch is sent
+        rows = batch if group.positions is None else [batch[p] for p in group.positions]
+        part = Part(plan, rows, offset, "bulk_insert", group.positions)
+        check_refused(part, dialect.name, group.names, columns=group.columns)
+    # PostgreSQL: COPY, the fastest way in, where it stores exactly what INSERT would.
+    if copy_allowed(plan, dialect, return_ids):
+        prepared = _prepare_copy(plan, dialect, groups, batch, offset, return_ids)
+    else:
+        prepared = [(group, None) for group in groups]
+    savepoint.begin()
+    keys: list[Any] = [None] * len(batch) if return_ids else []
+    for group, text in prepared:
+        if text is not None:
+            copy_rows(plan, dialect, group.names, text, group.count)
+            got = keys_of(plan, group) if group.with_pk else []
+        else:
+            got = insert_group(plan, dialect, group, return_ids)
+        if not return_ids:
+            keys.extend(got)
+        elif group.positions is None:
+            keys = got
+        else:
+            for position, key in zip(group.positions, got, strict=True):
+                keys[position] = key
+    return keys
 
 
 def _split_by_pk(plan: RowPlan, batch: list[Row]) -> Iterator[tuple[bool, list[int] | None, list[Row]]]:
@@ -80,17 +171,17 @@ def insert_groups(
             except Exception:  # noqa: BLE001 - converters raise anything; the row encoder names the row
                 columns = None
             if columns is None:  # named outside the except block: no __context__ quoting a value
-                _raise_row_error(plan, part, offset, names, shape.encode, "bulk_insert", positions)
+                raise_row_error(Part(plan, part, offset, "bulk_insert", positions), shape)
             groups.append(InsertGroup(with_pk, names, positions, columns, len(part)))
             continue
-        encoded = _encode_batch(plan, part, offset, names, shape.encode, "bulk_insert", positions)
+        encoded = encode_batch(Part(plan, part, offset, "bulk_insert", positions), shape)
         by_mask: dict[int, tuple[list[int], list[tuple[Any, ...]]]] = {}
         for index, (values, mask) in enumerate(encoded):
             where, rows = by_mask.setdefault(mask, ([], []))
             where.append(positions[index] if positions is not None else index)
             rows.append(values)
         for mask, (where, rows) in by_mask.items():
-            kept, rows = _unmask(plan, names, mask, mask_names, rows) if mask else (names, rows)
+            kept, rows = unmask(plan, names, mask, mask_names, rows) if mask else (names, rows)
             columns = [list(c) for c in zip(*rows, strict=True)] if kept else []
             groups.append(InsertGroup(with_pk, kept, where, columns, len(rows)))
     return groups
@@ -141,3 +232,49 @@ def insert_group(plan: RowPlan, dialect: Dialect, group: InsertGroup, return_ids
             raise RuntimeError(f"bulk_insert({plan.name}): RETURNING did not give ids in row order")
         keys.extend(got)
     return keys
+
+
+def _prepare_copy(
+    plan: RowPlan,
+    dialect: Dialect,
+    groups: list[InsertGroup],
+    batch: list[Row],
+    offset: int,
+    return_ids: bool,
+) -> list[tuple[InsertGroup, str | None]]:
+    """Each group of a batch with its COPY text, or None where INSERT must write it.
+
+    Every group is rendered before anything is sent, so a row with NUL in its text stops the batch
+    before any of it is written (BulkWriteError naming the row and attribute). With ``return_ids``,
+    a group of rows without their key gets keys from the key's sequence first (see copy_allowed).
+    """
+    prepared: list[tuple[InsertGroup, str | None]] = []
+    for group in groups:
+        if return_ids and not group.with_pk:
+            group = _with_sequence_keys(plan, dialect, group)
+        if not group.names:
+            prepared.append((group, None))  # no columns to copy: INSERT ... DEFAULT VALUES
+            continue
+        try:
+            prepared.append((group, copy_text(group.columns)))
+        except CopyUnsupported:
+            prepared.append((group, None))
+        except NulInText as exc:
+            position = group.positions[exc.row] if group.positions is not None else exc.row
+            name = column_attrs(plan, group.names)[exc.column]
+            row = batch[position]
+            raise plan.value_error(name, row.get(name), exc, offset + position, "bulk_insert") from None
+    return prepared
+
+
+def _with_sequence_keys(plan: RowPlan, dialect: Dialect, group: InsertGroup) -> InsertGroup:
+    assert plan.auto_pk is not None
+    assert plan.copy_target is not None
+    sequence = plan.copy_target[2]
+    cursor = _pony.execute_in_session(dialect.db, dialect.next_values_sql(), (sequence, group.count))
+    # Ascending, as the column default would hand them out row after row.
+    keys = sorted(cursor.fetchone()[0])
+    names = tuple(n for n in plan.attrs if n in group.names or n == plan.auto_pk)
+    columns = list(group.columns)
+    columns.insert(plan.columns_of(names).index(plan.pk_columns[0]), keys)
+    return InsertGroup(True, names, group.positions, columns, group.count)
