@@ -118,6 +118,25 @@ def test_views_before_mapping(db: Database) -> None:
     assert _pony.attr_info(Draft.title) is not info
 
 
+def test_a_view_taken_during_mapping_is_not_kept(db: Database) -> None:
+    """Pony sets ``db.schema`` before it makes columns and converters: a view asked for in between (by a
+    converter's ``init``) must not be cached, or the mapped attribute would look column-less forever."""
+
+    class Draft(db.Entity):
+        title = Required(str)
+
+    db.schema = object()  # where generate_mapping stands while it builds the converters
+    try:
+        early = _pony.attr_info(Draft.title)
+    finally:
+        db.schema = None
+    assert early.columns == ()
+    db.generate_mapping(create_tables=True)
+    info = _pony.attr_info(Draft.title)
+    assert info.columns == ("title",) and info.converter is not None
+    assert _pony.attr_info(Draft.title) is info  # cached from now on
+
+
 def test_door_helpers(model: dict[str, Any]) -> None:
     Author, Book = model["Author"], model["Book"]
     assert _pony.is_attribute(Author.email) and not _pony.is_attribute("email")

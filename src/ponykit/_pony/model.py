@@ -307,8 +307,10 @@ _views: weakref.WeakKeyDictionary[Any, dict[str, AttrInfo]] = weakref.WeakKeyDic
 
 
 def _mapped(entity: Entity) -> bool:
-    database = getattr(entity, "_database_", None)
-    return database is not None and database.schema is not None
+    # Not ``db.schema is not None``: Pony sets the schema first and the columns and converters later in
+    # generate_mapping, so a view taken mid-mapping (a converter's init) would be cached incomplete. Pony
+    # gives each entity its ``_bits_`` in the last pass, once every entity's columns and converters exist.
+    return "_bits_" in getattr(entity, "__dict__", {})
 
 
 def _view(attr: Attribute) -> AttrInfo:
