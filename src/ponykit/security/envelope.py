@@ -208,10 +208,12 @@ class EnvelopeCodec:
     def _sealing(
         self, keys: KeyRing, key_id: str | None
     ) -> tuple[KeyRing, str, bytes | None, bytes | None, Any]:
+        """The sealing state of ``key_id`` (default: the primary, whose state is kept for the next call)."""
         if not isinstance(keys, KeyRing):
             raise ConfigurationError("no key ring: attach(db, keys=KeyRing(...)) before writing")
         kid = keys.primary if key_id is None else key_id
         header = f"{_PREFIX}{kid}:"
+        state: tuple[KeyRing, str, bytes | None, bytes | None, Any]
         if self.searchable:
             state = (keys, header, keys.subkey("blind-index", kid), None, keys.aead(kid))
         else:
