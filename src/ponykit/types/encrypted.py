@@ -22,7 +22,7 @@ import enum
 import functools
 import math
 import uuid
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import orjson
 
@@ -248,6 +248,34 @@ _codec_factories.append(_encrypted_codec)
 _ConverterBase: Any = _pony.converter_base()
 
 
+class _Declared(NamedTuple):
+    """The facts of an encrypted attribute's declaration that :meth:`EncryptedConverter.init` checks."""
+
+    entity: Any
+    name: str
+    args: tuple[Any, ...]
+    unique: bool
+    pk: bool
+    py_check: Any
+    index: Any
+
+
+def _declared(attr: Any) -> _Declared:
+    # Read here rather than through _pony.attr_info: init() runs inside generate_mapping, after Pony has
+    # set the Database's schema but before it has built the attribute's converters, so attr_info would
+    # take (and cache for good) a view of this attribute without its converter. Switch to attr_info
+    # once it does not cache views taken during mapping.
+    return _Declared(
+        _pony.attribute_entity(attr),
+        attr.name,
+        tuple(attr.args or ()),
+        bool(attr.is_unique),
+        bool(attr.is_pk),
+        attr.py_check,
+        attr.index,
+    )
+
+
 class EncryptedConverter(_ConverterBase):  # type: ignore[misc]
     """Pony converter of encrypted attributes: envelope text in a TEXT column.
 
@@ -281,8 +309,8 @@ class EncryptedConverter(_ConverterBase):  # type: ignore[misc]
 
     def init(self, kwargs: dict[str, Any]) -> None:
         """Check the declaration (Pony calls this while mapping) and set up the attribute's codec."""
-        info = _pony.attr_info(self.attr)
-        self.label = info.label
+        info = _declared(self.attr)
+        self.label = _pony.attr_label(self.attr)
         self.attr_name = info.name
         self.kit = get_kit(_pony.database_of(info.entity))
         searchable = kwargs.pop("searchable", False)
@@ -296,7 +324,7 @@ class EncryptedConverter(_ConverterBase):  # type: ignore[misc]
         self.text = type(self.ponykit_type) is EncryptedStr
         self.column_type = "LONGTEXT" if _pony.dialect(self.kit.db) == "mysql" else "TEXT"
 
-    def _check_declaration(self, info: _pony.AttrInfo, searchable: bool) -> None:
+    def _check_declaration(self, info: _Declared, searchable: bool) -> None:
         if not isinstance(self.kit.keys, KeyRing):
             raise ConfigurationError(
                 f"attribute {self.label} is {self.py_type.__name__}, but {self.kit.db!r} was attached "
@@ -317,7 +345,7 @@ class EncryptedConverter(_ConverterBase):  # type: ignore[misc]
         if searchable:
             # The lookup index (see _render_index) is created with the table unless index=False.
             _pony.default_column_index(self.attr)
-        elif self.attr.index:
+        elif info.index:
             raise ConfigurationError(
                 f"attribute {self.label}: index= needs searchable=True (without a blind index every "
                 "value is unique ciphertext, so an index cannot serve lookups)"
