@@ -40,6 +40,34 @@ def test_converters_are_module_level_classes_without_instance_methods(db: Databa
         assert _pony.attr_info(converter.attr).converter is converter
 
 
+class ReversedStr(pk.types.EncryptedStr):
+    """An EncryptedStr subclass with its own plaintext encoding (stored reversed)."""
+
+    def encode(self, value: Any) -> bytes:
+        return value[::-1].encode()
+
+    def decode(self, data: bytes) -> Any:
+        return data.decode()[::-1]
+
+
+def test_str_subclass_keeps_its_own_encoding(db: Database) -> None:
+    """Only EncryptedStr itself takes the str-only converter: a subclass's encode/decode still apply."""
+
+    class Diary(db.Entity):
+        entry = Required(ReversedStr)
+
+    pk.attach(db, keys=pk.security.KeyRing({"k1": KEY}))
+    db.generate_mapping(create_tables=True)
+    converter = _pony.attribute_converter(Diary.entry)
+    assert type(converter) is EncryptedConverter
+    stored = converter.val2dbval("abc")
+    assert open_envelope(converter.kit.keys, stored, b"Diary.entry") == b"cba"
+    with db_session:
+        Diary(entry="abc")
+    with db_session:
+        assert Diary.select().first().entry == "abc"
+
+
 def test_values_round_trip_through_the_one_codec(db: Database) -> None:
     """What the converters store is the envelope format (VERSION prefix), opened by open_envelope too."""
     vault = _vault(db)

@@ -297,6 +297,12 @@ class EncryptedConverter(_ConverterBase):  # type: ignore[misc]
     column_type: str
     lookup_ring: tuple[Any, tuple[str, ...]] = (object(), ())  # (KeyRing, its key ids): lookup_pattern
 
+    def __new__(cls, provider: Any, py_type: Any, attr: Any = None) -> EncryptedConverter:
+        # EncryptedStr itself (not a subclass, which may encode otherwise) gets the str-only methods.
+        if cls is EncryptedConverter and py_type is EncryptedStr:
+            cls = EncryptedStrConverter
+        return super().__new__(cls)  # type: ignore[no-any-return]
+
     def __init__(self, provider: Any, py_type: Any, attr: Any = None) -> None:
         if attr is None:
             raise UnsupportedComparison(
@@ -401,9 +407,7 @@ class EncryptedConverter(_ConverterBase):  # type: ignore[misc]
             raise kind(f"attribute {self.label}: {exc}") from None
 
     def val2dbval(self, val: Any, obj: Any = None) -> Any:
-        """The envelope text of a value (hot path: every write)."""
-        if self.text:
-            return self.codec.seal(self.kit.keys, val.encode("utf-8", "surrogatepass"))
+        """The envelope text of a value (every write; EncryptedStrConverter does str without a call)."""
         return self.codec.seal(self.kit.keys, self.ponykit_type.encode(val))
 
     def dbval2val(self, dbval: Any, obj: Any = None) -> Any:
@@ -414,8 +418,6 @@ class EncryptedConverter(_ConverterBase):  # type: ignore[misc]
             data = self.codec.open(self.kit.keys, dbval)
         except EnvelopeError as exc:
             raise self.decryption_error(str(exc), obj) from None
-        if self.text:
-            return data.decode("utf-8", "surrogatepass")
         return self.ponykit_type.decode(data)
 
     def decryption_error(self, reason: str, obj: Any = None, pk: Any = None) -> DecryptionError:
@@ -493,7 +495,8 @@ class EncryptedConverter(_ConverterBase):  # type: ignore[misc]
 class EncryptedStrConverter(EncryptedConverter):
     """:class:`EncryptedConverter` of ``EncryptedStr``: the per-value methods without the type's calls.
 
-    Written and loaded once per value; UTF-8 is all the type does, so it is done here inline.
+    ``EncryptedConverter(...)`` makes one of these for ``EncryptedStr`` itself (subclasses may encode
+    otherwise). Written and loaded once per value; UTF-8 is all the type does, so it is done here inline.
     """
 
     def val2dbval(self, val: Any, obj: Any = None) -> Any:
@@ -522,7 +525,6 @@ def _install_encrypted(kit: Kit) -> None:
     _pony.install_sql_operation(kit.db, LOOKUP_OPERATION, operation)
     _pony.install_index_renderer(kit.db, _render_index(kit.db))
     kit.register_converter(EncryptedType, EncryptedConverter)
-    kit.register_converter(EncryptedStr, EncryptedStrConverter)
     reorder_converters(kit)
 
 
