@@ -257,12 +257,11 @@ class EnvelopeCodec:
             raw = _b64decode(body)
         except (binascii.Error, ValueError):
             raise EnvelopeError(_MALFORMED_BODY) from None
-        if len(raw) < NONCE_BYTES + TAG_BYTES:
-            raise EnvelopeError("truncated envelope")
         try:
             return cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], aad)  # type: ignore[no-any-return]
-        except (InvalidTag, ValueError):
-            raise EnvelopeError(_AUTH_FAILED) from None
+        except (InvalidTag, ValueError):  # a short nonce raises ValueError: say why, after the fact
+            reason = "truncated envelope" if len(raw) < NONCE_BYTES + TAG_BYTES else _AUTH_FAILED
+            raise EnvelopeError(reason) from None
 
     def _opening(self, keys: KeyRing, header: str) -> tuple[bytes, Any]:
         """``(AAD, cipher)`` of an envelope header not in the cache; caches what can be reused."""
