@@ -438,3 +438,20 @@ def test_json_lossy_values_refused(schema: Any, value: Any, what: str) -> None:
             p.doc = value
         assert info.value.errors[0].path == "doc"
         assert "2024" not in str(info.value)
+
+
+def test_optional_encrypted_attributes_set_back_to_none(schema: Any) -> None:
+    """An Optional encrypted attribute of an existing row set to None stores NULL and reads back None
+    (Pony hands the converter None on update; it used to reach the cipher and fail)."""
+    db, Person, _ = schema
+    with db_session:
+        pid = saved(Person(name="a", email="a@x", note="hi", data=b"\x00\x01", doc={"k": 1}))
+    with db_session:
+        person = Person[pid]
+        person.note = None
+        person.data = None
+        person.doc = None
+    with db_session:
+        person = Person[pid]
+        assert (person.note, person.data, person.doc) == (None, None, None)
+    assert raw(db, f"select note, data, doc from person where id = {pid}") == [(None, None, None)]

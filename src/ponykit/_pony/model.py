@@ -263,6 +263,7 @@ class AttrInfo:
     default: Any
     sql_default: Any
     py_check: Any
+    index: Any  # the declared ``index=`` option: None, True/False, or an index name
     converters: tuple[Any, ...]
     args: tuple[Any, ...]  # positional options after the type, as declared (``Required(str, 40)``)
     options: Mapping[str, Any]  # keyword options Pony left to the converter (``max_len=``, ``searchable=``)
@@ -335,6 +336,7 @@ def _view(attr: Attribute) -> AttrInfo:
         default=attr.default,
         sql_default=attr.sql_default,
         py_check=attr.py_check,
+        index=attr.index,
         converters=tuple(attr.converters or ()),
         args=tuple(attr.args or ()),
         options=dict(attr.kwargs or {}),

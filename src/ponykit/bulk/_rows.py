@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _pony
+from .._codegen import build_function
 from .._kit import find_kit
 from ..errors import BulkWriteError, FieldError, OptionError
 from ..security.sensitive import is_sensitive
@@ -46,6 +47,55 @@ class Shape:
     encode: RowEncoder
     # A batch of rows to one list of values per column (shapes without a mask); raises as ``encode``.
     encode_columns: ColumnsEncoder | None = None
+
+
+@dataclass(frozen=True)
+class EncoderPlan:
+    """The steps of the encoders of one shape of row: what :meth:`RowPlan._encoder_plan` decided to emit.
+
+    ``steps`` holds, per attribute, the statements that bind ``v<i>`` to its encoded value (one column's
+    value, or a tuple of a composite key's); ``parts`` the expressions of the bound values in column
+    order; ``mask`` the expression of the None mask, or None when the shape has no mask.
+    """
+
+    namespace: dict[str, Any]
+    steps: tuple[tuple[str, ...], ...]
+    parts: tuple[str, ...]
+    mask: str | None
+
+    def _body(self) -> list[str]:
+        # The key check first: one set operation per row instead of one per key.
+        return [
+            "if not known.issuperset(row):",
+            "    raise Unknown",
+            *(line for step in self.steps for line in step),
+        ]
+
+    def encode_lines(self) -> list[str]:
+        """``encode(row)``: the parameter tuple of one row (and its None mask, with a mask)."""
+        parts = self.parts
+        values = f"({', '.join(parts)}{',' if len(parts) == 1 else ''})"
+        returned = f"{values}, {self.mask}" if self.mask else values
+        return ["def encode(row):", *_indent(self._body(), 1), f"    return {returned}"]
+
+    def columns_lines(self) -> list[str]:
+        """``encode_columns(rows)``: the same steps over a batch, one list of values per column.
+
+        No call and no tuple per row (allocating a tuple per row also makes the garbage collector run often).
+        """
+        columns = range(len(self.parts))
+        return [
+            "def encode_columns(rows):",
+            *(f"    c{k} = []; p{k} = c{k}.append" for k in columns),
+            "    for row in rows:",
+            *_indent(self._body(), 2),
+            *(f"        p{k}({part})" for k, part in enumerate(self.parts)),
+            f"    return [{', '.join(f'c{k}' for k in columns)}]",
+        ]
+
+
+def _indent(lines: Iterable[str], levels: int) -> list[str]:
+    return ["    " * levels + line for line in lines]
 
 
 class RowPlan:
@@ -113,37 +163,36 @@ class RowPlan:
     def _compile(
         self, names: tuple[str, ...], mask_names: tuple[str, ...]
     ) -> tuple[RowEncoder, ColumnsEncoder | None]:
-        env: dict[str, Any] = {"D": _pony.DEFAULT, "known": self.known, "Unknown": UnknownAttribute}
-        body = ["if not known.issuperset(row):", "    raise Unknown"]
-        parts = []
+        plan = self._encoder_plan(names, mask_names)
+        encode = build_function(
+            "encode", plan.encode_lines(), plan.namespace, label=f"bulk.encode_row {self.name}"
+        )
+        if mask_names:
+            return encode, None
+        encode_columns = build_function(
+            "encode_columns", plan.columns_lines(), plan.namespace, label=f"bulk.encode_columns {self.name}"
+        )
+        return encode, encode_columns
+
+    def _encoder_plan(self, names: tuple[str, ...], mask_names: tuple[str, ...]) -> EncoderPlan:
+        """What the encoders of rows writing ``names`` compute, before any line of them is written."""
+        namespace: dict[str, Any] = {
+            "D": _pony.DEFAULT,
+            "known": self.known,
+            "Unknown": UnknownAttribute,
+        }
+        steps = []
+        parts: list[str] = []
         for i, name in enumerate(names):
-            attr = self.attrs[name].attr
             code, names_env = _pony.bulk_encoder_source(
-                self.entity, attr, f"v{i}", f"a{i}_", self.param_encoders
+                self.entity, self.attrs[name].attr, f"v{i}", f"a{i}_", self.param_encoders
             )
-            env.update(names_env)
-            body.append(f"v{i} = row.get({name!r}, D)")
-            body.extend(code)
+            namespace.update(names_env)
+            steps.append((f"v{i} = row.get({name!r}, D)", *code))
             width = len(self.attrs[name].columns)
             parts.extend([f"v{i}[{k}]" for k in range(width)] if width > 1 else [f"v{i}"])
-        values = f"({', '.join(parts)}{',' if len(parts) == 1 else ''})"
-        if mask_names:
-            mask = " | ".join(f"((v{names.index(n)} is None) << {b})" for b, n in enumerate(mask_names))
-            body.append(f"return {values}, {mask}")
-        else:  # the common case: no column whose None Pony leaves out, so no mask to compute
-            body.append(f"return {values}")
-        lines = ["def encode(row):", *("    " + line for line in body)]
-        if not mask_names:
-            # The same steps over a whole batch, appending to one list per column: no call and no
-            # tuple per row (allocating a tuple per row also makes the garbage collector run often).
-            lines.append("def encode_columns(rows):")
-            lines.extend(f"    c{k} = []; p{k} = c{k}.append" for k in range(len(parts)))
-            lines.append("    for row in rows:")
-            lines.extend("        " + line for line in body[:-1])
-            lines.extend(f"        p{k}({part})" for k, part in enumerate(parts))
-            lines.append(f"    return [{', '.join(f'c{k}' for k in range(len(parts)))}]")
-        exec("\n".join(lines), env)  # noqa: S102 - the source is built from attribute names only
-        return env["encode"], env.get("encode_columns")
+        mask = " | ".join(f"((v{names.index(n)} is None) << {b})" for b, n in enumerate(mask_names))
+        return EncoderPlan(namespace, tuple(steps), tuple(parts), mask or None)
 
     def column_checks(self, names: tuple[str, ...], dialect: str) -> list[ColumnCheck | None]:
         """For each bound column of ``names``, the check of values the driver refuses (or None)."""

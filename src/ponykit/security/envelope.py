@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -35,6 +34,7 @@ from .keys import KeyRing
 __all__ = [
     "BLIND_INDEX_HEX",
     "NONCE_BYTES",
+    "NO_MATCH_PATTERN",
     "VERSION",
     "EnvelopeCodec",
     "EnvelopeError",
@@ -51,6 +51,12 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 BLIND_INDEX_HEX = 32
 _PREFIX = VERSION + ":"
+# A LIKE pattern that matches no envelope (no key id is "-" followed by nothing).
+NO_MATCH_PATTERN = _PREFIX + "-"
+_AUTH_FAILED = "authentication failed (tampered, truncated, moved from another attribute, or wrong key)"
+_NOT_ENVELOPE = f"not a ponykit {VERSION} envelope"
+_MALFORMED_BODY = "malformed envelope body"
+_CACHE_LIMIT = 64  # key ids and headers cached per codec: more means stored values are not ours
 
 
 class EnvelopeError(PonykitError):
@@ -59,8 +65,11 @@ class EnvelopeError(PonykitError):
 
 def blind_index(keys: KeyRing, key_id: str, plaintext: bytes, context: bytes) -> str:
     """The blind index of ``plaintext`` under master key ``key_id`` in ``context`` (32 hex digits)."""
-    mac = hmac.digest(keys.subkey("blind-index", key_id), context + b"\x00" + plaintext, "sha256")
-    return mac[: BLIND_INDEX_HEX // 2].hex()
+    return _index_of(keys.subkey("blind-index", key_id), context, plaintext)
+
+
+def _index_of(subkey: bytes, context: bytes, plaintext: bytes) -> str:
+    return hmac.digest(subkey, context + b"\x00" + plaintext, "sha256")[: BLIND_INDEX_HEX // 2].hex()
 
 
 def seal(
@@ -75,59 +84,42 @@ def seal(
     """Encrypt ``plaintext`` for ``context`` under ``key_id`` (default: the primary) into envelope text.
 
     ``nonce`` exists for known-answer tests only; leave it None so every value gets a fresh random one.
+    The same as :meth:`EnvelopeCodec.seal`, without the codec's caches.
     """
-    kid = keys.primary if key_id is None else key_id
-    if searchable:
-        header = f"{_PREFIX}{kid}:{blind_index(keys, kid, plaintext, context)}:"
-    else:
-        header = f"{_PREFIX}{kid}:"
-    if nonce is None:
-        nonce = os.urandom(NONCE_BYTES)
-    sealed = keys.aead(kid).encrypt(nonce, plaintext, header.encode("ascii") + b"\x00" + context)
-    return header + base64.b64encode(nonce + sealed).decode("ascii")
-
-
-def _split(stored: str) -> tuple[str, str, str | None, str]:
-    if not isinstance(stored, str) or not stored.startswith(_PREFIX):
-        raise EnvelopeError("not a ponykit v1 envelope")
-    parts = stored.split(":")
-    if len(parts) == 3:
-        return parts[0], parts[1], None, parts[2]
-    if len(parts) == 4:
-        return parts[0], parts[1], parts[2], parts[3]
-    raise EnvelopeError("malformed envelope")
+    return EnvelopeCodec(context, searchable=searchable).seal(keys, plaintext, key_id, nonce)
 
 
 def key_id_of(stored: str) -> str:
     """The key id a stored value was encrypted under (EnvelopeError if it is no envelope)."""
-    return _split(stored)[1]
+    if not isinstance(stored, str):
+        raise EnvelopeError(_NOT_ENVELOPE)
+    return _parse_header(stored.rpartition(":")[0])[0]
+
+
+def _parse_header(header: str) -> tuple[str, str | None]:
+    """``(key id, blind index or None)`` of an envelope's header (the text before its last ``:``)."""
+    parts = header.split(":")
+    if parts[0] != VERSION:
+        raise EnvelopeError(_NOT_ENVELOPE)
+    if len(parts) == 2:
+        return parts[1], None
+    if len(parts) == 3:
+        return parts[1], parts[2]
+    raise EnvelopeError("malformed envelope")
 
 
 def open_envelope(keys: KeyRing, stored: str, context: bytes) -> bytes:
-    """Decrypt and authenticate envelope text for ``context``; EnvelopeError gives a data-free reason."""
-    _version, kid, _index, body = _split(stored)
-    if kid not in keys:
-        raise EnvelopeError("encrypted under a key id that is not in the key ring")
-    try:
-        raw = _b64decode(body)
-    except (binascii.Error, ValueError, UnicodeEncodeError):
-        raise EnvelopeError("malformed envelope body") from None
-    if len(raw) < NONCE_BYTES + TAG_BYTES:
-        raise EnvelopeError("truncated envelope")
-    header = stored[: len(stored) - len(body)]
-    try:
-        return keys.aead(kid).decrypt(
-            raw[:NONCE_BYTES], raw[NONCE_BYTES:], header.encode("ascii") + b"\x00" + context
-        )
-    except InvalidTag:
-        raise EnvelopeError(
-            "authentication failed (tampered, truncated, moved from another attribute, or wrong key)"
-        ) from None
+    """Decrypt and authenticate envelope text for ``context``; EnvelopeError gives a data-free reason.
+
+    The same as :meth:`EnvelopeCodec.open`, without the codec's caches.
+    """
+    return EnvelopeCodec(context).open(keys, stored)
 
 
 def lookup_patterns(keys: KeyRing, plaintext: bytes, context: bytes) -> list[str]:
     """SQL ``LIKE`` patterns matching the stored envelopes of ``plaintext``, one per key of the ring."""
-    return [f"{_PREFIX}{kid}:{blind_index(keys, kid, plaintext, context)}:%" for kid in keys.key_ids]
+    codec = EnvelopeCodec(context, searchable=True)
+    return [codec.lookup_pattern(keys, kid, plaintext) for kid in keys.key_ids]
 
 
 def primary_prefix_pattern(keys: KeyRing, *, searchable: bool) -> str:
@@ -185,49 +177,112 @@ def _hmac_states(key: bytes, prefix: bytes) -> tuple[Any, Any]:
 _SHA256_BLOCK = 64
 
 
-class EnvelopeCodec:
-    """Seal and open envelopes for one context, fast: per-key headers, AAD and ciphers are cached.
+# Module globals: a name lookup each, not a global and an attribute (the codec's methods run per value).
+_urandom = os.urandom
+_b2a = binascii.b2a_base64
 
-    Produces and accepts exactly the format of :func:`seal` / :func:`open_envelope`; the caches are
-    keyed by the KeyRing object, so a new ring (after a key change) is picked up at once.
+
+class EnvelopeCodec:
+    """Seal and open the envelopes of one context: the one implementation of the format.
+
+    Per key id, the header, associated data, subkeys and cipher objects are cached, keyed by the KeyRing
+    object, so a new ring (after a key change) is picked up at once. :func:`seal` and
+    :func:`open_envelope` are the same steps on a fresh codec. The converters of encrypted attributes
+    call :meth:`seal` and :meth:`open` once per value written or loaded: keep them free of extra calls.
     """
 
-    __slots__ = (
-        "_index_state",
-        "_kid_cache",
-        "_mac_cache",
-        "_open_cache",
-        "_seal_state",
-        "context",
-        "searchable",
-    )
+    __slots__ = ("_kid_cache", "_mac_cache", "_open_cache", "_seal_state", "context", "searchable")
 
     def __init__(self, context: bytes, *, searchable: bool = False) -> None:
         self.context = context
         self.searchable = searchable
-        self._seal_state: tuple[KeyRing, str, str, bytes, Any] | None = None
+        # The primary key's (ring, "v1:<kid>:", blind-index subkey or None, AAD or None, cipher).
+        self._seal_state: tuple[KeyRing, str, bytes | None, bytes | None, Any] | None = None
+        # Headers without a blind index (one per key id): (ring, AAD, cipher).
         self._open_cache: dict[str, tuple[KeyRing, bytes, Any]] = {}
-        # Searchable envelopes: the header holds a per-value blind index, so ciphers are cached per key id.
-        self._index_state: tuple[KeyRing, str, bytes, Any] | None = None
+        # Searchable headers hold a per-value blind index, so their ciphers are cached per key id.
         self._kid_cache: dict[str, tuple[KeyRing, Any]] = {}
         # Lookups: per key id, the HMAC state with the blind-index subkey and "context || NUL" absorbed.
         self._mac_cache: dict[str, tuple[KeyRing, Any, Any]] = {}
 
-    def _seal_searchable(self, keys: KeyRing, plaintext: bytes) -> str:
-        # The format of seal(..., searchable=True), with the primary's subkey and cipher cached per ring.
-        state = self._index_state
-        if state is None or state[0] is not keys:
-            if not isinstance(keys, KeyRing):
-                raise ConfigurationError("no key ring: attach(db, keys=KeyRing(...)) before writing")
-            kid = keys.primary
-            state = (keys, kid, keys.subkey("blind-index", kid), keys.aead(kid))
-            self._index_state = state
-        context = self.context
-        index = hmac.digest(state[2], context + b"\x00" + plaintext, "sha256")[: BLIND_INDEX_HEX // 2].hex()
-        header = f"{_PREFIX}{state[1]}:{index}:"
-        nonce = os.urandom(NONCE_BYTES)
-        sealed = state[3].encrypt(nonce, plaintext, header.encode("ascii") + b"\x00" + context)
-        return header + binascii.b2a_base64(nonce + sealed, newline=False).decode("ascii")
+    def _sealing(
+        self, keys: KeyRing, key_id: str | None
+    ) -> tuple[KeyRing, str, bytes | None, bytes | None, Any]:
+        """The sealing state of ``key_id`` (default: the primary, whose state is kept for the next call)."""
+        if not isinstance(keys, KeyRing):
+            raise ConfigurationError("no key ring: attach(db, keys=KeyRing(...)) before writing")
+        kid = keys.primary if key_id is None else key_id
+        header = f"{_PREFIX}{kid}:"
+        state: tuple[KeyRing, str, bytes | None, bytes | None, Any]
+        if self.searchable:
+            state = (keys, header, keys.subkey("blind-index", kid), None, keys.aead(kid))
+        else:
+            state = (keys, header, None, header.encode("ascii") + b"\x00" + self.context, keys.aead(kid))
+        if key_id is None:
+            self._seal_state = state
+        return state
+
+    def seal(
+        self, keys: KeyRing, plaintext: bytes, key_id: str | None = None, nonce: bytes | None = None
+    ) -> str:
+        """Encrypt under the primary key of ``keys`` (or ``key_id``) with a fresh random nonce.
+
+        ``nonce`` exists for known-answer tests only.
+        """
+        state = self._seal_state
+        if state is None or state[0] is not keys or key_id is not None:
+            state = self._sealing(keys, key_id)
+        if nonce is None:
+            nonce = _urandom(NONCE_BYTES)
+        if state[2] is None:
+            header, aad = state[1], state[3]
+        else:
+            header = f"{state[1]}{_index_of(state[2], self.context, plaintext)}:"
+            aad = header.encode("ascii") + b"\x00" + self.context
+        sealed = state[4].encrypt(nonce, plaintext, aad)
+        return header + _b2a(nonce + sealed, newline=False).decode("ascii")
+
+    def open(self, keys: KeyRing, stored: str) -> bytes:
+        """Decrypt and authenticate; EnvelopeError with a data-free reason otherwise."""
+        try:
+            header, _sep, body = stored.rpartition(":")
+        except (AttributeError, TypeError):  # not text (bytes take a bytes separator only)
+            raise EnvelopeError(_NOT_ENVELOPE) from None
+        cached = self._open_cache.get(header)
+        if cached is None or cached[0] is not keys:
+            aad, cipher = self._opening(keys, header)
+        else:
+            aad, cipher = cached[1], cached[2]
+        try:
+            raw = _b64decode(body)
+        except (binascii.Error, ValueError):
+            raise EnvelopeError(_MALFORMED_BODY) from None
+        try:
+            return cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], aad)  # type: ignore[no-any-return]
+        except (InvalidTag, ValueError):  # a short nonce raises ValueError: say why, after the fact
+            reason = "truncated envelope" if len(raw) < NONCE_BYTES + TAG_BYTES else _AUTH_FAILED
+            raise EnvelopeError(reason) from None
+
+    def _opening(self, keys: KeyRing, header: str) -> tuple[bytes, Any]:
+        """``(AAD, cipher)`` of an envelope header not in the cache; caches what can be reused."""
+        kid, index = _parse_header(header)
+        if kid not in keys:
+            raise EnvelopeError("encrypted under a key id that is not in the key ring")
+        try:
+            aad = (header + ":").encode("ascii") + b"\x00" + self.context
+        except UnicodeEncodeError:
+            raise EnvelopeError("malformed envelope") from None
+        if index is None:
+            cipher = keys.aead(kid)
+            if len(self._open_cache) < _CACHE_LIMIT:
+                self._open_cache[header] = (keys, aad, cipher)
+            return aad, cipher
+        cached = self._kid_cache.get(kid)
+        if cached is None or cached[0] is not keys:
+            cached = (keys, keys.aead(kid))
+            if len(self._kid_cache) < _CACHE_LIMIT:
+                self._kid_cache[kid] = cached
+        return aad, cached[1]
 
     def blind_index(self, keys: KeyRing, key_id: str, plaintext: bytes) -> str:
         """:func:`blind_index` of ``plaintext`` under ``key_id`` in this codec's context (same result).
@@ -239,7 +294,7 @@ class EnvelopeCodec:
         """
         cached = self._mac_cache.get(key_id)
         if cached is None or cached[0] is not keys:
-            if len(self._mac_cache) >= 64:
+            if len(self._mac_cache) >= _CACHE_LIMIT:
                 self._mac_cache.clear()
             cached = (keys, *_hmac_states(keys.subkey("blind-index", key_id), self.context + b"\x00"))
             self._mac_cache[key_id] = cached
@@ -250,125 +305,6 @@ class EnvelopeCodec:
         mac: bytes = outer.digest()
         return mac[: BLIND_INDEX_HEX // 2].hex()
 
-    def _open_searchable(self, keys: KeyRing, stored: str, header: str, body: str) -> bytes | None:
-        """Open ``v1:<kid>:<index>:<body>`` with the key id's cached cipher; None: take the slow path."""
-        parts = header.split(":")
-        if len(parts) != 3 or parts[0] != VERSION:
-            return None
-        cached = self._kid_cache.get(parts[1])
-        if cached is None or cached[0] is not keys:
-            if parts[1] not in keys or len(self._kid_cache) >= 64:
-                return None
-            cached = (keys, keys.aead(parts[1]))
-            self._kid_cache[parts[1]] = cached
-        try:
-            raw = _b64decode(body)
-        except (binascii.Error, ValueError):
-            raise EnvelopeError("malformed envelope body") from None
-        try:
-            aad = (header + ":").encode("ascii") + b"\x00" + self.context
-            return cached[1].decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], aad)
-        except (InvalidTag, ValueError, UnicodeEncodeError):
-            raise EnvelopeError(
-                "authentication failed (tampered, truncated, moved from another attribute, or wrong key)"
-            ) from None
-
-    def seal(self, keys: KeyRing, plaintext: bytes) -> str:
-        """Encrypt under the primary key of ``keys`` with a fresh random nonce."""
-        if self.searchable:
-            return self._seal_searchable(keys, plaintext)
-        state = self._seal_state
-        if state is None or state[0] is not keys:
-            if not isinstance(keys, KeyRing):
-                raise ConfigurationError("no key ring: attach(db, keys=KeyRing(...)) before writing")
-            kid = keys.primary
-            header = f"{_PREFIX}{kid}:"
-            state = (keys, kid, header, header.encode("ascii") + b"\x00" + self.context, keys.aead(kid))
-            self._seal_state = state
-        nonce = os.urandom(NONCE_BYTES)
-        sealed = state[4].encrypt(nonce, plaintext, state[3])
-        return state[2] + binascii.b2a_base64(nonce + sealed, newline=False).decode("ascii")
-
-    def open(self, keys: KeyRing, stored: str) -> bytes:
-        """Decrypt and authenticate; EnvelopeError with a data-free reason otherwise."""
-        if not isinstance(stored, str):
-            raise EnvelopeError("not a ponykit v1 envelope")
-        header, _sep, body = stored.rpartition(":")
-        cached = self._open_cache.get(header)
-        if cached is None or cached[0] is not keys:
-            if self.searchable:
-                opened = self._open_searchable(keys, stored, header, body)
-                if opened is not None:
-                    return opened
-            self._remember(keys, stored)
-            return open_envelope(keys, stored, self.context)
-        try:
-            raw = _b64decode(body)
-        except (binascii.Error, ValueError):
-            raise EnvelopeError("malformed envelope body") from None
-        try:
-            # A body shorter than nonce + tag fails here too: a short nonce raises ValueError.
-            return cached[2].decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], cached[1])  # type: ignore[no-any-return]
-        except (InvalidTag, ValueError):
-            raise EnvelopeError(
-                "authentication failed (tampered, truncated, moved from another attribute, or wrong key)"
-            ) from None
-
-    def text_functions(
-        self, holder: Any, on_error: Any
-    ) -> tuple[Callable[..., str | None], Callable[..., str | None]]:
-        """``(seal, open)`` for ``str`` values, as ``(value, obj=None)`` functions with the hot path inlined.
-
-        ``holder.keys`` is read on every call (the ring may be replaced); ``on_error(reason, obj)`` builds
-        the exception raised when a value does not open. Used by EncryptedStr's converter, where these run
-        once per value written or loaded.
-        """
-        urandom, b2a, a2b = os.urandom, binascii.b2a_base64, _b64decode
-        codec = self
-        searchable = self.searchable
-
-        def seal_text(value: str, obj: Any = None) -> str | None:
-            keys = holder.keys
-            state = codec._seal_state
-            if state is None or state[0] is not keys or codec.searchable:
-                return codec.seal(keys, value.encode("utf-8", "surrogatepass"))
-            nonce = urandom(NONCE_BYTES)
-            sealed = state[4].encrypt(nonce, value.encode("utf-8", "surrogatepass"), state[3])
-            return state[2] + b2a(nonce + sealed, newline=False).decode("ascii")
-
-        def open_text(stored: str | None, obj: Any = None) -> str | None:
-            if stored is None:
-                return None
-            keys = holder.keys
-            try:
-                header, _sep, body = stored.rpartition(":")
-                if searchable:
-                    # A header with a blind index is never in _open_cache (it varies per value): take the
-                    # per-key-id path codec.open would take after a miss; others go through codec.open.
-                    opened = codec._open_searchable(keys, stored, header, body)
-                    data = codec.open(keys, stored) if opened is None else opened
-                elif (cached := codec._open_cache.get(header)) is None or cached[0] is not keys:
-                    data = codec.open(keys, stored)
-                else:
-                    raw = a2b(body)
-                    data = cached[2].decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], cached[1])
-            except EnvelopeError as exc:
-                raise on_error(str(exc), obj) from None
-            except (InvalidTag, ValueError, binascii.Error):
-                raise on_error(
-                    "authentication failed (tampered, truncated, moved from another attribute, or wrong key)",
-                    obj,
-                ) from None
-            except (AttributeError, TypeError):
-                raise on_error("not a ponykit v1 envelope", obj) from None
-            return data.decode("utf-8", "surrogatepass")
-
-        return seal_text, open_text
-
-    def _remember(self, keys: KeyRing, stored: str) -> None:
-        # Cache headers without a blind index only (one per key id); searchable headers vary per value.
-        _version, kid, index, body = _split(stored)
-        if index is None and kid in keys and len(self._open_cache) < 64:
-            header = stored[: len(stored) - len(body) - 1]
-            aad = (header + ":").encode("ascii") + b"\x00" + self.context
-            self._open_cache[header] = (keys, aad, keys.aead(kid))
+    def lookup_pattern(self, keys: KeyRing, key_id: str, plaintext: bytes) -> str:
+        """The SQL ``LIKE`` pattern matching the searchable envelopes of ``plaintext`` under ``key_id``."""
+        return f"{_PREFIX}{key_id}:{self.blind_index(keys, key_id, plaintext)}:%"

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from .. import _pony
+from .._codegen import build_function
 from ..errors import SerializationOptionError
 from ..security.sensitive import is_sensitive, on_change
 from ._codec import Dump, identity, inline_expression, value_dumper
@@ -63,6 +64,10 @@ class Plan:
     json_fn: Callable[[dict[Any, Any]], dict[str, Any]] | None = None  # same, for orjson (native dates)
     # Pony's read bits of the fields, per class of serialized object (see _pony.read_bits)
     bits: dict[Any, int] = field(default_factory=dict, compare=False, repr=False)
+    # The query fast path's generated row functions, by the positions of the fields' columns in a row.
+    row_fns: dict[Any, Callable[[tuple[Any, ...]], dict[str, Any]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def read_bits(self, cls: Any) -> int:
         """The read bits of this plan's fields on instances of ``cls`` (computed once per class)."""
@@ -214,7 +219,7 @@ def _select(
         try:
             return _pony.entity_attribute(entity, name)
         except AttributeError:
-            known = [a.name for a in _pony.entity_attributes(entity)]
+            known = [_pony.attr_info(a).name for a in _pony.entity_attributes(entity)]
             raise _bad(
                 where,
                 f"{option}= names {name!r}: Entity {entity.__name__} does not have attribute {name}; "
@@ -224,7 +229,9 @@ def _select(
     for name in exclude:
         attr_named(name, "exclude")
     for name in related:
-        if not attr_named(name, "related").is_relation:  # nesting a column would be silently ignored
+        if not _pony.attr_info(
+            attr_named(name, "related")
+        ).is_relation:  # nesting a column would be silently ignored
             raise _bad(
                 where,
                 f"related= names {name!r}, a column of {entity.__name__}, not a relation; "
@@ -239,12 +246,13 @@ def _select(
         include_sensitive = bool(options.get("include_sensitive"))
         chosen = []
         for attr in _pony.entity_attributes(entity):
-            if attr.name in related:
+            info = _pony.attr_info(attr)
+            if info.name in related:
                 chosen.append(attr)
-            elif attr.is_collection:
+            elif info.is_collection:
                 if with_collections:
                     chosen.append(attr)
-            elif (attr.lazy and not with_lazy) or (not include_sensitive and is_sensitive(attr)):
+            elif (info.lazy and not with_lazy) or (not include_sensitive and is_sensitive(attr)):
                 continue
             else:
                 chosen.append(attr)
@@ -252,7 +260,7 @@ def _select(
     clash = excluded & set(related)
     if clash:
         raise _bad(where, f"{sorted(clash)} named both in exclude= and related=; drop one of them")
-    return [a for a in chosen if a.name not in excluded]
+    return [a for a in chosen if _pony.attr_info(a).name not in excluded]
 
 
 def _build(entity: Any, options: dict[str, Any], path: tuple[Any, ...], where: str = "") -> Plan:
@@ -271,17 +279,18 @@ def _build(entity: Any, options: dict[str, Any], path: tuple[Any, ...], where: s
     inherited = {k: options[k] for k in inheritable if k in options}
     fields = []
     for attr in attrs:
-        if not attr.is_relation:
-            fields.append(Field(attr.name, attr, VALUE, value_dumper(attr), _nullable(attr)))
+        info = _pony.attr_info(attr)
+        if not info.is_relation:
+            fields.append(Field(info.name, attr, VALUE, value_dumper(attr), _nullable(info)))
             continue
-        target = attr.py_type
-        spec = related.get(attr.name)
+        target = info.py_type
+        spec = related.get(info.name)
         if spec is None and depth:
             spec = {}
         key_dump = key_dumper(target)
         sub = None
         if spec is not None:
-            if attr.name not in related and depth:
+            if info.name not in related and depth:
                 spec = {**inherited, "depth": depth - 1}
             elif "depth" not in spec and depth:
                 spec = {**spec, "depth": depth - 1}
@@ -290,17 +299,21 @@ def _build(entity: Any, options: dict[str, Any], path: tuple[Any, ...], where: s
             for k, v in inherited.items():
                 spec.setdefault(k, v)
             if len(path) > 32:
-                raise _bad(where, f"related= nests more than 32 levels deep at {entity.__name__}.{attr.name}")
-            sub = _build(target, spec, (*path, entity), f"{where}.{attr.name} ({target.__name__})")
-        if attr.is_collection:
+                raise _bad(where, f"related= nests more than 32 levels deep at {entity.__name__}.{info.name}")
+            sub = _build(target, spec, (*path, entity), f"{where}.{info.name} ({target.__name__})")
+        if info.is_collection:
             kind = REFS if sub is None else NESTED_MANY
         else:
             kind = REF if sub is None else NESTED
-        fields.append(Field(attr.name, attr, kind, key_dump, _nullable(attr), sub))
-    return Plan(entity, tuple(fields), _compile(fields, native=False), _compile(fields, native=True))
+        fields.append(Field(info.name, attr, kind, key_dump, _nullable(info), sub))
+    return Plan(
+        entity, tuple(fields), _compile(entity, fields, native=False), _compile(entity, fields, native=True)
+    )
 
 
-def _compile(fields: list[Field], *, native: bool) -> Callable[[dict[Any, Any]], dict[str, Any]] | None:
+def _compile(
+    entity: Any, fields: list[Field], *, native: bool
+) -> Callable[[dict[Any, Any]], dict[str, Any]] | None:
     """A function from loaded values to the output dict, generated for one flat plan.
 
     One dict display with the attribute lookups inlined is several times faster than a loop over the
@@ -308,45 +321,56 @@ def _compile(fields: list[Field], *, native: bool) -> Callable[[dict[Any, Any]],
     With ``native`` the dict is meant for orjson, which writes naive datetimes, dates and UUIDs exactly
     as ``isoformat()``/``str()`` do, several times faster: those values are left to it.
     """
-    namespace: dict[str, Any] = {}
-    code = _display(fields, native, namespace)
-    if code is None:
+    display = _display(fields, native)
+    if display is None:
         return None
-    lines, display = code
-    source = "\n".join(["def flat(vals):", *_indent(lines, 1), f"    return {display}"])
-    exec(source, namespace)  # noqa: S102 - source built from attribute names checked in _display
-    return namespace["flat"]  # type: ignore[no-any-return]
+    source = ["def flat(vals):", *_indent(display.statements, 1), f"    return {display.expression}"]
+    label = f"serialization.{'flat_json' if native else 'flat'} {entity.__name__}"
+    return build_function("flat", source, display.namespace, label=label)
 
 
-def _display(fields: list[Field], native: bool, namespace: dict[str, Any]) -> tuple[list[str], str] | None:
-    """``(statements, dict display)`` building the output of a flat plan from ``vals``, the loaded values.
+@dataclass(frozen=True)
+class Display:
+    """The code building a flat plan's output from ``vals`` (an object's loaded values).
 
-    The statements bind the values used more than once; the code raises one of FALLBACK when the general
-    path must serialize the object (a value not loaded yet raises KeyError).
-    None when the plan is not flat. Fills ``namespace`` with the names the code uses.
+    ``statements`` bind the values used more than once; ``expression`` is the dict display; ``namespace``
+    holds the names both use. The code raises one of FALLBACK when the general path must serialize the
+    object (a value not loaded yet raises KeyError).
     """
-    if not all(f.kind in (VALUE, REF) for f in fields):
+
+    statements: list[str]
+    expression: str
+    namespace: dict[str, Any]
+
+
+def _display(fields: list[Field], native: bool) -> Display | None:
+    """The :class:`Display` of a flat plan's fields; None when the plan is not flat."""
+    if not all(f.kind in (VALUE, REF) and f.name.isidentifier() for f in fields):
         return None
-    namespace.update(_datetime=datetime.datetime, _date=datetime.date)
-    lines = []
+    namespace: dict[str, Any] = {"_datetime": datetime.datetime, "_date": datetime.date}
+    statements = []
     items = []
     for i, f in enumerate(fields):
-        if not f.name.isidentifier():
-            return None
         namespace[f"a{i}"] = f.attr
-        inline = inline_expression(f.attr, f"v{i}", f"q{i}", native=native) if f.kind == VALUE else None
-        if f.kind == VALUE and f.dump in _NO_OP_DUMPS:
-            items.append(f"{f.name!r}: vals[a{i}]")
-        elif inline is not None:
-            expression, constant = inline
-            namespace[f"q{i}"] = constant
-            lines.append(f"v{i} = vals[a{i}]")
-            items.append(f"{f.name!r}: None if v{i} is None else {expression}")
-        else:
-            namespace[f"d{i}"] = f.dump
-            lines.append(f"v{i} = vals[a{i}]")
-            items.append(f"{f.name!r}: None if v{i} is None else d{i}(v{i})")
-    return lines, "{" + ", ".join(items) + "}"
+        item, statement = _display_item(i, f, native, namespace)
+        items.append(f"{f.name!r}: {item}")
+        if statement is not None:
+            statements.append(statement)
+    return Display(statements, "{" + ", ".join(items) + "}", namespace)
+
+
+def _display_item(i: int, f: Field, native: bool, namespace: dict[str, Any]) -> tuple[str, str | None]:
+    """``(output value expression, statement binding v<i> or None)`` of field ``i``; fills ``namespace``."""
+    if f.kind == VALUE and f.dump in _NO_OP_DUMPS:
+        return f"vals[a{i}]", None
+    inline = inline_expression(f.attr, f"v{i}", f"q{i}", native=native) if f.kind == VALUE else None
+    if inline is not None:
+        expression, constant = inline
+        namespace[f"q{i}"] = constant
+    else:
+        namespace[f"d{i}"] = f.dump
+        expression = f"d{i}(v{i})"
+    return f"None if v{i} is None else {expression}", f"v{i} = vals[a{i}]"
 
 
 def _indent(lines: list[str], levels: int) -> list[str]:
@@ -370,7 +394,13 @@ def compile_method(
     parameter not passed in a dict on each call, which costs more than the empty ``options`` dict. The
     method's ``__signature__`` is ``other_class``'s, for introspection.
     """
-    namespace: dict[str, Any] = {
+    display = _display(list(plan.fields), for_json)
+    if display is None:
+        return None
+    read_lines, mark_lines, read_names = _pony.output_values_source("self", "vals", "_bits")
+    namespace = {
+        **display.namespace,
+        **read_names,
         "_entity": entity,
         "_other_class": other_class,
         "_general": general,
@@ -380,14 +410,21 @@ def compile_method(
         "_fallback": FALLBACK,
         "_bits": plan.read_bits(entity),
     }
-    code = _display(list(plan.fields), for_json, namespace)
-    if code is None:
-        return None
-    statements, display = code
-    read_lines, mark_lines, read_names = _pony.output_values_source("self", "vals", "_bits")
-    namespace.update(read_names)
     name = "to_json" if for_json else "to_dict"
-    source = [
+    source = _method_source(name, display, read_lines, mark_lines)
+    method = build_function(name, source, namespace, label=f"serialization.{name} {entity.__name__}")
+    method.__qualname__ = f"{entity.__name__}.{name}"
+    method.__doc__ = other_class.__doc__
+    method.__signature__ = inspect.signature(other_class)  # type: ignore[attr-defined]
+    method.__ponykit_entity__ = entity  # type: ignore[attr-defined]
+    method.__ponykit_generic__ = other_class  # type: ignore[attr-defined]
+    return method
+
+
+def _method_source(name: str, display: Display, read_lines: list[str], mark_lines: list[str]) -> list[str]:
+    """The lines of a generated ``to_json``/``to_dict`` method (see :func:`compile_method`)."""
+    result = "_dumps(out, None, _newline)[_but_last]" if name == "to_json" else "out"
+    return [
         f"def {name}(self, only=None, exclude=None, with_collections=False, with_lazy=False, **options):",
         "    if only is not None or exclude is not None or with_collections or with_lazy or options:",
         "        return _general(self, only, exclude, with_collections, with_lazy, **options)",
@@ -396,23 +433,15 @@ def compile_method(
         *_indent(read_lines, 1),
         "    if vals is not None:",
         "        try:",
-        *_indent(statements, 3),
-        f"            out = {display}",
+        *_indent(display.statements, 3),
+        f"            out = {display.expression}",
         "        except _fallback:  # an attribute is not loaded yet: the general path loads it",
         "            pass",
         "        else:",
         *_indent(mark_lines, 3),
-        f"            return {'_dumps(out, None, _newline)[_but_last]' if for_json else 'out'}",
+        f"            return {result}",
         "    return _general(self, None, None, False, False)",
     ]
-    exec("\n".join(source), namespace)  # noqa: S102 - source built from attribute names checked in _display
-    method: Callable[..., Any] = namespace[name]
-    method.__qualname__ = f"{entity.__name__}.{name}"
-    method.__doc__ = other_class.__doc__
-    method.__signature__ = inspect.signature(other_class)  # type: ignore[attr-defined]
-    method.__ponykit_entity__ = entity  # type: ignore[attr-defined]
-    method.__ponykit_generic__ = other_class  # type: ignore[attr-defined]
-    return method
 
 
 def dumps_one(value: Any) -> bytes:
@@ -430,8 +459,8 @@ def dumps_one(value: Any) -> bytes:
 _NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 
-def _nullable(attr: Any) -> bool:
-    return bool(attr.nullable) or (attr.is_relation and not attr.is_required)
+def _nullable(info: _pony.AttrInfo) -> bool:
+    return info.nullable or (info.is_relation and not info.required)
 
 
 def key_dumper(entity: Any) -> Callable[[Any], Any]:

@@ -13,14 +13,14 @@ from .. import _pony
 from .._kit import find_kit
 from .._sql import escape_dollars
 from ..errors import ConfigurationError, UnsupportedComparison
-from ..security.envelope import BLIND_INDEX_HEX
+from ..security.envelope import BLIND_INDEX_HEX, VERSION
 
 __all__ = ["LOOKUP_PREFIX_CHARS", "lookup_index_ddl", "lookup_patterns_for", "match"]
 
 # The longest header of a searchable envelope, "v1:<key id, <= 32>:<blind index>:": lookups compare only
 # these first characters, and the index covers only them. A fixed-length prefix, not the whole envelope:
 # PostgreSQL's btree refuses entries over ~2.7 KB, MariaDB cannot index a LONGTEXT without a length.
-LOOKUP_PREFIX_CHARS = len("v1:") + 32 + 1 + BLIND_INDEX_HEX + 1
+LOOKUP_PREFIX_CHARS = len(VERSION) + 1 + 32 + 1 + BLIND_INDEX_HEX + 1
 
 # How each backend writes a lookup so that its index serves it (see _pony.lookup_condition_parts).
 _LOOKUP_SHAPES = {
