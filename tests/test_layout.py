@@ -32,9 +32,8 @@ ALLOWED_PRIVATE_TOP_LEVEL = {"_kit", "_sql", "_codegen", "_pony"}
 MAX_MODULE_LINES = 500
 # Modules over the limit today, each with the size it may not grow past. Shrink an entry when its module
 # shrinks, and delete it once the module is split; never add one for a new module.
-OVERSIZED_MODULES = {
-    "_pony/bulk.py": 507,  # the door's bulk helpers; the door branch regroups _pony/ by Pony concept
-}
+# Modules allowed past MAX_MODULE_LINES, each with its allowance and why (none today).
+OVERSIZED_MODULES: dict[str, int] = {}
 
 
 def _subprocess_env() -> dict[str, str]:

@@ -29,11 +29,12 @@ import orjson
 from .. import _pony
 from ..errors import OptionError
 from ..security.sensitive import is_sensitive, mask
+from ._entity import dumps_one, serialize
 from ._fast import eligible, rows_to_dicts
 from ._input import from_dict as _from_dict
 from ._input import update_from as _update_from
 from ._jsonschema import document_schema
-from ._plan import CALL_PLANS, compile_method, dumps_one, plan_for, remember, serialize
+from ._plan import CALL_PLANS, compile_method, plan_for, remember
 
 __all__ = ["Serializable", "from_dict", "json_schema", "to_dict", "to_json"]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 
 from .._kit import Kit
-from . import _bridge, builtin, encrypted
+from . import _bridge, _encrypted_values, builtin, encrypted
 from .base import AttributeType, json_codec, register_type, registered_types, registry
 from .builtin import AwareDatetime, EnumType, IPAddress, IPNetwork
 from .encrypted import (
@@ -53,7 +53,7 @@ for _py_type, _type_class in builtin.BUILTIN_TYPES:
     registry.register(_py_type, _type_class)
 del _py_type, _type_class
 # Tried in this order by json_codec() for types not registered one by one.
-registry.codec_factories = (builtin.enum_codec, encrypted.encrypted_codec)
+registry.codec_factories = (builtin.enum_codec, _encrypted_values.encrypted_codec)
 
 
 def install(kit: Kit) -> None:
