@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from . import _plain
-from .backends import MISSING, _BaseCache, _check_ttl, log
+from ._backend import MISSING, BaseCache, check_ttl, log
 
 __all__ = ["RedisCache"]
 
@@ -61,7 +61,7 @@ def _restart_check(
     return on_connect
 
 
-class RedisCache(_BaseCache):
+class RedisCache(BaseCache):
     """A cache shared by every process that points at the same Redis (and the same ``prefix``).
 
     Entries, generations and invalidations are shared: a commit in one process makes the entries it
@@ -90,7 +90,7 @@ class RedisCache(_BaseCache):
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(lock_timeout)
-        _check_ttl(ttl, "RedisCache(ttl=...)")
+        check_ttl(ttl, "RedisCache(ttl=...)")
         try:
             import redis
         except ImportError as exc:  # pragma: no cover - the dev extra installs redis
@@ -212,7 +212,7 @@ class RedisCache(_BaseCache):
 
     def set(self, key: Hashable, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds (None: this cache's ``ttl``)."""
-        _check_ttl(ttl, "ttl")
+        check_ttl(ttl, "ttl")
         data = _plain.encode(value)
         ttl = self.ttl if ttl is None else ttl
         px = None if ttl is None else max(1, int(ttl * 1000))

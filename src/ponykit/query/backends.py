@@ -8,145 +8,22 @@ bump makes every entry computed before it unreachable; backends never have to fi
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import os
 import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Any
 
 import cachetools
 
 from ..errors import ConfigurationError, MemoryCacheWarning
+from ._backend import MISSING, BaseCache, CacheBackend, check_ttl
+from ._redis import RedisCache
 
 __all__ = ["MISSING", "CacheBackend", "MemoryCache", "RedisCache"]
-
-log = logging.getLogger("ponykit.cache")
-
-
-class _Missing:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Any = _Missing()
-"""What :meth:`CacheBackend.get` returns for a key it does not hold (a stored ``None`` is a value)."""
-
-Compute = Callable[[], "tuple[Any, bool]"]  # returns (value, may_store)
-
-
-@runtime_checkable
-class CacheBackend(Protocol):
-    """What ponykit needs from a cache backend.
-
-    Keys are tuples of plain values (stable across processes); values are plain data. ``generations``
-    returns None when the backend is unavailable: callers then go to the database.
-    """
-
-    def get(self, key: Hashable) -> Any:
-        """The value stored under ``key``, or :data:`MISSING`."""
-        ...
-
-    def set(self, key: Hashable, value: Any, ttl: float | None = None) -> None:
-        """Store ``value`` under ``key`` for ``ttl`` seconds (None: the backend's default)."""
-        ...
-
-    def generations(self, names: Sequence[str]) -> tuple[int, ...] | None:
-        """The current generation of each name (plus any backend-wide epoch), or None if unavailable."""
-        ...
-
-    def bump(self, names: Iterable[str]) -> None:
-        """Advance the generation of each name, making entries keyed by the old ones unreachable."""
-        ...
-
-    def get_or_compute(self, key: Hashable, compute: Compute, ttl: float | None = None) -> tuple[Any, bool]:
-        """``(value, hit)``: the stored value, or ``compute()`` run once for concurrent callers and stored
-        if it says it may be."""
-        ...
-
-    def clear(self) -> None:
-        """Drop every entry (generations are kept, so they never go back)."""
-        ...
-
-
-class _KeyLocks:
-    """One lock per key in use, so concurrent misses of a key wait for one computation."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._locks: dict[Hashable, list[Any]] = {}
-
-    @contextlib.contextmanager
-    def hold(self, key: Hashable, timeout: float) -> Iterator[bool]:
-        with self._lock:
-            entry = self._locks.get(key)
-            if entry is None:
-                entry = self._locks[key] = [threading.Lock(), 0]
-            entry[1] += 1
-        acquired = entry[0].acquire(timeout=timeout)  # a stuck computation never blocks others forever
-        try:
-            yield acquired
-        finally:
-            if acquired:
-                entry[0].release()
-            with self._lock:
-                entry[1] -= 1
-                if entry[1] == 0:
-                    del self._locks[key]
-
-
-class _BaseCache:
-    lock_timeout: float
-
-    def __init__(self, lock_timeout: float) -> None:
-        if lock_timeout <= 0:
-            raise ConfigurationError(
-                f"lock_timeout must be a positive number of seconds, got {lock_timeout!r}"
-            )
-        self.lock_timeout = lock_timeout
-        self._key_locks = _KeyLocks()
-
-    def get(self, key: Hashable) -> Any:
-        raise NotImplementedError  # abstract: MemoryCache and RedisCache define it
-
-    def set(self, key: Hashable, value: Any, ttl: float | None = None) -> None:
-        raise NotImplementedError  # abstract: MemoryCache and RedisCache define it
-
-    def _other_process_lock(self, key: Hashable) -> contextlib.AbstractContextManager[Any]:
-        return contextlib.nullcontext(MISSING)
-
-    def get_or_compute(self, key: Hashable, compute: Compute, ttl: float | None = None) -> tuple[Any, bool]:
-        """``(value, hit)``: the stored value, or ``compute()`` run once for concurrent misses of ``key``.
-
-        ``compute`` returns ``(value, may_store)``. Waiters that time out compute for themselves rather
-        than wait on a stuck computation.
-        """
-        value = self.get(key)
-        if value is not MISSING:
-            return value, True
-        with self._key_locks.hold(key, self.lock_timeout):
-            value = self.get(key)
-            if value is not MISSING:
-                return value, True
-            with self._other_process_lock(key) as found:
-                if found is not MISSING:
-                    return found, True
-                value, may_store = compute()
-                if may_store:
-                    self.set(key, value, ttl)
-                return value, False
-
-
-def _check_ttl(ttl: float | None, what: str) -> None:
-    if ttl is not None and (not isinstance(ttl, (int, float)) or ttl <= 0 or math.isnan(ttl)):
-        raise ConfigurationError(f"{what} must be a positive number of seconds or None, got {ttl!r}")
-
 
 # Every MemoryCache alive, so that a forked child can mark them: after fork() the child holds a copy of
 # the parent's entries and generations, which commits in the parent or in sibling processes never bump.
@@ -162,7 +39,7 @@ if hasattr(os, "register_at_fork"):  # POSIX only; Windows has no fork
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class MemoryCache(_BaseCache):
+class MemoryCache(BaseCache):
     """An in-process cache: bounded (LRU beyond ``maxsize`` entries), entries expire after ``ttl`` seconds.
 
     Thread-safe. ``timer`` is the clock used for expiry (injectable for tests). ``ttl=None`` keeps
@@ -189,7 +66,7 @@ class MemoryCache(_BaseCache):
         super().__init__(lock_timeout)
         if not isinstance(maxsize, int) or maxsize <= 0:
             raise ConfigurationError(f"MemoryCache(maxsize=...) must be a positive int, got {maxsize!r}")
-        _check_ttl(ttl, "MemoryCache(ttl=...)")
+        check_ttl(ttl, "MemoryCache(ttl=...)")
         self.maxsize = maxsize
         self.ttl = ttl
         self.timer = timer
@@ -233,7 +110,7 @@ class MemoryCache(_BaseCache):
 
     def set(self, key: Hashable, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds (None: this cache's ``ttl``)."""
-        _check_ttl(ttl, "ttl")
+        check_ttl(ttl, "ttl")
         ttl = self.ttl if ttl is None else ttl
         expires = math.inf if ttl is None else self.timer() + ttl
         with self._lock:
@@ -263,7 +140,3 @@ class MemoryCache(_BaseCache):
             for key in [key for key, (_value, expires) in self._store.items() if expires <= now]:
                 del self._store[key]
             return len(self._store)
-
-
-# At the end: _redis builds on the base class above.
-from ._redis import RedisCache  # noqa: E402

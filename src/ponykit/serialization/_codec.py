@@ -36,7 +36,7 @@ from typing import Any
 
 from .. import _pony
 from ..errors import OptionError
-from ..types import json_codec
+from ..types.base import json_codec
 
 __all__ = ()
 
