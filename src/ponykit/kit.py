@@ -50,14 +50,14 @@ def _look_in_current_schema(kit: Kit) -> None:
 #:    else rides on; the execute wrapper is what calls the statement listeners added below;
 #: 2. the PostgreSQL schema lookup, a provider wrapper needed by ``generate_mapping``;
 #: 3. ``types.install``: the converters, which must be in place before ``generate_mapping``;
-#: 4. ``diagnostics._capture.install``: the statement listener of ``count_queries``;
+#: 4. ``diagnostics.install``: the statement listener of ``count_queries``;
 #: 5. ``query.cache.install``: the cache's commit subscriber and raw-write listener, last because it may
 #:    ask the server for the cache namespace, which needs the transaction hooks and this call's options.
 INSTALLERS: tuple[Callable[[Kit], None], ...] = (
     transactions.install,
     _look_in_current_schema,
     types.install,
-    diagnostics._capture.install,
+    diagnostics.install,
     query_cache.install,
 )
 

@@ -296,8 +296,8 @@ def test_fastapi_test_client_request_is_counted(m: Any) -> None:
 
 
 def test_install_is_idempotent(db: Database) -> None:
-    """``_capture.install(kit)`` (what attach() runs, and count_queries for Databases attached before the
-    package was imported) adds the listener once, however often it is called: each statement counts once."""
+    """``diagnostics.install(kit)`` (what attach() runs, at every call) adds the listener once, however
+    often it is called: each statement counts once."""
     from ponykit.diagnostics import _capture
 
     class Thing(db.Entity):

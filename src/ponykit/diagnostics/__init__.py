@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from ..errors import NPlusOneDetected
 from ._capture import QueryCounter, Statement, Threads, assert_max_queries, count_queries
+from ._capture import install as install  # attach() runs it: ponykit.kit.INSTALLERS
 from .nplusone import NPlusOneFinding, detect_n_plus_one, statement_shape
 
 __all__ = [
