@@ -97,14 +97,6 @@ def test_the_contract_example_of_the_docs_passes(
         block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "TestMoneyType" in block
     )
     pytester.makepyfile(test_contracts=example)
-    pytester.makeconftest(
-        """
-        from ponykit.testing import AttributeTypeContract
-
-        # removed by the errors branch: invalid values then raise ponykit ValidationErrors (the default)
-        AttributeTypeContract.expected_error = (TypeError, ValueError)
-        """
-    )
     # The child imports this checkout's ponykit (src/), whatever the current directory.
     monkeypatch.setenv(
         "PYTHONPATH", os.pathsep.join(filter(None, [str(root / "src"), os.environ.get("PYTHONPATH")]))

@@ -291,8 +291,9 @@ def dialect_of(db: Database) -> Dialect:
             f"ponykit bulk writes support SQLite, PostgreSQL and MySQL/MariaDB, not {name}: use Pony's own "
             "writes (Entity(...), obj.set(...), obj.delete()) on this database"
         )
-    placeholder = "?" if _pony.paramstyle(db) == "qmark" else "%s"
-    return Dialect(name=name, placeholder=placeholder, max_params=_pony.max_params(db), db=db)
+    return Dialect(
+        name=name, placeholder=_pony.positional_placeholder(db), max_params=_pony.max_params(db), db=db
+    )
 
 
 def escape_dollars(sql: str) -> str:

@@ -30,9 +30,6 @@ class Level(enum.Enum):
 class OnEveryBackend(AttributeTypeContract):
     """The contract on SQLite, PostgreSQL and MariaDB (the suite's make_db), not only in-memory SQLite."""
 
-    # removed by the errors branch: invalid values then raise ponykit ValidationErrors (the default)
-    expected_error = (TypeError, ValueError)
-
     @pytest.fixture
     def contract_database(self, make_db: Callable[[], Database]) -> Database:
         return make_db()
@@ -130,8 +127,6 @@ class TestIPNetwork(OnEveryBackend):
 
 class TestDefaultDatabase(AttributeTypeContract):
     """With no contract_database override the contract runs on its own in-memory SQLite Database."""
-
-    expected_error = (TypeError, ValueError)  # removed by the errors branch
 
     @pytest.fixture
     def attribute_type(self) -> Any:

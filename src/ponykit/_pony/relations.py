@@ -11,6 +11,7 @@ import pony.orm.core as _core
 from pony.orm import Database
 
 from ._typing import Attribute, Entity
+from .database import positional_placeholder
 from .materialize import materialize, select_columns
 
 __all__ = [
@@ -22,8 +23,7 @@ __all__ = [
 
 
 def _placeholders(db: Database, count: int) -> list[str]:
-    mark = "?" if db.provider.paramstyle == "qmark" else "%s"
-    return [mark] * count
+    return [positional_placeholder(db)] * count
 
 
 def _in_condition(db: Database, alias: str, columns: list[str], count: int) -> str:
