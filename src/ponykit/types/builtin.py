@@ -146,93 +146,125 @@ def members_wanted(enum_cls: type, attr: Any) -> bool:
     return option is True
 
 
+_ConverterBase: Any = _pony.converter_base()
+
+
+class EnumConverter(_ConverterBase):  # type: ignore[misc]
+    """ponykit converter for Enum attributes: stored by value in the dialect's str or int column.
+
+    The methods live here, once; :func:`make_enum_converter` makes the subclass Pony gets for one Database,
+    which sets :attr:`db` and :attr:`encoders`. The Database cannot be found from the arguments instead:
+    query-parameter converters are built with ``attr=None``.
+    """
+
+    db: ClassVar[Database]  # set on the per-Database subclass
+    encoders: ClassVar[dict[type, Any]]  # the Database's query-parameter encoders (param_encoders_of)
+    ponykit_type: EnumType
+    inner: Any  # the dialect's str/int converter: sql type, checks, driver conversion
+
+    def __new__(cls, provider: Any, py_type: Any, attr: Any = None) -> Any:
+        if attr is not None and not members_wanted(py_type, attr):
+            # A str/int-mixin Enum without as_enum=True: exactly the converter plain Pony builds.
+            return _pony.dialect_converter_class(cls.db, py_type)(provider, py_type, attr)
+        return _ConverterBase.__new__(cls)
+
+    def __init__(self, provider: Any, py_type: Any, attr: Any = None) -> None:
+        try:
+            self.ponykit_type = EnumType(py_type)
+        except TypeError as exc:
+            where = f"attribute {_pony.attr_label(attr)}: " if attr is not None else ""
+            raise OptionError(where + str(exc)) from None
+        storage = self.ponykit_type.value_storage
+        inner_cls = _pony.converter_class_for(self.db, storage)
+        if attr is None:
+            self.inner = inner_cls(provider, storage, attr)
+        else:
+            self.inner = _pony.converter_without_option(inner_cls, provider, storage, attr, AS_ENUM)
+        _ConverterBase.__init__(self, provider, py_type, attr)
+        if attr is not None:
+            # Generator queries compare the column with members through the storage type.
+            _pony.register_type_normalization(py_type, storage)
+            self.encoders.setdefault(py_type, self.ponykit_type)
+            enable_query_params(self.db, storage, self.encoders)
+
+    def init(self, kwargs: dict[str, Any]) -> None:
+        """Accept the declaration: the storage converter built in ``__init__`` has checked the options."""
+        kwargs.clear()  # Pony refuses options left in kwargs, and the storage converter has taken them
+
+    def validate(self, val: Any, obj: Any = None) -> Any:
+        """The member for ``val`` (a member or its value); ValueTypeError/ValidationError otherwise."""
+        try:
+            member = self.ponykit_type.validate(val)
+        except (TypeError, ValueError) as exc:
+            kind = ValueTypeError if isinstance(exc, TypeError) else ValidationError
+            raise kind(f"attribute {_pony.attr_label(self.attr)}: {self._invalid_detail(val, exc)}") from None
+        self.inner.validate(member.value, None)  # max_len, min/max
+        return member
+
+    def _invalid_detail(self, val: Any, exc: Exception) -> str:
+        """Why ``val`` was refused: the EnumType message, or, on a sensitive attribute, one without it."""
+        if not is_sensitive(self.attr):
+            return str(exc)
+        # The message names the value's type and the members, not the value.
+        enum_cls = self.ponykit_type.enum_cls
+        members = ", ".join(repr(m.value) for m in enum_cls)
+        return (
+            f"a {type(val).__name__} that is not a {enum_cls.__name__} member (value hidden: the "
+            f"attribute is sensitive); expected one of: {members}"
+        )
+
+    def val2dbval(self, val: Any, obj: Any = None) -> Any:
+        """The member's value (what the column holds)."""
+        return None if val is None else val.value  # None: an Optional attribute set back to None
+
+    def dbval2val(self, dbval: Any, obj: Any = None) -> Any:
+        """The member for a column value; DataError if the Enum has no such value."""
+        if dbval is None:
+            return None
+        try:
+            return self.ponykit_type.enum_cls(dbval)
+        except ValueError:
+            raise self._unknown_value(dbval, obj) from None
+
+    def _unknown_value(self, dbval: Any, obj: Any) -> DataError:
+        """The error for a row whose column holds a value that is no member of the Enum."""
+        allowed = ", ".join(repr(m.value) for m in self.ponykit_type.enum_cls)
+        kind = type(dbval).__name__
+        held = (
+            f"a {kind} (value hidden: the attribute is sensitive)"
+            if is_sensitive(self.attr)
+            else (f"{dbval!r} (a {kind})")
+        )
+        return DataError(
+            f"attribute {_pony.attr_label(self.attr)} (primary key "
+            f"{_pony.object_primary_key(obj)!r}): the database holds {held}, which is not a "
+            f"{self.ponykit_type.enum_cls.__name__} value (expected one of: {allowed}); add the "
+            "member to the Enum or fix the row"
+        )
+
+    def py2sql(self, val: Any) -> Any:
+        """The driver value: a member's value (query parameters may be members), through the storage."""
+        if isinstance(val, enum.Enum):
+            val = val.value
+        return self.inner.py2sql(val)
+
+    def sql2py(self, val: Any) -> Any:
+        """The storage converter's conversion of the driver's value."""
+        return self.inner.sql2py(val)
+
+    def sql_type(self) -> str:
+        """The storage converter's column type (VARCHAR/TEXT or INTEGER for the dialect)."""
+        return str(self.inner.sql_type())
+
+
 def make_enum_converter(db: Database, encoders: dict[type, Any]) -> type:
-    """The converter class of every Enum attribute on ``db`` (it wraps the dialect's str/int converter)."""
-    base: Any = _pony.converter_base()
+    """The converter class of every Enum attribute on ``db`` (it wraps the dialect's str/int converter).
 
-    class EnumConverter(base):  # type: ignore[misc]
-        """ponykit converter for Enum attributes: stored by value in the dialect's str or int column."""
-
-        def __new__(cls, provider: Any, py_type: Any, attr: Any = None) -> Any:
-            if attr is not None and not members_wanted(py_type, attr):
-                # A str/int-mixin Enum without as_enum=True: exactly the converter plain Pony builds.
-                return _pony.dialect_converter_class(db, py_type)(provider, py_type, attr)
-            return base.__new__(cls)
-
-        def __init__(self, provider: Any, py_type: Any, attr: Any = None) -> None:
-            try:
-                self.ponykit_type = EnumType(py_type)
-            except TypeError as exc:
-                where = f"attribute {_pony.attr_label(attr)}: " if attr is not None else ""
-                raise OptionError(where + str(exc)) from None
-            storage = self.ponykit_type.value_storage
-            inner_cls = _pony.converter_class_for(db, storage)
-            if attr is None:
-                self.inner = inner_cls(provider, storage, attr)
-            else:
-                self.inner = _pony.converter_without_option(inner_cls, provider, storage, attr, AS_ENUM)
-            base.__init__(self, provider, py_type, attr)
-            if attr is not None:
-                # Generator queries compare the column with members through the storage type.
-                _pony.register_type_normalization(py_type, storage)
-                encoders.setdefault(py_type, self.ponykit_type)
-                enable_query_params(db, storage, encoders)
-
-        def init(self, kwargs: dict[str, Any]) -> None:
-            kwargs.clear()  # the storage converter above has taken (and checked) the options
-
-        def validate(self, val: Any, obj: Any = None) -> Any:
-            try:
-                member = self.ponykit_type.validate(val)
-            except (TypeError, ValueError) as exc:
-                kind = ValueTypeError if isinstance(exc, TypeError) else ValidationError
-                enum_cls = self.ponykit_type.enum_cls
-                detail = str(exc)
-                if is_sensitive(self.attr):  # the message names the value's type and the members, not it
-                    members = ", ".join(repr(m.value) for m in enum_cls)
-                    detail = (
-                        f"a {type(val).__name__} that is not a {enum_cls.__name__} member (value hidden: the "
-                        f"attribute is sensitive); expected one of: {members}"
-                    )
-                raise kind(f"attribute {_pony.attr_label(self.attr)}: {detail}") from None
-            self.inner.validate(member.value, None)  # max_len, min/max
-            return member
-
-        def val2dbval(self, val: Any, obj: Any = None) -> Any:
-            return None if val is None else val.value  # None: an Optional attribute set back to None
-
-        def dbval2val(self, dbval: Any, obj: Any = None) -> Any:
-            if dbval is None:
-                return None
-            try:
-                return self.ponykit_type.enum_cls(dbval)
-            except ValueError:
-                allowed = ", ".join(repr(m.value) for m in self.ponykit_type.enum_cls)
-                kind = type(dbval).__name__
-                held = (
-                    f"a {kind} (value hidden: the attribute is sensitive)"
-                    if is_sensitive(self.attr)
-                    else (f"{dbval!r} (a {kind})")
-                )
-                raise DataError(
-                    f"attribute {_pony.attr_label(self.attr)} (primary key "
-                    f"{_pony.object_primary_key(obj)!r}): the database holds {held}, which is not a "
-                    f"{self.ponykit_type.enum_cls.__name__} value (expected one of: {allowed}); add the "
-                    "member to the Enum or fix the row"
-                ) from None
-
-        def py2sql(self, val: Any) -> Any:
-            if isinstance(val, enum.Enum):
-                val = val.value
-            return self.inner.py2sql(val)
-
-        def sql2py(self, val: Any) -> Any:
-            return self.inner.sql2py(val)
-
-        def sql_type(self) -> str:
-            return str(self.inner.sql_type())
-
-    return EnumConverter
+    A subclass of :class:`EnumConverter` per Database, as before the class moved to module level: it
+    carries ``db`` and its query-parameter ``encoders``.
+    """
+    namespace = {"db": db, "encoders": encoders, "__doc__": EnumConverter.__doc__, "__module__": __name__}
+    return type("EnumConverter", (EnumConverter,), namespace)
 
 
 # ---------------------------------------------------------------------------------------------------------
