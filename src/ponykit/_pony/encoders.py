@@ -220,7 +220,7 @@ def bulk_encoder_source(
     slow = f"{prefix}slow"
     env: dict[str, Any] = {slow: bulk_value_encoder(entity, attr)}
     if attr.reverse is not None or attr is entity._discriminator_attr_ or len(attr.converters) != 1:
-        # Relations, the discriminator and multi-column converters have no inline path worth having.
+        # Relations, the discriminator and attributes with several converters: one call does it all.
         return [f"{var} = {slow}({var})"], env
     conv = attr.converters[0]
     required = isinstance(attr, _core.Required)
