@@ -214,8 +214,6 @@ def bulk_encoder_source(
     ``param_encoders`` is the Database's map of ponykit value types (``ponykit.types``): the converter
     classes ponykit wraps for query parameters encode values of those types in ``py2sql`` and hand
     everything else to the dialect's own ``py2sql``; the lines do the same without the wrapper's call.
-
-    Planned by :func:`_inline_check` (the inline path) and :func:`_finish_lines`, written by :func:`_emit`.
     """
     slow = f"{prefix}slow"
     env: dict[str, Any] = {slow: bulk_value_encoder(entity, attr)}
