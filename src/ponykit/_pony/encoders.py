@@ -215,77 +215,105 @@ def bulk_encoder_source(
     classes ponykit wraps for query parameters encode values of those types in ``py2sql`` and hand
     everything else to the dialect's own ``py2sql``; the lines do the same without the wrapper's call.
     """
-    from pony.orm.dbapiprovider import (
-        BoolConverter,
-        Converter,
-        ConverterWithMicroseconds,
-        DateConverter,
-        DatetimeConverter,
-        DecimalConverter,
-        IntConverter,
-        StrConverter,
-    )
-
     slow = f"{prefix}slow"
     env: dict[str, Any] = {slow: bulk_value_encoder(entity, attr)}
     if attr.reverse is not None or attr is entity._discriminator_attr_ or len(attr.converters) != 1:
+        # Relations, the discriminator and attributes with several converters: one call does it all.
         return [f"{var} = {slow}({var})"], env
     conv = attr.converters[0]
-    ct = type(conv)
     required = isinstance(attr, _core.Required)
-    orig = f"{prefix}orig"
-    lines = [f"{orig} = {var}"]
-    fail: list[str] = []  # conditions, on the validated value, that send the value down Pony's path
-    if ct.validate is StrConverter.validate:
-        lines.append(f"if type({var}) is str:")
-        if conv.autostrip:
-            lines.append(f"    {var} = {var}.strip()")
+    check = _inline_check(conv, required, var, prefix, env)
+    if attr.py_check is not None:
+        # Pony runs py_check after the converter's validate: the fail conditions are tested in order.
+        env[f"{prefix}check"] = attr.py_check
+        check.fail.append(f"not {prefix}check({var})")
+    finish = _finish_lines(conv, var, prefix, env, param_encoders)
+    # Attribute.validate passes None through for a nullable attribute that is not Required.
+    pass_none = bool(attr.nullable and not required)
+    return _emit(check, finish, var, prefix, pass_none), env
+
+
+@dataclass
+class _InlineCheck:
+    """The inline path of one attribute's value, planned before any line of it is written."""
+
+    guard: str  # the ``if`` line choosing the values the inline path takes (by exact type)
+    body: list[str]  # lines run first on such a value (without indentation)
+    # Conditions, on the validated value, that send the original value down Pony's path instead.
+    fail: list[str]
+
+
+def _inline_check(conv: Any, required: bool, var: str, prefix: str, env: dict[str, Any]) -> _InlineCheck:
+    """The inline form of ``conv.validate`` (see :func:`bulk_encoder_source`); adds its names to ``env``.
+
+    Each branch inlines only a ``validate`` that is Pony's own method: a subclass that overrides it may
+    do anything, so it is called instead (the last branch).
+    """
+    dbapi = _dbapiprovider
+    ct = type(conv)
+    fail: list[str] = []
+    if ct.validate is dbapi.StrConverter.validate:
         if conv.max_len:
             fail.append(f"len({var}) > {int(conv.max_len)}")
         if required:
             fail.append(f"{var} == ''")
-    elif ct.validate is IntConverter.validate:
-        lines.append(f"if type({var}) is int:")
+        body = [f"{var} = {var}.strip()"] if conv.autostrip else []
+        return _InlineCheck(f"if type({var}) is str:", body, fail)
+    if ct.validate is dbapi.IntConverter.validate:
         if conv.min_val is not None:
             fail.append(f"{var} < {int(conv.min_val)}")
         if conv.max_val is not None:
             fail.append(f"{var} > {int(conv.max_val)}")
-    elif ct.validate is DecimalConverter.validate:
+        return _InlineCheck(f"if type({var}) is int:", [], fail)
+    if ct.validate is dbapi.DecimalConverter.validate:
         env[f"{prefix}Dec"] = decimal.Decimal
-        lines.append(f"if type({var}) is {prefix}Dec:")  # Decimal(val) is val itself
+        # Bounds are Decimals, not literals: they go in the namespace.
         for bound, op, tag in ((conv.min_val, "<", "min"), (conv.max_val, ">", "max")):
             if bound is not None:
                 env[f"{prefix}{tag}"] = bound
                 fail.append(f"{var} {op} {prefix}{tag}")
-    elif ct.validate is BoolConverter.validate:
-        lines.append(f"if type({var}) is bool:")
-    elif (
-        ct.validate is DatetimeConverter.validate
-        and ct.round_microseconds_to_precision is ConverterWithMicroseconds.round_microseconds_to_precision
+        return _InlineCheck(f"if type({var}) is {prefix}Dec:", [], fail)  # Decimal(val) is val itself
+    if ct.validate is dbapi.BoolConverter.validate:
+        return _InlineCheck(f"if type({var}) is bool:", [], fail)
+    if _keeps_datetime(conv):
+        env[f"{prefix}DT"] = datetime.datetime
+        return _InlineCheck(f"if type({var}) is {prefix}DT:", [], fail)
+    if ct.validate is dbapi.DateConverter.validate:
+        env[f"{prefix}D"] = datetime.date
+        return _InlineCheck(f"if type({var}) is {prefix}D:", [], fail)
+    # Any other converter: its own validate, called directly for plain builtin values. None means the
+    # value is missing, which Pony's attribute-level validate words (defaults, required).
+    env[f"{prefix}cv"] = conv.validate
+    env[f"{prefix}safe"] = _SAFE_TYPES
+    fail.append(f"{var} is None")
+    if required:
+        fail.append(f"{var} == ''")
+    return _InlineCheck(f"if type({var}) in {prefix}safe:", [f"{var} = {prefix}cv({var}, None)"], fail)
+
+
+def _keeps_datetime(conv: Any) -> bool:
+    """True if Pony's datetime ``validate`` gives back a ``datetime`` value unchanged (full precision)."""
+    ct = type(conv)
+    return bool(
+        ct.validate is _dbapiprovider.DatetimeConverter.validate
+        and ct.round_microseconds_to_precision
+        is _dbapiprovider.ConverterWithMicroseconds.round_microseconds_to_precision
         and conv.precision is not None
         and conv.precision >= 6
-    ):
-        env[f"{prefix}DT"] = datetime.datetime
-        lines.append(f"if type({var}) is {prefix}DT:")  # full precision: no rounding, the value itself
-    elif ct.validate is DateConverter.validate:
-        env[f"{prefix}D"] = datetime.date
-        lines.append(f"if type({var}) is {prefix}D:")
-    else:
-        env[f"{prefix}cv"] = conv.validate
-        env[f"{prefix}safe"] = _SAFE_TYPES
-        lines.append(f"if type({var}) in {prefix}safe:")
-        lines.append(f"    {var} = {prefix}cv({var}, None)")
-        fail.append(f"{var} is None")
-        if required:
-            fail.append(f"{var} == ''")
-    if attr.py_check is not None:
-        env[f"{prefix}check"] = attr.py_check
-        fail.append(f"not {prefix}check({var})")
+    )
+
+
+def _finish_lines(
+    conv: Any, var: str, prefix: str, env: dict[str, Any], param_encoders: dict[type, Any] | None
+) -> list[str]:
+    """Lines (without indentation) turning a validated value into the bound one: ``val2dbval``, then
+    ``py2sql``, each only where it is not Pony's identity; adds their names to ``env``."""
+    identity = _dbapiprovider.Converter
+    ct = type(conv)
     finish = []
-    if ct.val2dbval is not Converter.val2dbval:
+    if ct.val2dbval is not identity.val2dbval:
         env[f"{prefix}v2d"] = conv.val2dbval
         finish.append(f"{var} = {prefix}v2d({var}, None)")
-    py2sql = ct.py2sql
     if vars(ct).get("_ponykit_param_converter_") and param_encoders is not None:
         # ponykit's query-parameter wrapper (ponykit.types.base.enable_query_params), inlined.
         env[f"{prefix}enc"] = param_encoders
@@ -293,28 +321,38 @@ def bulk_encoder_source(
         finish.append(f"if {prefix}t is not None and {prefix}t.is_python_value({var}):")
         finish.append(f"    {var} = {prefix}t.to_db({var})")
         py2sql = getattr(ct.__mro__[1], "py2sql")  # noqa: B009 - the wrapped dialect class
-        if py2sql is not Converter.py2sql:
+        if py2sql is not identity.py2sql:
             env[f"{prefix}p2s"] = types.MethodType(py2sql, conv)
             finish.append(f"{var} = {prefix}p2s({var})")
-    elif py2sql is not Converter.py2sql:
+    elif ct.py2sql is not identity.py2sql:
         env[f"{prefix}p2s"] = conv.py2sql
         finish.append(f"{var} = {prefix}p2s({var})")
-    if fail:
-        lines.append(f"    if {' or '.join(fail)}:")
+    return finish
+
+
+def _emit(check: _InlineCheck, finish: list[str], var: str, prefix: str, pass_none: bool) -> list[str]:
+    """The encoder's lines from the plan: the inline path, else None passed through (``pass_none``),
+    else Pony's path (``{prefix}slow``), which also raises Pony's own errors for invalid values."""
+    slow = f"{prefix}slow"
+    orig = f"{prefix}orig"
+    # The original value is kept: a value failing a check goes to Pony's path as given, not as stripped.
+    lines = [f"{orig} = {var}", check.guard, *(f"    {line}" for line in check.body)]
+    if check.fail:
+        lines.append(f"    if {' or '.join(check.fail)}:")
         lines.append(f"        {var} = {slow}({orig})")
         if finish:
             lines.append("    else:")
             lines.extend(f"        {line}" for line in finish)
     elif finish:
         lines.extend(f"    {line}" for line in finish)
-    elif not lines[-1].startswith("    "):
-        lines.append("    pass")
-    if attr.nullable and not required:
-        lines.append(f"elif {var} is None:")  # Attribute.validate passes None through for nullable attrs
+    elif not check.body:
+        lines.append("    pass")  # nothing to do for such a value, but the ``if`` needs a body
+    if pass_none:
+        lines.append(f"elif {var} is None:")
         lines.append("    pass")
     lines.append("else:")
     lines.append(f"    {var} = {slow}({var})")
-    return lines, env
+    return lines
 
 
 def _relation_encoder(entity: Entity, attr: Attribute) -> Callable[[Any], Any]:
