@@ -125,45 +125,73 @@ def _column_map(provider: Any) -> dict[tuple[Any, str], Any]:
 
 
 def _column_builder(base: type) -> type:
-    """A subclass of the provider's SQL builder class that encodes parameters by the compared column."""
+    """A subclass of the provider's SQL builder class that encodes parameters by the compared column.
 
-    def aliases_of(builder: Any) -> dict[Any, Any]:
-        aliases: dict[Any, Any] | None = getattr(builder, "_ponykit_aliases", None)
-        if aliases is None:
-            aliases = {}
-            builder._ponykit_aliases = aliases
-        return aliases
-
-    def record_sources(builder: Any, sections: Any) -> None:
-        aliases = aliases_of(builder)
-        for section in sections:
-            if isinstance(section, (list, tuple)) and section and section[0] in _SOURCE_SECTIONS:
-                for source in section[1:]:
-                    if len(source) >= 3 and source[1] == "TABLE":
-                        table = source[2]
-                        aliases[source[0]] = tuple(table) if isinstance(table, list) else table
-
-    def converter_of(builder: Any, expr: Any) -> Any:
-        if not (isinstance(expr, (list, tuple)) and len(expr) == 3 and expr[0] == "COLUMN"):
-            return None
-        table = aliases_of(builder).get(expr[1])
-        if table is None:
-            return None
-        return _column_map(builder.provider).get((table, expr[2]))
-
-    def encode(converter: Any, expr: Any) -> Any:
-        # Only parameter converters (no attribute) are replaced; optimistic checks keep theirs.
-        is_param = isinstance(expr, (list, tuple)) and len(expr) == 3 and expr[0] == "PARAM"
-        if is_param and expr[2] is not None and getattr(expr[2], "attr", None) is None:
-            return [_COLUMN_PARAM, expr[1], converter]
-        return expr
-
+    The class is assembled here from two parts made by the helpers below: the source-tracking methods
+    (which alias names which table, and how a column parameter is emitted) and the comparison operators
+    (which parameters are re-encoded). The subclass keeps ``base``'s docstring.
+    """
     namespace: dict[str, Any] = {"__doc__": base.__doc__, "_ponykit_column_builder_": True}
+    namespace.update(_source_methods(base))
+    namespace.update(_comparison_methods(base))
+    return type("PonykitColumn" + base.__name__, (base,), namespace)
+
+
+def _aliases_of(builder: Any) -> dict[Any, Any]:
+    """The builder's ``alias -> table`` map of the sources in scope, made on first use.
+
+    Kept on the builder instance (one per SQL statement), so aliases never leak between statements.
+    """
+    aliases: dict[Any, Any] | None = getattr(builder, "_ponykit_aliases", None)
+    if aliases is None:
+        aliases = {}
+        builder._ponykit_aliases = aliases
+    return aliases
+
+
+def _record_sources(builder: Any, sections: Any) -> None:
+    """Record the table of every ``TABLE`` source in the FROM/JOIN ``sections`` under its alias."""
+    aliases = _aliases_of(builder)
+    for section in sections:
+        if isinstance(section, (list, tuple)) and section and section[0] in _SOURCE_SECTIONS:
+            for source in section[1:]:
+                if len(source) >= 3 and source[1] == "TABLE":
+                    table = source[2]
+                    # A schema-qualified table is a list in Pony's AST; the column map keys are tuples.
+                    aliases[source[0]] = tuple(table) if isinstance(table, list) else table
+
+
+def _converter_of(builder: Any, expr: Any) -> Any:
+    """The registered converter of the column ``expr`` names, or None (not a column, or a plain one)."""
+    if not (isinstance(expr, (list, tuple)) and len(expr) == 3 and expr[0] == "COLUMN"):
+        return None
+    table = _aliases_of(builder).get(expr[1])
+    if table is None:
+        return None
+    return _column_map(builder.provider).get((table, expr[2]))
+
+
+def _encode(converter: Any, expr: Any) -> Any:
+    """``expr`` as a column parameter encoded by ``converter`` if it is a query parameter, else unchanged."""
+    # Only parameter converters (no attribute) are replaced; optimistic checks keep theirs.
+    is_param = isinstance(expr, (list, tuple)) and len(expr) == 3 and expr[0] == "PARAM"
+    if is_param and expr[2] is not None and getattr(expr[2], "attr", None) is None:
+        return [_COLUMN_PARAM, expr[1], converter]
+    return expr
+
+
+def _source_methods(base: type) -> dict[str, Callable[..., Any]]:
+    """The builder methods that track which alias names which table, and emit a column parameter.
+
+    ``_subquery`` and ``DELETE`` see every FROM/JOIN before the WHERE clause is built, so the comparison
+    operators can look the compared column's table up by alias.
+    """
 
     def _subquery(self: Any, *sections: Any) -> Any:
-        aliases = aliases_of(self)
+        aliases = _aliases_of(self)
+        # A subquery's aliases are in scope for its own clauses only: restore the outer ones after.
         saved = dict(aliases)
-        record_sources(self, sections)
+        _record_sources(self, sections)
         try:
             return base._subquery(self, *sections)  # type: ignore[attr-defined]
         finally:
@@ -171,7 +199,7 @@ def _column_builder(base: type) -> type:
             aliases.update(saved)
 
     def DELETE(self: Any, alias: Any, from_ast: Any, where: Any = None) -> Any:
-        record_sources(self, [from_ast])
+        _record_sources(self, [from_ast])
         return base.DELETE(self, alias, from_ast, where)  # type: ignore[attr-defined]
 
     def column_param(self: Any, paramkey: Any, converter: Any) -> Any:
@@ -186,52 +214,57 @@ def _column_builder(base: type) -> type:
             lambda args, c=converter: None if args[0] is None else c.py2sql(args[0]),
         )
 
-    namespace["_subquery"] = _subquery
-    namespace["DELETE"] = DELETE
-    namespace[_COLUMN_PARAM] = column_param
+    return {"_subquery": _subquery, "DELETE": DELETE, _COLUMN_PARAM: column_param}
 
-    def binary(name: str) -> Callable[..., Any]:
-        method = getattr(base, name)
 
-        def op(self: Any, expr1: Any, expr2: Any, *rest: Any) -> Any:
-            left, right = converter_of(self, expr1), converter_of(self, expr2)
-            if left is not None:
-                expr2 = encode(left, expr2)
-            if right is not None:
-                expr1 = encode(right, expr1)
-            return method(self, expr1, expr2, *rest)
-
-        return op
-
-    def listed(name: str) -> Callable[..., Any]:
-        method = getattr(base, name)
-
-        def op(self: Any, expr1: Any, items: Any) -> Any:
-            converter = converter_of(self, expr1)
-            if converter is not None and items and items[0] != "SELECT":
-                items = [encode(converter, item) for item in items]
-            return method(self, expr1, items)
-
-        return op
-
-    def ranged(name: str) -> Callable[..., Any]:
-        method = getattr(base, name)
-
-        def op(self: Any, expr1: Any, expr2: Any, expr3: Any) -> Any:
-            converter = converter_of(self, expr1)
-            if converter is not None:
-                expr2, expr3 = encode(converter, expr2), encode(converter, expr3)
-            return method(self, expr1, expr2, expr3)
-
-        return op
-
+def _comparison_methods(base: type) -> dict[str, Callable[..., Any]]:
+    """``base``'s comparison operators, each re-encoding the parameters compared with a converter's column."""
+    methods: dict[str, Callable[..., Any]] = {}
     for name in _BINARY_OPS:
-        namespace[name] = binary(name)
+        methods[name] = _binary_op(getattr(base, name))
     for name in _LIST_OPS:
-        namespace[name] = listed(name)
+        methods[name] = _list_op(getattr(base, name))
     for name in _RANGE_OPS:
-        namespace[name] = ranged(name)
-    return type("PonykitColumn" + base.__name__, (base,), namespace)
+        methods[name] = _range_op(getattr(base, name))
+    return methods
+
+
+def _binary_op(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``a <op> b``: either side may be the column, so each side is encoded by the other's converter."""
+
+    def op(self: Any, expr1: Any, expr2: Any, *rest: Any) -> Any:
+        left, right = _converter_of(self, expr1), _converter_of(self, expr2)
+        if left is not None:
+            expr2 = _encode(left, expr2)
+        if right is not None:
+            expr1 = _encode(right, expr1)
+        return method(self, expr1, expr2, *rest)
+
+    return op
+
+
+def _list_op(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``column IN (...)``: every listed item is encoded; a subquery (``SELECT``) is left to Pony."""
+
+    def op(self: Any, expr1: Any, items: Any) -> Any:
+        converter = _converter_of(self, expr1)
+        if converter is not None and items and items[0] != "SELECT":
+            items = [_encode(converter, item) for item in items]
+        return method(self, expr1, items)
+
+    return op
+
+
+def _range_op(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``column BETWEEN a AND b``: both bounds are encoded by the column's converter."""
+
+    def op(self: Any, expr1: Any, expr2: Any, expr3: Any) -> Any:
+        converter = _converter_of(self, expr1)
+        if converter is not None:
+            expr2, expr3 = _encode(converter, expr2), _encode(converter, expr3)
+        return method(self, expr1, expr2, expr3)
+
+    return op
 
 
 def install_sql_operation(db: Database, name: str, method: Callable[..., Any]) -> None:
