@@ -27,6 +27,7 @@ __all__ = [
     "CommitEvent",
     "ExecuteListener",
     "Kit",
+    "StatementListener",
     "Subscriber",
     "attached_databases",
     "find_kit",
@@ -55,6 +56,9 @@ class CommitEvent:
 
 Subscriber = Callable[[CommitEvent], None]
 ExecuteListener = Callable[[Database, str, Any, float, "BaseException | None"], None]
+#: ``(db, cursor, sql, arguments, seconds, error)``: an :data:`ExecuteListener` that also gets the DB-API
+#: cursor the statement ran on (its ``rowcount``, its connection), in the thread that ran it.
+StatementListener = Callable[[Database, Any, str, Any, float, "BaseException | None"], None]
 
 _T = TypeVar("_T")
 
@@ -87,6 +91,7 @@ class Kit:
         # Read without the lock on every statement and commit: replaced (copy on write), never mutated.
         self._subscribers: tuple[Subscriber, ...] = ()
         self._execute_listeners: tuple[ExecuteListener, ...] = ()
+        self._statement_listeners: tuple[StatementListener, ...] = ()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -137,6 +142,16 @@ class Kit:
     def execute_listeners(self) -> tuple[ExecuteListener, ...]:
         """The current statement listeners (a snapshot)."""
         return self._execute_listeners
+
+    def add_statement_listener(self, listener: StatementListener) -> Callable[[], None]:
+        """Call ``listener(db, cursor, sql, arguments, seconds, error)`` after each statement on ``db``.
+
+        Like :meth:`add_execute_listener`, with the DB-API cursor the statement ran on: its ``rowcount``,
+        and its connection for a follow-up statement that must not pass through Pony (an EXPLAIN). The
+        listener must not fetch from the cursor (Pony has not read the rows yet), must be quick and must
+        not raise. Returns a function that removes the listener.
+        """
+        return self._add("_statement_listeners", listener)
 
     # -- converters ----------------------------------------------------------------------------------
 

@@ -23,6 +23,10 @@ raised on purpose. Where a builtin fits, the error also derives from it, so code
     ├── RotationInProgress      (RuntimeError) another rotate_keys() holds the column's lock
     ├── CallbackError                          an on_commit/on_rollback callback failed (opt-in re-raise)
     ├── ConnectionLostError     (pony's ConnectionClosedError)  a transaction that wrote lost its connection
+    ├── TransactionError                       a transaction() could not complete
+    │   ├── AmbiguousCommitError               COMMIT failed: the transaction may or may not be applied
+    │   ├── RetriesExhausted                   every attempt failed transiently; holds each attempt's error
+    │   └── TransactionStateError (RuntimeError)  retry/savepoint/isolation used where it cannot work
     ├── QueryCountExceeded      (AssertionError)  more SQL statements ran than allowed
     └── NPlusOneDetected        (AssertionError)  one statement shape ran once per object: prefetch
 
@@ -45,6 +49,7 @@ from typing import Any
 from pony.orm import ConnectionClosedError
 
 __all__ = [
+    "AmbiguousCommitError",
     "BulkWriteError",
     "CallbackError",
     "ConfigurationError",
@@ -59,8 +64,11 @@ __all__ = [
     "OptionError",
     "PonykitError",
     "QueryCountExceeded",
+    "RetriesExhausted",
     "RotationInProgress",
     "SerializationOptionError",
+    "TransactionError",
+    "TransactionStateError",
     "UnsupportedComparison",
     "UnsupportedDatabase",
     "ValidationError",
@@ -235,6 +243,52 @@ class ConnectionLostError(PonykitError, ConnectionClosedError):  # type: ignore[
         self.statements = statements
         self.entities: tuple[str, ...] = tuple(entities)
         super().__init__(message)
+
+
+class TransactionError(PonykitError):
+    """A transaction run by :func:`ponykit.transaction` could not complete (see the subclasses).
+
+    Not Pony's ``pony.orm.TransactionError``: Pony's ``@db_session(retry=N)`` retries Pony's class,
+    and none of these may be retried blindly.
+    """
+
+
+class AmbiguousCommitError(TransactionError):
+    """COMMIT itself failed: the database may have applied the transaction or not, and nobody knows which.
+
+    ponykit never runs such a transaction again (it might then be applied twice). ``database`` describes
+    the database (no password), ``attempt`` is the attempt whose COMMIT failed (1-based), ``entities``
+    the entities the transaction wrote; ``__cause__`` is the driver's error. Check the database (an
+    idempotency key, a unique constraint, a read of the rows) before doing the work again.
+    """
+
+    def __init__(
+        self, message: str, *, database: str = "", attempt: int = 1, entities: Sequence[str] = ()
+    ) -> None:
+        self.database = database
+        self.attempt = attempt
+        self.entities: tuple[str, ...] = tuple(entities)
+        super().__init__(message)
+
+
+class RetriesExhausted(TransactionError):
+    """Every attempt of a retried transaction failed with a transient error (deadlock, serialization...).
+
+    ``errors`` holds each attempt's exception in order (``__cause__`` is the last one); ``attempts`` is
+    how many ran and ``waited`` the seconds spent sleeping between them.
+    """
+
+    def __init__(self, message: str, *, errors: Sequence[BaseException] = (), waited: float = 0.0) -> None:
+        self.errors: tuple[BaseException, ...] = tuple(errors)
+        self.attempts = len(self.errors)
+        self.waited = waited
+        super().__init__(message)
+
+
+class TransactionStateError(TransactionError, RuntimeError):
+    """A transaction feature was used where it cannot work: ``retry`` inside an open transaction (it
+    would retry half of it), ``savepoint()`` outside one, an isolation level asked for a transaction
+    that has already begun."""
 
 
 class RotationInProgress(PonykitError, RuntimeError):

@@ -33,7 +33,7 @@ from ..errors import ConfigurationError, OptionError
 from ._hooks import Callback, tx_state
 from ._hooks import install as install  # attach() runs it: ponykit.kit.INSTALLERS
 
-__all__ = ["on_commit", "on_rollback", "pending_writes", "record_writes"]
+__all__ = ["on_commit", "on_rollback", "pending_writes", "record_writes", "transaction_id"]
 
 
 def on_commit(fn: Callable[[], Any], *, db: Database | None = None, reraise: bool | None = None) -> None:
@@ -111,6 +111,17 @@ def pending_writes(db: Database) -> Mapping[str, frozenset[Any] | None]:
     if state is None or not state.writes:
         return {}
     return {name: (None if keys is None else frozenset(keys)) for name, keys in state.writes.items()}
+
+
+def transaction_id(db: Database) -> int | None:
+    """A number naming the current transaction on ``db`` in this thread (for logs and spans), or None.
+
+    None outside a ``db_session``. Unique in the process; a session gets a new one after each
+    ``commit()`` or ``rollback()``. It names ponykit's bookkeeping of the transaction, not a server-side
+    transaction id (the server may not have started one yet).
+    """
+    state = tx_state(_pony.session_cache(db), create=True)
+    return None if state is None else state.txid
 
 
 def _resolve_kit(db: Database | None, func: str) -> Kit:

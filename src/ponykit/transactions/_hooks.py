@@ -18,6 +18,7 @@ A connection lost inside a transaction that had already written raises
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import re
 import threading
@@ -37,6 +38,7 @@ __all__ = ()
 log = logging.getLogger("ponykit.transactions")
 
 _STATE_ATTR = "_ponykit_tx_"
+_TX_IDS = itertools.count(1)  # next() on a count is atomic under the GIL: ids are unique process-wide
 
 
 @dataclass
@@ -56,6 +58,8 @@ class TxState:
     # Statements run since the transaction began that wrote (or locked) something: a connection lost
     # after one of them loses work, one lost before any of them loses nothing.
     write_statements: int = 0
+    # Names the transaction in logs and spans; a new one after each commit or rollback in the session.
+    txid: int = field(default_factory=lambda: next(_TX_IDS))
 
     def has_written(self) -> bool:
         return bool(self.write_statements or self.writes)
@@ -206,6 +210,7 @@ def _make_commit_wrapper(kit: Kit) -> Callable[[Callable[..., Any]], Callable[..
             if state is None:
                 return result
             state.write_statements = 0
+            state.txid = next(_TX_IDS)
             # The database confirmed the commit: from here on nothing may undo it or raise into Pony.
             writes = state.take_writes()
             if writes:
@@ -246,6 +251,7 @@ def _wrap_ending(
 def _after_rollback(state: TxState | None) -> None:
     if state is not None:
         state.rolled_back = True
+        state.txid = next(_TX_IDS)
         state.write_statements = 0
         state.writes.clear()
         state.on_commit.clear()
@@ -367,13 +373,14 @@ def _note_statement(db: Database, sql: str) -> None:
 
 
 def _wrap_execute(kit: Kit, original: Callable[..., Any]) -> Callable[..., Any]:
-    # Every statement passes here: without listeners, one tuple read and the write note, nothing else.
+    # Every statement passes here: without listeners, two tuple reads and the write note, nothing else.
     db = kit.db
     note = _note_statement
 
     def execute(cursor: Any, sql: str, arguments: Any = None, returning_id: bool = False) -> Any:
         listeners = kit._execute_listeners
-        if not listeners:
+        observers = kit._statement_listeners
+        if not (listeners or observers):
             result = original(cursor, sql, arguments, returning_id)
             note(db, sql)  # the transaction wrote: losing its connection now would lose work
             return result
@@ -393,6 +400,11 @@ def _wrap_execute(kit: Kit, original: Callable[..., Any]) -> Callable[..., Any]:
                     listener(db, sql, arguments, elapsed, error)
                 except Exception:
                     logging.getLogger("ponykit").exception("ponykit: execute listener %r raised", listener)
+            for observer in observers:
+                try:
+                    observer(db, cursor, sql, arguments, elapsed, error)
+                except Exception:
+                    logging.getLogger("ponykit").exception("ponykit: statement listener %r raised", observer)
 
     return execute
 
