@@ -68,7 +68,8 @@ class Kit:
 
     Attributes: ``db`` (the Database), ``keys`` (a :class:`~ponykit.security.KeyRing` or None), ``cache``
     (a :class:`~ponykit.query.CacheBackend` or None), ``reraise_callback_errors`` (default for
-    ``on_commit(..., reraise=)``), ``cache_namespace`` (the name cache invalidations of this database go
+    ``on_commit(..., reraise=)``), ``slow_query_ms`` (the slow-query log's threshold, None when off),
+    ``cache_namespace`` (the name cache invalidations of this database go
     under; None: from the server), ``converters`` (declared type -> Pony converter class on this
     Database), ``param_encoders`` (value type -> ``AttributeType`` encoding query parameters),
     ``cache_state`` (the query cache's bookkeeping, made on first use), ``installed`` (the names of the
@@ -82,6 +83,7 @@ class Kit:
         self.cache: CacheBackend | None = None
         self.cache_namespace: str | None = None
         self.reraise_callback_errors = False
+        self.slow_query_ms: float | None = None  # the slow-query log's threshold; None: off
         self.converters: dict[type, type] = {}
         self.param_encoders: dict[type, Any] = {}
         self.cache_state: Any = None  # a ponykit.query._generations.DbState once the cache is used

@@ -19,7 +19,7 @@ from pony.orm import Database
 
 from . import _kit, _pony, diagnostics, transactions, types
 from ._kit import CommitEvent, Kit, attached_databases, find_kit, forget, get_kit
-from .errors import ConfigurationError
+from .errors import ConfigurationError, OptionError
 from .query import cache as query_cache
 from .query.backends import CacheBackend
 from .security.keys import KeyRing
@@ -73,6 +73,7 @@ def attach(
     cache: CacheBackend | None = None,
     cache_namespace: str | None = None,
     reraise_callback_errors: bool | None = None,
+    slow_query_ms: float | None = None,
 ) -> Kit:
     """Configure ``db`` for ponykit and return its :class:`Kit`.
 
@@ -89,7 +90,8 @@ def attach(
     only. ``keys`` is a key ring for encrypted types and signed cursors, ``cache`` a cache backend,
     ``reraise_callback_errors`` the default of ``on_commit(..., reraise=...)``. ``cache_namespace`` names the
     data for cache invalidation: every process that gives the same name (or, by default, reaches the same
-    database and schema on its server) shares invalidations through a shared cache.
+    database and schema on its server) shares invalidations through a shared cache. ``slow_query_ms`` turns
+    on the slow-query log (``ponykit.sql.slow``; see :func:`ponykit.diagnostics.set_slow_query_log`).
 
     A second call before ``generate_mapping`` returns the same Kit, replacing the options it is given and
     keeping the others; hooks are never installed twice. Called before ``bind`` or after
@@ -125,6 +127,13 @@ def attach(
             kit.cache_namespace = cache_namespace
         if reraise_callback_errors is not None:
             kit.reraise_callback_errors = reraise_callback_errors
+        if slow_query_ms is not None:
+            bad = isinstance(slow_query_ms, bool) or not isinstance(slow_query_ms, (int, float))
+            if bad or slow_query_ms < 0:
+                raise OptionError(
+                    f"attach(slow_query_ms=...) takes a number of milliseconds >= 0, got {slow_query_ms!r}"
+                )
+            kit.slow_query_ms = float(slow_query_ms)
         for installer in INSTALLERS:
             installer(kit)
             name = _name(installer)

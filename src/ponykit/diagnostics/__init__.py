@@ -27,9 +27,10 @@ in this package too.
 
 from __future__ import annotations
 
+from .._kit import Kit
 from ..errors import NPlusOneDetected
+from . import _capture, _slow, _sqllog
 from ._capture import QueryCounter, Statement, Threads, assert_max_queries, count_queries
-from ._capture import install as install  # attach() runs it: ponykit.kit.INSTALLERS
 from .nplusone import NPlusOneFinding, detect_n_plus_one, statement_shape
 
 __all__ = [
@@ -43,3 +44,10 @@ __all__ = [
     "detect_n_plus_one",
     "statement_shape",
 ]
+
+
+def install(kit: Kit) -> None:
+    """Install the statement capture, the SQL log and the slow-query log on ``kit`` (attach() runs it)."""
+    _capture.install(kit)
+    _sqllog.install(kit)
+    _slow.install(kit)
