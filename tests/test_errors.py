@@ -96,6 +96,10 @@ EXPECTED_BASES: list[tuple[type[Exception], tuple[type[BaseException], ...]]] = 
     (pk.errors.RotationInProgress, (RuntimeError,)),
     (pk.CallbackError, ()),
     (pk.ConnectionLostError, ()),
+    (pk.TransactionError, ()),
+    (pk.AmbiguousCommitError, (pk.TransactionError,)),
+    (pk.RetriesExhausted, (pk.TransactionError,)),
+    (pk.TransactionStateError, (pk.TransactionError, RuntimeError)),
     (pk.QueryCountExceeded, (AssertionError,)),
     (pk.NPlusOneDetected, (AssertionError,)),
 ]

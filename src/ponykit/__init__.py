@@ -11,6 +11,7 @@ from .binding import bind_url, parse_url
 from .bulk import UpsertResult, bulk_delete, bulk_insert, bulk_update, bulk_upsert
 from .diagnostics import assert_max_queries, count_queries, detect_n_plus_one
 from .errors import (
+    AmbiguousCommitError,
     BulkWriteError,
     CallbackError,
     ConfigurationError,
@@ -23,7 +24,10 @@ from .errors import (
     OptionError,
     PonykitError,
     QueryCountExceeded,
+    RetriesExhausted,
     SerializationOptionError,
+    TransactionError,
+    TransactionStateError,
     UnsupportedComparison,
     UnsupportedDatabase,
     ValidationError,
@@ -32,9 +36,11 @@ from .errors import (
 from .kit import CommitEvent, Kit, attach, get_kit
 from .query import cached, cached_query, cached_select, paginate, paginate_keyset, prefetch
 from .serialization import Serializable, json_schema, to_json
-from .transactions import on_commit, on_rollback
+from .transactions import Backoff, classify_error, on_commit, on_rollback, retrying, transaction
 
 __all__ = [
+    "AmbiguousCommitError",
+    "Backoff",
     "BulkWriteError",
     "CallbackError",
     "CommitEvent",
@@ -49,8 +55,11 @@ __all__ = [
     "OptionError",
     "PonykitError",
     "QueryCountExceeded",
+    "RetriesExhausted",
     "Serializable",
     "SerializationOptionError",
+    "TransactionError",
+    "TransactionStateError",
     "UnsupportedComparison",
     "UnsupportedDatabase",
     "UpsertResult",
@@ -66,6 +75,7 @@ __all__ = [
     "cached",
     "cached_query",
     "cached_select",
+    "classify_error",
     "count_queries",
     "detect_n_plus_one",
     "get_kit",
@@ -77,8 +87,10 @@ __all__ = [
     "parse_url",
     "prefetch",
     "query",
+    "retrying",
     "security",
     "to_json",
+    "transaction",
     "types",
 ]
 

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from pony.orm import CommitException, Database, Required, commit, db_session, flush, rollback
 
 import ponykit as pk
-from ponykit.transactions import _hooks
-from ponykit.transactions._hooks import _is_write_statement
+from ponykit.transactions import _statements
+from ponykit.transactions._statements import is_write_statement as _is_write_statement
 
 pytestmark = pytest.mark.backends("postgres", "mysql")
 
@@ -409,9 +409,9 @@ def test_write_classification_is_remembered_per_text(head: str, body: str, lock:
     first time and from the memo; long texts (bulk statements) are answered without being kept."""
     sql = f"{head} {body} {lock}"
     expected = _is_write_statement(sql)
-    assert _hooks._is_write_statement_memo(sql) is expected
-    assert _hooks._WRITE_MEMO[sql] is expected
-    assert _hooks._is_write_statement_memo(sql) is expected
-    long = f"{sql} {'x' * _hooks._MEMO_MAX_CHARS} {lock}"
-    assert _hooks._is_write_statement_memo(long) is _is_write_statement(long)
-    assert long not in _hooks._WRITE_MEMO
+    assert _statements.is_write_statement_memo(sql) is expected
+    assert _statements.WRITE_MEMO[sql] is expected
+    assert _statements.is_write_statement_memo(sql) is expected
+    long = f"{sql} {'x' * _statements.MEMO_MAX_CHARS} {lock}"
+    assert _statements.is_write_statement_memo(long) is _is_write_statement(long)
+    assert long not in _statements.WRITE_MEMO

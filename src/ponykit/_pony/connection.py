@@ -188,6 +188,12 @@ def abandon_connection(cache: SessionCache, make_error: Callable[[], BaseExcepti
         cache.database.provider.drop(dead, None)
 
 
+def drop_connection(db: Database, connection: Any, cache: SessionCache | None) -> None:
+    """Close ``connection`` and make the pool forget it, instead of returning it for reuse."""
+    with contextlib.suppress(Exception):
+        db.provider.drop(connection, cache)
+
+
 def is_lost_connection(connection: Any) -> bool:
     """True if ``connection`` is the stand-in :func:`abandon_connection` left in a session cache."""
     return isinstance(connection, LostConnection)

@@ -116,6 +116,11 @@ def connect_session(db: Database) -> SessionCache:
     return cache
 
 
+def is_partial_commit(exc: BaseException) -> bool:
+    """True for Pony's ``PartialCommitException`` (one Database committed, a later one failed)."""
+    return isinstance(exc, _core.PartialCommitException)
+
+
 def in_db_session() -> bool:
     """True inside a ``db_session`` (at any nesting depth)."""
     return _core.local.db_session is not None

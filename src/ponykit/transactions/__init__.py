@@ -30,10 +30,28 @@ from pony.orm import Database
 from .. import _pony
 from .._kit import Kit, attached_databases, find_kit, get_kit
 from ..errors import ConfigurationError, OptionError
+from ._classify import ErrorClass, classify_error
 from ._hooks import Callback, tx_state
 from ._hooks import install as install  # attach() runs it: ponykit.kit.INSTALLERS
+from ._isolation import ISOLATION_LEVELS, Isolation
+from ._retrying import Attempt, retrying
+from ._run import Backoff, transaction
 
-__all__ = ["on_commit", "on_rollback", "pending_writes", "record_writes", "transaction_id"]
+__all__ = [
+    "ISOLATION_LEVELS",
+    "Attempt",
+    "Backoff",
+    "ErrorClass",
+    "Isolation",
+    "classify_error",
+    "on_commit",
+    "on_rollback",
+    "pending_writes",
+    "record_writes",
+    "retrying",
+    "transaction",
+    "transaction_id",
+]
 
 
 def on_commit(fn: Callable[[], Any], *, db: Database | None = None, reraise: bool | None = None) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +31,9 @@ from pony.orm import Database
 from .. import _pony
 from .._kit import CommitEvent, Kit
 from ..errors import CallbackError, ConnectionLostError
+from ._classify import mark_unanswered_commit, server_answered
+from ._isolation import Mode
+from ._statements import MEMO_MAX_CHARS, WRITE_MEMO, is_write_statement_memo
 
 __all__ = ()
 
@@ -60,6 +62,10 @@ class TxState:
     write_statements: int = 0
     # Names the transaction in logs and spans; a new one after each commit or rollback in the session.
     txid: int = field(default_factory=lambda: next(_TX_IDS))
+    # Set by transaction(): applied at the start of every database transaction of the session.
+    mode: Mode | None = None
+    # Statements that put the connection's settings back before it returns to the pool.
+    restore: list[str] = field(default_factory=list)
 
     def has_written(self) -> bool:
         return bool(self.write_statements or self.writes)
@@ -194,9 +200,35 @@ def _wrap_set_transaction_mode(original: Callable[..., Any]) -> Callable[..., An
         db = cache.database
         _pony.install_write_hooks(db, _record_saved)
         _pony.track_collection_changes(cache, _record_link)
-        return original(connection, cache)
+        result = original(connection, cache)
+        state = tx_state(cache)
+        if state is not None and state.mode is not None and not state.mode.is_default:
+            _apply_mode(db, connection, state)
+        return result
 
     return set_transaction_mode
+
+
+def _apply_mode(db: Database, connection: Any, state: TxState) -> None:
+    """Issue the statements of ``state.mode`` on ``connection`` before the transaction's first statement.
+
+    They go to the driver's cursor directly, as Pony's own ``SET TRANSACTION ... SERIALIZABLE`` does: they
+    are housekeeping, not the application's statements, so no listener or counter sees them.
+    """
+    assert state.mode is not None
+    dialect = _pony.dialect(db)
+    server = getattr(connection, "get_server_info", None)
+    mariadb = callable(server) and "mariadb" in str(server()).lower()
+    begin, restore = state.mode.begin_statements(dialect, mariadb=mariadb)
+    cursor = connection.cursor()
+    if dialect == "sqlite" and state.mode.timeout is not None and not state.restore:
+        cursor.execute("PRAGMA busy_timeout")
+        restore = [*restore, f"PRAGMA busy_timeout = {int(cursor.fetchone()[0])}"]
+    for sql in begin:
+        cursor.execute(sql)
+    for sql in restore:
+        if sql not in state.restore:
+            state.restore.append(sql)
 
 
 def _make_commit_wrapper(kit: Kit) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -205,7 +237,15 @@ def _make_commit_wrapper(kit: Kit) -> Callable[[Callable[..., Any]], Callable[..
             if _pony.is_lost_connection(connection):
                 # Committing now would keep only what was written after the loss: refuse; Pony rolls back.
                 raise connection.error()
-            result = original(connection, cache)
+            if _is_closed(connection) and cache is not None and cache.in_transaction:
+                # The driver knows the socket is gone: COMMIT cannot be sent, the server rolled back.
+                raise _Lost(_pony.describe_database(kit.db), 0, ()).later_error()
+            try:
+                result = original(connection, cache)
+            except BaseException as exc:
+                if not server_answered(exc):
+                    mark_unanswered_commit(exc)  # COMMIT went out and no answer came: outcome unknown
+                raise
             state = tx_state(cache)
             if state is None:
                 return result
@@ -271,7 +311,44 @@ def _after_release(state: TxState | None) -> None:
 
 
 _wrap_rollback = _wrap_ending(_after_rollback, skip_lost=False)
-_wrap_release = _wrap_ending(_after_release, skip_lost=True)
+_wrap_release_only = _wrap_ending(_after_release, skip_lost=True)
+
+
+def _wrap_release(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Put back what transaction() set on the connection before it returns to the pool (then release).
+
+    If that fails the connection cannot be trusted to start from the defaults: it is dropped instead.
+    """
+    release = _wrap_release_only(original)
+
+    def release_connection(connection: Any, cache: Any = None) -> Any:
+        state = tx_state(cache)
+        if state is not None and state.restore and not _pony.is_lost_connection(connection):
+            statements, state.restore = state.restore, []
+            try:
+                cursor = connection.cursor()
+                for sql in statements:
+                    cursor.execute(sql)
+            except Exception:
+                log.warning(
+                    "ponykit: could not reset the connection's transaction settings; dropping it",
+                    exc_info=True,
+                )
+                _pony.drop_connection(cache.database, connection, cache)
+                _after_release(state)
+                return None
+        return release(connection, cache)
+
+    return release_connection
+
+
+def _is_closed(connection: Any) -> bool:
+    """True when the DB-API connection knows it is closed (psycopg2 ``closed``, PyMySQL ``open``)."""
+    closed = getattr(connection, "closed", 0)
+    if isinstance(closed, int) and closed:
+        return True
+    is_open = getattr(connection, "open", True)
+    return is_open is False
 
 
 def _wrap_should_reconnect(db: Database, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -302,68 +379,10 @@ def _wrap_should_reconnect(db: Database, original: Callable[..., Any]) -> Callab
     return should_reconnect
 
 
-_READ_HEAD = re.compile(r"[\s(]*(?:(select|show)|explain)\b", re.IGNORECASE)
-# Tried only where "for"/"lock" occurs in the lowered tail: a search with IGNORECASE over the tail cost
-# 40 µs per statement (measured), this about 1 µs on a loaded machine.
-_LOCKING_AT = re.compile(
-    r"(?:for\s+(?:no\s+key\s+update|key\s+share|update|share)|lock\s+in\s+share\s+mode)\b"
-)
-_TAIL = 512  # a locking clause ends the statement (PostgreSQL, MySQL): no need to scan a huge IN list
-
-
-def _is_write_statement(sql: str) -> bool:
-    """False for statements that only read: a plain SELECT or SHOW, an EXPLAIN that does not run its query.
-
-    Everything else counts as a write, conservatively: DML, DDL, SET, CTEs (``WITH x AS (DELETE ...)``),
-    and reads that lock rows (``FOR UPDATE``/``FOR SHARE``), whose locks go with the connection. A
-    SELECT that writes through a function it calls cannot be told from its text and counts as a read.
-    Runs for every statement, so it looks at the head and the tail only, never copies the whole text.
-    """
-    head = _READ_HEAD.match(sql)
-    if head is None:
-        return True
-    if head.group(1) is None:  # EXPLAIN: ANALYZE runs the statement
-        return "analyze" in sql[: head.end() + 32].lower()
-    return _locks_rows(sql[-_TAIL:].lower())
-
-
-def _locks_rows(tail: str) -> bool:
-    for word in ("for", "lock"):
-        i = tail.rfind(word)
-        while i >= 0:
-            before = tail[i - 1] if i else " "
-            if not (before.isalnum() or before == "_") and _LOCKING_AT.match(tail, i):
-                return True
-            i = tail.rfind(word, 0, i)
-    return False
-
-
-# Pony runs the same few SQL texts over and over (one per query shape), so the answer is remembered per
-# text: classifying a statement afresh cost ~4 µs per round trip in a lookup benchmark (measured; the regex
-# code is cold again after each round trip). Long texts (bulk statements, huge IN lists) are classified
-# each time rather than kept alive and hashed; the memo is emptied when full rather than grown.
-_WRITE_MEMO: dict[str, bool] = {}
-_MEMO_MAX_CHARS = 2000
-_MEMO_MAX_ENTRIES = 4096
-
-
-def _is_write_statement_memo(sql: str) -> bool:
-    """:func:`_is_write_statement`, remembered for short texts."""
-    if len(sql) > _MEMO_MAX_CHARS:
-        return _is_write_statement(sql)
-    found = _WRITE_MEMO.get(sql)
-    if found is None:
-        found = _is_write_statement(sql)
-        if len(_WRITE_MEMO) >= _MEMO_MAX_ENTRIES:
-            _WRITE_MEMO.clear()
-        _WRITE_MEMO[sql] = found
-    return found
-
-
 def _note_statement(db: Database, sql: str) -> None:
     """Count a statement that ran on ``db`` in this thread's session (called by the Kit's execute wrapper)."""
-    known = _WRITE_MEMO.get(sql) if len(sql) <= _MEMO_MAX_CHARS else None  # inline: runs per statement
-    if not (_is_write_statement_memo(sql) if known is None else known):
+    known = WRITE_MEMO.get(sql) if len(sql) <= MEMO_MAX_CHARS else None  # inline: runs per statement
+    if not (is_write_statement_memo(sql) if known is None else known):
         return
     cache = _pony.session_cache(db)
     if cache is not None:
