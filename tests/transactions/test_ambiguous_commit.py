@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from pony.orm import CommitException, Database, Required, db_session, flush
+from pony.orm import Database, Required, db_session, flush
 
 import ponykit as pk
 
@@ -326,7 +326,6 @@ def test_plain_pony_retry_runs_an_ambiguous_commit_again(
     pk.bind_url(database, through(backend.url, proxy.port, backend.name))
     ppayment = make_schema(database, attach=False, create=False)
     runs: list[int] = []
-    errors: list[type[BaseException]] = []
 
     @db_session(retry=3)
     def pay() -> None:
@@ -335,15 +334,12 @@ def test_plain_pony_retry_runs_an_ambiguous_commit_again(
 
     proxy.arm()
     try:
-        pay()
-    except CommitException as exc:  # pragma: no cover - depends on Pony's retry, reported below
-        errors.append(type(exc))
+        pay()  # no error: the second run committed through a new connection
     finally:
         database.disconnect()
-    print(f"plain Pony on {backend.name}: the function ran {len(runs)} times, errors {errors}")
+    print(f"plain Pony on {backend.name}: the function ran {len(runs)} times")
     assert proxy.drops == 1
     assert len(runs) == 2  # one re-run of a COMMIT whose outcome was unknown
-    assert errors == []
     # Both runs committed: the first one's COMMIT reached the server before the connection was cut.
     assert stored(payment) == [("order-3", 100), ("order-3", 100)]
 

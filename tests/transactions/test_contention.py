@@ -148,7 +148,7 @@ def ponykit_retry(
 
 
 def pony_retry(retry: int = 3, **options: Any) -> Wrapper:
-    return db_session(retry=retry, **options)  # type: ignore[no-any-return]
+    return db_session(retry=retry, **options)
 
 
 def crossed_pairs(
