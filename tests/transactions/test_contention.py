@@ -326,3 +326,50 @@ def test_serializable_counter_all_commit_once(schema: tuple[Database, Any, Any],
     assert out.retries >= N - 1
     codes = {getattr(r, "error_code", None) for r in retry_log.records if hasattr(r, "wait_s")}
     assert "40001" in codes
+
+
+@pytest.mark.backends("mysql")
+@pytest.mark.xfail(
+    strict=True, reason="API bug (reported): classify_error calls 1205 fatal (reads sqlstate HY000)"
+)
+def test_lock_wait_timeout_is_retried_after_an_explicit_rollback(
+    backend: Any, schema: tuple[Database, Any, Any]
+) -> None:
+    """A real 1205 in the middle of a transaction: retried, and attempt 1's earlier write is not kept.
+
+    InnoDB rolls back only the statement that timed out, not the transaction: without an explicit
+    ROLLBACK before the retry, attempt 1's first UPDATE would still be pending and commit with attempt 2
+    (the row would count two hits).
+    """
+    import pymysql
+
+    db, slot, _ = schema
+    with db_session:
+        slot(id=1)
+        slot(id=2)
+    _, kwargs = pk.parse_url(backend.url)
+    renames = {"db": "database", "passwd": "password"}
+    holder = pymysql.connect(**{renames.get(k, k): v for k, v in kwargs.items()})
+    runs: list[int] = []
+    try:
+        with holder.cursor() as cur:
+            cur.execute("UPDATE slot SET hits = hits WHERE id = 2")  # holds row 2 until rolled back
+
+        # Not timeout=1: it also sets MariaDB's max_statement_time, which stops the wait first (1969).
+        @pk.transaction(retry=2, backoff=TEST_BACKOFF, db=db)
+        def work() -> None:
+            runs.append(1)
+            db.execute("SET SESSION innodb_lock_wait_timeout = 1")  # this test's own connection
+            slot[1].hits += 1
+            flush()
+            if len(runs) == 1:
+                pk.on_rollback(holder.rollback, db=db)  # free row 2 once attempt 1 has rolled back
+            slot[2].hits += 1
+            flush()  # attempt 1: waits 1 s for row 2, then 1205
+
+        work()
+    finally:
+        holder.close()
+    assert len(runs) == 2
+    with db_session:
+        assert (slot[1].hits, slot[2].hits) == (1, 1)
