@@ -1,4 +1,4 @@
-"""Real contention on PostgreSQL and MariaDB: deadlocks and serialization failures, retried exactly once each.
+"""Real contention on PostgreSQL and MariaDB: deadlocks and serialization failures, each applied once.
 
 Two workloads, no mocks, real server errors:
 
@@ -7,12 +7,15 @@ Two workloads, no mocks, real server errors:
   first lock when they ask for the second. Every pair deadlocks (PostgreSQL 40P01 after
   ``deadlock_timeout``, MariaDB 1213 at once) and the server kills one of the two transactions.
 * **serializable counter** (PostgreSQL): N threads read one counter, wait for each other, write it back
-  plus one, under ``isolation="serializable"``: all but one get a real 40001 on each round.
+  plus one, under ``isolation="serializable"``: on the first round all but one get a real 40001.
 
 With ``@transaction(retry=...)`` every one of the 2N (or N) logical transactions commits exactly once: the
 per-transaction marker rows, the counters and the ``on_commit`` callbacks all count 2N (N). Plain
 ``@db_session(retry=3)`` on the crossed pairs loses one transaction per pair on both servers, because Pony
 retries neither 40P01 nor 1213 (peers-2.md P4).
+
+On MariaDB a lock wait timeout (1205) in the middle of a transaction is retried too, after an explicit
+ROLLBACK (InnoDB rolls back only the statement).
 
 N is ``PONYKIT_CONTENTION_N`` (10 by default). ``benchmarks/contention_report.py`` runs the same workloads
 (:func:`crossed_pairs`, :func:`serializable_counter`) and prints the retries per success and the waits.
