@@ -159,10 +159,15 @@ def test_slow_statements_and_plans(m: Any) -> None:
     write = next(s for s in slow if s.operation == "UPDATE")
     assert write.plan is None and write.plan_note == "no plan: only SELECT statements are explained"
     read = next(s for s in slow if s.operation == "SELECT")
+    shapes = prof.slow_by_shape()
+    assert sum(map(len, shapes)) == len(slow) and len(shapes) == len({s.sql for s in slow})
+    page = prof.to_html()
     if EXPLAIN and MASKING:
         assert read.plan is not None and read.plan.render()
+        assert '<pre class="plan">' in page
     else:
         assert read.plan is None and read.plan_note and read.plan_note.startswith("no plan:")
+        assert '<pre class="plan">' not in page and "no plan: " in page
     with profile() as quiet, db_session:
         list(author.select())
     assert quiet.slow == []

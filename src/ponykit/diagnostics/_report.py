@@ -304,24 +304,28 @@ def _warning_text(warning: Any) -> str:
 def _plans(prof: Profile, numbers: dict[int, int]) -> str:
     if prof.explain_slow_ms is None:
         return ""
-    slow = prof.slow
     parts = []
-    for s in slow:
-        number = numbers[id(s)]
-        where = f" at {_e(_where(s.caller))}" if s.caller else ""
+    for group in prof.slow_by_shape():
+        first = group[0]
+        number = numbers[id(first)]
+        where = f" at {_e(_where(first.caller))}" if first.caller else ""
         part = (
             f'<div class="slow-statement"><h3><a href="#s{number}">#{number}</a> '
-            f"{s.duration_ms:.3f} ms{where}</h3>"
-            f"<pre>{_e(_clip(s.sql, _MAX_SQL))}</pre>"
+            f"{first.duration_ms:.3f} ms{where}</h3>"
         )
-        if s.plan is not None:
-            warnings = list(getattr(s.plan, "warnings", ()) or ())
+        if len(group) > 1:
+            others = tuple(numbers[id(s)] for s in group[1:])
+            part += f'<p class="note">{len(others)} more of this shape: {_links(others)}</p>'
+        part += f"<pre>{_e(_clip(first.sql, _MAX_SQL))}</pre>"
+        plan = next((s.plan for s in group if s.plan is not None), None)
+        if plan is not None:
+            warnings = list(getattr(plan, "warnings", ()) or ())
             if warnings:
                 items = "".join(f"<li>{_e(_warning_text(w))}</li>" for w in warnings)
                 part += f'<ul class="warnings">{items}</ul>'
-            part += f'<pre class="plan">{_e(s.plan.render())}</pre>'
-        elif s.plan_note:
-            part += f'<p class="note">{_e(s.plan_note)}</p>'
+            part += f'<pre class="plan">{_e(plan.render())}</pre>'
+        elif first.plan_note:
+            part += f'<p class="note">{_e(first.plan_note)}</p>'
         parts.append(part + "</div>")
     body = "".join(parts) or '<p class="note">No statement was slow.</p>'
     heading = f"Slow statements and plans (over {prof.explain_slow_ms:g} ms)"

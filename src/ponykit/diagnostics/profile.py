@@ -174,6 +174,13 @@ class Profile:
         found = [s for s in list(self.statements) if s.duration_ms > limit]
         return sorted(found, key=lambda s: s.duration_ms, reverse=True)
 
+    def slow_by_shape(self) -> list[list[ProfiledStatement]]:
+        """:attr:`slow` grouped by statement shape, slowest first: each shape's plan is shown once."""
+        groups: dict[tuple[int, str], list[ProfiledStatement]] = {}
+        for statement in self.slow:
+            groups.setdefault((id(statement.db), statement_shape(statement.sql)), []).append(statement)
+        return list(groups.values())
+
     def summary(self, top: int = 5) -> str:
         """A few lines of text: totals, N+1 groups, duplicates, slow statements, the ``top`` slowest."""
         statements = list(self.statements)
@@ -191,12 +198,18 @@ class Profile:
             lines.append(f"duplicates: {len(duplicates)} statement(s) repeated with the same parameters")
             lines.extend(f"  - {d}" for d in duplicates)
         if self.explain_slow_ms is not None:
-            slow = self.slow
-            lines.append(f"slow (over {self.explain_slow_ms:g} ms): {len(slow)}")
-            for s in slow:
-                lines.append(_line(s))
-                if s.plan is not None:
-                    lines.extend("      " + line for line in str(s.plan.render()).splitlines())
+            groups = self.slow_by_shape()
+            count = sum(len(group) for group in groups)
+            lines.append(
+                f"slow (over {self.explain_slow_ms:g} ms): {count} statement(s), {len(groups)} shape(s)"
+            )
+            for group in groups[:10]:
+                first = group[0]
+                more = f"  (and {len(group) - 1} more of this shape)" if len(group) > 1 else ""
+                lines.append(_line(first) + more)
+                plan = next((s.plan for s in group if s.plan is not None), None)
+                if plan is not None:
+                    lines.extend("      " + line for line in str(plan.render()).splitlines())
         if statements and top > 0:
             lines.append(f"slowest {min(top, len(statements))}:")
             for s in sorted(statements, key=lambda s: s.duration_ms, reverse=True)[:top]:
@@ -249,6 +262,13 @@ def _fingerprint(arguments: Any) -> int:
     return hash(repr(arguments))
 
 
+def _same(masked: Any, arguments: Any) -> bool:
+    """Whether masking left every value as it was (a list may come back as a tuple)."""
+    if isinstance(masked, (list, tuple)) and isinstance(arguments, (list, tuple)):
+        return list(masked) == list(arguments)
+    return bool(masked == arguments)
+
+
 def _is_select(sql: str) -> bool:
     # EXPLAIN only what cannot write: a SELECT, or a WITH whose statement is a SELECT (a WITH ... UPDATE
     # on PostgreSQL writes). An EXPLAIN is never explained again.
@@ -278,7 +298,6 @@ class _Recorder:
         self.prof = prof
         self.owner = threading.get_ident() if threads == "current" else None
         self.mask = _optional("_masking", "mask_parameters")
-        self.sensitive = _optional("_masking", "has_sensitive_columns")
         self.explain_sql = _optional("explain", "explain_sql") if prof.explain_slow_ms is not None else None
         self.plans: dict[str, tuple[Any, str | None]] = {}  # one EXPLAIN per statement shape
 
@@ -326,10 +345,10 @@ class _Recorder:
             return None, "no plan: only SELECT statements are explained"
         if self.explain_sql is None:
             return None, "no plan: EXPLAIN support (ponykit.diagnostics.explain) is not available"
-        if self.mask is None or self.sensitive is None:
+        if self.mask is None:
             return None, "no plan: parameter masking is unavailable, and a plan can show bound values"
         try:
-            if self.sensitive(db, sql) or self.mask(db, sql, arguments) != arguments:
+            if arguments and not _same(self.mask(db, sql, arguments), arguments):
                 # Plans print the bound values in their filters (PostgreSQL: "Filter: (email = '...')").
                 return None, "no plan: the statement binds sensitive or encrypted values"
         except Exception:  # noqa: BLE001 - in doubt, no plan
