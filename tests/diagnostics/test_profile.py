@@ -271,15 +271,15 @@ def test_sql_with_a_script_tag_is_escaped(m: Any, db: Database) -> None:
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
 
 
-@given(sql=_TEXT, thread=_TEXT, caller=_TEXT)
+@given(sql=_TEXT, thread=_TEXT, caller=_TEXT, value=_TEXT)
 @settings(max_examples=60)
-def test_any_text_is_escaped(sql: str, thread: str, caller: str) -> None:
-    """Whatever the SQL, thread name or file name holds, the page's structure is the report's own and the
-    text comes back unchanged."""
-    prof = Profile(explain_slow_ms=None, n_plus_one_threshold=5, masked=False)
+def test_any_text_is_escaped(sql: str, thread: str, caller: str, value: str) -> None:
+    """Whatever the SQL, a parameter, the thread name or the file name holds, the page's structure is the
+    report's own and the text comes back unchanged."""
+    prof = Profile(explain_slow_ms=None, n_plus_one_threshold=5, masked=True)
     database = Database()
     prof.statements.append(
-        ProfiledStatement(f"SELECT {sql}", None, 0.0, 1.0, thread, f"{caller}:3", None, None, database)
+        ProfiledStatement(f"SELECT {sql}", (value,), 0.0, 1.0, thread, f"{caller}:3", None, None, database)
     )
     prof._close()
     parsed = _parse(prof.to_html())
@@ -287,6 +287,7 @@ def test_any_text_is_escaped(sql: str, thread: str, caller: str) -> None:
     cells = parsed.cells
     assert cells[4] == thread
     assert cells[6] == f"SELECT {sql}"
+    assert cells[7] == repr((value,))
 
 
 _KEY = base64.urlsafe_b64encode(bytes(range(32))).decode()
