@@ -264,9 +264,12 @@ def _fingerprint(arguments: Any) -> int:
 
 def _same(masked: Any, arguments: Any) -> bool:
     """Whether masking left every value as it was (a list may come back as a tuple)."""
-    if isinstance(masked, (list, tuple)) and isinstance(arguments, (list, tuple)):
-        return list(masked) == list(arguments)
-    return bool(masked == arguments)
+    try:
+        if isinstance(masked, (list, tuple)) and isinstance(arguments, (list, tuple)):
+            return list(masked) == list(arguments)
+        return bool(masked == arguments)
+    except Exception:  # noqa: BLE001 - a value whose == raises: in doubt, treat it as masked
+        return False
 
 
 def _is_select(sql: str) -> bool:
@@ -319,7 +322,7 @@ class _Recorder:
         plan, note = None, None
         limit = prof.explain_slow_ms
         if limit is not None and duration_ms > limit:
-            plan, note = self._plan(db, cursor, sql, arguments, error)
+            plan, note = self._plan(db, cursor, sql, arguments, params, error)
         statement = ProfiledStatement(
             sql=sql,
             params=params,
@@ -337,7 +340,7 @@ class _Recorder:
         prof.statements.append(statement)  # list.append is atomic: worker threads may record at once
 
     def _plan(
-        self, db: Database, cursor: Any, sql: str, arguments: Any, error: BaseException | None
+        self, db: Database, cursor: Any, sql: str, arguments: Any, masked: Any, error: BaseException | None
     ) -> tuple[Any, str | None]:
         if error is not None:
             return None, "no plan: the statement failed (the transaction may be aborted)"
@@ -347,12 +350,11 @@ class _Recorder:
             return None, "no plan: EXPLAIN support (ponykit.diagnostics.explain) is not available"
         if self.mask is None:
             return None, "no plan: parameter masking is unavailable, and a plan can show bound values"
-        try:
-            if arguments and not _same(self.mask(db, sql, arguments), arguments):
-                # Plans print the bound values in their filters (PostgreSQL: "Filter: (email = '...')").
-                return None, "no plan: the statement binds sensitive or encrypted values"
-        except Exception:  # noqa: BLE001 - in doubt, no plan
+        if arguments and masked is None:
             return None, "no plan: could not tell whether the statement binds sensitive values"
+        if arguments and not _same(masked, arguments):
+            # Plans print the bound values in their filters (PostgreSQL: "Filter: (email = '...')").
+            return None, "no plan: the statement binds sensitive or encrypted values"
         shape = statement_shape(sql)
         if shape in self.plans:
             return self.plans[shape]
