@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 from html.parser import HTMLParser
 from pathlib import Path
@@ -340,6 +341,17 @@ def _chromium() -> str:
             pytest.fail(f"{reason}; PONYKIT_REQUIRE_BACKENDS is set, so this is an error", pytrace=False)
         pytest.skip(reason)
     return found
+
+
+def test_missing_chromium_skips_locally_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without chromium the browser test is skipped with a reason, unless CI requires every check."""
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(sys.modules[__name__], "REQUIRE", False)
+    with pytest.raises(pytest.skip.Exception, match="chromium is not installed"):
+        _chromium()
+    monkeypatch.setattr(sys.modules[__name__], "REQUIRE", True)
+    with pytest.raises(pytest.fail.Exception, match="PONYKIT_REQUIRE_BACKENDS is set"):
+        _chromium()
 
 
 def _load(page: Path, fragment: str, profile_dir: Path) -> tuple[str, list[str]]:
