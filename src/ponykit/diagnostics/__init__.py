@@ -32,16 +32,21 @@ from ..errors import NPlusOneDetected
 from . import _capture, _slow, _sqllog
 from ._capture import QueryCounter, Statement, Threads, assert_max_queries, count_queries
 from .nplusone import NPlusOneFinding, detect_n_plus_one, statement_shape
+from .profile import Duplicate, Profile, ProfiledStatement, profile
 
 __all__ = [
+    "Duplicate",
     "NPlusOneDetected",
     "NPlusOneFinding",
+    "Profile",
+    "ProfiledStatement",
     "QueryCounter",
     "Statement",
     "Threads",
     "assert_max_queries",
     "count_queries",
     "detect_n_plus_one",
+    "profile",
     "statement_shape",
 ]
 
