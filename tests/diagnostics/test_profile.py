@@ -21,7 +21,7 @@ from pony.orm import Database, DatabaseError, LongStr, Optional, Required, Set, 
 
 import ponykit as pk
 from ponykit.diagnostics import Profile, ProfiledStatement, profile
-from ponykit.diagnostics.profile import _is_select
+from ponykit.diagnostics._profile import _is_select
 from ponykit.errors import ConfigurationError, OptionError
 from ponykit.security import KeyRing
 

@@ -1,4 +1,4 @@
-"""The HTML report of a :class:`~ponykit.diagnostics.profile.Profile`: one self-contained page.
+"""The HTML report of a :class:`~ponykit.diagnostics.Profile`: one self-contained page.
 
 Everything is inline (CSS, a few lines of vanilla JS, the data as HTML): the file can be mailed, attached
 to a CI run or opened offline, and its Content-Security-Policy forbids loading anything from anywhere.
@@ -15,7 +15,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: profile imports this module lazily
-    from .profile import Profile, ProfiledStatement
+    from ._profile import Profile, ProfiledStatement
 
 __all__ = ["render"]
 
