@@ -31,17 +31,22 @@ from .._kit import Kit
 from ..errors import NPlusOneDetected
 from . import _capture, _slow, _sqllog
 from ._capture import QueryCounter, Statement, Threads, assert_max_queries, count_queries
+from ._profile import Duplicate, Profile, ProfiledStatement, profile
 from .nplusone import NPlusOneFinding, detect_n_plus_one, statement_shape
 
 __all__ = [
+    "Duplicate",
     "NPlusOneDetected",
     "NPlusOneFinding",
+    "Profile",
+    "ProfiledStatement",
     "QueryCounter",
     "Statement",
     "Threads",
     "assert_max_queries",
     "count_queries",
     "detect_n_plus_one",
+    "profile",
     "statement_shape",
 ]
 

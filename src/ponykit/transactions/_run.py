@@ -112,20 +112,21 @@ class Block:
         self.owner = True
         try:
             self._begin()
-        except BaseException:
-            db_session.__exit__(None, None, None)
+        except BaseException as exc:
+            db_session.__exit__(type(exc), exc, exc.__traceback__)  # rolls back, releases the connection
             raise
         _active.blocks.append(self)
-        log.debug(
-            "ponykit: begin transaction (attempt %d) on the %s",
-            self.attempt,
-            _pony.describe_database(self.db),
-            extra={
-                "attempt": self.attempt,
-                "isolation": self.mode.isolation,
-                "read_only": self.mode.read_only,
-            },
-        )
+        if log.isEnabledFor(logging.DEBUG):  # describe_database() is not free: only when recorded
+            log.debug(
+                "ponykit: begin transaction (attempt %d) on the %s",
+                self.attempt,
+                _pony.describe_database(self.db),
+                extra={
+                    "attempt": self.attempt,
+                    "isolation": self.mode.isolation,
+                    "read_only": self.mode.read_only,
+                },
+            )
 
     def _join_session(self) -> None:
         # Inside a plain db_session: join it. Before its first transaction has begun, this block can still
@@ -162,17 +163,18 @@ class Block:
                     state.mode = None  # later transactions of the enclosing db_session use the defaults
             return
         db_session.__exit__(exc_type, exc, tb)  # commits, or rolls back when exc_type is set
-        log.debug(
-            "ponykit: %s transaction (attempt %d) on the %s",
-            "rolled back" if exc_type is not None else "committed",
-            self.attempt,
-            _pony.describe_database(self.db),
-            extra={
-                "attempt": self.attempt,
-                "duration_ms": (time.perf_counter() - self.started) * 1000.0,
-                "error_class": exc_type.__name__ if exc_type is not None else None,
-            },
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "ponykit: %s transaction (attempt %d) on the %s",
+                "rolled back" if exc_type is not None else "committed",
+                self.attempt,
+                _pony.describe_database(self.db),
+                extra={
+                    "attempt": self.attempt,
+                    "duration_ms": (time.perf_counter() - self.started) * 1000.0,
+                    "error_class": exc_type.__name__ if exc_type is not None else None,
+                },
+            )
 
 
 def _describe(mode: Mode) -> str:
