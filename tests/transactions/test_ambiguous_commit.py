@@ -191,21 +191,6 @@ def proxied(backend: Any, proxy: CommitDropper, payment: Any) -> Iterator[Any]:
     pk.kit.forget(database)
 
 
-def known_bug(request: pytest.FixtureRequest, backends: tuple[str, ...], reason: str) -> None:
-    """Expect this test to fail on ``backends`` because of a reported API bug (strict: a fix flips it)."""
-    if request.node.callspec.params["backend_name"] in backends:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
-# API bug (reported): after the failed COMMIT Pony rolls back on the dead connection; PyMySQL raises
-# InterfaceError(0, '') there, which Pony's CommitException carries instead of the COMMIT's error. That
-# error is unmarked and has code 0, so classify_error calls it fatal and the CommitException escapes.
-MYSQL_LOST_COMMIT = "MariaDB: a COMMIT lost in flight is classified fatal (Pony's rollback error hides it)"
-# API bug (reported): AmbiguousCommitError.__cause__ is Pony's CommitException holding the rollback's
-# "connection already closed", not the driver's error of the COMMIT that errors.py documents.
-CAUSE_IS_COMMIT_EXCEPTION = "AmbiguousCommitError.__cause__ is Pony's CommitException, not the driver error"
-
-
 def own_connection_id(db: Database, backend_name: str) -> int:
     sql = "SELECT pg_backend_pid()" if backend_name == "postgres" else "SELECT CONNECTION_ID()"
     return int(db.select(sql)[0])
@@ -251,7 +236,6 @@ def test_connection_lost_during_commit_is_never_run_again(
 
     The server did apply the transaction (read directly afterwards), which is why it must not run again.
     """
-    known_bug(request, ("mysql",), MYSQL_LOST_COMMIT)
     pdb, ppayment = proxied
     runs: list[int] = []
     log: list[str] = []
@@ -282,7 +266,6 @@ def test_ambiguous_commit_from_a_with_block(
     backend: Any, payment: Any, proxied: Any, proxy: CommitDropper, request: pytest.FixtureRequest
 ) -> None:
     """``with transaction():`` (no retry) raises the same AmbiguousCommitError when its COMMIT is cut."""
-    known_bug(request, ("mysql",), MYSQL_LOST_COMMIT)
     pdb, ppayment = proxied
     proxy.arm()
     with pytest.raises(pk.AmbiguousCommitError) as info, pk.transaction(db=pdb):
@@ -299,7 +282,6 @@ def test_ambiguous_commit_error_is_caused_by_the_driver_error(
     Pony rolls back after a failed COMMIT and, on a broken connection, that rollback fails too
     ("connection already closed"): the COMMIT's own error is the one that says what happened.
     """
-    known_bug(request, ("postgres", "mysql"), CAUSE_IS_COMMIT_EXCEPTION)
     pdb, ppayment = proxied
 
     @pk.transaction(retry=1, db=pdb)

@@ -336,16 +336,9 @@ def mysql_signal(errno: int, sqlstate: str = "40001") -> str:
     return f"SIGNAL SQLSTATE '{sqlstate}' SET MYSQL_ERRNO = {errno}, MESSAGE_TEXT = 'signalled'"
 
 
-# API bug (reported): error_code() reads PyMySQL's `.sqlstate` before `args[0]`, and classifies a MySQL
-# SQLSTATE by PostgreSQL's table, so 1205 (SQLSTATE HY000) comes out fatal. 1213 passes only because its
-# SQLSTATE is 40001. Remove the marks once classify_error reads the errno.
-MYSQL_SQLSTATE_BUG = pytest.mark.xfail(
-    strict=True, reason="classify_error reads PyMySQL's sqlstate HY000 instead of errno 1205"
-)
-
 MYSQL_ERRNOS = [
     (1213, "40001", "transient"),  # ER_LOCK_DEADLOCK
-    pytest.param(1205, "HY000", "transient", marks=MYSQL_SQLSTATE_BUG),  # ER_LOCK_WAIT_TIMEOUT
+    (1205, "HY000", "transient"),  # ER_LOCK_WAIT_TIMEOUT
     (1062, "23000", "fatal"),  # ER_DUP_ENTRY
     (1452, "23000", "fatal"),  # ER_NO_REFERENCED_ROW_2
     (1644, "45000", "fatal"),  # ER_SIGNAL_EXCEPTION: an application's own SIGNAL
@@ -369,7 +362,6 @@ def test_mysql_errno(
 
 
 @pytest.mark.backends("mysql")
-@MYSQL_SQLSTATE_BUG
 def test_mysql_real_lock_wait_timeout(db: Database, account: Any, connect: Callable[..., Any]) -> None:
     """A real 1205: a session waits one second for a row another connection holds, through Pony."""
     holder = connect()

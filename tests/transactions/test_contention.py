@@ -332,9 +332,6 @@ def test_serializable_counter_all_commit_once(schema: tuple[Database, Any, Any],
 
 
 @pytest.mark.backends("mysql")
-@pytest.mark.xfail(
-    strict=True, reason="API bug (reported): classify_error calls 1205 fatal (reads sqlstate HY000)"
-)
 def test_lock_wait_timeout_is_retried_after_an_explicit_rollback(
     backend: Any, schema: tuple[Database, Any, Any]
 ) -> None:

@@ -27,7 +27,14 @@ from pony.orm import CommitException, OptimisticCheckError, UnrepeatableReadErro
 from .. import _pony
 from ..errors import AmbiguousCommitError, ConnectionLostError, RetriesExhausted
 
-__all__ = ["ErrorClass", "classify_error", "error_code", "mark_unanswered_commit", "server_answered"]
+__all__ = [
+    "ErrorClass",
+    "classify_error",
+    "error_code",
+    "mark_unanswered_commit",
+    "server_answered",
+    "unanswered_commit_error",
+]
 
 ErrorClass = Literal["transient", "ambiguous", "fatal"]
 
@@ -52,17 +59,17 @@ def _driver_error(exc: BaseException) -> BaseException:
 def error_code(exc: BaseException) -> str | int | None:
     """The database's code for ``exc``: a SQLSTATE (PostgreSQL), an error number (MySQL, SQLite), or None."""
     err = _driver_error(exc)
+    module = type(err).__module__ or ""
+    if module.startswith(("pymysql", "MySQLdb")):
+        # The error number, not a SQLSTATE: MySQL gives many errors (1205 among them) the generic HY000.
+        args = getattr(err, "args", ())
+        return args[0] if args and isinstance(args[0], int) else None
     code = getattr(err, "pgcode", None) or getattr(err, "sqlstate", None)
     if isinstance(code, str) and code:
         return code
     sqlite_code = getattr(err, "sqlite_errorcode", None)
     if isinstance(sqlite_code, int):
         return sqlite_code
-    module = type(err).__module__ or ""
-    if module.startswith(("pymysql", "MySQLdb")):
-        args = getattr(err, "args", ())
-        if args and isinstance(args[0], int):
-            return args[0]
     return None
 
 
@@ -92,7 +99,25 @@ def mark_unanswered_commit(exc: BaseException) -> None:
 
 
 def _is_unanswered_commit(exc: BaseException) -> bool:
-    return bool(getattr(exc, _UNANSWERED, False) or getattr(_driver_error(exc), _UNANSWERED, False))
+    return unanswered_commit_error(exc) is not None
+
+
+def unanswered_commit_error(exc: BaseException) -> BaseException | None:
+    """The COMMIT error marked by the commit wrapper behind ``exc``, if there is one.
+
+    Pony rolls back after a failed COMMIT; on a dead connection that rollback fails too (PyMySQL:
+    ``InterfaceError(0, '')``), and the rollback's error is what reaches the caller, with the COMMIT's
+    error as its ``__context__``. So the chain of contexts is searched, not only ``exc``.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        for candidate in (current, _driver_error(current)):
+            if getattr(candidate, _UNANSWERED, False):
+                return candidate
+        current = current.__context__
+    return None
 
 
 def classify_error(exc: BaseException) -> ErrorClass:

@@ -107,4 +107,4 @@ class retrying:
             return True  # swallow: the loop runs the next attempt
         if decision is exc:
             return False  # propagate the original exception
-        raise decision from exc
+        raise decision from decision.__cause__

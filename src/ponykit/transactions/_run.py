@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
-from pony.orm import Database, db_session
+from pony.orm import CommitException, Database, db_session
 
 from .. import _pony
 from .._kit import attached_databases, find_kit, get_kit
@@ -30,7 +30,7 @@ from ..errors import (
     RetriesExhausted,
     TransactionStateError,
 )
-from ._classify import classify_error, error_code
+from ._classify import classify_error, error_code, unanswered_commit_error
 from ._hooks import tx_state
 from ._isolation import Isolation, Mode
 
@@ -272,7 +272,11 @@ class Retry:
             attempt=attempt,
             entities=entities,
         )
-        error.__cause__ = exc
+        # The driver's error of the COMMIT itself, not what a rollback on the dead connection raised after.
+        cause = unanswered_commit_error(exc)
+        if cause is None and isinstance(exc, CommitException) and exc.exceptions:
+            cause = exc.exceptions[0][1]
+        error.__cause__ = cause if cause is not None else exc
         return error
 
     def _exhausted(self, attempt: int, elapsed: float) -> RetriesExhausted:
@@ -397,7 +401,7 @@ class transaction:
                 if decision is exc:
                     raise
                 if decision is not None:
-                    raise decision from exc
+                    raise decision from decision.__cause__
             attempt += 1
 
     def __enter__(self) -> None:
@@ -420,5 +424,6 @@ class transaction:
             block.exit(exc_type, exc, tb)
         except BaseException as error:
             if block.owner and classify_error(error) == "ambiguous":
-                raise Retry(0, self.backoff, block.db)._ambiguous(1, error) from error
+                ambiguous = Retry(0, self.backoff, block.db)._ambiguous(1, error)
+                raise ambiguous from ambiguous.__cause__
             raise
