@@ -9,7 +9,7 @@ from __future__ import annotations
 from . import query, security, types
 from .binding import bind_url, parse_url
 from .bulk import UpsertResult, bulk_delete, bulk_insert, bulk_update, bulk_upsert
-from .diagnostics import assert_max_queries, count_queries, detect_n_plus_one
+from .diagnostics import assert_max_queries, count_queries, detect_n_plus_one, explain
 from .errors import (
     BulkWriteError,
     CallbackError,
@@ -68,6 +68,7 @@ __all__ = [
     "cached_select",
     "count_queries",
     "detect_n_plus_one",
+    "explain",
     "get_kit",
     "json_schema",
     "on_commit",
