@@ -181,14 +181,14 @@ def test_a_slow_update_runs_once_and_only_selects_are_explained(counter: Any, ca
         assert classify(_explained_statement(sql)).kind == "select", sql
     assert sum("n = n + 1" in s for s in recorder.statements()) == 1
     update = [r for r in _records(caplog) if "UPDATE" in r.getMessage()]
-    assert update and getattr(update[0], "plan") is None
+    assert update and update[0].plan is None
     assert getattr(update[0], "db.operation.name") == "UPDATE"
-    selects = [r for r in _records(caplog) if getattr(r, "plan") is not None]
+    selects = [r for r in _records(caplog) if r.plan is not None]
     assert selects, "a slow SELECT gets its plan"
     record = selects[0]
     assert getattr(record, "db.query.text").lstrip().upper().startswith("SELECT")
-    assert getattr(record, "duration_ms") >= 0
-    assert getattr(record, "plan")["nodes"]
+    assert record.duration_ms >= 0
+    assert record.plan["nodes"]
     assert "plan" in record.getMessage()
 
 
@@ -208,7 +208,7 @@ def test_a_with_that_writes_is_never_explained(counter: Any, caplog: Any, backen
         assert entity[1].n == 1
     assert not [s for s in recorder.explained() if "counter SET" in s]
     records = [r for r in _records(caplog) if "WITH" in r.getMessage()]
-    assert records and getattr(records[0], "plan") is None
+    assert records and records[0].plan is None
 
 
 def test_an_explain_is_never_explained(counter: Any, caplog: Any) -> None:
@@ -220,17 +220,17 @@ def test_an_explain_is_never_explained(counter: Any, caplog: Any) -> None:
     assert len(explained) == 1  # the user's own EXPLAIN, and no EXPLAIN EXPLAIN
     assert not any(s.upper().count("EXPLAIN") > 1 for s in recorder.statements())
     records = [r for r in _records(caplog) if "EXPLAIN" in getattr(r, "db.query.text")]
-    assert records and getattr(records[0], "plan") is None
+    assert records and records[0].plan is None
 
 
 def test_a_failed_statement_is_logged_without_a_plan(counter: Any, caplog: Any) -> None:
     db, _entity, recorder = counter
     caplog.set_level(logging.WARNING, logger=SLOW)
-    with pytest.raises(Exception), db_session:  # noqa: B017, PT011 - each driver raises its own class
+    with pytest.raises(Exception), db_session:  # noqa: PT011 - each driver raises its own class
         db.select("SELECT no_such_column FROM counter")
     assert not [s for s in recorder.explained() if "no_such_column" in s]
     records = [r for r in _records(caplog) if "no_such_column" in getattr(r, "db.query.text")]
-    assert records and getattr(records[0], "plan") is None
+    assert records and records[0].plan is None
     assert getattr(records[0], "error.type")
 
 
@@ -244,9 +244,9 @@ def test_no_explain_in_an_aborted_postgres_transaction(counter: Any, caplog: Any
         entity[1].n = 5
         db.flush()  # the transaction has begun and written
         explained = len(recorder.explained())
-        with pytest.raises(Exception):  # noqa: B017, PT011 - psycopg2's ProgrammingError
+        with pytest.raises(Exception):  # noqa: PT011 - psycopg2's ProgrammingError
             db.execute("SELECT no_such_column FROM counter")
-        with pytest.raises(Exception):  # noqa: B017, PT011 - InFailedSqlTransaction
+        with pytest.raises(Exception):  # noqa: PT011 - InFailedSqlTransaction
             db.execute("SELECT n FROM counter")
         connection = db.get_connection()
         cursor = connection.cursor()
@@ -266,7 +266,7 @@ def test_plans_are_rate_limited_per_statement_shape(counter: Any, caplog: Any) -
             list(select(c for c in entity if c.n == value))
     shape = [r for r in _records(caplog) if "WHERE" in getattr(r, "db.query.text")]
     assert len(shape) == 3  # every slow statement is logged...
-    assert sum(getattr(r, "plan") is not None for r in shape) == 1  # ...its plan once
+    assert sum(r.plan is not None for r in shape) == 1  # ...its plan once
     assert "logged less than 60 s ago" in shape[-1].getMessage()
     assert len([s for s in recorder.explained() if "WHERE" in s]) == 1
     set_slow_query_log(db, 0, plan_interval=0)
