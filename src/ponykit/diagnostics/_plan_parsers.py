@@ -359,8 +359,8 @@ def _columns(sql_facts: SqlFacts, table: str | None, alias: str | None, kind: Wa
                     columns.append(column)
 
     take(sql_facts.equal)
-    if kind == "temporary":
-        take(sql_facts.grouped)
+    if kind != "full_scan":
+        take(sql_facts.grouped)  # GROUP BY is done by a sort or a temporary table: the same index helps
     take(sql_facts.ordered)
     if kind == "full_scan":
         take(sql_facts.ranged)

@@ -146,8 +146,8 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         """The plan as plain JSON-able data (``json.dumps(plan.to_dict())`` works)."""
-        data = asdict(self)
-        data["raw"] = json.loads(json.dumps(self.raw, default=str))  # tuples to lists, odd types to str
+        # Through JSON once: tuples become lists, odd types in the raw output become strings.
+        data: dict[str, Any] = json.loads(json.dumps(asdict(self), default=str))
         return data
 
     def __str__(self) -> str:
