@@ -104,10 +104,10 @@ def test_the_raw_plans_keep_no_values() -> None:
         cases = json.loads(path.read_text())["cases"]
         raw = json.dumps(cases["filtered"]["raw"])
         redacted = json.dumps(redact_raw(cases["filtered"]["raw"]))
-        if "postgresql" in path.stem or "mariadb" in path.stem:
+        if "sqlite" not in path.stem:  # SQLite prints "?" for parameters itself
             assert "k500" in raw  # the value is there as the server printed it...
-        assert "k500" not in redacted  # ...and gone once redacted
-        assert "code" in redacted  # names stay
+            assert "code" in redacted  # ...names stay...
+        assert "k500" not in redacted  # ...and the value is gone once redacted
 
 
 @pytest.mark.parametrize(
