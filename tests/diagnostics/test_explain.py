@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pony.orm import Database, Required, Set, count, db_session, desc, select
 
 import ponykit as pk
@@ -158,6 +160,23 @@ def test_a_plan_holds_no_parameter_values(shop: Any) -> None:
         assert data.pop("sql") == plan.sql  # the statement's text: inlined constants are program text
         dumped = json.dumps(data) + plan.render() + repr((plan.raw, plan.nodes, plan.warnings))
         assert "SECRET-4711" not in dumped
+
+
+_SPECIAL = st.sampled_from(["'", '"', "\\", "`", "\n", "\t", "%", "%s", "?", "$1", "é", "\u2028", "😀", "''"])
+_ANY_CHAR = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+
+
+@given(text=st.lists(st.one_of(_SPECIAL, _ANY_CHAR), max_size=12).map("".join))
+def test_no_value_of_any_text_reaches_a_plan(shop: Any, text: str) -> None:
+    """Quotes, backslashes, newlines, non-ASCII: whatever the value, the plan shows ``?`` (MariaDB
+    prints such values into its JSON unescaped; PostgreSQL doubles quotes and keeps backslashes)."""
+    _db, _customer, order = shop
+    value = "MARK" + text + "KRAM"
+    with db_session:
+        plan = explain(select(o for o in order if o.code == value))
+    dumped = json.dumps(plan.to_dict(), ensure_ascii=False) + plan.render()
+    assert "MARK" not in dumped and "KRAM" not in dumped
+    assert plan.nodes
 
 
 def test_in_an_open_transaction_explain_leaves_it_usable(shop: Any) -> None:

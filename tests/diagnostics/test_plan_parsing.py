@@ -58,7 +58,7 @@ def test_golden_plan(path: Path, name: str) -> None:
     plan = build_plan(
         data["system"],
         case["sql"],
-        redact_raw(case["raw"]),
+        redact_raw(case["raw"], backslash_escapes=data["system"] == "mariadb"),
         facts(case["sql"]),
         _tables(data),
         table_rows,
@@ -163,6 +163,11 @@ def test_redact_literals() -> None:
     assert redact_literals("(code = 'k5'::text) AND (n > 5)") == "(code = ?::text) AND (n > ?)"
     assert redact_literals("o.`email` = 'a''b@c.d' and t2.col3 = 0x1F") == "o.`email` = ? and t2.col3 = ?"
     assert redact_literals('"t1"."c2" = 3.5e3') == '"t1"."c2" = ?'
+    # PostgreSQL: a backslash is an ordinary character; MariaDB: an escape
+    assert redact_literals("(code = 'a\\'::text) AND (b = 'x')") == "(code = ?::text) AND (b = ?)"
+    assert redact_literals("(code = E'a\\'b')") == "(code = ?)"
+    maria = "t.`code` = 'it\\'s' and t.x = _utf8mb4'q\"z' and t.y = 'a\\\\'"
+    assert redact_literals(maria, backslash_escapes=True) == "t.`code` = ? and t.x = ? and t.y = ?"
 
 
 def test_render_and_to_dict() -> None:

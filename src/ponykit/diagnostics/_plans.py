@@ -168,12 +168,13 @@ _SAFE_KEYS = frozenset(
 )  # fmt: skip
 
 
-def redact_raw(value: Any, key: str = "") -> Any:
-    """``value`` (parsed EXPLAIN output) with literals hidden in every string but names and keywords."""
+def redact_raw(value: Any, key: str = "", *, backslash_escapes: bool = False) -> Any:
+    """``value`` (parsed EXPLAIN output) with literals hidden in every string but names and keywords;
+    ``backslash_escapes`` for MariaDB/MySQL output (see :func:`~._sqltext.redact_literals`)."""
     if isinstance(value, dict):
-        return {k: redact_raw(v, str(k)) for k, v in value.items()}
+        return {k: redact_raw(v, str(k), backslash_escapes=backslash_escapes) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [redact_raw(v, key) for v in value]
+        return [redact_raw(v, key, backslash_escapes=backslash_escapes) for v in value]
     if isinstance(value, str) and key not in _SAFE_KEYS:
-        return redact_literals(value)
+        return redact_literals(value, backslash_escapes=backslash_escapes)
     return value

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["Kind", "SqlFacts", "Statement", "classify", "facts", "redact_literals"]
+__all__ = ["Kind", "SqlFacts", "Statement", "classify", "facts", "redact_literals", "redact_strings"]
 
 #: ``select``: a SELECT, or a WITH whose body only reads; ``write``: INSERT/UPDATE/DELETE/REPLACE/MERGE,
 #: ``SELECT ... INTO`` or a WITH holding one of them; ``explain``: EXPLAIN/ANALYZE/DESCRIBE;
@@ -262,18 +262,29 @@ def _column_at(toks: list[_Tok], i: int) -> tuple[str, str | None]:
     return "", tok.value.lower()
 
 
-_LITERAL = re.compile(
-    r"""[EeXxNnBb]?'(?:[^'\\]|\\.|'')*'         # string literals (with '' and backslash escapes)
-      | (?<![\w$."`])(?:0[xX][0-9a-fA-F]+|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)(?![\w"`])  # numbers
-    """,
-    re.VERBOSE,
-)
+# Standard SQL strings double a quote to escape it ('it''s'), as PostgreSQL prints them; E'...' strings
+# and MariaDB's take backslash escapes too ('it\'s', 'a\\'). Charset introducers (_utf8mb4'..') included.
+_STD_STRING = r"(?:[XxNnBbUu]&?)?'(?:[^']|'')*'|[Ee]'(?:[^'\\]|\\.|'')*'"
+_BACKSLASH_STRING = r"(?:_\w+|[XxNnBb])?'(?:[^'\\]|\\.|'')*'"
+_NUMBER = r"(?<![\w$.\"`])(?:0[xX][0-9a-fA-F]+|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)(?![\w\"`])"
+_STRINGS = {False: re.compile(_STD_STRING, re.DOTALL), True: re.compile(_BACKSLASH_STRING, re.DOTALL)}
+_LITERALS = {
+    False: re.compile(f"{_STD_STRING}|{_NUMBER}", re.DOTALL),
+    True: re.compile(f"{_BACKSLASH_STRING}|{_NUMBER}", re.DOTALL),
+}
 
 
-def redact_literals(text: str) -> str:
+def redact_strings(text: str, *, backslash_escapes: bool = False) -> str:
+    """``text`` with every string literal replaced by ``?`` (``backslash_escapes``: MariaDB's quoting)."""
+    return _STRINGS[backslash_escapes].sub("?", text)
+
+
+def redact_literals(text: str, *, backslash_escapes: bool = False) -> str:
     """``text`` with every string and number literal replaced by ``?``.
 
     Plans show the values a statement was run with (``Filter: (email = 'a@b.c'::text)``); a plan that
     goes into a log record or a report must not carry them, whatever attribute they belong to.
+    ``backslash_escapes`` reads strings as MariaDB prints them (``'it\\'s'``); otherwise as PostgreSQL
+    does (``'it''s'``, a backslash being an ordinary character).
     """
-    return _LITERAL.sub("?", text)
+    return _LITERALS[backslash_escapes].sub("?", text)

@@ -219,13 +219,12 @@ def _run(
             count = len(_execute(connection, text, arguments))  # rows dropped unread: values stay here
             total_ms = (time.perf_counter() - start) * 1000.0
     else:
-        value = rows[0][0]
-        raw = json.loads(value) if isinstance(value, (str, bytes)) else value
+        raw = _json(rows[0][0], backend)
     tables = _pony.table_infos(db)
     return build_plan(
         backend,
         sql,
-        redact_raw(raw),
+        redact_raw(raw, backslash_escapes=backend != "postgresql"),
         _sqltext.facts(sql),
         tables,
         lambda table: _table_rows(connection, backend, table, threshold),
@@ -234,6 +233,22 @@ def _run(
         total_ms=total_ms,
         rows=count,
     )
+
+
+def _json(value: Any, backend: str) -> Any:
+    """The parsed JSON plan. MariaDB writes string constants of conditions into its JSON unescaped for
+    JSON (``'it\\'s'``, ``'q"z'``, raw tabs), which is not valid JSON: those strings are replaced by
+    ``?`` in the text first (they are hidden anyway). Output that still does not parse is kept as its
+    text, with literals hidden, and gives a plan without nodes."""
+    if not isinstance(value, (str, bytes)):
+        return value  # a driver that parses JSON itself
+    text = value.decode() if isinstance(value, bytes) else value
+    if backend != "postgresql":
+        text = _sqltext.redact_strings(text, backslash_escapes=True)
+    try:
+        return json.loads(text, strict=False)
+    except ValueError:
+        return _sqltext.redact_literals(text, backslash_escapes=backend != "postgresql")
 
 
 def _quoted(backend: str, name: str) -> str:
