@@ -157,6 +157,10 @@ def test_facts_of_pony_and_hand_written_sql() -> None:
     assert plain.table_of("orders") == "orders"
     assert plain.equal[""] == ["code"] and plain.ranged[""] == ["total"] and plain.grouped[""] == ["total"]
     assert plain.aliases_of("orders") == ["orders", ""]
+    locked = facts('SELECT "o"."id" FROM "t" "o" WHERE "o"."k" = ? FOR UPDATE NOWAIT')
+    assert locked.aliases == {"o": "t", "t": "t"}
+    upsert = facts("INSERT INTO `t` (`a`) VALUES (%s) ON DUPLICATE KEY UPDATE `a` = VALUES(`a`)")
+    assert upsert.aliases == {"t": "t"}
 
 
 def test_redact_literals() -> None:

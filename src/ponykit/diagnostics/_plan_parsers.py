@@ -154,7 +154,7 @@ def _maria_table(item: Mapping[str, Any], facts: SqlFacts, findings: list[_Findi
     name = str(item.get("table_name", ""))
     alias = name.lower() if name and not name.startswith("<") else None
     table = facts.table_of(alias) if alias else None
-    rows = _float(item.get("rows"))
+    rows = _float(item.get("rows", item.get("rows_examined_per_scan")))  # MariaDB, MySQL
     times = [_float(item.get(k)) for k in ("r_table_time_ms", "r_other_time_ms", "r_total_time_ms")]
     measured = [t for t in times if t is not None]
     if access == "ALL" and table:

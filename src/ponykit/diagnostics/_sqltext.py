@@ -216,7 +216,8 @@ def facts(sql: str) -> SqlFacts:
             clause = stack.pop() if stack else ""
             continue
         if tok.kind == "word":
-            if value in ("FROM", "JOIN", "UPDATE", "INTO"):
+            lock = value == "UPDATE" and i > 0 and toks[i - 1].value in ("FOR", "KEY")  # a lock, an upsert
+            if value in ("FROM", "JOIN", "UPDATE", "INTO") and not lock:
                 _read_aliases(toks, i + 1, result.aliases, many=value == "FROM")
             if value in _CLAUSE_WORDS:
                 clause = value
