@@ -26,9 +26,9 @@ from typing import Any
 
 from pony.orm import Database
 
-from .. import transactions
+from .. import _pony, transactions
 from .._kit import Kit, get_kit
-from ..errors import OptionError
+from ..errors import OptionError, UnsupportedDatabase
 from . import _sqltext
 from .explain import backend_name, explain_sql
 from .nplusone import statement_shape
@@ -115,9 +115,13 @@ def _report(
     error: BaseException | None,
 ) -> None:
     statement = _sqltext.classify(sql)
-    backend = backend_name(db)
     plan: Any = None
-    why = _no_plan_reason(statement, backend, cursor, arguments, error)
+    try:
+        backend = backend_name(db)
+        why = _no_plan_reason(statement, backend, cursor, arguments, error)
+    except UnsupportedDatabase:
+        backend = _pony.dialect(db)
+        why = f"plans are not supported on {backend}"
     if why is None and not state.may_plan(statement_shape(sql)):
         why = f"a plan of this statement shape was logged less than {state.plan_interval:g} s ago"
     if why is None:
