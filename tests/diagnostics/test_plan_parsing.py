@@ -18,7 +18,7 @@ from ponykit._pony import TableInfo
 from ponykit.diagnostics import Plan, PlanNode, PlanWarning
 from ponykit.diagnostics._plan_parsers import build_plan
 from ponykit.diagnostics._plans import redact_raw
-from ponykit.diagnostics._sqltext import classify, facts, redact_literals
+from ponykit.diagnostics._sqltext import classify, facts, head_word, redact_literals
 
 PLANS = Path(__file__).parent / "plans"
 GOLDEN = sorted(PLANS.glob("*.json"))
@@ -137,6 +137,13 @@ def test_the_raw_plans_keep_no_values() -> None:
 def test_classify(sql: str, kind: str, multiple: bool, locking: bool) -> None:
     statement = classify(sql)
     assert (statement.kind, statement.multiple, statement.locking) == (kind, multiple, locking)
+
+
+def test_head_word() -> None:
+    assert head_word("  /* c */ -- x\n ((select 1))") == "SELECT"
+    assert head_word("INSERT INTO t VALUES " + ", ".join(["(1)"] * 10_000)) == "INSERT"
+    assert head_word("") is None
+    assert head_word("'x'") is None
 
 
 def test_facts_of_pony_and_hand_written_sql() -> None:

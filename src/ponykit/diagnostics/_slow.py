@@ -40,6 +40,8 @@ log = logging.getLogger("ponykit.sql.slow")
 #: Seconds between two plans of one statement shape.
 DEFAULT_PLAN_INTERVAL = 60.0
 _MAX_SHAPES = 10_000  # shapes remembered for rate limiting; forgotten all at once beyond that
+_EXPLAIN_HEADS = frozenset({"EXPLAIN", "ANALYZE", "ANALYSE", "DESCRIBE", "DESC"})
+_FACTS_CHARS = 4_000
 
 
 @dataclass
@@ -114,7 +116,12 @@ def _report(
     threshold: float,
     error: BaseException | None,
 ) -> None:
-    statement = _sqltext.classify(sql)
+    # Only a statement that may be explained is read in full: a bulk INSERT's text can be megabytes.
+    head = _sqltext.head_word(sql)
+    if head in ("SELECT", "WITH"):
+        statement = _sqltext.classify(sql)
+    else:
+        statement = _sqltext.Statement("explain" if head in _EXPLAIN_HEADS else "other")
     plan: Any = None
     try:
         backend = backend_name(db)
@@ -132,11 +139,11 @@ def _report(
             logging.getLogger("ponykit").debug(
                 "ponykit: EXPLAIN for the slow-query log failed", exc_info=True
             )
-    facts = _sqltext.facts(sql)
+    tables = _sqltext.facts(sql[:_FACTS_CHARS]).aliases.values()  # the first table is named early
     extra: dict[str, Any] = {
         "db.system.name": backend,
-        "db.operation.name": _operation(sql),
-        "db.collection.name": next(iter(facts.aliases.values()), None),
+        "db.operation.name": head,
+        "db.collection.name": next(iter(tables), None),
         "db.query.text": sql,
         "duration_ms": ms,
         "rowcount": _rowcount(cursor),
@@ -174,14 +181,6 @@ def _no_plan_reason(
 
         if cursor.connection.get_transaction_status() == ext.TRANSACTION_STATUS_INERROR:
             return "the transaction is aborted"
-    return None
-
-
-def _operation(sql: str) -> str | None:
-    for word in sql.split(None, 3)[:3]:
-        word = word.strip("(").upper()
-        if word.isalpha():
-            return word
     return None
 
 

@@ -13,7 +13,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["Kind", "SqlFacts", "Statement", "classify", "facts", "redact_literals", "redact_strings"]
+__all__ = [
+    "Kind",
+    "SqlFacts",
+    "Statement",
+    "classify",
+    "facts",
+    "head_word",
+    "redact_literals",
+    "redact_strings",
+]
 
 #: ``select``: a SELECT, or a WITH whose body only reads; ``write``: INSERT/UPDATE/DELETE/REPLACE/MERGE,
 #: ``SELECT ... INTO`` or a WITH holding one of them; ``explain``: EXPLAIN/ANALYZE/DESCRIBE;
@@ -59,6 +68,17 @@ def _tokens(sql: str) -> list[_Tok]:
             value = text
         found.append(_Tok(kind, text, value))
     return found
+
+
+def head_word(sql: str) -> str | None:
+    """The statement's first word, upper-cased (``SELECT``, ``WITH``...), past comments and parentheses;
+    reads no further than that word, however long the statement."""
+    for match in _TOKEN.finditer(sql):
+        kind = match.lastgroup
+        if kind in ("space", "comment") or match.group() == "(":
+            continue
+        return match.group().upper() if kind == "word" else None
+    return None
 
 
 _WRITE_WORDS = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE", "UPSERT", "TRUNCATE"})
