@@ -392,6 +392,5 @@ def _suggest(finding: _Finding, sql_facts: SqlFacts, info: TableInfo | None) -> 
             "rows, or the table's statistics are stale (run ANALYZE)"
         )
     if len(labels) == 1:
-        entity, attr = labels[0].split(".", 1)
-        return f"{labels[0]}: add index=True ({attr} = Required(..., index=True) in {entity})"
-    return f"composite_index({', '.join(labels)}) in {labels[0].split('.', 1)[0]}"
+        return f"{labels[0]}: add index=True"
+    return f"composite_index({', '.join(labels)})"
