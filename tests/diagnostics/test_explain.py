@@ -84,6 +84,28 @@ def test_explain_is_invisible_to_the_counters(shop: Any) -> None:
     assert counter.count == 0
 
 
+def test_explain_sql_on_a_statement_listeners_cursor(shop: Any) -> None:
+    """What profile() does: plan each SELECT right after it ran, on its own cursor's connection, from a
+    statement listener, while Pony has not read its rows yet."""
+    db, _customer, order = shop
+    plans: list[Any] = []
+
+    def listener(db_: Database, cursor: Any, sql: str, arguments: Any, seconds: float, error: Any) -> None:
+        if error is None and sql.lstrip().upper().startswith("SELECT"):
+            plans.append(explain_sql(db_, sql, arguments, cursor=cursor))
+
+    remove = pk.get_kit(db).add_statement_listener(listener)
+    try:
+        with db_session, count_queries() as counter:
+            wanted = "k3"
+            found = select(o for o in order if o.code == wanted)[:]
+            assert [o.code for o in found] == ["k3"]  # the rows are intact after the EXPLAIN
+    finally:
+        remove()
+    assert counter.count == 1
+    assert len(plans) == 1 and plans[0].tables == ["order"]
+
+
 def test_analyze_measures_a_select(shop: Any) -> None:
     _db, _customer, order = shop
     total = 3
