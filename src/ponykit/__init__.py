@@ -9,7 +9,7 @@ from __future__ import annotations
 from . import query, security, types
 from .binding import bind_url, parse_url
 from .bulk import UpsertResult, bulk_delete, bulk_insert, bulk_update, bulk_upsert
-from .diagnostics import assert_max_queries, count_queries, detect_n_plus_one, profile
+from .diagnostics import assert_max_queries, count_queries, detect_n_plus_one, explain, profile
 from .errors import (
     AmbiguousCommitError,
     BulkWriteError,
@@ -78,6 +78,7 @@ __all__ = [
     "classify_error",
     "count_queries",
     "detect_n_plus_one",
+    "explain",
     "get_kit",
     "json_schema",
     "on_commit",

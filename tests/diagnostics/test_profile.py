@@ -27,7 +27,7 @@ from ponykit.security import KeyRing
 
 HERE = Path(__file__).name
 MASKING = importlib.util.find_spec("ponykit.diagnostics._masking") is not None
-EXPLAIN = importlib.util.find_spec("ponykit.diagnostics.explain") is not None
+EXPLAIN = importlib.util.find_spec("ponykit.diagnostics._explain") is not None
 REQUIRE = os.environ.get("PONYKIT_REQUIRE_BACKENDS", "") not in ("", "0")
 
 

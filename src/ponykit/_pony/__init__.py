@@ -18,6 +18,7 @@ itself, nor reads a Pony attribute's fields: it asks :func:`attr_info` for a fro
 - ``relations``: prefetch loaders: relations and lazy columns loaded in batches
 - ``prepared``: prepared page queries: built by Pony once per shape, rebound per call
 - ``queries``: query shape, order, SQL and fetch; raw filters; N+1 culprit; stable query keys
+- ``explain``: the session's connection for EXPLAIN, the mapping read backwards (tables -> attributes)
 
 Written against Pony 0.7.20; ``docs/internals.md`` lists every private Pony name used here, and every
 attribute ponykit sets on user classes and Pony objects. Nothing here patches a Pony class for the whole
@@ -72,6 +73,11 @@ from .encoders import (
     output_values_source,
     pk_is_plain,
     read_bits,
+)
+from .explain import (
+    TableInfo,
+    session_connection,
+    table_infos,
 )
 from .loading import (
     collection_items,
@@ -443,4 +449,8 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "raw_sql_condition",
     "run_query_uncached",
     "sql_alias",
+    # explain: the session's connection for EXPLAIN, the mapping read backwards (tables -> attributes)
+    "TableInfo",
+    "session_connection",
+    "table_infos",
 ]

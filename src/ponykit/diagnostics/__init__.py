@@ -21,8 +21,9 @@ client, a thread pool) is counted too::
 own thread while other threads ran some fails loudly instead of passing vacuously.
 
 The statement capture lives in ``_capture`` (its ``install(kit)`` is what ``attach()`` runs), N+1
-detection in ``nplusone``. More diagnostics (SQL log with timings, slow-query log, EXPLAIN) will live
-in this package too.
+detection in ``nplusone``, plans in ``explain`` (:func:`explain`, :func:`explain_sql`; import them from
+``ponykit.diagnostics``, where the function ``explain`` stands in for its module) and the slow-query log
+with plans in ``_slow`` (:func:`set_slow_query_log`).
 """
 
 from __future__ import annotations
@@ -31,13 +32,18 @@ from .._kit import Kit
 from ..errors import NPlusOneDetected
 from . import _capture, _slow, _sqllog
 from ._capture import QueryCounter, Statement, Threads, assert_max_queries, count_queries
+from ._explain import Plan, PlanNode, PlanWarning, explain, explain_sql
 from ._profile import Duplicate, Profile, ProfiledStatement, profile
+from ._slow import set_slow_query_log
 from .nplusone import NPlusOneFinding, detect_n_plus_one, statement_shape
 
 __all__ = [
     "Duplicate",
     "NPlusOneDetected",
     "NPlusOneFinding",
+    "Plan",
+    "PlanNode",
+    "PlanWarning",
     "Profile",
     "ProfiledStatement",
     "QueryCounter",
@@ -46,7 +52,10 @@ __all__ = [
     "assert_max_queries",
     "count_queries",
     "detect_n_plus_one",
+    "explain",
+    "explain_sql",
     "profile",
+    "set_slow_query_log",
     "statement_shape",
 ]
 

@@ -302,7 +302,7 @@ class _Recorder:
         self.prof = prof
         self.owner = threading.get_ident() if threads == "current" else None
         self.mask = _optional("_masking", "mask_parameters")
-        self.explain_sql = _optional("explain", "explain_sql") if prof.explain_slow_ms is not None else None
+        self.explain_sql = _optional("_explain", "explain_sql") if prof.explain_slow_ms is not None else None
         self.plans: dict[str, tuple[Any, str | None]] = {}  # one EXPLAIN per statement shape
 
     def __call__(
@@ -348,7 +348,7 @@ class _Recorder:
         if not _is_select(sql):
             return None, "no plan: only SELECT statements are explained"
         if self.explain_sql is None:
-            return None, "no plan: EXPLAIN support (ponykit.diagnostics.explain) is not available"
+            return None, "no plan: EXPLAIN support (ponykit.diagnostics._explain) is not available"
         if self.mask is None:
             return None, "no plan: parameter masking is unavailable, and a plan can show bound values"
         if arguments and masked is None:
