@@ -29,6 +29,7 @@ from ._typing import Attribute, Entity, SessionCache
 from .connection import (
     LostConnection,
     abandon_connection,
+    connection_target,
     copy_in_session,
     describe_database,
     execute_in_session,
@@ -312,6 +313,7 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     # connection: statements on a session's connection, a connection lost in a transaction, side connections
     "LostConnection",
     "abandon_connection",
+    "connection_target",
     "copy_in_session",
     "describe_database",
     "execute_in_session",

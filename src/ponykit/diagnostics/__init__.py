@@ -32,6 +32,7 @@ from ..errors import NPlusOneDetected
 from . import _capture, _slow, _sqllog
 from ._capture import QueryCounter, Statement, Threads, assert_max_queries, count_queries
 from .nplusone import NPlusOneFinding, detect_n_plus_one, statement_shape
+from .otel import instrument
 
 __all__ = [
     "NPlusOneDetected",
@@ -42,6 +43,7 @@ __all__ = [
     "assert_max_queries",
     "count_queries",
     "detect_n_plus_one",
+    "instrument",
     "statement_shape",
 ]
 
