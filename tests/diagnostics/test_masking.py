@@ -128,6 +128,10 @@ def test_unmappable_values_on_a_sensitive_table_are_masked(m: Any, db: Database)
         (f"INSERT INTO patient (name, ssn) SELECT {a}, {b}", ("n", "s"), (MASK, MASK)),
         (f"SELECT id FROM patient WHERE name = {a}", ("x", "extra"), (MASK, MASK)),  # count mismatch
         (f"SELECT id FROM patient WHERE ssn BETWEEN {a} AND {b}", ("s", "t"), (MASK, MASK)),
+        # A column renamed in the statement is not the column it names: not a known column, or an alias.
+        (f"SELECT x FROM (SELECT ssn AS x FROM patient) s WHERE s.x = {a}", ("s",), (MASK,)),
+        (f"SELECT name FROM (SELECT ssn AS name FROM patient) s WHERE name = {a}", ("s",), (MASK,)),
+        (f"SELECT id FROM patient WHERE name = {a} AND ssn = {b}", ("n", "s"), ("n", MASK)),
     ]
     for sql, given_values, expected in cases:
         assert mask_parameters(db, sql, given_values) == expected, sql

@@ -8,8 +8,8 @@ declaration arrives.
 Each statement is tokenized once per SQL text (the result is remembered, bounded like the write memo of
 ``transactions._hooks``) into a plan saying which bind positions (``?``, ``%s``) or names (``%(p1)s``) to
 mask. The rule fails closed: a statement that names no table with sensitive columns keeps its values;
-otherwise a placeholder keeps its value only when it is mapped to a column that is not sensitive, through
-one of Pony's shapes:
+otherwise a placeholder keeps its value only when it is mapped to a real column of a table the statement
+names, that is not sensitive and not a name the statement gives with ``AS``, through one of Pony's shapes:
 
 * ``INSERT INTO t (c1, c2) VALUES (?, ?), (?, ?)``: by position in each row;
 * ``c = ?`` (``SET`` lists, ``WHERE``, ``ON CONFLICT ... DO UPDATE``), with ``<>``, ``<``, ``LIKE`` ...;
@@ -80,8 +80,15 @@ _MASK_ALL = _Plan(all=True)
 class _DbMasks:
     """What masking knows about one Database: its sensitive columns per table, and a plan per SQL text."""
 
-    def __init__(self, tables: dict[str, frozenset[str]], generation: int, final: bool) -> None:
-        self.tables = tables
+    def __init__(
+        self,
+        tables: dict[str, frozenset[str]],
+        columns: dict[str, frozenset[str]],
+        generation: int,
+        final: bool,
+    ) -> None:
+        self.tables = tables  # table -> its sensitive columns (tables that have some)
+        self.columns = columns  # table -> all its columns (every table of the mapping)
         self.generation = generation
         self.final = final  # built after mapping: no need to look again until a declaration changes
         self.plans: dict[str, _Plan | None] = {}
@@ -103,21 +110,29 @@ def _forget_all() -> None:
 on_change(_forget_all)
 
 
-def _build_tables(db: Database) -> dict[str, frozenset[str]]:
-    found: dict[str, set[str]] = {}
+def _build_tables(db: Database) -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
+    """``(table -> sensitive columns, table -> all columns)``, lower-cased, for every table of ``db``."""
+    sensitive: dict[str, set[str]] = {}
+    every: dict[str, set[str]] = {}
     for entity in _pony.entities_of(db).values():
-        table = _pony.table_key(_pony.entity_info(entity).table)
-        for info in _pony.attr_infos(entity):
-            if not is_sensitive(info.attr):
+        info = _pony.entity_info(entity)
+        table = _pony.table_key(info.table)
+        every.setdefault(table, set()).update(c.lower() for c in info.columns)
+        for link in info.link_tables:
+            columns = (*link.columns, *link.reverse_columns)
+            every.setdefault(_pony.table_key(link.table), set()).update(c.lower() for c in columns)
+        for attr in _pony.attr_infos(entity):
+            if not is_sensitive(attr.attr):
                 continue
-            found.setdefault(table, set()).update(c.lower() for c in info.columns)
-            if info.is_collection:
-                for link in _pony.entity_info(entity).link_tables:
-                    if link.attr == info.name:
-                        columns = (*link.columns, *link.reverse_columns)
-                        link_table = _pony.table_key(link.table)
-                        found.setdefault(link_table, set()).update(c.lower() for c in columns)
-    return {table: frozenset(columns) for table, columns in found.items() if columns}
+            sensitive.setdefault(table, set()).update(c.lower() for c in attr.columns)
+            for link in info.link_tables:
+                if link.attr == attr.name:  # a sensitive many-to-many: both columns of its link table
+                    link_columns = (c.lower() for c in (*link.columns, *link.reverse_columns))
+                    sensitive.setdefault(_pony.table_key(link.table), set()).update(link_columns)
+    return (
+        {table: frozenset(columns) for table, columns in sensitive.items() if columns},
+        {table: frozenset(columns) for table, columns in every.items()},
+    )
 
 
 def _state(db: Database) -> _DbMasks:
@@ -127,9 +142,9 @@ def _state(db: Database) -> _DbMasks:
     with _states_lock:
         generation = _generation
         mapped = _pony.is_mapped(db)
-        # Before the mapping exists no column is known: every table counts as sensitive (None marker).
-        tables = _build_tables(db) if mapped else {}
-        state = _DbMasks(tables, generation, final=mapped)
+        # Before the mapping exists no column is known (and _plan_for masks everything).
+        tables, columns = _build_tables(db) if mapped else ({}, {})
+        state = _DbMasks(tables, columns, generation, final=mapped)
         _states[db] = state
         return state
 
@@ -234,14 +249,22 @@ def _insert_columns(tokens: list[_Token], placeholders: list[int]) -> dict[int, 
     return found
 
 
-def _plan(sql: str, named_style: bool, tables: Mapping[str, frozenset[str]]) -> _Plan | None:
+def _plan(sql: str, named_style: bool, state: _DbMasks) -> _Plan | None:
     tokens = _tokens(sql, named_style)
-    touched: set[str] = set()
-    for kind, text in tokens:
+    touched: set[str] = set()  # the sensitive columns of the tables the text names
+    real: set[str] = set()  # every column of the tables the text names
+    aliases: set[str] = set()  # names given with AS: "SELECT ssn AS x ... WHERE x = ?" must not pass
+    previous: _Token = ("", "")
+    for token in tokens:
+        kind, text = token
         if kind in ("word", "qid"):
-            columns = tables.get(text)
+            columns = state.tables.get(text)
             if columns is not None:
                 touched.update(columns)
+            real.update(state.columns.get(text, ()))
+            if previous == ("word", "as"):
+                aliases.add(text)
+        previous = token
     if not touched:
         return None
     placeholders = [k for k, t in enumerate(tokens) if t[0] in ("pos", "named")]
@@ -252,7 +275,8 @@ def _plan(sql: str, named_style: bool, tables: Mapping[str, frozenset[str]]) -> 
     is_named = bool(placeholders) and tokens[placeholders[0]][0] == "named"
     for k in placeholders:
         column = insert.get(k) or _column_before(tokens, k)
-        hide = column is None or column in touched
+        # Shown only when placed on a real, non-sensitive column of a table the statement names.
+        hide = column is None or column in touched or column not in real or column in aliases
         if tokens[k][0] == "named":
             known.add(tokens[k][1])
             if hide:
@@ -271,11 +295,11 @@ def _plan_for(db: Database, sql: str, named_style: bool) -> _Plan | None:
     if not state.tables:
         return None
     if len(sql) > _PLAN_MAX_CHARS:
-        return _plan(sql, named_style, state.tables)
+        return _plan(sql, named_style, state)
     plans = state.plans
     if sql in plans:
         return plans[sql]
-    plan = _plan(sql, named_style, state.tables)
+    plan = _plan(sql, named_style, state)
     if len(plans) >= _PLAN_MAX_ENTRIES:
         plans.clear()
     plans[sql] = plan
