@@ -176,6 +176,18 @@ def _is_internal(filename: str) -> bool:
     return known
 
 
+_short_names: dict[str, str] = {}
+
+
+def _short_name(filename: str) -> str:
+    short = _short_names.get(filename)
+    if short is None:
+        short = os.path.basename(filename)
+        if len(_short_names) < 4096:
+            _short_names[filename] = short
+    return short
+
+
 def _caller_frame() -> FrameType | None:
     frame: FrameType | None = sys._getframe(1)
     while frame is not None and _is_internal(frame.f_code.co_filename):
@@ -191,7 +203,7 @@ def caller() -> str | None:
     frame = _caller_frame()
     if frame is None:
         return None
-    return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+    return f"{_short_name(frame.f_code.co_filename)}:{frame.f_lineno}"
 
 
 def _rowcount(cursor: Any) -> int | None:
@@ -222,7 +234,7 @@ def _emit(
     if frame is not None:
         code = frame.f_code
         pathname, lineno, function = code.co_filename, frame.f_lineno, code.co_name
-        extra["code.caller"] = f"{os.path.basename(pathname)}:{lineno}"
+        extra["code.caller"] = f"{_short_name(pathname)}:{lineno}"
     args: tuple[Any, ...]
     if error is None:
         msg, args = "%s (%.2f ms)", (sql, duration_ms)
