@@ -192,11 +192,12 @@ def _span_text(span: Any) -> str:
     return f"{span.name}\n{attributes!r}\n{json.dumps(attributes, default=str, ensure_ascii=False)}"
 
 
-@given(values=st.lists(plaintexts, min_size=12, max_size=12))
+@given(values=st.lists(plaintexts, min_size=16, max_size=16))
 def test_no_plaintext_in_any_record_or_span(
     m: Any, db: Database, sql_log: ListHandler, values: list[str]
 ) -> None:
-    """Create, update, select by value, raw SQL, bulk_insert: no sensitive or encrypted value leaks."""
+    """Create, update, select by value, raw SQL, bulk insert/update/upsert: no sensitive or encrypted
+    value leaks."""
     patient, visit = m
     secrets = [_marked(v) for v in values]
     visible = f"VISIBLE{next(_numbers)}"
@@ -225,6 +226,13 @@ def test_no_plaintext_in_any_record_or_span(
         with db_session:
             rows = [{"name": visible, "ssn": secrets[10], "pin": None, "email": secrets[11]}]
             assert pk.bulk_insert(patient, rows) == 1
+        with db_session:
+            pid = p.id
+            assert pk.bulk_update(patient, [{"id": pid, "ssn": secrets[12], "email": secrets[13]}]) == 1
+            upsert = [{"id": pid, "name": visible, "ssn": secrets[14], "pin": secrets[15]}]
+            pk.bulk_upsert(patient, upsert, conflict="id")
+        with db_session:
+            assert patient[pid].pin == secrets[15]
     finally:
         stop()
     spans = exporter.get_finished_spans()
