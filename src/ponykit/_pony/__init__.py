@@ -30,6 +30,7 @@ from ._typing import Attribute, Entity, SessionCache
 from .connection import (
     LostConnection,
     abandon_connection,
+    connection_target,
     copy_in_session,
     describe_database,
     drop_connection,
@@ -320,6 +321,7 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     # connection: statements on a session's connection, a connection lost in a transaction, side connections
     "LostConnection",
     "abandon_connection",
+    "connection_target",
     "copy_in_session",
     "describe_database",
     "drop_connection",

@@ -31,6 +31,7 @@ from ._typing import SessionCache
 __all__ = [
     "LostConnection",
     "abandon_connection",
+    "connection_target",
     "copy_in_session",
     "describe_database",
     "execute_in_session",
@@ -213,6 +214,26 @@ def describe_database(db: Database) -> str:
     if host:
         text += f" at {host}"
     return text
+
+
+def connection_target(db: Database) -> tuple[str | None, str | None, int | None]:
+    """``(database, host, port)`` from the Database's connection arguments, each None when not given.
+
+    SQLite: the file name (":memory:" in memory) and no host. Never a user name or password.
+    """
+    pool = getattr(db.provider, "pool", None)
+    filename = getattr(pool, "filename", None)
+    if filename is not None:
+        return str(filename), None, None
+    kwargs: dict[str, Any] = dict(getattr(pool, "kwargs", None) or {})
+    name = kwargs.get("database") or kwargs.get("dbname") or kwargs.get("db")
+    host = kwargs.get("host") or kwargs.get("unix_socket")
+    port = kwargs.get("port")
+    return (
+        None if name is None else str(name),
+        None if host is None else str(host),
+        int(port) if isinstance(port, (int, str)) and str(port).isdigit() else None,
+    )
 
 
 def open_side_connection(db: Database) -> Any:

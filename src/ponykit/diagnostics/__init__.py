@@ -36,6 +36,7 @@ from ._explain import Plan, PlanNode, PlanWarning, explain, explain_sql
 from ._profile import Duplicate, Profile, ProfiledStatement, profile
 from ._slow import set_slow_query_log
 from .nplusone import NPlusOneFinding, detect_n_plus_one, statement_shape
+from .otel import instrument
 
 __all__ = [
     "Duplicate",
@@ -54,6 +55,7 @@ __all__ = [
     "detect_n_plus_one",
     "explain",
     "explain_sql",
+    "instrument",
     "profile",
     "set_slow_query_log",
     "statement_shape",
