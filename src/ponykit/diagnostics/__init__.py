@@ -1,29 +1,31 @@
-"""Query diagnostics: count the statements a block runs, cap them, and detect N+1 patterns.
+"""Query diagnostics: statement counts and N+1 detection, the SQL log, slow queries with plans, EXPLAIN,
+profiles with an HTML report, OpenTelemetry.
 
 Every statement Pony's provider executes on an attached Database (ORM queries, lazy loads, flushes,
-raw ``db.select``/``db.execute``) is reported through :meth:`ponykit.kit.Kit.add_execute_listener`, in
-whichever thread ran it. By default the helpers here count the statements **every thread** finishes
-while a block is open, so code that runs elsewhere (a web framework's worker thread behind a test
-client, a thread pool) is counted too::
+raw ``db.select``/``db.execute``, bulk writes) passes one hook on the provider instance, in whichever
+thread ran it (no connection or cursor proxy), and everything here is built on it:
 
-    with count_queries() as counter:
-        list(select(b for b in Book))
-    assert counter.count == 1
+* :func:`count_queries`, :func:`assert_max_queries`, :func:`detect_n_plus_one` (``_capture``,
+  ``nplusone``): by default they count the statements of **every thread** while the block is open
+  (``threads="current"``: the calling thread's only)::
 
-    with assert_max_queries(2):
-        ...                                   # QueryCountExceeded lists the statements if more run
+      with detect_n_plus_one(threshold=5):
+          for author in Author.select():
+              len(author.books)                 # NPlusOneDetected: prefetch Author.books
 
-    with detect_n_plus_one(threshold=5):
-        for author in Author.select():
-            len(author.books)                 # NPlusOneDetected: prefetch Author.books
+* the SQL log (``_sqllog``): one DEBUG record per statement on the logger ``ponykit.sql``, with
+  OpenTelemetry-named ``extra`` fields and parameters masked for sensitive and encrypted columns
+  (``_masking``);
+* the slow-query log (``_slow``, :func:`set_slow_query_log` or ``attach(db, slow_query_ms=...)``) on
+  ``ponykit.sql.slow``, with a plan for slow SELECTs;
+* :func:`explain` and :func:`explain_sql` (``_explain``, ``_plans``): a plan normalized across backends,
+  with warnings naming the index to add;
+* :func:`profile` (``_profile``, ``_report``): every statement of a block, with a self-contained HTML
+  report;
+* :func:`instrument` (``otel``): a CLIENT span and a duration histogram per statement
+  (``pip install ponykit[otel]``).
 
-``threads="current"`` counts the calling thread's statements only; there, a block that saw none on its
-own thread while other threads ran some fails loudly instead of passing vacuously.
-
-The statement capture lives in ``_capture`` (its ``install(kit)`` is what ``attach()`` runs), N+1
-detection in ``nplusone``, plans in ``explain`` (:func:`explain`, :func:`explain_sql`; import them from
-``ponykit.diagnostics``, where the function ``explain`` stands in for its module) and the slow-query log
-with plans in ``_slow`` (:func:`set_slow_query_log`).
+``install(kit)`` is what ``attach()`` runs.
 """
 
 from __future__ import annotations

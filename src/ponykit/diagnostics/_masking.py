@@ -121,12 +121,12 @@ def _build_tables(db: Database) -> tuple[dict[str, frozenset[str]], dict[str, fr
         for link in info.link_tables:
             columns = (*link.columns, *link.reverse_columns)
             every.setdefault(_pony.table_key(link.table), set()).update(c.lower() for c in columns)
-        for attr in _pony.attr_infos(entity):
-            if not is_sensitive(attr.attr):
+        for described in _pony.attr_infos(entity):
+            if not is_sensitive(described.attr):
                 continue
-            sensitive.setdefault(table, set()).update(c.lower() for c in attr.columns)
+            sensitive.setdefault(table, set()).update(c.lower() for c in described.columns)
             for link in info.link_tables:
-                if link.attr == attr.name:  # a sensitive many-to-many: both columns of its link table
+                if link.attr == described.name:  # a sensitive many-to-many: both columns of its link table
                     link_columns = (c.lower() for c in (*link.columns, *link.reverse_columns))
                     sensitive.setdefault(_pony.table_key(link.table), set()).update(link_columns)
     return (

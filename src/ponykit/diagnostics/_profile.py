@@ -17,7 +17,6 @@ The HTML report is built by ``_report``.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import threading
@@ -35,6 +34,8 @@ from .. import _pony
 from .._kit import Kit, attached_databases, get_kit
 from ..errors import ConfigurationError, OptionError
 from ._capture import Threads, check_threads
+from ._explain import explain_sql
+from ._masking import mask_parameters
 from .nplusone import NPlusOneFinding, statement_shape
 
 __all__ = ["Duplicate", "Profile", "ProfiledStatement", "profile"]
@@ -285,24 +286,16 @@ def _is_select(sql: str) -> bool:
     return not any(word in upper for word in ("INSERT", "UPDATE", "DELETE", "MERGE", "REPLACE"))
 
 
-def _optional(module: str, name: str) -> Callable[..., Any] | None:
-    """``module.name`` of this package, or None while the module does not exist (another change adds it)."""
-    try:
-        found = importlib.import_module(f"{__package__}.{module}")
-    except ImportError:
-        return None
-    function: Callable[..., Any] | None = getattr(found, name, None)
-    return function
-
-
 class _Recorder:
     """The statement listener of one profile: builds a :class:`ProfiledStatement` per statement."""
 
     def __init__(self, prof: Profile, threads: Threads) -> None:
         self.prof = prof
         self.owner = threading.get_ident() if threads == "current" else None
-        self.mask = _optional("_masking", "mask_parameters")
-        self.explain_sql = _optional("_explain", "explain_sql") if prof.explain_slow_ms is not None else None
+        self.mask: Callable[..., Any] | None = mask_parameters
+        self.explain_sql: Callable[..., Any] | None = (
+            explain_sql if prof.explain_slow_ms is not None else None
+        )
         self.plans: dict[str, tuple[Any, str | None]] = {}  # one EXPLAIN per statement shape
 
     def __call__(
@@ -413,7 +406,7 @@ def profile(
             f"shape make an N+1 group), got {n_plus_one_threshold!r}; the default is 5"
         )
     kits = _kits(db)
-    masked = _optional("_masking", "mask_parameters") is not None
+    masked = True
     limit = float(explain_slow_ms) if explain_slow_ms is not None else None
     prof = Profile(explain_slow_ms=limit, n_plus_one_threshold=n_plus_one_threshold, masked=masked)
     recorder = _Recorder(prof, threads)

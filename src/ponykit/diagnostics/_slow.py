@@ -15,7 +15,6 @@ taken with EXPLAIN *without* ANALYZE (nothing is run twice), and only:
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 import threading
@@ -31,6 +30,7 @@ from .._kit import Kit, get_kit
 from ..errors import OptionError, UnsupportedDatabase
 from . import _sqltext
 from ._explain import backend_name, explain_sql
+from ._masking import mask_parameters
 from .nplusone import statement_shape
 
 __all__ = ["DEFAULT_PLAN_INTERVAL", "install", "set_slow_query_log"]
@@ -214,13 +214,9 @@ def _caller() -> str | None:
 
 
 def _masked_parameters(db: Database, sql: str, arguments: Any) -> Any:
-    """The parameters with sensitive values masked by the SQL log's masking, or None while it is absent
+    """The parameters with sensitive values masked by the SQL log's masking, or None when masking failed
     (then no parameter value is logged at all)."""
     try:
-        masking = importlib.import_module("ponykit.diagnostics._masking")
-    except ImportError:
-        return None
-    try:
-        return masking.mask_parameters(db, sql, arguments)
+        return mask_parameters(db, sql, arguments)
     except Exception:  # noqa: BLE001 - never log what could not be masked
         return None
