@@ -107,8 +107,7 @@ class Profile:
         self.statements: list[ProfiledStatement] = []
         self.explain_slow_ms = explain_slow_ms
         self.n_plus_one_threshold = n_plus_one_threshold
-        #: Whether parameters were masked and recorded (False: the masking helper is unavailable and
-        #: no parameter value was recorded).
+        #: Whether parameter values were recorded (masked: sensitive and encrypted ones read "***").
         self.parameters_recorded = masked
         self.started = time.time()
         self.elapsed_ms = 0.0
@@ -340,10 +339,8 @@ class _Recorder:
             return None, "no plan: the statement failed (the transaction may be aborted)"
         if not _is_select(sql):
             return None, "no plan: only SELECT statements are explained"
-        if self.explain_sql is None:
-            return None, "no plan: EXPLAIN support (ponykit.diagnostics._explain) is not available"
-        if self.mask is None:
-            return None, "no plan: parameter masking is unavailable, and a plan can show bound values"
+        if self.explain_sql is None or self.mask is None:
+            return None, "no plan: this profile does not explain statements"
         if arguments and masked is None:
             return None, "no plan: could not tell whether the statement binds sensitive values"
         if arguments and not _same(masked, arguments):
