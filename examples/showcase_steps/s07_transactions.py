@@ -54,7 +54,9 @@ def run(workdir: pathlib.Path, say: Callable[[str], None]) -> None:
         stock = Book[1].stock
     say(f"order(): {len(attempts)} attempts (the first met an OptimisticCheckError and rolled back)")
     say(f"stock is {stock} (10 - 2, applied once); on_commit ran {committed}")
-    assert attempts == [1, 2] and stock == 8 and committed == ["order of 2"]
+    assert attempts == [1, 2]
+    assert stock == 8
+    assert committed == ["order of 2"]
 
     with pk.transaction(isolation="serializable", read_only=True, db=db):
         count = select(o for o in Order).count()

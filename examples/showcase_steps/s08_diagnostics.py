@@ -67,7 +67,8 @@ def run(workdir: pathlib.Path, say: Callable[[str], None]) -> None:
     say(f"slow query ({getattr(record, 'duration_ms', 0):.1f} ms) found {len(found)} order; its plan:")
     for line in record.getMessage().splitlines()[-4:]:
         say(f"  {line}")
-    assert warnings and "Order.code" in str(warnings)
+    assert warnings
+    assert "Order.code" in str(warnings)
 
     with db_session:
         db.execute('CREATE INDEX idx_order_code ON "Order" (code)')
@@ -83,4 +84,5 @@ def run(workdir: pathlib.Path, say: Callable[[str], None]) -> None:
     groups = len(prof.n_plus_one)
     say(f"profile(): {len(prof.statements)} statements, {groups} N+1 group(s); report at {report.name}")
     say(f"  {prof.n_plus_one[0]}")
-    assert prof.n_plus_one and report.stat().st_size > 0
+    assert prof.n_plus_one
+    assert report.stat().st_size > 0
