@@ -32,7 +32,7 @@ from .errors import (
 from .kit import CommitEvent, Kit, attach, get_kit
 from .query import cached, cached_query, cached_select, paginate, paginate_keyset, prefetch
 from .serialization import Serializable, json_schema, to_json
-from .transactions import on_commit, on_rollback
+from .transactions import on_commit, on_rollback, savepoint
 
 __all__ = [
     "BulkWriteError",
@@ -77,6 +77,7 @@ __all__ = [
     "parse_url",
     "prefetch",
     "query",
+    "savepoint",
     "security",
     "to_json",
     "types",

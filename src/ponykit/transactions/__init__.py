@@ -32,8 +32,9 @@ from .._kit import Kit, attached_databases, find_kit, get_kit
 from ..errors import ConfigurationError, OptionError
 from ._hooks import Callback, tx_state
 from ._hooks import install as install  # attach() runs it: ponykit.kit.INSTALLERS
+from ._savepoint import savepoint
 
-__all__ = ["on_commit", "on_rollback", "pending_writes", "record_writes", "transaction_id"]
+__all__ = ["on_commit", "on_rollback", "pending_writes", "record_writes", "savepoint", "transaction_id"]
 
 
 def on_commit(fn: Callable[[], Any], *, db: Database | None = None, reraise: bool | None = None) -> None:
