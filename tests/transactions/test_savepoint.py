@@ -75,7 +75,7 @@ def _rows(entity: Any) -> int:
 
 
 def test_release_keeps_the_work(schema: Any, statements: list[str]) -> None:
-    db, Person, _, _ = schema
+    _db, Person, _, _ = schema
     with db_session:
         with pk.savepoint():
             Person(name="bob", age=1)
@@ -113,7 +113,7 @@ def test_rollback_undoes_rows_and_the_identity_map(schema: Any, statements: list
         for gone in (bob, cid):
             with pytest.raises(OperationWithDeletedObjectError):
                 gone.age = 1
-        assert {o for o in _pony.session_objects(db)} == {ann, rex}
+        assert set(_pony.session_objects(db)) == {ann, rex}
         Person(name="bob", age=2)  # the name is free again, in the database and in the identity map
     with db_session:
         assert sorted((p.name, p.age) for p in Person.select()) == [("ann", 30), ("bob", 2)]
@@ -121,7 +121,7 @@ def test_rollback_undoes_rows_and_the_identity_map(schema: Any, statements: list
 
 
 def test_objects_first_loaded_in_the_block_stay_usable(schema: Any) -> None:
-    db, Person, _, Pet = schema
+    _db, Person, _, Pet = schema
     with db_session:
         with pytest.raises(Boom), pk.savepoint():
             ann = Person.get(name="ann")
@@ -174,16 +174,15 @@ def test_collections_are_restored(schema: Any) -> None:
 
 def test_nested_inner_rolled_back_outer_kept(schema: Any) -> None:
     _, Person, _, _ = schema
-    with db_session:
-        with pk.savepoint():
-            Person(name="outer")
-            with pytest.raises(Boom), pk.savepoint():
-                Person(name="inner")
-                with pk.savepoint():
-                    Person(name="innermost")
-                raise Boom
-            assert Person.get(name="innermost") is None
-            Person(name="after")
+    with db_session, pk.savepoint():
+        Person(name="outer")
+        with pytest.raises(Boom), pk.savepoint():
+            Person(name="inner")
+            with pk.savepoint():
+                Person(name="innermost")
+            raise Boom
+        assert Person.get(name="innermost") is None
+        Person(name="after")
     with db_session:
         assert sorted(select(p.name for p in Person)[:]) == ["after", "ann", "outer"]
 
@@ -286,7 +285,7 @@ def test_a_failing_flush_at_the_end_of_the_block_rolls_back(schema: Any) -> None
 def test_a_failed_statement_does_not_poison_the_transaction(schema: Any) -> None:
     """On PostgreSQL a failed statement aborts the whole transaction; rolling back to the savepoint
     brings it back, and the work before and after the block commits."""
-    db, Person, _, _ = schema
+    _db, Person, _, _ = schema
     with db_session:
         Person(name="before")
         with pytest.raises(TransactionIntegrityError), pk.savepoint():
@@ -316,7 +315,7 @@ def test_read_only_session_gets_a_real_savepoint(schema: Any) -> None:
 def test_release_does_not_commit_when_the_outer_session_fails(schema: Any) -> None:
     """The pysqlite trap: a SAVEPOINT opened outside a transaction *is* the transaction and its RELEASE
     commits it. savepoint() begins a real transaction first, so the outer failure undoes everything."""
-    db, Person, _, _ = schema
+    _db, Person, _, _ = schema
     with pytest.raises(Boom), db_session:
         assert Person.select().count() == 1
         with pk.savepoint():
@@ -340,12 +339,11 @@ def test_transient_error_propagates_without_rollback_to(
     else:
         raise_transient = "SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213, MESSAGE_TEXT = 'forced'"
     log: list[str] = []
-    with pytest.raises(Exception) as caught, db_session:
+    with pytest.raises(Exception, match="forced") as caught, db_session, pk.savepoint():
+        Person(name="bob")
         with pk.savepoint():
-            Person(name="bob")
-            with pk.savepoint():
-                pk.on_commit(lambda: log.append("inner"))
-                db.execute(raise_transient)
+            pk.on_commit(lambda: log.append("inner"))
+            db.execute(raise_transient)
     code = getattr(caught.value.original_exc, "pgcode", None) or caught.value.original_exc.args[0]
     assert code in ("40001", 1213)
     assert _savepoint_statements(statements) == ["SAVEPOINT", "SAVEPOINT"]
