@@ -140,6 +140,22 @@ def test_objects_first_loaded_in_the_block_stay_usable(schema: Any) -> None:
         assert Pet.select().count() == 1
 
 
+def test_query_results_cached_in_the_block_are_dropped(schema: Any) -> None:
+    """Pony keeps query results for the session; one taken inside the block must not outlive it."""
+    _, Person, _, _ = schema
+    with db_session:
+        Person(name="bob")
+        flush()
+        with pytest.raises(Boom), pk.savepoint():
+            Person.get(name="bob").delete()
+            flush()
+            assert {p.name for p in Person.select()} == {"ann"}
+            assert Person.select().count() == 1
+            raise Boom
+        assert {p.name for p in Person.select()} == {"ann", "bob"}
+        assert Person.select().count() == 2
+
+
 def test_collections_are_restored(schema: Any) -> None:
     _, Person, Tag, Pet = schema
     with db_session:
