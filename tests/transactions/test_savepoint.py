@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -394,3 +395,62 @@ def test_db_must_be_attached(db: Database) -> None:
     db.generate_mapping(create_tables=True)
     with db_session, pytest.raises(pk.ConfigurationError, match="attach"), pk.savepoint(db):
         pass
+
+
+@pytest.mark.backends("postgres", "mysql")
+def test_real_deadlock_inside_savepoints_reaches_the_outermost_transaction(schema: Any) -> None:
+    """Two transactions lock two rows in opposite orders, each inside a savepoint: the database picks one
+    victim, whose deadlock error leaves its savepoints without a ROLLBACK TO (on MySQL the victim's
+    transaction is already rolled back, the savepoint with it) and ends its session; the other commits."""
+    db, Person, _, _ = schema
+    with db_session:
+        Person(name="bob")
+    with db_session:
+        ids = sorted(p.id for p in Person.select())
+    table = _pony.quote_name(db, _pony.entity_info(Person).table)
+    update = f"UPDATE {table} SET age = COALESCE(age, 0) + 1 WHERE id = $row"
+    barrier = threading.Barrier(2, timeout=30)
+    statements: dict[int, list[str]] = {0: [], 1: []}
+    errors: dict[int, BaseException] = {}
+    local = threading.local()
+
+    def listen(_db: Any, sql: str, *_: Any) -> None:
+        who = getattr(local, "who", None)
+        if who is not None:
+            statements[who].append(sql)
+
+    remove = pk.get_kit(db).add_execute_listener(listen)
+
+    def work(who: int) -> None:
+        local.who = who
+        first, second = ids if who == 0 else ids[::-1]
+        try:
+            with db_session, pk.savepoint():
+                db.execute(update, {"row": first})
+                barrier.wait()
+                with pk.savepoint():
+                    db.execute(update, {"row": second})
+        except Exception as exc:
+            errors[who] = exc
+
+    threads = [threading.Thread(target=work, args=(who,)) for who in (0, 1)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        remove()
+    assert len(errors) == 1, errors
+    ((victim, error),) = errors.items()
+    driver_error = getattr(error, "original_exc", error)
+    assert getattr(driver_error, "pgcode", None) == "40P01" or driver_error.args[0] == 1213
+    assert not any("ROLLBACK TO" in sql for sql in statements[victim])
+    assert _savepoint_statements(statements[1 - victim]) == [
+        "SAVEPOINT",
+        "SAVEPOINT",
+        "RELEASE SAVEPOINT",
+        "RELEASE SAVEPOINT",
+    ]
+    with db_session:
+        assert sorted(p.age or 0 for p in Person.select()) == [1, 31]  # one transaction applied
