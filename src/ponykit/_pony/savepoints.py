@@ -53,17 +53,10 @@ def savepoint_statement(db: Database, sql: str, *, flush: bool) -> None:
         db._exec_sql(sql, None, start_transaction=True)
 
 
-@dataclass
-class _ObjectState:
-    status: str
-    vals: dict[Any, Any]
-    dbvals: dict[Any, Any] | None
-    rbits: int | None
-    wbits: int | None
-    pkval: Any
-    newid: int | None
-    # (the collection's own SetData, its members, is_fully_loaded, count, added, removed, absent)
-    sets: list[tuple[Any, ...]]
+# Per object: (status, vals, dbvals, rbits, wbits, pkval, newid, sets), a tuple since a snapshot holds one
+# per object of the session; sets: (the collection's own SetData, its members, is_fully_loaded, count,
+# added, removed, absent) for each collection loaded.
+_ObjectState = tuple[str, dict[Any, Any], "dict[Any, Any] | None", Any, Any, Any, Any, list[tuple[Any, ...]]]
 
 
 @dataclass
@@ -104,10 +97,10 @@ def snapshot_session(db: Database) -> SessionSnapshot:
         vals = obj._vals_
         sets = [_copy_set(v) for v in vals.values() if type(v) is set_type]
         dbvals = obj._dbvals_
-        objects[obj] = _ObjectState(
+        objects[obj] = (
             obj._status_,
-            dict(vals),
-            None if dbvals is None else dict(dbvals),
+            vals.copy(),
+            None if dbvals is None else dbvals.copy(),
             obj._rbits_,
             obj._wbits_,
             obj._pkval_,
@@ -136,19 +129,19 @@ def restore_session(db: Database, snapshot: SessionSnapshot) -> None:
     cache = snapshot.cache
     assert cache is db._get_cache()  # the caller checked the session is the one of the snapshot
     newcomers = [obj for obj in cache.objects if obj not in snapshot.objects]
-    for obj, state in snapshot.objects.items():
-        obj._status_ = state.status
+    for obj, (status, saved_vals, dbvals, rbits, wbits, pkval, newid, sets) in snapshot.objects.items():
+        obj._status_ = status
         vals = obj._vals_
         vals.clear()
-        vals.update(state.vals)
-        obj._dbvals_ = None if state.dbvals is None else dict(state.dbvals)
-        obj._rbits_ = state.rbits
-        obj._wbits_ = state.wbits
-        obj._pkval_ = state.pkval
-        obj._newid_ = state.newid
+        vals.update(saved_vals)
+        obj._dbvals_ = None if dbvals is None else dbvals.copy()
+        obj._rbits_ = rbits
+        obj._wbits_ = wbits
+        obj._pkval_ = pkval
+        obj._newid_ = newid
         obj._save_pos_ = None
         obj._session_cache_ = cache
-        for setdata, members, loaded, count, added, removed, absent in state.sets:
+        for setdata, members, loaded, count, added, removed, absent in sets:
             setdata.clear()
             setdata.update(members)
             setdata.is_fully_loaded = loaded
