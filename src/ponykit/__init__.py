@@ -36,7 +36,7 @@ from .errors import (
 from .kit import CommitEvent, Kit, attach, get_kit
 from .query import cached, cached_query, cached_select, paginate, paginate_keyset, prefetch
 from .serialization import Serializable, json_schema, to_json
-from .transactions import Backoff, classify_error, on_commit, on_rollback, retrying, transaction
+from .transactions import Backoff, classify_error, on_commit, on_rollback, retrying, savepoint, transaction
 
 __all__ = [
     "AmbiguousCommitError",
@@ -90,6 +90,7 @@ __all__ = [
     "profile",
     "query",
     "retrying",
+    "savepoint",
     "security",
     "to_json",
     "transaction",

@@ -11,6 +11,7 @@ itself, nor reads a Pony attribute's fields: it asks :func:`attr_info` for a fro
 - ``connection``: statements on a session's connection, a connection lost in a transaction, side connections
 - ``sqlbuilder``: Pony's SQL builder: SQL operations, lookups, index DDL, query-parameter converters
 - ``session``: session cache, depth, outside_session, flush, write hooks, identity-map upkeep
+- ``savepoints``: savepoint statements, and the session snapshot a rollback to a savepoint puts back
 - ``values``: validate, encode and decode values as Pony does; value round-trip checks
 - ``encoders``: bulk value encoders, and the generated-source fragments that name Pony's private slots
 - ``materialize``: the materializer: session objects from raw rows, generated once per row layout
@@ -185,6 +186,13 @@ from .relations import (
     load_lazy,
     load_many_to_many,
     load_one_to_many,
+)
+from .savepoints import (
+    SessionSnapshot,
+    loaded_state,
+    restore_session,
+    savepoint_statement,
+    snapshot_session,
 )
 from .session import (
     LinkRecorder,
@@ -373,6 +381,12 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "snapshot_may_predate",
     "track_collection_changes",
     "unflushed_entities",
+    # savepoints: savepoint statements, and the session snapshot a rollback to a savepoint puts back
+    "SessionSnapshot",
+    "loaded_state",
+    "restore_session",
+    "savepoint_statement",
+    "snapshot_session",
     # values: validate, encode and decode values as Pony does; value round-trip checks
     "DEFAULT",
     "builtin_decoder_name",

@@ -36,6 +36,7 @@ from ._hooks import install as install  # attach() runs it: ponykit.kit.INSTALLE
 from ._isolation import ISOLATION_LEVELS, Isolation
 from ._retrying import Attempt, retrying
 from ._run import Backoff, transaction
+from ._savepoint import savepoint
 
 __all__ = [
     "ISOLATION_LEVELS",
@@ -49,6 +50,7 @@ __all__ = [
     "pending_writes",
     "record_writes",
     "retrying",
+    "savepoint",
     "transaction",
     "transaction_id",
 ]
