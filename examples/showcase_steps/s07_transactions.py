@@ -58,6 +58,30 @@ def run(workdir: pathlib.Path, say: Callable[[str], None]) -> None:
     assert stock == 8
     assert committed == ["order of 2"]
 
+    with pk.transaction(db=db):
+        book = Book[1]
+        Order(book=book, quantity=1)  # kept
+        book.stock -= 1
+        try:
+            with pk.savepoint(db):
+                book.stock -= 100  # a bulk order that cannot be served
+                Order(book=book, quantity=100)
+                pk.on_commit(lambda: committed.append("order of 100"))
+                if book.stock < 0:
+                    raise ValueError("not enough stock")
+        except ValueError:
+            pass
+        in_session = select(o for o in Order).count()
+        say(f"the savepoint rolled back: stock {book.stock} in the session, {in_session} orders, not 3")
+        assert book.stock == 7
+    with db_session:
+        stock = Book[1].stock
+        orders = sorted(o.quantity for o in Order.select())
+    say(f"committed: stock {stock}, orders {orders}, on_commit ran {committed}")
+    assert stock == 7
+    assert orders == [1, 2]
+    assert committed == ["order of 2"]
+
     with pk.transaction(isolation="serializable", read_only=True, db=db):
         count = select(o for o in Order).count()
         total = sum(select(o.quantity for o in Order))
