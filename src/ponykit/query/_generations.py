@@ -279,6 +279,8 @@ def _make_subscriber(state: DbState) -> Any:
         if st is None:
             return
         kit = st._kit_ref()
+        if not st.backends and (kit is None or kit.cache is None):
+            return  # no cache has been used on this Database: nothing to invalidate (most commits)
         backends = list(st.backends)
         if kit is not None and kit.cache is not None and kit.cache not in backends:
             backends.append(kit.cache)
