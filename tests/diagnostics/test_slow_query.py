@@ -190,7 +190,7 @@ def test_a_slow_update_runs_once_and_only_selects_are_explained(counter: Any, ca
     assert getattr(record, "db.query.text").lstrip().upper().startswith("SELECT")
     assert record.duration_ms >= 0
     assert record.plan["nodes"]
-    assert getattr(record, "code.caller").startswith(__file__)  # the line that ran the query
+    assert getattr(record, "code.caller").startswith("test_slow_query.py:")  # the line that ran the query
     assert "plan" in record.getMessage()
 
 

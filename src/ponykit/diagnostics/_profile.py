@@ -18,7 +18,6 @@ The HTML report is built by ``_report``.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pony
 from pony.orm import Database
 
 from .. import _pony
@@ -36,17 +34,10 @@ from ..errors import ConfigurationError, OptionError
 from ._capture import Threads, check_threads
 from ._explain import explain_sql
 from ._masking import mask_parameters
+from ._sqllog import caller
 from .nplusone import NPlusOneFinding, statement_shape
 
 __all__ = ["Duplicate", "Profile", "ProfiledStatement", "profile"]
-
-# Frames in these directories are ponykit's or Pony's: the caller is the first frame outside them.
-_OWN_DIRS = (
-    str(Path(__file__).resolve().parent.parent) + os.sep,
-    str(Path(pony.__file__).resolve().parent) + os.sep,
-    str(Path(__file__).parent.parent) + os.sep,
-    str(Path(pony.__file__).parent) + os.sep,
-)
 
 
 @dataclass(slots=True)
@@ -242,19 +233,6 @@ def _line(statement: ProfiledStatement) -> str:
     )
 
 
-def _caller() -> str | None:
-    """``file:line`` of the first frame outside ponykit and Pony (a frame walk: no source is read)."""
-    frame = sys._getframe(2)
-    own = _OWN_DIRS
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        # "<string>": code Pony compiles for its decorators, between the application and Pony.
-        if not filename.startswith(own) and filename != "<string>":
-            return f"{filename}:{frame.f_lineno}"
-        frame = frame.f_back  # type: ignore[assignment]
-    return None
-
-
 def _fingerprint(arguments: Any) -> int:
     if isinstance(arguments, dict):
         return hash(tuple(sorted((str(k), repr(v)) for k, v in arguments.items())))
@@ -322,7 +300,7 @@ class _Recorder:
             start_ms=max(0.0, (end - seconds - prof._t0) * 1000.0),
             duration_ms=duration_ms,
             thread=threading.current_thread().name,
-            caller=_caller(),
+            caller=caller(full_path=True),
             rowcount=rowcount if isinstance(rowcount, int) and rowcount >= 0 else None,
             error=type(error).__name__ if error is not None else None,
             db=db,

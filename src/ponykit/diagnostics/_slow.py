@@ -16,7 +16,6 @@ taken with EXPLAIN *without* ANALYZE (nothing is run twice), and only:
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 import weakref
@@ -31,6 +30,7 @@ from ..errors import OptionError, UnsupportedDatabase
 from . import _sqltext
 from ._explain import backend_name, explain_sql
 from ._masking import mask_parameters
+from ._sqllog import caller
 from .nplusone import statement_shape
 
 __all__ = ["DEFAULT_PLAN_INTERVAL", "install", "set_slow_query_log"]
@@ -148,7 +148,7 @@ def _report(
         "duration_ms": ms,
         "rowcount": _rowcount(cursor),
         "db.transaction.id": _transaction(db),
-        "code.caller": _caller(),
+        "code.caller": caller(),
         "plan": plan.to_dict() if plan is not None else None,
         "plan.warnings": [str(w) for w in plan.warnings] if plan is not None else [],
     }
@@ -197,20 +197,6 @@ def _transaction(db: Database) -> int | None:
         return transactions.transaction_id(db)
     except Exception:  # noqa: BLE001 - outside a session, during teardown
         return None
-
-
-_SKIP_PREFIXES = ("ponykit.", "pony.")
-
-
-def _caller() -> str | None:
-    """``file.py:123`` of the first frame outside ponykit and Pony (the code that ran the statement)."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        module = str(frame.f_globals.get("__name__", ""))
-        if not module.startswith(_SKIP_PREFIXES) and module not in ("ponykit", "pony", "contextlib"):
-            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
-        frame = frame.f_back  # type: ignore[assignment]
-    return None
 
 
 def _masked_parameters(db: Database, sql: str, arguments: Any) -> Any:

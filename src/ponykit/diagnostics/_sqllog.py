@@ -170,7 +170,8 @@ def _is_internal(filename: str) -> bool:
     known = _internal_files.get(filename)
     if known is None:
         path = filename if filename.startswith("<") else os.path.abspath(filename)
-        known = path.startswith(_INTERNAL_DIRS) or path.startswith(("<ponykit:", "<decorator"))
+        # "<string>": the wrappers Pony's decorators compile; "<ponykit:...>": ponykit's generated code.
+        known = path.startswith(_INTERNAL_DIRS) or path.startswith(("<ponykit:", "<decorator", "<string>"))
         if len(_internal_files) < 4096:
             _internal_files[filename] = known
     return known
@@ -195,15 +196,17 @@ def _caller_frame() -> FrameType | None:
     return frame
 
 
-def caller() -> str | None:
+def caller(*, full_path: bool = False) -> str | None:
     """``"file.py:123"``: where the first frame outside ponykit and Pony is now (None if there is none).
 
-    Walks the stack: call it only once a record is known to be wanted.
+    With ``full_path``, the file's whole path. Walks the stack: call it only once a record is known to
+    be wanted. The SQL log, the slow-query log and ``profile()`` all name the caller this way.
     """
     frame = _caller_frame()
     if frame is None:
         return None
-    return f"{_short_name(frame.f_code.co_filename)}:{frame.f_lineno}"
+    filename = frame.f_code.co_filename
+    return f"{filename if full_path else _short_name(filename)}:{frame.f_lineno}"
 
 
 def _rowcount(cursor: Any) -> int | None:
