@@ -454,3 +454,49 @@ def test_real_deadlock_inside_savepoints_reaches_the_outermost_transaction(schem
     ]
     with db_session:
         assert sorted(p.age or 0 for p in Person.select()) == [1, 31]  # one transaction applied
+
+
+@pytest.mark.backends("postgres", "mysql")
+def test_transaction_retries_a_deadlock_raised_inside_savepoints(schema: Any) -> None:
+    """The whole story: the deadlock raised inside nested savepoints reaches transaction(retry=...), which
+    runs the victim again; both logical transactions are applied once and their on_commit runs once."""
+    db, Person, _, _ = schema
+    with db_session:
+        Person(name="bob")
+    with db_session:
+        ids = sorted(p.id for p in Person.select())
+    table = _pony.quote_name(db, _pony.entity_info(Person).table)
+    update = f"UPDATE {table} SET age = COALESCE(age, 0) + 1 WHERE id = $row"
+    barrier = threading.Barrier(2, timeout=30)
+    attempts = [0, 0]
+    done: list[int] = []
+    errors: list[BaseException] = []
+
+    @pk.transaction(retry=3, db=db)
+    def work(who: int) -> None:
+        attempts[who] += 1
+        pk.on_commit(lambda: done.append(who))
+        first, second = ids if who == 0 else ids[::-1]
+        with pk.savepoint():
+            db.execute(update, {"row": first})
+            if attempts[who] == 1:
+                barrier.wait()  # both hold their first row: the second updates deadlock
+            with pk.savepoint():
+                db.execute(update, {"row": second})
+
+    def run(who: int) -> None:
+        try:
+            work(who)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(who,)) for who in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert sum(attempts) == 3  # one victim, run once more
+    assert sorted(done) == [0, 1]
+    with db_session:
+        assert sorted(p.age or 0 for p in Person.select()) == [2, 32]  # each transaction applied once
