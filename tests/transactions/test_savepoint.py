@@ -11,6 +11,7 @@ from pony.orm import (
     Database,
     OperationWithDeletedObjectError,
     Optional,
+    PrimaryKey,
     Required,
     Set,
     TransactionIntegrityError,
@@ -500,3 +501,56 @@ def test_transaction_retries_a_deadlock_raised_inside_savepoints(schema: Any) ->
     assert sorted(done) == [0, 1]
     with db_session:
         assert sorted(p.age or 0 for p in Person.select()) == [2, 32]  # each transaction applied once
+
+
+def test_composite_keys_and_subclasses(db: Database) -> None:
+    """Rows with a composite key made of relations, and subclass rows, created, loaded, changed and
+    deleted in a rolled-back block: the session is put back (a created link row must not reappear in the
+    parent's loaded collection)."""
+
+    class Club(db.Entity):
+        name = Required(str)
+        members = Set("Membership")
+
+    class Member(db.Entity):
+        name = Required(str)
+        clubs = Set("Membership")
+
+    class Employee(Member):
+        salary = Optional(int)
+
+    class Membership(db.Entity):
+        club = Required(Club)
+        member = Required(Member)
+        level = Optional(int)
+        PrimaryKey(club, member)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    with db_session:
+        club = Club(name="chess")
+        Membership(club=club, member=Member(name="ann"), level=1)
+        Employee(name="eve", salary=10)
+    with db_session:
+        club = Club.get(name="chess")
+        assert len(club.members) == 1  # fully loaded before the block
+        with pytest.raises(Boom), pk.savepoint():
+            ann_link = Membership.select().first()  # first loaded in the block
+            ann_link.level = 5
+            eve = Employee.get(name="eve")
+            eve.salary = 0
+            eve_link = Membership(club=club, member=eve, level=2)
+            bob = Employee(name="bob", salary=3)
+            flush()
+            ann_link.delete()
+            flush()
+            raise Boom
+        assert ann_link.level == 1
+        assert eve.salary == 10
+        assert {(m.member.name, m.level) for m in club.members} == {("ann", 1)}
+        assert _pony.is_deleted_or_new(eve_link)
+        assert _pony.is_deleted_or_new(bob)
+        ann_link.level = 9
+    with db_session:
+        assert [m.level for m in Membership.select()] == [9]
+        assert Member.select().count() == 2

@@ -187,10 +187,10 @@ def _revive(db: Database, cache: SessionCache, newcomers: list[Any]) -> None:
         obj._newid_ = None
         cache.objects.add(obj)
         cache.seeds[pk_attrs].add(obj)
+        # No reverse update for key attributes (Pony's seeds get one): the row may be gone, and a
+        # collection that was fully loaded at the snapshot cannot miss a row that existed then.
         for attr, val in pairs:
             obj._vals_[attr] = val
-            if attr.reverse:
-                attr.db_update_reverse(obj, _core.NOT_LOADED, val)
         reread.append(obj)
     if not reread:
         return
