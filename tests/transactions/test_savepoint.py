@@ -11,6 +11,7 @@ from pony.orm import (
     Database,
     OperationWithDeletedObjectError,
     Optional,
+    PrimaryKey,
     Required,
     Set,
     TransactionIntegrityError,
@@ -454,3 +455,102 @@ def test_real_deadlock_inside_savepoints_reaches_the_outermost_transaction(schem
     ]
     with db_session:
         assert sorted(p.age or 0 for p in Person.select()) == [1, 31]  # one transaction applied
+
+
+@pytest.mark.backends("postgres", "mysql")
+def test_transaction_retries_a_deadlock_raised_inside_savepoints(schema: Any) -> None:
+    """The whole story: the deadlock raised inside nested savepoints reaches transaction(retry=...), which
+    runs the victim again; both logical transactions are applied once and their on_commit runs once."""
+    db, Person, _, _ = schema
+    with db_session:
+        Person(name="bob")
+    with db_session:
+        ids = sorted(p.id for p in Person.select())
+    table = _pony.quote_name(db, _pony.entity_info(Person).table)
+    update = f"UPDATE {table} SET age = COALESCE(age, 0) + 1 WHERE id = $row"
+    barrier = threading.Barrier(2, timeout=30)
+    attempts = [0, 0]
+    done: list[int] = []
+    errors: list[BaseException] = []
+
+    @pk.transaction(retry=3, db=db)
+    def work(who: int) -> None:
+        attempts[who] += 1
+        pk.on_commit(lambda: done.append(who))
+        first, second = ids if who == 0 else ids[::-1]
+        with pk.savepoint():
+            db.execute(update, {"row": first})
+            if attempts[who] == 1:
+                barrier.wait()  # both hold their first row: the second updates deadlock
+            with pk.savepoint():
+                db.execute(update, {"row": second})
+
+    def run(who: int) -> None:
+        try:
+            work(who)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(who,)) for who in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert sum(attempts) == 3  # one victim, run once more
+    assert sorted(done) == [0, 1]
+    with db_session:
+        assert sorted(p.age or 0 for p in Person.select()) == [2, 32]  # each transaction applied once
+
+
+def test_composite_keys_and_subclasses(db: Database) -> None:
+    """Rows with a composite key made of relations, and subclass rows, created, loaded, changed and
+    deleted in a rolled-back block: the session is put back (a created link row must not reappear in the
+    parent's loaded collection)."""
+
+    class Club(db.Entity):
+        name = Required(str)
+        members = Set("Membership")
+
+    class Member(db.Entity):
+        name = Required(str)
+        clubs = Set("Membership")
+
+    class Employee(Member):
+        salary = Optional(int)
+
+    class Membership(db.Entity):
+        club = Required(Club)
+        member = Required(Member)
+        level = Optional(int)
+        PrimaryKey(club, member)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    with db_session:
+        club = Club(name="chess")
+        Membership(club=club, member=Member(name="ann"), level=1)
+        Employee(name="eve", salary=10)
+    with db_session:
+        club = Club.get(name="chess")
+        assert len(club.members) == 1  # fully loaded before the block
+        with pytest.raises(Boom), pk.savepoint():
+            ann_link = Membership.select().first()  # first loaded in the block
+            ann_link.level = 5
+            eve = Employee.get(name="eve")
+            eve.salary = 0
+            eve_link = Membership(club=club, member=eve, level=2)
+            bob = Employee(name="bob", salary=3)
+            flush()
+            ann_link.delete()
+            flush()
+            raise Boom
+        assert ann_link.level == 1
+        assert eve.salary == 10
+        assert {(m.member.name, m.level) for m in club.members} == {("ann", 1)}
+        assert _pony.is_deleted_or_new(eve_link)
+        assert _pony.is_deleted_or_new(bob)
+        ann_link.level = 9
+    with db_session:
+        assert [m.level for m in Membership.select()] == [9]
+        assert Member.select().count() == 2

@@ -24,7 +24,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from pony.orm import Database, Optional, Required, Set, db_session
+from pony.orm import Database, Optional, PrimaryKey, Required, Set, db_session
 
 import ponykit as pk
 from ponykit import _pony
@@ -34,24 +34,32 @@ class Boom(Exception):
     """A user error leaving a savepoint block."""
 
 
-def make_schema(db: Database) -> tuple[Any, Any, Any]:
+def make_schema(db: Database) -> tuple[Any, ...]:
     class Person(db.Entity):
         name = Required(str, unique=True)
         age = Optional(int)
         tags = Set("Tag")
         pets = Set("Pet")
+        badges = Set("Badge")
 
     class Tag(db.Entity):
         label = Required(str)
         people = Set(Person)
+        badges = Set("Badge")
 
     class Pet(db.Entity):
         name = Required(str)
         owner = Optional(Person)
 
+    class Badge(db.Entity):  # a composite key made of two relations
+        person = Required(Person)
+        tag = Required(Tag)
+        level = Optional(int)
+        PrimaryKey(person, tag)
+
     pk.attach(db)
     db.generate_mapping(create_tables=True)
-    return Person, Tag, Pet
+    return Person, Tag, Pet, Badge
 
 
 CHANGES = [
@@ -63,6 +71,8 @@ CHANGES = [
     "move_pet",
     "delete",
     "tag_person",
+    "create_badge",
+    "change_badge",
 ]
 
 
@@ -80,23 +90,26 @@ def _table(db: Database, table: Any) -> str:
     return _pony.quote_name(db, table)
 
 
-def database_image(db: Database, entities: tuple[Any, Any, Any]) -> dict[tuple[str, Any], dict[str, Any]]:
+def database_image(db: Database, entities: tuple[Any, ...]) -> dict[tuple[str, Any], dict[str, Any]]:
     """What the database holds, read with raw SQL in the current transaction: the loaded_state() shape,
     with every collection fully loaded."""
-    Person, Tag, Pet = entities
+    Person, Tag, Pet, Badge = entities
     image: dict[tuple[str, Any], dict[str, Any]] = {}
-    for entity in (Person, Tag, Pet):
+    for entity in (Person, Tag, Pet, Badge):
         info = _pony.entity_info(entity)
         columns = ", ".join(_pony.quote_name(db, c) for c in info.columns)
         for row in db.select(f"SELECT {columns} FROM {_table(db, info.table)}"):
             values = dict(zip(info.column_attrs, row, strict=True))
-            image[(info.name, values["id"])] = values
+            key = (values["person"], values["tag"]) if entity is Badge else values["id"]
+            image[(info.name, key)] = values
     for key, values in image.items():
         if key[0] == "Person":
             values["tags"] = (True, set())
             values["pets"] = (True, set())
+            values["badges"] = (True, set())
         elif key[0] == "Tag":
             values["people"] = (True, set())
+            values["badges"] = (True, set())
     link = next(lt for lt in _pony.entity_info(Person).link_tables if lt.attr == "tags")
     person_col, tag_col = (_pony.quote_name(db, c) for c in (link.columns[0], link.reverse_columns[0]))
     sql = f"SELECT {person_col}, {tag_col} FROM {_table(db, link.table)}"
@@ -106,10 +119,13 @@ def database_image(db: Database, entities: tuple[Any, Any, Any]) -> dict[tuple[s
     for key, values in image.items():
         if key[0] == "Pet" and values["owner"] is not None:
             image[("Person", values["owner"])]["pets"][1].add(key[1])
+        elif key[0] == "Badge":
+            image[("Person", values["person"])]["badges"][1].add(key[1])
+            image[("Tag", values["tag"])]["badges"][1].add(key[1])
     return image
 
 
-def assert_session_matches(db: Database, entities: tuple[Any, Any, Any]) -> None:
+def assert_session_matches(db: Database, entities: tuple[Any, ...]) -> None:
     """Every live object's loaded values and collections equal the database's (after a flush)."""
     _pony.flush_session(db)
     shown = _pony.loaded_state(db)
@@ -132,14 +148,14 @@ def assert_session_matches(db: Database, entities: tuple[Any, Any, Any]) -> None
 def run_machine(make_db: Callable[[], Database]) -> None:
     db = make_db()
     entities = make_schema(db)
-    Person, Tag, Pet = entities
+    Person, Tag, Pet, Badge = entities
 
     class Savepoints(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
             with db_session:
                 link = next(lt for lt in _pony.entity_info(Person).link_tables if lt.attr == "tags")
-                for table in (link.table, *(_pony.entity_info(e).table for e in (Pet, Person, Tag))):
+                for table in (link.table, *(_pony.entity_info(e).table for e in (Badge, Pet, Person, Tag))):
                     db.execute(f"DELETE FROM {_table(db, table)}")
             with db_session:  # committed rows the machine's session has not loaded yet
                 people = [Person(name=f"seed{i}", age=20 + i) for i in range(3)]
@@ -148,6 +164,8 @@ def run_machine(make_db: Callable[[], Database]) -> None:
                 people[1].tags = tags[:2]
                 Pet(name="seed0", owner=people[1])
                 Pet(name="seed1")
+                Badge(person=people[1], tag=tags[0], level=1)
+            self.badge_pairs = {("seed1", "seed0")}  # (person name, tag label): one badge each, ever
             self.numbers = iter(range(1, 10_000))
             self.blocks: list[Block] = []
             self.kept_top: list[str] = ["top"]
@@ -164,13 +182,18 @@ def run_machine(make_db: Callable[[], Database]) -> None:
                 person = Person.get(name=name)
                 self.held.append(person)
                 self.held.extend(person.tags)
+            # and rows created by this session (their collections are known in full: empty)
+            self.held.append(Person(name="fresh0"))
+            self.held.append(Tag(label="fresh0"))
+            self.names.append("fresh0")
+            _pony.flush_session(db)
 
         # -- choosing objects -----------------------------------------------------------------------
 
         def live(self, entity: Any) -> list[Any]:
             # Objects with a key (flushed), in key order: the choice must not depend on set order.
             objs = [o for o in _pony.session_objects(db) if isinstance(o, entity)]
-            return sorted((o for o in objs if _pony.primary_key(o) is not None), key=_pony.primary_key)
+            return sorted((o for o in objs if _pony.primary_key(o) is not None), key=_pony.raw_primary_key)
 
         def pick(self, data: Any, entity: Any) -> Any | None:
             objs = self.live(entity)
@@ -218,8 +241,20 @@ def run_machine(make_db: Callable[[], Database]) -> None:
             if pet is not None:
                 pet.owner = self.pick(data, Person) if data.draw(st.booleans()) else None
 
+        def create_badge(self, data: Any) -> None:
+            person, tag = self.pick(data, Person), self.pick(data, Tag)
+            if person is None or tag is None or (person.name, tag.label) in self.badge_pairs:
+                return
+            self.badge_pairs.add((person.name, tag.label))
+            self.held.append(Badge(person=person, tag=tag, level=data.draw(st.integers(0, 9))))
+
+        def change_badge(self, data: Any) -> None:
+            badge = self.pick(data, Badge)
+            if badge is not None:
+                badge.level = data.draw(st.none() | st.integers(0, 9))
+
         def delete(self, data: Any) -> None:
-            entity = data.draw(st.sampled_from([Person, Tag, Pet]))
+            entity = data.draw(st.sampled_from([Person, Tag, Pet, Badge]))
             obj = self.pick(data, entity)
             if obj is not None:
                 obj.delete()
@@ -233,7 +268,10 @@ def run_machine(make_db: Callable[[], Database]) -> None:
             else:
                 person.tags.remove(tag)
 
-        @rule(data=st.data(), which=st.sampled_from(["tags", "pets", "people", "select", "seeds", "name"]))
+        @rule(
+            data=st.data(),
+            which=st.sampled_from(["tags", "pets", "badges", "people", "select", "seeds", "name"]),
+        )
         def load(self, data: Any, which: str) -> None:
             if which == "select":  # Pony keeps the results of a query for the session
                 found = Person.select()[:]
@@ -244,6 +282,7 @@ def run_machine(make_db: Callable[[], Database]) -> None:
             elif which == "seeds":  # rows committed before the session, loaded now (maybe in a block)
                 self.held.extend(Tag.select()[:])
                 self.held.extend(Pet.select()[:])
+                self.held.extend(Badge.select()[:])
             elif which == "name":  # Pony answers from its unique-key index when it holds the name
                 name = data.draw(st.sampled_from(self.names[::-1]))  # recent names first
                 found = Person.get(name=name)

@@ -189,8 +189,6 @@ def _revive(db: Database, cache: SessionCache, newcomers: list[Any]) -> None:
         cache.seeds[pk_attrs].add(obj)
         for attr, val in pairs:
             obj._vals_[attr] = val
-            if attr.reverse:
-                attr.db_update_reverse(obj, _core.NOT_LOADED, val)
         reread.append(obj)
     if not reread:
         return
@@ -201,14 +199,43 @@ def _revive(db: Database, cache: SessionCache, newcomers: list[Any]) -> None:
     except Exception:
         forget_objects(db, reread)
         raise
+    for obj in reread:
+        if obj._status_ not in _core.del_statuses:
+            _link_key_relations(obj)
+
+
+def _link_key_relations(obj: Any) -> None:
+    """Put a re-read object into the loaded collections of the objects its key refers to.
+
+    Pony does it when it makes a seed; here it waits until the row is known to exist (a row inserted in
+    the block is gone and must not appear in a collection). Pony's own code for it would raise on a
+    collection loaded in full, which cannot miss a row that existed at the snapshot unless another
+    transaction inserted it since: then it is added.
+    """
+    for attr in obj._pk_attrs_:
+        reverse = attr.reverse
+        val = obj._vals_.get(attr)
+        if not reverse or val is None:
+            continue
+        if reverse.is_collection:
+            setdata = val._vals_.get(reverse)
+            if setdata is None:
+                setdata = val._vals_[reverse] = _core.SetData()
+            if obj not in setdata:
+                setdata.add(obj)
+                setdata.count = None
+        else:  # a one-to-one through the key: the other side loads it again on use
+            val._vals_.pop(reverse, None)
+            val._dbvals_.pop(reverse, None)
 
 
 def loaded_state(db: Database) -> dict[tuple[str, Any], dict[str, Any]]:
     """What the current session shows for each live object, without loading anything (for tests).
 
     ``(entity name, primary key) -> {attribute name: value}`` for the attributes loaded in the session;
-    a related object is given as its primary key; a collection as ``(fully_loaded, frozenset of member
-    primary keys)``. Objects created and not flushed yet (no primary key) are left out.
+    a primary key is given as its column values (one value, or a tuple for a composite key), a related
+    object as its primary key, a collection as ``(fully_loaded, frozenset of member primary keys)``.
+    Objects created and not flushed yet (no primary key) are left out.
     """
     cache = db._get_cache()
     image: dict[tuple[str, Any], dict[str, Any]] = {}
@@ -219,10 +246,15 @@ def loaded_state(db: Database) -> dict[tuple[str, Any], dict[str, Any]]:
         for attr, val in obj._vals_.items():
             if attr.is_collection:
                 if val is not None:
-                    values[attr.name] = (bool(val.is_fully_loaded), frozenset(o._pkval_ for o in val))
+                    values[attr.name] = (bool(val.is_fully_loaded), frozenset(_raw_key(o) for o in val))
             elif isinstance(val, _core.Entity):
-                values[attr.name] = val._pkval_
+                values[attr.name] = _raw_key(val)
             else:
                 values[attr.name] = val
-        image[(type(obj).__name__, obj._pkval_)] = values
+        image[(type(obj).__name__, _raw_key(obj))] = values
     return image
+
+
+def _raw_key(obj: Any) -> Any:
+    raw = obj._get_raw_pkval_()
+    return raw[0] if len(raw) == 1 else tuple(raw)

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
-from pony.orm import Database, OptimisticCheckError, UnrepeatableReadError
+from pony.orm import Database
 
 from .. import _pony
 from .._kit import attached_databases, find_kit, get_kit
-from ..errors import ConfigurationError, ConnectionLostError, TransactionStateError
+from ..errors import ConfigurationError, TransactionStateError
+from ._classify import classify_error
 from ._hooks import Callback, TxState, local, tx_state
 from ._hooks import _run_ready as run_ready
 
@@ -151,7 +152,7 @@ def _undo(opened: _Open, exc: BaseException) -> None:
     state = opened.state
     dropped = len(state.on_commit) - opened.on_commit
     del state.on_commit[opened.on_commit :]
-    if _is_transient(exc):
+    if classify_error(exc) == "transient":
         log.debug(
             "ponykit: savepoint %s left without rollback on a transient %s; the outermost transaction "
             "retries",
@@ -179,24 +180,6 @@ def _undo(opened: _Open, exc: BaseException) -> None:
         local.ready.extend(undone)
         if not local.running:
             run_ready()
-
-
-_PG_TRANSIENT = frozenset({"40001", "40P01"})
-_MYSQL_TRANSIENT = frozenset({1213, 1205})
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """Placeholder for ``classify_error(exc) == "transient"`` until it lands on main."""
-    if isinstance(exc, (OptimisticCheckError, UnrepeatableReadError, ConnectionLostError)):
-        return True
-    err = getattr(exc, "original_exc", None) or exc
-    if getattr(err, "pgcode", None) in _PG_TRANSIENT:
-        return True
-    if getattr(err, "sqlite_errorcode", None) in (5, 6):
-        return True
-    args: Any = getattr(err, "args", ())
-    module = type(err).__module__ or ""
-    return module.startswith("pymysql") and bool(args) and args[0] in _MYSQL_TRANSIENT
 
 
 def _resolve_db(db: Database | None) -> Database:
