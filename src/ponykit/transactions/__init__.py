@@ -28,12 +28,13 @@ from typing import Any
 from pony.orm import Database
 
 from .. import _pony
-from .._kit import Kit, attached_databases, find_kit, get_kit
-from ..errors import ConfigurationError, OptionError
+from .._kit import Kit, get_kit
+from ..errors import OptionError
 from ._classify import ErrorClass, classify_error
 from ._hooks import Callback, tx_state
 from ._hooks import install as install  # attach() runs it: ponykit.kit.INSTALLERS
 from ._isolation import ISOLATION_LEVELS, Isolation
+from ._resolve import resolve_db
 from ._retrying import Attempt, retrying
 from ._run import Backoff, transaction
 from ._savepoint import savepoint
@@ -145,19 +146,4 @@ def transaction_id(db: Database) -> int | None:
 
 
 def _resolve_kit(db: Database | None, func: str) -> Kit:
-    if db is not None:
-        return get_kit(db)
-    in_use = [d for d in _pony.session_databases() if find_kit(d) is not None]
-    candidates = in_use or attached_databases()
-    if len(candidates) == 1:
-        kit = find_kit(candidates[0])
-        assert kit is not None
-        return kit
-    if not candidates:
-        raise ConfigurationError(
-            f"{func}() needs an attached Database: call ponykit.attach(db) when setting the database up"
-        )
-    raise ConfigurationError(
-        f"{func}() cannot tell which Database the callback belongs to ({len(candidates)} attached "
-        f"databases are in use); pass it explicitly: {func}(fn, db=db)"
-    )
+    return get_kit(resolve_db(db, f"{func}()", f"{func}(fn, db=db)"))

@@ -259,7 +259,7 @@ def _make_commit_wrapper(kit: Kit) -> Callable[[Callable[..., Any]], Callable[..
             state.on_commit.clear()
             state.on_rollback.clear()
             if _pony.session_depth() > 0:
-                _run_ready()  # an explicit commit() mid-session: its callbacks run now
+                run_ready()  # an explicit commit() mid-session: its callbacks run now
             return result
 
         return commit
@@ -432,11 +432,11 @@ def _finish_release(rolled_back: bool) -> None:
     if local.running or not (local.ready or local.errors):
         return
     if _pony.session_depth() > 0:
-        _run_ready()  # rollback() mid-session: the session goes on, callbacks run inside it
+        run_ready()  # rollback() mid-session: the session goes on, callbacks run inside it
         return
     # The outermost db_session is unwinding: run callbacks as if it were already closed.
     with _pony.outside_session():
-        _run_ready()
+        run_ready()
     if not local.errors:
         return
     if rolled_back:
@@ -454,7 +454,7 @@ def _finish_release(rolled_back: bool) -> None:
     ) from errors[0]
 
 
-def _run_ready() -> None:
+def run_ready() -> None:
     local.running = True
     try:
         while local.ready:

@@ -10,7 +10,8 @@ from pony.orm import Database
 from .. import _pony
 from ..errors import TransactionStateError
 from ._isolation import Isolation
-from ._run import Backoff, Block, Retry, resolve_db, transaction
+from ._resolve import resolve_db
+from ._run import Backoff, Block, Retry, transaction
 
 __all__ = ["Attempt", "retrying"]
 
@@ -82,7 +83,7 @@ class retrying:
         self._loop: Retry | None = None
 
     def __iter__(self) -> Iterator[Attempt]:
-        self.db = resolve_db(self._db)
+        self.db = resolve_db(self._db, "retrying()", "retrying(db=db)")
         if _pony.in_db_session():
             raise TransactionStateError(
                 "retrying() inside an open db_session or transaction: a retry would run again only part of "

@@ -22,10 +22,8 @@ from typing import Any, TypeVar
 from pony.orm import CommitException, Database, db_session
 
 from .. import _pony
-from .._kit import attached_databases, find_kit, get_kit
 from ..errors import (
     AmbiguousCommitError,
-    ConfigurationError,
     OptionError,
     RetriesExhausted,
     TransactionStateError,
@@ -33,8 +31,9 @@ from ..errors import (
 from ._classify import classify_error, error_code, unanswered_commit_error
 from ._hooks import tx_state
 from ._isolation import Isolation, Mode
+from ._resolve import resolve_db
 
-__all__ = ["Backoff", "Block", "Retry", "resolve_db", "transaction"]
+__all__ = ["Backoff", "Block", "Retry", "transaction"]
 
 log = logging.getLogger("ponykit.transactions")
 
@@ -188,24 +187,6 @@ def _describe(mode: Mode) -> str:
     if mode.timeout is not None:
         parts.append(f"timeout={mode.timeout!r}")
     return ", ".join(parts)
-
-
-def resolve_db(db: Database | None) -> Database:
-    if db is not None:
-        get_kit(db)  # raises ConfigurationError naming attach() when db is not attached
-        return db
-    in_use = [d for d in _pony.session_databases() if find_kit(d) is not None]
-    candidates = in_use or attached_databases()
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        raise ConfigurationError(
-            "transaction() needs an attached Database: call ponykit.attach(db) when setting the database up"
-        )
-    raise ConfigurationError(
-        f"transaction() cannot tell which Database to use ({len(candidates)} attached databases); pass it: "
-        "transaction(db=db)"
-    )
 
 
 class Retry:
@@ -374,7 +355,7 @@ class transaction:
 
     def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call ``fn(*args, **kwargs)`` in a transaction with this one's options (and retries)."""
-        db = resolve_db(self.db)
+        db = resolve_db(self.db, "transaction()", "transaction(db=db)")
         if self.retry and _pony.in_db_session():
             raise TransactionStateError(
                 f"transaction(retry={self.retry}) called inside an open db_session or transaction: a retry "
@@ -411,7 +392,7 @@ class transaction:
                 "Decorate a function with @transaction(retry=...), or loop: "
                 "`for attempt in ponykit.retrying(retry=...): with attempt: ...`"
             )
-        block = Block(resolve_db(self.db), self.mode, 1)
+        block = Block(resolve_db(self.db, "transaction()", "transaction(db=db)"), self.mode, 1)
         block.enter()
         stack = self._blocks.__dict__.setdefault("stack", [])
         stack.append(block)

@@ -17,11 +17,10 @@ from typing import Any, Literal
 from pony.orm import Database
 
 from .. import _pony
-from .._kit import attached_databases, find_kit, get_kit
-from ..errors import ConfigurationError, TransactionStateError
+from ..errors import TransactionStateError
 from ._classify import classify_error
-from ._hooks import Callback, TxState, local, tx_state
-from ._hooks import _run_ready as run_ready
+from ._hooks import Callback, TxState, local, run_ready, tx_state
+from ._resolve import resolve_db
 
 __all__ = ["savepoint"]
 
@@ -91,7 +90,7 @@ class Savepoint:
                 "ponykit: savepoint() needs an open transaction and none is open in this thread; use it "
                 "inside `with db_session:` (or `with ponykit.transaction():`)"
             )
-        db = _resolve_db(self._db)
+        db = resolve_db(self._db, "savepoint()", "savepoint(db)")
         if _pony.in_flush(db):
             raise TransactionStateError(
                 "ponykit: savepoint() cannot be opened while Pony is flushing (in before_insert/"
@@ -180,21 +179,3 @@ def _undo(opened: _Open, exc: BaseException) -> None:
         local.ready.extend(undone)
         if not local.running:
             run_ready()
-
-
-def _resolve_db(db: Database | None) -> Database:
-    if db is not None:
-        get_kit(db)  # not attached: ConfigurationError saying how to attach it
-        return db
-    in_use = [d for d in _pony.session_databases() if find_kit(d) is not None]
-    candidates = in_use or attached_databases()
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        raise ConfigurationError(
-            "savepoint() needs an attached Database: call ponykit.attach(db) when setting the database up"
-        )
-    raise ConfigurationError(
-        f"savepoint() cannot tell which Database to take the savepoint in ({len(candidates)} attached "
-        "databases are in use); pass it explicitly: savepoint(db)"
-    )
