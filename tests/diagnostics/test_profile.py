@@ -269,7 +269,7 @@ _TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters
 def test_any_text_is_escaped(sql: str, thread: str, caller: str, value: str) -> None:
     """Whatever the SQL, a parameter, the thread name or the file name holds, the page's structure is the
     report's own and the text comes back unchanged."""
-    prof = Profile(explain_slow_ms=None, n_plus_one_threshold=5, masked=True)
+    prof = Profile(explain_slow_ms=None, n_plus_one_threshold=5)
     database = Database()
     prof.statements.append(
         ProfiledStatement(f"SELECT {sql}", (value,), 0.0, 1.0, thread, f"{caller}:3", None, None, database)

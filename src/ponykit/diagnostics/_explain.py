@@ -41,6 +41,7 @@ from ..errors import ConfigurationError, OptionError, UnsupportedDatabase
 from . import _sqltext
 from ._plan_parsers import build_plan
 from ._plans import DEFAULT_THRESHOLD, Plan, PlanNode, PlanWarning, redact_raw
+from ._sqllog import database_facts
 
 __all__ = ["DEFAULT_THRESHOLD", "Plan", "PlanNode", "PlanWarning", "backend_name", "explain", "explain_sql"]
 
@@ -105,18 +106,18 @@ def explain_sql(
         return _run(db, connection, backend, sql, arguments, analyze, threshold)
 
 
+_EXPLAINED = frozenset({"postgresql", "mariadb", "mysql", "sqlite"})
+
+
 def backend_name(db: Database) -> str:
-    """``postgresql``, ``mariadb``, ``mysql`` or ``sqlite`` (the OpenTelemetry ``db.system.name``)."""
-    family = _pony.dialect(db)
-    if family == "postgres":
-        return "postgresql"
-    if family == "mysql":
-        return "mariadb" if _pony.server_version(db)[:1] >= (10,) else "mysql"
-    if family == "sqlite":
-        return "sqlite"
-    raise UnsupportedDatabase(
-        f"explain() supports PostgreSQL, MariaDB/MySQL and SQLite; {family} is not supported"
-    )
+    """``postgresql``, ``mariadb``, ``mysql`` or ``sqlite``: the SQL log's ``db.system.name`` of ``db``,
+    for a database whose plans ponykit reads (others raise :class:`UnsupportedDatabase`)."""
+    system = database_facts(db).system
+    if system not in _EXPLAINED:
+        raise UnsupportedDatabase(
+            f"explain() supports PostgreSQL, MariaDB/MySQL and SQLite; {system} is not supported"
+        )
+    return system
 
 
 def _require_session(function: str) -> None:

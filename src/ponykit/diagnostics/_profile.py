@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,12 +94,10 @@ class Profile:
     watched thread); the other attributes are computed from it each time they are read.
     """
 
-    def __init__(self, *, explain_slow_ms: float | None, n_plus_one_threshold: int, masked: bool) -> None:
+    def __init__(self, *, explain_slow_ms: float | None, n_plus_one_threshold: int) -> None:
         self.statements: list[ProfiledStatement] = []
         self.explain_slow_ms = explain_slow_ms
         self.n_plus_one_threshold = n_plus_one_threshold
-        #: Whether parameter values were recorded (masked: sensitive and encrypted ones read "***").
-        self.parameters_recorded = masked
         self.started = time.time()
         self.elapsed_ms = 0.0
         self._t0 = time.perf_counter()
@@ -269,10 +267,6 @@ class _Recorder:
     def __init__(self, prof: Profile, threads: Threads) -> None:
         self.prof = prof
         self.owner = threading.get_ident() if threads == "current" else None
-        self.mask: Callable[..., Any] | None = mask_parameters
-        self.explain_sql: Callable[..., Any] | None = (
-            explain_sql if prof.explain_slow_ms is not None else None
-        )
         self.plans: dict[str, tuple[Any, str | None]] = {}  # one EXPLAIN per statement shape
 
     def __call__(
@@ -284,9 +278,9 @@ class _Recorder:
         end = time.perf_counter()
         duration_ms = seconds * 1000.0
         params = None
-        if self.mask is not None and arguments:
+        if arguments:
             try:
-                params = self.mask(db, sql, arguments)
+                params = mask_parameters(db, sql, arguments)
             except Exception:  # noqa: BLE001 - a masking failure must not fail the statement
                 params = None  # never the raw values
         rowcount = getattr(cursor, "rowcount", None)
@@ -317,8 +311,6 @@ class _Recorder:
             return None, "no plan: the statement failed (the transaction may be aborted)"
         if not _is_select(sql):
             return None, "no plan: only SELECT statements are explained"
-        if self.explain_sql is None or self.mask is None:
-            return None, "no plan: this profile does not explain statements"
         if arguments and masked is None:
             return None, "no plan: could not tell whether the statement binds sensitive values"
         if arguments and not _same(masked, arguments):
@@ -328,7 +320,7 @@ class _Recorder:
         if shape in self.plans:
             return self.plans[shape]
         try:
-            found: tuple[Any, str | None] = (self.explain_sql(db, sql, arguments, cursor=cursor), None)
+            found: tuple[Any, str | None] = (explain_sql(db, sql, arguments, cursor=cursor), None)
         except Exception as exc:  # noqa: BLE001 - the type only: a driver message can quote values
             found = (None, f"no plan: EXPLAIN failed ({type(exc).__name__})")
         self.plans[shape] = found
@@ -381,9 +373,8 @@ def profile(
             f"shape make an N+1 group), got {n_plus_one_threshold!r}; the default is 5"
         )
     kits = _kits(db)
-    masked = True
     limit = float(explain_slow_ms) if explain_slow_ms is not None else None
-    prof = Profile(explain_slow_ms=limit, n_plus_one_threshold=n_plus_one_threshold, masked=masked)
+    prof = Profile(explain_slow_ms=limit, n_plus_one_threshold=n_plus_one_threshold)
     recorder = _Recorder(prof, threads)
     removers = [kit.add_statement_listener(recorder) for kit in kits]
     try:

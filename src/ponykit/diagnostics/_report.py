@@ -166,9 +166,9 @@ def _kind(statement: ProfiledStatement) -> str:
     return "op-other"
 
 
-def _params(prof: Profile, statement: ProfiledStatement) -> str:
+def _params(statement: ProfiledStatement) -> str:
     if statement.params is None:
-        return "" if prof.parameters_recorded else "not recorded"
+        return ""
     return _clip(repr(statement.params), _MAX_PARAMS)
 
 
@@ -192,14 +192,9 @@ def _header(prof: Profile, statements: list[ProfiledStatement]) -> str:
         f"<div><dt>{_e(label)}</dt><dd{' class=flag' if flag else ''}>{_e(value)}</dd></div>"
         for label, value, flag in totals
     )
-    note = (
-        ""
-        if prof.parameters_recorded
-        else ('<p class="note">Parameter values were not recorded: parameter masking is unavailable.</p>')
-    )
     return (
         f'<header><h1>ponykit profile</h1><p class="meta">recorded {_e(when)}</p>'
-        f'<dl class="totals" id="totals">{items}</dl>{note}</header>'
+        f'<dl class="totals" id="totals">{items}</dl></header>'
     )
 
 
@@ -249,7 +244,7 @@ def _table(prof: Profile, statements: list[ProfiledStatement], slow: set[int], t
             f"<td>{_e(s.thread)}</td>"
             f'<td title="{_e(s.caller or "")}">{_e(_where(s.caller))}</td>'
             f'<td class="sql">{_e(_clip(s.sql, _MAX_SQL))}{error}</td>'
-            f'<td class="params">{_e(_params(prof, s))}</td></tr>'
+            f'<td class="params">{_e(_params(s))}</td></tr>'
         )
     more = (
         f'<p class="note">The first {len(statements)} of {total} statements are shown.</p>'

@@ -205,7 +205,7 @@ class Retry:
         exception to raise (``exc`` itself when it is not for retrying)."""
         kind = classify_error(exc)
         if kind == "ambiguous":
-            return self._ambiguous(attempt, exc)
+            return ambiguous_commit(self.db, attempt, exc)
         if kind == "fatal" or not isinstance(exc, Exception):
             return exc
         self.errors.append(exc)
@@ -234,32 +234,6 @@ class Retry:
         self.waited += wait
         return None
 
-    def _ambiguous(self, attempt: int, exc: BaseException) -> AmbiguousCommitError:
-        database = _pony.describe_database(self.db)
-        entities = _entities_of(exc)
-        log.error(
-            "ponykit: COMMIT on the %s failed without an answer (attempt %d): the transaction may or may "
-            "not be applied; not retried",
-            database,
-            attempt,
-            extra={"attempt": attempt, "error_class": type(exc).__name__, "error_code": error_code(exc)},
-        )
-        error = AmbiguousCommitError(
-            f"ponykit: COMMIT of attempt {attempt} on the {database} failed ({type(exc).__name__}) and the "
-            "server did not answer: the transaction may or may not have been applied. It is not run again "
-            "(it could be applied twice). Check the database (an idempotency key, a unique constraint, a "
-            "read of the rows) before doing the work again.",
-            database=database,
-            attempt=attempt,
-            entities=entities,
-        )
-        # The driver's error of the COMMIT itself, not what a rollback on the dead connection raised after.
-        cause = unanswered_commit_error(exc)
-        if cause is None and isinstance(exc, CommitException) and exc.exceptions:
-            cause = exc.exceptions[0][1]
-        error.__cause__ = cause if cause is not None else exc
-        return error
-
     def _exhausted(self, attempt: int, elapsed: float) -> RetriesExhausted:
         causes = ", ".join(f"{type(e).__name__}({error_code(e)})" for e in self.errors)
         why = f"{self.retry} retries" if attempt > self.retry else f"the {self.backoff.budget:g} s budget"
@@ -284,6 +258,35 @@ class Retry:
         )
         error.__cause__ = self.errors[-1]
         return error
+
+
+def ambiguous_commit(db: Database, attempt: int, exc: BaseException) -> AmbiguousCommitError:
+    """The error for a COMMIT of ``attempt`` that failed without an answer (logged), caused by the COMMIT's
+    own driver error."""
+    database = _pony.describe_database(db)
+    entities = _entities_of(exc)
+    log.error(
+        "ponykit: COMMIT on the %s failed without an answer (attempt %d): the transaction may or may "
+        "not be applied; not retried",
+        database,
+        attempt,
+        extra={"attempt": attempt, "error_class": type(exc).__name__, "error_code": error_code(exc)},
+    )
+    error = AmbiguousCommitError(
+        f"ponykit: COMMIT of attempt {attempt} on the {database} failed ({type(exc).__name__}) and the "
+        "server did not answer: the transaction may or may not have been applied. It is not run again "
+        "(it could be applied twice). Check the database (an idempotency key, a unique constraint, a "
+        "read of the rows) before doing the work again.",
+        database=database,
+        attempt=attempt,
+        entities=entities,
+    )
+    # The driver's error of the COMMIT itself, not what a rollback on the dead connection raised after.
+    cause = unanswered_commit_error(exc)
+    if cause is None and isinstance(exc, CommitException) and exc.exceptions:
+        cause = exc.exceptions[0][1]
+    error.__cause__ = cause if cause is not None else exc
+    return error
 
 
 def _entities_of(exc: BaseException) -> tuple[str, ...]:
@@ -405,6 +408,6 @@ class transaction:
             block.exit(exc_type, exc, tb)
         except BaseException as error:
             if block.owner and classify_error(error) == "ambiguous":
-                ambiguous = Retry(0, self.backoff, block.db)._ambiguous(1, error)
+                ambiguous = ambiguous_commit(block.db, 1, error)
                 raise ambiguous from ambiguous.__cause__
             raise
