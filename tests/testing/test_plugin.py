@@ -91,7 +91,7 @@ def test_the_contract_example_of_the_docs_passes(
 ) -> None:
     """docs/testing.md's contract test module (a user's AttributeType and a MemoryCache) runs green under
     pytest, in its own process: every test of both contract classes runs, none is skipped."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     text = (root / "docs" / "testing.md").read_text(encoding="utf-8")
     example = next(
         block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "TestMoneyType" in block

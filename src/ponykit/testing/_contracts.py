@@ -1,36 +1,4 @@
-"""pytest plugin: fixtures to test code that uses Pony and ponykit.
-
-Registered through the ``pytest11`` entry point, so it is active wherever ponykit is installed (or
-enable it with ``-p ponykit.testing``). It only defines fixtures; nothing runs unless a test asks::
-
-    def test_listing(ponykit_db, assert_max_queries):
-        class Book(ponykit_db.Entity):
-            title = Required(str)
-        ponykit_db.generate_mapping(create_tables=True)
-        with db_session, assert_max_queries(1):
-            list(Book.select())
-
-Fixtures:
-
-* ``ponykit_db``: a fresh Database bound to an in-memory SQLite database (shared by every thread of
-  the test) and attached to ponykit, not mapped yet (declare entities, then
-  ``generate_mapping(create_tables=True)``). Disconnected after the test.
-* ``count_queries``, ``assert_max_queries``, ``detect_n_plus_one``: the functions of
-  :mod:`ponykit.diagnostics`, as fixtures. Like the functions, they count the statements of every
-  thread by default (a request served by a test client's worker thread is counted); pass
-  ``threads="current"`` for the calling thread only.
-
-Contract tests for users' own extensions (subclass one in a test module, provide its fixtures; every
-``test_*`` method then runs against your implementation):
-
-* :class:`CacheBackendContract`: what a cache backend must do (the :class:`~ponykit.query.backends.
-  CacheBackend` protocol); provide a ``backend`` fixture.
-* :class:`AttributeTypeContract`: what an attribute type must do (round trip through a real Database,
-  validation errors naming the attribute, None, JSON, queries); provide ``attribute_type`` and
-  ``sample_values``.
-
-See docs/testing.md for examples.
-"""
+"""Contract tests for users' own cache backends and attribute types (re-exported by ponykit.testing)."""
 
 from __future__ import annotations
 
@@ -42,65 +10,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-__all__ = [
-    "AttributeTypeContract",
-    "CacheBackendContract",
-    "ManualClock",
-    "assert_max_queries",
-    "count_queries",
-    "detect_n_plus_one",
-    "ponykit_db",
-]
-
-
-@pytest.fixture
-def ponykit_db() -> Iterator[Any]:
-    """A fresh, attached, in-memory SQLite Database for one test (declare entities, then map it).
-
-    Every thread sees the same database, so code served by a worker thread (FastAPI's ``TestClient``)
-    finds the tables the test created.
-    """
-    from pony.orm import Database
-
-    from . import kit
-    from .binding import bind_url
-
-    db = Database()
-    # Shared memory, not ":memory:": a request served on another thread (a test client's worker) must
-    # see the same tables; Pony names each shared-memory database uniquely, so tests stay apart.
-    bind_url(db, "sqlite://:sharedmemory:")
-    kit.attach(db)
-    yield db
-    db.disconnect()
-    kit.forget(db)
-
-
-@pytest.fixture
-def count_queries() -> Callable[..., Any]:
-    """:func:`ponykit.diagnostics.count_queries`: ``with count_queries() as counter: ...``."""
-    from .diagnostics import count_queries as function
-
-    return function
-
-
-@pytest.fixture
-def assert_max_queries() -> Callable[..., Any]:
-    """:func:`ponykit.diagnostics.assert_max_queries`: ``with assert_max_queries(2): ...``."""
-    from .diagnostics import assert_max_queries as function
-
-    return function
-
-
-@pytest.fixture
-def detect_n_plus_one() -> Callable[..., Any]:
-    """:func:`ponykit.diagnostics.detect_n_plus_one`: ``with detect_n_plus_one(threshold=3): ...``."""
-    from .diagnostics import detect_n_plus_one as function
-
-    return function
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Contract tests for users' own cache backends and attribute types
+__all__ = ["AttributeTypeContract", "CacheBackendContract", "ManualClock"]
 
 
 class ManualClock:
@@ -178,20 +88,20 @@ class CacheBackendContract:
 
     def test_backend_satisfies_the_protocol(self, backend: Any) -> None:
         """The backend has every method of the protocol (``isinstance(backend, CacheBackend)``)."""
-        from .query.backends import CacheBackend
+        from ..query.backends import CacheBackend
 
         assert isinstance(backend, CacheBackend), f"{backend!r} lacks a method of the CacheBackend protocol"
 
     def test_get_of_an_unknown_key_is_missing(self, backend: Any) -> None:
         """``get`` of a key never set returns ``MISSING`` (not None: None is a value)."""
-        from .query.backends import MISSING
+        from ..query.backends import MISSING
 
         assert backend.get(("contract", "never set")) is MISSING
 
     def test_set_then_get_returns_an_equal_value(self, backend: Any, plain_values: list[Any]) -> None:
         """Every kind of plain value comes back equal, with its type (a tuple stays a tuple); a stored
         None is a value, not a miss."""
-        from .query.backends import MISSING
+        from ..query.backends import MISSING
 
         for index, value in enumerate(plain_values):
             backend.set(("contract", index), value)
@@ -218,7 +128,7 @@ class CacheBackendContract:
     def test_entries_expire_after_their_ttl(self, backend: Any, advance: Callable[[float], None]) -> None:
         """An entry is there right after ``set(..., ttl)`` and gone once ``ttl`` has passed; an entry
         with a longer ttl outlives it."""
-        from .query.backends import MISSING
+        from ..query.backends import MISSING
 
         ttl = self.ttl_seconds
         backend.set(("contract", "short"), "s", ttl)
@@ -230,7 +140,7 @@ class CacheBackendContract:
 
     def test_clear_drops_every_entry_and_keeps_generations(self, backend: Any) -> None:
         """``clear`` drops every entry; generations stay where they were (they never go back)."""
-        from .query.backends import MISSING
+        from ..query.backends import MISSING
 
         backend.set(("contract", 1), "one")
         backend.bump(["ContractEntity"])
@@ -271,7 +181,7 @@ class CacheBackendContract:
 
     def test_get_or_compute_does_not_store_what_it_may_not(self, backend: Any) -> None:
         """When ``compute`` says ``may_store=False`` nothing is stored: the next call computes again."""
-        from .query.backends import MISSING
+        from ..query.backends import MISSING
 
         calls: list[int] = []
 
@@ -333,7 +243,7 @@ class AttributeTypeContract:
         """A fresh Database bound to in-memory SQLite, not mapped (override to use other backends)."""
         from pony.orm import Database
 
-        from .binding import bind_url
+        from ..binding import bind_url
 
         db = Database()
         bind_url(db, "sqlite://:sharedmemory:")
@@ -345,7 +255,7 @@ class AttributeTypeContract:
         """The ``ContractSubject`` entity on ``contract_database`` (attached and mapped)."""
         from pony.orm import Optional, Required
 
-        from . import kit
+        from .. import kit
 
         db = contract_database
 
@@ -359,7 +269,7 @@ class AttributeTypeContract:
         kit.forget(db)
 
     def _codec(self, attribute_type: Any) -> Any:
-        from .types.base import json_codec
+        from ..types.base import json_codec
 
         codec = json_codec(attribute_type)
         assert codec is not None, f"{attribute_type!r} is not a registered attribute type (register_type)"
@@ -411,7 +321,7 @@ class AttributeTypeContract:
         """Assigning an invalid value raises ``expected_error`` naming ``ContractSubject.value``."""
         from pony.orm import db_session, rollback
 
-        from .errors import ValidationError
+        from ..errors import ValidationError
 
         expected = self.expected_error or ValidationError
         for bad in invalid_values:
@@ -444,7 +354,7 @@ class AttributeTypeContract:
         type's JSON form, and None as null."""
         from pony.orm import db_session
 
-        from .serialization import to_json
+        from ..serialization import to_json
 
         codec = self._codec(attribute_type)
         with db_session:
