@@ -84,6 +84,8 @@ class Kit:
         self.cache_namespace: str | None = None
         self.reraise_callback_errors = False
         self.slow_query_ms: float | None = None  # the slow-query log's threshold; None: off
+        # False drops on_commit callbacks when registered (ponykit.testing's ponykit_run_on_commit = false).
+        self.run_commit_callbacks = True
         self.converters: dict[type, type] = {}
         self.param_encoders: dict[type, Any] = {}
         self.cache_state: Any = None  # a ponykit.query._generations.DbState once the cache is used

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
@@ -19,7 +20,7 @@ from .errors import ConfigurationError
 if TYPE_CHECKING:
     from pony.orm import Database
 
-__all__ = ["bind_url", "parse_url", "redact_url"]
+__all__ = ["BindHook", "bind_direct", "bind_url", "parse_url", "redact_url", "set_bind_hook"]
 
 _SCHEMES = {
     "sqlite": "sqlite",
@@ -162,13 +163,40 @@ def parse_url(url: str) -> tuple[str, dict[str, Any]]:
     return provider, _merge(_authority(parts, text, provider), typed, text, provider, _ALIASES[provider])
 
 
+# Set by ponykit.testing while an application's test suite runs: called before every bind_url(); when it
+# returns True it has bound the Database itself (to the test database) and bind_url does nothing more.
+BindHook = Callable[["Database", str], bool]
+_bind_hook: BindHook | None = None
+
+
+def set_bind_hook(hook: BindHook | None) -> BindHook | None:
+    """Install ``hook`` to be asked before every :func:`bind_url` (None removes it); the previous hook.
+
+    ``ponykit.testing`` uses it to bind an application's Database to the test database, so that the
+    production URL the application names is never connected to. ``hook(db, url)`` returns True when it
+    took care of the bind.
+    """
+    global _bind_hook
+    previous, _bind_hook = _bind_hook, hook
+    return previous
+
+
 def bind_url(db: Database, url: str, **overrides: Any) -> None:
     """Bind ``db`` to the database ``url`` names; keyword ``overrides`` replace what the URL gives.
 
     Pony connects while binding, so connection errors surface here. They are re-raised unchanged unless
     their text contains the password; then a :class:`ConfigurationError` with the password masked is
-    raised in their place.
+    raised in their place. Under ponykit's pytest plugin configured with ``ponykit_database``, the
+    application's Database is bound to the test database instead (see docs/testing.md).
     """
+    hook = _bind_hook
+    if hook is not None and hook(db, url):
+        return
+    bind_direct(db, url, **overrides)
+
+
+def bind_direct(db: Database, url: str, **overrides: Any) -> None:
+    """:func:`bind_url` without asking the test plugin's hook (the plugin binds with it)."""
     provider, kwargs = parse_url(url)
     if "provider" in overrides:
         raise ConfigurationError("the provider comes from the URL scheme and cannot be overridden")

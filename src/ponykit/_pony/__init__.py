@@ -20,6 +20,7 @@ itself, nor reads a Pony attribute's fields: it asks :func:`attr_info` for a fro
 - ``prepared``: prepared page queries: built by Pony once per shape, rebound per call
 - ``queries``: query shape, order, SQL and fetch; raw filters; N+1 culprit; stable query keys
 - ``explain``: the session's connection for EXPLAIN, the mapping read backwards (tables -> attributes)
+- ``outer_transaction``: one shared connection in an outer transaction per test, table truncation
 
 Written against Pony 0.7.20; ``docs/internals.md`` lists every private Pony name used here, and every
 attribute ponykit sets on user classes and Pony objects. Nothing here patches a Pony class for the whole
@@ -142,6 +143,14 @@ from .model import (
     root_entity,
     root_entity_name,
     table_key,
+)
+from .outer_transaction import (
+    OuterPool,
+    TestConnection,
+    install_outer_pool,
+    open_connection,
+    table_names,
+    truncate_tables,
 )
 from .prepared import (
     Prepared,
@@ -465,6 +474,13 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "raw_sql_condition",
     "run_query_uncached",
     "sql_alias",
+    # outer_transaction: one shared connection in an outer transaction per test (ponykit.testing)
+    "OuterPool",
+    "TestConnection",
+    "install_outer_pool",
+    "open_connection",
+    "table_names",
+    "truncate_tables",
     # explain: the session's connection for EXPLAIN, the mapping read backwards (tables -> attributes)
     "TableInfo",
     "session_connection",
