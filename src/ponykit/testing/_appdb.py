@@ -115,19 +115,25 @@ def isolated() -> Iterator[None]:
 
     For the examples of a property test: hypothesis runs them all inside one test, so without this the
     rows of one example are still there in the next (a unique name made twice fails). Under rollback
-    isolation only (the default); the block must not be inside a ``db_session``.
+    isolation the block is a savepoint; in a ``ponykit_transactional`` test or the truncate/recreate
+    modes the tables are emptied at its end. The block must not be inside a ``db_session``.
     """
     app = current[0] if current else None
-    if app is None or not app.ready or not app.pool.active:
+    if app is None or not app.ready:
         raise RuntimeError(
-            "ponykit.testing.isolated() needs the plugin's rollback isolation: set ponykit_database in the "
-            "ini file, use the pk_db fixture, and do not mark the test ponykit_transactional"
+            "ponykit.testing.isolated() works on the application's Database of the plugin: set "
+            "ponykit_database in the ini file and use the pk_db fixture"
         )
-    app.pool.push()
+    nested = app.pool.active
+    if nested:
+        app.pool.push()
     try:
         yield
     finally:
-        app.pool.pop()
+        if nested:
+            app.pool.pop()
+        else:
+            _pony.truncate_tables(app.database())
         _reset_cache(app.database())
 
 
