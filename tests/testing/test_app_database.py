@@ -264,3 +264,36 @@ def test_inner_commits_and_rollbacks_behave_as_outside_tests(
     monkeypatch.setenv("APP_PRODUCTION_URL", "mysql://app@production.invalid/app")
     project = _project(tmp_path, MODELS, ROLLBACK_TESTS)
     _passed(run_pytest(project, app_test_url), 5)
+
+
+MODE_TESTS = """
+    import pytest
+    from pony.orm import db_session
+    import ponykit as pk
+    from ponykit.errors import ConfigurationError
+    from app.models import Note, db
+
+    def test_1_an_isolation_level_is_refused_inside_the_outer_transaction(pk_db):
+        if db.provider_name == "sqlite":  # every SQLite transaction is serializable: nothing to set
+            with pk.transaction(isolation="serializable", db=db):
+                Note(text="x")
+            return
+        with pytest.raises(ConfigurationError, match="ponykit_transactional"):
+            with pk.transaction(isolation="serializable", db=db):
+                Note(text="x")
+
+    @pytest.mark.ponykit_transactional
+    def test_2_and_runs_in_a_transactional_test(pk_db):
+        with pk.transaction(isolation="serializable", db=db):
+            Note(text="x")
+        with db_session:
+            assert Note.select().count() == 1
+"""
+
+
+def test_transaction_modes_need_a_transactional_test(
+    app_test_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("APP_PRODUCTION_URL", "postgresql://app@production.invalid/app")
+    project = _project(tmp_path, MODELS, MODE_TESTS)
+    _passed(run_pytest(project, app_test_url), 2)

@@ -19,6 +19,7 @@ from typing import Any
 
 from pony.orm import Database
 
+from ..errors import ConfigurationError
 from .database import dialect
 
 __all__ = [
@@ -59,16 +60,35 @@ def _original_pool(db: Database) -> Any:
     return pool.original if isinstance(pool, OuterPool) else pool
 
 
-class _SqliteCursor:
-    """A SQLite cursor that ignores ``BEGIN``: Pony opens each write transaction with ``BEGIN IMMEDIATE``,
-    which would fail inside the outer transaction (the savepoint stands in for it)."""
+class _TestCursor:
+    """A cursor of the shared connection, watching the statements that would end the outer transaction
+    or change it for the rest of the test.
 
-    def __init__(self, cursor: Any) -> None:
+    SQLite: Pony opens each write transaction with ``BEGIN IMMEDIATE``, which would fail inside the outer
+    transaction; the savepoint stands in for it, so ``BEGIN`` is skipped. ``SET TRANSACTION`` (an isolation
+    level, read-only mode: Pony's ``serializable=True``, ponykit's ``transaction(isolation=...)``) cannot
+    apply to one inner transaction: it is refused with a message instead of failing obscurely or, on
+    PostgreSQL, making the rest of the test read-only.
+    """
+
+    def __init__(self, cursor: Any, dialect_name: str) -> None:
         self._cursor = cursor
+        self._dialect = dialect_name
 
-    def execute(self, sql: str, *args: Any) -> Any:
-        if sql.lstrip()[:5].upper() == "BEGIN":
+    def execute(self, sql: Any, *args: Any) -> Any:
+        # Text, or bytes (psycopg2's execute_values); a composed statement is never one of these two.
+        text = (
+            sql if isinstance(sql, str) else sql.decode("utf-8", "replace") if isinstance(sql, bytes) else ""
+        )
+        head = text.lstrip()[:16].upper()
+        if head.startswith("BEGIN") and self._dialect == "sqlite":
             return self
+        if head.startswith("SET TRANSACTION"):
+            raise ConfigurationError(
+                f"ponykit.testing: {text.strip()[:60]!r} cannot run inside the test's outer transaction "
+                "(rollback isolation): an isolation level or read-only mode applies to a whole real "
+                "transaction. Mark the test @pytest.mark.ponykit_transactional to run it with real commits."
+            )
         self._cursor.execute(sql, *args)
         return self
 
@@ -77,6 +97,12 @@ class _SqliteCursor:
 
     def __iter__(self) -> Any:
         return iter(self._cursor)
+
+    def __enter__(self) -> _TestCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._cursor.close()
 
 
 class TestConnection:
@@ -159,8 +185,7 @@ class TestConnection:
             self._real.rollback()
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
-        cursor = self._real.cursor(*args, **kwargs)
-        return _SqliteCursor(cursor) if self._dialect == "sqlite" else cursor
+        return _TestCursor(self._real.cursor(*args, **kwargs), self._dialect)
 
     def commit(self) -> None:
         """The inner transaction's commit: what it wrote stays until the test ends."""
