@@ -40,11 +40,28 @@ from typing import Any
 import pytest
 
 from ._contracts import AttributeTypeContract, CacheBackendContract, ManualClock
+from ._assertions import (
+    StatementLog,
+    assert_sql_contains,
+    assert_sql_contains_fixture,
+    capture_statements,
+    pytest_addoption,
+    sql_snapshot_fixture,
+)
+from .factories import Factory, factory
 
 __all__ = [
     "AttributeTypeContract",
     "CacheBackendContract",
+    "Factory",
     "ManualClock",
+    "StatementLog",
+    "assert_sql_contains",
+    "assert_sql_contains_fixture",
+    "capture_statements",
+    "factory",
+    "pytest_addoption",
+    "sql_snapshot_fixture",
     "assert_max_queries",
     "count_queries",
     "detect_n_plus_one",
