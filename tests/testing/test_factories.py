@@ -235,3 +235,87 @@ def test_generated_models(make_db: Callable[[], Database]) -> None:
 def _unique_names(entity: Any) -> list[str]:
     return [n for n, a in vars(entity).items() if getattr(a, "is_unique", False) and not a.is_collection]
 
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One hand-made model: every type, defaults, overrides, batches, errors
+
+
+@pytest.fixture
+def shop(db: Database) -> Any:
+    class Customer(db.Entity):  # type: ignore[name-defined,misc]
+        email = Required(str, 30, unique=True)
+        plan = Required(str, default="free")
+        age = Required(int, min=18, max=120)
+        secret = Required(pk.types.EncryptedStr)
+        seen = Required(pk.types.AwareDatetime)
+        color = Required(Color)
+        address = Required(pk.types.IPAddress)
+        balance = Required(Decimal, 6, 2)
+        orders = Set("Order")
+        note = Optional(str)
+
+    class Order(db.Entity):  # type: ignore[name-defined,misc]
+        customer = Required(Customer)
+        number = Required(int, unique=True)
+        year = Required(int, py_check=lambda y: 2000 <= y <= 2100)
+        day = Required(dt.date)
+        payload = Required(Json)
+
+    class Boss(db.Entity):  # type: ignore[name-defined,misc]
+        name = Required(str)
+        boss = Required("Boss", reverse="staff")
+        staff = Set("Boss", reverse="boss")
+
+    class Never(db.Entity):  # type: ignore[name-defined,misc]
+        odd = Required(int, py_check=lambda v: False)
+
+    class Tiny(db.Entity):  # type: ignore[name-defined,misc]
+        code = Required(str, 1, unique=True)
+
+    pk.attach(db, keys=pk.security.KeyRing({"k1": KEY}))
+    db.generate_mapping(create_tables=True)
+    return db
+
+
+def test_every_type_commits_and_options_hold(shop: Database) -> None:
+    Customer, Order = shop.Customer, shop.Order
+    make_order = factory(Order)
+    with db_session:
+        orders = make_order.create_batch(50)
+        commit()
+        customers = [o.customer for o in orders]
+        assert len({c.email for c in customers}) == 50
+        assert all(c.plan == "free" and 18 <= c.age <= 120 and c.note == "" for c in customers)
+        assert len({o.number for o in orders}) == 50
+        assert all(2000 <= o.year <= 2100 for o in orders)
+    with db_session:
+        assert Order.select().count() == 50 and Customer.select().count() == 50
+
+
+def test_defaults_overrides_build_and_batches(shop: Database) -> None:
+    Customer, Order = shop.Customer, shop.Order
+    make_customer = factory(Customer, plan="pro", email=lambda n: f"user{n}@example.com")
+    make_order = factory(Order, customer=make_customer)
+    with db_session:
+        ann = make_customer(email="ann@example.com")
+        assert (ann.email, ann.plan) == ("ann@example.com", "pro")
+        values = make_order.build(customer=ann)
+        assert values["customer"] is ann and set(values) == {"customer", "number", "year", "day", "payload"}
+        assert Order.select().count() == 0
+        order = make_order()
+        assert order.customer.plan == "pro" and order.customer.email.startswith("user")
+        assert make_customer.create_batch(0) == []
+        commit()
+
+
+def test_errors_name_the_attribute_and_the_fix(shop: Database) -> None:
+    with pytest.raises(OptionError, match="Customer has no attribute 'nope'"):
+        factory(shop.Customer, nope=1)
+    with db_session, pytest.raises(FactoryError, match=r"Boss\.boss lead back to Boss"):
+        factory(shop.Boss)()
+    with db_session, pytest.raises(FactoryError, match=r"Never\.odd: its py_check rejected.*Never, odd=\.\.\."):
+        factory(shop.Never)()
+    make_tiny = factory(shop.Tiny)
+    with db_session, pytest.raises(FactoryError, match=r"Tiny\.code: it is unique .* fewer than 36"):
+        make_tiny.create_batch(40)

@@ -49,7 +49,9 @@ E = TypeVar("E")
 
 _EPOCH = _dt.datetime(2000, 1, 1)
 _DIGITS = string.digits + string.ascii_lowercase
-_TRIES = 12  # candidates tried against a py_check before giving up
+# Shifts of the sequence number tried, in order, when a py_check rejects the first value: round numbers
+# reach the usual checked ranges (years, percentages, amounts).
+_SHIFTS = (10, 100, 1000, 2000, 10_000, 100_000, 1_000_000, 1_000_003)
 
 
 @dataclass(frozen=True)
@@ -289,16 +291,15 @@ def _checked(plan: FieldPlan, entity: Any, n: int) -> Any:
         value = _value(n, plan, False)
     if plan.py_check is None or plan.py_check(value):
         return value
-    # Candidates far from the sequence, so that they do not take a later object's value.
-    for k in range(1, _TRIES):
+    for shift in _SHIFTS:
         try:
-            candidate = _value(n + k * 1_000_003, plan, plan.unique)
+            candidate = _value(n + shift, plan, plan.unique)
         except _Exhausted:
-            candidate = _value(n * k + 1, plan, False)
+            continue
         if plan.py_check(candidate):
             return candidate
     raise FactoryError(
-        f"{where}: its py_check rejected the {_TRIES} values the factory tried; {fix} "
+        f"{where}: its py_check rejected the {len(_SHIFTS) + 1} values the factory tried; {fix} "
         "(a value, or a function of the sequence number: lambda n: ...)"
     )
 
