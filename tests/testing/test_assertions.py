@@ -63,7 +63,9 @@ def test_contains_refuses_bad_arguments() -> None:
         pass
 
 
-def test_snapshot_writes_matches_and_diffs(book: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_snapshot_writes_matches_and_diffs(
+    book: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "snaps" / "listing.sql"
 
     def run(title: str) -> Any:
@@ -86,7 +88,10 @@ def test_snapshot_writes_matches_and_diffs(book: Any, tmp_path: Path, monkeypatc
 
 
 def test_normalize_sql() -> None:
-    sql = 'SELECT "b"."id", "b"."b"\nFROM "book" "b", "author" "a2"\n WHERE "b"."x" = %(p1)s AND "a2".y = $2 LIMIT 10'
+    sql = (
+        'SELECT "b"."id", "b"."b"\nFROM "book" "b", "author" "a2"\n'
+        ' WHERE "b"."x" = %(p1)s AND "a2".y = $2 LIMIT 10'
+    )
     assert normalize_sql(sql) == (
         'SELECT "t1"."id", "t1"."b" FROM "book" "t1", "author" "t2" WHERE "t1"."x" = ? AND "t2".y = ? LIMIT ?'
     )
@@ -96,7 +101,7 @@ def test_normalize_sql() -> None:
 
 
 def test_fixtures_and_update_option(pytester: pytest.Pytester) -> None:
-    """In a user's suite: the fixtures, the snapshot directory next to the test, --ponykit-update-snapshots."""
+    """In a user's suite: the fixtures, the snapshots directory next to the test, the update option."""
     pytester.makepyfile(
         test_user="""
         import pytest

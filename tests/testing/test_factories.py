@@ -135,10 +135,7 @@ def model_specs(draw: st.DrawFn) -> tuple[list[EntitySpec], list[tuple[int, int,
         composite: list[str] = []
         shape = draw(st.sampled_from(["auto", "auto", "pk", "pk2", "composite"]))
         if shape in ("pk", "pk2", "composite"):
-            keys = [
-                draw(attr_specs(f"k{i}{j}", keyable=True))
-                for j in range(1 if shape == "pk" else 2)
-            ]
+            keys = [draw(attr_specs(f"k{i}{j}", keyable=True)) for j in range(1 if shape == "pk" else 2)]
             attrs += keys
             if shape == "composite":
                 composite = [k.name for k in keys]
@@ -183,7 +180,7 @@ def declare(db: Database, specs: list[EntitySpec], relations: list[tuple[int, in
         else:
             bodies[later][to], bodies[earlier][back] = Required(names[earlier]), Optional(names[later])
     classes = []
-    for spec, name, body in zip(specs, names, bodies):
+    for spec, name, body in zip(specs, names, bodies, strict=True):
         # Pony's PrimaryKey(a, b) and composite_key(a, b) declare into the calling frame's namespace: run
         # them with the class body as that namespace.
         declarations = {"PrimaryKey": PrimaryKey, "composite_key": composite_key}
@@ -234,7 +231,6 @@ def test_generated_models(make_db: Callable[[], Database]) -> None:
 
 def _unique_names(entity: Any) -> list[str]:
     return [n for n, a in vars(entity).items() if getattr(a, "is_unique", False) and not a.is_collection]
-
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -314,7 +310,10 @@ def test_errors_name_the_attribute_and_the_fix(shop: Database) -> None:
         factory(shop.Customer, nope=1)
     with db_session, pytest.raises(FactoryError, match=r"Boss\.boss lead back to Boss"):
         factory(shop.Boss)()
-    with db_session, pytest.raises(FactoryError, match=r"Never\.odd: its py_check rejected.*Never, odd=\.\.\."):
+    with (
+        db_session,
+        pytest.raises(FactoryError, match=r"Never\.odd: its py_check rejected.*Never, odd=\.\.\."),
+    ):
         factory(shop.Never)()
     make_tiny = factory(shop.Tiny)
     with db_session, pytest.raises(FactoryError, match=r"Tiny\.code: it is unique .* fewer than 36"):

@@ -98,6 +98,11 @@ from .loading import (
 from .materialize import (
     materialize,
 )
+from .metadata import (
+    ValueLimits,
+    unique_keys,
+    value_limits,
+)
 from .model import (
     AttrInfo,
     EntityInfo,
@@ -252,11 +257,6 @@ from .values import (
     input_errors,
     untracked,
     validate_attribute,
-)
-from .metadata import (
-    ValueLimits,
-    unique_keys,
-    value_limits,
 )
 
 # Private package: the rest of ponykit reaches these as ``_pony.name``.

@@ -67,4 +67,3 @@ def unique_keys(entity: Entity) -> tuple[tuple[Attribute, ...], ...]:
     """The unique keys of ``entity`` other than its primary key: ``unique=True`` attributes (one-attribute
     keys) and ``composite_key(...)`` declarations, inherited ones included."""
     return tuple(tuple(key) for key in entity._keys_)
-

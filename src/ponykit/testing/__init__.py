@@ -39,7 +39,6 @@ from typing import Any
 
 import pytest
 
-from ._contracts import AttributeTypeContract, CacheBackendContract, ManualClock
 from ._assertions import (
     StatementLog,
     assert_sql_contains,
@@ -48,6 +47,7 @@ from ._assertions import (
     pytest_addoption,
     sql_snapshot_fixture,
 )
+from ._contracts import AttributeTypeContract, CacheBackendContract, ManualClock
 from .factories import Factory, factory
 
 __all__ = [
@@ -56,16 +56,16 @@ __all__ = [
     "Factory",
     "ManualClock",
     "StatementLog",
+    "assert_max_queries",
     "assert_sql_contains",
     "assert_sql_contains_fixture",
     "capture_statements",
-    "factory",
-    "pytest_addoption",
-    "sql_snapshot_fixture",
-    "assert_max_queries",
     "count_queries",
     "detect_n_plus_one",
+    "factory",
     "ponykit_db",
+    "pytest_addoption",
+    "sql_snapshot_fixture",
 ]
 
 

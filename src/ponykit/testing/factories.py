@@ -30,7 +30,7 @@ import string
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -79,7 +79,7 @@ def field_plans(entity: Any) -> tuple[FieldPlan, ...]:
     """The :class:`FieldPlan` of every attribute of a mapped ``entity`` (inherited ones included)."""
     if not _pony.is_mapped(_pony.database_of(entity)):
         raise FactoryError(
-            f"factory({entity.__name__}) needs the mapping: call db.generate_mapping() before building objects"
+            f"factory({entity.__name__}) needs the mapping: call db.generate_mapping() before making objects"
         )
     keyed: dict[str, bool] = {}  # attribute name -> alone in its key
     for key in _pony.unique_keys(entity):

@@ -33,7 +33,7 @@ import string
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pony.orm import Json
 
@@ -82,8 +82,8 @@ def _decimal(plan: FieldPlan) -> st.SearchStrategy[Decimal]:
     return st.decimals(low, high, places=scale, allow_nan=False, allow_infinity=False)
 
 
-def _network(v: int | None) -> st.SearchStrategy[Any]:
-    versions = (4, 6) if v is None else (v,)
+def _network(v: Literal[4, 6] | None) -> st.SearchStrategy[Any]:
+    versions: tuple[Literal[4, 6], ...] = (4, 6) if v is None else (v,)
     return st.sampled_from(versions).flatmap(
         lambda version: st.builds(
             lambda address, prefix: ipaddress.ip_network((address, prefix), strict=False),
@@ -129,7 +129,9 @@ def value(plan: FieldPlan) -> st.SearchStrategy[Any]:
     if t is bytes:
         return st.binary(min_size=1, max_size=40)
     if t is _dt.datetime:
-        return st.datetimes(_dt.datetime.combine(_DAY_MIN, _dt.time()), _dt.datetime.combine(_DAY_MAX, _dt.time()))
+        return st.datetimes(
+            _dt.datetime.combine(_DAY_MIN, _dt.time()), _dt.datetime.combine(_DAY_MAX, _dt.time())
+        )
     if t is _dt.date:
         return st.dates(_DAY_MIN, _DAY_MAX)
     if t is _dt.time:
