@@ -43,7 +43,7 @@ from ..errors import FactoryError, OptionError
 from ..types import AwareDatetime, EncryptedBytes, EncryptedJson, EncryptedStr, IPAddress, IPNetwork
 from ..types.base import AttributeType
 
-__all__ = ["Factory", "FieldPlan", "factory", "factory_for", "field_plans"]
+__all__ = ["Factory", "FieldPlan", "factory", "factory_for", "field_plans", "passing_values"]
 
 E = TypeVar("E")
 
@@ -302,6 +302,22 @@ def _checked(plan: FieldPlan, entity: Any, n: int) -> Any:
         f"{where}: its py_check rejected the {len(_SHIFTS) + 1} values the factory tried; {fix} "
         "(a value, or a function of the sequence number: lambda n: ...)"
     )
+
+
+def passing_values(plan: FieldPlan, limit: int = 8) -> list[Any]:
+    """Up to ``limit`` values the factory would try for ``plan`` that its ``py_check`` accepts."""
+    found: list[Any] = []
+    for shift in (0, *_SHIFTS):
+        for n in range(1, limit + 1):
+            try:
+                candidate = _value(n + shift, plan, False)
+            except (_Exhausted, LookupError):
+                continue
+            if (plan.py_check is None or plan.py_check(candidate)) and candidate not in found:
+                found.append(candidate)
+        if len(found) >= limit:
+            break
+    return found[:limit]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from pony.orm import Json
 from .. import _pony
 from ..errors import ConfigurationError, FactoryError, OptionError
 from ..types import AwareDatetime, EncryptedBytes, EncryptedJson, EncryptedStr, IPAddress, IPNetwork
-from .factories import FieldPlan, field_plans
+from .factories import FieldPlan, field_plans, passing_values
 
 try:
     from hypothesis import strategies as st
@@ -179,11 +179,28 @@ def entity(
         elif name in related:
             required[name] = _related(related[name])
         elif plan.fill == "value":
-            drawn = value(plan)
-            required[name] = drawn if plan.py_check is None else drawn.filter(plan.py_check)
+            required[name] = value(plan) if plan.py_check is None else _checked(plan)
         elif plan.fill == "skip" and _optional_value(plan, entity):
             optional[name] = value(plan) | st.none() if _nullable(plan, entity) else value(plan)
     return st.fixed_dictionaries(required, optional=optional)
+
+
+def _checked(plan: FieldPlan) -> st.SearchStrategy[Any]:
+    # A py_check may accept a sliver of the type's domain (years 1450-2100 among all ints): filtering the
+    # whole domain would reject almost every draw. Draw near the values the factory finds acceptable.
+    check = plan.py_check
+    passing = passing_values(plan)
+    if not passing:
+        return value(plan).filter(check)
+    t = plan.py_type
+    if isinstance(t, type) and issubclass(t, int) and not issubclass(t, (bool, enum.Enum)):
+        low, high = min(passing) - 1000, max(passing) + 1000
+        if plan.limits.min is not None:
+            low = max(low, plan.limits.min)
+        if plan.limits.max is not None:
+            high = min(high, plan.limits.max)
+        return st.integers(low, high).filter(check) | st.sampled_from(passing)
+    return st.sampled_from(passing) | value(plan).filter(check)
 
 
 def _optional_value(plan: FieldPlan, owner: Any) -> bool:
