@@ -103,7 +103,8 @@ def attr_specs(draw: st.DrawFn, name: str, keyable: bool = False) -> AttrSpec:
             spec.options["size"] = size
         if draw(st.booleans()):
             spec.options["min"] = draw(st.integers(-1000, 1000))
-            spec.options["max"] = spec.options["min"] + draw(st.integers(60 if keyable else 0, 5000))
+            # Keys need room: every object made for a Required reference takes a number too.
+            spec.options["max"] = spec.options["min"] + draw(st.integers(1000 if keyable else 0, 5000))
     elif py_type is float and draw(st.booleans()):
         spec.options["min"] = draw(st.floats(-100, 100))
         spec.options["max"] = spec.options["min"] + draw(st.floats(1, 100))
@@ -119,8 +120,8 @@ def attr_specs(draw: st.DrawFn, name: str, keyable: bool = False) -> AttrSpec:
         if py_type is str:
             spec.args = (max(spec.args[0] if spec.args else 40, 4),)
         if py_type is int and "max" in spec.options:
-            spec.options["max"] = max(spec.options["max"], spec.options["min"] + 60)
-    elif py_type in (str, int, bool) and draw(st.integers(0, 3)) == 0:
+            spec.options["max"] = max(spec.options["max"], spec.options["min"] + 1000)
+    elif py_type in (str, int, bool) and "min" not in spec.options and draw(st.integers(0, 3)) == 0:
         spec.options["default"] = {str: "d", int: 7, bool: True}[py_type]
     return spec
 
@@ -202,7 +203,7 @@ def test_generated_models(make_db: Callable[[], Database]) -> None:
 
     # No shrinking: each example creates tables, and a failing model prints whole anyway.
     @settings(
-        max_examples=6,
+        max_examples=12,
         deadline=None,
         suppress_health_check=list(HealthCheck),
         phases=(Phase.explicit, Phase.reuse, Phase.generate),
@@ -302,6 +303,20 @@ def test_defaults_overrides_build_and_batches(shop: Database) -> None:
         order = make_order()
         assert order.customer.plan == "pro" and order.customer.email.startswith("user")
         assert make_customer.create_batch(0) == []
+        commit()
+
+
+def test_reset_sequences(shop: Database) -> None:
+    from ponykit.testing.factories import reset_sequences
+
+    make_tiny = factory(shop.Tiny)
+    with db_session:
+        first = make_tiny().code
+        rollback()
+    reset_sequences(shop.Tiny)
+    with db_session:
+        assert make_tiny().code == first  # the rolled-back row's value, free again
+        assert make_tiny().code != first
         commit()
 
 

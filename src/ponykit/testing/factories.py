@@ -43,7 +43,15 @@ from ..errors import FactoryError, OptionError
 from ..types import AwareDatetime, EncryptedBytes, EncryptedJson, EncryptedStr, IPAddress, IPNetwork
 from ..types.base import AttributeType
 
-__all__ = ["Factory", "FieldPlan", "factory", "factory_for", "field_plans", "passing_values"]
+__all__ = [
+    "Factory",
+    "FieldPlan",
+    "factory",
+    "factory_for",
+    "field_plans",
+    "passing_values",
+    "reset_sequences",
+]
 
 E = TypeVar("E")
 
@@ -124,6 +132,19 @@ def field_plans(entity: Any) -> tuple[FieldPlan, ...]:
 
 _sequences: weakref.WeakKeyDictionary[Any, Iterator[int]] = weakref.WeakKeyDictionary()
 _sequence_lock = threading.Lock()
+
+
+def reset_sequences(entity: Any = None) -> None:
+    """Start the sequences again at 1: of ``entity``'s hierarchy, or of every entity.
+
+    Only safe when the rows made with the old numbers are gone (a test rolled back, tables truncated):
+    otherwise the next unique values repeat them.
+    """
+    with _sequence_lock:
+        if entity is None:
+            _sequences.clear()
+        else:
+            _sequences.pop(_pony.root_entity(entity), None)
 
 
 def _next_number(entity: Any) -> int:
