@@ -98,6 +98,10 @@ def test_normalize_sql() -> None:
     assert normalize_sql("SELECT `b`.`id` FROM `book` `b` WHERE `b`.`t` = 'it''s' AND x = ?") == (
         "SELECT `t1`.`id` FROM `book` `t1` WHERE `t1`.`t` = ? AND x = ?"
     )
+    joined = 'SELECT "b"."id" FROM "book" "b" LEFT JOIN "author" "author" ON "b"."author" = "author"."id"'
+    assert normalize_sql(joined) == (
+        'SELECT "t1"."id" FROM "book" "t1" LEFT JOIN "author" "t2" ON "t1"."author" = "t2"."id"'
+    )
 
 
 def test_fixtures_and_update_option(pytester: pytest.Pytester) -> None:

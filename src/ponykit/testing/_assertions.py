@@ -63,13 +63,17 @@ def normalize_sql(sql: str) -> str:
     text = _PLACEHOLDER.sub("?", text)
     text = _NUMBER.sub("?", text)
     aliases: dict[str, str] = {}
-    for match in _ALIAS_DECLARATION.finditer(text):
-        aliases.setdefault(match.group(1), f"t{len(aliases) + 1}")
+
+    def declare(match: re.Match[str]) -> str:
+        alias = match.group(1)
+        stable = aliases.setdefault(alias, f"{alias[0]}t{len(aliases) + 1}{alias[0]}")
+        return match.group(0)[: match.start(1) - match.start(0)] + stable
+
+    # The declarations ("book" "b") first, then every qualified use ("b"."title"): never the table
+    # ("author" "author") nor a column that has the alias's name.
+    text = _ALIAS_DECLARATION.sub(declare, text)
     for alias, stable in aliases.items():
-        quote = alias[0]
-        name = re.escape(alias)
-        # The declaration ("book" "b") and every qualified use ("b"."title"); never a column also named b.
-        text = re.sub(rf"(?<=\s){name}(?=\s|$|,|\))|{name}(?=\.)", f"{quote}{stable}{quote}", text)
+        text = re.sub(rf"{re.escape(alias)}(?=\.)", stable, text)
     return text
 
 
