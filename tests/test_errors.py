@@ -102,6 +102,8 @@ EXPECTED_BASES: list[tuple[type[Exception], tuple[type[BaseException], ...]]] = 
     (pk.TransactionStateError, (pk.TransactionError, RuntimeError)),
     (pk.QueryCountExceeded, (AssertionError,)),
     (pk.NPlusOneDetected, (AssertionError,)),
+    (pk.errors.FactoryError, (pk.ConfigurationError, ValueError)),
+    (pk.errors.StatementMismatch, (AssertionError,)),
 ]
 
 

@@ -10,7 +10,8 @@ raised on purpose. Where a builtin fits, the error also derives from it, so code
     │   ├── OptionError         (also TypeError)  an argument is wrong: an unknown attribute or option
     │   │   │                                     name, a value of the wrong type, a size out of range
     │   │   └── SerializationOptionError (also AttributeError)  bad to_dict/to_json/json_schema options
-    │   └── UnsupportedDatabase (also NotImplementedError)  a feature that does not support this database
+    │   ├── UnsupportedDatabase (also NotImplementedError)  a feature that does not support this database
+    │   └── FactoryError                       a test factory cannot make a value: pass one yourself
     ├── ValidationError         (ValueError)   input data is wrong; lists every problem by field path
     │   ├── BulkWriteError                     a bulk row is wrong; names the row index
     │   └── ValueTypeError      (also TypeError)  a value of the wrong type for an attribute
@@ -28,7 +29,8 @@ raised on purpose. Where a builtin fits, the error also derives from it, so code
     │   ├── RetriesExhausted                   every attempt failed transiently; holds each attempt's error
     │   └── TransactionStateError (RuntimeError)  retry/savepoint/isolation used where it cannot work
     ├── QueryCountExceeded      (AssertionError)  more SQL statements ran than allowed
-    └── NPlusOneDetected        (AssertionError)  one statement shape ran once per object: prefetch
+    ├── NPlusOneDetected        (AssertionError)  one statement shape ran once per object: prefetch
+    └── StatementMismatch       (AssertionError)  the SQL a block ran is not what a test expected
 
 ``security.envelope.EnvelopeError`` (a stored value does not open) is a PonykitError too; the
 encrypted attribute types turn it into :class:`DecryptionError` naming the entity and attribute.
@@ -56,6 +58,7 @@ __all__ = [
     "ConnectionLostError",
     "DataError",
     "DecryptionError",
+    "FactoryError",
     "FieldError",
     "InvalidCursor",
     "InvalidPage",
@@ -67,6 +70,7 @@ __all__ = [
     "RetriesExhausted",
     "RotationInProgress",
     "SerializationOptionError",
+    "StatementMismatch",
     "TransactionError",
     "TransactionStateError",
     "UnsupportedComparison",
@@ -140,6 +144,13 @@ class FieldError:
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class FactoryError(ConfigurationError):
+    """A test factory (``ponykit.testing.factory``) cannot make a valid value for an attribute: a type it has
+    no rule for, a unique attribute whose limits hold too few values, a ``py_check`` no candidate passes,
+    or Required references that lead back to the entity. The message names the attribute and how to pass
+    a value yourself."""
 
 
 class ValidationError(PonykitError, ValueError):
@@ -310,6 +321,11 @@ class NPlusOneDetected(PonykitError, AssertionError):
         super().__init__(message)
         # NPlusOneFinding lives in ponykit.diagnostics, above this module: typed loosely here.
         self.findings = findings
+
+
+class StatementMismatch(PonykitError, AssertionError):
+    """The SQL statements a block ran are not the ones a test expected (``assert_sql_contains``, a statement
+    snapshot); the message lists the statements that ran (without their parameters' values)."""
 
 
 class MemoryCacheWarning(UserWarning):

@@ -21,6 +21,7 @@ itself, nor reads a Pony attribute's fields: it asks :func:`attr_info` for a fro
 - ``queries``: query shape, order, SQL and fetch; raw filters; N+1 culprit; stable query keys
 - ``explain``: the session's connection for EXPLAIN, the mapping read backwards (tables -> attributes)
 - ``outer_transaction``: one shared connection in an outer transaction per test, table truncation
+- ``metadata``: the limits of an attribute's values and an entity's unique keys (test factories)
 
 Written against Pony 0.7.20; ``docs/internals.md`` lists every private Pony name used here, and every
 attribute ponykit sets on user classes and Pony objects. Nothing here patches a Pony class for the whole
@@ -97,6 +98,11 @@ from .loading import (
 )
 from .materialize import (
     materialize,
+)
+from .metadata import (
+    ValueLimits,
+    unique_keys,
+    value_limits,
 )
 from .model import (
     AttrInfo,
@@ -485,4 +491,8 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "TableInfo",
     "session_connection",
     "table_infos",
+    # metadata: the limits of an attribute's values, an entity's unique keys (test factories, strategies)
+    "ValueLimits",
+    "unique_keys",
+    "value_limits",
 ]

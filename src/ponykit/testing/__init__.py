@@ -56,18 +56,37 @@ from typing import Any
 import pytest
 
 from ._appdb import isolated
+from ._assertions import (
+    StatementLog,
+    add_options,
+    assert_sql_contains,
+    assert_sql_contains_fixture,
+    capture_statements,
+    sql_snapshot_fixture,
+)
 from ._contracts import AttributeTypeContract, CacheBackendContract, ManualClock
+from .factories import Factory, factory
 
 __all__ = [
     "AttributeTypeContract",
     "CacheBackendContract",
+    "Factory",
     "ManualClock",
+    "StatementLog",
     "assert_max_queries",
+    "assert_sql_contains",
+    "assert_sql_contains_fixture",
+    "capture_statements",
     "count_queries",
     "detect_n_plus_one",
+    "factory",
     "isolated",
     "pk_db",
     "ponykit_db",
+    "pytest_addoption",
+    "pytest_configure",
+    "pytest_unconfigure",
+    "sql_snapshot_fixture",
 ]
 
 _APP: pytest.StashKey[Any] = pytest.StashKey()
@@ -78,7 +97,8 @@ _APP: pytest.StashKey[Any] = pytest.StashKey()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """The ini options of an application's test suite."""
+    """The ini options of an application's test suite, and the snapshot update flag."""
+    add_options(parser)
     parser.addini("ponykit_database", "the application's Database, as module:attribute (app.models:db)")
     parser.addini(
         "ponykit_test_url",
