@@ -73,7 +73,7 @@ def _passed(result: subprocess.CompletedProcess[str], count: int) -> None:
     assert f"{count} passed" in result.stdout, result.stdout[-2000:]
 
 
-BOOKSHOP_TESTS = 11
+BOOKSHOP_TESTS = 18
 
 
 def test_the_example_app_suite_passes_unchanged(app_test_url: str) -> None:

@@ -20,7 +20,9 @@ class OutOfStock(Exception):
 
 
 @db_session
-def add_book(title: str, isbn: str, price: Decimal, author: str, tags: Iterable[str] = (), stock: int = 0) -> int:
+def add_book(
+    title: str, isbn: str, price: Decimal, author: str, tags: Iterable[str] = (), stock: int = 0
+) -> int:
     """Add a book (its author and tags made when new); the book's id."""
     writer = Author.get(name=author) or Author(name=author)
     book = Book(

@@ -24,7 +24,9 @@ def test_1_writes_random_rows(authors, stocks):
             for name in authors:
                 Author(name=name)
         for i, stock in enumerate(stocks):
-            add_book(f"Book {i}", f"97811111111{i:02d}", Decimal("2.50"), authors[0], tags=[f"t{i}"], stock=stock)
+            add_book(
+                f"Book {i}", f"97811111111{i:02d}", Decimal("2.50"), authors[0], tags=[f"t{i}"], stock=stock
+            )
         with db_session:
             assert Author.select().count() == len(authors)
 
