@@ -272,7 +272,9 @@ def _import_and_bind(app: AppDatabase) -> None:
     except Exception as exc:
         set_bind_hook(previous)
         raise pytest.UsageError(
-            f"ponykit_database = {app.spec!r}: importing {module_name} failed: {type(exc).__name__}: {exc}"
+            f"ponykit_database = {app.spec!r}: importing {module_name} failed: {type(exc).__name__}: {exc}. "
+            f"It was bound to the test database {redact_url(app.url)}; if the module maps its entities at "
+            "import (generate_mapping) and that database holds tables of another shape, empty it first"
         ) from exc
     db = getattr(module, attr, None)
     if not isinstance(db, Database):
