@@ -71,9 +71,10 @@ class _TestCursor:
     PostgreSQL, making the rest of the test read-only.
     """
 
-    def __init__(self, cursor: Any, dialect_name: str) -> None:
+    def __init__(self, cursor: Any, dialect_name: str, lock: threading.RLock) -> None:
         self._cursor = cursor
         self._dialect = dialect_name
+        self._lock = lock  # threads of a test share the connection: one statement at a time on the wire
 
     def execute(self, sql: Any, *args: Any) -> Any:
         # Text, or bytes (psycopg2's execute_values); a composed statement is never one of these two.
@@ -89,7 +90,13 @@ class _TestCursor:
                 "(rollback isolation): an isolation level or read-only mode applies to a whole real "
                 "transaction. Mark the test @pytest.mark.ponykit_transactional to run it with real commits."
             )
-        self._cursor.execute(sql, *args)
+        with self._lock:
+            self._cursor.execute(sql, *args)
+        return self
+
+    def executemany(self, sql: Any, *args: Any) -> Any:
+        with self._lock:
+            self._cursor.executemany(sql, *args)
         return self
 
     def __getattr__(self, name: str) -> Any:
@@ -115,6 +122,7 @@ class TestConnection:
         self.__dict__["_dialect"] = dialect_name
         self.__dict__["in_outer"] = False
         self.__dict__["depth"] = 0  # nested isolated blocks (one hypothesis example each)
+        self.__dict__["lock"] = threading.RLock()
 
     # psycopg2's ``autocommit`` is a property Pony flips for reads; the outer transaction must stay.
     @property
@@ -141,11 +149,12 @@ class TestConnection:
         return self._real
 
     def _run(self, sql: str) -> None:
-        cursor = self._real.cursor()
-        try:
-            cursor.execute(sql)
-        finally:
-            cursor.close()
+        with self.lock:
+            cursor = self._real.cursor()
+            try:
+                cursor.execute(sql)
+            finally:
+                cursor.close()
 
     def begin(self) -> None:
         """Open the outer transaction and its first savepoint."""
@@ -185,7 +194,7 @@ class TestConnection:
             self._real.rollback()
 
     def cursor(self, *args: Any, **kwargs: Any) -> Any:
-        return _TestCursor(self._real.cursor(*args, **kwargs), self._dialect)
+        return _TestCursor(self._real.cursor(*args, **kwargs), self._dialect, self.lock)
 
     def commit(self) -> None:
         """The inner transaction's commit: what it wrote stays until the test ends."""
