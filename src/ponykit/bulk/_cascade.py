@@ -1,6 +1,285 @@
 """bulk_delete's relations: what Pony's per-object delete does to the rows that refer to the deleted
-ones (cascade, set NULL, refuse), done set-wise (private to ponykit.bulk)."""
+ones (cascade, set NULL, refuse), done set-wise (private to ponykit.bulk).
+
+Pony's ``obj.delete()`` walks the object's relations (``_pony.delete_rules``): children of a
+``cascade_delete`` relation are deleted (recursively, with their own rules), an ``Optional`` reverse is
+set to NULL, a ``Required`` reverse without cascade is refused. :class:`Cascade` does the same for a set
+of keys, with a fixed number of statements per relation and level (per chunk of keys), never per row:
+
+1. Read, level by level: for each cascade relation one ``SELECT`` of the doomed children's keys (so that
+   their own relations are handled in turn), for each refused relation one ``SELECT ... LIMIT 1``; a hit
+   raises before anything is written. A cascade child whose whole hierarchy has no relation of its own
+   and no many-to-many collection (a leaf) is not read: its rows go by their foreign key.
+2. Write: ``UPDATE child SET fk = NULL WHERE fk IN (...)`` for each set-NULL relation, then the deletes,
+   children before the rows they refer to (``DELETE FROM child WHERE fk IN (...)`` for a leaf, else by
+   key with the link rows, as for the entity itself).
+3. Session upkeep for every entity touched: loaded doomed objects are forgotten, loaded set-NULL children
+   re-read, and each entity's write is recorded (so cached queries over it drop at commit).
+
+The database's own ``ON DELETE CASCADE / SET NULL`` rules (which Pony declares for these relations) never
+get to act: the children are gone or NULL before their parents are deleted, so the end state is the
+same with or without them.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import _pony
+from .._sql import Dialect
+from ..errors import BulkWriteError
+from ._batch import Savepoint, after_write, cached_by_pk, chunks, flat
+from ._delete import delete_keys, encode_pk
+from ._rows import RowPlan, plan_for
+
+__all__ = ["Cascade", "has_relations"]
+
+
+def has_relations(entity: Any) -> bool:
+    """True if deleting rows of ``entity`` touches rows of other tables through a relation."""
+    return bool(_pony.delete_rules(entity))
+
+
+@dataclass
+class _Group:
+    """Rows of one hierarchy (its root's plan) to delete by key; ``rank``: higher goes first."""
+
+    plan: RowPlan
+    keys: list[Any]
+    rank: int
+    first: bool = False  # the caller's own rows (its plan may filter by class)
+
+
+@dataclass
+class _ByParent:
+    """Rows of ``plan`` whose ``rule.fk_columns`` hold one of ``parent_keys``: set to NULL, or (a leaf
+    cascade) deleted by their foreign key."""
+
+    rule: _pony.DeleteRule
+    plan: RowPlan
+    parent_plan: RowPlan
+    parent_keys: list[Any]
+    rank: int = 0
+
+
+@dataclass
+class Cascade:
+    """One bulk_delete call's rows, and those its relations reach, in the order they must go."""
+
+    plan: RowPlan
+    dialect: Dialect
+    size: int
+    groups: list[_Group] = field(default_factory=list)
+    leaves: list[_ByParent] = field(default_factory=list)
+    nulls: list[_ByParent] = field(default_factory=list)
+    doomed: dict[Any, set[Any]] = field(default_factory=dict)  # root entity -> keys found so far
+    input_index: dict[Any, int] = field(default_factory=dict)  # caller's key -> its input position
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def collect(self, keys: list[Any]) -> None:
+        """Find every row the delete of ``keys`` reaches; raise BulkWriteError for a refused relation
+        (nothing is written by this step)."""
+        if self.plan.class_column:
+            keys = self._existing(keys)  # only rows of the class go: their children only
+        first = _Group(self.plan, keys, 0, first=True)
+        self.groups.append(first)
+        self.doomed[_pony.root_entity(self.plan.entity)] = set(keys)
+        frontier = [first]
+        while frontier:
+            found: dict[tuple[Any, int], _Group] = {}
+            for group in frontier:
+                for rule in _pony.delete_rules(group.plan.entity):
+                    self._follow(group, rule, found)
+            frontier = list(found.values())
+            self.groups.extend(frontier)
+
+    def _follow(self, group: _Group, rule: _pony.DeleteRule, found: dict[tuple[Any, int], _Group]) -> None:
+        target = plan_for(rule.target_root)
+        if rule.action == "restrict":
+            self._refuse_if_referenced(group, rule)
+        elif rule.action == "set_null":
+            self.nulls.append(_ByParent(rule, target, group.plan, group.keys))
+        elif rule.fk_columns and _is_leaf(rule.target_root):
+            self.leaves.append(_ByParent(rule, target, group.plan, group.keys, group.rank + 1))
+        else:
+            # Children hold the foreign key: they go first (higher rank); the target of a one-to-one
+            # whose column is in the deleted row goes after it.
+            rank = group.rank + 1 if rule.fk_columns else group.rank - 1
+            doomed = self.doomed.setdefault(rule.target_root, set())
+            new = [k for k in dict.fromkeys(self._reached(group, rule)) if k not in doomed]
+            if new:
+                doomed.update(new)
+                into = found.setdefault((rule.target_root, rank), _Group(target, [], rank))
+                into.keys.extend(new)
+
+    def _existing(self, keys: list[Any]) -> list[Any]:
+        plan, d = self.plan, self.dialect
+        classes = plan.class_values
+        assert plan.class_column is not None  # only called for a subclass of a single-table hierarchy
+        found: list[Any] = []
+        for chunk in self._chunks(keys, len(plan.pk_columns), len(classes)):
+            sql = (
+                f"SELECT {_cols(d, plan.pk_columns)} FROM {d.q(plan.table)} "
+                f"WHERE {d.key_in(plan.pk_columns, len(chunk))}"
+                f"{d.class_in((plan.class_column, len(classes)))}"
+            )
+            found.extend(_keys(self._run(sql, self._args(chunk, plan.pk_columns) + classes)))
+        return found
+
+    def _reached(self, group: _Group, rule: _pony.DeleteRule) -> list[Any]:
+        """The keys of the rows ``rule`` cascades to from ``group``'s rows (one SELECT per chunk)."""
+        d = self.dialect
+        plan = group.plan
+        target = plan_for(rule.target_root)
+        reached: list[Any] = []
+        if rule.fk_columns:
+            for chunk in self._chunks(group.keys, len(rule.fk_columns)):
+                sql = (
+                    f"SELECT {_cols(d, target.pk_columns)} FROM {d.q(target.table)} "
+                    f"WHERE {d.key_in(rule.fk_columns, len(chunk))}"
+                )
+                reached.extend(_keys(self._run(sql, self._args(chunk, plan.pk_columns))))
+        else:
+            for chunk in self._chunks(group.keys, len(plan.pk_columns)):
+                where = d.key_in(plan.pk_columns, len(chunk))
+                sql = (
+                    f"SELECT {_cols(d, rule.own_columns)} FROM {d.q(plan.table)} "
+                    f"WHERE {where} AND {d.q(rule.own_columns[0])} IS NOT NULL"
+                )
+                reached.extend(_keys(self._run(sql, self._args(chunk, plan.pk_columns))))
+        return reached
+
+    def _refuse_if_referenced(self, group: _Group, rule: _pony.DeleteRule) -> None:
+        d = self.dialect
+        plan = group.plan
+        target = plan_for(rule.target_root)
+        for chunk in self._chunks(group.keys, len(plan.pk_columns)):
+            if rule.fk_columns:
+                where = d.key_in(rule.fk_columns, len(chunk))
+                sql = f"SELECT {_cols(d, rule.fk_columns)} FROM {d.q(target.table)} WHERE {where} LIMIT 1"
+            else:
+                where = d.key_in(plan.pk_columns, len(chunk))
+                sql = (
+                    f"SELECT {_cols(d, plan.pk_columns)} FROM {d.q(plan.table)} "
+                    f"WHERE {where} AND {d.q(rule.own_columns[0])} IS NOT NULL LIMIT 1"
+                )
+            rows = _keys(self._run(sql, self._args(chunk, plan.pk_columns)))
+            if rows:
+                raise self._refusal(group, rule, rows[0])
+
+    def _refusal(self, group: _Group, rule: _pony.DeleteRule, key: Any) -> BulkWriteError:
+        # The key itself is not quoted (a key part may be sensitive); the input index is, when the
+        # refused row is one the caller named.
+        index = self.input_index.get(key) if group.first else None
+        whose = f"input item {index}" if index is not None else f"a {group.plan.name} row it reaches"
+        target = rule.target.__name__
+        return BulkWriteError(
+            f"bulk_delete({self.plan.name}): cannot delete {whose}: {target} rows refer to it through "
+            f"{rule.relation}, which is Required on the {target} side and has no cascade_delete (Pony's "
+            f"obj.delete() raises ConstraintError for {rule.attr} too); nothing was deleted. Declare "
+            f"cascade_delete=True on {rule.attr}, delete the {target} rows first, or make "
+            f"{target}.{rule.reverse_name} Optional",
+            row_index=index,
+            entity=group.plan.name,
+            attribute=rule.attr_name,
+        )
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def write(self, savepoint: Savepoint) -> int:
+        """Run the statements (under the call's savepoint); the number of the caller's rows deleted."""
+        d = self.dialect
+        deleted = 0
+        for step in self.nulls:
+            sets = ", ".join(f"{d.q(c)} = NULL" for c in step.rule.fk_columns)
+            self._by_parent(step, f"UPDATE {d.q(step.plan.table)} SET {sets}", savepoint)
+        leaves = sorted(self.leaves, key=lambda s: -s.rank)
+        groups = sorted(self.groups, key=lambda g: -g.rank)  # stable: discovery order within a rank
+        for rank in sorted({s.rank for s in leaves} | {g.rank for g in groups}, reverse=True):
+            for step in (s for s in leaves if s.rank == rank):
+                self._by_parent(step, f"DELETE FROM {d.q(step.plan.table)}", savepoint)
+            for group in (g for g in groups if g.rank == rank):
+                if group.first:
+                    deleted = delete_keys(group.plan, d, group.keys, self.size, savepoint)
+                else:
+                    delete_keys(group.plan, d, group.keys, self.size, savepoint)
+        return deleted
+
+    def _by_parent(self, step: _ByParent, head: str, savepoint: Savepoint) -> None:
+        d = self.dialect
+        pk_columns = step.parent_plan.pk_columns
+        for chunk in self._chunks(step.parent_keys, len(pk_columns)):
+            savepoint.begin()
+            where = d.key_in(step.rule.fk_columns, len(chunk))
+            _pony.execute_in_session(d.db, f"{head} WHERE {where}", self._args(chunk, pk_columns))
+
+    # -- session upkeep ---------------------------------------------------------------------------
+
+    def loaded_children(self, step: _ByParent) -> list[Any]:
+        """Loaded objects of ``step``'s entity that refer to one of its parent keys (no SQL)."""
+        keys = set(step.parent_keys)
+        found = []
+        for obj in _pony.cached_objects(self.dialect.db, step.rule.target):
+            parent = _pony.loaded_target(obj, step.rule.reverse_name)
+            if parent is not None and encode_pk(step.parent_plan, parent, 0) in keys:
+                found.append(obj)
+        return found
+
+    def before_write(self, savepoint: Savepoint) -> tuple[list[Any], list[tuple[list[Any], frozenset[str]]]]:
+        """What the session holds that the write changes, read before it: the loaded objects that will
+        be deleted, and the loaded children to re-read per set-NULL relation (kept for an undo)."""
+        db = self.dialect.db
+        gone: list[Any] = []
+        by_root: dict[Any, list[_Group]] = {}
+        for group in self.groups:
+            by_root.setdefault(_pony.root_entity(group.plan.entity), []).append(group)
+        for groups in by_root.values():
+            cached = cached_by_pk(groups[0].plan, db)
+            if cached:
+                gone.extend(cached[k] for g in groups for k in g.keys if k in cached)
+        for step in self.leaves:
+            gone.extend(self.loaded_children(step))
+        refresh = [(self.loaded_children(s), frozenset({s.rule.reverse_name})) for s in self.nulls]
+        savepoint.refreshed.extend(refresh)
+        return gone, refresh
+
+    def after(self, gone: list[Any], refresh: list[tuple[list[Any], frozenset[str]]]) -> None:
+        """Session upkeep once the write succeeded: forget the deleted objects, re-read the set-NULL
+        children, and record a write of every entity touched (so the query cache drops at commit)."""
+        db = self.dialect.db
+        _pony.forget_objects(db, gone)
+        for step, (objects, attrs) in zip(self.nulls, refresh, strict=True):
+            after_write(step.plan, db, keys=None, relations=attrs, refresh=objects, refresh_attrs=attrs)
+        for step in self.leaves:
+            after_write(step.plan, db, keys=None)
+        for group in self.groups:
+            after_write(group.plan, db, keys=group.keys)
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _chunks(self, keys: Sequence[Any], width: int, extra: int = 0) -> Any:
+        return chunks(keys, max(1, min(self.size, (self.dialect.max_params - extra) // max(1, width))))
+
+    @staticmethod
+    def _args(chunk: Sequence[Any], pk_columns: Sequence[str]) -> tuple[Any, ...]:
+        return tuple(chunk) if len(pk_columns) == 1 else flat(chunk)
+
+    def _run(self, sql: str, args: tuple[Any, ...]) -> Any:
+        return _pony.execute_in_session(self.dialect.db, sql, args)
+
+
+def _is_leaf(root: Any) -> bool:
+    """True if rows of ``root``'s hierarchy can be deleted without knowing their keys: no relation of
+    theirs reaches other rows, and no many-to-many link rows hang on them."""
+    return not _pony.delete_rules(root) and not _pony.link_tables_of(root)
+
+
+def _cols(d: Dialect, columns: Sequence[str]) -> str:
+    return ", ".join(d.q(c) for c in columns)
+
+
+def _keys(cursor: Any) -> list[Any]:
+    return [r[0] if len(r) == 1 else tuple(r) for r in cursor.fetchall()]

@@ -50,7 +50,7 @@ def delete_keys(plan: RowPlan, dialect: Dialect, keys: Sequence[Any], size: int,
     """Delete the rows of encoded primary ``keys`` (and their link-table rows), at most ``size`` keys
     per statement; the number of rows deleted."""
     db = dialect.db
-    links = _pony.entity_info(plan.entity).link_tables
+    links = _pony.link_tables_of(plan.entity)
     npk = len(plan.pk_columns)
     # A subclass of a single-table hierarchy deletes only its own rows, as Pony's Entity[pk] finds only
     # those: a key of a row of the parent or a sibling class is left alone (and not counted).
