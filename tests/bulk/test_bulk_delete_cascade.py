@@ -329,7 +329,12 @@ def test_query_and_subclass_cascade(db: Database) -> None:
         e["Toy"](id=1, kid=kid)
         e["Phone"](id=1, teen=teen)
     with db_session:
+        toy, phone = e["Toy"][1], e["Phone"][1]  # loaded: the toy's Kid is no Teen, the phone goes
+        assert phone.teen.id == 2
         assert pk.bulk_delete(e["Teen"], [1, 2]) == 1  # 1 is a Kid, not a Teen: left alone
+        assert toy.kid.id == 1
+        with pytest.raises(ObjectNotFound):
+            e["Phone"][1]
         assert select(x.id for x in e["Phone"])[:] == []
         assert select(x.id for x in e["Kid"])[:] == [1]
         assert pk.bulk_delete(e["Parent"], select(x for x in e["Parent"] if x.id == 1)) == 1

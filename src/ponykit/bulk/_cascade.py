@@ -224,7 +224,8 @@ class Cascade:
         found = []
         for obj in _pony.cached_objects(self.dialect.db, step.rule.target):
             parent = _pony.loaded_target(obj, step.rule.reverse_name)
-            if parent is not None and encode_pk(step.parent_plan, parent, 0) in keys:
+            # A parent of another class of the hierarchy than the deleted subclass is not deleted.
+            if isinstance(parent, step.parent_plan.entity) and encode_pk(step.parent_plan, parent, 0) in keys:
                 found.append(obj)
         return found
 
@@ -237,7 +238,7 @@ class Cascade:
         for group in self.groups:
             by_root.setdefault(_pony.root_entity(group.plan.entity), []).append(group)
         for groups in by_root.values():
-            cached = cached_by_pk(groups[0].plan, db)
+            cached = cached_by_pk(plan_for(_pony.root_entity(groups[0].plan.entity)), db)
             if cached:
                 gone.extend(cached[k] for g in groups for k in g.keys if k in cached)
         for step in self.leaves:
