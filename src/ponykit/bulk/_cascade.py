@@ -44,10 +44,11 @@ def has_relations(entity: Any) -> bool:
 
 @dataclass
 class _Group:
-    """Rows of one hierarchy (its root's plan) to delete by key; ``rank``: higher goes first."""
+    """Rows of one hierarchy to delete by key (``plan``: the caller's entity for its own rows, else the
+    root's); a higher ``rank`` goes first."""
 
     plan: RowPlan
-    keys: list[Any]
+    keys: dict[Any, None]  # an ordered set: a key may move to a deeper group
     rank: int
     first: bool = False  # the caller's own rows (its plan may filter by class)
 
@@ -61,7 +62,11 @@ class _ByParent:
     plan: RowPlan
     parent_plan: RowPlan
     parent_keys: list[Any]
-    rank: int = 0
+
+
+# One step of the walk: a group, the keys found for it in this step, and those moved into it (already
+# handled for their set-NULL and refused relations, their cascades are followed again).
+_Step = tuple[_Group, list[Any], list[Any]]
 
 
 @dataclass
@@ -71,11 +76,11 @@ class Cascade:
     plan: RowPlan
     dialect: Dialect
     size: int
-    groups: list[_Group] = field(default_factory=list)
-    leaves: list[_ByParent] = field(default_factory=list)
-    nulls: list[_ByParent] = field(default_factory=list)
-    doomed: dict[Any, set[Any]] = field(default_factory=dict)  # root entity -> keys found so far
     input_index: dict[Any, int] = field(default_factory=dict)  # caller's key -> its input position
+    groups: dict[tuple[Any, int], _Group] = field(default_factory=dict)  # (root, rank) -> rows
+    nulls: list[_ByParent] = field(default_factory=list)
+    rank_of: dict[Any, dict[Any, int]] = field(default_factory=dict)  # root -> key -> rank
+    moved_from_first: int = 0
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -84,36 +89,67 @@ class Cascade:
         (nothing is written by this step)."""
         if self.plan.class_column:
             keys = self._existing(keys)  # only rows of the class go: their children only
-        first = _Group(self.plan, keys, 0, first=True)
-        self.groups.append(first)
-        self.doomed[_pony.root_entity(self.plan.entity)] = set(keys)
-        frontier = [first]
+        root = _pony.root_entity(self.plan.entity)
+        first = _Group(self.plan, dict.fromkeys(keys), 0, first=True)
+        self.groups[root, 0] = first
+        self.rank_of[root] = dict.fromkeys(keys, 0)
+        frontier: list[_Step] = [(first, keys, [])]
         while frontier:
-            found: dict[tuple[Any, int], _Group] = {}
-            for group in frontier:
+            found: dict[tuple[Any, int], _Step] = {}
+            for group, new, moved in frontier:
                 for rule in _pony.delete_rules(group.plan.entity):
-                    self._follow(group, rule, found)
+                    self._follow(group, rule, new, moved, found)
             frontier = list(found.values())
-            self.groups.extend(frontier)
 
-    def _follow(self, group: _Group, rule: _pony.DeleteRule, found: dict[tuple[Any, int], _Group]) -> None:
-        target = plan_for(rule.target_root)
+    def _follow(
+        self,
+        group: _Group,
+        rule: _pony.DeleteRule,
+        new: list[Any],
+        moved: list[Any],
+        found: dict[tuple[Any, int], _Step],
+    ) -> None:
         if rule.action == "restrict":
-            self._refuse_if_referenced(group, rule)
+            self._refuse_if_referenced(group, rule, new)
         elif rule.action == "set_null":
-            self.nulls.append(_ByParent(rule, target, group.plan, group.keys))
-        elif rule.fk_columns and _is_leaf(rule.target_root):
-            self.leaves.append(_ByParent(rule, target, group.plan, group.keys, group.rank + 1))
-        else:
-            # Children hold the foreign key: they go first (higher rank); the target of a one-to-one
-            # whose column is in the deleted row goes after it.
-            rank = group.rank + 1 if rule.fk_columns else group.rank - 1
-            doomed = self.doomed.setdefault(rule.target_root, set())
-            new = [k for k in dict.fromkeys(self._reached(group, rule)) if k not in doomed]
             if new:
-                doomed.update(new)
-                into = found.setdefault((rule.target_root, rank), _Group(target, [], rank))
-                into.keys.extend(new)
+                self.nulls.append(_ByParent(rule, plan_for(rule.target_root), group.plan, new))
+        elif not (rule.fk_columns and _is_leaf(rule.target_root)):  # leaves go with their parents
+            self._cascade(group, rule, new + moved, found)
+
+    def _cascade(
+        self, group: _Group, rule: _pony.DeleteRule, keys: list[Any], found: dict[tuple[Any, int], _Step]
+    ) -> None:
+        # Children hold the foreign key: they go first (a higher rank). A row reached again from a
+        # deeper row (a self-referencing tree reached through two paths) moves deeper, so that no row
+        # goes before a row that refers to it; in a cycle it stops moving once the rank passes the
+        # number of rows. The target of a one-to-one whose column is in the deleted row goes after it.
+        root = rule.target_root
+        rank = group.rank + 1 if rule.fk_columns else group.rank - 1
+        ranks = self.rank_of.setdefault(root, {})
+        for key in dict.fromkeys(self._reached(group, rule, keys)):
+            old = ranks.get(key)
+            if old is None:
+                self._step(found, root, rank)[1].append(key)
+            elif rule.fk_columns and old < rank <= len(ranks) + 1:
+                before = self.groups[root, old]
+                del before.keys[key]
+                if before.first:
+                    self.moved_from_first += 1
+                self._step(found, root, rank)[2].append(key)
+            else:
+                continue
+            ranks[key] = rank
+            self.groups[root, rank].keys[key] = None
+
+    def _step(self, found: dict[tuple[Any, int], _Step], root: Any, rank: int) -> _Step:
+        step = found.get((root, rank))
+        if step is None:
+            group = self.groups.get((root, rank))
+            if group is None:
+                group = self.groups[root, rank] = _Group(plan_for(root), {}, rank)
+            step = found[root, rank] = (group, [], [])
+        return step
 
     def _existing(self, keys: list[Any]) -> list[Any]:
         plan, d = self.plan, self.dialect
@@ -129,21 +165,21 @@ class Cascade:
             found.extend(_keys(self._run(sql, self._args(chunk, plan.pk_columns) + classes)))
         return found
 
-    def _reached(self, group: _Group, rule: _pony.DeleteRule) -> list[Any]:
+    def _reached(self, group: _Group, rule: _pony.DeleteRule, keys: list[Any]) -> list[Any]:
         """The keys of the rows ``rule`` cascades to from ``group``'s rows (one SELECT per chunk)."""
         d = self.dialect
         plan = group.plan
         target = plan_for(rule.target_root)
         reached: list[Any] = []
         if rule.fk_columns:
-            for chunk in self._chunks(group.keys, len(rule.fk_columns)):
+            for chunk in self._chunks(keys, len(rule.fk_columns)):
                 sql = (
                     f"SELECT {_cols(d, target.pk_columns)} FROM {d.q(target.table)} "
                     f"WHERE {d.key_in(rule.fk_columns, len(chunk))}"
                 )
                 reached.extend(_keys(self._run(sql, self._args(chunk, plan.pk_columns))))
         else:
-            for chunk in self._chunks(group.keys, len(plan.pk_columns)):
+            for chunk in self._chunks(keys, len(plan.pk_columns)):
                 where = d.key_in(plan.pk_columns, len(chunk))
                 sql = (
                     f"SELECT {_cols(d, rule.own_columns)} FROM {d.q(plan.table)} "
@@ -152,11 +188,11 @@ class Cascade:
                 reached.extend(_keys(self._run(sql, self._args(chunk, plan.pk_columns))))
         return reached
 
-    def _refuse_if_referenced(self, group: _Group, rule: _pony.DeleteRule) -> None:
+    def _refuse_if_referenced(self, group: _Group, rule: _pony.DeleteRule, keys: list[Any]) -> None:
         d = self.dialect
         plan = group.plan
         target = plan_for(rule.target_root)
-        for chunk in self._chunks(group.keys, len(plan.pk_columns)):
+        for chunk in self._chunks(keys, len(plan.pk_columns)):
             if rule.fk_columns:
                 where = d.key_in(rule.fk_columns, len(chunk))
                 sql = f"SELECT {_cols(d, rule.fk_columns)} FROM {d.q(target.table)} WHERE {where} LIMIT 1"
@@ -192,21 +228,30 @@ class Cascade:
     def write(self, savepoint: Savepoint) -> int:
         """Run the statements (under the call's savepoint); the number of the caller's rows deleted."""
         d = self.dialect
-        deleted = 0
+        deleted = self.moved_from_first
         for step in self.nulls:
             sets = ", ".join(f"{d.q(c)} = NULL" for c in step.rule.fk_columns)
             self._by_parent(step, f"UPDATE {d.q(step.plan.table)} SET {sets}", savepoint)
-        leaves = sorted(self.leaves, key=lambda s: -s.rank)
-        groups = sorted(self.groups, key=lambda g: -g.rank)  # stable: discovery order within a rank
-        for rank in sorted({s.rank for s in leaves} | {g.rank for g in groups}, reverse=True):
-            for step in (s for s in leaves if s.rank == rank):
-                self._by_parent(step, f"DELETE FROM {d.q(step.plan.table)}", savepoint)
-            for group in (g for g in groups if g.rank == rank):
-                if group.first:
-                    deleted = delete_keys(group.plan, d, group.keys, self.size, savepoint)
-                else:
-                    delete_keys(group.plan, d, group.keys, self.size, savepoint)
+        # Stable sort: discovery order within a rank.
+        for group in sorted(self.groups.values(), key=lambda g: -g.rank):
+            if not group.keys:
+                continue
+            keys = list(group.keys)
+            for leaf in self._leaves(group.plan, keys):
+                self._by_parent(leaf, f"DELETE FROM {d.q(leaf.plan.table)}", savepoint)
+            count = delete_keys(group.plan, d, keys, self.size, savepoint)
+            if group.first:
+                deleted += count
         return deleted
+
+    @staticmethod
+    def _leaves(plan: RowPlan, keys: list[Any]) -> list[_ByParent]:
+        """The children of ``keys`` that go by their foreign key, unread (leaf cascades)."""
+        return [
+            _ByParent(rule, plan_for(rule.target_root), plan, keys)
+            for rule in _pony.delete_rules(plan.entity)
+            if rule.action == "cascade" and rule.fk_columns and _is_leaf(rule.target_root)
+        ]
 
     def _by_parent(self, step: _ByParent, head: str, savepoint: Savepoint) -> None:
         d = self.dialect
@@ -234,15 +279,14 @@ class Cascade:
         be deleted, and the loaded children to re-read per set-NULL relation (kept for an undo)."""
         db = self.dialect.db
         gone: list[Any] = []
-        by_root: dict[Any, list[_Group]] = {}
-        for group in self.groups:
-            by_root.setdefault(_pony.root_entity(group.plan.entity), []).append(group)
-        for groups in by_root.values():
-            cached = cached_by_pk(plan_for(_pony.root_entity(groups[0].plan.entity)), db)
-            if cached:
-                gone.extend(cached[k] for g in groups for k in g.keys if k in cached)
-        for step in self.leaves:
-            gone.extend(self.loaded_children(step))
+        for root, ranks in self.rank_of.items():
+            if not ranks:
+                continue
+            plan = plan_for(root)
+            cached = cached_by_pk(plan, db)
+            gone.extend(cached[k] for k in ranks if k in cached)
+            for leaf in self._leaves(plan, list(ranks)):
+                gone.extend(self.loaded_children(leaf))
         refresh = [(self.loaded_children(s), frozenset({s.rule.reverse_name})) for s in self.nulls]
         savepoint.refreshed.extend(refresh)
         return gone, refresh
@@ -254,10 +298,14 @@ class Cascade:
         _pony.forget_objects(db, gone)
         for step, (objects, attrs) in zip(self.nulls, refresh, strict=True):
             after_write(step.plan, db, keys=None, relations=attrs, refresh=objects, refresh_attrs=attrs)
-        for step in self.leaves:
-            after_write(step.plan, db, keys=None)
-        for group in self.groups:
-            after_write(group.plan, db, keys=group.keys)
+        own_root = _pony.root_entity(self.plan.entity)
+        for root, ranks in self.rank_of.items():
+            if not ranks and root is not own_root:
+                continue
+            plan = self.plan if root is own_root else plan_for(root)
+            for leaf in self._leaves(plan, []):
+                after_write(leaf.plan, db, keys=None)
+            after_write(plan, db, keys=list(ranks))
 
     # -- helpers ----------------------------------------------------------------------------------
 
