@@ -457,3 +457,17 @@ def test_query_and_subclass_cascade(db: Database) -> None:
         assert select(x.id for x in e["Kid"])[:] == [1]
         assert pk.bulk_delete(e["Parent"], select(x for x in e["Parent"] if x.id == 1)) == 1
         assert select(x.id for x in e["Toy"])[:] == [] and select(x.id for x in e["Kid"])[:] == []
+
+
+def test_bad_key_is_named(db: Database) -> None:
+    """A key that does not encode names its input position, also among many plain keys."""
+    e = declare(db)
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    with db_session:
+        e["Parent"](id=1)
+    with db_session:
+        with pytest.raises(BulkWriteError) as info:
+            pk.bulk_delete(e["Parent"], [*range(1, 50), "x", 51])
+        assert info.value.row_index == 49 and "row 49" in str(info.value)
+        assert e["Parent"].exists(id=1)

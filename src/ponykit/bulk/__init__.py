@@ -29,7 +29,7 @@ from ._batch import (
     total_of,
 )
 from ._cascade import Cascade, has_relations
-from ._delete import delete_keys, encode_pk
+from ._delete import delete_keys, encode_pks
 from ._insert import check_returning, insert_batch, run_hooks
 from ._update import Upsert, check_settable, encode_updates, write_updates
 
@@ -268,7 +268,7 @@ def bulk_delete(entity: Any, pks_or_query: Any, *, batch_size: int | None = None
         raw_keys = [r[0] if len(r) == 1 else tuple(r) for r in cursor.fetchall()]
         positions: dict[Any, int] = {}
     else:
-        raw_keys = [encode_pk(plan, value, i) for i, value in enumerate(pks_or_query)]
+        raw_keys = encode_pks(plan, pks_or_query)
         positions = {k: i for i, k in reversed(list(enumerate(raw_keys)))}
     if not has_relations(plan.entity):
         cached = cached_by_pk(plan, db)
