@@ -20,6 +20,7 @@ from pony.orm import (
     ConstraintError,
     Database,
     ObjectNotFound,
+    OperationWithDeletedObjectError,
     Optional,
     PrimaryKey,
     Required,
@@ -398,7 +399,8 @@ def test_cached_query_over_children_and_open_session(db: Database, backend: Any)
 
 
 def test_composite_foreign_key(db: Database) -> None:
-    """A parent with a composite primary key: cascade and set NULL over both key columns."""
+    """A parent with a composite primary key: cascade and set NULL over both key columns, and a child
+    whose own key holds the relation (three columns), with children of its own."""
 
     class Shelf(db.Entity):
         room = Required(int)
@@ -406,6 +408,7 @@ def test_composite_foreign_key(db: Database) -> None:
         PrimaryKey(room, slot)
         books = Set("Book")
         notes = Set("Note")
+        loans = Set("Loan")
 
     class Book(db.Entity):
         id = PrimaryKey(int)
@@ -415,6 +418,16 @@ def test_composite_foreign_key(db: Database) -> None:
         id = PrimaryKey(int)
         shelf = Optional(Shelf)
 
+    class Loan(db.Entity):
+        shelf = Required(Shelf)
+        n = Required(int)
+        PrimaryKey(shelf, n)
+        stamps = Set("Stamp")
+
+    class Stamp(db.Entity):
+        id = PrimaryKey(int)
+        loan = Required(Loan)
+
     pk.attach(db)
     db.generate_mapping(create_tables=True)
     with db_session:
@@ -422,8 +435,10 @@ def test_composite_foreign_key(db: Database) -> None:
         for i in range(3):
             Book(id=i + 1, shelf=a if i < 2 else b)
             Note(id=i + 1, shelf=a if i < 2 else b)
+            Stamp(id=i + 1, loan=Loan(shelf=a if i < 2 else b, n=i))
     with db_session:
-        note = Note[1]
+        note, loan, stamp = Note[1], Loan[Shelf[1, "a"], 0], Stamp[1]
+        assert [s.id for s in loan.stamps] == [1]  # the loan's collection is loaded
         assert pk.bulk_delete(Shelf, [(1, "a")]) == 1
         assert note.shelf is None
         assert select(x.id for x in Book)[:] == [3]
@@ -432,6 +447,15 @@ def test_composite_foreign_key(db: Database) -> None:
             (2, None),
             (3, "b"),
         ]
+        assert select((x.shelf.slot, x.n) for x in Loan)[:] == [("b", 2)]
+        assert select(x.id for x in Stamp)[:] == [3]
+        assert not Loan.exists(n=0) and not Stamp.exists(id=1)
+        with pytest.raises(ObjectNotFound):
+            Stamp[1]
+        with pytest.raises(OperationWithDeletedObjectError):
+            list(loan.stamps)  # the loaded loan is forgotten, as a deleted one
+        with pytest.raises(OperationWithDeletedObjectError):
+            stamp.loan  # noqa: B018
 
 
 def test_query_and_subclass_cascade(db: Database) -> None:
