@@ -495,3 +495,42 @@ def test_bad_key_is_named(db: Database) -> None:
             pk.bulk_delete(e["Parent"], [*range(1, 50), "x", 51])
         assert info.value.row_index == 49 and "row 49" in str(info.value)
         assert e["Parent"].exists(id=1)
+
+
+def test_statements_per_relation_not_per_row(db: Database) -> None:
+    """Deleting 30 parents runs as many statements as deleting 3, whatever hangs under each: kids, a
+    teen's phones, toys, pets, tags, a card, a badge, nodes two deep (keys go in chunks of
+    ``batch_size`` or of the backend's parameter limit, so a larger call adds statements per chunk)."""
+    e = declare(db)
+    kit = pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    statements: list[str] = []
+    kit.add_execute_listener(lambda _db, sql, *_: statements.append(sql))
+    tags = None
+
+    def run(first: int, count: int) -> int:
+        nonlocal tags
+        with db_session:
+            tags = tags or [e["Tag"](id=i) for i in range(1, 3)]
+            for p in range(first, first + count):
+                parent = e["Parent"](id=p, badge=e["Badge"](id=p))
+                parent.tags.add(e["Tag"][1])
+                e["Card"](id=p, owner=parent)
+                e["Pet"](id=p, owner=parent)
+                for k in range(2):
+                    kid = (e["Teen"] if k else e["Kid"])(id=p * 10 + k, parent=parent)
+                    e["Toy"](id=p * 10 + k, kid=kid)
+                    if k:
+                        e["Phone"](id=p, teen=kid)
+                top = e["Node"](id=p * 10, owner=parent)
+                e["Node"](id=p * 10 + 1, owner=parent, up=top, link=top)
+        statements.clear()
+        with db_session:
+            assert pk.bulk_delete(e["Parent"], range(first, first + count)) == count
+        return len(statements)
+
+    few, many = run(1, 3), run(100, 30)
+    assert few == many < 30
+    with db_session:
+        assert e["Parent"].select().count() == 0 and e["Node"].select().count() == 0
+        assert [p.owner for p in e["Pet"].select()] == [None] * 33
