@@ -47,6 +47,7 @@ def _model() -> Database:
 
     class Mark(db.Entity):
         extras = Set(Extra)
+        twins = Set("Mark", reverse="twins")  # symmetric: pairs stored both ways
 
     db.generate_mapping(create_tables=True)
     return db
@@ -73,6 +74,8 @@ def test_link_tables_of_a_hierarchy_and_loaded_target() -> None:
     db = _model()
     assert [link.attr for link in _pony.link_tables_of(db.Owner)] == ["tags"]
     assert [link.attr for link in _pony.link_tables_of(db.Extra)] == ["marks"]
+    twins = [link for link in _pony.link_tables_of(db.Mark) if link.attr == "twins"]
+    assert sorted(link.columns for link in twins) == [("mark",), ("mark_2",)]
     with db_session:
         owner = db.Owner(id=1)
         item = db.Item(owner=owner)

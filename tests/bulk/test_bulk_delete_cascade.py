@@ -122,6 +122,7 @@ def declare(db: Database, prefix: str = "") -> Any:
         down = Set("Node", reverse="up", cascade_delete=True)
         link = Optional("Node", reverse="linked_by")
         linked_by = Set("Node", reverse="link")
+        peers = Set("Node", reverse="peers", table=prefix + "node_peers")  # symmetric many-to-many
 
     return db.entities
 
@@ -143,7 +144,9 @@ def trees(draw: Any) -> dict[str, Any]:
         nodes.append((draw(idx(n)), up, link))
     sizes = {"Parent": n, "Kid": nk, "Node": len(nodes)}
     target = draw(st.sampled_from(["Parent", "Parent", *(name for name in ("Kid", "Node") if sizes[name])]))
+    pairs = st.tuples(idx(len(nodes)), idx(len(nodes))).filter(lambda p: p[0] != p[1])
     return {
+        "peers": draw(st.lists(pairs, max_size=4)) if len(nodes) > 1 else [],
         "target": target,
         "doomed": draw(st.sets(idx(sizes[target]), min_size=1)),
         "n": n,
@@ -201,6 +204,8 @@ def populate(e: Any, t: dict[str, Any]) -> None:
                 link=None if link is None else nodes[link],
             )
         )
+    for x, y in t.get("peers", []):
+        nodes[x].peers.add(nodes[y])
     flush()
 
 

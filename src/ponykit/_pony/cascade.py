@@ -104,11 +104,17 @@ def delete_rules(entity: Entity) -> tuple[DeleteRule, ...]:
 
 def link_tables_of(entity: Entity) -> tuple[LinkTable, ...]:
     """The many-to-many link tables holding rows of ``entity`` or of any of its subclasses (deleting
-    their rows deletes those link rows too)."""
+    their rows deletes those link rows too); a symmetric ``Set`` appears once per column."""
     found: dict[tuple[Any, tuple[str, ...]], LinkTable] = {}
     for cls in [entity, *sorted(entity._subclasses_, key=lambda c: c.__name__)]:
         for link in entity_info(cls).link_tables:
             found.setdefault((link.table, link.columns), link)
+        for attr in cls._attrs_:
+            if attr.is_collection and attr.symmetric:
+                # A symmetric Set stores each pair in both directions: the rows pointing at the
+                # deleted row from the other column go too.
+                mirror = LinkTable(attr.name, attr.table, tuple(attr.columns), tuple(attr.reverse_columns))
+                found.setdefault((mirror.table, mirror.columns), mirror)
     return tuple(found.values())
 
 
