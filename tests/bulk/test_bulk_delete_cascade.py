@@ -36,6 +36,7 @@ import ponykit as pk
 from ponykit.errors import BulkWriteError
 from ponykit.query import cached_select
 from ponykit.query.backends import MemoryCache
+from ponykit.transactions import pending_writes
 
 
 def declare(db: Database, prefix: str = "") -> Any:
@@ -397,6 +398,11 @@ def test_cached_query_over_children_and_open_session(db: Database, backend: Any)
         with pytest.raises(ObjectNotFound):
             e["Kid"][1]
         assert kid1 not in e["Parent"][2].kids
+        # The commit event names every entity written: the parents, the cascaded kids (by key), their
+        # toys and the cards (leaves: keys unknown), the set-NULL pets and nodes; not the bonds.
+        writes = pending_writes(db)
+        assert writes["Parent"] == {1} and writes["Kid"] == {1, 2, 3}
+        assert {"Toy", "Card", "Pet", "Node"} <= set(writes) and "Bond" not in writes
         commit()
     with db_session:
         assert kids() == [4]

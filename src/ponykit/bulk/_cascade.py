@@ -11,8 +11,9 @@ of keys, with a fixed number of statements per relation and level (per chunk of 
    raises before anything is written. A cascade child whose whole hierarchy has no relation of its own
    and no many-to-many collection (a leaf) is not read: its rows go by their foreign key.
 2. Write: ``UPDATE child SET fk = NULL WHERE fk IN (...)`` for each set-NULL relation, then the deletes,
-   children before the rows they refer to (``DELETE FROM child WHERE fk IN (...)`` for a leaf, else by
-   key with the link rows, as for the entity itself).
+   every row before the rows it refers to (a row reached again from a deeper row, in a self-referencing
+   tree, moves deeper): a leaf's rows by ``DELETE FROM child WHERE fk IN (...)`` just before their
+   parents, the others by key with their link rows, as for the entity itself.
 3. Session upkeep for every entity touched: loaded doomed objects are forgotten, loaded set-NULL children
    re-read, and each entity's write is recorded (so cached queries over it drop at commit).
 
