@@ -304,7 +304,7 @@ class Cascade:
             if not ranks and root is not own_root:
                 continue
             plan = self.plan if root is own_root else plan_for(root)
-            for leaf in self._leaves(plan, []):
+            for leaf in self._leaves(plan, []) if ranks else []:  # no parent deleted: no leaf row either
                 after_write(leaf.plan, db, keys=None)
             after_write(plan, db, keys=list(ranks))
 
