@@ -16,6 +16,7 @@ itself, nor reads a Pony attribute's fields: it asks :func:`attr_info` for a fro
 - ``encoders``: bulk value encoders, and the generated-source fragments that name Pony's private slots
 - ``materialize``: the materializer: session objects from raw rows, generated once per row layout
 - ``loading``: rebuilding entities from cached rows, raw rows of a query, loaded values
+- ``cascade``: Pony's delete rules (cascade, set NULL, refuse) read from the mapping
 - ``relations``: prefetch loaders: relations and lazy columns loaded in batches
 - ``prepared``: prepared page queries: built by Pony once per shape, rebound per call
 - ``queries``: query shape, order, SQL and fetch; raw filters; N+1 culprit; stable query keys
@@ -30,6 +31,7 @@ provider *instance*, and write tracking is installed on the entity classes of on
 """
 
 from ._typing import Attribute, Entity, SessionCache
+from .cascade import DeleteRule, delete_rules, link_tables_of, loaded_target
 from .connection import (
     LostConnection,
     abandon_connection,
@@ -439,6 +441,11 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "not_loaded",
     "query_entity_rows",
     "rebuild_entities",
+    # cascade: Pony's delete rules (cascade, set NULL, refuse) read from the mapping
+    "DeleteRule",
+    "delete_rules",
+    "link_tables_of",
+    "loaded_target",
     # relations: prefetch loaders: relations and lazy columns loaded in batches
     "load_by_pk",
     "load_lazy",

@@ -28,7 +28,8 @@ from ._batch import (
     start,
     total_of,
 )
-from ._delete import delete_keys, encode_pk
+from ._cascade import Cascade, has_relations
+from ._delete import delete_keys, encode_pks
 from ._insert import check_returning, insert_batch, run_hooks
 from ._update import Upsert, check_settable, encode_updates, write_updates
 
@@ -241,13 +242,18 @@ def bulk_upsert(
 
 def bulk_delete(entity: Any, pks_or_query: Any, *, batch_size: int | None = None) -> int:
     """Delete rows by primary key (scalars, tuples for composite keys, or objects) or by a Pony query
-    selecting objects of ``entity``; the number of rows deleted.
+    selecting objects of ``entity``; the number of ``entity`` rows deleted.
 
-    Link-table rows of many-to-many collections go too. Pony's cascade rules and ``before_delete``
-    hooks do not run: rows still referenced by a foreign key make the database refuse the delete.
-    Deleted objects of the session are gone afterwards (``Entity[pk]`` raises ``ObjectNotFound``).
-    On a subclass of a single-table hierarchy only rows of that class (and its subclasses) go, as
-    Pony's ``Entity[pk]`` finds only those.
+    The end state is that of Pony's ``obj.delete()`` of each object: children of a ``cascade_delete``
+    relation (Pony's default for a ``Set`` whose reverse is ``Required``) are deleted, recursively with
+    their own relations; an ``Optional`` reverse is set to NULL; a ``Required`` reverse without cascade
+    raises :class:`~ponykit.errors.BulkWriteError` naming the relation before anything is deleted;
+    many-to-many link rows go. It takes a fixed number of statements per relation and level (per chunk
+    of keys), never one per row. ``before_delete``/``after_delete`` hooks do not run. Loaded objects of
+    the session that were deleted, the entity's or cascaded ones, are gone afterwards (``Entity[pk]``
+    raises ``ObjectNotFound``); loaded children set to NULL show None; the commit event names every
+    entity touched, so cached queries over the children drop too. On a subclass of a single-table
+    hierarchy only rows of that class (and its subclasses) go, as Pony's ``Entity[pk]`` finds only those.
     """
     plan, dialect, size = start(entity, batch_size, "bulk_delete")
     db = dialect.db
@@ -260,11 +266,21 @@ def bulk_delete(entity: Any, pks_or_query: Any, *, batch_size: int | None = None
             )
         cursor = _pony.execute_in_session(db, dialect.select_keys_of(sql, plan.pk_columns), arguments)
         raw_keys = [r[0] if len(r) == 1 else tuple(r) for r in cursor.fetchall()]
+        positions: dict[Any, int] = {}
     else:
-        raw_keys = [encode_pk(plan, value, i) for i, value in enumerate(pks_or_query)]
-    cached = cached_by_pk(plan, db)
-    with all_or_nothing(db) as savepoint:  # a refused chunk (a foreign key) undoes the earlier ones
-        deleted = delete_keys(plan, dialect, raw_keys, size, savepoint)
-    _pony.forget_objects(db, [cached[k] for k in raw_keys if k in cached])
-    after_write(plan, db, keys=raw_keys)
+        raw_keys = encode_pks(plan, pks_or_query)
+        positions = {k: i for i, k in reversed(list(enumerate(raw_keys)))}
+    if not has_relations(plan.entity):
+        cached = cached_by_pk(plan, db)
+        with all_or_nothing(db) as savepoint:  # a refused chunk (a foreign key) undoes the earlier ones
+            deleted = delete_keys(plan, dialect, raw_keys, size, savepoint)
+        _pony.forget_objects(db, [cached[k] for k in raw_keys if k in cached])
+        after_write(plan, db, keys=raw_keys)
+        return deleted
+    cascade = Cascade(plan, dialect, size, input_index=positions)
+    cascade.collect(list(dict.fromkeys(raw_keys)))  # reads only: a refused relation raises here
+    with all_or_nothing(db) as savepoint:
+        gone, refresh = cascade.before_write(savepoint)
+        deleted = cascade.write(savepoint)
+    cascade.after(gone, refresh)
     return deleted
