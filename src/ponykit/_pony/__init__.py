@@ -183,7 +183,9 @@ from .queries import (
     sql_alias,
 )
 from .references import (
+    DriverFailure,
     Reference,
+    driver_failure,
     reference_of,
 )
 from .relations import (
@@ -417,7 +419,9 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "pk_is_plain",
     "read_bits",
     # references: to-one relation values in bulk writes, and what a reference check needs
+    "DriverFailure",
     "Reference",
+    "driver_failure",
     "reference_of",
     # materialize: the materializer: session objects from raw rows, generated once per row layout
     "materialize",

@@ -11,6 +11,8 @@ object of a plain key), so that a relation column costs what a column of the key
 
 from __future__ import annotations
 
+import re
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +23,9 @@ import pony.orm.dbapiprovider as _dbapiprovider
 from ._typing import Attribute, Entity
 
 __all__ = [
+    "DriverFailure",
     "Reference",
+    "driver_failure",
     "reference_of",
     "relation_encoder",
     "relation_encoder_setup",
@@ -210,3 +214,62 @@ def _tuple_key_lines(
         "    else:",
         f"        {var} = {prefix}slow({prefix}orig)",
     ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What a refused write statement says
+
+
+@dataclass(frozen=True)
+class DriverFailure:
+    """What a database error raised by a write statement says about the row it refused.
+
+    ``kind`` is ``"foreign_key"`` (a reference to a missing row), ``"unique"`` (a duplicate key),
+    ``"data"`` (a value the column refused: out of range, bad text) or ``"other"``. ``line`` is the
+    1-based line of PostgreSQL's COPY data being read when it failed (its error context ``COPY t, line
+    N``; None elsewhere, and for foreign keys, which PostgreSQL checks after the last line); ``column``
+    the column the server names, if any.
+    """
+
+    kind: str
+    line: int | None = None
+    column: str | None = None
+
+
+_COPY_CONTEXT = re.compile(r"COPY .*?, line (\d+)(?:, column (.+?)(?::|$))?")
+_KEY_DETAIL = re.compile(r"Key \((.+?)\)=")
+_MYSQL_FOREIGN_KEY = frozenset({1216, 1217, 1451, 1452})
+_MYSQL_UNIQUE = frozenset({1062, 1586})
+
+
+def driver_failure(exc: BaseException) -> DriverFailure | None:
+    """The :class:`DriverFailure` of Pony's ``IntegrityError``/``DataError`` raised by a statement
+    (the driver's error is its ``original_exc``); None for any other exception (a lost connection ...)."""
+    if not isinstance(exc, (_dbapiprovider.IntegrityError, _dbapiprovider.DataError)):
+        return None
+    orig = getattr(exc, "original_exc", None) or exc
+    code = getattr(orig, "pgcode", None)
+    if isinstance(code, str):  # psycopg2
+        diag = orig.diag
+        found = _COPY_CONTEXT.search(diag.context or "")
+        line = int(found.group(1)) if found else None
+        column = diag.column_name or (found.group(2) if found and found.group(2) else None)
+        if column is None:  # a key's violation: "Key (author)=(5) is not present in table ..."
+            key = _KEY_DETAIL.match(diag.message_detail or "")
+            column = key.group(1).split(",")[0].strip().strip('"') if key else None
+        kind = {"23503": "foreign_key", "23505": "unique"}.get(code)
+        return DriverFailure(kind or ("data" if code.startswith("22") else "other"), line, column)
+    if isinstance(orig, sqlite3.Error):
+        text = str(orig)
+        if text.startswith("FOREIGN KEY constraint failed"):
+            return DriverFailure("foreign_key")
+        if text.startswith("UNIQUE constraint failed"):  # "UNIQUE constraint failed: book.isbn, ..."
+            first = text.partition(":")[2].split(",")[0].strip()
+            return DriverFailure("unique", None, first.rpartition(".")[2] or None)
+        return DriverFailure("other")
+    number = orig.args[0] if orig.args and isinstance(orig.args[0], int) else None  # PyMySQL: (errno, text)
+    if number in _MYSQL_FOREIGN_KEY:
+        return DriverFailure("foreign_key")
+    if number in _MYSQL_UNIQUE:
+        return DriverFailure("unique")
+    return DriverFailure("data" if isinstance(exc, _dbapiprovider.DataError) else "other")

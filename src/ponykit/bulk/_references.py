@@ -1,0 +1,282 @@
+"""References checked before a batch is written, and rows the database refused named by their input index
+(private to ponykit.bulk).
+
+``check_references=True``: before anything of a batch is written, the keys its rows give for each to-one
+relation are looked up in the table referred to, one ``SELECT key FROM parent WHERE key IN (...)`` per
+relation and batch (cut to the parameter limit); a key not found raises BulkWriteError naming the first
+such row (its index in the caller's input), the attribute and the entity referred to.
+
+Without it the database's foreign key refuses the statement. That error, and every other one a write
+statement raises for a row (a duplicate key, a value the column refuses), is mapped back to the input row
+(:func:`raise_refused`): PostgreSQL's COPY names the line it was reading (its error context ``COPY t,
+line N, column c``), which is the row's place in the group written; otherwise, once the call's savepoint
+is rolled back to (PostgreSQL refuses every statement of a failed transaction until then), a missing
+reference is found with the query above and a duplicate key by comparing the rows' keys with each other
+and with the table. When no row can be found the error names the rows of the statement that failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from .. import _pony
+from .._sql import Dialect
+from ..errors import BulkWriteError
+from ._batch import Savepoint, chunks, column_attrs
+from ._collation import KeyCanon
+from ._rows import RowPlan, plan_for
+
+__all__ = ["Written", "check_references", "raise_refused"]
+
+
+@dataclass(frozen=True)
+class Written:
+    """Encoded rows of one batch written together (one statement shape), and where they are in the
+    caller's input: what naming one of them needs."""
+
+    plan: RowPlan
+    op: str  # the public function, for messages
+    offset: int  # input index of the batch's first row
+    names: tuple[str, ...]  # attributes written, in column order
+    columns: Sequence[Sequence[Any]]  # bound values, one sequence per column
+    positions: Sequence[int] | None  # the rows' places in the batch; None: every row, in order
+
+    @property
+    def count(self) -> int:
+        """The number of rows."""
+        return len(self.columns[0]) if self.columns else 0
+
+    def index(self, i: int) -> int:
+        """The input index of row ``i``."""
+        return self.offset + (self.positions[i] if self.positions is not None else i)
+
+    def keys(self, attrs: Sequence[str]) -> list[tuple[Any, ...]]:
+        """Per row, the bound values of the columns of ``attrs``."""
+        at = column_attrs(self.plan, self.names)
+        picked = [self.columns[k] for name in attrs for k, a in enumerate(at) if a == name]
+        return list(zip(*picked, strict=True)) if picked else [()] * self.count
+
+
+def _relation_keys(part: Written) -> Iterator[tuple[str, list[tuple[Any, ...] | None]]]:
+    """Per relation attribute written, the key each row refers to (None: no reference)."""
+    for name in part.names:
+        if name in part.plan.relations:
+            keys = part.keys([name])
+            yield name, [None if all(v is None for v in k) else k for k in keys]
+
+
+def _existing(dialect: Dialect, target: RowPlan, keys: set[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
+    """The keys (of ``target``'s primary key) that rows of its table hold, as the database compares them."""
+    cols = target.pk_columns
+    canon = KeyCanon(target, dialect, cols)
+    ordered = list(keys)
+    found: set[tuple[Any, ...]] = set()
+    for chunk in chunks(ordered, max(1, dialect.max_params // len(cols))):
+        sql = dialect.select_by_keys(target.table, cols, cols, len(chunk))
+        args = tuple(v for k in chunk for v in k)
+        found.update(tuple(r) for r in _pony.execute_in_session(dialect.db, sql, args).fetchall())
+    if canon.active:  # MariaDB: 'ann' refers to the row 'Ann' under a case-insensitive collation
+        canon.prepare([*ordered, *found])
+        stored = {canon(k) for k in found}
+        return {k for k in ordered if canon(k) in stored}
+    if len(found) >= len(ordered):
+        return set(ordered)  # every key has its row, whatever type the driver reads the key back as
+    return found
+
+
+def _first_missing(dialect: Dialect, parts: Sequence[Written]) -> tuple[Written, int, str, Any] | None:
+    """``(part, row, attribute, key)`` of the first row (in input order) referring to a missing row."""
+    by_name: dict[str, list[tuple[Written, int, tuple[Any, ...]]]] = {}
+    for part in parts:
+        for name, keys in _relation_keys(part):
+            by_name.setdefault(name, []).extend((part, i, k) for i, k in enumerate(keys) if k is not None)
+    best: tuple[Written, int, str, Any] | None = None
+    for name, refs in by_name.items():
+        if not refs:
+            continue
+        plan = refs[0][0].plan
+        target = plan_for(_pony.reference_of(plan.attrs[name].attr).entity)
+        found = _existing(dialect, target, {k for _, _, k in refs})
+        if target.table == plan.table:  # a reference to a row of the same batch
+            found |= {k for part in parts for k in part.keys(plan.pk_names)}
+        for part, i, key in sorted(refs, key=lambda r: r[0].index(r[1])):
+            if key not in found:
+                if best is None or part.index(i) < best[0].index(best[1]):
+                    best = (part, i, name, key[0] if len(key) == 1 else key)
+                break
+    return best
+
+
+def _missing_error(part: Written, i: int, name: str, key: Any, refused: bool) -> BulkWriteError:
+    plan = part.plan
+    ref = _pony.reference_of(plan.attrs[name].attr)
+    target = plan_for(ref.entity)
+    hidden = plan.is_sensitive(name) or any(target.is_sensitive(n) for n in ref.pk_attrs)
+    shown = "(the key is hidden: it is sensitive)" if hidden else f"with key {key!r}"
+    how = "the database's foreign key refused it" if refused else "check_references=True looked it up"
+    index = part.index(i)
+    return BulkWriteError(
+        f"{part.op}({plan.name}): row {index}, attribute {name!r} refers to a {ref.name} {shown} that does "
+        f"not exist ({how}); nothing of this call was written. Insert the {ref.name} first, or fix or drop "
+        "the row.",
+        row_index=index,
+        entity=plan.name,
+        attribute=name,
+    )
+
+
+def check_references(dialect: Dialect, parts: Sequence[Written]) -> None:
+    """Raise BulkWriteError for the first row of a batch (its ``parts``) whose relation key has no row in
+    the table referred to; one query per relation written (cut to the parameter limit)."""
+    found = _first_missing(dialect, parts)
+    if found is not None:
+        raise _missing_error(*found, refused=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A statement the database refused
+
+
+def raise_refused(dialect: Dialect, savepoint: Savepoint, part: Written, exc: BaseException) -> NoReturn:
+    """Raise the BulkWriteError naming the input row (and attribute) that made a write statement of
+    ``part`` fail with ``exc``, chained as its ``__cause__`` (not when the entity has sensitive values);
+    ``exc`` itself when it is not a database's refusal of a row (a lost connection ...).
+
+    Call outside ``except`` blocks: the call's savepoint is rolled back to first (when no COPY line
+    names the row), and the rows are looked for in the database.
+    """
+    failure = _pony.driver_failure(exc)
+    if failure is None:
+        raise exc
+    plan = part.plan
+    error: BulkWriteError | None = None
+    if failure.line is not None and 0 < failure.line <= part.count:
+        i = failure.line - 1
+        name = _column_attr(part, failure.column)
+        if name is None and failure.kind == "unique":
+            found = _duplicate(part, [i], None)
+            name = found[1] if found is not None else None
+        error = _row_error(part, i, name, failure.kind, exc)
+    else:
+        savepoint.rollback()
+        if failure.kind == "foreign_key":
+            missing = _first_missing(dialect, [part])
+            if missing is not None:
+                error = _missing_error(*missing, refused=True)
+        elif failure.kind == "unique":
+            # bulk_upsert: a row whose conflict key the table holds is updated, not refused
+            found = _duplicate(part, range(part.count), dialect if part.op != "bulk_upsert" else None)
+            if found is not None:
+                error = _row_error(part, found[0], found[1], "unique", exc)
+    if error is None:
+        first, last = part.index(0), part.index(part.count - 1) if part.count else part.offset
+        error = BulkWriteError(
+            f"{part.op}({plan.name}): the database refused a row among input rows {first} to {last} "
+            f"({_WHAT[failure.kind]}){_detail(plan, exc)}; nothing of this call was written.",
+            row_index=None,
+            entity=plan.name,
+            attribute=_column_attr(part, failure.column),
+        )
+    if plan.any_sensitive():
+        raise error from None
+    raise error from exc
+
+
+_WHAT = {
+    "foreign_key": "a reference to a missing row",
+    "unique": "a duplicate key",
+    "data": "a value the column cannot hold",
+    "other": "a constraint of the table",
+}
+
+
+def _detail(plan: RowPlan, exc: BaseException) -> str:
+    """The driver's message (first line), unless the entity has sensitive values (it may quote them)."""
+    if plan.any_sensitive():
+        return ""
+    text = str(getattr(exc, "original_exc", None) or exc).strip().splitlines()
+    return f": {text[0]}" if text else ""
+
+
+def _column_attr(part: Written, column: str | None) -> str | None:
+    if column is None:
+        return None
+    columns = part.plan.columns_of(part.names)
+    at = column_attrs(part.plan, part.names)
+    return next((a for c, a in zip(columns, at, strict=True) if c == column), None)
+
+
+def _row_error(part: Written, i: int, name: str | None, kind: str, exc: BaseException) -> BulkWriteError:
+    plan = part.plan
+    index = part.index(i)
+    where = f"row {index}, attribute {name!r}" if name else f"row {index}"
+    return BulkWriteError(
+        f"{part.op}({plan.name}): {where}: the database refused the row ({_WHAT[kind]}){_detail(plan, exc)}; "
+        "nothing of this call was written. Fix the row or drop it from the input.",
+        row_index=index,
+        entity=plan.name,
+        attribute=name,
+    )
+
+
+def _duplicate(part: Written, rows: Sequence[int], dialect: Dialect | None) -> tuple[int, str] | None:
+    """``(row, attribute)`` of the first of ``rows`` whose unique key (the primary key for an insert, or
+    a declared unique key) repeats an earlier row's of ``part``, or with ``dialect`` one held by another
+    row of the table; None when none does (or the key is not written)."""
+    plan = part.plan
+    candidates = [plan.pk_names, *plan.keys] if part.op == "bulk_insert" else list(plan.keys)
+    best: tuple[int, str] | None = None
+    for key in candidates:
+        if not set(key) <= set(part.names):
+            continue
+        cols = plan.columns_of(key)
+        canon = KeyCanon(plan, dialect, cols) if dialect is not None else None
+        values = part.keys(key)
+        if canon is not None and canon.active:
+            canon.prepare(values)
+            values = [canon(v) for v in values]
+        seen: set[tuple[Any, ...]] = set()
+        first = None
+        for i, value in enumerate(values):
+            if any(v is None for v in value):  # NULLs never collide in a unique index
+                continue
+            if value in seen and i in rows:
+                first = i
+                break
+            seen.add(value)
+        if first is None and dialect is not None:
+            first = _taken(dialect, part, key, values, canon)
+        if first is not None and (best is None or first < best[0]):
+            best = (first, key[0])
+    return best
+
+
+def _taken(
+    dialect: Dialect,
+    part: Written,
+    key: tuple[str, ...],
+    values: list[tuple[Any, ...]],
+    canon: KeyCanon | None,
+) -> int | None:
+    """The first row whose ``key`` another row of the table holds (after the savepoint's rollback)."""
+    plan = part.plan
+    cols = plan.columns_of(key)
+    own = part.keys(plan.pk_names) if part.op != "bulk_insert" else None
+    distinct = list({v for v in values if not any(x is None for x in v)})
+    holders: dict[tuple[Any, ...], set[tuple[Any, ...]]] = {}
+    for chunk in chunks(distinct, max(1, dialect.max_params // len(cols))):
+        sql = dialect.select_by_keys(plan.table, (*cols, *plan.pk_columns), cols, len(chunk))
+        rows = _pony.execute_in_session(dialect.db, sql, tuple(v for k in chunk for v in k)).fetchall()
+        found = [tuple(r) for r in rows]
+        if canon is not None and canon.active:
+            canon.prepare([r[: len(cols)] for r in found])
+        for r in found:
+            k = canon(r[: len(cols)]) if canon is not None and canon.active else r[: len(cols)]
+            holders.setdefault(k, set()).add(r[len(cols) :])
+    for i, value in enumerate(values):
+        pks = holders.get(value)
+        if pks and (own is None or pks - {own[i]}):
+            return i
+    return None
