@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 from .. import _pony
 from .._sql import Dialect
 from ..errors import BulkWriteError
-from ._batch import Savepoint, chunks, column_attrs
+from ._batch import Savepoint, chunks, column_attrs, flat
 from ._collation import KeyCanon
 from ._rows import RowPlan, plan_for
 
@@ -75,8 +75,7 @@ def _existing(dialect: Dialect, target: RowPlan, keys: set[tuple[Any, ...]]) -> 
     found: set[tuple[Any, ...]] = set()
     for chunk in chunks(ordered, max(1, dialect.max_params // len(cols))):
         sql = dialect.select_by_keys(target.table, cols, cols, len(chunk))
-        args = tuple(v for k in chunk for v in k)
-        found.update(tuple(r) for r in _pony.execute_in_session(dialect.db, sql, args).fetchall())
+        found.update(tuple(r) for r in _pony.execute_in_session(dialect.db, sql, flat(chunk)).fetchall())
     if canon.active:  # MariaDB: 'ann' refers to the row 'Ann' under a case-insensitive collation
         canon.prepare([*ordered, *found])
         stored = {canon(k) for k in found}
@@ -174,12 +173,12 @@ def raise_refused(dialect: Dialect, savepoint: Savepoint, part: Written, exc: Ba
         first, last = part.index(0), part.index(part.count - 1) if part.count else part.offset
         error = BulkWriteError(
             f"{part.op}({plan.name}): the database refused a row among input rows {first} to {last} "
-            f"({_WHAT[failure.kind]}){_detail(plan, exc)}; nothing of this call was written.",
+            f"({_WHAT[failure.kind]}){_detail(part, exc)}; nothing of this call was written.",
             row_index=None,
             entity=plan.name,
             attribute=_column_attr(part, failure.column),
         )
-    if plan.any_sensitive():
+    if _hides_values(part):
         raise error from None
     raise error from exc
 
@@ -192,9 +191,23 @@ _WHAT = {
 }
 
 
-def _detail(plan: RowPlan, exc: BaseException) -> str:
-    """The driver's message (first line), unless the entity has sensitive values (it may quote them)."""
+def _hides_values(part: Written) -> bool:
+    """True if the driver's message may quote a sensitive value: one of the entity's, or a sensitive key
+    of an entity its relations written refer to."""
+    plan = part.plan
     if plan.any_sensitive():
+        return True
+    for name in part.names:
+        if name in plan.relations:
+            ref = _pony.reference_of(plan.attrs[name].attr)
+            if any(plan_for(ref.entity).is_sensitive(n) for n in ref.pk_attrs):
+                return True
+    return False
+
+
+def _detail(part: Written, exc: BaseException) -> str:
+    """The driver's message (first line), unless it may quote a sensitive value."""
+    if _hides_values(part):
         return ""
     text = str(getattr(exc, "original_exc", None) or exc).strip().splitlines()
     return f": {text[0]}" if text else ""
@@ -213,7 +226,7 @@ def _row_error(part: Written, i: int, name: str | None, kind: str, exc: BaseExce
     index = part.index(i)
     where = f"row {index}, attribute {name!r}" if name else f"row {index}"
     return BulkWriteError(
-        f"{part.op}({plan.name}): {where}: the database refused the row ({_WHAT[kind]}){_detail(plan, exc)}; "
+        f"{part.op}({plan.name}): {where}: the database refused the row ({_WHAT[kind]}){_detail(part, exc)}; "
         "nothing of this call was written. Fix the row or drop it from the input.",
         row_index=index,
         entity=plan.name,
@@ -231,52 +244,52 @@ def _duplicate(part: Written, rows: Sequence[int], dialect: Dialect | None) -> t
     for key in candidates:
         if not set(key) <= set(part.names):
             continue
-        cols = plan.columns_of(key)
-        canon = KeyCanon(plan, dialect, cols) if dialect is not None else None
-        values = part.keys(key)
-        if canon is not None and canon.active:
-            canon.prepare(values)
-            values = [canon(v) for v in values]
+        raw = part.keys(key)
+        canon = KeyCanon(plan, dialect, plan.columns_of(key)) if dialect is not None else None
+        same = _same(canon, raw)
         seen: set[tuple[Any, ...]] = set()
         first = None
-        for i, value in enumerate(values):
+        for i, value in enumerate(raw):
             if any(v is None for v in value):  # NULLs never collide in a unique index
                 continue
-            if value in seen and i in rows:
+            if same(value) in seen and i in rows:
                 first = i
                 break
-            seen.add(value)
+            seen.add(same(value))
         if first is None and dialect is not None:
-            first = _taken(dialect, part, key, values, canon)
+            first = _taken(dialect, part, key, raw, canon)
         if first is not None and (best is None or first < best[0]):
             best = (first, key[0])
     return best
 
 
+def _same(canon: KeyCanon | None, keys: Sequence[tuple[Any, ...]]) -> Any:
+    """A function giving equal values for keys the database holds equal (MariaDB's collations)."""
+    if canon is None or not canon.active:
+        return lambda k: k
+    canon.prepare(keys)
+    return canon
+
+
 def _taken(
-    dialect: Dialect,
-    part: Written,
-    key: tuple[str, ...],
-    values: list[tuple[Any, ...]],
-    canon: KeyCanon | None,
+    dialect: Dialect, part: Written, key: tuple[str, ...], raw: list[tuple[Any, ...]], canon: KeyCanon | None
 ) -> int | None:
     """The first row whose ``key`` another row of the table holds (after the savepoint's rollback)."""
     plan = part.plan
     cols = plan.columns_of(key)
+    n = len(cols)
     own = part.keys(plan.pk_names) if part.op != "bulk_insert" else None
-    distinct = list({v for v in values if not any(x is None for x in v)})
-    holders: dict[tuple[Any, ...], set[tuple[Any, ...]]] = {}
-    for chunk in chunks(distinct, max(1, dialect.max_params // len(cols))):
+    distinct = list({v for v in raw if not any(x is None for x in v)})
+    found: list[tuple[Any, ...]] = []
+    for chunk in chunks(distinct, max(1, dialect.max_params // n)):
         sql = dialect.select_by_keys(plan.table, (*cols, *plan.pk_columns), cols, len(chunk))
-        rows = _pony.execute_in_session(dialect.db, sql, tuple(v for k in chunk for v in k)).fetchall()
-        found = [tuple(r) for r in rows]
-        if canon is not None and canon.active:
-            canon.prepare([r[: len(cols)] for r in found])
-        for r in found:
-            k = canon(r[: len(cols)]) if canon is not None and canon.active else r[: len(cols)]
-            holders.setdefault(k, set()).add(r[len(cols) :])
-    for i, value in enumerate(values):
-        pks = holders.get(value)
+        found.extend(tuple(r) for r in _pony.execute_in_session(dialect.db, sql, flat(chunk)).fetchall())
+    same = _same(canon, [*raw, *(r[:n] for r in found)])
+    holders: dict[Any, set[tuple[Any, ...]]] = {}
+    for r in found:
+        holders.setdefault(same(r[:n]), set()).add(r[n:])
+    for i, value in enumerate(raw):
+        pks = holders.get(same(value))
         if pks and (own is None or pks - {own[i]}):
             return i
     return None
