@@ -342,3 +342,30 @@ def test_unfound_row_names_the_rows_of_the_statement(db: Database, backend_name:
     with db_session:
         flush()
         assert m.Book.select().count() == 0
+
+
+@pytest.mark.parametrize("op", ["update", "upsert"])
+def test_duplicate_key_of_update_and_upsert_names_the_row(db: Database, op: str, backend_name: str) -> None:
+    """bulk_update setting a unique key another row holds, bulk_upsert inserting a row whose primary key
+    another row (with another conflict key) holds: the row is named. (MariaDB's ON DUPLICATE KEY UPDATE
+    turns the latter into an update of that row instead.)"""
+    if op == "upsert" and backend_name == "mysql":
+        pytest.skip("MariaDB updates the row holding any unique key (docs/bulk.md, bulk_upsert)")
+    m = Model(db)
+    with db_session:
+        pk.bulk_insert(m.Book, [{"title": f"b{i}", "author": 1, "isbn": f"isbn-{i}"} for i in range(30)])
+    if op == "update":
+        rows: list[dict[str, Any]] = [{"id": i + 1, "isbn": f"new-{i}"} for i in range(25)]
+        rows[17]["isbn"] = "isbn-28"  # Book 29 holds it, and the call does not change that row
+        call = lambda: pk.bulk_update(m.Book, rows, batch_size=10)  # noqa: E731
+        expected = (17, "isbn")
+    else:
+        rows = [{"title": f"n{i}", "author": 1, "isbn": f"new-{i}"} for i in range(25)]
+        rows[17]["id"] = 3  # Book 3 has another isbn (the conflict key)
+        call = lambda: pk.bulk_upsert(m.Book, rows, conflict="isbn", batch_size=10)  # noqa: E731
+        expected = (17, "id")
+    before = m.dump(m.Book)
+    with db_session, pytest.raises(pk.BulkWriteError) as info:
+        call()
+    assert (info.value.row_index, info.value.attribute) == expected
+    assert m.dump(m.Book) == before

@@ -238,6 +238,7 @@ class DriverFailure:
 
 _COPY_CONTEXT = re.compile(r"COPY .*?, line (\d+)(?:, column (.+?)(?::|$))?")
 _KEY_DETAIL = re.compile(r"Key \((.+?)\)=")
+_MYSQL_COLUMN = re.compile(r"[Cc]olumn '([^']+)'")  # "Data too long for column 'x' at row 1"
 _MYSQL_FOREIGN_KEY = frozenset({1216, 1217, 1451, 1452})
 _MYSQL_UNIQUE = frozenset({1062, 1586})
 
@@ -263,13 +264,14 @@ def driver_failure(exc: BaseException) -> DriverFailure | None:
         text = str(orig)
         if text.startswith("FOREIGN KEY constraint failed"):
             return DriverFailure("foreign_key")
-        if text.startswith("UNIQUE constraint failed"):  # "UNIQUE constraint failed: book.isbn, ..."
-            first = text.partition(":")[2].split(",")[0].strip()
-            return DriverFailure("unique", None, first.rpartition(".")[2] or None)
-        return DriverFailure("other")
+        # "UNIQUE constraint failed: book.isbn, ...", "NOT NULL constraint failed: book.title"
+        first = text.partition(" failed: ")[2].split(",")[0].strip().rpartition(".")[2] or None
+        return DriverFailure("unique" if text.startswith("UNIQUE") else "other", None, first)
     number = orig.args[0] if orig.args and isinstance(orig.args[0], int) else None  # PyMySQL: (errno, text)
     if number in _MYSQL_FOREIGN_KEY:
         return DriverFailure("foreign_key")
     if number in _MYSQL_UNIQUE:
         return DriverFailure("unique")
-    return DriverFailure("data" if isinstance(exc, _dbapiprovider.DataError) else "other")
+    named = _MYSQL_COLUMN.search(str(orig.args[1]) if len(orig.args) > 1 else "")
+    kind = "data" if isinstance(exc, _dbapiprovider.DataError) else "other"
+    return DriverFailure(kind, None, named.group(1) if named else None)

@@ -42,6 +42,9 @@ class Written:
     names: tuple[str, ...]  # attributes written, in column order
     columns: Sequence[Sequence[Any]]  # bound values, one sequence per column
     positions: Sequence[int] | None  # the rows' places in the batch; None: every row, in order
+    # The attributes naming the table row each row writes (bulk_update: the primary key; bulk_upsert: the
+    # conflict key); None for inserted rows.
+    identity: tuple[str, ...] | None = None
 
     @property
     def count(self) -> int:
@@ -165,8 +168,7 @@ def raise_refused(dialect: Dialect, savepoint: Savepoint, part: Written, exc: Ba
             if missing is not None:
                 error = _missing_error(*missing, refused=True)
         elif failure.kind == "unique":
-            # bulk_upsert: a row whose conflict key the table holds is updated, not refused
-            found = _duplicate(part, range(part.count), dialect if part.op != "bulk_upsert" else None)
+            found = _duplicate(part, range(part.count), dialect)
             if found is not None:
                 error = _row_error(part, found[0], found[1], "unique", exc)
     if error is None:
@@ -235,11 +237,12 @@ def _row_error(part: Written, i: int, name: str | None, kind: str, exc: BaseExce
 
 
 def _duplicate(part: Written, rows: Sequence[int], dialect: Dialect | None) -> tuple[int, str] | None:
-    """``(row, attribute)`` of the first of ``rows`` whose unique key (the primary key for an insert, or
-    a declared unique key) repeats an earlier row's of ``part``, or with ``dialect`` one held by another
-    row of the table; None when none does (or the key is not written)."""
+    """``(row, attribute)`` of the first of ``rows`` whose unique key (the primary key or a declared unique
+    key, other than the one naming the row written) repeats an earlier row's of ``part``, or with
+    ``dialect`` one held by another row of the table; None when none does (or the key is not written)."""
     plan = part.plan
-    candidates = [plan.pk_names, *plan.keys] if part.op == "bulk_insert" else list(plan.keys)
+    identity = set(part.identity or ())
+    candidates = [k for k in (plan.pk_names, *plan.keys) if set(k) != identity]
     best: tuple[int, str] | None = None
     for key in candidates:
         if not set(key) <= set(part.names):
@@ -278,11 +281,12 @@ def _taken(
     plan = part.plan
     cols = plan.columns_of(key)
     n = len(cols)
-    own = part.keys(plan.pk_names) if part.op != "bulk_insert" else None
+    own = part.keys(part.identity) if part.identity else None
+    ident_cols = plan.columns_of(part.identity) if part.identity else plan.pk_columns
     distinct = list({v for v in raw if not any(x is None for x in v)})
     found: list[tuple[Any, ...]] = []
     for chunk in chunks(distinct, max(1, dialect.max_params // n)):
-        sql = dialect.select_by_keys(plan.table, (*cols, *plan.pk_columns), cols, len(chunk))
+        sql = dialect.select_by_keys(plan.table, (*cols, *ident_cols), cols, len(chunk))
         found.extend(tuple(r) for r in _pony.execute_in_session(dialect.db, sql, flat(chunk)).fetchall())
     same = _same(canon, [*raw, *(r[:n] for r in found)])
     holders: dict[Any, set[tuple[Any, ...]]] = {}

@@ -122,7 +122,7 @@ def encode_updates(
 def _written(plan: RowPlan, dialect: Dialect, offset: int, group: UpdateGroup, op: str) -> Written:
     names, values, where = group
     shape = names + plan.pk_names if dialect.name == "sqlite" else plan.pk_names + names
-    return Written(plan, op, offset, shape, list(zip(*values, strict=True)), where)
+    return Written(plan, op, offset, shape, list(zip(*values, strict=True)), where, plan.pk_names)
 
 
 def write_updates(
@@ -282,9 +282,8 @@ class Upsert:
 
     def _written(self, group: UpsertGroup) -> Written:
         columns = list(zip(*(v for _, v in group.items), strict=True))
-        return Written(
-            self.plan, "bulk_upsert", self.offset, group.names, columns, [i for i, _ in group.items]
-        )
+        positions = [i for i, _ in group.items]
+        return Written(self.plan, "bulk_upsert", self.offset, group.names, columns, positions, self.key)
 
     def _check_duplicate_keys(self, keys: list[tuple[Any, ...]], offset: int) -> None:
         """Two rows of one batch whose conflict keys the database holds equal: BulkWriteError (the second
