@@ -176,19 +176,36 @@ def test_bulk_relation(
 
 @pytest.mark.bench_backends("sqlite", "sqlite_mem", "postgres")
 def test_relation_targets(bench_env: Any, tables: Tables, n: int, request: pytest.FixtureRequest) -> None:
-    """The contenders in turns, 7 rounds; the paired median ratios (nothing checked when disabled)."""
+    """The contenders in turns, 9 rounds; the paired median ratios (nothing checked when disabled).
+
+    On SQLite the database works inside this process: the ratios are of this process's CPU time, which
+    other processes of a busy machine do not disturb (the wall-clock ones are printed beside them). On
+    PostgreSQL the server's work counts, so they are of wall-clock time.
+    """
     rows = tables.rows(n)
     works = {c: tables.work(c, rows)[0] for c in CONTENDERS}
-    rounds = 1 if request.config.getoption("benchmark_disable") else 7
-    times: dict[str, list[float]] = {c: [] for c in CONTENDERS}
+    rounds = 1 if request.config.getoption("benchmark_disable") else 9
+    wall: dict[str, list[float]] = {c: [] for c in CONTENDERS}
+    cpu: dict[str, list[float]] = {c: [] for c in CONTENDERS}
     for _ in range(rounds):
         for contender, fn in works.items():
             tables.empty()
-            begin = time.perf_counter()
+            begin, begin_cpu = time.perf_counter(), time.process_time()
             fn()
-            times[contender].append(time.perf_counter() - begin)
+            cpu[contender].append(time.process_time() - begin_cpu)
+            wall[contender].append(time.perf_counter() - begin)
     if request.config.getoption("benchmark_disable"):
         return
+    in_process = bench_env.provider == "sqlite"
+    failures = []
+    for label, times in (("cpu", cpu), ("wall", wall)) if in_process else (("wall", wall),):
+        checked = label == "cpu" or not in_process
+        failures += _report(f"{bench_env.name} {n} rows, {label}", times, check=checked)
+    assert not failures, failures
+
+
+def _report(title: str, times: dict[str, list[float]], *, check: bool) -> list[str]:
+    """Print the medians and ratios of one clock; the targets missed (when ``check``)."""
 
     def ratio(a: str, b: str) -> float:
         return statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
@@ -197,9 +214,9 @@ def test_relation_targets(bench_env: Any, tables: Tables, n: int, request: pytes
     # key (raw-relation - raw-int, in the same round): ponykit's own cost of the relation.
     fk = [r - i for r, i in zip(times["raw-relation"], times["raw-int"], strict=True)]
     print(
-        f"\n{bench_env.name} {n} rows, median s: "
+        f"\n{title}, median s: "
         + ", ".join(f"{c}={statistics.median(t):.3f}" for c, t in times.items())
-        + f"\n{bench_env.name} raw-relation/raw-int={ratio('raw-relation', 'raw-int'):.3f}x"
+        + f"\n{title}: raw-relation/raw-int={ratio('raw-relation', 'raw-int'):.3f}x"
     )
     failures = []
     for contender in ("ponykit-key", "ponykit-object"):
@@ -207,9 +224,9 @@ def test_relation_targets(bench_env: Any, tables: Tables, n: int, request: pytes
             k / (i + f) for k, i, f in zip(times[contender], times["ponykit-int"], fk, strict=True)
         )
         print(
-            f"{bench_env.name} {contender}/ponykit-int={ratio(contender, 'ponykit-int'):.3f}x; "
+            f"{title}: {contender}/ponykit-int={ratio(contender, 'ponykit-int'):.3f}x; "
             f"/(ponykit-int + the database's foreign-key cost)={own:.3f}x"
         )
-        if own > TARGET:
-            failures.append(f"{bench_env.name} {contender}: {own:.3f}x > {TARGET}x")
-    assert not failures, failures
+        if check and own > TARGET:
+            failures.append(f"{title} {contender}: {own:.3f}x > {TARGET}x")
+    return failures
