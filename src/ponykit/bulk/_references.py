@@ -17,6 +17,7 @@ and with the table. When no row can be found the error names the rows of the sta
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -154,23 +155,8 @@ def raise_refused(dialect: Dialect, savepoint: Savepoint, part: Written, exc: Ba
         raise exc
     plan = part.plan
     error: BulkWriteError | None = None
-    if failure.line is not None and 0 < failure.line <= part.count:
-        i = failure.line - 1
-        name = _column_attr(part, failure.column)
-        if name is None and failure.kind == "unique":
-            found = _duplicate(part, [i], None)
-            name = found[1] if found is not None else None
-        error = _row_error(part, i, name, failure.kind, exc)
-    else:
-        savepoint.rollback()
-        if failure.kind == "foreign_key":
-            missing = _first_missing(dialect, [part])
-            if missing is not None:
-                error = _missing_error(*missing, refused=True)
-        elif failure.kind == "unique":
-            found = _duplicate(part, range(part.count), dialect)
-            if found is not None:
-                error = _row_error(part, found[0], found[1], "unique", exc)
+    with contextlib.suppress(Exception):  # the search failed too (a lost connection): name the rows
+        error = _named(dialect, savepoint, part, failure, exc)
     if error is None:
         first, last = part.index(0), part.index(part.count - 1) if part.count else part.offset
         error = BulkWriteError(
@@ -183,6 +169,27 @@ def raise_refused(dialect: Dialect, savepoint: Savepoint, part: Written, exc: Ba
     if _hides_values(part):
         raise error from None
     raise error from exc
+
+
+def _named(
+    dialect: Dialect, savepoint: Savepoint, part: Written, failure: _pony.DriverFailure, exc: BaseException
+) -> BulkWriteError | None:
+    """The error naming the row ``failure`` is about, or None when it cannot be found."""
+    if failure.line is not None and 0 < failure.line <= part.count:
+        i = failure.line - 1
+        name = _column_attr(part, failure.column)
+        if name is None and failure.kind == "unique":
+            found = _duplicate(part, [i], None)
+            name = found[1] if found is not None else None
+        return _row_error(part, i, name, failure.kind, exc)
+    savepoint.rollback()
+    if failure.kind == "foreign_key":
+        missing = _first_missing(dialect, [part])
+        return _missing_error(*missing, refused=True) if missing is not None else None
+    if failure.kind == "unique":
+        found = _duplicate(part, range(part.count), dialect)
+        return _row_error(part, found[0], found[1], "unique", exc) if found is not None else None
+    return None
 
 
 _WHAT = {
