@@ -369,3 +369,25 @@ def test_duplicate_key_of_update_and_upsert_names_the_row(db: Database, op: str,
         call()
     assert (info.value.row_index, info.value.attribute) == expected
     assert m.dump(m.Book) == before
+
+
+@pytest.mark.backends("postgres", "mysql")
+def test_value_refused_outside_copy_names_rows_and_attribute(db: Database, backend_name: str) -> None:
+    """A numeric overflow in an INSERT (MariaDB; PostgreSQL's COPY names the row itself): the rows of the
+    failed statement and the attribute the database names."""
+
+    class Price(db.Entity):
+        label = Required(str)
+        amount = Required(Decimal, precision=5, scale=2)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    rows = [{"label": f"p{i}", "amount": Decimal("1.50")} for i in range(25)]
+    rows[17]["amount"] = Decimal("123456.00")
+    with db_session, pytest.raises(pk.BulkWriteError) as info:
+        pk.bulk_insert(Price, rows, batch_size=10)
+    assert info.value.attribute == "amount"
+    if backend_name == "postgres":
+        assert info.value.row_index == 17
+    else:
+        assert info.value.row_index is None and "input rows 10 to 19" in str(info.value)
