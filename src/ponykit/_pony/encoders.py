@@ -70,7 +70,8 @@ class BulkAttr:
     sensitive: bool  # never show values of this attribute in an error
     # What the bound values can hold, for the check of values the driver refuses (ponykit.bulk._check):
     # "safe" (int, bool, date, time, datetime, timedelta, UUID, bytes: never refused), "str", "number"
-    # (float, Decimal) or "any" (relations, custom and other types: checked by the values' types).
+    # (float, Decimal) or "any" (custom and other types: checked by the values' types); a relation has
+    # the kind of the key it binds.
     value_kind: str = "any"
 
 
@@ -211,7 +212,9 @@ def bulk_encoder_source(
     ``min``/``max``, for ``BoolConverter`` nothing for a ``bool``, for ``DatetimeConverter`` nothing for
     a ``datetime`` when the precision keeps every microsecond, for ``DateConverter`` nothing for a
     ``date``; other converters' ``validate`` is called directly. Then ``py_check``, the
-    required-not-empty rule, ``val2dbval`` and ``py2sql`` (when not the identity).
+    required-not-empty rule, ``val2dbval`` and ``py2sql`` (when not the identity). A to-one relation
+    takes its key attribute's inline check for a key, and binds the key of an object of the session
+    (:func:`.references.relation_encoder_source`); the lines then need :func:`bulk_encoder_setup`'s.
 
     ``param_encoders`` is the Database's map of ponykit value types (``ponykit.types``): the converter
     classes ponykit wraps for query parameters encode values of those types in ``py2sql`` and hand
@@ -225,7 +228,8 @@ def bulk_encoder_source(
             env.update(inline[1])
             return inline[0], env
     if attr.reverse is not None or attr is entity._discriminator_attr_ or len(attr.converters) != 1:
-        # Relations, the discriminator and attributes with several converters: one call does it all.
+        # Relations with a key holding a relation or a py_check, the discriminator and attributes with
+        # several converters: one call does it all.
         return [f"{var} = {slow}({var})"], env
     conv = attr.converters[0]
     required = isinstance(attr, _core.Required)
