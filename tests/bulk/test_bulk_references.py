@@ -391,3 +391,30 @@ def test_value_refused_outside_copy_names_rows_and_attribute(db: Database, backe
         assert info.value.row_index == 17
     else:
         assert info.value.row_index is None and "input rows 10 to 19" in str(info.value)
+
+
+def test_key_checks_of_the_entity_referred_to_apply(db: Database) -> None:
+    """The key attribute's own py_check runs on a key given for a relation, as in Pony's ``B(a=3)``; an
+    object of a subclass of the entity referred to is accepted."""
+
+    class Code(db.Entity):
+        id = PrimaryKey(int, py_check=lambda v: v % 2 == 0)
+        kind = Optional(str)
+        uses = Set("Use")
+
+    class Special(Code):
+        note = Optional(str)
+
+    class Use(db.Entity):
+        code = Required(Code)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    with db_session:
+        Code(id=2)
+        special = Special(id=4)
+        with pytest.raises(pk.BulkWriteError) as info:
+            pk.bulk_insert(Use, [{"code": 2}, {"code": 3}])
+        assert (info.value.row_index, info.value.attribute) == (1, "code") and "Check" in str(info.value)
+        assert pk.bulk_insert(Use, [{"code": 2}, {"code": special}]) == 2
+        assert sorted(u.code.id for u in Use.select()) == [2, 4]

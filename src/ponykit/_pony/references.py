@@ -51,10 +51,13 @@ def reference_of(attr: Attribute) -> Reference:
 
 def _plain_pk(attr: Attribute) -> list[Attribute] | None:
     """The key attributes of the entity ``attr`` refers to, when the key is plain (no relation in it,
-    one converter each) and ``attr`` has no ``py_check`` (which Pony runs on the object); else None."""
+    one converter and no ``py_check`` each) and ``attr`` has no ``py_check`` (which Pony runs on the
+    object); else None."""
     rentity = attr.py_type
     parts = list(rentity._pk_attrs_)
-    if attr.py_check is not None or any(a.reverse is not None or len(a.converters) != 1 for a in parts):
+    if attr.py_check is not None or any(
+        a.reverse is not None or len(a.converters) != 1 or a.py_check is not None for a in parts
+    ):
         return None
     return parts
 
