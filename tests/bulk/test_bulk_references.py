@@ -418,3 +418,16 @@ def test_key_checks_of_the_entity_referred_to_apply(db: Database) -> None:
         assert (info.value.row_index, info.value.attribute) == (1, "code") and "Check" in str(info.value)
         assert pk.bulk_insert(Use, [{"code": 2}, {"code": special}]) == 2
         assert sorted(u.code.id for u in Use.select()) == [2, 4]
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_missing_composite_reference_names_the_row(db: Database, check: bool) -> None:
+    m = Model(db)
+    rows = [{**r, "series": (i % AUTHORS, 1)} for i, r in enumerate(_rows(25))]
+    rows[13]["series"] = (99, 1)
+    rows[17]["author"] = 999_999  # a later row of the same batch: the first one is named
+    with db_session, pytest.raises(pk.BulkWriteError) as info:
+        pk.bulk_insert(m.Book, rows, batch_size=10, check_references=check)
+    assert (info.value.row_index, info.value.attribute) == (13, "series")
+    assert "Series" in str(info.value) and "(99, 1)" in str(info.value)
+    assert m.dump(m.Book) == []
