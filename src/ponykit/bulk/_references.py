@@ -117,17 +117,21 @@ def _missing_error(part: Written, i: int, name: str, key: Any, refused: bool) ->
     ref = _pony.reference_of(plan.attrs[name].attr)
     target = plan_for(ref.entity)
     hidden = plan.is_sensitive(name) or any(target.is_sensitive(n) for n in ref.pk_attrs)
-    shown = "(the key is hidden: it is sensitive)" if hidden else f"with key {key!r}"
-    how = "the database's foreign key refused it" if refused else "check_references=True looked it up"
+    given = "a key (hidden: it is sensitive)" if hidden else f"{key!r}"
+    how = "the database's foreign key refused the row" if refused else "check_references=True looked it up"
     index = part.index(i)
     return BulkWriteError(
-        f"{part.op}({plan.name}): row {index}, attribute {name!r} refers to a {ref.name} {shown} that does "
-        f"not exist ({how}); nothing of this call was written. Insert the {ref.name} first, or fix or drop "
-        "the row.",
+        f"{part.op}({plan.name}): row {index}, attribute {name!r} refers to {_article(ref.name)} that does "
+        f"not exist ({how}); nothing of this call was written. Expected: the key of an existing {ref.name} "
+        f"(or the object). Given: {given}. Insert the {ref.name} first, or fix or drop the row.",
         row_index=index,
         entity=plan.name,
         attribute=name,
     )
+
+
+def _article(name: str) -> str:
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def check_references(dialect: Dialect, parts: Sequence[Written]) -> None:
@@ -161,7 +165,9 @@ def raise_refused(dialect: Dialect, savepoint: Savepoint, part: Written, exc: Ba
         first, last = part.index(0), part.index(part.count - 1) if part.count else part.offset
         error = BulkWriteError(
             f"{part.op}({plan.name}): the database refused a row among input rows {first} to {last} "
-            f"({_WHAT[failure.kind]}){_detail(part, exc)}; nothing of this call was written.",
+            f"({_WHAT[failure.kind]}){_detail(part, exc)}; nothing of this call was written. The row could "
+            f"not be told apart{_WHY_UNFOUND.get(failure.kind, '')}: fix or drop it, or call with a smaller "
+            "batch_size to narrow the range.",
             row_index=None,
             entity=plan.name,
             attribute=_column_attr(part, failure.column),
@@ -192,9 +198,11 @@ def _named(
     return None
 
 
+_WHY_UNFOUND = {"unique": " (a duplicate may repeat a row that an earlier batch of this call wrote)"}
+
 _WHAT = {
     "foreign_key": "a reference to a missing row",
-    "unique": "a duplicate key",
+    "unique": "a duplicate key: another row of the input or of the table holds it",
     "data": "a value the column cannot hold",
     "other": "a constraint of the table",
 }
@@ -234,9 +242,13 @@ def _row_error(part: Written, i: int, name: str | None, kind: str, exc: BaseExce
     plan = part.plan
     index = part.index(i)
     where = f"row {index}, attribute {name!r}" if name else f"row {index}"
+    given = ""
+    if name is not None and not _hides_values(part):
+        value = part.keys([name])[i]
+        given = f" Given: {(value[0] if len(value) == 1 else value)!r}."
     return BulkWriteError(
         f"{part.op}({plan.name}): {where}: the database refused the row ({_WHAT[kind]}){_detail(part, exc)}; "
-        "nothing of this call was written. Fix the row or drop it from the input.",
+        f"nothing of this call was written.{given} Fix the row or drop it from the input.",
         row_index=index,
         entity=plan.name,
         attribute=name,
