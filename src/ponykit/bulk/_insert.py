@@ -50,6 +50,7 @@ class InsertGroup:
     positions: list[int] | None  # the rows' places in the batch; None: every row, in order
     columns: list[list[Any]]  # bound values, one list per column
     count: int  # rows
+    sent: int = 0  # rows before this one were written by INSERT statements that succeeded
 
     def rows(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[Any, ...]]:
         """The bound values of rows ``start`` to ``stop``, one tuple per row."""
@@ -148,7 +149,7 @@ def insert_batch(
 
 
 def _written(plan: RowPlan, offset: int, group: InsertGroup) -> Written:
-    return Written(plan, "bulk_insert", offset, group.names, group.columns, group.positions)
+    return Written(plan, "bulk_insert", offset, group.names, group.columns, group.positions, sent=group.sent)
 
 
 def _split_by_pk(plan: RowPlan, batch: list[Row]) -> Iterator[tuple[bool, list[int] | None, list[Row]]]:
@@ -229,6 +230,7 @@ def insert_group(plan: RowPlan, dialect: Dialect, group: InsertGroup, return_ids
             for start in range(0, n, per):
                 stop = min(start + per, n)
                 sql = dialect.insert(plan.table, columns, stop - start)
+                group.sent = start
                 _pony.execute_in_session(db, sql, group.flat(start, stop))
         elif columns:
             _pony.execute_in_session(db, dialect.insert(plan.table, columns, 1), list(group.rows()))
@@ -240,6 +242,7 @@ def insert_group(plan: RowPlan, dialect: Dialect, group: InsertGroup, return_ids
     for start in range(0, n, per):
         stop = min(start + per, n)
         sql = dialect.insert(plan.table, columns, stop - start) + dialect.returning(plan.pk_columns)
+        group.sent = start
         cursor = _pony.execute_in_session(db, sql, group.flat(start, stop))
         got = [r[0] if len(r) == 1 else tuple(r) for r in cursor.fetchall()]
         if len(got) != stop - start:  # the database broke RETURNING's contract: not a user error

@@ -46,6 +46,8 @@ class Written:
     # The attributes naming the table row each row writes (bulk_update: the primary key; bulk_upsert: the
     # conflict key); None for inserted rows.
     identity: tuple[str, ...] | None = None
+    # Rows before this one were written by statements that succeeded (bulk_insert's INSERT chunks).
+    sent: int = 0
 
     @property
     def count(self) -> int:
@@ -188,6 +190,12 @@ def _named(
             found = _duplicate(part, [i], None)
             name = found[1] if found is not None else None
         return _row_error(part, i, name, failure.kind, exc)
+    if failure.kind == "unique" and dialect.name == "sqlite" and part.op == "bulk_insert":
+        # SQLite undid the failed INSERT alone: the rows the call wrote before it are in the table,
+        # so a duplicate of one of them is found too, among the rows not written.
+        found = _duplicate(part, range(part.sent, part.count), dialect)
+        if found is not None:
+            return _row_error(part, found[0], found[1], "unique", exc)
     savepoint.rollback()
     if failure.kind == "foreign_key":
         missing = _first_missing(dialect, [part])
@@ -279,7 +287,7 @@ def _duplicate(part: Written, rows: Sequence[int], dialect: Dialect | None) -> t
                 break
             seen.add(same(value))
         if first is None and dialect is not None:
-            first = _taken(dialect, part, key, raw, canon)
+            first = _taken(dialect, part, key, raw, canon, rows)
         if first is not None and (best is None or first < best[0]):
             best = (first, key[0])
     return best
@@ -294,15 +302,20 @@ def _same(canon: KeyCanon | None, keys: Sequence[tuple[Any, ...]]) -> Any:
 
 
 def _taken(
-    dialect: Dialect, part: Written, key: tuple[str, ...], raw: list[tuple[Any, ...]], canon: KeyCanon | None
+    dialect: Dialect,
+    part: Written,
+    key: tuple[str, ...],
+    raw: list[tuple[Any, ...]],
+    canon: KeyCanon | None,
+    rows: Sequence[int],
 ) -> int | None:
-    """The first row whose ``key`` another row of the table holds (after the savepoint's rollback)."""
+    """The first of ``rows`` whose ``key`` another row of the table holds (none of ``rows`` is in it)."""
     plan = part.plan
     cols = plan.columns_of(key)
     n = len(cols)
     own = part.keys(part.identity) if part.identity else None
     ident_cols = plan.columns_of(part.identity) if part.identity else plan.pk_columns
-    distinct = list({v for v in raw if not any(x is None for x in v)})
+    distinct = list({raw[i] for i in rows if not any(x is None for x in raw[i])})
     found: list[tuple[Any, ...]] = []
     for chunk in chunks(distinct, max(1, dialect.max_params // n)):
         sql = dialect.select_by_keys(plan.table, (*cols, *ident_cols), cols, len(chunk))
@@ -311,8 +324,8 @@ def _taken(
     holders: dict[Any, set[tuple[Any, ...]]] = {}
     for r in found:
         holders.setdefault(same(r[:n]), set()).add(r[n:])
-    for i, value in enumerate(raw):
-        pks = holders.get(same(value))
+    for i in rows:
+        pks = holders.get(same(raw[i]))
         if pks and (own is None or pks - {own[i]}):
             return i
     return None
