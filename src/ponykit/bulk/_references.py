@@ -12,7 +12,9 @@ statement raises for a row (a duplicate key, a value the column refuses), is map
 line N, column c``), which is the row's place in the group written; otherwise, once the call's savepoint
 is rolled back to (PostgreSQL refuses every statement of a failed transaction until then), a missing
 reference is found with the query above and a duplicate key by comparing the rows' keys with each other
-and with the table. When no row can be found the error names the rows of the statement that failed.
+and with the table (on SQLite, which undoes the failed statement alone, before the rollback: the rows
+the call wrote earlier are still there to compare with). When no row can be found the error names the
+rows of the statement that failed.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class Written:
     # The attributes naming the table row each row writes (bulk_update: the primary key; bulk_upsert: the
     # conflict key); None for inserted rows.
     identity: tuple[str, ...] | None = None
-    # Rows before this one were written by statements that succeeded (bulk_insert's INSERT chunks).
+    # The rows before row ``sent`` were written by statements that succeeded (bulk_insert's INSERT chunks).
     sent: int = 0
 
     @property
