@@ -58,14 +58,14 @@ _VALUES = st.one_of(
     st.tuples(st.integers(-3, 3), st.integers(-3, 3)),
     st.tuples(st.integers(-3, 3)),
     st.tuples(st.text(max_size=2), st.integers(-3, 3)),
-    st.sampled_from(["object-author", "object-series"]),
+    st.sampled_from(["object-author", "object-series", "missing"]),
 )
 
 
 @given(value=_VALUES)
 def test_inline_relation_encoder_matches_the_full_one(model: tuple[Any, Any, Any], value: Any) -> None:
-    """For any value, the compiled encoder (the inline relation path) gives what the full encoder gives,
-    or raises the same type of error."""
+    """For any value (or none given), the compiled encoder (the inline relation path) gives what the full
+    encoder gives, or raises the same type of error."""
     author, series, book = model
     plan = plan_for(book)
     encode = plan.shape(("author", "series")).encode
@@ -74,8 +74,12 @@ def test_inline_relation_encoder_matches_the_full_one(model: tuple[Any, Any, Any
             value = author[1]
         elif value == "object-series":
             value = series[(1, 1)]
+        if value == "missing":
+            value = _pony.DEFAULT
         for name, other in (("author", ("series", (1, 1))), ("series", ("author", 1))):
             row = {name: value, other[0]: other[1]}
+            if value is _pony.DEFAULT:
+                del row[name]
             full = plan.encoders[name]
             position = 0 if name == "author" else slice(1, 3)
 

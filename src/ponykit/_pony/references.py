@@ -168,8 +168,13 @@ def relation_encoder_source(
     elif any(p2s):
         items = ", ".join(f"{p}({var}[{k}])" if p else f"{var}[{k}]" for k, p in enumerate(p2s))
         lines.append(f"    {var} = ({items})")
+    nothing = f"    {var} = {None if n == 1 else (None,) * n!r}"
     if attr.nullable and not isinstance(attr, _core.Required):
-        lines += [f"elif {var} is None:", "    pass" if n == 1 else f"    {var} = {(None,) * n!r}"]
+        lines += [f"elif {var} is None:", nothing]
+    if attr.default is None and not isinstance(attr, _core.Required):
+        # A missing value: Pony's validate gives None for an attribute without a default.
+        env[f"{prefix}DEF"] = _core.DEFAULT
+        lines += [f"elif {var} is {prefix}DEF:", nothing]
     lines += ["else:", f"    {var} = {slow}({var})"]
     return lines, env
 
