@@ -372,8 +372,9 @@ def test_return_ids_are_the_keys_the_column_default_gives(db: Database, backend_
 
 
 def test_database_errors_are_ponys_as_for_insert(db: Database) -> None:
-    """A row the database refuses (a duplicate key) raises Pony's IntegrityError on every backend, as a
-    raw INSERT through Pony (``db.execute``) does, and the session rolls the whole call back."""
+    """A row the database refuses (a duplicate key) raises BulkWriteError naming the input row, with
+    Pony's IntegrityError (as a raw INSERT through Pony, ``db.execute``, raises) as its cause, on every
+    backend, and the session rolls the whole call back."""
     from pony.orm.dbapiprovider import IntegrityError
 
     class Code(db.Entity):
@@ -387,9 +388,11 @@ def test_database_errors_are_ponys_as_for_insert(db: Database) -> None:
     table = pk._pony.quote_name(db, pk._pony.entity_info(Code).table)
     with pytest.raises(IntegrityError), db_session:
         db.execute(f"INSERT INTO {table} VALUES (1, 'raw')")
-    with pytest.raises(IntegrityError), db_session:
+    with pytest.raises(pk.BulkWriteError) as info, db_session:
         pk.bulk_insert(Code, [{"id": 2, "label": "a"}], batch_size=1)
         pk.bulk_insert(Code, [{"id": 3, "label": "b"}, {"id": 1, "label": "dup"}])
+    assert (info.value.row_index, info.value.attribute) == (1, "id")
+    assert isinstance(info.value.__cause__, IntegrityError)
     with db_session:
         assert select(c.id for c in Code)[:] == [1]
 

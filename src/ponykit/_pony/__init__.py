@@ -72,6 +72,7 @@ from .database import (
 from .encoders import (
     BulkAttr,
     bulk_attrs,
+    bulk_encoder_setup,
     bulk_encoder_source,
     bulk_value_encoder,
     loaded_values,
@@ -197,6 +198,12 @@ from .queries import (
     raw_sql_condition,
     run_query_uncached,
     sql_alias,
+)
+from .references import (
+    DriverFailure,
+    Reference,
+    driver_failure,
+    reference_of,
 )
 from .relations import (
     load_by_pk,
@@ -420,6 +427,7 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     # encoders: bulk value encoders, and the generated-source fragments that name Pony's private slots
     "BulkAttr",
     "bulk_attrs",
+    "bulk_encoder_setup",
     "bulk_encoder_source",
     "bulk_value_encoder",
     "loaded_values",
@@ -427,6 +435,11 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "output_values_source",
     "pk_is_plain",
     "read_bits",
+    # references: to-one relation values in bulk writes, and what a reference check needs
+    "DriverFailure",
+    "Reference",
+    "driver_failure",
+    "reference_of",
     # materialize: the materializer: session objects from raw rows, generated once per row layout
     "materialize",
     # loading: rebuilding entities from cached rows, raw rows of a query, loaded values

@@ -19,10 +19,12 @@ import pony.orm.core as _core
 import pony.orm.dbapiprovider as _dbapiprovider
 
 from ._typing import Attribute, Entity
+from .references import relation_encoder, relation_encoder_setup, relation_encoder_source, relation_value_kind
 
 __all__ = [
     "BulkAttr",
     "bulk_attrs",
+    "bulk_encoder_setup",
     "bulk_encoder_source",
     "bulk_value_encoder",
     "loaded_values",
@@ -68,7 +70,8 @@ class BulkAttr:
     sensitive: bool  # never show values of this attribute in an error
     # What the bound values can hold, for the check of values the driver refuses (ponykit.bulk._check):
     # "safe" (int, bool, date, time, datetime, timedelta, UUID, bytes: never refused), "str", "number"
-    # (float, Decimal) or "any" (relations, custom and other types: checked by the values' types).
+    # (float, Decimal) or "any" (custom and other types: checked by the values' types); a relation has
+    # the kind of the key it binds.
     value_kind: str = "any"
 
 
@@ -104,7 +107,7 @@ def bulk_attrs(entity: Entity) -> tuple[BulkAttr, ...]:
 
 def _value_kind(attr: Attribute) -> str:
     if attr.reverse is not None:
-        return "any"  # the related primary key, of any type
+        return relation_value_kind(attr, _value_kind)  # the kind of the key referred to
     py_type = attr.py_type
     if not isinstance(py_type, type):
         return "any"
@@ -140,7 +143,7 @@ def bulk_value_encoder(entity: Entity, attr: Attribute) -> Callable[[Any], Any]:
 
     validate_attr = attr.validate
     if attr.reverse is not None:
-        return _relation_encoder(entity, attr)
+        return relation_encoder(entity, attr)
     converter = attr.converters[0]
     if attr is entity._discriminator_attr_:
 
@@ -209,7 +212,9 @@ def bulk_encoder_source(
     ``min``/``max``, for ``BoolConverter`` nothing for a ``bool``, for ``DatetimeConverter`` nothing for
     a ``datetime`` when the precision keeps every microsecond, for ``DateConverter`` nothing for a
     ``date``; other converters' ``validate`` is called directly. Then ``py_check``, the
-    required-not-empty rule, ``val2dbval`` and ``py2sql`` (when not the identity).
+    required-not-empty rule, ``val2dbval`` and ``py2sql`` (when not the identity). A to-one relation
+    takes its key attribute's inline check for a key, and binds the key of an object of the session
+    (:func:`.references.relation_encoder_source`); the lines then need :func:`bulk_encoder_setup`'s.
 
     ``param_encoders`` is the Database's map of ponykit value types (``ponykit.types``): the converter
     classes ponykit wraps for query parameters encode values of those types in ``py2sql`` and hand
@@ -217,8 +222,14 @@ def bulk_encoder_source(
     """
     slow = f"{prefix}slow"
     env: dict[str, Any] = {slow: bulk_value_encoder(entity, attr)}
+    if attr.reverse is not None:
+        inline = relation_encoder_source(attr, var, prefix, _inline_check)
+        if inline is not None:
+            env.update(inline[1])
+            return inline[0], env
     if attr.reverse is not None or attr is entity._discriminator_attr_ or len(attr.converters) != 1:
-        # Relations, the discriminator and attributes with several converters: one call does it all.
+        # Relations with a key holding a relation or a py_check, the discriminator and attributes with
+        # several converters: one call does it all.
         return [f"{var} = {slow}({var})"], env
     conv = attr.converters[0]
     required = isinstance(attr, _core.Required)
@@ -231,6 +242,14 @@ def bulk_encoder_source(
     # Attribute.validate passes None through for a nullable attribute that is not Required.
     pass_none = bool(attr.nullable and not required)
     return _emit(check, finish, var, prefix, pass_none), env
+
+
+def bulk_encoder_setup(entity: Entity, attr: Attribute, prefix: str) -> tuple[list[str], dict[str, Any]]:
+    """Lines that the encoder lines of :func:`bulk_encoder_source` need run once per call of the compiled
+    encoder, before its rows, and the names they use (for a relation: the session's cache)."""
+    if attr.reverse is not None:
+        return relation_encoder_setup(entity, attr, prefix)
+    return [], {}
 
 
 @dataclass
@@ -353,48 +372,6 @@ def _emit(check: _InlineCheck, finish: list[str], var: str, prefix: str, pass_no
     lines.append("else:")
     lines.append(f"    {var} = {slow}({var})")
     return lines
-
-
-def _relation_encoder(entity: Entity, attr: Attribute) -> Callable[[Any], Any]:
-    rentity = attr.py_type
-    converters = list(attr.converters)
-    n = len(converters)
-    validate_attr = attr.validate
-    pk_parts: list[Attribute] | None = None
-    if attr.py_check is None and all(a.reverse is None for a in rentity._pk_attrs_):
-        pk_parts = list(rentity._pk_attrs_)
-
-    def encode(value: Any) -> Any:
-        if value is None or value is _core.DEFAULT or isinstance(value, _core.Entity) or pk_parts is None:
-            val = validate_attr(value, None, entity)
-            if val is None:
-                return None if n == 1 else (None,) * n
-            raw = val._get_raw_pkval_()
-        else:
-            # A primary key: validated like Pony's _get_by_raw_pkval_ does, without making a seed object.
-            vals = value if type(value) is tuple else (value,)
-            if len(vals) != n:
-                raise TypeError(
-                    f"Invalid number of columns were specified for attribute {attr}. "
-                    f"Expected: {n}, got: {len(vals)}"
-                )
-            raw = tuple(_validate_pk_part(a, rentity, v) for a, v in zip(pk_parts, vals, strict=True))
-        if n == 1:
-            return converters[0].py2sql(raw[0])
-        return tuple(c.py2sql(v) for c, v in zip(converters, raw, strict=True))
-
-    return encode
-
-
-def _validate_pk_part(pk_attr: Attribute, rentity: Entity, value: Any) -> Any:
-    if isinstance(value, _core.Entity):
-        raise TypeError(f"Attribute must be of {rentity.__name__} type. Got: {type(value).__name__} object")
-    try:
-        return pk_attr.validate(value, None, rentity, from_db=False)
-    except TypeError:
-        raise TypeError(
-            f"a {rentity.__name__} object or its primary key is expected. Got: {type(value).__name__}"
-        ) from None
 
 
 def pk_is_plain(entity: Entity) -> bool:

@@ -60,6 +60,7 @@ def bulk_insert(
     return_ids: Literal[False] = False,
     progress: Progress | None = None,
     hooks: bool = False,
+    check_references: bool = False,
 ) -> int: ...
 
 
@@ -72,6 +73,7 @@ def bulk_insert(
     return_ids: Literal[True],
     progress: Progress | None = None,
     hooks: bool = False,
+    check_references: bool = False,
 ) -> list[Any]: ...
 
 
@@ -84,6 +86,7 @@ def bulk_insert(
     return_ids: bool,
     progress: Progress | None = None,
     hooks: bool = False,
+    check_references: bool = False,
 ) -> list[Any] | int: ...
 
 
@@ -95,6 +98,7 @@ def bulk_insert(
     return_ids: bool = False,
     progress: Progress | None = None,
     hooks: bool = False,
+    check_references: bool = False,
 ) -> list[Any] | int:
     """Insert ``rows`` (dicts keyed by attribute name) into ``entity``'s table; the number inserted.
 
@@ -116,6 +120,10 @@ def bulk_insert(
     COPY, or ``RETURNING``). ``progress(done, total)`` is called after each batch (``total`` is None
     for an iterator). ``hooks=True`` runs each row through a transient object and its
     ``before_insert`` hook first (``after_insert`` never runs), at the speed of creating objects.
+    ``check_references=True`` looks up the rows that relation values refer to before each batch is
+    written (one query per relation and batch); a missing one raises BulkWriteError naming the row.
+    Without it the database's foreign key refuses the row, and its error is raised as a BulkWriteError
+    naming the row too, as is every row the database refuses (see docs/bulk.md).
     """
     plan, dialect, size = start(entity, batch_size, "bulk_insert")
     if return_ids:
@@ -127,7 +135,7 @@ def bulk_insert(
         for batch in batches(rows, size):
             if hooks:
                 batch = run_hooks(plan, batch, done)
-            keys = insert_batch(plan, dialect, batch, done, return_ids, savepoint)
+            keys = insert_batch(plan, dialect, batch, done, return_ids, savepoint, check_references)
             if return_ids:
                 ids.extend(keys)
             done += len(batch)
@@ -149,6 +157,7 @@ def bulk_update(
     fields: Sequence[str] | None = None,
     batch_size: int | None = None,
     progress: Progress | None = None,
+    check_references: bool = False,
 ) -> int:
     """Update existing rows by primary key; the number of rows matched.
 
@@ -158,6 +167,7 @@ def bulk_update(
     another class of a single-table hierarchy. Objects of the session that were loaded before show
     the new values afterwards. Rows go in batches of ``batch_size`` (default 10,000);
     ``progress(done, total)`` is called after each batch (``total`` is None for an iterator).
+    ``check_references`` as for :func:`bulk_insert`.
     """
     plan, dialect, size = start(entity, batch_size, "bulk_update")
     db = dialect.db
@@ -169,12 +179,12 @@ def bulk_update(
     done = matched = 0
     with all_or_nothing(db) as savepoint:
         for batch in batches(rows, size):
-            groups = encode_updates(plan, dialect, batch, done, fields)
+            groups = encode_updates(plan, dialect, batch, done, fields, check_references)
             savepoint.begin()
-            count, keys = write_updates(plan, dialect, groups)
+            count, keys = write_updates(plan, dialect, groups, done, savepoint)
             matched += count
             done += len(batch)
-            written = frozenset(n for names, _ in groups for n in names)
+            written = frozenset(n for names, *_ in groups for n in names)
             loaded = [cached[k] for k in keys if k in cached]
             savepoint.refreshed.append((loaded, written))
             after_write(plan, db, keys=keys, relations=written, refresh=loaded, refresh_attrs=written)
@@ -196,6 +206,7 @@ def bulk_upsert(
     return_ids: bool = False,
     batch_size: int | None = None,
     progress: Progress | None = None,
+    check_references: bool = False,
 ) -> UpsertResult:
     """Insert rows, or update the existing row with the same ``conflict`` key; counts of each.
 
@@ -207,7 +218,7 @@ def bulk_upsert(
     SQLite and PostgreSQL; ``ON DUPLICATE KEY UPDATE`` on MariaDB, where a clash on any other unique key
     of the table also turns the insert into an update (a MariaDB rule). Rows go in batches of
     ``batch_size`` (default 10,000); ``progress(done, total)`` is called after each batch (``total`` is
-    None for an iterator).
+    None for an iterator). ``check_references`` as for :func:`bulk_insert`.
     """
     plan, dialect, size = start(entity, batch_size, "bulk_upsert")
     db = dialect.db
@@ -217,10 +228,10 @@ def bulk_upsert(
     ids: list[Any] = []
     with all_or_nothing(db) as savepoint:
         for batch in batches(rows, size):
-            groups = upsert.encode(batch, done)
+            groups = upsert.encode(batch, done, check_references)
             savepoint.begin()
             batch_ids: list[Any] = [None] * len(batch)
-            i_count, u_count, s_count = upsert.write(groups, batch_ids if return_ids else None)
+            i_count, u_count, s_count = upsert.write(groups, batch_ids if return_ids else None, savepoint)
             inserted += i_count
             updated += u_count
             skipped += s_count

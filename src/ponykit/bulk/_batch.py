@@ -280,6 +280,12 @@ class Savepoint:
             _pony.bookkeeping_in_session(self.db, f"SAVEPOINT {name}")
             self.name = name
 
+    def rollback(self) -> None:
+        """Roll the call's writes back and keep the savepoint (a failed statement is being looked into:
+        PostgreSQL runs nothing else in the transaction until then)."""
+        if self.name is not None:
+            _pony.bookkeeping_in_session(self.db, f"ROLLBACK TO SAVEPOINT {self.name}")
+
     def release(self) -> None:
         """Release the savepoint (the call succeeded)."""
         if self.name is not None:

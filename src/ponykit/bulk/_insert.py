@@ -27,6 +27,7 @@ from ._batch import (
     unmask,
 )
 from ._copy import CopyUnsupported, NulInText, copy_allowed, copy_rows, copy_text
+from ._references import Written, check_references, raise_refused
 from ._rows import RowPlan
 
 __all__ = [
@@ -49,6 +50,7 @@ class InsertGroup:
     positions: list[int] | None  # the rows' places in the batch; None: every row, in order
     columns: list[list[Any]]  # bound values, one list per column
     count: int  # rows
+    sent: int = 0  # rows before this one were written by INSERT statements that succeeded
 
     def rows(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[Any, ...]]:
         """The bound values of rows ``start`` to ``stop``, one tuple per row."""
@@ -95,12 +97,19 @@ def run_hooks(plan: RowPlan, batch: list[Row], offset: int) -> list[Row]:
 
 
 def insert_batch(
-    plan: RowPlan, dialect: Dialect, batch: list[Row], offset: int, return_ids: bool, savepoint: Savepoint
+    plan: RowPlan,
+    dialect: Dialect,
+    batch: list[Row],
+    offset: int,
+    return_ids: bool,
+    savepoint: Savepoint,
+    check_refs: bool = False,
 ) -> list[Any]:
     """Write one batch (input rows from index ``offset``); the primary keys written: in row order with
     ``return_ids``, else those the rows give (none for generated keys).
 
-    Every row is encoded and checked before the savepoint is taken and anything is sent.
+    Every row is encoded and checked (with ``check_refs``, its references too) before the savepoint is
+    taken and anything is sent. A row the database refuses raises BulkWriteError naming it.
     """
     mask_names = tuple(n for n, a in plan.attrs.items() if a.has_sql_default)
     groups = insert_groups(plan, batch, offset, mask_names)
@@ -108,6 +117,8 @@ def insert_batch(
         rows = batch if group.positions is None else [batch[p] for p in group.positions]
         part = Part(plan, rows, offset, "bulk_insert", group.positions)
         check_refused(part, dialect.name, group.names, columns=group.columns)
+    if check_refs:
+        check_references(dialect, [_written(plan, offset, group) for group in groups])
     # PostgreSQL: COPY, the fastest way in, where it stores exactly what INSERT would.
     if copy_allowed(plan, dialect, return_ids):
         prepared = _prepare_copy(plan, dialect, groups, batch, offset, return_ids)
@@ -116,11 +127,17 @@ def insert_batch(
     savepoint.begin()
     keys: list[Any] = [None] * len(batch) if return_ids else []
     for group, text in prepared:
-        if text is not None:
-            copy_rows(plan, dialect, group.names, text, group.count)
-            got = keys_of(plan, group) if group.with_pk else []
-        else:
-            got = insert_group(plan, dialect, group, return_ids)
+        failed: Exception | None = None
+        try:
+            if text is not None:
+                copy_rows(plan, dialect, group.names, text, group.count)
+                got = keys_of(plan, group) if group.with_pk else []
+            else:
+                got = insert_group(plan, dialect, group, return_ids)
+        except Exception as exc:  # noqa: BLE001 - named below, outside the except block
+            failed = exc
+        if failed is not None:
+            raise_refused(dialect, savepoint, _written(plan, offset, group), failed)
         if not return_ids:
             keys.extend(got)
         elif group.positions is None:
@@ -129,6 +146,10 @@ def insert_batch(
             for position, key in zip(group.positions, got, strict=True):
                 keys[position] = key
     return keys
+
+
+def _written(plan: RowPlan, offset: int, group: InsertGroup) -> Written:
+    return Written(plan, "bulk_insert", offset, group.names, group.columns, group.positions, sent=group.sent)
 
 
 def _split_by_pk(plan: RowPlan, batch: list[Row]) -> Iterator[tuple[bool, list[int] | None, list[Row]]]:
@@ -209,6 +230,7 @@ def insert_group(plan: RowPlan, dialect: Dialect, group: InsertGroup, return_ids
             for start in range(0, n, per):
                 stop = min(start + per, n)
                 sql = dialect.insert(plan.table, columns, stop - start)
+                group.sent = start
                 _pony.execute_in_session(db, sql, group.flat(start, stop))
         elif columns:
             _pony.execute_in_session(db, dialect.insert(plan.table, columns, 1), list(group.rows()))
@@ -220,6 +242,7 @@ def insert_group(plan: RowPlan, dialect: Dialect, group: InsertGroup, return_ids
     for start in range(0, n, per):
         stop = min(start + per, n)
         sql = dialect.insert(plan.table, columns, stop - start) + dialect.returning(plan.pk_columns)
+        group.sent = start
         cursor = _pony.execute_in_session(db, sql, group.flat(start, stop))
         got = [r[0] if len(r) == 1 else tuple(r) for r in cursor.fetchall()]
         if len(got) != stop - start:  # the database broke RETURNING's contract: not a user error

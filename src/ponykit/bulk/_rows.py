@@ -55,13 +55,15 @@ class EncoderPlan:
 
     ``steps`` holds, per attribute, the statements that bind ``v<i>`` to its encoded value (one column's
     value, or a tuple of a composite key's); ``parts`` the expressions of the bound values in column
-    order; ``mask`` the expression of the None mask, or None when the shape has no mask.
+    order; ``mask`` the expression of the None mask, or None when the shape has no mask; ``setup`` the
+    statements run once per call, before the rows (a relation's session cache).
     """
 
     namespace: dict[str, Any]
     steps: tuple[tuple[str, ...], ...]
     parts: tuple[str, ...]
     mask: str | None
+    setup: tuple[str, ...] = ()
 
     def _body(self) -> list[str]:
         # The key check first: one set operation per row instead of one per key.
@@ -76,7 +78,8 @@ class EncoderPlan:
         parts = self.parts
         values = f"({', '.join(parts)}{',' if len(parts) == 1 else ''})"
         returned = f"{values}, {self.mask}" if self.mask else values
-        return ["def encode(row):", *_indent(self._body(), 1), f"    return {returned}"]
+        body = [*self.setup, *self._body()]
+        return ["def encode(row):", *_indent(body, 1), f"    return {returned}"]
 
     def columns_lines(self) -> list[str]:
         """``encode_columns(rows)``: the same steps over a batch, one list of values per column.
@@ -86,6 +89,7 @@ class EncoderPlan:
         columns = range(len(self.parts))
         return [
             "def encode_columns(rows):",
+            *_indent(self.setup, 1),
             *(f"    c{k} = []; p{k} = c{k}.append" for k in columns),
             "    for row in rows:",
             *_indent(self._body(), 2),
@@ -182,17 +186,22 @@ class RowPlan:
             "Unknown": UnknownAttribute,
         }
         steps = []
+        setup: list[str] = []
         parts: list[str] = []
         for i, name in enumerate(names):
+            attr = self.attrs[name].attr
             code, names_env = _pony.bulk_encoder_source(
-                self.entity, self.attrs[name].attr, f"v{i}", f"a{i}_", self.param_encoders
+                self.entity, attr, f"v{i}", f"a{i}_", self.param_encoders
             )
             namespace.update(names_env)
+            setup_lines, setup_env = _pony.bulk_encoder_setup(self.entity, attr, f"a{i}_")
+            setup.extend(setup_lines)
+            namespace.update(setup_env)
             steps.append((f"v{i} = row.get({name!r}, D)", *code))
             width = len(self.attrs[name].columns)
             parts.extend([f"v{i}[{k}]" for k in range(width)] if width > 1 else [f"v{i}"])
         mask = " | ".join(f"((v{names.index(n)} is None) << {b})" for b, n in enumerate(mask_names))
-        return EncoderPlan(namespace, tuple(steps), tuple(parts), mask or None)
+        return EncoderPlan(namespace, tuple(steps), tuple(parts), mask or None, tuple(setup))
 
     def column_checks(self, names: tuple[str, ...], dialect: str) -> list[ColumnCheck | None]:
         """For each bound column of ``names``, the check of values the driver refuses (or None)."""

@@ -14,6 +14,7 @@ from ..errors import ConfigurationError
 from ._batch import (
     Part,
     Row,
+    Savepoint,
     bulk_error,
     check_refused,
     chunks,
@@ -24,12 +25,14 @@ from ._batch import (
     unmask,
 )
 from ._collation import KeyCanon
+from ._references import Written, check_references, raise_refused
 from ._rows import RowPlan, Shape
 
 __all__ = ["Upsert", "UpsertGroup", "check_settable", "encode_updates", "write_updates"]
 
-# The attribute names a group of rows sets, and the rows' encoded values (in their shape's order).
-UpdateGroup = tuple[tuple[str, ...], list[tuple[Any, ...]]]
+# The attribute names a group of rows sets, the rows' encoded values (in their shape's order), and the
+# rows' places in the batch.
+UpdateGroup = tuple[tuple[str, ...], list[tuple[Any, ...]], list[int]]
 
 
 def check_settable(plan: RowPlan, name: str, index: int | None, op: str) -> None:
@@ -81,10 +84,16 @@ def _update_names(plan: RowPlan, row: Row, fields: Sequence[str] | None, index: 
 
 
 def encode_updates(
-    plan: RowPlan, dialect: Dialect, batch: list[Row], offset: int, fields: Sequence[str] | None
+    plan: RowPlan,
+    dialect: Dialect,
+    batch: list[Row],
+    offset: int,
+    fields: Sequence[str] | None,
+    check_refs: bool = False,
 ) -> list[UpdateGroup]:
     """A batch (input rows from index ``offset``) encoded for UPDATE, grouped by the attributes the rows
-    set; an invalid row or a value the driver refuses raises BulkWriteError before anything is sent."""
+    set; an invalid row, a value the driver refuses or (with ``check_refs``) a reference to a missing
+    row raises BulkWriteError before anything is sent."""
     # a row's checked attribute names -> (the rows' places in the batch, the rows)
     groups: dict[tuple[str, ...], tuple[list[int], list[Row]]] = {}
     seen: dict[tuple[str, ...], tuple[str, ...]] = {}  # a row's keys -> checked attribute names
@@ -104,18 +113,36 @@ def encode_updates(
         rows = Part(plan, part, offset, "bulk_update", where)
         values = encode_batch(rows, shape)
         check_refused(rows, dialect.name, shape.names, values=values)
-        encoded.append((names, values))
+        encoded.append((names, values, where))
+    if check_refs:
+        check_references(dialect, [_written(plan, dialect, offset, g, "bulk_update") for g in encoded])
     return encoded
 
 
-def write_updates(plan: RowPlan, dialect: Dialect, groups: list[UpdateGroup]) -> tuple[int, list[Any]]:
-    """Run the UPDATEs of a batch's groups; the number of rows matched and the keys of the rows given."""
+def _written(plan: RowPlan, dialect: Dialect, offset: int, group: UpdateGroup, op: str) -> Written:
+    names, values, where = group
+    shape = names + plan.pk_names if dialect.name == "sqlite" else plan.pk_names + names
+    return Written(plan, op, offset, shape, list(zip(*values, strict=True)), where, plan.pk_names)
+
+
+def write_updates(
+    plan: RowPlan, dialect: Dialect, groups: list[UpdateGroup], offset: int, savepoint: Savepoint
+) -> tuple[int, list[Any]]:
+    """Run the UPDATEs of a batch's groups (input rows from index ``offset``); the number of rows matched
+    and the keys of the rows given. A row the database refuses raises BulkWriteError naming it."""
     keys: list[Any] = []
     npk = len(plan.pk_columns)
     key_last = dialect.name == "sqlite"
     matched = 0
-    for names, values in groups:
-        matched += _update_group(plan, dialect, names, values)
+    for group in groups:
+        names, values, _ = group
+        failed: Exception | None = None
+        try:
+            matched += _update_group(plan, dialect, names, values)
+        except Exception as exc:  # noqa: BLE001 - named below, outside the except block
+            failed = exc
+        if failed is not None:
+            raise_refused(dialect, savepoint, _written(plan, dialect, offset, group, "bulk_update"), failed)
         if key_last:
             keys.extend(v[-1] if npk == 1 else v[-npk:] for v in values)
         else:
@@ -192,6 +219,7 @@ class Upsert:
         self.key_cols = plan.columns_of(self.key)
         # Conflict keys compare as the key columns do (MariaDB: case- and accent-insensitive collations).
         self.canon = KeyCanon(plan, dialect, self.key_cols)
+        self.offset = 0  # input index of the first row of the batch being written
         # the attributes a row gives -> (the attributes written, their shape, whether its encoder also
         # returns a mask, the positions of the conflict key's values)
         self._shapes: dict[frozenset[str], tuple[tuple[str, ...], Shape, bool, list[int]]] = {}
@@ -207,11 +235,12 @@ class Upsert:
             found = self._shapes[given] = (names, plan.shape(names, masks), bool(masks), key_pos)
         return found
 
-    def encode(self, batch: list[Row], offset: int) -> list[UpsertGroup]:
+    def encode(self, batch: list[Row], offset: int, check_refs: bool = False) -> list[UpsertGroup]:
         """A batch (input rows from index ``offset``) encoded, grouped by shape; an invalid row, a value
-        the driver refuses or two rows with one conflict key raise BulkWriteError before anything is
-        sent."""
+        the driver refuses, two rows with one conflict key or (with ``check_refs``) a reference to a
+        missing row raise BulkWriteError before anything is sent."""
         plan = self.plan
+        self.offset = offset
         groups: dict[tuple[frozenset[str], int], UpsertGroup] = {}
         batch_keys: list[tuple[Any, ...]] = []
         for i, row in enumerate(batch):
@@ -247,7 +276,14 @@ class Upsert:
             )
             check_refused(part, self.dialect.name, group.names, values=[v for _, v in group.items])
         self._check_duplicate_keys(batch_keys, offset)
+        if check_refs:
+            check_references(self.dialect, [self._written(g) for g in groups.values()])
         return list(groups.values())
+
+    def _written(self, group: UpsertGroup) -> Written:
+        columns = list(zip(*(v for _, v in group.items), strict=True))
+        positions = [i for i, _ in group.items]
+        return Written(self.plan, "bulk_upsert", self.offset, group.names, columns, positions, self.key)
 
     def _check_duplicate_keys(self, keys: list[tuple[Any, ...]], offset: int) -> None:
         """Two rows of one batch whose conflict keys the database holds equal: BulkWriteError (the second
@@ -270,9 +306,12 @@ class Upsert:
                     self.key[0],
                 )
 
-    def write(self, groups: list[UpsertGroup], batch_ids: list[Any] | None) -> tuple[int, int, int]:
+    def write(
+        self, groups: list[UpsertGroup], batch_ids: list[Any] | None, savepoint: Savepoint
+    ) -> tuple[int, int, int]:
         """Write a batch's groups; rows inserted, updated and skipped. With ``batch_ids`` (one place per
-        row of the batch) the primary key of each row is put in its place."""
+        row of the batch) the primary key of each row is put in its place. A row the database refuses
+        raises BulkWriteError naming it."""
         inserted = updated = skipped = 0
         for group in groups:
             attrs = self.plan.attrs
@@ -284,7 +323,13 @@ class Upsert:
                 and not attrs[n].is_pk
                 and not attrs[n].is_discriminator
             ]
-            i_count, u_count, s_count = self._write_group(group, upd, batch_ids)
+            failed: Exception | None = None
+            try:
+                i_count, u_count, s_count = self._write_group(group, upd, batch_ids)
+            except Exception as exc:  # noqa: BLE001 - named below, outside the except block
+                failed = exc
+            if failed is not None:
+                raise_refused(self.dialect, savepoint, self._written(group), failed)
             inserted += i_count
             updated += u_count
             skipped += s_count
