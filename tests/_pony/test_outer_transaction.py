@@ -85,9 +85,11 @@ def test_an_inactive_pool_commits_for_real_and_truncation_empties(db: Database, 
     pool.active = True
     pool.end_test()
     assert _texts(mapped) == ["real"]
+    pool.end_test()  # the read above opened an outer transaction: it would block the truncation
     pool.active = False
     _pony.truncate_tables(db)
     assert _texts(mapped) == []
+    pool.close()
 
 
 def test_set_transaction_is_refused_inside_the_outer_transaction(db: Database, mapped: Any) -> None:

@@ -94,8 +94,11 @@ class AppDatabase:
     def end_test(self, transactional: bool) -> None:
         """After a test: roll its outer transaction back, or empty (or recreate) the tables."""
         db = self.database()
-        if self.pool.active:
-            self.pool.end_test()
+        was_active = self.pool.active
+        # Whatever happened, no outer transaction may stay open: it would hold locks the truncation waits on.
+        self.pool.end_test()
+        if was_active:
+            pass  # rolled back: nothing to empty
         elif self.isolation == "recreate" and not transactional:
             db.drop_all_tables(with_all_data=True)
             db.create_tables()
@@ -133,6 +136,7 @@ def isolated() -> Iterator[None]:
         if nested:
             app.pool.pop()
         else:
+            app.pool.end_test()
             _pony.truncate_tables(app.database())
         _reset_cache(app.database())
 
