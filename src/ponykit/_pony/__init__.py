@@ -16,6 +16,7 @@ itself, nor reads a Pony attribute's fields: it asks :func:`attr_info` for a fro
 - ``encoders``: bulk value encoders, and the generated-source fragments that name Pony's private slots
 - ``materialize``: the materializer: session objects from raw rows, generated once per row layout
 - ``loading``: rebuilding entities from cached rows, raw rows of a query, loaded values
+- ``links``: many-to-many link tables, and loaded collections after link rows were written
 - ``relations``: prefetch loaders: relations and lazy columns loaded in batches
 - ``prepared``: prepared page queries: built by Pony once per shape, rebound per call
 - ``queries``: query shape, order, SQL and fetch; raw filters; N+1 culprit; stable query keys
@@ -81,6 +82,7 @@ from .explain import (
     session_connection,
     table_infos,
 )
+from .links import ManyToMany, many_to_many, update_loaded_links
 from .loading import (
     collection_items,
     entity_by_raw_pk,
@@ -424,6 +426,10 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "not_loaded",
     "query_entity_rows",
     "rebuild_entities",
+    # links: many-to-many link tables, and loaded collections after link rows were written
+    "ManyToMany",
+    "many_to_many",
+    "update_loaded_links",
     # relations: prefetch loaders: relations and lazy columns loaded in batches
     "load_by_pk",
     "load_lazy",

@@ -30,9 +30,18 @@ from ._batch import (
 )
 from ._delete import delete_keys, encode_pk
 from ._insert import check_returning, insert_batch, run_hooks
+from ._links import insert_links, split_collections, write_links
 from ._update import Upsert, check_settable, encode_updates, write_updates
 
-__all__ = ["UpsertResult", "bulk_delete", "bulk_insert", "bulk_update", "bulk_upsert"]
+__all__ = [
+    "UpsertResult",
+    "bulk_delete",
+    "bulk_insert",
+    "bulk_link",
+    "bulk_unlink",
+    "bulk_update",
+    "bulk_upsert",
+]
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,11 @@ def bulk_insert(
     COPY, or ``RETURNING``). ``progress(done, total)`` is called after each batch (``total`` is None
     for an iterator). ``hooks=True`` runs each row through a transient object and its
     ``before_insert`` hook first (``after_insert`` never runs), at the speed of creating objects.
+
+    A many-to-many collection takes a list of objects or keys of the other side
+    (``{"title": ..., "tags": [1, 5]}``): its link rows are written as ``Entity(**row)`` would, after
+    the batch's rows (with a generated key this needs ``RETURNING``, as ``return_ids`` does). A
+    one-to-many collection is refused: set the reference on the children instead.
     """
     plan, dialect, size = start(entity, batch_size, "bulk_insert")
     if return_ids:
@@ -124,17 +138,55 @@ def bulk_insert(
     done = 0
     with all_or_nothing(dialect.db) as savepoint:
         for batch in batches(rows, size):
+            batch, links = split_collections(plan, batch, done) if plan.collections else (batch, {})
+            ask_ids = return_ids or (bool(links) and plan.auto_pk is not None)
+            if ask_ids and not return_ids:
+                check_returning(plan, dialect)  # the links need the generated keys
             if hooks:
                 batch = run_hooks(plan, batch, done)
-            keys = insert_batch(plan, dialect, batch, done, return_ids, savepoint)
+            keys = insert_batch(plan, dialect, batch, done, ask_ids, savepoint)
             if return_ids:
                 ids.extend(keys)
+            if links:
+                insert_links(plan, dialect, batch, links, keys if ask_ids else None, done, savepoint)
             done += len(batch)
-            known = keys if (return_ids or not plan.auto_pk) else None  # auto keys not returned: unknown
+            known = keys if (ask_ids or not plan.auto_pk) else None  # auto keys not returned: unknown
             after_write(plan, dialect.db, keys=known, relations=plan.relations)
             if progress is not None:
                 progress(done, total)
     return ids if return_ids else done
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MANY-TO-MANY LINKS
+
+
+def bulk_link(collection: Any, pairs: Iterable[Any], *, batch_size: int | None = None) -> int:
+    """Add links to a many-to-many collection: ``bulk_link(Book.tags, [(book, tag), (1, 5)])``; the
+    number of link rows added.
+
+    Each pair is ``(first, second)``: the first item is an object (or primary key, a tuple for a
+    composite key) of the entity whose attribute is passed, the second one of the other side, so
+    ``bulk_link(Tag.books, [(tag, book)])`` writes the same rows. The rows go to the link table Pony
+    mapped, exactly as ``first.collection.add(second)`` and a flush would write them (both directions
+    for a symmetric relation such as ``friends = Set('Person', reverse='friends')``). A link that exists
+    already, or is given twice, is not written again and not counted, as Pony's ``add`` is then a no-op.
+    An invalid key raises :class:`~ponykit.errors.BulkWriteError` naming the pair's input index and side;
+    a key with no row makes the database's foreign key refuse the call. Nothing of a call that raises
+    stays written. Loaded collections of both sides show the new links afterwards.
+
+    COPY on PostgreSQL when none of a batch's links exists yet; ``batch_size`` pairs per batch (default
+    10,000).
+    """
+    return write_links(collection, pairs, batch_size, True)
+
+
+def bulk_unlink(collection: Any, pairs: Iterable[Any], *, batch_size: int | None = None) -> int:
+    """Remove links of a many-to-many collection, as ``first.collection.remove(second)`` would; the
+    number of link rows removed (pairs as for :func:`bulk_link`; a link that does not exist is skipped).
+    Loaded collections of both sides no longer show the removed links afterwards.
+    """
+    return write_links(collection, pairs, batch_size, False)
 
 
 # ---------------------------------------------------------------------------------------------------------

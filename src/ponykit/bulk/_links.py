@@ -1,6 +1,456 @@
-"""bulk_link / bulk_unlink: many-to-many link rows through the link table Pony mapped (private to
-ponykit.bulk)."""
+"""bulk_link / bulk_unlink: many-to-many link rows through the link table Pony mapped, and the collection
+values of bulk_insert rows (private to ponykit.bulk).
+
+A link row is what Pony's flush writes for ``owner.collection.add(other)`` (``Set.add_m2m``): the owner's
+key in the columns that point at the owner, the other object's key in the others, each key encoded as
+Pony binds it; a symmetric relation stores both ``(a, b)`` and ``(b, a)``. The statements, chosen by
+measurement (``benchmarks/test_bulk_links.py``):
+
+* PostgreSQL: ``COPY`` straight into the link table under a savepoint of its own; when a link already
+  exists (a unique violation), back to the savepoint and ``INSERT ... ON CONFLICT DO NOTHING``.
+* SQLite: multi-row ``INSERT ... ON CONFLICT DO NOTHING``.
+* MariaDB: multi-row ``INSERT ... ON DUPLICATE KEY UPDATE`` that leaves the row as it is and counts the
+  duplicates in a session variable (``INSERT IGNORE`` would also skip rows refused by a foreign key, and
+  Pony's connections count a row found as a row affected).
+* unlink: ``DELETE ... WHERE (columns) IN (...)``.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import io
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NoReturn
+
+from .. import _pony
+from .._codegen import build_function
+from .._sql import Dialect
+from ..errors import BulkWriteError, OptionError
+from ..transactions import record_writes
+from ._batch import Row, Savepoint, all_or_nothing, cached_by_pk, chunks, flat, start
+from ._copy import CopyUnsupported, NulInText, copy_text
+from ._rows import RowPlan, plan_for
+
+__all__ = ["LinkPlan", "insert_links", "link_plan", "split_collections", "write_links"]
+
+
+class _Side:
+    """One side of a link: the entity's plan, and how a column of given keys or objects is encoded."""
+
+    def __init__(self, plan: RowPlan, columns: tuple[str, ...], position: str) -> None:
+        self.plan = plan
+        self.columns = columns
+        self.position = position  # "first" / "second": which item of a pair
+        self.width = len(columns)
+        names = plan.pk_names
+        self._fast: Callable[[list[Any]], list[Any]] | None = None
+        if len(names) == 1 and len(plan.attrs[names[0]].columns) == 1:
+            code, env = _pony.bulk_encoder_source(
+                plan.entity, plan.attrs[names[0]].attr, "v", "a_", plan.param_encoders
+            )
+            lines = ["def encode_keys(values):", "    out = []; p = out.append", "    for v in values:"]
+            lines += ["        " + line for line in code] + ["        p(v)", "    return out"]
+            self._fast = build_function("encode_keys", lines, env, label=f"bulk.encode_keys {plan.name}")
+
+    def encode(self, values: list[Any], offsets: Sequence[int], link: LinkPlan) -> list[Any]:
+        """The link-column values of ``values`` (keys or objects): one value each (a tuple when the key
+        has several columns). ``offsets[i]`` is the input index of ``values[i]`` for errors."""
+        if any(map(_pony.is_entity_class, set(map(type, values)))):
+            values = [self._key_of(v, offsets[i], link) for i, v in enumerate(values)]
+        if self._fast is not None:
+            try:
+                return self._fast(values)
+            except Exception:  # noqa: BLE001, S110 - converters raise anything; the loop below names it
+                pass
+            for i, value in enumerate(values):  # outside the except block: no __context__ with a value
+                self.encode_one(value, offsets[i], link)
+            raise AssertionError("a key failed to encode once and then succeeded")
+        return [self.encode_one(v, offsets[i], link) for i, v in enumerate(values)]
+
+    def _key_of(self, value: Any, index: int, link: LinkPlan) -> Any:
+        if not _pony.is_entity_instance(value):
+            return value
+        if not isinstance(value, self.plan.entity):
+            self.fail(index, link, f"a {type(value).__name__} object", None, None)
+        return _pony.primary_key(value)
+
+    def encode_one(self, value: Any, index: int, link: LinkPlan) -> Any:
+        """Encode one key (or object), raising BulkWriteError naming pair ``index`` if it is invalid."""
+        plan = self.plan
+        value = self._key_of(value, index, link)
+        names = plan.pk_names
+        if len(names) > 1 and (not isinstance(value, tuple) or len(value) != len(names)):
+            given = (
+                f"a tuple of {len(value)} values" if isinstance(value, tuple) else f"a {type(value).__name__}"
+            )
+            self.fail(index, link, given, None, None)
+        parts = value if len(names) > 1 else (value,)
+        encoded: list[Any] = []
+        for name, part in zip(names, parts, strict=True):
+            failed: Exception | None = None
+            try:
+                got = plan.encoders[name](part)
+            except Exception as exc:  # noqa: BLE001 - converters raise anything
+                failed = exc
+            if failed is not None:  # raised outside the except block: no __context__ quoting the value
+                self.fail(index, link, None, name, (part, failed))
+            encoded.extend(got if len(plan.attrs[name].columns) > 1 else (got,))
+        return encoded[0] if len(encoded) == 1 else tuple(encoded)
+
+    def fail(
+        self,
+        index: int,
+        link: LinkPlan,
+        shape: str | None,
+        name: str | None,
+        bad: tuple[Any, Exception] | None,
+    ) -> NoReturn:
+        """Raise the BulkWriteError of an invalid key in pair ``index``."""
+        plan = self.plan
+        keys = ", ".join(plan.pk_names)
+        expected = f"a {plan.name} object or its primary key ({keys})"
+        if len(plan.pk_names) > 1:
+            expected += f" as a tuple of {len(plan.pk_names)} values in that order"
+        if shape is not None:
+            given = shape
+        else:
+            assert bad is not None
+            assert name is not None
+            part, exc = bad
+            if plan.is_sensitive(name):
+                given = f"a value of type {type(part).__name__} (hidden: the key is sensitive)"
+            else:
+                given = f"{part!r:.60} ({type(part).__name__}), refused: {exc}"
+        attribute: str | None
+        if link.op == "bulk_insert":  # an item of a collection value in a row
+            owner = link.owner.plan.name
+            where = f"bulk_insert({owner}): row {index}, an item of collection {link.name!r} ({plan.name})"
+            fix = "Fix the row or drop the item"
+            entity, attribute = owner, link.name
+        else:  # a key of one side of a pair
+            where = f"{link.op}({link.label}): pair {index}, the {self.position} item ({plan.name} side)"
+            fix = "Fix the pair or drop it"
+            entity, attribute = plan.name, name
+        raise BulkWriteError(
+            f"{where} is invalid, nothing of this call was written. Expected: {expected}. Given: {given}. "
+            f"{fix}.",
+            row_index=index,
+            entity=entity,
+            attribute=attribute,
+        ) from None
+
+
+class LinkPlan:
+    """A many-to-many collection's link table, its two sides, and the statements that write it."""
+
+    def __init__(self, collection: Any, op: str) -> None:
+        self.op = op
+        link = _pony.many_to_many(collection) if _pony.is_attribute(collection) else None
+        if link is None:
+            raise OptionError(_not_many_to_many(collection, op))
+        self.link = link
+        self.label = link.label
+        self.name = link.label.rpartition(".")[2]  # the collection attribute's name
+        self.owner = _Side(plan_for(link.owner), link.owner_columns, "first")
+        self.other = _Side(plan_for(link.other), link.other_columns, "second")
+        self.columns = link.owner_columns + link.other_columns
+
+    def with_op(self, op: str) -> LinkPlan:
+        """This plan for another public function (its name in messages)."""
+        clone = object.__new__(LinkPlan)
+        clone.__dict__.update(self.__dict__)
+        clone.op = op
+        return clone
+
+    # -- input ----------------------------------------------------------------------------------------
+
+    def encode_pairs(self, batch: list[Any], offset: int) -> list[tuple[Any, Any]]:
+        """``(owner key, other key)`` of each pair of the batch (input index ``offset`` onwards), encoded."""
+        kinds = set(map(type, batch))
+        if not kinds <= {tuple, list} or any(len(p) != 2 for p in batch):
+            index = next(i for i, p in enumerate(batch) if type(p) not in (tuple, list) or len(p) != 2)
+            bad = batch[index]
+            given = type(bad).__name__ + ("" if type(bad) not in (tuple, list) else f" of {len(bad)} items")
+            raise BulkWriteError(
+                f"{self.op}({self.label}): pair {offset + index} must be a tuple (first, second) of a "
+                f"{self.owner.plan.name} and a {self.other.plan.name} (objects or primary keys), got a "
+                f"{given}",
+                row_index=offset + index,
+                entity=self.owner.plan.name,
+            )
+        offsets = range(offset, offset + len(batch))
+        firsts = self.owner.encode([p[0] for p in batch], offsets, self)
+        seconds = self.other.encode([p[1] for p in batch], offsets, self)
+        return list(zip(firsts, seconds, strict=True))
+
+    def rows(self, pairs: Iterable[tuple[Any, Any]]) -> list[tuple[Any, ...]]:
+        """The distinct link rows of ``pairs`` (both directions of a symmetric relation), flattened."""
+        distinct = dict.fromkeys(pairs)
+        if self.link.symmetric:
+            distinct.update(dict.fromkeys((b, a) for a, b in list(distinct)))
+        if self.owner.width == 1 and self.other.width == 1:
+            return list(distinct)
+        return [_flat_row(a, b) for a, b in distinct]
+
+    # -- statements -----------------------------------------------------------------------------------
+
+    def insert(self, dialect: Dialect, rows: list[tuple[Any, ...]], savepoint: Savepoint) -> int:
+        """Write link ``rows`` that are not there yet; the number added."""
+        if not rows:
+            return 0
+        savepoint.begin()
+        if dialect.name == "postgres":
+            copied = self._copy(dialect, rows)
+            if copied is not None:
+                return copied
+        db = dialect.db
+        per = max(1, dialect.max_params // len(self.columns))
+        table = self.link.table
+        if dialect.name == "mysql":
+            _pony.execute_in_session(db, "SET @ponykit_link_dups = 0", ())
+            first = dialect.q(self.columns[0])
+            dup = "(@ponykit_link_dups := @ponykit_link_dups + 1) > 0"
+            counted = f"ON DUPLICATE KEY UPDATE {first} = IF({dup}, {first}, {first})"
+            for chunk in chunks(rows, per):
+                sql = f"{dialect.insert(table, self.columns, len(chunk))} {counted}"
+                _pony.execute_in_session(db, sql, flat(chunk))
+            dups = _pony.execute_in_session(db, "SELECT @ponykit_link_dups", ()).fetchone()[0]
+            return len(rows) - int(dups)
+        added = 0
+        for chunk in chunks(rows, per):
+            sql = dialect.upsert(table, self.columns, len(chunk), self.columns, ())
+            added += int(_pony.execute_in_session(db, sql, flat(chunk)).rowcount)
+        return added
+
+    def _copy(self, dialect: Dialect, rows: list[tuple[Any, ...]]) -> int | None:
+        """COPY ``rows`` into the link table when none of them exists yet; None when INSERT must write
+        them (a link already there, or a value COPY cannot carry exactly)."""
+        try:
+            text = copy_text(list(zip(*rows, strict=True)))
+        except (CopyUnsupported, NulInText):
+            return None
+        db = dialect.db
+        name = f"ponykit_link_{next(_numbers)}"
+        _pony.bookkeeping_in_session(db, f"SAVEPOINT {name}")
+        sql = dialect.copy_from_stdin(self.link.table, self.columns)
+        failed: Exception | None = None
+        try:
+            copied = _pony.copy_in_session(db, sql, io.StringIO(text))
+        except Exception as exc:  # noqa: BLE001 - the driver's error, wrapped by Pony
+            failed = exc
+        if failed is None:
+            _pony.bookkeeping_in_session(db, f"RELEASE SAVEPOINT {name}")
+            return copied
+        _pony.bookkeeping_in_session(db, f"ROLLBACK TO SAVEPOINT {name}")
+        _pony.bookkeeping_in_session(db, f"RELEASE SAVEPOINT {name}")
+        if _sqlstate(failed) == "23505":  # unique_violation: some links exist already
+            return None
+        raise failed
+
+    def delete(self, dialect: Dialect, rows: list[tuple[Any, ...]], savepoint: Savepoint) -> int:
+        """Delete link ``rows``; the number removed."""
+        if not rows:
+            return 0
+        savepoint.begin()
+        db = dialect.db
+        per = max(1, dialect.max_params // len(self.columns))
+        removed = 0
+        for chunk in chunks(rows, per):
+            sql = dialect.delete_keys(self.link.table, self.columns, len(chunk))
+            removed += int(_pony.execute_in_session(db, sql, flat(chunk)).rowcount)
+        return removed
+
+    # -- session upkeep -------------------------------------------------------------------------------
+
+    def session_objects(self, db: Any) -> tuple[dict[Any, Any], dict[Any, Any]]:
+        """The session's loaded objects of each side by encoded key (to update their collections)."""
+        owners = cached_by_pk(self.owner.plan, db)
+        others = owners if self.owner.plan is self.other.plan else cached_by_pk(self.other.plan, db)
+        return owners, others
+
+    def touched(
+        self, pairs: Iterable[tuple[Any, Any]], objects: tuple[dict[Any, Any], dict[Any, Any]]
+    ) -> Iterator[tuple[Any, Any]]:
+        """``(owner, other)`` session objects (None where not in the session) of pairs that touch one."""
+        owners, others = objects
+        if not owners and not others:
+            return
+        for a, b in pairs:
+            owner = owners.get(a)
+            other = others.get(b)
+            if owner is not None or other is not None:
+                yield owner, other
+
+    def after(
+        self, db: Any, touched: list[tuple[Any, Any]], linked: bool, keys: tuple[set[Any], set[Any]]
+    ) -> None:
+        """Session upkeep once the call's rows are written: loaded collections on both sides (the
+        ``touched`` pairs of session objects), the session's query results, and the commit events
+        naming the keys of both sides (``keys``)."""
+        if touched:
+            _pony.update_loaded_links(self.link, touched, linked)
+        _pony.query_results_clear(db)
+        for side, written in zip((self.owner, self.other), keys, strict=True):
+            record_writes(db, side.plan.entity, written if side.plan.pk_plain else None)
+
+
+_numbers = itertools.count()
+
+
+def _flat_row(a: Any, b: Any) -> tuple[Any, ...]:
+    return (*(a if type(a) is tuple else (a,)), *(b if type(b) is tuple else (b,)))
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a PostgreSQL error behind Pony's wrapper (``original_exc``), or None."""
+    original = getattr(exc, "original_exc", None) or exc
+    code = getattr(original, "pgcode", None) or getattr(original, "sqlstate", None)
+    return code if isinstance(code, str) else None
+
+
+def _not_many_to_many(collection: Any, op: str) -> str:
+    if not _pony.is_attribute(collection):
+        given = collection.__name__ if isinstance(collection, type) else f"a {type(collection).__name__}"
+        return (
+            f"{op}() takes a many-to-many collection attribute such as Book.tags (a Set whose reverse is a "
+            f"Set), got {given}; pass the attribute of the entity class: {op}(Book.tags, pairs)"
+        )
+    info = _pony.attr_info(collection)
+    if info.kind == "many":
+        target = info.reverse
+        where = f"{target.label}" if target is not None else "the child's reference"
+        return (
+            f"{op}({info.label}): {info.label} is a one-to-many collection, stored in the foreign key "
+            f"{where} of each child, not in a link table; set that attribute on the children instead "
+            f"(bulk_update({info.py_type.__name__}, rows))"
+        )
+    return (
+        f"{op}({info.label}): {info.label} is not a collection (Set); {op} takes a many-to-many "
+        "collection attribute such as Book.tags"
+    )
+
+
+def link_plan(collection: Any, op: str) -> LinkPlan:
+    """The :class:`LinkPlan` of a collection attribute, built once and kept on the owner's RowPlan (so
+    it goes with the entity class, as the RowPlan does)."""
+    link = _pony.many_to_many(collection) if _pony.is_attribute(collection) else None
+    if link is None:
+        raise OptionError(_not_many_to_many(collection, op))
+    cache: dict[str, LinkPlan] = plan_for(link.owner).__dict__.setdefault("link_plans", {})
+    plan = cache.get(link.label)
+    if plan is None:
+        plan = cache[link.label] = LinkPlan(collection, op)
+    return plan if plan.op == op else plan.with_op(op)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# bulk_insert: collection values in rows
+
+
+def split_collections(
+    plan: RowPlan, batch: list[Row], offset: int
+) -> tuple[list[Row], dict[str, list[tuple[int, Any]]]]:
+    """The batch without collection keys, and each many-to-many collection's ``(row position, item)``
+    pairs. A one-to-many collection raises BulkWriteError (its rows hold the foreign key, not a link)."""
+    names = plan.collections
+    try:
+        given = names.intersection(set().union(*batch))
+    except TypeError:  # not every row is a dict: bulk_insert names the row
+        return batch, {}
+    if not given:
+        return batch, {}
+    links: dict[str, list[tuple[int, Any]]] = {name: [] for name in given}
+    stripped: list[Row] = []
+    for position, row in enumerate(batch):
+        if not isinstance(row, dict) or names.isdisjoint(row):
+            stripped.append(row)
+            continue
+        for name in names.intersection(row):
+            if _pony.many_to_many(_pony.entity_attribute(plan.entity, name)) is None:
+                raise _one_to_many_error(plan, name, offset + position)
+        for name in names.intersection(row):
+            items = row[name]
+            if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+                items = [items]  # one object or key, as Pony's Set takes it
+            links[name].extend((position, item) for item in items)
+        stripped.append({k: v for k, v in row.items() if k not in names})
+    return stripped, links
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The calls
+
+
+def write_links(collection: Any, pairs: Iterable[Any], batch_size: int | None, linked: bool) -> int:
+    """bulk_link (``linked``) or bulk_unlink: the number of link rows added or removed."""
+    op = "bulk_link" if linked else "bulk_unlink"
+    link = link_plan(collection, op)
+    _plan, dialect, size = start(link.owner.plan.entity, batch_size, op)
+    db = dialect.db
+    objects = link.session_objects(db)
+    touched: list[tuple[Any, Any]] = []
+    keys: tuple[set[Any], set[Any]] = (set(), set())
+    count = done = 0
+    it = iter(pairs)
+    with all_or_nothing(db) as savepoint:
+        while batch := list(itertools.islice(it, size)):
+            encoded = link.encode_pairs(batch, done)
+            rows = link.rows(encoded)
+            count += (
+                link.insert(dialect, rows, savepoint) if linked else link.delete(dialect, rows, savepoint)
+            )
+            touched.extend(link.touched(encoded, objects))
+            keys[0].update(a for a, _ in encoded)
+            keys[1].update(b for _, b in encoded)
+            done += len(batch)
+    # Only once the whole call is written: a call undone leaves the session as it was.
+    link.after(db, touched, linked, keys)
+    return count
+
+
+def insert_links(
+    plan: RowPlan,
+    dialect: Dialect,
+    batch: list[Row],
+    links: dict[str, list[tuple[int, Any]]],
+    keys: list[Any] | None,
+    offset: int,
+    savepoint: Savepoint,
+) -> None:
+    """Write the link rows of the collection values of one inserted batch (input rows from ``offset``):
+    ``links`` maps a collection to ``(row position, item)`` pairs; ``keys`` holds the inserted rows'
+    keys in row order (None: the rows give them)."""
+    db = dialect.db
+    for name, items in links.items():
+        link = link_plan(_pony.entity_attribute(plan.entity, name), "bulk_insert")
+        if not items:
+            continue
+        if keys is None:  # rows that give their key: encoded as Pony binds it (the rows are valid)
+            names = plan.pk_names
+            given = [r[names[0]] if len(names) == 1 else tuple(r[n] for n in names) for r in batch]
+            keys = link.owner.encode(given, range(offset, offset + len(batch)), link)
+        offsets = [offset + position for position, _ in items]
+        others = link.other.encode([item for _, item in items], offsets, link)
+        encoded = [(keys[position], other) for (position, _), other in zip(items, others, strict=True)]
+        link.insert(dialect, link.rows(encoded), savepoint)
+        objects: tuple[dict[Any, Any], dict[Any, Any]] = ({}, cached_by_pk(link.other.plan, db))
+        link.after(db, list(link.touched(encoded, objects)), True, (set(), set(others)))
+
+
+def _one_to_many_error(plan: RowPlan, name: str, index: int) -> BulkWriteError:
+    info = _pony.attr_info(_pony.entity_attribute(plan.entity, name))
+    back = info.reverse
+    child = info.py_type.__name__
+    fix = (
+        f"insert the {child} rows with {back.name}= set to this row's key instead"
+        if back is not None
+        else "set the reference on the children instead"
+    )
+    return BulkWriteError(
+        f"bulk_insert({plan.name}): row {index} has key {name!r}, a one-to-many collection: its members "
+        f"are stored in their own reference ({child}.{back.name if back else '?'}), not in a link table, "
+        f"so bulk_insert takes many-to-many collections only; {fix}",
+        row_index=index,
+        entity=plan.name,
+        attribute=name,
+    )
