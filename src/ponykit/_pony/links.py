@@ -18,7 +18,7 @@ import pony.orm.core as _core
 
 from ._typing import Attribute, Entity
 
-__all__ = ["ManyToMany", "many_to_many", "update_loaded_links"]
+__all__ = ["ManyToMany", "loaded_collections", "many_to_many", "object_keys", "update_loaded_links"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,24 @@ def many_to_many(attr: Attribute) -> ManyToMany | None:
     )
 
 
+def object_keys(values: list[Any], entity: Entity) -> tuple[list[Any], int | None]:
+    """``values`` with each instance of ``entity`` replaced by its primary key (other values kept), and
+    the index of the first object of another entity (None if there is none), in one pass over types."""
+    kinds = {t for t in set(map(type, values)) if isinstance(t, _core.EntityMeta)}
+    if not kinds:
+        return values, None
+    wrong = {t for t in kinds if not issubclass(t, entity)}
+    if wrong:
+        return values, next(i for i, v in enumerate(values) if type(v) in wrong)
+    return [v._pkval_ if type(v) in kinds else v for v in values], None
+
+
+def loaded_collections(objects: dict[Any, Any], attr: Attribute) -> dict[Any, Any]:
+    """The entries of ``objects`` (key -> session object) whose collection ``attr`` is loaded (fully or
+    in part): the only ones a link written behind Pony's back can make untrue."""
+    return {k: o for k, o in objects.items() if o._vals_.get(attr) is not None}
+
+
 def update_loaded_links(link: ManyToMany, pairs: Iterable[tuple[Any, Any]], linked: bool) -> None:
     """Bring the session's loaded collections up to date after link rows were written (``linked``) or
     deleted, for ``pairs`` of ``(owner, other)`` session objects (None where the object is not in the
@@ -77,6 +95,10 @@ def update_loaded_links(link: ManyToMany, pairs: Iterable[tuple[Any, Any]], link
     attr = link.attr
     reverse = attr.reverse
     for owner, other in pairs:
+        if (owner is None or owner._vals_.get(attr) is None) and (
+            other is None or other._vals_.get(reverse) is None
+        ):
+            continue  # neither collection loaded: nothing known to keep true
         _update(owner, attr, other, linked)
         _update(other, reverse, owner, linked)  # symmetric: reverse is attr, the row (other, owner)
 

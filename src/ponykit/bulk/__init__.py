@@ -30,7 +30,7 @@ from ._batch import (
 )
 from ._delete import delete_keys, encode_pk
 from ._insert import check_returning, insert_batch, run_hooks
-from ._links import insert_links, split_collections, write_links
+from ._links import check_link_keys, insert_links, split_collections, write_links
 from ._update import Upsert, check_settable, encode_updates, write_updates
 
 __all__ = [
@@ -141,7 +141,7 @@ def bulk_insert(
             batch, links = split_collections(plan, batch, done) if plan.collections else (batch, {})
             ask_ids = return_ids or (bool(links) and plan.auto_pk is not None)
             if ask_ids and not return_ids:
-                check_returning(plan, dialect)  # the links need the generated keys
+                check_link_keys(plan, dialect, links)
             if hooks:
                 batch = run_hooks(plan, batch, done)
             keys = insert_batch(plan, dialect, batch, done, ask_ids, savepoint)
@@ -176,7 +176,7 @@ def bulk_link(collection: Any, pairs: Iterable[Any], *, batch_size: int | None =
     stays written. Loaded collections of both sides show the new links afterwards.
 
     COPY on PostgreSQL when none of a batch's links exists yet; ``batch_size`` pairs per batch (default
-    10,000).
+    50,000).
     """
     return write_links(collection, pairs, batch_size, True)
 

@@ -25,13 +25,21 @@ from typing import Any, NoReturn
 from .. import _pony
 from .._codegen import build_function
 from .._sql import Dialect
-from ..errors import BulkWriteError, OptionError
+from ..errors import BulkWriteError, ConfigurationError, OptionError
 from ..transactions import record_writes
 from ._batch import Row, Savepoint, all_or_nothing, cached_by_pk, chunks, flat, start
 from ._copy import CopyUnsupported, NulInText, copy_text
 from ._rows import RowPlan, plan_for
 
-__all__ = ["LinkPlan", "insert_links", "link_plan", "split_collections", "write_links"]
+__all__ = [
+    "LINK_BATCH_SIZE",
+    "LinkPlan",
+    "check_link_keys",
+    "insert_links",
+    "link_plan",
+    "split_collections",
+    "write_links",
+]
 
 
 class _Side:
@@ -55,8 +63,9 @@ class _Side:
     def encode(self, values: list[Any], offsets: Sequence[int], link: LinkPlan) -> list[Any]:
         """The link-column values of ``values`` (keys or objects): one value each (a tuple when the key
         has several columns). ``offsets[i]`` is the input index of ``values[i]`` for errors."""
-        if any(map(_pony.is_entity_class, set(map(type, values)))):
-            values = [self._key_of(v, offsets[i], link) for i, v in enumerate(values)]
+        values, wrong = _pony.object_keys(values, self.plan.entity)
+        if wrong is not None:
+            self._key_of(values[wrong], offsets[wrong], link)  # raises, naming the pair
         if self._fast is not None:
             try:
                 return self._fast(values)
@@ -164,10 +173,9 @@ class LinkPlan:
 
     # -- input ----------------------------------------------------------------------------------------
 
-    def encode_pairs(self, batch: list[Any], offset: int) -> list[tuple[Any, Any]]:
-        """``(owner key, other key)`` of each pair of the batch (input index ``offset`` onwards), encoded."""
-        kinds = set(map(type, batch))
-        if not kinds <= {tuple, list} or any(len(p) != 2 for p in batch):
+    def encode_pairs(self, batch: list[Any], offset: int) -> tuple[list[Any], list[Any]]:
+        """The encoded first and second keys of the pairs of a batch (input index ``offset`` onwards)."""
+        if not set(map(type, batch)) <= {tuple, list} or set(map(len, batch)) != {2}:
             index = next(i for i, p in enumerate(batch) if type(p) not in (tuple, list) or len(p) != 2)
             bad = batch[index]
             given = type(bad).__name__ + ("" if type(bad) not in (tuple, list) else f" of {len(bad)} items")
@@ -179,9 +187,10 @@ class LinkPlan:
                 entity=self.owner.plan.name,
             )
         offsets = range(offset, offset + len(batch))
-        firsts = self.owner.encode([p[0] for p in batch], offsets, self)
-        seconds = self.other.encode([p[1] for p in batch], offsets, self)
-        return list(zip(firsts, seconds, strict=True))
+        given_firsts, given_seconds = zip(*batch, strict=True)
+        firsts = self.owner.encode(list(given_firsts), offsets, self)
+        seconds = self.other.encode(list(given_seconds), offsets, self)
+        return firsts, seconds
 
     def rows(self, pairs: Iterable[tuple[Any, Any]]) -> list[tuple[Any, ...]]:
         """The distinct link rows of ``pairs`` (both directions of a symmetric relation), flattened."""
@@ -262,24 +271,25 @@ class LinkPlan:
 
     # -- session upkeep -------------------------------------------------------------------------------
 
-    def session_objects(self, db: Any) -> tuple[dict[Any, Any], dict[Any, Any]]:
-        """The session's loaded objects of each side by encoded key (to update their collections)."""
+    def session_objects(self, db: Any) -> Objects:
+        """The session's objects of each side by encoded key, all of them and those whose collection
+        (of this relation) is loaded: the pairs that touch one of those need their collections updated."""
         owners = cached_by_pk(self.owner.plan, db)
         others = owners if self.owner.plan is self.other.plan else cached_by_pk(self.other.plan, db)
-        return owners, others
+        attr = self.link.attr
+        loaded_owners = _pony.loaded_collections(owners, attr)
+        loaded_others = _pony.loaded_collections(others, _pony.attr_info(attr).reverse_attr)
+        return owners, others, loaded_owners, loaded_others
 
-    def touched(
-        self, pairs: Iterable[tuple[Any, Any]], objects: tuple[dict[Any, Any], dict[Any, Any]]
-    ) -> Iterator[tuple[Any, Any]]:
-        """``(owner, other)`` session objects (None where not in the session) of pairs that touch one."""
-        owners, others = objects
-        if not owners and not others:
+    def touched(self, pairs: Iterable[tuple[Any, Any]], objects: Objects) -> Iterator[tuple[Any, Any]]:
+        """``(owner, other)`` session objects (None where not in the session) of the pairs that touch a
+        loaded collection."""
+        owners, others, loaded_owners, loaded_others = objects
+        if not loaded_owners and not loaded_others:
             return
         for a, b in pairs:
-            owner = owners.get(a)
-            other = others.get(b)
-            if owner is not None or other is not None:
-                yield owner, other
+            if a in loaded_owners or b in loaded_others:
+                yield owners.get(a), others.get(b)
 
     def after(
         self, db: Any, touched: list[tuple[Any, Any]], linked: bool, keys: tuple[set[Any], set[Any]]
@@ -295,6 +305,13 @@ class LinkPlan:
 
 
 _numbers = itertools.count()
+
+# Pairs per batch by default: a link row is two keys, so five times bulk_insert's rows fit the same
+# memory, and fewer, larger statements (one COPY per batch on PostgreSQL) go faster.
+LINK_BATCH_SIZE = 50_000
+
+# All session objects of the owner and other side by key, then those with the collection loaded.
+Objects = tuple[dict[Any, Any], dict[Any, Any], dict[Any, Any], dict[Any, Any]]
 
 
 def _flat_row(a: Any, b: Any) -> tuple[Any, ...]:
@@ -385,7 +402,8 @@ def write_links(collection: Any, pairs: Iterable[Any], batch_size: int | None, l
     """bulk_link (``linked``) or bulk_unlink: the number of link rows added or removed."""
     op = "bulk_link" if linked else "bulk_unlink"
     link = link_plan(collection, op)
-    _plan, dialect, size = start(link.owner.plan.entity, batch_size, op)
+    _plan, dialect, _ = start(link.owner.plan.entity, batch_size, op)
+    size = batch_size or LINK_BATCH_SIZE
     db = dialect.db
     objects = link.session_objects(db)
     touched: list[tuple[Any, Any]] = []
@@ -394,14 +412,14 @@ def write_links(collection: Any, pairs: Iterable[Any], batch_size: int | None, l
     it = iter(pairs)
     with all_or_nothing(db) as savepoint:
         while batch := list(itertools.islice(it, size)):
-            encoded = link.encode_pairs(batch, done)
-            rows = link.rows(encoded)
+            firsts, seconds = link.encode_pairs(batch, done)
+            rows = link.rows(zip(firsts, seconds, strict=True))
             count += (
                 link.insert(dialect, rows, savepoint) if linked else link.delete(dialect, rows, savepoint)
             )
-            touched.extend(link.touched(encoded, objects))
-            keys[0].update(a for a, _ in encoded)
-            keys[1].update(b for _, b in encoded)
+            touched.extend(link.touched(zip(firsts, seconds, strict=True), objects))
+            keys[0].update(firsts)
+            keys[1].update(seconds)
             done += len(batch)
     # Only once the whole call is written: a call undone leaves the session as it was.
     link.after(db, touched, linked, keys)
@@ -433,7 +451,9 @@ def insert_links(
         others = link.other.encode([item for _, item in items], offsets, link)
         encoded = [(keys[position], other) for (position, _), other in zip(items, others, strict=True)]
         link.insert(dialect, link.rows(encoded), savepoint)
-        objects: tuple[dict[Any, Any], dict[Any, Any]] = ({}, cached_by_pk(link.other.plan, db))
+        in_session = cached_by_pk(link.other.plan, db)
+        loaded = _pony.loaded_collections(in_session, _pony.attr_info(link.link.attr).reverse_attr)
+        objects: Objects = ({}, in_session, {}, loaded)
         link.after(db, list(link.touched(encoded, objects)), True, (set(), set(others)))
 
 
@@ -453,4 +473,19 @@ def _one_to_many_error(plan: RowPlan, name: str, index: int) -> BulkWriteError:
         row_index=index,
         entity=plan.name,
         attribute=name,
+    )
+
+
+def check_link_keys(plan: RowPlan, dialect: Dialect, names: Iterable[str]) -> None:
+    """Raise ConfigurationError if the generated keys of inserted rows, which their collection values
+    (``names``) need, cannot be had: the server lacks ``INSERT ... RETURNING``."""
+    db = dialect.db
+    if _pony.supports_insert_returning(db):
+        return
+    version = ".".join(map(str, _pony.server_version(db))) or "unknown"
+    raise ConfigurationError(
+        f"bulk_insert({plan.name}) with collection values ({', '.join(sorted(names))}) needs the keys the "
+        f"database generates for the new rows (INSERT ... RETURNING), which this {_pony.dialect(db)} server "
+        f"(version {version}) lacks: it takes PostgreSQL, SQLite >= 3.35 or MariaDB >= 10.5. Give the "
+        "keys in the rows, or insert the rows first and write the links with bulk_link."
     )
