@@ -15,11 +15,18 @@ N / 1,000 tags each), starting each round from an empty link table (outside the 
 * ``pony``: ``book.tags.add(tag)`` per link and a commit, on N / 20 links (it runs a query per ``add``
   on a collection not loaded): its time is multiplied by 20 in ``extra_info["scaled_seconds"]`` (the
   figure docs/performance.md compares).
+
+``test_bulk_links_interleaved`` (``pytest -s benchmarks/test_bulk_links.py -k interleaved``) times the same
+contenders taking turns round by round and prints, per contender, the best and median seconds and the
+median over rounds of its ratio to ``raw`` in the same round: on a shared machine a burst of load then
+weighs on both sides of each ratio alike. docs/performance.md quotes that run.
 """
 
 from __future__ import annotations
 
 import io
+import statistics
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -200,3 +207,29 @@ def _link_fn(lb: LinkBench, contender: str, state: dict[str, Any]) -> Callable[[
                 book[b].tags.add(tag[t])
 
     return pony
+
+
+def test_bulk_links_interleaved(bench_env: Any, lb: LinkBench, request: pytest.FixtureRequest) -> None:
+    """The contenders in turns (see the module docstring); nothing to time when benchmarks are disabled."""
+    if request.config.getoption("benchmark_disable"):
+        return
+    rounds = 9
+    times: dict[str, list[float]] = {name: [] for name in CONTENDERS}
+    for _ in range(rounds):
+        for name in CONTENDERS:
+            state: dict[str, Any] = {}
+            existing = lb.pairs[::10] if name == "ponykit-existing" else []
+            _setup(lb, name, existing, state)()
+            fn = _link_fn(lb, name, state)
+            start = time.perf_counter()
+            fn()
+            seconds = time.perf_counter() - start
+            times[name].append(seconds * (PONY_SHARE if name == "pony" else 1))
+    raw = times["raw"]
+    lines = [
+        f"{bench_env.name} {lb.n} links, {rounds} rounds: contender best/median s, paired median ratio to raw"
+    ]
+    for name, values in times.items():
+        paired = statistics.median(v / r for v, r in zip(values, raw, strict=True))
+        lines.append(f"  {name}: {min(values):.3f}/{statistics.median(values):.3f} {paired:.2f}x")
+    print("\n" + "\n".join(lines))

@@ -82,7 +82,14 @@ from .explain import (
     session_connection,
     table_infos,
 )
-from .links import ManyToMany, loaded_collections, many_to_many, object_keys, update_loaded_links
+from .links import (
+    ManyToMany,
+    int_key_bounds,
+    loaded_collections,
+    many_to_many,
+    object_keys,
+    update_loaded_links,
+)
 from .loading import (
     collection_items,
     entity_by_raw_pk,
@@ -428,6 +435,7 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "rebuild_entities",
     # links: many-to-many link tables, and loaded collections after link rows were written
     "ManyToMany",
+    "int_key_bounds",
     "loaded_collections",
     "many_to_many",
     "object_keys",

@@ -15,10 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import pony.orm.core as _core
+import pony.orm.dbapiprovider as _dbapiprovider
 
 from ._typing import Attribute, Entity
 
-__all__ = ["ManyToMany", "loaded_collections", "many_to_many", "object_keys", "update_loaded_links"]
+__all__ = [
+    "ManyToMany",
+    "int_key_bounds",
+    "loaded_collections",
+    "many_to_many",
+    "object_keys",
+    "update_loaded_links",
+]
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,28 @@ def many_to_many(attr: Attribute) -> ManyToMany | None:
         other_columns=tuple(other_columns),
         symmetric=bool(attr.symmetric),
     )
+
+
+def int_key_bounds(attr: Attribute) -> tuple[int | None, int | None] | None:
+    """``(min, max)`` when Pony binds an ``int`` value of the key attribute ``attr`` as it is once it is
+    within those bounds (None: no bound), else None.
+
+    That is the path ``bulk_encoder_source`` inlines for an ``int`` (Pony's own ``IntConverter.validate``,
+    no ``py_check``, ``val2dbval`` and ``py2sql`` the identity, also under ponykit's query-parameter
+    wrapper, which passes an ``int`` to the dialect's converter): a column of such ints is then checked in
+    C (its types, its min and max) instead of value by value.
+    """
+    if attr.reverse is not None or attr.py_check is not None or len(attr.converters) != 1:
+        return None
+    conv = attr.converters[0]
+    kind = type(conv)
+    if kind.validate is not _dbapiprovider.IntConverter.validate:
+        return None
+    base: Any = kind.__mro__[1] if getattr(kind, "_ponykit_param_converter_", False) else kind
+    identity = _dbapiprovider.Converter
+    if base.py2sql is not identity.py2sql or kind.val2dbval is not identity.val2dbval:
+        return None
+    return conv.min_val, conv.max_val
 
 
 def object_keys(values: list[Any], entity: Entity) -> tuple[list[Any], int | None]:

@@ -28,9 +28,10 @@ from ._batch import (
     start,
     total_of,
 )
+from ._collections import check_link_keys, insert_links, split_collections
 from ._delete import delete_keys, encode_pk
 from ._insert import check_returning, insert_batch, run_hooks
-from ._links import check_link_keys, insert_links, split_collections, write_links
+from ._links import write_links
 from ._update import Upsert, check_settable, encode_updates, write_updates
 
 __all__ = [

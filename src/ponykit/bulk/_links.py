@@ -1,5 +1,5 @@
-"""bulk_link / bulk_unlink: many-to-many link rows through the link table Pony mapped, and the collection
-values of bulk_insert rows (private to ponykit.bulk).
+"""bulk_link / bulk_unlink: many-to-many link rows through the link table Pony mapped (private to
+ponykit.bulk; bulk_insert's collection values go through here too, see ``_collections``).
 
 A link row is what Pony's flush writes for ``owner.collection.add(other)`` (``Set.add_m2m``): the owner's
 key in the columns that point at the owner, the other object's key in the others, each key encoded as
@@ -25,21 +25,13 @@ from typing import Any, NoReturn
 from .. import _pony
 from .._codegen import build_function
 from .._sql import Dialect
-from ..errors import BulkWriteError, ConfigurationError, OptionError
+from ..errors import BulkWriteError, OptionError
 from ..transactions import record_writes
-from ._batch import Row, Savepoint, all_or_nothing, cached_by_pk, chunks, flat, start
+from ._batch import Savepoint, all_or_nothing, cached_by_pk, start
 from ._copy import CopyUnsupported, NulInText, copy_text
 from ._rows import RowPlan, plan_for
 
-__all__ = [
-    "LINK_BATCH_SIZE",
-    "LinkPlan",
-    "check_link_keys",
-    "insert_links",
-    "link_plan",
-    "split_collections",
-    "write_links",
-]
+__all__ = ["LINK_BATCH_SIZE", "LinkPlan", "Objects", "link_plan", "write_links"]
 
 
 class _Side:
@@ -52,7 +44,10 @@ class _Side:
         self.width = len(columns)
         names = plan.pk_names
         self._fast: Callable[[list[Any]], list[Any]] | None = None
+        self._ints: tuple[int | None, int | None] | None = None
         if len(names) == 1 and len(plan.attrs[names[0]].columns) == 1:
+            if int not in (plan.param_encoders or {}):
+                self._ints = _pony.int_key_bounds(plan.attrs[names[0]].attr)
             code, env = _pony.bulk_encoder_source(
                 plan.entity, plan.attrs[names[0]].attr, "v", "a_", plan.param_encoders
             )
@@ -66,6 +61,10 @@ class _Side:
         values, wrong = _pony.object_keys(values, self.plan.entity)
         if wrong is not None:
             self._key_of(values[wrong], offsets[wrong], link)  # raises, naming the pair
+        if self._ints is not None and values and set(map(type, values)) == {int}:
+            low, high = self._ints  # a column of plain ints: bound once, in C, then bound as they are
+            if (low is None or min(values) >= low) and (high is None or max(values) <= high):
+                return values
         if self._fast is not None:
             try:
                 return self._fast(values)
@@ -192,24 +191,25 @@ class LinkPlan:
         seconds = self.other.encode(list(given_seconds), offsets, self)
         return firsts, seconds
 
-    def rows(self, pairs: Iterable[tuple[Any, Any]]) -> list[tuple[Any, ...]]:
-        """The distinct link rows of ``pairs`` (both directions of a symmetric relation), flattened."""
-        distinct = dict.fromkeys(pairs)
-        if self.link.symmetric:
-            distinct.update(dict.fromkeys((b, a) for a, b in list(distinct)))
-        if self.owner.width == 1 and self.other.width == 1:
-            return list(distinct)
-        return [_flat_row(a, b) for a, b in distinct]
+    def link_values(self, firsts: list[Any], seconds: list[Any]) -> Columns:
+        """The link-table columns of pairs, one list of values per column (both directions of a
+        symmetric relation). Pairs given twice stay twice: every statement skips a link already there."""
+        owner, other = _split(firsts, self.owner.width), _split(seconds, self.other.width)
+        if not self.link.symmetric:
+            return owner + other
+        back = _split(seconds, self.owner.width) + _split(firsts, self.other.width)
+        return [a + b for a, b in zip(owner + other, back, strict=True)]
 
     # -- statements -----------------------------------------------------------------------------------
 
-    def insert(self, dialect: Dialect, rows: list[tuple[Any, ...]], savepoint: Savepoint) -> int:
-        """Write link ``rows`` that are not there yet; the number added."""
-        if not rows:
+    def insert(self, dialect: Dialect, columns: Columns, savepoint: Savepoint) -> int:
+        """Write the link rows of ``columns`` that are not there yet; the number added."""
+        n = len(columns[0])
+        if not n:
             return 0
         savepoint.begin()
         if dialect.name == "postgres":
-            copied = self._copy(dialect, rows)
+            copied = self._copy(dialect, columns)
             if copied is not None:
                 return copied
         db = dialect.db
@@ -220,20 +220,23 @@ class LinkPlan:
             first = dialect.q(self.columns[0])
             dup = "(@ponykit_link_dups := @ponykit_link_dups + 1) > 0"
             counted = f"ON DUPLICATE KEY UPDATE {first} = IF({dup}, {first}, {first})"
-            for chunk in chunks(rows, per):
-                sql = f"{dialect.insert(table, self.columns, len(chunk))} {counted}"
-                _pony.execute_in_session(db, sql, flat(chunk))
+            for begin in range(0, n, per):
+                stop = min(n, begin + per)
+                sql = f"{dialect.insert(table, self.columns, stop - begin)} {counted}"
+                _pony.execute_in_session(db, sql, _params(columns, begin, stop))
             dups = _pony.execute_in_session(db, "SELECT @ponykit_link_dups", ()).fetchone()[0]
-            return len(rows) - int(dups)
+            return n - int(dups)
         added = 0
-        for chunk in chunks(rows, per):
-            sql = dialect.upsert(table, self.columns, len(chunk), self.columns, ())
-            added += int(_pony.execute_in_session(db, sql, flat(chunk)).rowcount)
+        for begin in range(0, n, per):
+            stop = min(n, begin + per)
+            sql = dialect.upsert(table, self.columns, stop - begin, self.columns, ())
+            added += int(_pony.execute_in_session(db, sql, _params(columns, begin, stop)).rowcount)
         return added
 
-    def _copy(self, dialect: Dialect, rows: list[tuple[Any, ...]]) -> int | None:
-        """COPY ``rows`` into the link table when none of them exists yet; None when INSERT must write
-        them (a link already there, or a value COPY cannot carry exactly)."""
+    def _copy(self, dialect: Dialect, columns: Columns) -> int | None:
+        """COPY the distinct rows of ``columns`` into the link table when none of them exists yet; None
+        when INSERT must write them (a link already there, or a value COPY cannot carry exactly)."""
+        rows = dict.fromkeys(zip(*columns, strict=True))  # a pair given twice would fail the COPY
         try:
             text = copy_text(list(zip(*rows, strict=True)))
         except (CopyUnsupported, NulInText):
@@ -256,17 +259,19 @@ class LinkPlan:
             return None
         raise failed
 
-    def delete(self, dialect: Dialect, rows: list[tuple[Any, ...]], savepoint: Savepoint) -> int:
-        """Delete link ``rows``; the number removed."""
-        if not rows:
+    def delete(self, dialect: Dialect, columns: Columns, savepoint: Savepoint) -> int:
+        """Delete the link rows of ``columns``; the number removed."""
+        n = len(columns[0])
+        if not n:
             return 0
         savepoint.begin()
         db = dialect.db
         per = max(1, dialect.max_params // len(self.columns))
         removed = 0
-        for chunk in chunks(rows, per):
-            sql = dialect.delete_keys(self.link.table, self.columns, len(chunk))
-            removed += int(_pony.execute_in_session(db, sql, flat(chunk)).rowcount)
+        for begin in range(0, n, per):
+            stop = min(n, begin + per)
+            sql = dialect.delete_keys(self.link.table, self.columns, stop - begin)
+            removed += int(_pony.execute_in_session(db, sql, _params(columns, begin, stop)).rowcount)
         return removed
 
     # -- session upkeep -------------------------------------------------------------------------------
@@ -314,8 +319,23 @@ LINK_BATCH_SIZE = 50_000
 Objects = tuple[dict[Any, Any], dict[Any, Any], dict[Any, Any], dict[Any, Any]]
 
 
-def _flat_row(a: Any, b: Any) -> tuple[Any, ...]:
-    return (*(a if type(a) is tuple else (a,)), *(b if type(b) is tuple else (b,)))
+# The values of link rows, one list per link column.
+Columns = list[list[Any]]
+
+
+def _split(values: list[Any], width: int) -> Columns:
+    """One side's encoded keys as columns: the list itself, or one list per column of a wider key."""
+    return [values] if width == 1 else [list(c) for c in zip(*values, strict=True)] or [[]] * width
+
+
+def _params(columns: Columns, begin: int, stop: int) -> tuple[Any, ...]:
+    """The values of rows ``begin`` to ``stop`` in one tuple, row after row (slice assignments: no tuple
+    per row)."""
+    width = len(columns)
+    out: list[Any] = [None] * (width * (stop - begin))
+    for index, column in enumerate(columns):
+        out[index::width] = column[begin:stop]
+    return tuple(out)
 
 
 def _sqlstate(exc: BaseException) -> str | None:
@@ -361,40 +381,6 @@ def link_plan(collection: Any, op: str) -> LinkPlan:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# bulk_insert: collection values in rows
-
-
-def split_collections(
-    plan: RowPlan, batch: list[Row], offset: int
-) -> tuple[list[Row], dict[str, list[tuple[int, Any]]]]:
-    """The batch without collection keys, and each many-to-many collection's ``(row position, item)``
-    pairs. A one-to-many collection raises BulkWriteError (its rows hold the foreign key, not a link)."""
-    names = plan.collections
-    try:
-        given = names.intersection(set().union(*batch))
-    except TypeError:  # not every row is a dict: bulk_insert names the row
-        return batch, {}
-    if not given:
-        return batch, {}
-    links: dict[str, list[tuple[int, Any]]] = {name: [] for name in given}
-    stripped: list[Row] = []
-    for position, row in enumerate(batch):
-        if not isinstance(row, dict) or names.isdisjoint(row):
-            stripped.append(row)
-            continue
-        for name in names.intersection(row):
-            if _pony.many_to_many(_pony.entity_attribute(plan.entity, name)) is None:
-                raise _one_to_many_error(plan, name, offset + position)
-        for name in names.intersection(row):
-            items = row[name]
-            if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
-                items = [items]  # one object or key, as Pony's Set takes it
-            links[name].extend((position, item) for item in items)
-        stripped.append({k: v for k, v in row.items() if k not in names})
-    return stripped, links
-
-
-# ---------------------------------------------------------------------------------------------------------
 # The calls
 
 
@@ -413,9 +399,11 @@ def write_links(collection: Any, pairs: Iterable[Any], batch_size: int | None, l
     with all_or_nothing(db) as savepoint:
         while batch := list(itertools.islice(it, size)):
             firsts, seconds = link.encode_pairs(batch, done)
-            rows = link.rows(zip(firsts, seconds, strict=True))
+            columns = link.link_values(firsts, seconds)
             count += (
-                link.insert(dialect, rows, savepoint) if linked else link.delete(dialect, rows, savepoint)
+                link.insert(dialect, columns, savepoint)
+                if linked
+                else link.delete(dialect, columns, savepoint)
             )
             touched.extend(link.touched(zip(firsts, seconds, strict=True), objects))
             keys[0].update(firsts)
@@ -424,68 +412,3 @@ def write_links(collection: Any, pairs: Iterable[Any], batch_size: int | None, l
     # Only once the whole call is written: a call undone leaves the session as it was.
     link.after(db, touched, linked, keys)
     return count
-
-
-def insert_links(
-    plan: RowPlan,
-    dialect: Dialect,
-    batch: list[Row],
-    links: dict[str, list[tuple[int, Any]]],
-    keys: list[Any] | None,
-    offset: int,
-    savepoint: Savepoint,
-) -> None:
-    """Write the link rows of the collection values of one inserted batch (input rows from ``offset``):
-    ``links`` maps a collection to ``(row position, item)`` pairs; ``keys`` holds the inserted rows'
-    keys in row order (None: the rows give them)."""
-    db = dialect.db
-    for name, items in links.items():
-        link = link_plan(_pony.entity_attribute(plan.entity, name), "bulk_insert")
-        if not items:
-            continue
-        if keys is None:  # rows that give their key: encoded as Pony binds it (the rows are valid)
-            names = plan.pk_names
-            given = [r[names[0]] if len(names) == 1 else tuple(r[n] for n in names) for r in batch]
-            keys = link.owner.encode(given, range(offset, offset + len(batch)), link)
-        offsets = [offset + position for position, _ in items]
-        others = link.other.encode([item for _, item in items], offsets, link)
-        encoded = [(keys[position], other) for (position, _), other in zip(items, others, strict=True)]
-        link.insert(dialect, link.rows(encoded), savepoint)
-        in_session = cached_by_pk(link.other.plan, db)
-        loaded = _pony.loaded_collections(in_session, _pony.attr_info(link.link.attr).reverse_attr)
-        objects: Objects = ({}, in_session, {}, loaded)
-        link.after(db, list(link.touched(encoded, objects)), True, (set(), set(others)))
-
-
-def _one_to_many_error(plan: RowPlan, name: str, index: int) -> BulkWriteError:
-    info = _pony.attr_info(_pony.entity_attribute(plan.entity, name))
-    back = info.reverse
-    child = info.py_type.__name__
-    fix = (
-        f"insert the {child} rows with {back.name}= set to this row's key instead"
-        if back is not None
-        else "set the reference on the children instead"
-    )
-    return BulkWriteError(
-        f"bulk_insert({plan.name}): row {index} has key {name!r}, a one-to-many collection: its members "
-        f"are stored in their own reference ({child}.{back.name if back else '?'}), not in a link table, "
-        f"so bulk_insert takes many-to-many collections only; {fix}",
-        row_index=index,
-        entity=plan.name,
-        attribute=name,
-    )
-
-
-def check_link_keys(plan: RowPlan, dialect: Dialect, names: Iterable[str]) -> None:
-    """Raise ConfigurationError if the generated keys of inserted rows, which their collection values
-    (``names``) need, cannot be had: the server lacks ``INSERT ... RETURNING``."""
-    db = dialect.db
-    if _pony.supports_insert_returning(db):
-        return
-    version = ".".join(map(str, _pony.server_version(db))) or "unknown"
-    raise ConfigurationError(
-        f"bulk_insert({plan.name}) with collection values ({', '.join(sorted(names))}) needs the keys the "
-        f"database generates for the new rows (INSERT ... RETURNING), which this {_pony.dialect(db)} server "
-        f"(version {version}) lacks: it takes PostgreSQL, SQLite >= 3.35 or MariaDB >= 10.5. Give the "
-        "keys in the rows, or insert the rows first and write the links with bulk_link."
-    )
