@@ -99,22 +99,28 @@ def s(db: Database) -> Schema:
 # ---------------------------------------------------------------------------------------------------------
 # Oracle: the link table after bulk equals the link table after Pony
 
-KINDS = ["plain", "composite", "symmetric"]
+KINDS = ["plain", "composite", "composite-second", "symmetric"]
 
 
 def _sides(t: Any, kind: str) -> tuple[Any, Any, Any, list[Any], list[Any]]:
     """(collection, owner entity, other entity, owner keys, other keys) of one kind of relation."""
     if kind == "plain":
         return t.Book.tags, t.Book, t.Tag, list(range(1, N + 1)), list(range(1, N + 1))
-    if kind == "composite":
+    if kind == "composite":  # the composite key on the first side
         return t.Member.groups, t.Member, t.Group, MEMBERS, GROUPS
+    if kind == "composite-second":  # ... and on the second
+        return t.Group.members, t.Group, t.Member, GROUPS, MEMBERS
     return t.Person.friends, t.Person, t.Person, list(range(1, N + 1)), list(range(1, N + 1))
 
 
-index_pairs = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2), st.booleans()), max_size=14)
+# (first index, second index, objects or keys): indexes wrap around the kind's keys.
+index_pairs = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3), st.booleans()), max_size=14)
 
 
 def _apply(s: Schema, kind: str, existing: list[Any], pairs: list[Any], linked: bool) -> None:
+    okeys, tkeys = _sides(s.r, kind)[3:]
+    existing = [(i % len(okeys), j % len(tkeys), o) for i, j, o in existing]
+    pairs = [(i % len(okeys), j % len(tkeys), o) for i, j, o in pairs]
     s.clear_links()
     for t in (s.r, s.b):  # the same starting links, written by Pony
         attr, owner, other, okeys, tkeys = _sides(t, kind)
