@@ -276,11 +276,18 @@ def test_bad_pair_leaves_nothing_linked(s: Schema, bad_at: int) -> None:
     assert s.links(s.b.Book.tags) == []
 
 
-def test_missing_key_is_refused_and_nothing_linked(s: Schema) -> None:
-    """A key with no row: the database's foreign key refuses it, and the call leaves nothing."""
+@pytest.mark.parametrize(
+    ("pairs", "index", "entity"), [([(1, 1), (2, 2), (1, 99)], 2, "BTag"), ([(1, 1), (42, 2)], 1, "BBook")]
+)
+def test_missing_key_is_refused_and_nothing_linked(
+    s: Schema, pairs: list[Any], index: int, entity: str
+) -> None:
+    """A key with no row: the database's foreign key refuses it, the error names the pair and the side,
+    and the call leaves nothing."""
     with db_session:
-        with pytest.raises(Exception, match="(?i)foreign key|violates|constraint"):
-            pk.bulk_link(s.b.Book.tags, [(1, 1), (2, 2), (1, 99)], batch_size=2)
+        with pytest.raises(pk.BulkWriteError, match=f"pair {index}, .* {entity} that does not exist") as info:
+            pk.bulk_link(s.b.Book.tags, pairs, batch_size=2)
+        assert (info.value.row_index, info.value.entity) == (index, entity)
         commit()
     assert s.links(s.b.Book.tags) == []
 

@@ -172,9 +172,9 @@ def bulk_link(collection: Any, pairs: Iterable[Any], *, batch_size: int | None =
     mapped, exactly as ``first.collection.add(second)`` and a flush would write them (both directions
     for a symmetric relation such as ``friends = Set('Person', reverse='friends')``). A link that exists
     already, or is given twice, is not written again and not counted, as Pony's ``add`` is then a no-op.
-    An invalid key raises :class:`~ponykit.errors.BulkWriteError` naming the pair's input index and side;
-    a key with no row makes the database's foreign key refuse the call. Nothing of a call that raises
-    stays written. Loaded collections of both sides show the new links afterwards.
+    An invalid key, or a key with no row (which the database's foreign key refuses), raises
+    :class:`~ponykit.errors.BulkWriteError` naming the pair's input index and side. Nothing of a call
+    that raises stays written. Loaded collections of both sides show the new links afterwards.
 
     COPY on PostgreSQL when none of a batch's links exists yet; ``batch_size`` pairs per batch (default
     50,000).

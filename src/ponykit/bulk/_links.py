@@ -279,6 +279,35 @@ class LinkPlan:
             removed += int(_pony.execute_in_session(db, sql, _params(columns, begin, stop)).rowcount)
         return removed
 
+    def raise_missing(
+        self, dialect: Dialect, firsts: list[Any], seconds: list[Any], offset: int, failed: Exception
+    ) -> NoReturn:
+        """Raise the BulkWriteError naming the first pair of a batch refused by a foreign key (a key
+        with no row), found with one query per side; ``failed`` itself if none is found."""
+        for side, given in ((self.owner, firsts), (self.other, seconds)):
+            plan = side.plan
+            distinct = list(dict.fromkeys(given))
+            found: set[Any] = set()
+            per = max(1, dialect.max_params // len(plan.pk_columns))
+            for begin in range(0, len(distinct), per):
+                chunk = distinct[begin : begin + per]
+                sql = dialect.select_by_keys(plan.table, plan.pk_columns, plan.pk_columns, len(chunk))
+                values = _params(_split(chunk, len(plan.pk_columns)), 0, len(chunk))
+                rows = _pony.execute_in_session(dialect.db, sql, values).fetchall()
+                found.update(r[0] if len(r) == 1 else tuple(r) for r in rows)
+            index = next((i for i, key in enumerate(given) if key not in found), None)
+            if index is not None:
+                error = BulkWriteError(
+                    f"{self.op}({self.label}): pair {offset + index}, the {side.position} item names a "
+                    f"{plan.name} that does not exist (no row with that primary key), so the database's "
+                    f"foreign key refused the link; nothing of this call was written. Create the {plan.name} "
+                    "first, or drop the pair.",
+                    row_index=offset + index,
+                    entity=plan.name,
+                )
+                raise error from (None if plan.any_sensitive() else failed)  # its text quotes the key
+        raise failed
+
     # -- session upkeep -------------------------------------------------------------------------------
 
     def session_objects(self, db: Any) -> Objects:
@@ -344,6 +373,18 @@ def _params(columns: Columns, begin: int, stop: int) -> tuple[Any, ...]:
     return tuple(out)
 
 
+def _is_foreign_key_error(exc: BaseException) -> bool:
+    """True for the error of a row refused by a foreign key (PostgreSQL 23503, MySQL 1452, SQLite's
+    "FOREIGN KEY constraint failed"), also behind Pony's wrapper."""
+    original = getattr(exc, "original_exc", None) or exc
+    if _sqlstate(original) == "23503":
+        return True
+    args: tuple[Any, ...] = tuple(getattr(original, "args", ()))
+    if type(original).__module__.startswith(("pymysql", "MySQLdb")):
+        return bool(args) and args[0] == 1452
+    return "FOREIGN KEY constraint failed" in str(original)
+
+
 def _sqlstate(exc: BaseException) -> str | None:
     """The SQLSTATE of a PostgreSQL error behind Pony's wrapper (``original_exc``), or None."""
     original = getattr(exc, "original_exc", None) or exc
@@ -402,19 +443,29 @@ def write_links(collection: Any, pairs: Iterable[Any], batch_size: int | None, l
     keys: tuple[set[Any], set[Any]] = (set(), set())
     count = done = 0
     it = iter(pairs)
-    with all_or_nothing(db) as savepoint:
-        while batch := list(itertools.islice(it, size)):
-            firsts, seconds = link.encode_pairs(batch, done)
-            columns = link.link_values(firsts, seconds)
-            count += (
-                link.insert(dialect, columns, savepoint)
-                if linked
-                else link.delete(dialect, columns, savepoint)
-            )
-            touched.extend(link.touched(zip(firsts, seconds, strict=True), objects))
-            keys[0].update(firsts)
-            keys[1].update(seconds)
-            done += len(batch)
+    firsts: list[Any] = []
+    seconds: list[Any] = []
+    failed: Exception | None = None
+    try:
+        with all_or_nothing(db) as savepoint:
+            while batch := list(itertools.islice(it, size)):
+                firsts, seconds = link.encode_pairs(batch, done)
+                columns = link.link_values(firsts, seconds)
+                count += (
+                    link.insert(dialect, columns, savepoint)
+                    if linked
+                    else link.delete(dialect, columns, savepoint)
+                )
+                touched.extend(link.touched(zip(firsts, seconds, strict=True), objects))
+                keys[0].update(firsts)
+                keys[1].update(seconds)
+                done += len(batch)
+    except Exception as exc:
+        if not linked or not _is_foreign_key_error(exc):
+            raise
+        failed = exc  # the call is undone: the session's transaction can ask which key has no row
+    if failed is not None:
+        link.raise_missing(dialect, firsts, seconds, done, failed)
     # Only once the whole call is written: a call undone leaves the session as it was.
     link.after(db, touched, linked, keys)
     return count
