@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from . import query, security, types
 from .binding import bind_url, parse_url
-from .bulk import UpsertResult, bulk_delete, bulk_insert, bulk_update, bulk_upsert
+from .bulk import UpsertResult, bulk_delete, bulk_insert, bulk_link, bulk_unlink, bulk_update, bulk_upsert
 from .diagnostics import assert_max_queries, count_queries, detect_n_plus_one, explain, profile
 from .errors import (
     AmbiguousCommitError,
@@ -70,6 +70,8 @@ __all__ = [
     "bind_url",
     "bulk_delete",
     "bulk_insert",
+    "bulk_link",
+    "bulk_unlink",
     "bulk_update",
     "bulk_upsert",
     "cached",

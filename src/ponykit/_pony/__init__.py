@@ -17,6 +17,7 @@ itself, nor reads a Pony attribute's fields: it asks :func:`attr_info` for a fro
 - ``materialize``: the materializer: session objects from raw rows, generated once per row layout
 - ``loading``: rebuilding entities from cached rows, raw rows of a query, loaded values
 - ``cascade``: Pony's delete rules (cascade, set NULL, refuse) read from the mapping
+- ``links``: many-to-many link tables, and loaded collections after link rows were written
 - ``relations``: prefetch loaders: relations and lazy columns loaded in batches
 - ``prepared``: prepared page queries: built by Pony once per shape, rebound per call
 - ``queries``: query shape, order, SQL and fetch; raw filters; N+1 culprit; stable query keys
@@ -30,254 +31,28 @@ process: provider methods are wrapped on one provider *instance*, converter list
 provider *instance*, and write tracking is installed on the entity classes of one ``Database``.
 """
 
-from ._typing import Attribute, Entity, SessionCache
-from .cascade import DeleteRule, delete_rules, link_tables_of, loaded_target
-from .connection import (
-    LostConnection,
-    abandon_connection,
-    connection_target,
-    copy_in_session,
-    describe_database,
-    drop_connection,
-    execute_in_session,
-    in_self_reported_statement,
-    is_lost_connection,
-    open_side_connection,
-    raw_connection,
-    sqlite_filename,
-)
-from .database import (
-    converter_base,
-    converter_class_for,
-    dialect,
-    dialect_converter_class,
-    has_subclasses,
-    install_converters,
-    is_bound,
-    is_mapped,
-    is_provider_method_wrapped,
-    look_in_current_schema,
-    mapping_signature,
-    max_params,
-    paramstyle,
-    positional_placeholder,
-    quote_name,
-    register_type_normalization,
-    server_identity,
-    server_version,
-    supports_insert_returning,
-    table_entities,
-    wrap_provider_method,
-)
-from .encoders import (
-    BulkAttr,
-    bulk_attrs,
-    bulk_encoder_setup,
-    bulk_encoder_source,
-    bulk_value_encoder,
-    loaded_values,
-    mark_read,
-    output_values_source,
-    pk_is_plain,
-    read_bits,
-)
-from .explain import (
-    TableInfo,
-    session_connection,
-    table_infos,
-)
-from .loading import (
-    collection_items,
-    entity_by_raw_pk,
-    entity_rows,
-    find_by_raw_pk,
-    is_deleted_or_new,
-    is_seed,
-    load_seeds,
-    loaded_value,
-    not_loaded,
-    query_entity_rows,
-    rebuild_entities,
-)
-from .materialize import (
-    materialize,
-)
-from .metadata import (
-    ValueLimits,
-    unique_keys,
-    value_limits,
-)
-from .model import (
-    AttrInfo,
-    EntityInfo,
-    LinkTable,
-    RelationKind,
-    attr_column,
-    attr_expectation,
-    attr_info,
-    attr_infos,
-    attr_is_lazy,
-    attr_is_sensitive,
-    attr_label,
-    attr_names_without_columns,
-    attr_type,
-    attribute_converter,
-    attribute_entity,
-    attribute_option,
-    collection_attr_info,
-    collection_attr_names,
-    column_converters,
-    column_sql_types,
-    database_of,
-    default_alias,
-    discriminator_value,
-    entities_of,
-    entity_attribute,
-    entity_attributes,
-    entity_base,
-    entity_info,
-    entity_lineage,
-    entity_pk_attributes,
-    find_attribute,
-    is_attribute,
-    is_entity_class,
-    is_entity_instance,
-    max_length,
-    object_primary_key,
-    pony_repr,
-    primary_key,
-    raw_pk_leaf_attributes,
-    raw_primary_key,
-    relation_kind,
-    root_entity,
-    root_entity_name,
-    table_key,
-)
-from .outer_transaction import (
-    OuterPool,
-    TestConnection,
-    install_outer_pool,
-    open_connection,
-    table_names,
-    truncate_tables,
-)
-from .prepared import (
-    Prepared,
-    join_syntax,
-    preparable,
-    prepare,
-    query_arguments,
-    run_prepared,
-)
-from .queries import (
-    QuerySQL,
-    count_capped,
-    desc_of,
-    discriminator_filter,
-    entity_query_sql,
-    fetch,
-    fetch_entities,
-    filter_raw,
-    implicit_distinct,
-    is_query,
-    lost_distinct,
-    n_plus_one_culprit,
-    order_in_select,
-    order_item,
-    per_database_cache,
-    query_alias,
-    query_cache_sizes,
-    query_database,
-    query_entity,
-    query_key,
-    query_order,
-    query_parts,
-    query_shape,
-    query_source,
-    query_sql,
-    raw_sql_condition,
-    run_query_uncached,
-    sql_alias,
-)
-from .references import (
-    DriverFailure,
-    Reference,
-    driver_failure,
-    reference_of,
-)
-from .relations import (
-    load_by_pk,
-    load_lazy,
-    load_many_to_many,
-    load_one_to_many,
-)
-from .savepoints import (
-    SessionSnapshot,
-    loaded_state,
-    restore_session,
-    savepoint_statement,
-    snapshot_session,
-)
-from .session import (
-    LinkRecorder,
-    WriteRecorder,
-    bookkeeping_in_session,
-    cached_objects,
-    connect_session,
-    connected_caches,
-    flush_if_dirty,
-    flush_session,
-    forget_objects,
-    in_db_session,
-    in_flush,
-    install_write_hooks,
-    is_alive,
-    is_in_transaction,
-    is_partial_commit,
-    loaded_value_by_name,
-    outside_session,
-    query_results_clear,
-    refresh_objects,
-    release_idle_caches,
-    require_session_cache,
-    reset_reverse_of,
-    run_before_insert,
-    session_cache,
-    session_databases,
-    session_depth,
-    session_objects,
-    snapshot_may_predate,
-    track_collection_changes,
-    unflushed_entities,
-)
-from .sqlbuilder import (
-    column_param_converters,
-    default_column_index,
-    index_create_command,
-    install_index_renderer,
-    install_sql_operation,
-    lookup_condition_parts,
-    make_pattern_lookup_operation,
-    pattern_bounds,
-    register_column_converter,
-    wrap_param_converters,
-)
-from .values import (
-    DEFAULT,
-    builtin_decoder_name,
-    column_value,
-    column_value_check,
-    converter_without_option,
-    decimal_limits,
-    decimal_quantum,
-    decode_value,
-    encode_value,
-    input_errors,
-    untracked,
-    validate_attribute,
-)
+# ruff: noqa: F405 - the names of __all__ come from the star imports above it
+from ._typing import *  # noqa: F403 - each module's __all__, listed again below
+from .cascade import *  # noqa: F403 - each module's __all__, listed again below
+from .connection import *  # noqa: F403 - each module's __all__, listed again below
+from .database import *  # noqa: F403 - each module's __all__, listed again below
+from .encoders import *  # noqa: F403 - each module's __all__, listed again below
+from .explain import *  # noqa: F403 - each module's __all__, listed again below
+from .links import *  # noqa: F403 - each module's __all__, listed again below
+from .loading import *  # noqa: F403 - each module's __all__, listed again below
+from .materialize import *  # noqa: F403 - each module's __all__, listed again below
+from .metadata import *  # noqa: F403 - each module's __all__, listed again below
+from .model import *  # noqa: F403 - each module's __all__, listed again below
+from .outer_transaction import *  # noqa: F403 - each module's __all__, listed again below
+from .prepared import *  # noqa: F403 - each module's __all__, listed again below
+from .queries import *  # noqa: F403 - each module's __all__, listed again below
+from .references import *  # noqa: F403 - each module's __all__, listed again below
+from .relations import *  # noqa: F403 - each module's __all__, listed again below
+from .savepoints import *  # noqa: F403 - each module's __all__, listed again below
+from .session import *  # noqa: F403 - each module's __all__, listed again below
+from .sqlbuilder import *  # noqa: F403 - each module's __all__, listed again below
+from .values import *  # noqa: F403 - each module's __all__, listed again below
 
-# Private package: the rest of ponykit reaches these as ``_pony.name``.
 __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     # _typing: names for Pony objects (Pony ships no type information)
     "Attribute",
@@ -459,6 +234,13 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "delete_rules",
     "link_tables_of",
     "loaded_target",
+    # links: many-to-many link tables, and loaded collections after link rows were written
+    "ManyToMany",
+    "int_key_bounds",
+    "loaded_collections",
+    "many_to_many",
+    "object_keys",
+    "update_loaded_links",
     # relations: prefetch loaders: relations and lazy columns loaded in batches
     "load_by_pk",
     "load_lazy",

@@ -34,6 +34,7 @@ __all__ = [
     "connection_target",
     "copy_in_session",
     "describe_database",
+    "drop_connection",
     "execute_in_session",
     "in_self_reported_statement",
     "is_lost_connection",

@@ -34,6 +34,7 @@ __all__ = [
     "install_write_hooks",
     "is_alive",
     "is_in_transaction",
+    "is_partial_commit",
     "loaded_value_by_name",
     "outside_session",
     "query_results_clear",

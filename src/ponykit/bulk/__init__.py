@@ -29,11 +29,21 @@ from ._batch import (
     total_of,
 )
 from ._cascade import Cascade, has_relations
+from ._collections import check_link_keys, insert_links, split_collections
 from ._delete import delete_keys, encode_pks
 from ._insert import check_returning, insert_batch, run_hooks
+from ._links import write_links
 from ._update import Upsert, check_settable, encode_updates, write_updates
 
-__all__ = ["UpsertResult", "bulk_delete", "bulk_insert", "bulk_update", "bulk_upsert"]
+__all__ = [
+    "UpsertResult",
+    "bulk_delete",
+    "bulk_insert",
+    "bulk_link",
+    "bulk_unlink",
+    "bulk_update",
+    "bulk_upsert",
+]
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,11 @@ def bulk_insert(
     written (one query per relation and batch); a missing one raises BulkWriteError naming the row.
     Without it the database's foreign key refuses the row, and its error is raised as a BulkWriteError
     naming the row too, as is every row the database refuses (see docs/bulk.md).
+
+    A many-to-many collection takes a list of objects or keys of the other side
+    (``{"title": ..., "tags": [1, 5]}``): its link rows are written as ``Entity(**row)`` would, after
+    the batch's rows (with a generated key this needs ``RETURNING``, as ``return_ids`` does). A
+    one-to-many collection is refused: set the reference on the children instead.
     """
     plan, dialect, size = start(entity, batch_size, "bulk_insert")
     if return_ids:
@@ -133,17 +148,55 @@ def bulk_insert(
     done = 0
     with all_or_nothing(dialect.db) as savepoint:
         for batch in batches(rows, size):
+            batch, links = split_collections(plan, batch, done) if plan.collections else (batch, {})
+            ask_ids = return_ids or (bool(links) and plan.auto_pk is not None)
+            if ask_ids and not return_ids:
+                check_link_keys(plan, dialect, links)
             if hooks:
                 batch = run_hooks(plan, batch, done)
-            keys = insert_batch(plan, dialect, batch, done, return_ids, savepoint, check_references)
+            keys = insert_batch(plan, dialect, batch, done, ask_ids, savepoint, check_references)
             if return_ids:
                 ids.extend(keys)
+            if links:
+                insert_links(plan, dialect, batch, links, keys if ask_ids else None, done, savepoint)
             done += len(batch)
-            known = keys if (return_ids or not plan.auto_pk) else None  # auto keys not returned: unknown
+            known = keys if (ask_ids or not plan.auto_pk) else None  # auto keys not returned: unknown
             after_write(plan, dialect.db, keys=known, relations=plan.relations)
             if progress is not None:
                 progress(done, total)
     return ids if return_ids else done
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MANY-TO-MANY LINKS
+
+
+def bulk_link(collection: Any, pairs: Iterable[Any], *, batch_size: int | None = None) -> int:
+    """Add links to a many-to-many collection: ``bulk_link(Book.tags, [(book, tag), (1, 5)])``; the
+    number of link rows added.
+
+    Each pair is ``(first, second)``: the first item is an object (or primary key, a tuple for a
+    composite key) of the entity whose attribute is passed, the second one of the other side, so
+    ``bulk_link(Tag.books, [(tag, book)])`` writes the same rows. The rows go to the link table Pony
+    mapped, exactly as ``first.collection.add(second)`` and a flush would write them (both directions
+    for a symmetric relation such as ``friends = Set('Person', reverse='friends')``). A link that exists
+    already, or is given twice, is not written again and not counted, as Pony's ``add`` is then a no-op.
+    An invalid key, or a key with no row (which the database's foreign key refuses), raises
+    :class:`~ponykit.errors.BulkWriteError` naming the pair's input index and side. Nothing of a call
+    that raises stays written. Loaded collections of both sides show the new links afterwards.
+
+    COPY on PostgreSQL when none of a batch's links exists yet; ``batch_size`` pairs per batch (default
+    50,000).
+    """
+    return write_links(collection, pairs, batch_size, True)
+
+
+def bulk_unlink(collection: Any, pairs: Iterable[Any], *, batch_size: int | None = None) -> int:
+    """Remove links of a many-to-many collection, as ``first.collection.remove(second)`` would; the
+    number of link rows removed (pairs as for :func:`bulk_link`; a link that does not exist is skipped).
+    Loaded collections of both sides no longer show the removed links afterwards.
+    """
+    return write_links(collection, pairs, batch_size, False)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -274,7 +274,7 @@ class RowPlan:
         """A :class:`BulkWriteError` for a row key (``index`` given) or a name in ``fields=``/``update=``
         (``index`` None) that bulk writes cannot take."""
         if key in self.collections:
-            why = "is a collection (Set); bulk writes store table columns only: add link rows separately"
+            why = "is a collection (Set); write many-to-many links with bulk_link/bulk_unlink"
         elif key in self.no_columns:
             why = "has no column in this table (it is the other side of a one-to-one relation)"
         else:
