@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,14 +21,24 @@ def mapped(db: Database) -> Any:
     return Row
 
 
+@pytest.fixture
+def pool(db: Database, mapped: Any) -> Iterator[Any]:
+    """The outer-transaction pool of ``db``, closed whatever the test did (an outer transaction left
+    open would hold locks the backend's teardown waits on)."""
+    outer = _pony.install_outer_pool(db)
+    try:
+        yield outer
+    finally:
+        outer.close()
+
+
 def _texts(entity: Any) -> list[str]:
     with db_session:
         return sorted(select(r.text for r in entity))
 
 
-def test_commits_are_kept_until_the_test_ends(db: Database, mapped: Any) -> None:
-    pool = _pony.install_outer_pool(db)
-    assert _pony.install_outer_pool(db) is pool
+def test_commits_are_kept_until_the_test_ends(db: Database, mapped: Any, pool: Any) -> None:
+    assert _pony.install_outer_pool(db) is pool  # installed once
     with db_session:
         mapped(text="a")
     with db_session:
@@ -43,11 +54,9 @@ def test_commits_are_kept_until_the_test_ends(db: Database, mapped: Any) -> None
     assert seen == [["a", "b"]]  # another thread shares the connection
     pool.end_test()
     assert _texts(mapped) == []
-    pool.close()
 
 
-def test_a_failed_session_goes_back_to_the_last_commit(db: Database, mapped: Any) -> None:
-    pool = _pony.install_outer_pool(db)
+def test_a_failed_session_goes_back_to_the_last_commit(db: Database, mapped: Any, pool: Any) -> None:
     with db_session:
         mapped(text="kept")
     with pytest.raises(ZeroDivisionError), db_session:
@@ -55,11 +64,9 @@ def test_a_failed_session_goes_back_to_the_last_commit(db: Database, mapped: Any
         mapped.select().count()  # flushed
         raise ZeroDivisionError
     assert _texts(mapped) == ["kept"]
-    pool.close()
 
 
-def test_nested_blocks_undo_their_own_writes_only(db: Database, mapped: Any) -> None:
-    pool = _pony.install_outer_pool(db)
+def test_nested_blocks_undo_their_own_writes_only(db: Database, mapped: Any, pool: Any) -> None:
     with db_session:
         mapped(text="outer")
     pool.push()
@@ -73,12 +80,13 @@ def test_nested_blocks_undo_their_own_writes_only(db: Database, mapped: Any) -> 
     assert _texts(mapped) == ["inner", "outer"]
     pool.pop()
     assert _texts(mapped) == ["outer"]
-    pool.close()
+    pool.end_test()
     assert _texts(mapped) == []
 
 
-def test_an_inactive_pool_commits_for_real_and_truncation_empties(db: Database, mapped: Any) -> None:
-    pool = _pony.install_outer_pool(db)
+def test_an_inactive_pool_commits_for_real_and_truncation_empties(
+    db: Database, mapped: Any, pool: Any
+) -> None:
     pool.active = False
     with db_session:
         mapped(text="real")
@@ -89,15 +97,14 @@ def test_an_inactive_pool_commits_for_real_and_truncation_empties(db: Database, 
     pool.active = False
     _pony.truncate_tables(db)
     assert _texts(mapped) == []
-    pool.close()
 
 
-def test_set_transaction_is_refused_inside_the_outer_transaction(db: Database, mapped: Any) -> None:
+def test_set_transaction_is_refused_inside_the_outer_transaction(
+    db: Database, mapped: Any, pool: Any
+) -> None:
     from ponykit.errors import ConfigurationError
 
-    pool = _pony.install_outer_pool(db)
     with db_session:
         cursor = db.get_connection().cursor()
         with pytest.raises(ConfigurationError, match="ponykit_transactional"):
             cursor.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
-    pool.close()
