@@ -56,6 +56,8 @@ def app_test_url(backend_name: str, _admin: Any, tmp_path: Path) -> Iterator[str
         yield "sqlite://:sharedmemory:"
         return
     if not os.environ.get(ENV_VARS[backend_name]):
+        if os.environ.get("PONYKIT_REQUIRE_BACKENDS", "") not in ("", "0"):
+            pytest.fail(f"{ENV_VARS[backend_name]} is not set (PONYKIT_REQUIRE_BACKENDS)", pytrace=False)
         pytest.skip(f"{ENV_VARS[backend_name]} is not set")
     name = "pk_app_test_" + uuid.uuid4().hex[:8]
     quote = '"' if backend_name == "postgres" else "`"

@@ -209,22 +209,10 @@ def _worker_database(url: str, worker: str) -> tuple[str, str | None]:
     name = f"{base}_{worker}"
     if not _NAME_RE.fullmatch(name):
         raise pytest.UsageError(f"ponykit: cannot derive a worker database name from {redact_url(url)}")
-    admin = Database()
-    bind_direct(admin, url)
-    try:
-        con = _pony.open_side_connection(admin)
-        try:
-            cursor = con.cursor()
-            if provider == "postgres":
-                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-                if cursor.fetchone() is None:
-                    cursor.execute(f'CREATE DATABASE "{name}"')
-            else:
-                cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{name}`")
-        finally:
-            con.close()
-    finally:
-        admin.disconnect()
+    if provider == "postgres":
+        _administer(url, "SELECT 1 FROM pg_database WHERE datname = %s", name, f'CREATE DATABASE "{name}"')
+    else:
+        _administer(url, None, name, f"CREATE DATABASE IF NOT EXISTS `{name}`")
     return urlunsplit(parts._replace(path=f"/{name}")), name
 
 
@@ -235,16 +223,26 @@ def drop_worker_database(app: AppDatabase) -> None:
         return
     base = urlunsplit(urlsplit(app.url)._replace(path="/" + name.rsplit("_", 1)[0]))
     provider, _ = parse_url(base)
+    if provider == "postgres":
+        _administer(base, None, name, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    else:
+        _administer(base, None, name, f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def _administer(url: str, unless: str | None, name: str, statement: str) -> None:
+    """Run ``statement`` on a connection of its own to ``url`` (autocommit: CREATE/DROP DATABASE cannot
+    run in a transaction), unless the query ``unless`` finds ``name``."""
     admin = Database()
-    bind_direct(admin, base)
+    bind_direct(admin, url)
     try:
         con = _pony.open_side_connection(admin)
         try:
             cursor = con.cursor()
-            if provider == "postgres":
-                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            else:
-                cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            if unless is not None:
+                cursor.execute(unless, (name,))
+                if cursor.fetchone() is not None:
+                    return
+            cursor.execute(statement)
         finally:
             con.close()
     finally:
