@@ -3,10 +3,9 @@
 from decimal import Decimal
 
 import pytest
-from pony.orm import commit, db_session, select
-
 from bookshop.models import Author, Book
 from bookshop.services import OutOfStock, add_book, outbox, place_order, restock, titles_tagged
+from pony.orm import commit, db_session, select
 
 
 @pytest.fixture(autouse=True)

@@ -1,12 +1,11 @@
 """Factories from the models: every entity of the app gets valid objects without listing its attributes."""
 
 import pytest
+from bookshop.models import Author, Book, Order, Tag, db
 from hypothesis import given, settings
 from pony.orm import db_session
 
 from ponykit.testing import factory, isolated, strategies
-
-from bookshop.models import Author, Book, Order, Tag, db
 
 make_book = factory(Book, stock=5)
 

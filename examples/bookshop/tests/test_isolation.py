@@ -2,14 +2,13 @@
 
 from decimal import Decimal
 
+from bookshop.models import Author, Book, Tag
+from bookshop.services import add_book
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pony.orm import db_session
 
 from ponykit.testing import isolated
-
-from bookshop.models import Author, Book, Tag
-from bookshop.services import add_book
 
 # Lowercase ASCII: MariaDB's default collation would take "a" and "A" (or "a" and "a ") for one name.
 names = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=30)

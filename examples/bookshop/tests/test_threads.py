@@ -6,10 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
-from pony.orm import db_session
-
 from bookshop.models import Book, Order
-from bookshop.services import add_book, place_order
+from bookshop.services import OutOfStock, add_book, place_order
+from pony.orm import db_session
 
 
 def test_a_worker_thread_sees_the_test_rows(pk_db):
@@ -31,7 +30,7 @@ def test_concurrent_orders_never_oversell(pk_db):
         try:
             place_order("9780199536436", 1)
             return True
-        except Exception:
+        except OutOfStock:
             return False
 
     with ThreadPoolExecutor(4) as pool:
