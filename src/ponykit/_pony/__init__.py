@@ -213,6 +213,7 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     # references: to-one relation values in bulk writes, and what a reference check needs
     "DriverFailure",
     "Reference",
+    "driver_error",
     "driver_failure",
     "reference_of",
     # materialize: the materializer: session objects from raw rows, generated once per row layout

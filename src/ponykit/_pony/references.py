@@ -25,6 +25,7 @@ from ._typing import Attribute, Entity
 __all__ = [
     "DriverFailure",
     "Reference",
+    "driver_error",
     "driver_failure",
     "reference_of",
     "relation_encoder",
@@ -251,12 +252,18 @@ _MYSQL_FOREIGN_KEY = frozenset({1216, 1217, 1451, 1452})
 _MYSQL_UNIQUE = frozenset({1062, 1586})
 
 
+def driver_error(exc: BaseException) -> BaseException:
+    """The driver's exception behind one of Pony's wrappers (its ``original_exc``), or ``exc`` itself."""
+    original = getattr(exc, "original_exc", None)
+    return original if isinstance(original, BaseException) else exc
+
+
 def driver_failure(exc: BaseException) -> DriverFailure | None:
     """The :class:`DriverFailure` of Pony's ``IntegrityError``/``DataError`` raised by a statement
     (the driver's error is its ``original_exc``); None for any other exception (a lost connection ...)."""
     if not isinstance(exc, (_dbapiprovider.IntegrityError, _dbapiprovider.DataError)):
         return None
-    orig = getattr(exc, "original_exc", None) or exc
+    orig: Any = driver_error(exc)
     code = getattr(orig, "pgcode", None)
     if isinstance(code, str):  # psycopg2
         diag = orig.diag

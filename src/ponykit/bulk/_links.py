@@ -31,6 +31,7 @@ from ..errors import BulkWriteError, OptionError
 from ..transactions import record_writes
 from ._batch import Savepoint, all_or_nothing, cached_by_pk, start
 from ._copy import CopyUnsupported, NulInText, copy_text
+from ._references import existing_keys
 from ._rows import RowPlan, plan_for
 
 __all__ = ["LINK_BATCH_SIZE", "LinkPlan", "Objects", "link_plan", "write_links"]
@@ -260,7 +261,8 @@ class LinkPlan:
             return copied
         _pony.bookkeeping_in_session(db, f"ROLLBACK TO SAVEPOINT {name}")
         _pony.bookkeeping_in_session(db, f"RELEASE SAVEPOINT {name}")
-        if _sqlstate(failed) == "23505":  # unique_violation: some links exist already
+        failure = _pony.driver_failure(failed)
+        if failure is not None and failure.kind == "unique":  # some links exist already
             return None
         raise failed
 
@@ -286,16 +288,9 @@ class LinkPlan:
         with no row), found with one query per side; ``failed`` itself if none is found."""
         for side, given in ((self.owner, firsts), (self.other, seconds)):
             plan = side.plan
-            distinct = list(dict.fromkeys(given))
-            found: set[Any] = set()
-            per = max(1, dialect.max_params // len(plan.pk_columns))
-            for begin in range(0, len(distinct), per):
-                chunk = distinct[begin : begin + per]
-                sql = dialect.select_by_keys(plan.table, plan.pk_columns, plan.pk_columns, len(chunk))
-                values = _params(_split(chunk, len(plan.pk_columns)), 0, len(chunk))
-                rows = _pony.execute_in_session(dialect.db, sql, values).fetchall()
-                found.update(r[0] if len(r) == 1 else tuple(r) for r in rows)
-            index = next((i for i, key in enumerate(given) if key not in found), None)
+            keys = given if side.width > 1 else [(key,) for key in given]
+            found = existing_keys(dialect, plan, set(keys))
+            index = next((i for i, key in enumerate(keys) if key not in found), None)
             if index is not None:
                 error = BulkWriteError(
                     f"{self.op}({self.label}): pair {offset + index}, the {side.position} item names a "
@@ -373,25 +368,6 @@ def _params(columns: Columns, begin: int, stop: int) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _is_foreign_key_error(exc: BaseException) -> bool:
-    """True for the error of a row refused by a foreign key (PostgreSQL 23503, MySQL 1452, SQLite's
-    "FOREIGN KEY constraint failed"), also behind Pony's wrapper."""
-    original = getattr(exc, "original_exc", None) or exc
-    if _sqlstate(original) == "23503":
-        return True
-    args: tuple[Any, ...] = tuple(getattr(original, "args", ()))
-    if type(original).__module__.startswith(("pymysql", "MySQLdb")):
-        return bool(args) and args[0] == 1452
-    return "FOREIGN KEY constraint failed" in str(original)
-
-
-def _sqlstate(exc: BaseException) -> str | None:
-    """The SQLSTATE of a PostgreSQL error behind Pony's wrapper (``original_exc``), or None."""
-    original = getattr(exc, "original_exc", None) or exc
-    code = getattr(original, "pgcode", None) or getattr(original, "sqlstate", None)
-    return code if isinstance(code, str) else None
-
-
 def _not_many_to_many(collection: Any, op: str) -> str:
     if not _pony.is_attribute(collection):
         given = collection.__name__ if isinstance(collection, type) else f"a {type(collection).__name__}"
@@ -461,7 +437,8 @@ def write_links(collection: Any, pairs: Iterable[Any], batch_size: int | None, l
                 keys[1].update(seconds)
                 done += len(batch)
     except Exception as exc:
-        if not linked or not _is_foreign_key_error(exc):
+        failure = _pony.driver_failure(exc)
+        if not linked or failure is None or failure.kind != "foreign_key":
             raise
         failed = exc  # the call is undone: the session's transaction can ask which key has no row
     if failed is not None:

@@ -31,7 +31,7 @@ from ._batch import Savepoint, chunks, column_attrs, flat
 from ._collation import KeyCanon
 from ._rows import RowPlan, plan_for
 
-__all__ = ["Written", "check_references", "raise_refused"]
+__all__ = ["Written", "check_references", "existing_keys", "raise_refused"]
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def _relation_keys(part: Written) -> Iterator[tuple[str, list[tuple[Any, ...] | 
             yield name, [None if all(v is None for v in k) else k for k in keys]
 
 
-def _existing(dialect: Dialect, target: RowPlan, keys: set[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
+def existing_keys(dialect: Dialect, target: RowPlan, keys: set[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
     """The keys (of ``target``'s primary key) that rows of its table hold, as the database compares them."""
     cols = target.pk_columns
     canon = KeyCanon(target, dialect, cols)
@@ -105,7 +105,7 @@ def _first_missing(dialect: Dialect, parts: Sequence[Written]) -> tuple[Written,
             continue
         plan = refs[0][0].plan
         target = plan_for(_pony.reference_of(plan.attrs[name].attr).entity)
-        found = _existing(dialect, target, {k for _, _, k in refs})
+        found = existing_keys(dialect, target, {k for _, _, k in refs})
         if target.table == plan.table:  # a reference to a row of the same batch
             found |= {k for part in parts for k in part.keys(plan.pk_names)}
         for part, i, key in sorted(refs, key=lambda r: r[0].index(r[1])):
@@ -236,7 +236,7 @@ def _detail(part: Written, exc: BaseException) -> str:
     """The driver's message (first line), unless it may quote a sensitive value."""
     if _hides_values(part):
         return ""
-    text = str(getattr(exc, "original_exc", None) or exc).strip().splitlines()
+    text = str(_pony.driver_error(exc)).strip().splitlines()
     return f": {text[0]}" if text else ""
 
 

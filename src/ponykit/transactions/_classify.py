@@ -51,9 +51,8 @@ _UNANSWERED = "_ponykit_commit_unanswered_"
 
 
 def _driver_error(exc: BaseException) -> BaseException:
-    """The driver's exception behind one of Pony's wrappers (``original_exc``), or ``exc`` itself."""
-    original = getattr(exc, "original_exc", None)
-    return original if isinstance(original, BaseException) else exc
+    """The driver's exception behind one of Pony's wrappers, or ``exc`` itself."""
+    return _pony.driver_error(exc)
 
 
 def error_code(exc: BaseException) -> str | int | None:
