@@ -396,8 +396,8 @@ def link_plan(collection: Any, op: str) -> LinkPlan:
     link = _pony.many_to_many(collection) if _pony.is_attribute(collection) else None
     if link is None:
         raise OptionError(_not_many_to_many(collection, op))
-    cache: dict[str, LinkPlan] = plan_for(link.owner).__dict__.setdefault("link_plans", {})
-    plan = cache.get(link.label)
+    cache = plan_for(link.owner).link_plans
+    plan: LinkPlan | None = cache.get(link.label)
     if plan is None:
         plan = cache[link.label] = LinkPlan(collection, op)
     return plan if plan.op == op else plan.with_op(op)

@@ -141,6 +141,8 @@ class RowPlan:
         self._checks: dict[tuple[tuple[str, ...], str], list[ColumnCheck | None]] = {}
         # MariaDB/MySQL: (charset, collation) of each text column, asked at the first upsert.
         self.collations: dict[str, tuple[str, str]] | None = None
+        # bulk_link's plans of this entity's many-to-many collections, by label (see bulk._links).
+        self.link_plans: dict[str, Any] = {}
 
     # -- shapes -------------------------------------------------------------------------------------
 
