@@ -28,10 +28,12 @@ from pony.orm import Database
 from . import _pony
 from .errors import UnsupportedDatabase
 
-__all__ = ["ClassFilter", "Dialect", "dialect_of", "escape_dollars"]
+__all__ = ["ClassFilter", "Dialect", "Exprs", "dialect_of", "escape_dollars"]
 
 # (discriminator column, number of discriminator values): restricts a statement to one class's rows.
 ClassFilter = tuple[str, int] | None
+#: Extra ``SET`` clauses: ``(column, template)``, ``{col}`` in the template being the stored column.
+Exprs = Sequence[tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -109,15 +111,27 @@ class Dialect:
         pk_cols: Sequence[str],
         class_filter: ClassFilter = None,
         guard_cols: Sequence[str] = (),
+        exprs: Exprs = (),
     ) -> str:
         """``UPDATE t SET a = ?, b = ? WHERE pk = ?`` for ``executemany`` (then the class filter's values).
 
         ``guard_cols``: compare-and-swap, the row is updated only if these columns still hold the values
-        bound after the key (``AND g = ?``).
+        bound after the key (``AND g = ?``). ``exprs``: more ``SET`` clauses computed from the stored row
+        (see :meth:`set_exprs`).
         """
-        sets = ", ".join(f"{self.q(c)} = {self.placeholder}" for c in set_cols)
+        sets = ", ".join(f"{self.q(c)} = {self.placeholder}" for c in set_cols) + self.set_exprs(exprs)
         where = " AND ".join(f"{self.q(c)} = {self.placeholder}" for c in (*pk_cols, *guard_cols))
         return f"UPDATE {self.q(table)} SET {sets} WHERE {where}{self.class_in(class_filter)}"
+
+    def set_exprs(self, exprs: Exprs, table: str | tuple[str, ...] | None = None) -> str:
+        """``, c = <expr>`` for each ``(column, template)`` of ``exprs``; ``{col}`` in the template is the
+        column as the row holds it before the update (``"{col} + 1"`` counts a version up), qualified by
+        ``table`` when given (a multi-table UPDATE or an upsert's conflicting row)."""
+        parts = []
+        for column, template in exprs:
+            current = self.q(column) if table is None else f"{self.q(table)}.{self.q(column)}"
+            parts.append(f", {self.q(column)} = {template.format(col=current)}")
+        return "".join(parts)
 
     def class_in(self, class_filter: ClassFilter, prefix: str = "") -> str:
         """`` AND disc IN (?, ?)``: rows of one class of a single-table hierarchy (empty without a filter)."""
@@ -135,12 +149,16 @@ class Dialect:
         sql_types: dict[str, str],
         class_filter: ClassFilter = None,
         guard_cols: Sequence[str] = (),
+        exprs: Exprs = (),
     ) -> str:
         """One UPDATE of ``nrows`` rows; each row binds its primary-key columns, then the set columns;
         the class filter's values come last. ``guard_cols`` (compare-and-swap): each row binds, between
-        its key and its set values, the values these columns must still hold for the row to be updated."""
+        its key and its set values, the values these columns must still hold for the row to be updated.
+        ``exprs``: more ``SET`` clauses computed from the stored row (see :meth:`set_exprs`)."""
         if guard_cols:
-            return self._guarded_update_many(table, set_cols, pk_cols, nrows, sql_types, guard_cols)
+            return self._guarded_update_many(
+                table, set_cols, pk_cols, nrows, sql_types, guard_cols, class_filter, exprs
+            )
         cols = [*pk_cols, *set_cols]
         names = [f"c{i}" for i in range(len(cols))]
         pairs = list(zip(cols, names, strict=True))
@@ -151,6 +169,7 @@ class Dialect:
             rest = [self.row(len(cols))] * (nrows - 1)
             values = ", ".join([first, *rest])
             sets = ", ".join(f"{self.q(c)} = v.{n}" for c, n in pairs if c in set_cols)
+            sets += self.set_exprs(exprs, table)
             on = " AND ".join(f"{t}.{self.q(c)} = v.{n}" for c, n in pairs if c in pk_cols)
             on += self.class_in(class_filter, f"{t}.")
             return f"UPDATE {t} SET {sets} FROM (VALUES {values}) AS v ({', '.join(names)}) WHERE {on}"
@@ -160,11 +179,13 @@ class Dialect:
             derived = " UNION ALL ".join([first, *rest])
             on = " AND ".join(f"{t}.{self.q(c)} = v.{n}" for c, n in pairs if c in pk_cols)
             sets = ", ".join(f"{t}.{self.q(c)} = v.{n}" for c, n in pairs if c in set_cols)
+            sets += self._mysql_exprs(exprs, table)
             on += self.class_in(class_filter, f"{t}.")
             return f"UPDATE {t} JOIN ({derived}) AS v ON {on} SET {sets}"
         # SQLite >= 3.33: UPDATE ... FROM
         values = ", ".join([self.row(len(cols))] * nrows)
         sets = ", ".join(f"{self.q(c)} = v.{n}" for c, n in pairs if c in set_cols)
+        sets += self.set_exprs(exprs, table)
         on = " AND ".join(f"{t}.{self.q(c)} = v.{n}" for c, n in pairs if c in pk_cols)
         on += self.class_in(class_filter, f"{t}.")
         select = "SELECT " + ", ".join(f"column{i + 1} AS {n}" for i, n in enumerate(names))
@@ -178,6 +199,8 @@ class Dialect:
         nrows: int,
         sql_types: dict[str, str],
         guard_cols: Sequence[str],
+        class_filter: ClassFilter = None,
+        exprs: Exprs = (),
     ) -> str:
         # update_many with guards: the same statement shapes, with value names by role (a guarded column
         # is usually also a set column, so names cannot be found by column).
@@ -186,12 +209,15 @@ class Dialect:
         named = [(r, c, n) for (r, c), n in zip(roles, names, strict=True)]
         t = self.q(table)
         on = " AND ".join(f"{t}.{self.q(c)} = v.{n}" for r, c, n in named if r != "s")
+        on += self.class_in(class_filter, f"{t}.")
         if self.name == "mysql":
             sets = ", ".join(f"{t}.{self.q(c)} = v.{n}" for r, c, n in named if r == "s")
+            sets += self._mysql_exprs(exprs, table)
             first = "SELECT " + ", ".join(f"{self.placeholder} AS {n}" for n in names)
             rest = ["SELECT " + ", ".join([self.placeholder] * len(names))] * (nrows - 1)
             return f"UPDATE {t} JOIN ({' UNION ALL '.join([first, *rest])}) AS v ON {on} SET {sets}"
         sets = ", ".join(f"{self.q(c)} = v.{n}" for r, c, n in named if r == "s")
+        sets += self.set_exprs(exprs, table)
         if self.name == "postgres":
             first = "(" + ", ".join(f"CAST({self.placeholder} AS {sql_types[c]})" for _, c in roles) + ")"
             values = ", ".join([first, *[self.row(len(names))] * (nrows - 1)])
@@ -199,6 +225,12 @@ class Dialect:
         values = ", ".join([self.row(len(names))] * nrows)
         select = "SELECT " + ", ".join(f"column{i + 1} AS {n}" for i, n in enumerate(names))
         return f"UPDATE {t} SET {sets} FROM ({select} FROM (VALUES {values})) AS v WHERE {on}"
+
+    def _mysql_exprs(self, exprs: Exprs, table: str | tuple[str, ...]) -> str:
+        # A multi-table UPDATE assigns left to right: the expressions read columns the SET list has not
+        # changed yet only if no set column feeds them (a version counter reads only itself).
+        t = self.q(table)
+        return "".join(f", {t}.{self.q(c)} = {tpl.format(col=f'{t}.{self.q(c)}')}" for c, tpl in exprs)
 
     # -- UPSERT -----------------------------------------------------------------------------------
 
@@ -209,12 +241,16 @@ class Dialect:
         nrows: int,
         conflict_cols: Sequence[str],
         update_cols: Sequence[str],
+        exprs: Exprs = (),
     ) -> str:
-        """A multi-row INSERT that updates ``update_cols`` of rows whose ``conflict_cols`` already exist."""
+        """A multi-row INSERT that updates ``update_cols`` of rows whose ``conflict_cols`` already exist
+        (and sets ``exprs``, computed from the existing row, see :meth:`set_exprs`, when it updates)."""
         insert = self.insert(table, columns, nrows)
         if self.name == "mysql":
             if update_cols:
-                sets = ", ".join(f"{self.q(c)} = VALUES({self.q(c)})" for c in update_cols)
+                # The expressions first: MariaDB assigns left to right, and "{col}" means the old value.
+                sets = "".join(f"{self.q(c)} = {tpl.format(col=self.q(c))}, " for c, tpl in exprs)
+                sets += ", ".join(f"{self.q(c)} = VALUES({self.q(c)})" for c in update_cols)
             else:  # keep the existing row as it is
                 c = self.q(conflict_cols[0])
                 sets = f"{c} = {c}"
@@ -223,6 +259,7 @@ class Dialect:
         if not update_cols:
             return f"{insert} ON CONFLICT ({target}) DO NOTHING"
         sets = ", ".join(f"{self.q(c)} = excluded.{self.q(c)}" for c in update_cols)
+        sets += self.set_exprs(exprs, table)
         return f"{insert} ON CONFLICT ({target}) DO UPDATE SET {sets}"
 
     # -- SELECT / DELETE by key --------------------------------------------------------------------

@@ -24,6 +24,7 @@ itself, nor reads a Pony attribute's fields: it asks :func:`attr_info` for a fro
 - ``explain``: the session's connection for EXPLAIN, the mapping read backwards (tables -> attributes)
 - ``outer_transaction``: one shared connection in an outer transaction per test, table truncation
 - ``metadata``: the limits of an attribute's values and an entity's unique keys (test factories)
+- ``entity_hooks``: save hooks on one entity class (the entity mixins' before/after flush hooks)
 
 Written against Pony 0.7.20; ``docs/internals.md`` lists every private Pony name used here, and every
 attribute ponykit sets on user classes and Pony objects. Nothing here patches a Pony class for the whole
@@ -37,6 +38,7 @@ from .cascade import *  # noqa: F403 - each module's __all__, listed again below
 from .connection import *  # noqa: F403 - each module's __all__, listed again below
 from .database import *  # noqa: F403 - each module's __all__, listed again below
 from .encoders import *  # noqa: F403 - each module's __all__, listed again below
+from .entity_hooks import *  # noqa: F403 - each module's __all__, listed again below
 from .explain import *  # noqa: F403 - each module's __all__, listed again below
 from .links import *  # noqa: F403 - each module's __all__, listed again below
 from .loading import *  # noqa: F403 - each module's __all__, listed again below
@@ -298,4 +300,9 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "ValueLimits",
     "unique_keys",
     "value_limits",
+    # entity_hooks: save hooks on one entity class (the entity mixins)
+    "SaveHook",
+    "add_save_hook",
+    "object_status",
+    "stored_value",
 ]

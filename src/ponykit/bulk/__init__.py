@@ -31,9 +31,11 @@ from ._batch import (
 from ._cascade import Cascade, has_relations
 from ._collections import check_link_keys, insert_links, split_collections
 from ._delete import delete_keys, encode_pks
+from ._extensions import BulkExtension, Change
 from ._insert import check_returning, insert_batch, run_hooks
 from ._links import write_links
-from ._update import Upsert, check_settable, encode_updates, write_updates
+from ._rows import RowPlan
+from ._update import Upsert, check_settable, encode_updates, update_keys, write_updates
 
 __all__ = [
     "UpsertResult",
@@ -141,20 +143,31 @@ def bulk_insert(
     one-to-many collection is refused: set the reference on the children instead.
     """
     plan, dialect, size = start(entity, batch_size, "bulk_insert")
-    if return_ids:
+    extensions = plan.extensions
+    want_keys = plan.auto_pk is not None and any(e.wants_keys for e in extensions)
+    if return_ids or want_keys:
         check_returning(plan, dialect)
     total = total_of(rows)
     ids: list[Any] = []
     done = 0
     with all_or_nothing(dialect.db) as savepoint:
         for batch in batches(rows, size):
+            for extension in extensions:
+                batch = extension.prepare_insert(plan.entity, batch)
             batch, links = split_collections(plan, batch, done) if plan.collections else (batch, {})
-            ask_ids = return_ids or (bool(links) and plan.auto_pk is not None)
-            if ask_ids and not return_ids:
+            ask_ids = return_ids or want_keys or (bool(links) and plan.auto_pk is not None)
+            if ask_ids and not return_ids and links:
                 check_link_keys(plan, dialect, links)
             if hooks:
                 batch = run_hooks(plan, batch, done)
+            change = Change("insert", plan.entity, plan.pk_columns, None)
+            tokens = _before(extensions, change)
             keys = insert_batch(plan, dialect, batch, done, ask_ids, savepoint, check_references)
+            if extensions:
+                known_keys = keys if (ask_ids or not plan.auto_pk) else None
+                _after(
+                    extensions, Change("insert", plan.entity, plan.pk_columns, _tuples(known_keys)), tokens
+                )
             if return_ids:
                 ids.extend(keys)
             if links:
@@ -224,17 +237,30 @@ def bulk_update(
     """
     plan, dialect, size = start(entity, batch_size, "bulk_update")
     db = dialect.db
+    extensions = plan.extensions
     if fields is not None:
         for name in fields:
             check_settable(plan, name, None, "bulk_update")
+        # the attributes the entity's mixins set at every update are written too
+        fields = (*fields, *(n for n in plan.extra_update_names if n not in fields))
     total = total_of(rows)
     cached = cached_by_pk(plan, db)
     done = matched = 0
     with all_or_nothing(db) as savepoint:
         for batch in batches(rows, size):
+            for extension in extensions:
+                batch = extension.prepare_update(plan.entity, batch)
             groups = encode_updates(plan, dialect, batch, done, fields, check_references)
             savepoint.begin()
+            change = tokens = None
+            if extensions:
+                change = Change(
+                    "update", plan.entity, plan.pk_columns, _tuples(update_keys(plan, dialect, groups))
+                )
+                tokens = _before(extensions, change)
             count, keys = write_updates(plan, dialect, groups, done, savepoint)
+            if change is not None:
+                _after(extensions, change, tokens)
             matched += count
             done += len(batch)
             written = frozenset(n for names, *_ in groups for n in names)
@@ -281,10 +307,18 @@ def bulk_upsert(
     ids: list[Any] = []
     with all_or_nothing(db) as savepoint:
         for batch in batches(rows, size):
+            for extension in plan.extensions:
+                batch = extension.prepare_update(plan.entity, batch)
             groups = upsert.encode(batch, done, check_references)
             savepoint.begin()
+            change = tokens = None
+            if plan.extensions:
+                change = Change("upsert", plan.entity, upsert.key_cols, list(upsert.batch_keys))
+                tokens = _before(plan.extensions, change)
             batch_ids: list[Any] = [None] * len(batch)
             i_count, u_count, s_count = upsert.write(groups, batch_ids if return_ids else None, savepoint)
+            if change is not None:
+                _after(plan.extensions, change, tokens)
             inserted += i_count
             updated += u_count
             skipped += s_count
@@ -304,7 +338,7 @@ def bulk_upsert(
 # DELETE
 
 
-def bulk_delete(entity: Any, pks_or_query: Any, *, batch_size: int | None = None) -> int:
+def bulk_delete(entity: Any, pks_or_query: Any, *, batch_size: int | None = None, soft: bool = False) -> int:
     """Delete rows by primary key (scalars, tuples for composite keys, or objects) or by a Pony query
     selecting objects of ``entity``; the number of ``entity`` rows deleted.
 
@@ -318,9 +352,14 @@ def bulk_delete(entity: Any, pks_or_query: Any, *, batch_size: int | None = None
     raises ``ObjectNotFound``); loaded children set to NULL show None; the commit event names every
     entity touched, so cached queries over the children drop too. On a subclass of a single-table
     hierarchy only rows of that class (and its subclasses) go, as Pony's ``Entity[pk]`` finds only those.
+
+    ``soft=True`` (an entity with the :class:`~ponykit.mixins.SoftDeletable` mixin) marks the rows
+    deleted instead, with one :func:`bulk_update` (so timestamps, versions and audit history follow), and
+    returns the number of rows newly marked.
     """
     plan, dialect, size = start(entity, batch_size, "bulk_delete")
     db = dialect.db
+    extensions = plan.extensions
     if _pony.is_query(pks_or_query):
         q_entity, sql, arguments = _pony.entity_query_sql(pks_or_query)
         if not issubclass(q_entity, plan.entity):
@@ -334,17 +373,55 @@ def bulk_delete(entity: Any, pks_or_query: Any, *, batch_size: int | None = None
     else:
         raw_keys = encode_pks(plan, pks_or_query)
         positions = {k: i for i, k in reversed(list(enumerate(raw_keys)))}
+    if soft:
+        return _soft_delete(plan, raw_keys, batch_size)
+    change = Change("delete", plan.entity, plan.pk_columns, _tuples(list(dict.fromkeys(raw_keys))))
     if not has_relations(plan.entity):
         cached = cached_by_pk(plan, db)
         with all_or_nothing(db) as savepoint:  # a refused chunk (a foreign key) undoes the earlier ones
+            tokens = _before(extensions, change)
             deleted = delete_keys(plan, dialect, raw_keys, size, savepoint)
+            _after(extensions, change, tokens)
         _pony.forget_objects(db, [cached[k] for k in raw_keys if k in cached])
         after_write(plan, db, keys=raw_keys)
         return deleted
     cascade = Cascade(plan, dialect, size, input_index=positions)
     cascade.collect(list(dict.fromkeys(raw_keys)))  # reads only: a refused relation raises here
     with all_or_nothing(db) as savepoint:
+        tokens = _before(extensions, change)
         gone, refresh = cascade.before_write(savepoint)
         deleted = cascade.write(savepoint)
+        _after(extensions, change, tokens)
     cascade.after(gone, refresh)
     return deleted
+
+
+def _soft_delete(plan: RowPlan, keys: list[Any], batch_size: int | None) -> int:
+    for extension in plan.extensions:
+        rows = extension.soft_delete_rows(plan.entity, keys)
+        if rows is not None:
+            return bulk_update(plan.entity, rows, batch_size=batch_size)
+    raise OptionError(
+        f"bulk_delete({plan.name}, ..., soft=True): {plan.name} has no soft-delete attribute; add the "
+        f"ponykit.mixins.SoftDeletable mixin to {plan.name}, or delete the rows (soft=False)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# EXTENSIONS (ponykit.mixins)
+
+
+def _tuples(keys: list[Any] | None) -> list[tuple[Any, ...]] | None:
+    if keys is None:
+        return None
+    return [k if isinstance(k, tuple) else (k,) for k in keys]
+
+
+def _before(extensions: tuple[BulkExtension, ...], change: Change) -> list[Any]:
+    return [extension.before_change(change) for extension in extensions]
+
+
+def _after(extensions: tuple[BulkExtension, ...], change: Change, tokens: list[Any] | None) -> None:
+    assert tokens is not None  # made by _before for the same change
+    for extension, token in zip(extensions, tokens, strict=True):
+        extension.after_change(change, token)

@@ -19,6 +19,7 @@ from .._kit import find_kit
 from ..errors import BulkWriteError, FieldError, OptionError
 from ..security.sensitive import is_sensitive
 from ._check import ColumnCheck, column_checks
+from ._extensions import extensions_of
 
 __all__ = ["RowPlan", "plan_for"]
 
@@ -143,6 +144,18 @@ class RowPlan:
         self.collations: dict[str, tuple[str, str]] | None = None
         # bulk_link's plans of this entity's many-to-many collections, by label (see bulk._links).
         self.link_plans: dict[str, Any] = {}
+        # What the entity's mixins add to bulk writes (see bulk._extensions), and the SET clauses they
+        # have the database compute at every update: (column, template).
+        self.extensions = extensions_of(entity)
+        self.exprs: tuple[tuple[str, str], ...] = tuple(
+            (column, template)
+            for extension in self.extensions
+            for name, template in extension.set_exprs(entity).items()
+            for column in self.attrs[name].columns
+        )
+        self.extra_update_names: tuple[str, ...] = tuple(
+            dict.fromkeys(n for extension in self.extensions for n in extension.update_names(entity))
+        )
 
     # -- shapes -------------------------------------------------------------------------------------
 

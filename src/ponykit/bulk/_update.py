@@ -28,7 +28,7 @@ from ._collation import KeyCanon
 from ._references import Written, check_references, raise_refused
 from ._rows import RowPlan, Shape
 
-__all__ = ["Upsert", "UpsertGroup", "check_settable", "encode_updates", "write_updates"]
+__all__ = ["Upsert", "UpsertGroup", "check_settable", "encode_updates", "update_keys", "write_updates"]
 
 # The attribute names a group of rows sets, the rows' encoded values (in their shape's order), and the
 # rows' places in the batch.
@@ -130,9 +130,6 @@ def write_updates(
 ) -> tuple[int, list[Any]]:
     """Run the UPDATEs of a batch's groups (input rows from index ``offset``); the number of rows matched
     and the keys of the rows given. A row the database refuses raises BulkWriteError naming it."""
-    keys: list[Any] = []
-    npk = len(plan.pk_columns)
-    key_last = dialect.name == "sqlite"
     matched = 0
     for group in groups:
         names, values, _ = group
@@ -143,11 +140,20 @@ def write_updates(
             failed = exc
         if failed is not None:
             raise_refused(dialect, savepoint, _written(plan, dialect, offset, group, "bulk_update"), failed)
+    return matched, update_keys(plan, dialect, groups)
+
+
+def update_keys(plan: RowPlan, dialect: Dialect, groups: list[UpdateGroup]) -> list[Any]:
+    """The primary keys of a batch's rows as bound (scalars, tuples for a composite key), group by group."""
+    keys: list[Any] = []
+    npk = len(plan.pk_columns)
+    key_last = dialect.name == "sqlite"
+    for _, values, _ in groups:
         if key_last:
             keys.extend(v[-1] if npk == 1 else v[-npk:] for v in values)
         else:
             keys.extend(v[0] if npk == 1 else v[:npk] for v in values)
-    return matched, keys
+    return keys
 
 
 def _update_group(
@@ -156,12 +162,13 @@ def _update_group(
     db = dialect.db
     set_cols = plan.columns_of(names)
     pk_cols = plan.pk_columns
+    exprs = [e for e in plan.exprs if e[0] not in set_cols]  # a value the row gives wins
     # A subclass of a single-table hierarchy updates only its own rows, as Pony's Entity[pk] finds only those.
     classes = plan.class_values
     class_filter = (plan.class_column, len(classes)) if plan.class_column else None
     if dialect.name == "sqlite":
         # executemany of a one-row UPDATE measured fastest on SQLite (a prepared statement in a C loop)
-        sql = dialect.update_one(plan.table, set_cols, pk_cols, class_filter)
+        sql = dialect.update_one(plan.table, set_cols, pk_cols, class_filter, exprs=exprs)
         if classes:
             values = [v + classes for v in values]
         cursor = _pony.execute_in_session(db, sql, values)  # rows are encoded set values first, key last
@@ -170,7 +177,7 @@ def _update_group(
     per = max(1, (dialect.max_params - len(classes)) // (len(pk_cols) + len(set_cols)))
     count = 0
     for chunk in chunks(values, per):
-        sql = dialect.update_many(plan.table, set_cols, pk_cols, len(chunk), types, class_filter)
+        sql = dialect.update_many(plan.table, set_cols, pk_cols, len(chunk), types, class_filter, exprs=exprs)
         count += int(_pony.execute_in_session(db, sql, flat(chunk) + classes).rowcount)
     return count
 
@@ -214,12 +221,15 @@ class Upsert:
         if update is not None:
             for name in update:
                 check_settable(plan, name, None, "bulk_upsert")
+            if update:  # the attributes the entity's mixins set at every update are written too
+                update = (*update, *(n for n in plan.extra_update_names if n not in update))
         self.update = update
         self.mask_names = tuple(n for n, a in plan.attrs.items() if a.has_sql_default)
         self.key_cols = plan.columns_of(self.key)
         # Conflict keys compare as the key columns do (MariaDB: case- and accent-insensitive collations).
         self.canon = KeyCanon(plan, dialect, self.key_cols)
         self.offset = 0  # input index of the first row of the batch being written
+        self.batch_keys: list[tuple[Any, ...]] = []  # the conflict keys of the batch's rows, as bound
         # the attributes a row gives -> (the attributes written, their shape, whether its encoder also
         # returns a mask, the positions of the conflict key's values)
         self._shapes: dict[frozenset[str], tuple[tuple[str, ...], Shape, bool, list[int]]] = {}
@@ -276,6 +286,7 @@ class Upsert:
             )
             check_refused(part, self.dialect.name, group.names, values=[v for _, v in group.items])
         self._check_duplicate_keys(batch_keys, offset)
+        self.batch_keys = batch_keys  # the extensions' Change of this batch names its rows by them
         if check_refs:
             check_references(self.dialect, [self._written(g) for g in groups.values()])
         return list(groups.values())
@@ -348,12 +359,13 @@ class Upsert:
         key_cols = self.key_cols
         key_pos = [columns.index(c) for c in key_cols]  # in the key's column order, as the SQL names them
         update_cols = plan.columns_of(upd)
+        exprs = [e for e in plan.exprs if e[0] not in update_cols] if update_cols else []
         per = max(1, dialect.max_params // max(len(columns), 1))
         inserted = updated = skipped = 0
         for begin in range(0, len(values_list), per):
             chunk = values_list[begin : begin + per]
             keys = [tuple(v[i] for i in key_pos) for v in chunk]
-            sql = dialect.upsert(plan.table, columns, len(chunk), key_cols, update_cols)
+            sql = dialect.upsert(plan.table, columns, len(chunk), key_cols, update_cols, exprs)
             if dialect.name == "postgres":
                 # xmax is 0 for a row this statement inserted, the updating transaction's id otherwise.
                 cursor = _pony.execute_in_session(db, sql + " RETURNING (xmax = 0)", flat(chunk))

@@ -1,0 +1,14 @@
+"""Entity mixins: timestamps, soft delete, a version column and an audit history, on every write path.
+
+``class User(db.Entity, pk.mixins.Timestamped, pk.mixins.Versioned): ...`` puts real attributes on the
+entity (Pony ignores attributes declared on a plain base class; the mixins add them to the entity class
+itself, see :class:`~ponykit.mixins._base.EntityMixin`), keeps them right when Pony flushes an object,
+and also when ponykit's bulk functions write rows (``bulk_insert``, ``bulk_update``, ``bulk_upsert``,
+``bulk_delete``), which is where the mixins of other ORMs fall short. See docs/mixins.md.
+"""
+
+from __future__ import annotations
+
+from ._base import EntityMixin
+
+__all__ = ["EntityMixin"]
