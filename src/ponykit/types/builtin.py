@@ -26,6 +26,8 @@ from ..security.sensitive import is_sensitive
 from ._bridge import enable_query_params, param_encoders_of, reorder_converters
 from .base import AttributeType
 
+_UTC = _dt.timezone.utc
+
 __all__ = [
     "AwareDatetime",
     "EnumType",
@@ -282,17 +284,21 @@ class AwareDatetime(AttributeType):
 
     python_type: ClassVar[type] = _dt.datetime
     storage: ClassVar[type] = _dt.datetime
+    _last: tuple[Any, Any] = (None, None)  # (aware value, its stored form): see to_db
 
     def validate(self, value: Any) -> Any:
         """The value in UTC; rejects naive datetimes and other types."""
         if not isinstance(value, _dt.datetime):
             raise ValueTypeError(f"expected a timezone-aware datetime, got {type(value).__name__}")
-        if value.tzinfo is None or value.utcoffset() is None:
+        tzinfo = value.tzinfo
+        if tzinfo is _UTC:
+            return value  # already UTC: the common case (timestamps, values read back), no new object
+        if tzinfo is None or value.utcoffset() is None:
             raise ValidationError(
                 "got a naive datetime; give a timezone-aware one, e.g. datetime.now(timezone.utc) or "
                 "value.replace(tzinfo=ZoneInfo('Europe/Paris'))"
             )
-        return value.astimezone(_dt.timezone.utc)
+        return value.astimezone(_UTC)
 
     def is_python_value(self, value: Any) -> bool:
         """True for aware datetimes (the stored form is naive UTC)."""
@@ -300,7 +306,14 @@ class AwareDatetime(AttributeType):
 
     def to_db(self, value: Any) -> Any:
         """Naive UTC."""
-        return value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+        # A bulk write of timestamps converts one instant thousands of times (and Pony's converter asks
+        # twice per value): the last conversion is kept. One tuple, swapped whole: safe across threads.
+        last = self._last
+        if last[0] is value:
+            return last[1]
+        stored = (value if value.tzinfo is _UTC else value.astimezone(_UTC)).replace(tzinfo=None)
+        self._last = (value, stored)
+        return stored
 
     def from_db(self, value: Any) -> Any:
         """Aware UTC."""
