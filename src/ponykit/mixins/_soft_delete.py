@@ -38,7 +38,7 @@ class SoftDeletable(EntityMixin):
 
     @classmethod
     def _ponykit_attributes_(cls, entity: Any) -> dict[str, Any]:
-        return {option(entity, "deleted_at_name", "deleted_at"): Optional(AwareDatetime)}
+        return {option(entity, "deleted_at_name", "deleted_at"): Optional(AwareDatetime, precision=6)}
 
     @classmethod
     def _ponykit_setup_(cls, entity: Any) -> None:

@@ -14,13 +14,14 @@ Where each value comes from:
 from __future__ import annotations
 
 import datetime as _dt
+import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 from pony.orm import Required
 
 from .. import _pony
-from ..bulk._extensions import BulkExtension, register_extension
+from ..bulk._extensions import BulkExtension, Change, register_extension
 from ..errors import ConfigurationError
 from ..types import AwareDatetime
 from ._base import EntityMixin
@@ -33,6 +34,21 @@ _UTC = _dt.timezone.utc
 def utc_now() -> _dt.datetime:
     """The current time as an aware UTC datetime (what the timestamp mixins store)."""
     return _dt.datetime.now(_UTC)
+
+
+class _BatchClock(threading.local):
+    # The instant of the bulk batch being encoded: bulk_upsert's rows get updated_at from prepare_update and
+    # created_at (on insert) from the attribute's default, called while the batch is encoded; both must be
+    # the same instant (else a new row's updated_at would precede its created_at).
+    now: _dt.datetime | None = None
+
+
+_batch = _BatchClock()
+
+
+def _default_now() -> _dt.datetime:
+    """The timestamps' default: the current bulk batch's instant, else now."""
+    return _batch.now or utc_now()
 
 
 def option(entity: Any, name: str, default: str) -> str:
@@ -69,8 +85,8 @@ class Timestamped(EntityMixin):
             )
         # Declared in this order: Pony orders attributes by creation, so columns come out created, updated.
         return {
-            created: Required(AwareDatetime, default=utc_now),
-            updated: Required(AwareDatetime, default=utc_now),
+            created: Required(AwareDatetime, default=_default_now, precision=6),
+            updated: Required(AwareDatetime, default=_default_now, precision=6),
         }
 
     @classmethod
@@ -138,10 +154,15 @@ class TimestampExtension(BulkExtension):
         return out
 
     def prepare_update(self, entity: Any, batch: list[Any]) -> list[Any]:
-        """``updated_at`` in each row that does not give it."""
-        now = utc_now()
+        """``updated_at`` in each row that does not give it (and the batch's instant for a row
+        ``bulk_upsert`` inserts, until the batch is written)."""
+        now = _batch.now = utc_now()
         updated = self.updated
         return [{**r, updated: now} if type(r) is dict and updated not in r else r for r in batch]
+
+    def before_change(self, change: Change) -> None:
+        """The batch is encoded: defaults take the current time again."""
+        _batch.now = None
 
     def update_names(self, entity: Any) -> tuple[str, ...]:
         """``updated_at`` is written by every update, also one that names its ``fields``."""
