@@ -18,15 +18,28 @@ PostgreSQL row-level security policy hiding soft-deleted rows.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from pony.orm import Database, db_session
+from pony.orm import Database, db_session, flush
 
 from .. import _pony
 from .._sql import Dialect, dialect_of
 from ..errors import ConfigurationError, UnsupportedDatabase
 
-__all__ = ["create_live_unique_indexes", "live_unique_sql", "soft_delete_policy_sql", "unique_live"]
+__all__ = [
+    "SHOW_DELETED_SETTING",
+    "create_live_unique_indexes",
+    "live_unique_sql",
+    "showing_deleted",
+    "soft_delete_policy_sql",
+    "unique_live",
+]
+
+#: The PostgreSQL setting that lets a session see (and so soft-delete or restore) the rows the policy of
+#: :func:`soft_delete_policy_sql` hides; :func:`showing_deleted` sets it.
+SHOW_DELETED_SETTING = "ponykit.show_deleted"
 
 _MAX_NAME = 63  # PostgreSQL's identifier limit (MariaDB's is 64)
 
@@ -114,19 +127,27 @@ def create_live_unique_indexes(db: Database) -> int:
     return count
 
 
-def soft_delete_policy_sql(entity: Any, *, permissive: bool = True, force: bool = True) -> list[str]:
+def soft_delete_policy_sql(
+    entity: Any, *, permissive: bool = True, force: bool = True, escape: bool = True
+) -> list[str]:
     """PostgreSQL DDL that hides the soft-deleted rows of ``entity`` (a mapped SoftDeletable entity) from
     every read of a role subject to row-level security: ``select``, ``get``, ``Entity[pk]``, ``Set``
     loads and raw SQL alike.
 
     The statements enable (and with ``force``, force: the table's owner too) row-level security on the
-    table and add a RESTRICTIVE ``FOR SELECT`` policy ``USING (deleted_at IS NULL)``. A restrictive
+    table and add a RESTRICTIVE ``FOR SELECT`` policy ``USING (deleted_at IS NULL ...)``. A restrictive
     policy only narrows what permissive policies allow, so with ``permissive=True`` (the default) a
     permissive policy letting every row through is added too; pass ``permissive=False`` when the table
-    has its own policies (``ponykit.security.enable_rls``). Soft-deleting still works under the policy;
-    restoring or reading deleted rows needs a role that bypasses row-level security (superusers,
-    ``BYPASSRLS``, the owner without ``force``). Run the statements once, as the table's owner (a
-    migration).
+    has its own policies (``ponykit.security.enable_rls``). Run the statements once, as the table's
+    owner (a migration).
+
+    PostgreSQL requires the row an UPDATE writes to stay visible, so soft-deleting a row is itself
+    refused under the policy. With ``escape=True`` (the default) the policy lets a session that set
+    :data:`SHOW_DELETED_SETTING` see the deleted rows: soft-delete and restore inside
+    ``with showing_deleted(db):``. Any session may set it, so the policy then guards against reads that
+    forget ``live()`` (relation loads above all), not against code that runs its own SQL. With
+    ``escape=False`` only a role that bypasses row-level security (superusers, ``BYPASSRLS``, the owner
+    without ``force``) can soft-delete, restore or see deleted rows.
     """
     db = _pony.database_of(entity)
     if _pony.dialect(db) != "postgres":
@@ -150,11 +171,36 @@ def soft_delete_policy_sql(entity: Any, *, permissive: bool = True, force: bool 
             f"CREATE POLICY {q(_name('ponykit_rows', table, []))} ON {q(table)} AS PERMISSIVE FOR ALL "
             "USING (true) WITH CHECK (true)"
         )
+    condition = f"{q(deleted)} IS NULL"
+    if escape:
+        condition += f" OR current_setting('{SHOW_DELETED_SETTING}', true) = 'on'"
     statements.append(
         f"CREATE POLICY {q(_name('ponykit_live', table, []))} ON {q(table)} AS RESTRICTIVE FOR SELECT "
-        f"USING ({q(deleted)} IS NULL)"
+        f"USING ({condition})"
     )
     return statements
+
+
+@contextmanager
+def showing_deleted(db: Database) -> Iterator[None]:
+    """Inside a ``db_session`` on PostgreSQL: the rows the soft-delete policy hides are visible, so
+    ``obj.soft_delete()``, ``obj.restore()`` and ``bulk_delete(..., soft=True)`` work; the session's
+    changes are flushed before the block ends, and the session's cached query results are dropped at
+    both ends (they depend on what is visible). Objects loaded in the block stay in the session. On
+    other databases (no policy) it changes nothing."""
+    if _pony.dialect(db) != "postgres":
+        yield
+        return
+    # Session-level (not transaction-local): Pony may run a session's first reads in autocommit mode.
+    flush()
+    _pony.execute_in_session(db, f"SELECT set_config('{SHOW_DELETED_SETTING}', 'on', false)", ())
+    _pony.query_results_clear(db)
+    try:
+        yield
+        flush()
+    finally:
+        _pony.execute_in_session(db, f"SELECT set_config('{SHOW_DELETED_SETTING}', 'off', false)", ())
+        _pony.query_results_clear(db)
 
 
 def _column(entity: Any, attr: str) -> str:
