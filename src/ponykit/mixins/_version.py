@@ -237,8 +237,11 @@ def _stored_versions(
                 found[(key,)] = version
         return found
     for key in dict.fromkeys(keys):  # a composite or reference key: one locked read per row
-        where = dict(zip(pk_names, key, strict=True))
-        obj = entity.get_for_update(**where) if lock else entity.get(**where)
-        if obj is not None:
-            found[key] = getattr(obj, name)
+        # The stored value, not an object: an object loaded in the session may show an older version.
+        query = select(getattr(e, name) for e in entity)
+        for part, value in zip(pk_names, key, strict=True):
+            query = query.where(lambda e: getattr(e, part) == value)  # noqa: B023 - read by .where() now
+        version = (query.for_update() if lock else query).first()
+        if version is not None:
+            found[key] = version
     return found
