@@ -62,7 +62,11 @@ def _entities(bench_env: Any) -> dict[str, Any]:
     pk.bind_url(db, bench_env.url)
     pk.attach(db)
     db.generate_mapping(create_tables=True)
-    found = _envs[bench_env.name] = {"plain": BenchPlain, "columns": BenchColumns, "timestamped": BenchStamped}
+    found = _envs[bench_env.name] = {
+        "plain": BenchPlain,
+        "columns": BenchColumns,
+        "timestamped": BenchStamped,
+    }
     return found
 
 
