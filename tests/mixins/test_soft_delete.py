@@ -282,10 +282,24 @@ def test_live_unique_sql_names_the_partial_index(db: Database, backend: Backend)
 # PostgreSQL row-level security
 
 
-@pytest.mark.backends("sqlite")
-def test_policy_sql_is_postgres_only(Item: Any) -> None:
+@pytest.mark.backends("sqlite", "mysql")
+def test_policy_sql_is_postgres_only(Item: Any, db: Database) -> None:
     with pytest.raises(pk.UnsupportedDatabase, match="PostgreSQL"):
         pk.mixins.soft_delete_policy_sql(Item)
+    with db_session, pk.mixins.showing_deleted(db):  # no policy elsewhere: changes nothing
+        Item(name="a").soft_delete()
+    with db_session:
+        assert Item.live().count() == 0 and Item.deleted().count() == 1
+
+
+def test_policy_sql_of_an_entity_without_the_mixin(db: Database, backend: Backend) -> None:
+    class Plain(db.Entity):
+        name = Required(str)
+
+    _map(db)
+    error = pk.UnsupportedDatabase if backend.name != "postgres" else pk.ConfigurationError
+    with pytest.raises(error):
+        pk.mixins.soft_delete_policy_sql(Plain)
 
 
 @pytest.fixture

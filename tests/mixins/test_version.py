@@ -297,6 +297,9 @@ def test_every_path_advances_updated_at_and_version(
                 touched = keys
             elif op == "soft":
                 touched = [k for k in existing if Account[k].soft_delete()]
+            elif op == "bulk_soft":
+                touched = [k for k in existing if Account[k].deleted_at is None]
+                assert pk.bulk_delete(Account, existing, soft=True) == len(touched)
             else:
                 touched = [k for k in existing if Account[k].restore()]
         with db_session:
