@@ -333,3 +333,15 @@ def test_rollback_leaves_versions_and_timestamps(Account: Any) -> None:
         Account[1].balance = 7
         commit()
         assert Account[1].version == before[1] + 1
+
+
+def test_delete_and_bulk_delete_of_versioned_objects(Order: Any) -> None:
+    with db_session:
+        first, second = _new(Order, total=1), _new(Order, total=2)
+    with db_session:
+        Order[first].total = 3
+        flush()
+        Order[first].delete()
+        assert pk.bulk_delete(Order, [second]) == 1
+    with db_session:
+        assert Order.select().count() == 0
