@@ -21,6 +21,7 @@ raised on purpose. Where a builtin fits, the error also derives from it, so code
     ├── InvalidCursor           (ValueError)   a keyset cursor is tampered, truncated or foreign
     ├── UnsupportedComparison   (TypeError)    a query comparison that would silently match nothing
     ├── DecryptionError                        a stored ciphertext cannot be decrypted and authenticated
+├── VersionConflict                        a change expected a version of a row that is not the stored one
     ├── RotationInProgress      (RuntimeError) another rotate_keys() holds the column's lock
     ├── CallbackError                          an on_commit/on_rollback callback failed (opt-in re-raise)
     ├── ConnectionLostError     (pony's ConnectionClosedError)  a transaction that wrote lost its connection
@@ -77,6 +78,7 @@ __all__ = [
     "UnsupportedDatabase",
     "ValidationError",
     "ValueTypeError",
+    "VersionConflict",
 ]
 
 
@@ -223,6 +225,32 @@ class DecryptionError(PonykitError):
     The message names the entity, attribute and primary key; it never contains the ciphertext or any
     plaintext. ponykit never returns the ciphertext, ``None`` or a default in place of the value.
     """
+
+
+class VersionConflict(PonykitError):
+    """A change of a :class:`~ponykit.mixins.Versioned` row expected a version that is not the stored one:
+    someone else changed (or deleted) the row since the caller read it. A web integration answers 409
+    Conflict (or 412 Precondition Failed for an ``If-Match`` header).
+
+    ``entity`` names the entity; ``expected`` and ``actual`` are the versions (``actual`` None: the row
+    is gone) of the object, or of the first conflicting row of a bulk call; ``rows`` holds the positions
+    (in the batch) of every conflicting bulk row. Nothing of the failed bulk call stays written.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        entity: str | None = None,
+        expected: int | None = None,
+        actual: int | None = None,
+        rows: Sequence[int] = (),
+    ) -> None:
+        self.entity = entity
+        self.expected = expected
+        self.actual = actual
+        self.rows: tuple[int, ...] = tuple(rows)
+        super().__init__(message)
 
 
 class CallbackError(PonykitError):

@@ -303,6 +303,7 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     # entity_hooks: save hooks on one entity class (the entity mixins)
     "SaveHook",
     "add_save_hook",
+    "is_modified",
     "object_status",
     "stored_value",
 ]

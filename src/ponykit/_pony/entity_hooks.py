@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-__all__ = ["SaveHook", "add_save_hook", "object_status", "stored_value"]
+__all__ = ["SaveHook", "add_save_hook", "is_modified", "object_status", "stored_value"]
 
 #: ``hook(obj, op)``: ``op`` is "insert", "update" or "delete".
 SaveHook = Callable[[Any, str], None]
@@ -85,3 +85,10 @@ def stored_value(obj: Any, name: str) -> Any:
     of this flush; raises KeyError when the object has not read it."""
     attr = obj._adict_[name]
     return obj._dbvals_[attr]
+
+
+def is_modified(obj: Any, name: str) -> bool:
+    """True if attribute ``name`` of a loaded object was assigned since it was read or last flushed (the
+    attributes Pony's next UPDATE writes)."""
+    attr = obj._adict_[name]
+    return bool((obj._wbits_ or 0) & obj._bits_.get(attr, 0))

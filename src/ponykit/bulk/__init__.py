@@ -263,7 +263,7 @@ def bulk_update(
                 _after(extensions, change, tokens)
             matched += count
             done += len(batch)
-            written = frozenset(n for names, *_ in groups for n in names)
+            written = frozenset(n for names, *_ in groups for n in names) | plan.expr_names
             loaded = [cached[k] for k in keys if k in cached]
             savepoint.refreshed.append((loaded, written))
             after_write(plan, db, keys=keys, relations=written, refresh=loaded, refresh_attrs=written)

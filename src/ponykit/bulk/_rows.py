@@ -153,6 +153,10 @@ class RowPlan:
             for name, template in extension.set_exprs(entity).items()
             for column in self.attrs[name].columns
         )
+        # the attributes those SET clauses change: loaded objects are refreshed for them too
+        self.expr_names: frozenset[str] = frozenset(
+            name for extension in self.extensions for name in extension.set_exprs(entity)
+        )
         self.extra_update_names: tuple[str, ...] = tuple(
             dict.fromkeys(n for extension in self.extensions for n in extension.update_names(entity))
         )

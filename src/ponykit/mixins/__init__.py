@@ -9,6 +9,31 @@ and also when ponykit's bulk functions write rows (``bulk_insert``, ``bulk_updat
 
 from __future__ import annotations
 
+from ..errors import VersionConflict
 from ._base import EntityMixin
+from ._live_sql import (
+    SHOW_DELETED_SETTING,
+    create_live_unique_indexes,
+    live_unique_sql,
+    showing_deleted,
+    soft_delete_policy_sql,
+    unique_live,
+)
+from ._soft_delete import SoftDeletable
+from ._timestamps import Timestamped, utc_now
+from ._version import Versioned
 
-__all__ = ["EntityMixin"]
+__all__ = [
+    "SHOW_DELETED_SETTING",
+    "EntityMixin",
+    "SoftDeletable",
+    "Timestamped",
+    "VersionConflict",
+    "Versioned",
+    "create_live_unique_indexes",
+    "live_unique_sql",
+    "showing_deleted",
+    "soft_delete_policy_sql",
+    "unique_live",
+    "utc_now",
+]
