@@ -24,6 +24,7 @@ itself, nor reads a Pony attribute's fields: it asks :func:`attr_info` for a fro
 - ``explain``: the session's connection for EXPLAIN, the mapping read backwards (tables -> attributes)
 - ``outer_transaction``: one shared connection in an outer transaction per test, table truncation
 - ``metadata``: the limits of an attribute's values and an entity's unique keys (test factories)
+- ``predicates``: policy predicates ``(obj, principal)`` decompiled and OR-ed into ``Query.filter`` text
 
 Written against Pony 0.7.20; ``docs/internals.md`` lists every private Pony name used here, and every
 attribute ponykit sets on user classes and Pony objects. Nothing here patches a Pony class for the whole
@@ -44,6 +45,7 @@ from .materialize import *  # noqa: F403 - each module's __all__, listed again b
 from .metadata import *  # noqa: F403 - each module's __all__, listed again below
 from .model import *  # noqa: F403 - each module's __all__, listed again below
 from .outer_transaction import *  # noqa: F403 - each module's __all__, listed again below
+from .predicates import *  # noqa: F403 - each module's __all__, listed again below
 from .prepared import *  # noqa: F403 - each module's __all__, listed again below
 from .queries import *  # noqa: F403 - each module's __all__, listed again below
 from .references import *  # noqa: F403 - each module's __all__, listed again below
@@ -298,4 +300,11 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "ValueLimits",
     "unique_keys",
     "value_limits",
+    # predicates: Pony predicates (obj, principal) as one-argument filter text for Query.filter
+    "Combined",
+    "Predicate",
+    "PredicateError",
+    "combine",
+    "filter_text",
+    "predicate_of",
 ]
