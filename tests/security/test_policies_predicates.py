@@ -128,6 +128,8 @@ def test_closure_names_right_when_an_argument_is_captured() -> None:
         return pred
 
     pred = _pony.predicate_of(make(7))
-    assert ast.unparse(pred.body) == "user.admin or (o.n == k and exists((x for x in o.items if x.v == user.v)))"
+    assert (
+        ast.unparse(pred.body) == "user.admin or (o.n == k and exists((x for x in o.items if x.v == user.v)))"
+    )
     assert pred.free_names == ("k", "exists")
     assert pred.value_of("k") == 7
