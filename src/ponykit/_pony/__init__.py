@@ -307,4 +307,5 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "combine",
     "filter_text",
     "predicate_of",
+    "select_text",
 ]

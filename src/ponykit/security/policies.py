@@ -131,7 +131,7 @@ def _filter_for(entity: Any, action: str) -> _pony.Combined | None:
 
 def _entity_query(query: Any) -> tuple[Any, Any]:
     if _pony.is_entity_class(query):
-        return query, query.select()
+        return query, None  # built with the filter in one step (select_text)
     entity = _pony.query_entity(query) if _pony.is_query(query) else None
     if entity is None:
         raise OptionError(
@@ -168,6 +168,8 @@ def scoped(query: Any, action: str = "read", principal: Any = None) -> Any:
                 entity=entity.__name__,
                 action=action,
             )
+    if query is None:
+        return _pony.select_text(entity, combined, principal)
     return _pony.filter_text(query, combined, principal)
 
 
@@ -191,7 +193,7 @@ def can(principal: Any, action: str, obj: Any) -> bool:
     _pony.flush_if_dirty(obj)
     if _pony.is_deleted_or_new(obj):
         return False
-    query = _pony.filter_text(entity.select(), combined, principal)
+    query = _pony.select_text(entity, combined, principal)
     return bool(query.filter(lambda candidate: candidate == obj).exists())
 
 
