@@ -294,3 +294,19 @@ def test_what_python_side_scoping_does_not_cover(m: Model, backend: Any) -> None
         assert foreign <= {o.id for o in select(o for o in m.Order)}  # an unscoped query
         table = {"postgres": '"order"', "mysql": "`order`"}.get(backend.name, '"Order"')
         assert foreign <= set(m.db.select(f"id FROM {table}"))  # raw SQL
+
+
+def test_a_policy_registered_later_takes_effect(m: Model) -> None:
+    same_tenant(m)
+    user = User(1, m.t2)
+    with db_session:
+        assert names(m, scoped(m.Order, principal=user)) == {"o3", "o4"}
+        assert names(m, scoped(m.Order.select(), principal=user)) == {"o3", "o4"}
+
+        def small(o: Any, u: Any) -> Any:
+            return o.total < 15
+
+        assert policy(m.Order)(small) is small  # the decorator returns the predicate unchanged
+        assert names(m, scoped(m.Order, principal=user)) == {"o1", "o3", "o4"}
+        assert names(m, scoped(m.Order.select(), principal=user)) == {"o1", "o3", "o4"}
+        assert can(user, "read", m.Order[m.orders["o1"]])

@@ -56,8 +56,11 @@ _lock = threading.Lock()
 # Keyed by entity class (weakly, so test Databases and their entities can go): policies belong to one
 # entity of one Database, nothing is shared between Databases.
 _registry: weakref.WeakKeyDictionary[Any, tuple[Policy, ...]] = weakref.WeakKeyDictionary()
-# (entity, action) -> the OR of its policies, built once; emptied whenever a policy is registered.
+# (entity, action) -> the OR of its policies, built once; emptied whenever a policy is registered, and
+# ``_generation`` counts registrations so that a filter built from the policies before one is not stored
+# after it (a thread may register while another builds).
 _combined: weakref.WeakKeyDictionary[Any, dict[str, _pony.Combined | None]] = weakref.WeakKeyDictionary()
+_generation = 0
 
 
 def _actions(actions: str | Iterable[str]) -> frozenset[str] | None:
@@ -104,9 +107,11 @@ def policy(entity: Any, actions: str | Iterable[str] = ("read",)) -> Callable[[P
         except _pony.PredicateError as exc:
             name = getattr(func, "__qualname__", repr(func))
             raise OptionError(f"policy({entity.__name__}) cannot use {name}: {exc}") from None
+        global _generation
         with _lock:
             _registry[entity] = (*_registry.get(entity, ()), Policy(entity, covered, predicate))
             _combined.clear()
+            _generation += 1
         return func
 
     return register
@@ -122,10 +127,12 @@ def _filter_for(entity: Any, action: str) -> _pony.Combined | None:
     per_entity = _combined.get(entity)
     if per_entity is not None and action in per_entity:
         return per_entity[action]
+    generation = _generation
     found = registered_policies(entity, action)
     combined = _pony.combine(p.predicate for p in found) if found else None
     with _lock:
-        _combined.setdefault(entity, {})[action] = combined
+        if generation == _generation:
+            _combined.setdefault(entity, {})[action] = combined
     return combined
 
 
