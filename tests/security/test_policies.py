@@ -310,3 +310,31 @@ def test_a_policy_registered_later_takes_effect(m: Model) -> None:
         assert names(m, scoped(m.Order, principal=user)) == {"o1", "o3", "o4"}
         assert names(m, scoped(m.Order.select(), principal=user)) == {"o1", "o3", "o4"}
         assert can(user, "read", m.Order[m.orders["o1"]])
+
+
+def test_the_same_policy_text_on_two_entities(m: Model) -> None:
+    """Pony caches translations by text: two entities with word-for-word the same policy keep their own
+    tables (the entity is part of the cache key)."""
+    same_tenant(m)
+    policy(m.Customer)(lambda o, user: o.tenant.id == user.tenant_id or user.is_admin)
+    user = User(1, m.t1)
+    with db_session:
+        assert names(m, scoped(m.Order, principal=user)) == {"o1", "o2"}
+        assert {c.name for c in scoped(m.Customer, principal=user)} == {"ann"}
+        assert {c.name for c in scoped(m.Customer.select(), principal=user)} == {"ann"}
+        assert names(m, scoped(m.Order.select(), principal=user)) == {"o1", "o2"}
+        assert can(user, "read", m.Customer.get(name="ann"))
+        assert not can(user, "read", m.Customer.get(name="bob"))
+
+
+def test_keyset_pages_of_a_scoped_query(m: Model) -> None:
+    same_tenant(m)
+    secret = b"k" * 32
+    with db_session, acting_as(User(1, m.t2)):
+        first = pk.paginate_keyset(scoped(m.Order).order_by(m.Order.total), 1, secret=secret)
+        assert names(m, first.items) == {"o3"}
+        second = pk.paginate_keyset(
+            scoped(m.Order).order_by(m.Order.total), 1, after=first.next_cursor, secret=secret
+        )
+        assert names(m, second.items) == {"o4"}
+        assert not second.has_next
