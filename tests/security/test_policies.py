@@ -338,3 +338,21 @@ def test_keyset_pages_of_a_scoped_query(m: Model) -> None:
         )
         assert names(m, second.items) == {"o4"}
         assert not second.has_next
+
+
+def test_policies_pony_cannot_apply_name_entity_action_and_policy(m: Model) -> None:
+    same_tenant(m)
+    policy(m.Order, actions="odd")(lambda o, u: o.label.zfill(3) == u.name)
+
+    class Anonymous:
+        id = 0
+
+    with db_session:
+        with pytest.raises(
+            pk.OptionError, match=r"'read' policies of Order \(.*test_policies.*\).*(is_admin|tenant_id)"
+        ):
+            scoped(m.Order, principal=Anonymous())
+        with pytest.raises(pk.OptionError, match="read the principal"):
+            can(Anonymous(), "read", m.Order[m.orders["o1"]])
+        with pytest.raises(pk.ConfigurationError, match="Pony cannot translate the 'odd' policies of Order"):
+            scoped(m.Order.select(), "odd", User(1, 1))

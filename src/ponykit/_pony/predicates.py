@@ -18,12 +18,17 @@ import dis
 import inspect
 import sys
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from pony.orm import select
+from pony.orm.asttranslation import TranslationError
+from pony.orm.core import ExprEvalError
 from pony.orm.decompiling import DecompileError, Decompiler, decompile
+
+from ..errors import PonykitError
 
 __all__ = [
     "Combined",
@@ -37,7 +42,27 @@ __all__ = [
 
 
 class PredicateError(Exception):
-    """A function cannot be a Pony predicate; the message says why (the caller wraps it in its own error)."""
+    """A function cannot be a Pony predicate, or Pony cannot apply one; the message says why (the caller
+    wraps it in its own error). ``evaluation`` is True when an expression on the principal failed in
+    Python (the principal lacks an attribute the predicate reads), False when Pony cannot translate it."""
+
+    def __init__(self, message: str, *, evaluation: bool = False) -> None:
+        super().__init__(message)
+        self.evaluation = evaluation
+
+
+@contextmanager
+def _translating() -> Iterator[None]:
+    # Only translation runs here (no SQL): Pony reports what it cannot translate as TranslationError, and
+    # as AttributeError / TypeError / NotImplementedError for an unknown method or operand.
+    try:
+        yield
+    except PonykitError:
+        raise  # a ponykit converter's own error (an unsupported comparison ...) already says what is wrong
+    except ExprEvalError as exc:
+        raise PredicateError(str(exc), evaluation=True) from exc
+    except (TranslationError, AttributeError, TypeError, NotImplementedError) as exc:
+        raise PredicateError(f"{type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True, eq=False)
@@ -324,17 +349,21 @@ def _copy(node: ast.expr) -> ast.expr:
 def select_text(entity: Any, combined: Combined, principal: Any) -> Any:
     """``select(o for o in entity if <combined>)`` for ``principal``: the same rows as
     ``filter_text(entity.select(), ...)`` in one translation step instead of two (Pony's
-    ``select(text, globals, locals)`` caches the translation by the text, as ``filter`` does)."""
+    ``select(text, globals, locals)`` caches the translation by the text, as ``filter`` does). Raises
+    :class:`PredicateError` as :func:`filter_text` does."""
     namespace = combined.namespace(principal)
     namespace[combined.entity_name] = entity
-    return select(combined.generator, combined.globals, namespace)
+    with _translating():
+        return select(combined.generator, combined.globals, namespace)
 
 
 def filter_text(query: Any, combined: Combined, principal: Any) -> Any:
     """``query`` filtered by ``combined`` for ``principal`` (a new Pony query, still lazy and chainable).
 
-    Pony's ``Query.filter(text, globals, locals)`` evaluates the text's external expressions in those
+    Raises :class:`PredicateError` when Pony cannot evaluate or translate it. Pony's
+    ``Query.filter(text, globals, locals)`` evaluates the text's external expressions in those
     namespaces (``get_globals_and_locals``, ``extract_vars``) and caches the translation by the text and
     the types of the values, so the SQL is built once per predicate set and principal type.
     """
-    return query.filter(combined.text, combined.globals, combined.namespace(principal))
+    with _translating():
+        return query.filter(combined.text, combined.globals, combined.namespace(principal))

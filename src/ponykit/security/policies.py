@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .. import _pony
-from ..errors import OptionError, PermissionDenied
+from ..errors import ConfigurationError, OptionError, PermissionDenied
 from ._principal import current_principal
 
 __all__ = ["Policy", "Scoped", "can", "policy", "registered_policies", "scoped"]
@@ -155,6 +155,8 @@ def scoped(query: Any, action: str = "read", principal: Any = None) -> Any:
     ``principal`` defaults to :func:`~ponykit.security.current_principal`. Raises
     :class:`~ponykit.errors.PermissionDenied` before any SQL when the entity has no policy for the action
     (a forgotten policy must be loud) or when no principal is acting. Returns a new lazy Pony query.
+    A principal lacking an attribute the policies read raises :class:`~ponykit.errors.OptionError`, a
+    policy Pony cannot translate :class:`~ponykit.errors.ConfigurationError`; both name the policies.
     """
     _check_action("scoped", action)
     entity, query = _entity_query(query)
@@ -175,9 +177,25 @@ def scoped(query: Any, action: str = "read", principal: Any = None) -> Any:
                 entity=entity.__name__,
                 action=action,
             )
-    if query is None:
-        return _pony.select_text(entity, combined, principal)
-    return _pony.filter_text(query, combined, principal)
+    return _apply(entity, query, action, combined, principal)
+
+
+def _apply(entity: Any, query: Any, action: str, combined: _pony.Combined, principal: Any) -> Any:
+    try:
+        if query is None:
+            return _pony.select_text(entity, combined, principal)
+        return _pony.filter_text(query, combined, principal)
+    except _pony.PredicateError as exc:
+        labels = ", ".join(p.predicate.label for p in registered_policies(entity, action))
+        where = f"the {action!r} policies of {entity.__name__} ({labels})"
+        if exc.evaluation:
+            raise OptionError(
+                f"{where} read the principal, and that failed: {exc}; give a principal with the attributes "
+                "the policies read"
+            ) from exc
+        raise ConfigurationError(
+            f"Pony cannot translate {where}: {exc}; write them in Pony's query language"
+        ) from exc
 
 
 def can(principal: Any, action: str, obj: Any) -> bool:
@@ -200,7 +218,7 @@ def can(principal: Any, action: str, obj: Any) -> bool:
     _pony.flush_if_dirty(obj)
     if _pony.is_deleted_or_new(obj):
         return False
-    query = _pony.select_text(entity, combined, principal)
+    query = _apply(entity, None, action, combined, principal)
     return bool(query.filter(lambda candidate: candidate == obj).exists())
 
 
