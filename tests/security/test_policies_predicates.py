@@ -133,3 +133,21 @@ def test_closure_names_right_when_an_argument_is_captured() -> None:
     )
     assert pred.free_names == ("k", "exists")
     assert pred.value_of("k") == 7
+
+
+def test_nested_generators_keep_their_names() -> None:
+    def make(k: int) -> Any:
+        return lambda o, u: (
+            exists(x for x in o.items if exists(y for y in x.subs if y.v == x.v and y.w == u.w)) and o.n == k
+        )
+
+    pred = _pony.predicate_of(make(4))
+    assert ast.unparse(pred.body) == (
+        "exists((x for x in o.items if exists((y for y in x.subs if y.v == x.v and y.w == u.w))))"
+        " and o.n == k"
+    )
+    assert pred.free_names == ("exists", "k")
+    combined = _pony.combine([pred, _pony.predicate_of(lambda a, b: a.n == b.n)])
+    assert "exists_1((x for x in obj.items if exists_1((y for y in x.subs if y.v == x.v" in combined.text
+    assert "o.n == k_1" not in combined.text
+    assert "obj.n == k_1" in combined.text
