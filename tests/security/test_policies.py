@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from pony.orm import Database, Optional, Required, Set, db_session, desc, exists, select
+from pony.orm import Database, Optional, PrimaryKey, Required, Set, db_session, desc, exists, select
 
 import ponykit as pk
 from ponykit.query import paginate
@@ -356,3 +356,26 @@ def test_policies_pony_cannot_apply_name_entity_action_and_policy(m: Model) -> N
             can(Anonymous(), "read", m.Order[m.orders["o1"]])
         with pytest.raises(pk.ConfigurationError, match="Pony cannot translate the 'odd' policies of Order"):
             scoped(m.Order.select(), "odd", User(1, 1))
+
+
+def test_can_with_a_composite_primary_key(make_db: Any) -> None:
+    db = make_db()
+
+    class Member(db.Entity):  # type: ignore[name-defined,misc]
+        org = Required(str)
+        num = Required(int)
+        level = Required(int)
+        PrimaryKey(org, num)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    policy(Member)(lambda mb, u: mb.level <= u.id)
+    user = User(2, None)
+    with db_session:
+        low, high, other = (
+            Member(org="a", num=1, level=1),
+            Member(org="a", num=2, level=3),
+            Member(org="b", num=1, level=2),
+        )
+        assert set(scoped(Member, principal=user)) == {low, other}
+        assert [can(user, "read", x) for x in (low, high, other)] == [True, False, True]
