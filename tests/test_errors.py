@@ -105,6 +105,7 @@ EXPECTED_BASES: list[tuple[type[Exception], tuple[type[BaseException], ...]]] = 
     (pk.errors.FactoryError, (pk.ConfigurationError, ValueError)),
     (pk.errors.StatementMismatch, (AssertionError,)),
     (pk.errors.VersionConflict, ()),
+    (pk.PermissionDenied, (PermissionError,)),
 ]
 
 

@@ -22,6 +22,7 @@ from .errors import (
     InvalidPage,
     NPlusOneDetected,
     OptionError,
+    PermissionDenied,
     PonykitError,
     QueryCountExceeded,
     RetriesExhausted,
@@ -35,6 +36,7 @@ from .errors import (
 )
 from .kit import CommitEvent, Kit, attach, get_kit
 from .query import cached, cached_query, cached_select, paginate, paginate_keyset, prefetch
+from .security import acting_as, can, policy, requires, scoped
 from .serialization import Serializable, json_schema, to_json
 from .transactions import Backoff, classify_error, on_commit, on_rollback, retrying, savepoint, transaction
 
@@ -53,6 +55,7 @@ __all__ = [
     "Kit",
     "NPlusOneDetected",
     "OptionError",
+    "PermissionDenied",
     "PonykitError",
     "QueryCountExceeded",
     "RetriesExhausted",
@@ -65,6 +68,7 @@ __all__ = [
     "UpsertResult",
     "ValidationError",
     "ValueTypeError",
+    "acting_as",
     "assert_max_queries",
     "attach",
     "bind_url",
@@ -77,6 +81,7 @@ __all__ = [
     "cached",
     "cached_query",
     "cached_select",
+    "can",
     "classify_error",
     "count_queries",
     "detect_n_plus_one",
@@ -89,11 +94,14 @@ __all__ = [
     "paginate",
     "paginate_keyset",
     "parse_url",
+    "policy",
     "prefetch",
     "profile",
     "query",
+    "requires",
     "retrying",
     "savepoint",
+    "scoped",
     "security",
     "to_json",
     "transaction",

@@ -29,6 +29,8 @@ raised on purpose. Where a builtin fits, the error also derives from it, so code
     │   ├── AmbiguousCommitError               COMMIT failed: the transaction may or may not be applied
     │   ├── RetriesExhausted                   every attempt failed transiently; holds each attempt's error
     │   └── TransactionStateError (RuntimeError)  retry/savepoint/isolation used where it cannot work
+    ├── PermissionDenied        (PermissionError)  no principal, a permission missing, no policy for an
+    │                                              action: the call or query is refused before any SQL
     ├── QueryCountExceeded      (AssertionError)  more SQL statements ran than allowed
     ├── NPlusOneDetected        (AssertionError)  one statement shape ran once per object: prefetch
     └── StatementMismatch       (AssertionError)  the SQL a block ran is not what a test expected
@@ -66,6 +68,7 @@ __all__ = [
     "MemoryCacheWarning",
     "NPlusOneDetected",
     "OptionError",
+    "PermissionDenied",
     "PonykitError",
     "QueryCountExceeded",
     "RetriesExhausted",
@@ -332,6 +335,30 @@ class TransactionStateError(TransactionError, RuntimeError):
 
 class RotationInProgress(PonykitError, RuntimeError):
     """Another rotation holds the lock of this column (raised by ``rotate_keys(..., wait=False)``)."""
+
+
+class PermissionDenied(PonykitError, PermissionError):
+    """Access control refused a call or a query (``ponykit.security``): no principal is acting, the
+    principal lacks a permission ``requires()`` asks for, or ``scoped()`` found no policy for the entity and
+    action (fail closed). Raised before any SQL runs.
+
+    The message names the function or the entity and action, the missing permissions and the principal's
+    identity (its type and ``id``), never the principal's other data. ``missing`` holds the permissions that
+    were missing, ``entity`` and ``action`` what ``scoped()`` was asked for (None where they do not apply).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        missing: Sequence[str] = (),
+        entity: str | None = None,
+        action: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.missing = tuple(missing)
+        self.entity = entity
+        self.action = action
 
 
 class QueryCountExceeded(PonykitError, AssertionError):

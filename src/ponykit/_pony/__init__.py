@@ -25,6 +25,7 @@ itself, nor reads a Pony attribute's fields: it asks :func:`attr_info` for a fro
 - ``outer_transaction``: one shared connection in an outer transaction per test, table truncation
 - ``metadata``: the limits of an attribute's values and an entity's unique keys (test factories)
 - ``entity_hooks``: save hooks on one entity class (the entity mixins' before/after flush hooks)
+- ``predicates``: policy predicates ``(obj, principal)`` decompiled and OR-ed into ``Query.filter`` text
 
 Written against Pony 0.7.20; ``docs/internals.md`` lists every private Pony name used here, and every
 attribute ponykit sets on user classes and Pony objects. Nothing here patches a Pony class for the whole
@@ -46,6 +47,7 @@ from .materialize import *  # noqa: F403 - each module's __all__, listed again b
 from .metadata import *  # noqa: F403 - each module's __all__, listed again below
 from .model import *  # noqa: F403 - each module's __all__, listed again below
 from .outer_transaction import *  # noqa: F403 - each module's __all__, listed again below
+from .predicates import *  # noqa: F403 - each module's __all__, listed again below
 from .prepared import *  # noqa: F403 - each module's __all__, listed again below
 from .queries import *  # noqa: F403 - each module's __all__, listed again below
 from .references import *  # noqa: F403 - each module's __all__, listed again below
@@ -306,4 +308,12 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "is_modified",
     "object_status",
     "stored_value",
+    # predicates: Pony predicates (obj, principal) as one-argument filter text for Query.filter
+    "Combined",
+    "Predicate",
+    "PredicateError",
+    "combine",
+    "filter_text",
+    "predicate_of",
+    "select_text",
 ]
