@@ -104,6 +104,7 @@ EXPECTED_BASES: list[tuple[type[Exception], tuple[type[BaseException], ...]]] = 
     (pk.NPlusOneDetected, (AssertionError,)),
     (pk.errors.FactoryError, (pk.ConfigurationError, ValueError)),
     (pk.errors.StatementMismatch, (AssertionError,)),
+    (pk.RLSContextError, (PermissionError,)),
 ]
 
 

@@ -25,6 +25,7 @@ from .errors import (
     PonykitError,
     QueryCountExceeded,
     RetriesExhausted,
+    RLSContextError,
     SerializationOptionError,
     TransactionError,
     TransactionStateError,
@@ -35,6 +36,7 @@ from .errors import (
 )
 from .kit import CommitEvent, Kit, attach, get_kit
 from .query import cached, cached_query, cached_select, paginate, paginate_keyset, prefetch
+from .security import rls_context
 from .serialization import Serializable, json_schema, to_json
 from .transactions import Backoff, classify_error, on_commit, on_rollback, retrying, savepoint, transaction
 
@@ -55,6 +57,7 @@ __all__ = [
     "OptionError",
     "PonykitError",
     "QueryCountExceeded",
+    "RLSContextError",
     "RetriesExhausted",
     "Serializable",
     "SerializationOptionError",
@@ -92,6 +95,7 @@ __all__ = [
     "profile",
     "query",
     "retrying",
+    "rls_context",
     "savepoint",
     "security",
     "to_json",

@@ -30,7 +30,9 @@ raised on purpose. Where a builtin fits, the error also derives from it, so code
     │   └── TransactionStateError (RuntimeError)  retry/savepoint/isolation used where it cannot work
     ├── QueryCountExceeded      (AssertionError)  more SQL statements ran than allowed
     ├── NPlusOneDetected        (AssertionError)  one statement shape ran once per object: prefetch
-    └── StatementMismatch       (AssertionError)  the SQL a block ran is not what a test expected
+    ├── StatementMismatch       (AssertionError)  the SQL a block ran is not what a test expected
+    └── RLSContextError         (PermissionError)  a statement needs row-level security settings that no
+                                                   rls_context() gives: refused before any SQL is sent
 
 ``security.envelope.EnvelopeError`` (a stored value does not open) is a PonykitError too; the
 encrypted attribute types turn it into :class:`DecryptionError` naming the entity and attribute.
@@ -67,6 +69,7 @@ __all__ = [
     "OptionError",
     "PonykitError",
     "QueryCountExceeded",
+    "RLSContextError",
     "RetriesExhausted",
     "RotationInProgress",
     "SerializationOptionError",
@@ -326,6 +329,18 @@ class NPlusOneDetected(PonykitError, AssertionError):
 class StatementMismatch(PonykitError, AssertionError):
     """The SQL statements a block ran are not the ones a test expected (``assert_sql_contains``, a statement
     snapshot); the message lists the statements that ran (without their parameters' values)."""
+
+
+class RLSContextError(PonykitError, PermissionError):
+    """A statement on a Database attached with ``rls_required=`` ran without a required setting.
+
+    Raised before the statement is sent: no SQL runs without the row-level security settings it needs
+    (fail closed). ``missing`` holds the names of the settings no ``rls_context()`` gave (never a value).
+    """
+
+    def __init__(self, message: str, missing: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.missing = tuple(missing)
 
 
 class MemoryCacheWarning(UserWarning):

@@ -24,6 +24,7 @@ itself, nor reads a Pony attribute's fields: it asks :func:`attr_info` for a fro
 - ``explain``: the session's connection for EXPLAIN, the mapping read backwards (tables -> attributes)
 - ``outer_transaction``: one shared connection in an outer transaction per test, table truncation
 - ``metadata``: the limits of an attribute's values and an entity's unique keys (test factories)
+- ``rls``: row-level security settings applied in a session's transaction (PostgreSQL)
 
 Written against Pony 0.7.20; ``docs/internals.md`` lists every private Pony name used here, and every
 attribute ponykit sets on user classes and Pony objects. Nothing here patches a Pony class for the whole
@@ -48,6 +49,7 @@ from .prepared import *  # noqa: F403 - each module's __all__, listed again belo
 from .queries import *  # noqa: F403 - each module's __all__, listed again below
 from .references import *  # noqa: F403 - each module's __all__, listed again below
 from .relations import *  # noqa: F403 - each module's __all__, listed again below
+from .rls import *  # noqa: F403 - each module's __all__, listed again below
 from .savepoints import *  # noqa: F403 - each module's __all__, listed again below
 from .session import *  # noqa: F403 - each module's __all__, listed again below
 from .sqlbuilder import *  # noqa: F403 - each module's __all__, listed again below
@@ -298,4 +300,13 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "ValueLimits",
     "unique_keys",
     "value_limits",
+    # rls: row-level security settings on a session's transaction (PostgreSQL), tables and columns for DDL
+    "applied_settings",
+    "apply_settings",
+    "attr_columns",
+    "entity_table",
+    "force_transaction",
+    "is_ddl_session",
+    "remember_settings",
+    "session_in_transaction",
 ]

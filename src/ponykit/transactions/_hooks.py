@@ -397,6 +397,9 @@ def _wrap_execute(kit: Kit, original: Callable[..., Any]) -> Callable[..., Any]:
     note = _note_statement
 
     def execute(cursor: Any, sql: str, arguments: Any = None, returning_id: bool = False) -> Any:
+        before = kit.before_statement  # row-level security settings (ponykit.security.rls), or None
+        if before is not None:
+            before(cursor, sql)
         listeners = kit._execute_listeners
         observers = kit._statement_listeners
         if not (listeners or observers):

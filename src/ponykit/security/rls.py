@@ -1,0 +1,257 @@
+"""Row-level security on PostgreSQL: ``rls_context(**settings)`` and the fail-closed ``rls_required``.
+
+PostgreSQL's row-level security policies read per-request settings (``current_setting('app.tenant_id',
+true)``). The standard recipe, ``SET LOCAL`` at the start of each transaction, fails with plain Pony:
+Pony runs read-only sessions on PostgreSQL in autocommit, so the setting is gone by the next statement
+(an RLS-protected count returns 0), and a session-level ``SET`` stays on the pooled connection for the
+next request. ponykit applies the settings of the current :func:`rls_context` before each statement
+whose transaction has not got them yet, as ``set_config(name, value, true)`` (transaction-local): the
+session runs in a real transaction while a context is active (reads included), the settings are applied
+again after a commit, a rollback or Pony's silent reconnect, and they end with the transaction, so the
+next borrower of the connection never sees them.
+
+The context lives in a ``contextvars.ContextVar``: it follows ``asyncio`` tasks and threads started with
+a copied context (``contextvars.copy_context().run``, ``asyncio.to_thread``); a plain new thread starts
+without one, and with ``attach(db, rls_required=...)`` its statements are refused (fail closed).
+
+Policies and their DDL: :mod:`ponykit.security._rls_ddl` (``enable_rls``, ``setting_equals``,
+``check_rls``).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from types import TracebackType
+from typing import Any
+
+from pony.orm import Database
+
+from .. import _pony
+from .._kit import Kit
+from ..errors import ConfigurationError, OptionError, RLSContextError
+
+__all__ = [
+    "check_backend",
+    "current_rls_settings",
+    "install",
+    "normalize_setting_name",
+    "rls_context",
+    "rls_housekeeping",
+]
+
+# A custom setting ("placeholder" GUC): at least two dot-separated identifier parts. PostgreSQL accepts
+# more, but these names also go into DDL text (setting_equals), where a narrow alphabet is safest.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# The settings of the current context: name -> text, in a frozen tuple of pairs sorted by name (one
+# object per context, compared by identity per statement), or None outside any context.
+_Settings = tuple[tuple[str, str], ...]
+_current: ContextVar[_Settings | None] = ContextVar("ponykit_rls_settings", default=None)
+
+
+def normalize_setting_name(name: str) -> str:
+    """``"tenant_id"`` -> ``"app.tenant_id"``; a dotted name stays as it is. Raises OptionError if invalid."""
+    if not isinstance(name, str):
+        raise OptionError(f"rls_context(): a setting name must be a str, got {type(name).__name__}")
+    if _PLAIN.fullmatch(name):
+        return "app." + name
+    if not _NAME.fullmatch(name):
+        raise OptionError(
+            f"rls_context(): {name!r} is not a setting name ponykit accepts: use a plain identifier "
+            "(prefixed with 'app.') or dotted identifiers such as 'request.jwt.claims' (letters, digits "
+            "and '_')"
+        )
+    return name
+
+
+def _text(name: str, value: Any) -> str:
+    if value is None:
+        raise OptionError(
+            f"rls_context(): setting {name!r} was given None; a context cannot unset a setting (an "
+            "inner context inherits the outer one's values). Leave it out, or give '' if your policies "
+            "treat an empty setting as unset (nullif(current_setting(...), ''))"
+        )
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (bytes, bytearray)):
+        raise OptionError(
+            f"rls_context(): setting {name!r} was given {type(value).__name__}; settings are text: "
+            "decode it first"
+        )
+    return str(value)
+
+
+class rls_context:
+    """Apply PostgreSQL settings in every transaction of every attached PostgreSQL Database while active.
+
+    ``with rls_context(tenant_id=7):`` makes each transaction run ``set_config('app.tenant_id', '7',
+    true)`` before its first statement; reads are run in a real transaction so the setting holds for
+    the whole session. Keyword names without a dot get the prefix ``app.``; dotted names go in a
+    positional mapping: ``rls_context({"request.jwt.claims": claims_json})``. Values become text
+    (``str()``; ``True``/``False`` -> ``'true'``/``'false'``); ``None`` is refused (OptionError).
+
+    Contexts nest: an inner context sees the outer settings and overrides the names it gives. On leaving
+    a context in the middle of a transaction, the settings it added are cleared (set to ``''``) before
+    the next statement, so policies should read ``nullif(current_setting(name, true), '')``.
+    Also a decorator. The values never appear in a repr or a log (the names may).
+    """
+
+    __slots__ = ("_settings", "_tokens")
+
+    def __init__(self, settings: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
+        given: dict[str, str] = {}
+        if settings is not None:
+            if not isinstance(settings, Mapping):
+                raise OptionError(
+                    f"rls_context() takes a mapping of setting names to values as its positional "
+                    f"argument, got {type(settings).__name__}"
+                )
+            for name, value in settings.items():
+                full = normalize_setting_name(name)
+                given[full] = _text(full, value)
+        for name, value in kwargs.items():
+            full = normalize_setting_name(name)
+            given[full] = _text(full, value)
+        self._settings = given
+        self._tokens: list[Token[_Settings | None]] = []
+
+    def __repr__(self) -> str:
+        return f"<rls_context names={sorted(self._settings)}>"
+
+    def __enter__(self) -> rls_context:
+        outer = _current.get()
+        merged = dict(outer or ())
+        merged.update(self._settings)
+        self._tokens.append(_current.set(tuple(sorted(merged.items()))))
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        _current.reset(self._tokens.pop())
+
+    def __call__(self, fn: Any) -> Any:
+        """Use as a decorator: the function runs inside this context (a new entry per call)."""
+        import functools
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+def current_rls_settings() -> dict[str, str]:
+    """The settings of the current :class:`rls_context` (merged over nesting); empty outside any."""
+    return dict(_current.get() or ())
+
+
+class _Housekeeping(threading.local):
+    def __init__(self) -> None:
+        self.depth = 0
+
+
+_housekeeping = _Housekeeping()
+
+
+@contextmanager
+def rls_housekeeping() -> Iterator[None]:
+    """Statements run in this block (this thread) are ponykit's own: ``rls_required`` does not refuse
+    them (``enable_rls(..., apply=True)``, catalog lookups). The current context is still applied."""
+    _housekeeping.depth += 1
+    try:
+        yield
+    finally:
+        _housekeeping.depth -= 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The statement hook, installed on one PostgreSQL Database by attach()
+
+
+def install(kit: Kit) -> None:
+    """attach()'s installer: on PostgreSQL, hook every statement of ``kit.db`` (``kit.before_statement``).
+
+    ``kit.rls_required`` on another backend raises ConfigurationError (row-level security is a
+    PostgreSQL feature; on SQLite and MariaDB use ``ponykit.security`` policies instead).
+    """
+    db = kit.db
+    check_backend(db, kit.rls_required)
+    if _pony.dialect(db) == "postgres" and kit.before_statement is None:
+        kit.before_statement = _make_hook(kit)
+
+
+def check_backend(db: Database, required: tuple[str, ...]) -> None:
+    """Raise ConfigurationError if settings are required on a Database that is not PostgreSQL."""
+    if required and _pony.dialect(db) != "postgres":
+        raise ConfigurationError(
+            f"attach(rls_required={list(required)}): row-level security needs PostgreSQL, and the "
+            f"{_pony.describe_database(db)} is not one. On SQLite and MariaDB, scope queries with "
+            "ponykit.security policies (policy(), scoped()) instead, and leave rls_required out"
+        )
+
+
+def _make_hook(kit: Kit) -> Any:
+    db = kit.db
+    session_cache = _pony.session_cache
+    applied_of = _pony.applied_settings
+
+    def before_statement(cursor: Any, sql: str) -> None:
+        settings = _current.get()
+        cache = session_cache(db)
+        if cache is None:  # pragma: no cover - Pony runs every statement in a session cache
+            return
+        applied = applied_of(cache)
+        if applied is not None and not _pony.session_in_transaction(cache):
+            # The transaction that got them ended (commit, rollback, reconnect): they went with it.
+            applied = None
+            _pony.remember_settings(cache, None)
+        required = kit.rls_required
+        if required and not _housekeeping.depth and not _pony.is_ddl_session(cache):
+            _check_required(db, required, settings, sql)
+        if applied is not settings:
+            _apply(db, cache, cursor, settings, applied)
+        if settings is not None and sql.startswith("ROLLBACK TO"):
+            # It undoes set_config calls made after the savepoint (savepoint() sends it): apply them
+            # again at the next statement.
+            _pony.remember_settings(cache, None)
+
+    return before_statement
+
+
+def _reads_nothing(sql: str) -> bool:
+    """True for Pony's table check (``generate_mapping(check_tables=True)``): plain columns of a table
+    ``WHERE 0 = 1``. Without parentheses there is no function call or subquery; it reads no row."""
+    return sql.startswith("SELECT ") and sql.endswith(" WHERE 0 = 1") and "(" not in sql and ";" not in sql
+
+
+def _check_required(db: Database, required: tuple[str, ...], settings: _Settings | None, sql: str) -> None:
+    have = {name for name, value in settings or () if value != ""}
+    missing = [name for name in required if name not in have]
+    if missing and not _reads_nothing(sql):
+        raise RLSContextError(
+            f"ponykit: a statement on the {_pony.describe_database(db)} ran without the row-level security "
+            f"setting(s) {', '.join(missing)} that attach(rls_required=...) requires; nothing was sent. "
+            f"Run it inside `with ponykit.rls_context(...)` giving {', '.join(missing)} (a new thread "
+            "starts without the context of the thread that started it: use contextvars.copy_context())",
+            missing=missing,
+        )
+
+
+def _apply(db: Database, cache: Any, cursor: Any, settings: _Settings | None, applied: Any) -> None:
+    """Bring the transaction's settings to ``settings``: set new/changed ones, clear ones left behind."""
+    old = dict(applied or ())
+    new = dict(settings or ())
+    changes = [(name, value) for name, value in new.items() if old.get(name) != value]
+    changes += [(name, "") for name in old if name not in new and old[name] != ""]
+    if changes:
+        _pony.force_transaction(db, cache, cursor.connection)
+        _pony.apply_settings(cursor, changes)
+    # Stored even when nothing changed: the identity check then skips the work at the next statement.
+    _pony.remember_settings(cache, settings)
