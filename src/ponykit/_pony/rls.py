@@ -64,15 +64,15 @@ def force_transaction(db: Database, cache: SessionCache, connection: Any) -> Non
         db.provider.set_transaction_mode(connection, cache)
 
 
-def _execute(cursor: Any, sql: str, arguments: Sequence[Any]) -> None:
+def _execute(provider: Any, cursor: Any, sql: str, arguments: Sequence[Any]) -> None:
     cursor.execute(sql, arguments)
 
 
 # The driver's errors reach the caller as Pony's (pony.orm.OperationalError ...), like a statement's.
-_run: Callable[[Any, str, Sequence[Any]], None] = _dbapiprovider.wrap_dbapi_exceptions(_execute)
+_run: Callable[[Any, Any, str, Sequence[Any]], None] = _dbapiprovider.wrap_dbapi_exceptions(_execute)
 
 
-def apply_settings(cursor: Any, settings: Sequence[tuple[str, str]]) -> None:
+def apply_settings(db: Database, cursor: Any, settings: Sequence[tuple[str, str]]) -> None:
     """Run ``SELECT set_config(name, value, true), ...`` for ``settings`` on a new cursor of the
     connection of ``cursor`` (a DB-API cursor of psycopg2, or ponykit's COPY stand-in for one).
 
@@ -86,7 +86,7 @@ def apply_settings(cursor: Any, settings: Sequence[tuple[str, str]]) -> None:
     arguments = [item for pair in settings for item in pair]
     if _core.local.debug:
         _core.log_orm("SET ROW-LEVEL SECURITY SETTINGS " + ", ".join(name for name, _ in settings))
-    _run(cursor.connection.cursor(), sql, arguments)
+    _run(db.provider, cursor.connection.cursor(), sql, arguments)
 
 
 def applied_settings(cache: SessionCache) -> Any:

@@ -128,12 +128,14 @@ class rls_context:
         merged = dict(outer or ())
         merged.update(self._settings)
         self._tokens.append(_current.set(tuple(sorted(merged.items()))))
+        _forget_query_results()
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         _current.reset(self._tokens.pop())
+        _forget_query_results()
 
     def __call__(self, fn: Any) -> Any:
         """Use as a decorator: the function runs inside this context (a new entry per call)."""
@@ -145,6 +147,14 @@ class rls_context:
                 return fn(*args, **kwargs)
 
         return wrapper
+
+
+def _forget_query_results() -> None:
+    # Pony answers a query asked twice in a session from its result cache, without SQL: a result read
+    # under the settings of another context must not be served under this one.
+    if _pony.in_db_session():
+        for db in _pony.session_databases():
+            _pony.query_results_clear(db)
 
 
 def current_rls_settings() -> dict[str, str]:
@@ -225,10 +235,17 @@ def _make_hook(kit: Kit) -> Any:
     return before_statement
 
 
+_IDENT = r'"(?:[^"]|"")+"'
+# Pony's table check (generate_mapping(check_tables=True)): plain columns of one table WHERE 0 = 1.
+_COLUMN = rf"{_IDENT}\.{_IDENT}"
+_TABLE_CHECK = re.compile(
+    rf"SELECT {_COLUMN}(?:, {_COLUMN})*\s+FROM {_IDENT}(?:\.{_IDENT})? {_IDENT}\s+WHERE 0 = 1"
+)
+
+
 def _reads_nothing(sql: str) -> bool:
-    """True for Pony's table check (``generate_mapping(check_tables=True)``): plain columns of a table
-    ``WHERE 0 = 1``. Without parentheses there is no function call or subquery; it reads no row."""
-    return sql.startswith("SELECT ") and sql.endswith(" WHERE 0 = 1") and "(" not in sql and ";" not in sql
+    """True for Pony's table check, which reads no row: no function call, no subquery, no other table."""
+    return _TABLE_CHECK.fullmatch(sql) is not None
 
 
 def _check_required(db: Database, required: tuple[str, ...], settings: _Settings | None, sql: str) -> None:
@@ -252,6 +269,6 @@ def _apply(db: Database, cache: Any, cursor: Any, settings: _Settings | None, ap
     changes += [(name, "") for name in old if name not in new and old[name] != ""]
     if changes:
         _pony.force_transaction(db, cache, cursor.connection)
-        _pony.apply_settings(cursor, changes)
+        _pony.apply_settings(db, cursor, changes)
     # Stored even when nothing changed: the identity check then skips the work at the next statement.
     _pony.remember_settings(cache, settings)

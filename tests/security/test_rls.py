@@ -1,0 +1,369 @@
+"""Row-level security on PostgreSQL (issue #19 part 1): ``rls_context``, ``rls_required``, ``enable_rls``,
+``check_rls`` against a real policy, read through a role that neither owns the tables nor bypasses RLS.
+
+Set-up per test: the test's schema holds ``Doc`` (created by the ``postgres`` superuser Database, the
+owner), with RLS enabled, forced and a ``tenant = app.tenant_id`` policy. The application Database binds
+to the same schema as the LOGIN role ``ponykit_rls_app`` (created once, cluster-wide) that has
+SELECT/INSERT/UPDATE/DELETE on the schema's tables. The fixture's ``DROP SCHEMA ... CASCADE`` removes
+the tables and the grants on them; the role owns nothing, so it can stay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from pony.orm import Database, Required, commit, db_session, rollback, select
+
+import ponykit as pk
+from ponykit.security import check_rls, enable_rls, setting_equals
+
+pytestmark = pytest.mark.backends("postgres")
+
+APP_ROLE = "ponykit_rls_app"
+ROWS = {1: 5, 2: 3, 3: 4}  # tenant -> rows seeded
+
+
+def declare(db: Database) -> Any:
+    class Doc(db.Entity):
+        tenant = Required(int, index=True)
+        body = Required(str)
+
+    return Doc
+
+
+@dataclass
+class RLS:
+    """The owner (superuser) side and a factory of application Databases (role ``ponykit_rls_app``)."""
+
+    owner: Database
+    owner_doc: Any
+    schema: str
+    app_url: str
+    admin: Any
+    made: list[Database]
+
+    def app(
+        self, *, required: tuple[str, ...] | None = ("tenant_id",), attach: bool = True
+    ) -> tuple[Any, Any]:
+        db = Database()
+        pk.bind_url(db, self.app_url)
+        doc = declare(db)
+        if attach:
+            pk.attach(db, rls_required=required)
+        db.generate_mapping(check_tables=True)
+        self.made.append(db)
+        return db, doc
+
+    def sql(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run a statement on the admin (superuser, autocommit) connection; the rows if it returns any."""
+        with self.admin.connection("postgres").cursor() as cur:
+            cur.execute(f'SET search_path TO "{self.schema}"')
+            try:
+                cur.execute(sql)
+                return list(cur.fetchall()) if cur.description else []
+            finally:
+                cur.execute("RESET search_path")
+
+
+def _ensure_role(admin: Any) -> None:
+    # Cluster-wide and shared with other runs: create it once, tolerating a concurrent creation.
+    admin.execute(
+        "postgres",
+        f"DO $$ BEGIN CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS; "
+        "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+    )
+
+
+@pytest.fixture
+def rls(backend: Any, make_db: Callable[[], Database], _admin: Any) -> Iterator[RLS]:
+    owner = make_db()
+    doc = declare(owner)
+    pk.attach(owner)
+    owner.generate_mapping(create_tables=True)
+    with db_session:
+        schema = owner.select("SELECT current_schema()")[0]
+        enable_rls(doc, using=setting_equals("tenant", "tenant_id", type="integer"), apply=True)
+        for tenant, n in ROWS.items():
+            for i in range(n):
+                doc(tenant=tenant, body=f"t{tenant}-{i}")
+    _ensure_role(_admin)
+    for grant in (
+        f'GRANT USAGE ON SCHEMA "{schema}" TO {APP_ROLE}',
+        f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO {APP_ROLE}',
+        f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA "{schema}" TO {APP_ROLE}',
+    ):
+        _admin.execute("postgres", grant)
+    parts = urlsplit(backend.url)
+    app_url = urlunsplit(parts._replace(netloc=f"{APP_ROLE}@{parts.hostname}:{parts.port or 5432}"))
+    state = RLS(owner, doc, schema, app_url, _admin, [])
+    try:
+        yield state
+    finally:
+        for db in state.made:
+            db.disconnect()
+            pk.kit.forget(db)
+        # The role's grants live in the schema's objects and go with DROP SCHEMA ... CASCADE; the schema
+        # itself is granted too, so revoke that (DROP SCHEMA also would, this keeps pg_shdepend tidy).
+        _admin.execute("postgres", f'REVOKE ALL ON SCHEMA "{schema}" FROM {APP_ROLE}')
+
+
+def count_all(doc: Any) -> int:
+    return int(select(d for d in doc).count())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Why rls_context exists: Pony's read-only sessions run in autocommit
+
+
+def test_pony_naive_set_config_is_gone_by_the_next_statement(rls: RLS) -> None:
+    """Plain Pony: ``SELECT set_config(..., true)`` at the start of a read-only session is lost (autocommit),
+    so the RLS-protected count is 0 although the tenant has rows. (db.execute would have started a
+    transaction; a read-only session that uses db.select, as most would for a SELECT, does not.)"""
+    db, doc = rls.app(attach=False)
+    with db_session:
+        db.select("SELECT set_config('app.tenant_id', '1', true)")
+        assert count_all(doc) == 0
+    with db_session:  # the same statements with ponykit's context: the tenant's rows
+        db.select("SELECT 1")
+        assert count_all(doc) == 0  # no context at all: nothing visible (the policy fails closed)
+
+
+def test_rls_context_covers_every_statement_of_a_read_only_session(rls: RLS) -> None:
+    db, doc = rls.app()
+    with pk.rls_context(tenant_id=1), db_session:
+        assert count_all(doc) == ROWS[1]
+        assert {d.tenant for d in select(d for d in doc)} == {1}
+        assert db.select("SELECT count(*) FROM doc")[0] == ROWS[1]  # raw SQL is covered too
+        assert db.select("SELECT current_setting('app.tenant_id')")[0] == "1"
+    with pk.rls_context(tenant_id=2), db_session:
+        assert count_all(doc) == ROWS[2]
+
+
+def test_settings_are_transaction_local_never_seen_by_the_next_borrower(rls: RLS) -> None:
+    db, _doc = rls.app(required=None)
+    with pk.rls_context(tenant_id=1), db_session:
+        pid = db.select("SELECT pg_backend_pid()")[0]
+        assert db.select("SELECT current_setting('app.tenant_id', true)")[0] == "1"
+    with db_session:  # same thread: Pony's pool gives the same connection back
+        assert db.select("SELECT pg_backend_pid()")[0] == pid
+        assert db.select("SELECT current_setting('app.tenant_id', true)")[0] in ("", None)
+
+
+def test_rls_required_refuses_before_any_sql(rls: RLS) -> None:
+    db, doc = rls.app()
+    statements: list[str] = []
+    pk.get_kit(db).add_execute_listener(lambda _db, sql, *_: statements.append(sql))
+    with db_session:
+        with pytest.raises(pk.RLSContextError, match=r"app\.tenant_id") as caught:
+            count_all(doc)
+        assert caught.value.missing == ("app.tenant_id",)
+        with pytest.raises(pk.RLSContextError):
+            db.select("SELECT 1")
+    with pytest.raises(pk.RLSContextError), db_session:
+        doc(tenant=1, body="refused at flush")
+    with pk.rls_context(user_id=3), pytest.raises(pk.RLSContextError), db_session:  # another name
+        count_all(doc)
+    with pk.rls_context(tenant_id=""), pytest.raises(pk.RLSContextError), db_session:  # empty = unset
+        count_all(doc)
+    assert statements == []
+    assert rls.sql("SELECT count(*) FROM doc WHERE body = 'refused at flush'") == [(0,)]
+
+
+def test_rls_required_names_are_normalized_and_checked(rls: RLS) -> None:
+    db, _doc = rls.app(required=("tenant_id", "app.tenant_id", "request.user"))
+    assert pk.get_kit(db).rls_required == ("app.tenant_id", "request.user")
+    fresh = Database()
+    pk.bind_url(fresh, rls.app_url)
+    rls.made.append(fresh)
+    with pytest.raises(pk.OptionError, match="list or tuple"):
+        pk.attach(fresh, rls_required="tenant_id")  # type: ignore[arg-type]
+    with pytest.raises(pk.OptionError, match="setting name"):
+        pk.attach(fresh, rls_required=["bad-name"])
+    assert pk.kit.find_kit(fresh) is None  # refused before anything was set
+
+
+def test_leaving_a_context_mid_transaction_clears_its_settings(rls: RLS) -> None:
+    db, doc = rls.app(required=None)
+    with db_session:
+        db.execute("SELECT 1")  # a writing transaction is open before any context
+        with pk.rls_context(tenant_id=1, user_id=9):
+            assert count_all(doc) == ROWS[1]
+            with pk.rls_context(tenant_id=2):  # nested: merged, inner wins
+                assert count_all(doc) == ROWS[2]
+                assert db.select("SELECT current_setting('app.user_id')")[0] == "9"
+            assert count_all(doc) == ROWS[1]
+        assert count_all(doc) == 0
+        assert db.select("SELECT current_setting('app.tenant_id', true)")[0] == ""
+        assert db.select("SELECT current_setting('app.user_id', true)")[0] == ""
+
+
+def test_explicit_commit_and_rollback_mid_session_reapply(rls: RLS) -> None:
+    _db, doc = rls.app()
+    with pk.rls_context(tenant_id=1), db_session:
+        doc(tenant=1, body="new")
+        commit()
+        assert count_all(doc) == ROWS[1] + 1
+        rollback()
+        assert count_all(doc) == ROWS[1] + 1
+        doc(tenant=1, body="rolled back")
+        rollback()
+        assert count_all(doc) == ROWS[1] + 1
+
+
+def test_savepoint_rollback_keeps_the_settings(rls: RLS) -> None:
+    db, doc = rls.app()
+    with pk.rls_context(tenant_id=1), db_session:
+        with pytest.raises(ZeroDivisionError), pk.savepoint(db=db):
+            assert count_all(doc) == ROWS[1]  # settings applied inside the savepoint ...
+            raise ZeroDivisionError
+        assert count_all(doc) == ROWS[1]  # ... are applied again after ROLLBACK TO
+        doc(tenant=1, body="after savepoint")
+    with pk.rls_context(tenant_id=1), db_session:
+        assert count_all(doc) == ROWS[1] + 1
+
+
+def test_reapplied_after_pony_reconnects(rls: RLS) -> None:
+    db, doc = rls.app()
+    with pk.rls_context(tenant_id=1), db_session:
+        pid = db.select("SELECT pg_backend_pid()")[0]
+        assert count_all(doc) == ROWS[1]
+    rls.sql(f"SELECT pg_terminate_backend({pid})")
+    with pk.rls_context(tenant_id=2), db_session:  # Pony reconnects silently; settings applied again
+        assert count_all(doc) == ROWS[2]
+        assert db.select("SELECT pg_backend_pid()")[0] != pid
+
+
+def test_other_tenants_rows_are_not_writable(rls: RLS) -> None:
+    db, doc = rls.app()
+    with db_session(), pk.rls_context(tenant_id=2):
+        other = [d.id for d in select(d for d in doc)]
+    with pk.rls_context(tenant_id=1):
+        with pytest.raises(Exception, match="row-level security"), db_session:
+            doc(tenant=2, body="smuggled")
+        with db_session:
+            assert doc.get(id=other[0]) is None
+            assert db.execute("UPDATE doc SET body = 'x' WHERE tenant = 2").rowcount == 0
+            assert db.execute("DELETE FROM doc WHERE tenant = 2").rowcount == 0
+        with pytest.raises(Exception, match="row-level security"), db_session:
+            db.execute("UPDATE doc SET tenant = 2 WHERE tenant = 1")  # WITH CHECK: cannot move rows
+    assert rls.sql("SELECT tenant, count(*) FROM doc GROUP BY tenant ORDER BY 1") == sorted(ROWS.items())
+
+
+def test_bulk_insert_falls_back_from_copy_under_rls(rls: RLS) -> None:
+    _db, doc = rls.app()
+    rows = [{"tenant": 3, "body": f"bulk {i}"} for i in range(50)]
+    with pk.rls_context(tenant_id=3), db_session:
+        pk.bulk_insert(doc, rows)
+    with pk.rls_context(tenant_id=3), db_session:
+        assert count_all(doc) == ROWS[3] + 50
+    with pytest.raises(Exception, match="row-level security"), pk.rls_context(tenant_id=1), db_session:
+        pk.bulk_insert(doc, rows)
+    assert rls.sql("SELECT count(*) FROM doc WHERE tenant = 3") == [(ROWS[3] + 50,)]
+
+
+def test_context_follows_asyncio_tasks_and_copied_threads(rls: RLS) -> None:
+    _db, doc = rls.app()
+
+    def count() -> int:
+        with db_session:
+            return count_all(doc)
+
+    async def request(tenant: int) -> int:
+        with pk.rls_context(tenant_id=tenant):
+            return await asyncio.to_thread(count)
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(*(request(t) for t in (1, 2, 3, 1))))
+
+    assert asyncio.run(main()) == [ROWS[1], ROWS[2], ROWS[3], ROWS[1]]
+    results: dict[str, Any] = {}
+
+    def in_thread(key: str) -> None:
+        try:
+            results[key] = count()
+        except Exception as exc:
+            results[key] = exc
+
+    with pk.rls_context(tenant_id=2):
+        copied = threading.Thread(target=contextvars.copy_context().run, args=(in_thread, "copied"))
+        plain = threading.Thread(target=in_thread, args=("plain",))
+        for t in (copied, plain):
+            t.start()
+            t.join()
+    assert results["copied"] == ROWS[2]
+    assert isinstance(results["plain"], pk.RLSContextError)  # a plain thread starts without one
+
+
+# ---------------------------------------------------------------------------------------------------------
+# check_rls
+
+
+def test_check_rls_passes_a_forced_table_and_a_plain_role(rls: RLS) -> None:
+    db, _doc = rls.app()
+    report = check_rls(db)
+    assert report.ok, str(report)
+    assert report.role == APP_ROLE
+    assert report.tables == ("doc",)
+    assert "ok" in str(report)
+
+
+def test_check_rls_flags_not_forced_disabled_owner_and_superuser(rls: RLS) -> None:
+    rls.sql("ALTER TABLE doc NO FORCE ROW LEVEL SECURITY")
+    db, _doc = rls.app()
+    assert [(p.kind, p.table) for p in check_rls(db).problems] == [("rls_not_forced", "doc")]
+    rls.sql(f"ALTER TABLE doc OWNER TO {APP_ROLE}")
+    kinds = {p.kind for p in check_rls(db).problems}
+    assert kinds == {"rls_not_forced", "role_owns_table"}
+    rls.sql("ALTER TABLE doc DISABLE ROW LEVEL SECURITY")
+    assert {p.kind for p in check_rls(db).problems} == {"rls_disabled", "role_owns_table"}
+    owner_report = check_rls(rls.owner)  # the postgres superuser
+    assert "role_is_superuser" in {p.kind for p in owner_report.problems}
+    assert not owner_report.ok
+    assert "role_is_superuser" in str(owner_report)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# enable_rls
+
+
+def test_enable_rls_statements(rls: RLS) -> None:
+    doc = rls.owner_doc
+    statements = enable_rls(doc, using=setting_equals("tenant", "tenant_id", type="integer"))
+    assert statements == [
+        'ALTER TABLE "doc" ENABLE ROW LEVEL SECURITY',
+        'ALTER TABLE "doc" FORCE ROW LEVEL SECURITY',
+        'DROP POLICY IF EXISTS "doc_all_rls" ON "doc"',
+        'CREATE POLICY "doc_all_rls" ON "doc" FOR ALL USING '
+        "(\"tenant\" = (select nullif(current_setting('app.tenant_id', true), '')::integer))",
+    ]
+    statements = enable_rls(
+        doc,
+        using="true",
+        check=setting_equals("body", "request.owner"),
+        force=False,
+        command="update",
+        policy_name="edit own",
+        role=APP_ROLE,
+    )
+    assert statements == [
+        'ALTER TABLE "doc" ENABLE ROW LEVEL SECURITY',
+        'DROP POLICY IF EXISTS "edit own" ON "doc"',
+        f'CREATE POLICY "edit own" ON "doc" FOR UPDATE TO "{APP_ROLE}" USING (true) WITH CHECK '
+        "(\"body\" = (select nullif(current_setting('request.owner', true), '')))",
+    ]
+
+
+def test_enable_rls_apply_is_idempotent_and_the_policy_holds(rls: RLS) -> None:
+    with db_session:  # applied a second time: the policy is replaced, not duplicated
+        enable_rls(rls.owner_doc, using=setting_equals("tenant", "tenant_id", type="integer"), apply=True)
+    assert rls.sql("SELECT count(*) FROM pg_policy WHERE polrelid = 'doc'::regclass") == [(1,)]
+    _db, doc = rls.app()
+    with pk.rls_context(tenant_id=3), db_session:
+        assert count_all(doc) == ROWS[3]
