@@ -19,6 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pony.orm import Database, Required, commit, db_session, rollback, select
 
 import ponykit as pk
@@ -237,7 +239,11 @@ def test_reapplied_after_pony_reconnects(rls: RLS) -> None:
     rls.sql(f"SELECT pg_terminate_backend({pid})")
     with pk.rls_context(tenant_id=2), db_session:  # Pony reconnects silently; settings applied again
         assert count_all(doc) == ROWS[2]
-        assert db.select("SELECT pg_backend_pid()")[0] != pid
+        pid2 = db.select("SELECT pg_backend_pid()")[0]
+        assert pid2 != pid
+        rls.sql(f"SELECT pg_terminate_backend({pid2})")  # mid-session, before any write
+        assert db.select("SELECT count(*) FROM doc")[0] == ROWS[2]
+        assert db.select("SELECT pg_backend_pid()")[0] != pid2
 
 
 def test_other_tenants_rows_are_not_writable(rls: RLS) -> None:
@@ -367,3 +373,144 @@ def test_enable_rls_apply_is_idempotent_and_the_policy_holds(rls: RLS) -> None:
     _db, doc = rls.app()
     with pk.rls_context(tenant_id=3), db_session:
         assert count_all(doc) == ROWS[3]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The cross-tenant leak oracle: requests of random tenants on pooled connections across threads
+
+
+@dataclass(frozen=True)
+class Request:
+    thread: int
+    tenant: int | None  # None: a request without any context (must be refused before any SQL)
+    kind: str  # read, write (insert own rows), commit_mid (insert, commit(), read), foreign (cross-tenant
+    # update and insert), kill_mid (the connection is terminated between two reads of one session)
+    kill_before: bool  # terminate this thread's connection from the admin side before the request
+
+
+REQUESTS = st.lists(
+    st.builds(
+        Request,
+        thread=st.integers(0, 2),
+        tenant=st.one_of(st.sampled_from([1, 2, 3]), st.none()),
+        kind=st.sampled_from(["read", "write", "commit_mid", "foreign", "kill_mid"]),
+        kill_before=st.integers(0, 3).map(lambda n: n == 0),
+    ),
+    min_size=1,
+    max_size=12,
+)
+SEEDS = st.lists(st.sampled_from([1, 2, 3]), min_size=0, max_size=12)
+
+
+class Harness:
+    """Runs one example: seeds rows, runs each thread's requests in its own thread, records what happened."""
+
+    def __init__(self, rls: RLS, db: Database, doc: Any) -> None:
+        self.rls, self.db, self.doc = rls, db, doc
+        self.lock = threading.Lock()
+        self.violations: list[str] = []
+        self.inserted: dict[int, int] = {}
+
+    def admin(self, sql: str) -> list[tuple[Any, ...]]:
+        with self.lock:  # one admin connection for all threads
+            return self.rls.sql(sql)
+
+    def seed(self, tenants: list[int]) -> dict[int, set[int]]:
+        self.admin("TRUNCATE doc RESTART IDENTITY")
+        for tenant in tenants:
+            self.admin(f"INSERT INTO doc (tenant, body) VALUES ({tenant}, 'seed')")
+        seeded: dict[int, set[int]] = {1: set(), 2: set(), 3: set()}
+        for row_id, tenant in self.admin("SELECT id, tenant FROM doc"):
+            seeded[tenant].add(row_id)
+        return seeded
+
+    def run_thread(self, requests: list[Request], seeded: dict[int, set[int]]) -> None:
+        pid: int | None = None
+        for request in requests:
+            if request.kill_before and pid is not None:
+                self.admin(f"SELECT pg_terminate_backend({pid})")
+            if request.tenant is None:
+                try:
+                    with db_session:
+                        count_all(self.doc)
+                    self.violations.append(f"{request}: ran without a context")
+                except pk.RLSContextError:
+                    pass
+                continue
+            with pk.rls_context(tenant_id=request.tenant):
+                pid = self.one(request, request.tenant, seeded)
+
+    def read(self, tenant: int, seeded: dict[int, set[int]], request: Request) -> None:
+        rows = {(d.id, d.tenant) for d in select(d for d in self.doc)}
+        raw = self.db.select("SELECT id, tenant FROM doc")
+        for row_id, row_tenant in rows | set(raw):
+            if row_tenant != tenant:
+                self.violations.append(f"{request}: saw row {row_id} of tenant {row_tenant}")
+        if not seeded[tenant] <= {row_id for row_id, _ in rows}:
+            self.violations.append(f"{request}: missed its own rows (settings not applied)")
+
+    def one(self, request: Request, tenant: int, seeded: dict[int, set[int]]) -> int:
+        with db_session:
+            pid = int(self.db.select("SELECT pg_backend_pid()")[0])
+            self.read(tenant, seeded, request)
+            if request.kind in ("write", "commit_mid"):
+                self.doc(tenant=tenant, body="own")
+                with self.lock:
+                    self.inserted[tenant] = self.inserted.get(tenant, 0) + 1
+                if request.kind == "commit_mid":
+                    commit()
+                    self.read(tenant, seeded, request)
+            if request.kind == "kill_mid":  # the connection dies mid-session, before any write
+                self.admin(f"SELECT pg_terminate_backend({pid})")
+                self.read(tenant, seeded, request)
+            if request.kind == "foreign":
+                other = {1: 2, 2: 3, 3: 1}[tenant]
+                changed = self.db.execute(f"UPDATE doc SET body = 'stolen' WHERE tenant = {other}").rowcount
+                if changed:
+                    self.violations.append(f"{request}: updated {changed} rows of tenant {other}")
+        if request.kind == "foreign":
+            try:
+                with db_session:
+                    self.doc(tenant={1: 2, 2: 3, 3: 1}[tenant], body="smuggled")
+                self.violations.append(f"{request}: inserted a row for another tenant")
+            except pk.RLSContextError:
+                self.violations.append(f"{request}: context lost")
+            except Exception as exc:
+                if "row-level security" not in str(exc):
+                    raise
+        return pid
+
+
+@settings(max_examples=25)
+@given(seeds=SEEDS, requests=REQUESTS)
+def test_cross_tenant_leak_oracle(rls: RLS, seeds: list[int], requests: list[Request]) -> None:
+    """0 rows of another tenant visible or writable, 0 statements without a context, across threads that
+    reuse their pooled connection for requests of different tenants, with commits mid-session and
+    connections killed between requests (Pony reconnects silently; the settings must follow)."""
+    if not hasattr(rls, "app_pair"):
+        rls.app_pair = rls.app()  # type: ignore[attr-defined]  # one app Database for every example
+    db, doc = rls.app_pair  # type: ignore[attr-defined]
+    harness = Harness(rls, db, doc)
+    seeded = harness.seed(seeds)
+    errors: list[BaseException] = []
+
+    def worker(mine: list[Request]) -> None:
+        try:
+            harness.run_thread(mine, seeded)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=worker, args=([r for r in requests if r.thread == n],)) for n in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert harness.violations == []
+    counts = dict(harness.admin("SELECT tenant, count(*) FROM doc GROUP BY tenant"))
+    for tenant in (1, 2, 3):
+        expected = seeds.count(tenant) + harness.inserted.get(tenant, 0)
+        assert counts.get(tenant, 0) == expected
+    assert harness.admin("SELECT count(*) FROM doc WHERE body IN ('stolen', 'smuggled')") == [(0,)]
