@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pony.orm import Database, Required, commit, db_session, rollback, select
+from pony.orm import Database, Required, commit, db_session, rollback, select, set_sql_debug
 
 import ponykit as pk
 from ponykit.security import check_rls, enable_rls, setting_equals
@@ -156,6 +157,23 @@ def test_settings_are_transaction_local_never_seen_by_the_next_borrower(rls: RLS
     with db_session:  # same thread: Pony's pool gives the same connection back
         assert db.select("SELECT pg_backend_pid()")[0] == pid
         assert db.select("SELECT current_setting('app.tenant_id', true)")[0] in ("", None)
+
+
+def test_setting_values_stay_out_of_pony_sql_log_and_ponykit_logs(
+    rls: RLS, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = "424242"
+    _db, doc = rls.app(required=None)
+    caplog.set_level(logging.DEBUG)
+    set_sql_debug(True, show_values=True)
+    try:
+        with pk.rls_context(tenant_id=secret), db_session:
+            assert count_all(doc) == 0
+    finally:
+        set_sql_debug(False)
+    logged = caplog.text + capsys.readouterr().out
+    assert "app.tenant_id" in logged  # the name is shown, as Pony shows its own SET TRANSACTION
+    assert secret not in logged
 
 
 def test_rls_required_refuses_before_any_sql(rls: RLS) -> None:
