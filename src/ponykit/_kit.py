@@ -99,9 +99,10 @@ class Kit:
         self._statement_listeners: tuple[StatementListener, ...] = ()
         self._lock = threading.Lock()
         # Row-level security (ponykit.security.rls): the settings every statement needs (fail closed),
-        # and the hook its installer sets on PostgreSQL, called with (cursor, sql) before each statement.
+        # and the hook its installer sets on PostgreSQL: called with (cursor, sql, arguments) before each
+        # statement, it returns the SQL to send (the statement, maybe with the settings in front).
         self.rls_required: tuple[str, ...] = ()
-        self.before_statement: Callable[[Any, str], None] | None = None
+        self.before_statement: Callable[[Any, str, Any], str] | None = None
 
     def __repr__(self) -> str:
         # Keys and cache credentials stay out of reprs: name their types only.

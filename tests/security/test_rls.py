@@ -176,6 +176,22 @@ def test_setting_values_stay_out_of_pony_sql_log_and_ponykit_logs(
     assert secret not in logged
 
 
+def test_values_with_quotes_and_percent_signs_arrive_exactly(rls: RLS) -> None:
+    """The settings ride in front of the first statement, quoted by the driver: with and without that
+    statement's own parameters (where ``%`` must be doubled), a hostile value arrives byte for byte."""
+    db, doc = rls.app(required=None)
+    weird = "50% o'clock'); DROP TABLE doc; -- \\ %s %(x)s ü"
+    tenant = 1
+    with pk.rls_context({"app.note": weird}, tenant_id=tenant), db_session:
+        assert select(d for d in doc if d.tenant == tenant).count() == ROWS[1]  # a parameter: %(p1)s
+        assert db.select("SELECT current_setting('app.note')")[0] == weird
+    with pk.rls_context({"app.note": weird}), db_session:
+        assert db.select("SELECT current_setting('app.note')")[0] == weird  # no parameters
+    with pk.rls_context({"app.note": weird}, tenant_id=3), db_session:
+        doc(tenant=3, body=weird)  # the first statement is an INSERT ... RETURNING id
+    assert rls.sql("SELECT count(*) FROM doc WHERE tenant = 3") == [(ROWS[3] + 1,)]
+
+
 def test_rls_required_refuses_before_any_sql(rls: RLS) -> None:
     db, doc = rls.app()
     statements: list[str] = []

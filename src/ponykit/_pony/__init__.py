@@ -309,4 +309,5 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "is_ddl_session",
     "remember_settings",
     "session_in_transaction",
+    "settings_prefix",
 ]

@@ -29,6 +29,7 @@ __all__ = [
     "is_ddl_session",
     "remember_settings",
     "session_in_transaction",
+    "settings_prefix",
 ]
 
 _APPLIED_ATTR = "_ponykit_rls_applied_"
@@ -87,6 +88,23 @@ def apply_settings(db: Database, cursor: Any, settings: Sequence[tuple[str, str]
     if _core.local.debug:
         _core.log_orm("SET ROW-LEVEL SECURITY SETTINGS " + ", ".join(name for name, _ in settings))
     _run(db.provider, cursor.connection.cursor(), sql, arguments)
+
+
+def settings_prefix(cursor: Any, settings: Sequence[tuple[str, str]], has_arguments: bool) -> str:
+    """``SELECT set_config('name', 'value', true), ...; `` with the values quoted by the driver, to put
+    before a statement sent in the same round trip. With ``has_arguments`` the statement's own
+    parameters are interpolated by the driver afterwards, so ``%`` in the prefix is doubled."""
+    sql = "SELECT " + ", ".join(["set_config(%s, %s, true)"] * len(settings)) + "; "
+    arguments = [item for pair in settings for item in pair]
+    if _core.local.debug:
+        _core.log_orm("SET ROW-LEVEL SECURITY SETTINGS " + ", ".join(name for name, _ in settings))
+    text = cursor.mogrify(sql, arguments)
+    if isinstance(text, bytes):
+        from psycopg2.extensions import encodings  # the driver's own name -> Python codec table
+
+        text = text.decode(encodings.get(cursor.connection.encoding, "utf-8"))
+    prefix = str(text)
+    return prefix.replace("%", "%%") if has_arguments else prefix
 
 
 def applied_settings(cache: SessionCache) -> Any:

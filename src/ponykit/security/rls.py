@@ -212,11 +212,11 @@ def _make_hook(kit: Kit) -> Any:
     session_cache = _pony.session_cache
     applied_of = _pony.applied_settings
 
-    def before_statement(cursor: Any, sql: str) -> None:
+    def before_statement(cursor: Any, sql: str, arguments: Any) -> str:
         settings = _current.get()
         cache = session_cache(db)
         if cache is None:  # pragma: no cover - Pony runs every statement in a session cache
-            return
+            return sql
         applied = applied_of(cache)
         if applied is not None and not _pony.session_in_transaction(cache):
             # The transaction that got them ended (commit, rollback, reconnect): they went with it.
@@ -225,12 +225,13 @@ def _make_hook(kit: Kit) -> Any:
         required = kit.rls_required
         if required and not _housekeeping.depth and not _pony.is_ddl_session(cache):
             _check_required(db, required, settings, sql)
-        if applied is not settings:
-            _apply(db, cache, cursor, settings, applied)
         if settings is not None and sql.startswith("ROLLBACK TO"):
             # It undoes set_config calls made after the savepoint (savepoint() sends it): apply them
             # again at the next statement.
             _pony.remember_settings(cache, None)
+        elif applied is not settings:
+            return _apply(db, cache, cursor, sql, arguments, settings, applied)
+        return sql
 
     return before_statement
 
@@ -261,14 +262,27 @@ def _check_required(db: Database, required: tuple[str, ...], settings: _Settings
         )
 
 
-def _apply(db: Database, cache: Any, cursor: Any, settings: _Settings | None, applied: Any) -> None:
-    """Bring the transaction's settings to ``settings``: set new/changed ones, clear ones left behind."""
+# Statements the settings may ride along with, in the same round trip (not COPY, not transaction control).
+_PREFIXABLE = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
+
+
+def _apply(
+    db: Database, cache: Any, cursor: Any, sql: str, arguments: Any, settings: _Settings | None, applied: Any
+) -> str:
+    """Bring the transaction's settings to ``settings`` (set new and changed ones, clear ones left
+    behind) before ``sql``; the SQL to send in its place."""
     old = dict(applied or ())
     new = dict(settings or ())
     changes = [(name, value) for name, value in new.items() if old.get(name) != value]
     changes += [(name, "") for name in old if name not in new and old[name] != ""]
-    if changes:
-        _pony.force_transaction(db, cache, cursor.connection)
-        _pony.apply_settings(db, cursor, changes)
     # Stored even when nothing changed: the identity check then skips the work at the next statement.
     _pony.remember_settings(cache, settings)
+    if not changes:
+        return sql
+    _pony.force_transaction(db, cache, cursor.connection)
+    if type(arguments) is not list and sql.startswith(_PREFIXABLE):
+        # One round trip for both: "SELECT set_config(...); <statement>" (the cursor keeps the result,
+        # row count and RETURNING row of the last statement). Listeners still see the statement alone.
+        return _pony.settings_prefix(cursor, changes, arguments is not None) + sql
+    _pony.apply_settings(db, cursor, changes)
+    return sql
