@@ -52,17 +52,18 @@ def _look_in_current_schema(kit: Kit) -> None:
 #: 2. the PostgreSQL schema lookup, a provider wrapper needed by ``generate_mapping``;
 #: 3. ``types.install``: the converters, which must be in place before ``generate_mapping``;
 #: 4. ``diagnostics.install``: the statement listener of ``count_queries``;
-#: 5. ``query.cache.install``: the cache's commit subscriber and raw-write listener, last because it may
-#:    ask the server for the cache namespace, which needs the transaction hooks and this call's options;
-#: 6. ``security.rls.install``: the row-level security statement hook (PostgreSQL), installed after the
-#:    set-up statements above so that ``rls_required`` never refuses them.
+#: 5. ``security.rls.install``: the row-level security statement hook (PostgreSQL), which the execute
+#:    wrapper of step 1 calls before each statement;
+#: 6. ``query.cache.install``: the cache's commit subscriber and raw-write listener, last because it may
+#:    ask the server for the cache namespace (on a side connection of its own, which the statement hook
+#:    never sees), which needs the transaction hooks and this call's options.
 INSTALLERS: tuple[Callable[[Kit], None], ...] = (
     transactions.install,
     _look_in_current_schema,
     types.install,
     diagnostics.install,
-    query_cache.install,
     rls.install,
+    query_cache.install,
 )
 
 
