@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from pony.orm import Database, Required, commit, db_session, rollback, select, set_sql_debug
 
 import ponykit as pk
+from ponykit import _pony
 from ponykit.security import check_rls, enable_rls, setting_equals
 
 pytestmark = pytest.mark.backends("postgres")
@@ -263,6 +264,28 @@ def test_savepoint_rollback_keeps_the_settings(rls: RLS) -> None:
         doc(tenant=1, body="after savepoint")
     with pk.rls_context(tenant_id=1), db_session:
         assert count_all(doc) == ROWS[1] + 1
+
+
+def test_bulk_savepoints_do_not_take_the_settings_away(rls: RLS) -> None:
+    """Bulk operations open savepoints on the driver's cursor; one may be a transaction's first statement.
+    The settings go before it, so a ROLLBACK TO it keeps them (and one after it makes them re-applied)."""
+    db, doc = rls.app()
+    with pk.rls_context(tenant_id=1), db_session:
+        _pony.bookkeeping_in_session(db, "SAVEPOINT sp1")  # the transaction's first statement
+        assert count_all(doc) == ROWS[1]
+        _pony.bookkeeping_in_session(db, "ROLLBACK TO SAVEPOINT sp1")
+        assert db.select("SELECT count(*) FROM doc")[0] == ROWS[1]
+        _pony.bookkeeping_in_session(db, "SAVEPOINT sp2")
+        with pk.rls_context(tenant_id=2):
+            assert db.select("SELECT count(*) FROM doc")[0] == ROWS[2]  # applied inside sp2 ...
+            _pony.bookkeeping_in_session(db, "ROLLBACK TO SAVEPOINT sp2")  # ... and undone: re-applied
+            assert db.select("SELECT count(*) FROM doc")[0] == ROWS[2]
+        assert db.select("SELECT count(*) FROM doc")[0] == ROWS[1]
+    with pk.rls_context(tenant_id=2), db_session:
+        pk.bulk_insert(doc, [{"tenant": 2, "body": "a"}])
+    with pk.rls_context(tenant_id=2), db_session:  # the plan is cached: SAVEPOINT comes first now
+        pk.bulk_insert(doc, [{"tenant": 2, "body": "b"}])
+        assert count_all(doc) == ROWS[2] + 2
 
 
 def test_reapplied_after_pony_reconnects(rls: RLS) -> None:

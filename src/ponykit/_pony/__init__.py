@@ -168,6 +168,7 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "is_alive",
     "is_in_transaction",
     "loaded_value_by_name",
+    "on_bookkeeping",
     "outside_session",
     "query_results_clear",
     "refresh_objects",

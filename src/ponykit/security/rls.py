@@ -194,7 +194,15 @@ def install(kit: Kit) -> None:
     db = kit.db
     check_backend(db, kit.rls_required)
     if _pony.dialect(db) == "postgres" and kit.before_statement is None:
-        kit.before_statement = _make_hook(kit)
+        hook = kit.before_statement = _make_hook(kit)
+
+        def before_bookkeeping(cursor: Any, sql: str) -> None:
+            # A SAVEPOINT of a bulk operation may be its transaction's first statement: the settings
+            # go first, on their own (never inside a savepoint a ROLLBACK TO would take them out of).
+            with rls_housekeeping():
+                hook(cursor, sql, _NOT_PREFIXABLE)
+
+        _pony.on_bookkeeping(db, before_bookkeeping)
 
 
 def check_backend(db: Database, required: tuple[str, ...]) -> None:
@@ -264,6 +272,7 @@ def _check_required(db: Database, required: tuple[str, ...], settings: _Settings
 
 # Statements the settings may ride along with, in the same round trip (not COPY, not transaction control).
 _PREFIXABLE = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
+_NOT_PREFIXABLE: Any = object()  # the "arguments" of a statement the settings must not ride along with
 
 
 def _apply(
@@ -280,7 +289,7 @@ def _apply(
     if not changes:
         return sql
     _pony.force_transaction(db, cache, cursor.connection)
-    if type(arguments) is not list and sql.startswith(_PREFIXABLE):
+    if arguments is not _NOT_PREFIXABLE and type(arguments) is not list and sql.startswith(_PREFIXABLE):
         # One round trip for both: "SELECT set_config(...); <statement>" (the cursor keeps the result,
         # row count and RETURNING row of the last statement). Listeners still see the statement alone.
         return _pony.settings_prefix(cursor, changes, arguments is not None) + sql
