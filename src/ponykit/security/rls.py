@@ -20,6 +20,7 @@ Policies and their DDL: :mod:`ponykit.security._rls_ddl` (``enable_rls``, ``sett
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -139,7 +140,6 @@ class rls_context:
 
     def __call__(self, fn: Any) -> Any:
         """Use as a decorator: the function runs inside this context (a new entry per call)."""
-        import functools
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
