@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pony.orm import Database, Required, commit, db_session, rollback, select, set_sql_debug
+from pony.orm import Database, Optional, Required, Set, commit, db_session, rollback, select, set_sql_debug
 
 import ponykit as pk
 from ponykit import _pony
@@ -35,9 +35,14 @@ ROWS = {1: 5, 2: 3, 3: 4}  # tenant -> rows seeded
 
 
 def declare(db: Database) -> Any:
+    class Folder(db.Entity):  # no RLS of its own: shared by every tenant
+        name = Required(str)
+        docs = Set("Doc")
+
     class Doc(db.Entity):
         tenant = Required(int, index=True)
         body = Required(str)
+        folder = Optional(Folder)
 
     return Doc
 
@@ -94,9 +99,10 @@ def rls(backend: Any, make_db: Callable[[], Database], _admin: Any) -> Iterator[
     with db_session:
         schema = owner.select("SELECT current_schema()")[0]
         enable_rls(doc, using=setting_equals("tenant", "tenant_id", type="integer"), apply=True)
+        shared = owner.Folder(name="shared")
         for tenant, n in ROWS.items():
             for i in range(n):
-                doc(tenant=tenant, body=f"t{tenant}-{i}")
+                doc(tenant=tenant, body=f"t{tenant}-{i}", folder=shared)
     _ensure_role(_admin)
     for grant in (
         f'GRANT USAGE ON SCHEMA "{schema}" TO {APP_ROLE}',
@@ -148,6 +154,20 @@ def test_rls_context_covers_every_statement_of_a_read_only_session(rls: RLS) -> 
         assert db.select("SELECT current_setting('app.tenant_id')")[0] == "1"
     with pk.rls_context(tenant_id=2), db_session:
         assert count_all(doc) == ROWS[2]
+
+
+def test_collection_loads_and_lookups_are_filtered_too(rls: RLS) -> None:
+    """Every read path: a Set loaded from a shared object, its count, a lookup by key, a prefetch."""
+    db, doc = rls.app()
+    folder = db.entities["Folder"]
+    with db_session(), pk.rls_context(tenant_id=1):
+        mine = select(d.id for d in doc)[:]
+    with pk.rls_context(tenant_id=2), db_session:
+        shared = folder.get(name="shared")
+        assert {d.tenant for d in shared.docs} == {2}
+        assert shared.docs.count() == ROWS[2]
+        assert doc.get(id=mine[0]) is None
+        assert {d.tenant for d in select(f for f in folder).prefetch(folder.docs).first().docs} == {2}
 
 
 def test_settings_are_transaction_local_never_seen_by_the_next_borrower(rls: RLS) -> None:
@@ -369,23 +389,34 @@ def test_context_follows_asyncio_tasks_and_copied_threads(rls: RLS) -> None:
 
 
 def test_check_rls_passes_a_forced_table_and_a_plain_role(rls: RLS) -> None:
-    db, _doc = rls.app()
-    report = check_rls(db)
+    db, doc = rls.app()
+    report = check_rls(db, entities=[doc])
     assert report.ok, str(report)
     assert report.role == APP_ROLE
     assert report.tables == ("doc",)
     assert "ok" in str(report)
+    everything = check_rls(db)  # the shared table has no RLS: flagged when it is checked
+    assert [(p.kind, p.table) for p in everything.problems] == [("rls_disabled", "folder")]
+    with pytest.raises(pk.OptionError, match="entity classes"):
+        check_rls(db, entities=[rls.owner_doc])  # an entity of another Database
 
 
 def test_check_rls_flags_not_forced_disabled_owner_and_superuser(rls: RLS) -> None:
     rls.sql("ALTER TABLE doc NO FORCE ROW LEVEL SECURITY")
-    db, _doc = rls.app()
-    assert [(p.kind, p.table) for p in check_rls(db).problems] == [("rls_not_forced", "doc")]
+    db, doc = rls.app()
+    assert [(p.kind, p.table) for p in check_rls(db, entities=[doc]).problems] == [("rls_not_forced", "doc")]
     rls.sql(f"ALTER TABLE doc OWNER TO {APP_ROLE}")
-    kinds = {p.kind for p in check_rls(db).problems}
+    kinds = {p.kind for p in check_rls(db, entities=[doc]).problems}
     assert kinds == {"rls_not_forced", "role_owns_table"}
     rls.sql("ALTER TABLE doc DISABLE ROW LEVEL SECURITY")
-    assert {p.kind for p in check_rls(db).problems} == {"rls_disabled", "role_owns_table"}
+    assert {p.kind for p in check_rls(db, entities=[doc]).problems} == {"rls_disabled", "role_owns_table"}
+    rls.sql("ALTER TABLE doc ENABLE ROW LEVEL SECURITY")
+    rls.sql("DROP POLICY doc_all_rls ON doc")
+    assert {p.kind for p in check_rls(db, entities=[doc]).problems} == {
+        "rls_not_forced",
+        "no_policy",
+        "role_owns_table",
+    }
     owner_report = check_rls(rls.owner)  # the postgres superuser
     assert "role_is_superuser" in {p.kind for p in owner_report.problems}
     assert not owner_report.ok

@@ -9,6 +9,7 @@ reports tables whose RLS is off or not forced, and a connecting role that would 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,8 +219,11 @@ _TABLE_SQL = (
 )
 
 
-def check_rls(db: Database) -> RLSReport:
+def check_rls(db: Database, *, entities: Iterable[Any] | None = None) -> RLSReport:
     """Check the row-level security of ``db``'s entity tables for the role ``db`` connects as.
+
+    ``entities`` limits the check to the tables of these entities (tables shared by every tenant need no
+    RLS); by default every entity's table is checked.
 
     Reports tables with RLS disabled, enabled but not forced (the owner bypasses it), or without a
     policy (nobody sees a row); and a connecting role that owns a table (or inherits from its owner),
@@ -234,7 +238,10 @@ def check_rls(db: Database) -> RLSReport:
     if not _pony.is_mapped(db):
         raise ConfigurationError("check_rls(db) reads the mapping: call db.generate_mapping() first")
     tables: dict[str, Any] = {}
-    for entity in _pony.entities_of(db).values():
+    chosen = list(_pony.entities_of(db).values()) if entities is None else list(entities)
+    for entity in chosen:
+        if not _pony.is_entity_class(entity) or _pony.database_of(entity) is not db:
+            raise OptionError(f"check_rls(entities=...) takes entity classes of {db!r}, got {entity!r}")
         table_name = _pony.entity_table(entity)
         tables.setdefault(_pony.table_key(table_name), table_name)
     problems: list[RLSProblem] = []
