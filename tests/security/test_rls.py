@@ -286,6 +286,20 @@ def test_savepoint_rollback_keeps_the_settings(rls: RLS) -> None:
         assert count_all(doc) == ROWS[1] + 1
 
 
+def test_a_rollback_to_savepoint_never_brings_back_cleared_settings(rls: RLS) -> None:
+    """Cleared inside a savepoint, then ROLLBACK TO it: the server holds the old value again; ponykit
+    clears it again before the next statement."""
+    db, doc = rls.app(required=None)
+    with db_session:
+        with pk.rls_context(tenant_id=1):
+            assert count_all(doc) == ROWS[1]
+        with pytest.raises(ZeroDivisionError), pk.savepoint(db=db):
+            assert db.select("SELECT current_setting('app.tenant_id', true)")[0] == ""  # cleared in it
+            raise ZeroDivisionError
+        assert db.select("SELECT current_setting('app.tenant_id', true)")[0] == ""
+        assert db.select("SELECT count(*) FROM doc")[0] == 0
+
+
 def test_bulk_savepoints_do_not_take_the_settings_away(rls: RLS) -> None:
     """Bulk operations open savepoints on the driver's cursor; one may be a transaction's first statement.
     The settings go before it, so a ROLLBACK TO it keeps them (and one after it makes them re-applied)."""

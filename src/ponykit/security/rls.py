@@ -225,7 +225,8 @@ def _make_hook(kit: Kit) -> Any:
         cache = session_cache(db)
         if cache is None:  # pragma: no cover - Pony runs every statement in a session cache
             return sql
-        applied = applied_of(cache)
+        # (the context object last brought in, what the server holds: name -> value, '' when cleared)
+        applied: _Applied | None = applied_of(cache)
         if applied is not None and not _pony.session_in_transaction(cache):
             # The transaction that got them ended (commit, rollback, reconnect): they went with it.
             applied = None
@@ -233,11 +234,11 @@ def _make_hook(kit: Kit) -> Any:
         required = kit.rls_required
         if required and not _housekeeping.depth and not _pony.is_ddl_session(cache):
             _check_required(db, required, settings, sql)
-        if settings is not None and sql.startswith("ROLLBACK TO"):
-            # It undoes set_config calls made after the savepoint (savepoint() sends it): apply them
-            # again at the next statement.
-            _pony.remember_settings(cache, None)
-        elif applied is not settings:
+        if applied is not None and sql.startswith("ROLLBACK TO"):
+            # It undoes the set_config calls made after the savepoint (values set or cleared): what
+            # the server holds is unknown, so every name this transaction touched is set again next.
+            _pony.remember_settings(cache, (_UNKNOWN, dict.fromkeys(applied[1], _UNKNOWN)))
+        elif (applied[0] if applied is not None else None) is not settings:
             return _apply(db, cache, cursor, sql, arguments, settings, applied)
         return sql
 
@@ -273,19 +274,27 @@ def _check_required(db: Database, required: tuple[str, ...], settings: _Settings
 # Statements the settings may ride along with, in the same round trip (not COPY, not transaction control).
 _PREFIXABLE = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
 _NOT_PREFIXABLE: Any = object()  # the "arguments" of a statement the settings must not ride along with
+_UNKNOWN: Any = object()  # a value the server may or may not hold (after a ROLLBACK TO)
+_Applied = tuple[Any, dict[str, Any]]
 
 
 def _apply(
-    db: Database, cache: Any, cursor: Any, sql: str, arguments: Any, settings: _Settings | None, applied: Any
+    db: Database,
+    cache: Any,
+    cursor: Any,
+    sql: str,
+    arguments: Any,
+    settings: _Settings | None,
+    applied: _Applied | None,
 ) -> str:
     """Bring the transaction's settings to ``settings`` (set new and changed ones, clear ones left
     behind) before ``sql``; the SQL to send in its place."""
-    old = dict(applied or ())
-    new = dict(settings or ())
-    changes = [(name, value) for name, value in new.items() if old.get(name) != value]
-    changes += [(name, "") for name in old if name not in new and old[name] != ""]
+    held = {} if applied is None else applied[1]
+    target = dict.fromkeys(held, "")  # a name this transaction set stays known, cleared ('')
+    target.update(settings or ())
+    changes = [(name, value) for name, value in target.items() if held.get(name, "") != value]
     # Stored even when nothing changed: the identity check then skips the work at the next statement.
-    _pony.remember_settings(cache, settings)
+    _pony.remember_settings(cache, (settings, target))
     if not changes:
         return sql
     _pony.force_transaction(db, cache, cursor.connection)
