@@ -291,11 +291,14 @@ def test_a_rollback_to_savepoint_never_brings_back_cleared_settings(rls: RLS) ->
     clears it again before the next statement."""
     db, doc = rls.app(required=None)
     with db_session:
-        with pk.rls_context(tenant_id=1):
-            assert count_all(doc) == ROWS[1]
-        with pytest.raises(ZeroDivisionError), pk.savepoint(db=db):
-            assert db.select("SELECT current_setting('app.tenant_id', true)")[0] == ""  # cleared in it
-            raise ZeroDivisionError
+        context = pk.rls_context(tenant_id=1)
+        context.__enter__()
+        assert count_all(doc) == ROWS[1]
+        savepoint = pk.savepoint(db=db)
+        savepoint.__enter__()  # SAVEPOINT while the context is active
+        context.__exit__(None, None, None)  # the context ends inside the savepoint ...
+        assert db.select("SELECT current_setting('app.tenant_id', true)")[0] == ""  # ... cleared in it
+        savepoint.__exit__(ZeroDivisionError, ZeroDivisionError(), None)  # ROLLBACK TO: '1' is back
         assert db.select("SELECT current_setting('app.tenant_id', true)")[0] == ""
         assert db.select("SELECT count(*) FROM doc")[0] == 0
 
