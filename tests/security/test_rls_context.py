@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import threading
 from typing import Any
 
 import pytest
@@ -71,6 +72,39 @@ def test_one_context_object_can_be_reentered_and_used_as_a_decorator() -> None:
         assert current_rls_settings() == {"app.tenant_id": "4"}
     assert current_rls_settings() == {}
     assert inside() == {"app.tenant_id": "4"}
+
+
+def test_one_context_object_entered_by_many_threads_and_tasks_at_once() -> None:
+    shared = rls_context(tenant_id=1)
+    barrier = threading.Barrier(8)
+    seen: list[dict[str, str]] = []
+
+    @shared
+    def work(inner: int) -> None:
+        barrier.wait()  # all eight threads are inside the same context object now
+        with rls_context(user=inner):
+            seen.append(current_rls_settings())
+        barrier.wait()
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(seen, key=lambda d: d["app.user"]) == [
+        {"app.tenant_id": "1", "app.user": str(n)} for n in range(8)
+    ]
+
+    async def task(n: int) -> dict[str, str]:
+        with shared:
+            await asyncio.sleep(0.001 * (5 - n))  # exits in another order than entries
+            return current_rls_settings()
+
+    async def main() -> list[dict[str, str]]:
+        return list(await asyncio.gather(*(task(n) for n in range(5))))
+
+    assert asyncio.run(main()) == [{"app.tenant_id": "1"}] * 5
+    assert current_rls_settings() == {}
 
 
 def test_values_never_in_reprs() -> None:

@@ -25,7 +25,7 @@ import re
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any
 
@@ -49,10 +49,19 @@ __all__ = [
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-# The settings of the current context: name -> text, in a frozen tuple of pairs sorted by name (one
-# object per context, compared by identity per statement), or None outside any context.
+# The settings of a context: name -> text, in a frozen tuple of pairs sorted by name (one object per
+# entered context, compared by identity per statement).
 _Settings = tuple[tuple[str, str], ...]
-_current: ContextVar[_Settings | None] = ContextVar("ponykit_rls_settings", default=None)
+# The entered contexts, innermost last: (id of the rls_context object, its merged settings). A stack in
+# the ContextVar itself, not tokens on the object, so one rls_context object (a decorator, a module
+# constant) can be entered by many threads and tasks at once.
+_Frames = tuple[tuple[int, _Settings], ...]
+_stack: ContextVar[_Frames] = ContextVar("ponykit_rls_settings", default=())
+
+
+def _settings_now() -> _Settings | None:
+    frames = _stack.get()
+    return frames[-1][1] if frames else None
 
 
 def normalize_setting_name(name: str) -> str:
@@ -102,7 +111,7 @@ class rls_context:
     Also a decorator. The values never appear in a repr or a log (the names may).
     """
 
-    __slots__ = ("_settings", "_tokens")
+    __slots__ = ("_settings",)
 
     def __init__(self, settings: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         given: dict[str, str] = {}
@@ -119,23 +128,25 @@ class rls_context:
             full = normalize_setting_name(name)
             given[full] = _text(full, value)
         self._settings = given
-        self._tokens: list[Token[_Settings | None]] = []
 
     def __repr__(self) -> str:
         return f"<rls_context names={sorted(self._settings)}>"
 
     def __enter__(self) -> rls_context:
-        outer = _current.get()
-        merged = dict(outer or ())
+        frames = _stack.get()
+        merged = dict(frames[-1][1] if frames else ())
         merged.update(self._settings)
-        self._tokens.append(_current.set(tuple(sorted(merged.items()))))
+        _stack.set((*frames, (id(self), tuple(sorted(merged.items())))))
         _forget_query_results()
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        _current.reset(self._tokens.pop())
+        frames = _stack.get()
+        if not frames or frames[-1][0] != id(self):  # a bug of the caller's: exits out of order
+            raise RuntimeError("rls_context exited out of order: contexts must nest (use `with`)")
+        _stack.set(frames[:-1])
         _forget_query_results()
 
     def __call__(self, fn: Any) -> Any:
@@ -159,7 +170,7 @@ def _forget_query_results() -> None:
 
 def current_rls_settings() -> dict[str, str]:
     """The settings of the current :class:`rls_context` (merged over nesting); empty outside any."""
-    return dict(_current.get() or ())
+    return dict(_settings_now() or ())
 
 
 class _Housekeeping(threading.local):
@@ -221,7 +232,8 @@ def _make_hook(kit: Kit) -> Any:
     applied_of = _pony.applied_settings
 
     def before_statement(cursor: Any, sql: str, arguments: Any) -> str:
-        settings = _current.get()
+        frames = _stack.get()
+        settings = frames[-1][1] if frames else None
         cache = session_cache(db)
         if cache is None:  # pragma: no cover - Pony runs every statement in a session cache
             return sql
