@@ -86,18 +86,27 @@ def test_one_context_object_entered_by_many_threads_and_tasks_at_once() -> None:
             seen.append(current_rls_settings())
         barrier.wait()
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            work(n)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert errors == []
     assert sorted(seen, key=lambda d: d["app.user"]) == [
         {"app.tenant_id": "1", "app.user": str(n)} for n in range(8)
     ]
 
     async def task(n: int) -> dict[str, str]:
         with shared:
-            await asyncio.sleep(0.001 * (5 - n))  # exits in another order than entries
+            await asyncio.sleep(0.002 * n)  # the first to enter exits first
             return current_rls_settings()
 
     async def main() -> list[dict[str, str]]:
