@@ -106,6 +106,7 @@ EXPECTED_BASES: list[tuple[type[Exception], tuple[type[BaseException], ...]]] = 
     (pk.errors.StatementMismatch, (AssertionError,)),
     (pk.errors.VersionConflict, ()),
     (pk.PermissionDenied, (PermissionError,)),
+    (pk.RLSContextError, (PermissionError,)),
 ]
 
 

@@ -26,6 +26,7 @@ from .errors import (
     PonykitError,
     QueryCountExceeded,
     RetriesExhausted,
+    RLSContextError,
     SerializationOptionError,
     TransactionError,
     TransactionStateError,
@@ -36,7 +37,7 @@ from .errors import (
 )
 from .kit import CommitEvent, Kit, attach, get_kit
 from .query import cached, cached_query, cached_select, paginate, paginate_keyset, prefetch
-from .security import acting_as, can, policy, requires, scoped
+from .security import acting_as, can, policy, requires, rls_context, scoped
 from .serialization import Serializable, json_schema, to_json
 from .transactions import Backoff, classify_error, on_commit, on_rollback, retrying, savepoint, transaction
 
@@ -58,6 +59,7 @@ __all__ = [
     "PermissionDenied",
     "PonykitError",
     "QueryCountExceeded",
+    "RLSContextError",
     "RetriesExhausted",
     "Serializable",
     "SerializationOptionError",
@@ -100,6 +102,7 @@ __all__ = [
     "query",
     "requires",
     "retrying",
+    "rls_context",
     "savepoint",
     "scoped",
     "security",

@@ -74,7 +74,8 @@ class Kit:
     Database), ``param_encoders`` (value type -> ``AttributeType`` encoding query parameters),
     ``cache_state`` (the query cache's bookkeeping, made on first use), ``installed`` (the names of the
     installers ``attach()`` has run, in order), ``refresh_types`` (re-installs the converters after a
-    late ``register_type()``).
+    late ``register_type()``), ``rls_required`` (the PostgreSQL settings every statement needs, see
+    ``ponykit.security.rls``).
     """
 
     def __init__(self, db: Database) -> None:
@@ -97,6 +98,11 @@ class Kit:
         self._execute_listeners: tuple[ExecuteListener, ...] = ()
         self._statement_listeners: tuple[StatementListener, ...] = ()
         self._lock = threading.Lock()
+        # Row-level security (ponykit.security.rls): the settings every statement needs (fail closed),
+        # and the hook its installer sets on PostgreSQL: called with (cursor, sql, arguments) before each
+        # statement, it returns the SQL to send (the statement, maybe with the settings in front).
+        self.rls_required: tuple[str, ...] = ()
+        self.before_statement: Callable[[Any, str, Any], str] | None = None
 
     def __repr__(self) -> str:
         # Keys and cache credentials stay out of reprs: name their types only.

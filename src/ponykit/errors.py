@@ -21,7 +21,7 @@ raised on purpose. Where a builtin fits, the error also derives from it, so code
     ├── InvalidCursor           (ValueError)   a keyset cursor is tampered, truncated or foreign
     ├── UnsupportedComparison   (TypeError)    a query comparison that would silently match nothing
     ├── DecryptionError                        a stored ciphertext cannot be decrypted and authenticated
-├── VersionConflict                        a change expected a version of a row that is not the stored one
+    ├── VersionConflict                        a change expected a version of a row that is not the stored one
     ├── RotationInProgress      (RuntimeError) another rotate_keys() holds the column's lock
     ├── CallbackError                          an on_commit/on_rollback callback failed (opt-in re-raise)
     ├── ConnectionLostError     (pony's ConnectionClosedError)  a transaction that wrote lost its connection
@@ -31,6 +31,8 @@ raised on purpose. Where a builtin fits, the error also derives from it, so code
     │   └── TransactionStateError (RuntimeError)  retry/savepoint/isolation used where it cannot work
     ├── PermissionDenied        (PermissionError)  no principal, a permission missing, no policy for an
     │                                              action: the call or query is refused before any SQL
+    ├── RLSContextError         (PermissionError)  a statement needs row-level security settings that no
+    │                                              rls_context() gives: refused before any SQL is sent
     ├── QueryCountExceeded      (AssertionError)  more SQL statements ran than allowed
     ├── NPlusOneDetected        (AssertionError)  one statement shape ran once per object: prefetch
     └── StatementMismatch       (AssertionError)  the SQL a block ran is not what a test expected
@@ -71,6 +73,7 @@ __all__ = [
     "PermissionDenied",
     "PonykitError",
     "QueryCountExceeded",
+    "RLSContextError",
     "RetriesExhausted",
     "RotationInProgress",
     "SerializationOptionError",
@@ -381,6 +384,18 @@ class NPlusOneDetected(PonykitError, AssertionError):
 class StatementMismatch(PonykitError, AssertionError):
     """The SQL statements a block ran are not the ones a test expected (``assert_sql_contains``, a statement
     snapshot); the message lists the statements that ran (without their parameters' values)."""
+
+
+class RLSContextError(PonykitError, PermissionError):
+    """A statement on a Database attached with ``rls_required=`` ran without a required setting.
+
+    Raised before the statement is sent: no SQL runs without the row-level security settings it needs
+    (fail closed). ``missing`` holds the names of the settings no ``rls_context()`` gave (never a value).
+    """
+
+    def __init__(self, message: str, missing: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.missing = tuple(missing)
 
 
 class MemoryCacheWarning(UserWarning):

@@ -13,7 +13,7 @@ attached Database gets never depends on which modules were imported before ``att
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pony.orm import Database
 
@@ -22,6 +22,7 @@ from ._kit import CommitEvent, Kit, attached_databases, find_kit, forget, get_ki
 from .errors import ConfigurationError, OptionError
 from .query import cache as query_cache
 from .query.backends import CacheBackend
+from .security import rls
 from .security.keys import KeyRing
 
 __all__ = [
@@ -51,13 +52,17 @@ def _look_in_current_schema(kit: Kit) -> None:
 #: 2. the PostgreSQL schema lookup, a provider wrapper needed by ``generate_mapping``;
 #: 3. ``types.install``: the converters, which must be in place before ``generate_mapping``;
 #: 4. ``diagnostics.install``: the statement listener of ``count_queries``;
-#: 5. ``query.cache.install``: the cache's commit subscriber and raw-write listener, last because it may
-#:    ask the server for the cache namespace, which needs the transaction hooks and this call's options.
+#: 5. ``security.rls.install``: the row-level security statement hook (PostgreSQL), which the execute
+#:    wrapper of step 1 calls before each statement;
+#: 6. ``query.cache.install``: the cache's commit subscriber and raw-write listener, last because it may
+#:    ask the server for the cache namespace (on a side connection of its own, which the statement hook
+#:    never sees), which needs the transaction hooks and this call's options.
 INSTALLERS: tuple[Callable[[Kit], None], ...] = (
     transactions.install,
     _look_in_current_schema,
     types.install,
     diagnostics.install,
+    rls.install,
     query_cache.install,
 )
 
@@ -74,6 +79,7 @@ def attach(
     cache_namespace: str | None = None,
     reraise_callback_errors: bool | None = None,
     slow_query_ms: float | None = None,
+    rls_required: Sequence[str] | None = None,
 ) -> Kit:
     """Configure ``db`` for ponykit and return its :class:`Kit`.
 
@@ -92,6 +98,9 @@ def attach(
     data for cache invalidation: every process that gives the same name (or, by default, reaches the same
     database and schema on its server) shares invalidations through a shared cache. ``slow_query_ms`` turns
     on the slow-query log (``ponykit.sql.slow``; see :func:`ponykit.diagnostics.set_slow_query_log`).
+    ``rls_required`` (PostgreSQL only) names settings such as ``"app.tenant_id"`` (or ``"tenant_id"``)
+    that every statement needs from :func:`ponykit.rls_context`: a statement without them raises
+    :class:`~ponykit.errors.RLSContextError` before any SQL is sent (see ``docs/security.md``).
 
     A second call before ``generate_mapping`` returns the same Kit, replacing the options it is given and
     keeping the others; hooks are never installed twice. Called before ``bind`` or after
@@ -114,6 +123,7 @@ def attach(
             f"attach(cache_namespace=...) takes a non-empty str naming the database's data, got "
             f"{cache_namespace!r}"
         )
+    required = None if rls_required is None else _required_settings(db, rls_required)
     with _attach_lock:
         kit = find_kit(db)
         if kit is None:
@@ -134,9 +144,22 @@ def attach(
                     f"attach(slow_query_ms=...) takes a number of milliseconds >= 0, got {slow_query_ms!r}"
                 )
             kit.slow_query_ms = float(slow_query_ms)
+        if required is not None:
+            kit.rls_required = required
         for installer in INSTALLERS:
             installer(kit)
             name = _name(installer)
             if name not in kit.installed:
                 kit.installed = (*kit.installed, name)
     return kit
+
+
+def _required_settings(db: Database, names: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise OptionError(
+            f"attach(rls_required=...) takes a list or tuple of setting names such as ('app.tenant_id',), "
+            f"got {type(names).__name__}"
+        )
+    required = tuple(dict.fromkeys(rls.normalize_setting_name(name) for name in names))
+    rls.check_backend(db, required)  # before anything is set: fail closed on SQLite and MariaDB
+    return required

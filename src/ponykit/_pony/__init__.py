@@ -26,6 +26,7 @@ itself, nor reads a Pony attribute's fields: it asks :func:`attr_info` for a fro
 - ``metadata``: the limits of an attribute's values and an entity's unique keys (test factories)
 - ``entity_hooks``: save hooks on one entity class (the entity mixins' before/after flush hooks)
 - ``predicates``: policy predicates ``(obj, principal)`` decompiled and OR-ed into ``Query.filter`` text
+- ``rls``: row-level security settings applied in a session's transaction (PostgreSQL)
 
 Written against Pony 0.7.20; ``docs/internals.md`` lists every private Pony name used here, and every
 attribute ponykit sets on user classes and Pony objects. Nothing here patches a Pony class for the whole
@@ -52,6 +53,7 @@ from .prepared import *  # noqa: F403 - each module's __all__, listed again belo
 from .queries import *  # noqa: F403 - each module's __all__, listed again below
 from .references import *  # noqa: F403 - each module's __all__, listed again below
 from .relations import *  # noqa: F403 - each module's __all__, listed again below
+from .rls import *  # noqa: F403 - each module's __all__, listed again below
 from .savepoints import *  # noqa: F403 - each module's __all__, listed again below
 from .session import *  # noqa: F403 - each module's __all__, listed again below
 from .sqlbuilder import *  # noqa: F403 - each module's __all__, listed again below
@@ -170,6 +172,7 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "is_alive",
     "is_in_transaction",
     "loaded_value_by_name",
+    "on_bookkeeping",
     "outside_session",
     "query_results_clear",
     "refresh_objects",
@@ -316,4 +319,14 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "filter_text",
     "predicate_of",
     "select_text",
+    # rls: row-level security settings on a session's transaction (PostgreSQL), tables and columns for DDL
+    "applied_settings",
+    "apply_settings",
+    "attr_columns",
+    "entity_table",
+    "force_transaction",
+    "is_ddl_session",
+    "remember_settings",
+    "session_in_transaction",
+    "settings_prefix",
 ]

@@ -36,6 +36,7 @@ __all__ = [
     "is_in_transaction",
     "is_partial_commit",
     "loaded_value_by_name",
+    "on_bookkeeping",
     "outside_session",
     "query_results_clear",
     "refresh_objects",
@@ -258,8 +259,24 @@ def bookkeeping_in_session(db: Database, sql: str) -> None:
     connection = cache.prepare_connection_for_query_execution()
     if _core.local.debug:
         _core.log_orm(sql)
-    connection.cursor().execute(sql)
+    cursor = connection.cursor()
+    before = db.__dict__.get(_BOOKKEEPING_HOOK)
+    if before is not None:
+        before(cursor, sql)
+    cursor.execute(sql)
     cache.in_transaction = True
+
+
+_BOOKKEEPING_HOOK = "_ponykit_before_bookkeeping_"
+
+
+def on_bookkeeping(db: Database, before: Callable[[Any, str], None]) -> None:
+    """Call ``before(cursor, sql)`` ahead of each :func:`bookkeeping_in_session` statement on ``db``.
+
+    Row-level security settings must be in place before a ``SAVEPOINT``: applied after one, a
+    ``ROLLBACK TO`` it would undo them.
+    """
+    db.__dict__[_BOOKKEEPING_HOOK] = before
 
 
 def cached_objects(db: Database, entity: Entity) -> list[Any]:

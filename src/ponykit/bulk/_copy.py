@@ -35,7 +35,7 @@ from .. import _pony
 from .._sql import Dialect
 from ._rows import RowPlan
 
-__all__ = ["CopyUnsupported", "NulInText", "copy_allowed", "copy_rows", "copy_text"]
+__all__ = ["CopyUnsupported", "NulInText", "copy_allowed", "copy_rows", "copy_text", "row_security_active"]
 
 _NULL = "\\N"
 _NoneType = type(None)
@@ -236,11 +236,20 @@ def copy_allowed(plan: RowPlan, dialect: Dialect, return_ids: bool) -> bool:
         table = dialect.q(plan.table)
         cursor = _pony.execute_in_session(dialect.db, dialect.copy_target_sql(), (table, auto, auto, table))
         row = cursor.fetchone() or (False, True, None)
-        state = plan.copy_target = (bool(row[0]), bool(row[1]), row[2])
+        # PostgreSQL refuses COPY FROM where row-level security applies to the role: INSERT instead.
+        like_insert = bool(row[0]) and not row_security_active(dialect, table)
+        state = plan.copy_target = (like_insert, bool(row[1]), row[2])
     like_insert, triggers, sequence = state
     if return_ids and plan.auto_pk is not None:
         return like_insert and not triggers and sequence is not None
     return like_insert
+
+
+def row_security_active(dialect: Dialect, table: str) -> bool:
+    """True if row-level security applies to the connecting role on ``table`` (quoted name; PostgreSQL)."""
+    sql = f"SELECT row_security_active(to_regclass({dialect.placeholder}))"
+    row = _pony.execute_in_session(dialect.db, sql, (table,)).fetchone()
+    return bool(row and row[0])
 
 
 def copy_rows(plan: RowPlan, dialect: Dialect, names: tuple[str, ...], text: str, count: int) -> None:

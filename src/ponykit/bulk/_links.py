@@ -30,7 +30,7 @@ from .._sql import Dialect
 from ..errors import BulkWriteError, OptionError
 from ..transactions import record_writes
 from ._batch import Savepoint, all_or_nothing, cached_by_pk, start
-from ._copy import CopyUnsupported, NulInText, copy_text
+from ._copy import CopyUnsupported, NulInText, copy_text, row_security_active
 from ._references import existing_keys
 from ._rows import RowPlan, plan_for
 
@@ -165,6 +165,7 @@ class LinkPlan:
         self.owner = _Side(plan_for(link.owner), link.owner_columns, "first")
         self.other = _Side(plan_for(link.other), link.other_columns, "second")
         self.columns = link.owner_columns + link.other_columns
+        self.copy_refused: bool | None = None  # row-level security applies to the link table (PostgreSQL)
 
     def with_op(self, op: str) -> LinkPlan:
         """This plan for another public function (its name in messages)."""
@@ -241,6 +242,10 @@ class LinkPlan:
         INSERT must write them (a link already there or given twice, or a value COPY cannot carry
         exactly). Rows are not made distinct first (a tuple per row costs more than the rare retry), but
         for a symmetric relation, where ``(a, a)`` comes back reversed as itself."""
+        if self.copy_refused is None:
+            self.copy_refused = row_security_active(dialect, dialect.q(self.link.table))
+        if self.copy_refused:  # PostgreSQL refuses COPY FROM under row-level security
+            return None
         if self.link.symmetric:
             columns = [list(c) for c in zip(*dict.fromkeys(zip(*columns, strict=True)), strict=True)]
         try:

@@ -7,11 +7,13 @@
 * :func:`policy`, :func:`scoped`, :func:`can`, :class:`Scoped`: row policies as Pony predicates, applied in
   the SQL on every backend; :func:`requires`, :func:`acting_as`, :func:`current_principal`: who is acting
   and what they may call (:class:`~ponykit.errors.PermissionDenied` otherwise).
+* :class:`rls_context`, :func:`enable_rls`, :func:`setting_equals`, :func:`check_rls`: row-level security
+  on PostgreSQL (settings applied in every transaction, policy DDL, a check of tables and role).
 """
 
 from __future__ import annotations
 
-from ..errors import PermissionDenied
+from ..errors import PermissionDenied, RLSContextError
 from ._principal import (
     acting_as,
     current_principal,
@@ -21,8 +23,10 @@ from ._principal import (
     reset_principal,
     set_principal,
 )
+from ._rls_ddl import RLSProblem, RLSReport, SettingEquals, check_rls, enable_rls, setting_equals
 from .keys import KeyRing
 from .policies import Policy, Scoped, can, policy, registered_policies, scoped
+from .rls import current_rls_settings, rls_context
 from .rotation import RotationInProgress, RotationProgress, rotate_keys
 from .sensitive import is_sensitive, mask, sensitive, sensitive_names
 
@@ -30,12 +34,19 @@ __all__ = [
     "KeyRing",
     "PermissionDenied",
     "Policy",
+    "RLSContextError",
+    "RLSProblem",
+    "RLSReport",
     "RotationInProgress",
     "RotationProgress",
     "Scoped",
+    "SettingEquals",
     "acting_as",
     "can",
+    "check_rls",
     "current_principal",
+    "current_rls_settings",
+    "enable_rls",
     "is_sensitive",
     "mask",
     "permission_checker",
@@ -44,9 +55,11 @@ __all__ = [
     "registered_policies",
     "requires",
     "reset_principal",
+    "rls_context",
     "rotate_keys",
     "scoped",
     "sensitive",
     "sensitive_names",
     "set_principal",
+    "setting_equals",
 ]

@@ -397,16 +397,18 @@ def _wrap_execute(kit: Kit, original: Callable[..., Any]) -> Callable[..., Any]:
     note = _note_statement
 
     def execute(cursor: Any, sql: str, arguments: Any = None, returning_id: bool = False) -> Any:
+        before = kit.before_statement  # row-level security settings (ponykit.security.rls), or None
+        sent = sql if before is None else before(cursor, sql, arguments)  # listeners see `sql` alone
         listeners = kit._execute_listeners
         observers = kit._statement_listeners
         if not (listeners or observers):
-            result = original(cursor, sql, arguments, returning_id)
+            result = original(cursor, sent, arguments, returning_id)
             note(db, sql)  # the transaction wrote: losing its connection now would lose work
             return result
         start = time.perf_counter()
         error: BaseException | None = None
         try:
-            result = original(cursor, sql, arguments, returning_id)
+            result = original(cursor, sent, arguments, returning_id)
             note(db, sql)
             return result
         except BaseException as exc:
