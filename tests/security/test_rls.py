@@ -22,7 +22,18 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pony.orm import Database, Optional, Required, Set, commit, db_session, rollback, select, set_sql_debug
+from pony.orm import (
+    Database,
+    Optional,
+    Required,
+    Set,
+    commit,
+    count,
+    db_session,
+    rollback,
+    select,
+    set_sql_debug,
+)
 
 import ponykit as pk
 from ponykit import _pony
@@ -59,13 +70,13 @@ class RLS:
     made: list[Database]
 
     def app(
-        self, *, required: tuple[str, ...] | None = ("tenant_id",), attach: bool = True
+        self, *, required: tuple[str, ...] | None = ("tenant_id",), attach: bool = True, **options: Any
     ) -> tuple[Any, Any]:
         db = Database()
         pk.bind_url(db, self.app_url)
         doc = declare(db)
         if attach:
-            pk.attach(db, rls_required=required)
+            pk.attach(db, rls_required=required, **options)
         db.generate_mapping(check_tables=True)
         self.made.append(db)
         return db, doc
@@ -154,6 +165,22 @@ def test_rls_context_covers_every_statement_of_a_read_only_session(rls: RLS) -> 
         assert db.select("SELECT current_setting('app.tenant_id')")[0] == "1"
     with pk.rls_context(tenant_id=2), db_session:
         assert count_all(doc) == ROWS[2]
+
+
+def test_cached_queries_keep_one_entry_per_context(rls: RLS) -> None:
+    """A result cached under one tenant's settings is never served under another's."""
+    _db, doc = rls.app(cache=pk.query.MemoryCache())
+
+    @pk.cached(depends_on=[doc])
+    def bodies() -> list[str]:
+        return sorted(d.body for d in select(d for d in doc))
+
+    for tenant in (1, 2, 1, 2):
+        with pk.rls_context(tenant_id=tenant), db_session:
+            assert {d.tenant for d in pk.cached_select(select(d for d in doc))} == {tenant}
+            assert pk.cached_select(select(count(d) for d in doc)) == [ROWS[tenant]]
+            assert {b.split("-")[0] for b in bodies()} == {f"t{tenant}"}
+    assert bodies.cache_info().hits == 2  # the second round of each tenant was served from the cache
 
 
 def test_collection_loads_and_lookups_are_filtered_too(rls: RLS) -> None:

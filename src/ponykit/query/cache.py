@@ -27,6 +27,7 @@ from pony.orm import TransactionError, db_session
 from .. import _pony
 from .._kit import Kit, get_kit
 from ..errors import ConfigurationError, OptionError
+from ..security.rls import current_rls_settings
 from . import _generations
 from ._generations import db_state, must_bypass, register_backend
 from .backends import MISSING, CacheBackend
@@ -157,6 +158,10 @@ def _serve(
             counts.bypassed += 1
         return uncached() if in_session else _in_new_session(uncached)
     key = (*plan.key, gens)
+    if plan.kit.before_statement is not None:  # row-level security on: the rows depend on the settings
+        settings = current_rls_settings()
+        if settings:
+            key = (*key, tuple(sorted(settings.items())))
     payload = backend.get(key)  # the hit path, before building anything a miss needs
     if payload is MISSING:
         return _fill(db, backend, q, key, ttl, in_session, counts)
@@ -433,7 +438,11 @@ class _Cached(CallCounts):
             may_store = not any(_pony.snapshot_may_predate(db) for db, _ in per_db)
             return data, may_store
 
-        data, hit = backend.get_or_compute(("f", self.name, arg_key, gens), compute, self.ttl)
+        entry: tuple[Any, ...] = ("f", self.name, arg_key, gens)
+        settings = current_rls_settings()
+        if settings:  # the function's queries may run under row-level security: one entry per context
+            entry += (tuple(sorted(settings.items())),)
+        data, hit = backend.get_or_compute(entry, compute, self.ttl)
         if hit:
             self.hits += 1
         else:
