@@ -18,9 +18,9 @@ from pony.orm import Database, Required, db_session, select
 import ponykit as pk
 from ponykit.errors import ConfigurationError
 from ponykit.query import _plain as _codec
+from ponykit.query import cached, cached_select
 from ponykit.query._generations import db_state
 from ponykit.query.backends import MISSING, CacheBackend, MemoryCache, RedisCache
-from ponykit.query.cache import cached, cached_select
 
 
 class Clock:

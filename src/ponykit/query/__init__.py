@@ -7,9 +7,10 @@ a cache that is invalidated after commit.
 
 from __future__ import annotations
 
+from ._functions import cached
 from .backends import CacheBackend, MemoryCache, RedisCache
 from .builders import cached_query
-from .cache import CacheInfo, cached, cached_select
+from .cache import CacheInfo, cached_select
 from .keyset import CursorPage, paginate_keyset
 from .pagination import Page, paginate
 from .prefetch import prefetch

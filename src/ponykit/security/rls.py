@@ -42,6 +42,7 @@ __all__ = [
     "normalize_setting_name",
     "rls_context",
     "rls_housekeeping",
+    "settings_key",
 ]
 
 # A custom setting ("placeholder" GUC): at least two dot-separated identifier parts. PostgreSQL accepts
@@ -171,6 +172,12 @@ def _forget_query_results() -> None:
 def current_rls_settings() -> dict[str, str]:
     """The settings of the current :class:`rls_context` (merged over nesting); empty outside any."""
     return dict(_settings_now() or ())
+
+
+def settings_key() -> tuple[tuple[str, str], ...]:
+    """The current context's settings as ``(name, value)`` pairs sorted by name (empty outside any):
+    the part of a cache key that keeps results cached under one context from being served in another."""
+    return _settings_now() or ()
 
 
 class _Housekeeping(threading.local):
