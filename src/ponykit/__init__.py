@@ -36,7 +36,17 @@ from .errors import (
 from .kit import CommitEvent, Kit, attach, get_kit
 from .query import cached, cached_query, cached_select, paginate, paginate_keyset, prefetch
 from .serialization import Serializable, json_schema, to_json
-from .transactions import Backoff, classify_error, on_commit, on_rollback, retrying, savepoint, transaction
+from .transactions import (
+    Backoff,
+    classify_error,
+    on_commit,
+    on_rollback,
+    retrying,
+    run_in_session,
+    savepoint,
+    set_session_threads,
+    transaction,
+)
 
 __all__ = [
     "AmbiguousCommitError",
@@ -92,8 +102,10 @@ __all__ = [
     "profile",
     "query",
     "retrying",
+    "run_in_session",
     "savepoint",
     "security",
+    "set_session_threads",
     "to_json",
     "transaction",
     "types",
