@@ -67,7 +67,7 @@ def test_the_naive_yield_dependency_pattern_mixes_sessions_across_requests(
     assert own < WRITES, f"every endpoint ran in its own session ({ok} answered 200, {committed} rows committed)"
 
 
-def _best(base: str, runs: int = 5, requests: int = 20) -> Burst:
+def _best(base: str, runs: int = 4, requests: int = 20) -> Burst:
     fire(base, "GET", ["/sleep"] * requests)  # warm up: threads and their connections
     bursts = [fire(base, "GET", ["/sleep"] * requests) for _ in range(runs)]
     return min(bursts, key=lambda b: b.seconds)

@@ -51,8 +51,7 @@ def _sleep_query(db: Database) -> int:
     if provider == "postgres":
         return int(db.select("select pg_backend_pid() from pg_sleep(0.05)")[0])
     if provider == "mysql":
-        db.select("select sleep(0.05)")
-        return int(db.select("select connection_id()")[0])
+        return int(db.select("select connection_id() + 0 * sleep(0.05)")[0])
     db.select("select 1")
     time.sleep(SLEEP)  # SQLite has no sleep function: hold the session (and its thread) as long
     return threading.get_ident()
