@@ -46,7 +46,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import ResponseValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pony.orm import Database, db_session
+from pony.orm import Database, db_session, flush
 from pydantic import BaseModel, ConfigDict
 
 from .._kit import attached_databases
@@ -192,6 +192,7 @@ class PonyRoute(APIRoute):
         response_field = self.response_field
         if response_field is None:
             return result
+        flush()  # new objects get their database-assigned keys before the model reads them
         value, errors = response_field.validate(result, {}, loc=("response",))
         if errors:
             raise ResponseValidationError(errors=errors, body=result)
