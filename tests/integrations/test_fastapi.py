@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict
 
 from ponykit.integrations.fastapi import (
     PROBLEM_JSON,
-    ProblemType,
     PonyRoute,
+    ProblemType,
     async_ok,
     install,
 )

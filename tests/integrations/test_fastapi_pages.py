@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,7 +27,7 @@ class RowOut(BaseModel):
 
 
 @pytest.fixture
-def pages(db: Database) -> Iterator[dict[str, Any]]:
+def pages(db: Database) -> dict[str, Any]:
     class Row(db.Entity):
         _table_ = "page_row"
         n = Required(int)
@@ -63,7 +62,7 @@ def pages(db: Database) -> Iterator[dict[str, Any]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         client = TestClient(app)
-    yield {"db": db, "Row": Row, "client": client}
+    return {"db": db, "Row": Row, "client": client}
 
 
 def test_page_envelope_and_links(pages: dict[str, Any]) -> None:

@@ -7,7 +7,6 @@ are read back here, through a separate connection.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -64,7 +63,9 @@ def test_the_naive_yield_dependency_pattern_mixes_sessions_across_requests(
     committed = len(_committed(web_db))
     ok = burst.statuses.count(200)
     # Measured here: 42 answered 200, 6 ran in their own session, 20 of 60 rows committed.
-    assert own < WRITES, f"every endpoint ran in its own session ({ok} answered 200, {committed} rows committed)"
+    assert own < WRITES, (
+        f"every endpoint ran in its own session ({ok} answered 200, {committed} rows committed)"
+    )
 
 
 def _best(base: str, runs: int = 4, requests: int = 20) -> Burst:
@@ -103,7 +104,9 @@ def test_20_concurrent_50ms_queries_finish_within_1_3x_of_the_ideal(
     )
 
 
-def test_the_connection_budget_caps_the_connections_opened(backend: Any, web_db: tuple[Database, Any]) -> None:
+def test_the_connection_budget_caps_the_connections_opened(
+    backend: Any, web_db: tuple[Database, Any]
+) -> None:
     budget = 4
     with serve("ponyroute", backend.url, connections=budget) as base:
         bursts = [fire(base, "GET", ["/sleep"] * 20) for _ in range(2)]
@@ -118,7 +121,9 @@ def test_the_connection_budget_caps_the_connections_opened(backend: Any, web_db:
 
 
 @pytest.mark.backends("postgres")
-def test_pony_documented_async_pattern_blocks_the_event_loop(backend: Any, web_db: tuple[Database, Any]) -> None:
+def test_pony_documented_async_pattern_blocks_the_event_loop(
+    backend: Any, web_db: tuple[Database, Any]
+) -> None:
     # Why async endpoints are refused (peers-2 P3): Pony's documented `async def` + `with db_session:`
     # runs each query on the event loop, one after the other.
     with serve("asyncdoc", backend.url) as base:
@@ -127,5 +132,3 @@ def test_pony_documented_async_pattern_blocks_the_event_loop(backend: Any, web_d
         routed = _best(base, runs=2)
     assert doc.seconds >= 20 * 0.05 * 0.95
     assert doc.seconds > 3 * routed.seconds
-
-

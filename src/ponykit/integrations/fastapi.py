@@ -62,6 +62,7 @@ __all__ = [
     "CursorLinks",
     "CursorPage",
     "FieldErrorModel",
+    "HTTPErrorBody",
     "Page",
     "PageLinks",
     "PonyRoute",
@@ -306,16 +307,22 @@ class RequestValidationBody(BaseModel):
     detail: list[FieldErrorModel]
 
 
+class HTTPErrorBody(BaseModel):
+    """FastAPI's own body for an ``HTTPException`` (a 400 for a malformed JSON body, a 404 of routing)."""
+
+    detail: Any
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` entries documenting problem details for ``statuses`` (e.g. 404, 409, 422).
 
     Each status documents :class:`Problem` as ``application/problem+json`` (what :func:`install`'s
-    handlers send). For 422, FastAPI's own request-validation body (``{"detail": [...]}``, sent as
-    ``application/json``) is documented beside it.
+    handlers send), and FastAPI's own ``{"detail": ...}`` bodies as ``application/json`` beside it
+    (request validation for 422, ``HTTPException`` otherwise).
     """
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
-        model: Any = Problem | RequestValidationBody if status == 422 else Problem
+        model: Any = Problem | (RequestValidationBody if status == 422 else HTTPErrorBody)
         out[status] = {
             "model": model,
             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
