@@ -20,8 +20,8 @@ beside it: the per-call cost of the bounded pool and the context copy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,8 @@ from pony.orm import Database, db_session
 import ponykit as pk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrations"))
-from web_apps import declare  # noqa: E402
-from webserver import fire, serve  # noqa: E402
+from web_apps import declare
+from webserver import fire, serve
 
 pytestmark = pytest.mark.benchmark
 
@@ -43,18 +43,17 @@ CALLS = 200
 
 
 @pytest.fixture
-def web_url(bench_env: Any) -> Iterator[str]:
+def web_url(bench_env: Any) -> str:
     """The backend's URL, with the ``web_row`` table the web apps map."""
     db = Database()
     pk.bind_url(db, bench_env.url)
     declare(db)
     db.generate_mapping(create_tables=False, check_tables=False)
-    try:
+    # The session fixture's schema may have it already (an earlier contender made it).
+    with contextlib.suppress(Exception):
         db.create_tables()
-    except Exception:  # the session fixture's schema already has it (an earlier contender made it)
-        pass
     db.disconnect()
-    yield bench_env.url
+    return bench_env.url
 
 
 @pytest.mark.parametrize("contender", WEB_CONTENDERS)
