@@ -270,3 +270,25 @@ def test_a_router_with_route_class_and_an_app_without_install(db: Database) -> N
     bare.include_router(router)
     with pytest.raises(ConfigurationError, match=r"install\(app"):
         _client(bare).post("/things")
+
+
+def test_sql_on_the_event_loop_is_logged_once_naming_the_endpoint(
+    shop: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, Book = shop["app"], shop["Book"]
+
+    @app.get("/blocking")
+    @async_ok
+    async def blocking() -> dict[str, int]:
+        with db_session:  # Pony's documented pattern: the query blocks the event loop
+            return {"books": Book.select().count()}
+
+    client = _client(app)
+    with caplog.at_level("WARNING", logger="ponykit.integrations"):
+        for _ in range(3):
+            assert client.get("/blocking").json() == {"books": 0}
+        client.get("/books/1")  # a sync endpoint's SQL runs on its session thread: no warning
+    warnings_ = [r.getMessage() for r in caplog.records if r.name == "ponykit.integrations"]
+    assert len(warnings_) == 1
+    assert "GET /blocking" in warnings_[0]
+    assert "run_in_session" in warnings_[0]

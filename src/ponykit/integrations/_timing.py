@@ -1,13 +1,21 @@
-"""Per-request statement count and database time, for the ``Server-Timing`` response header.
+"""Per-request statements: the ``Server-Timing`` figures, and SQL that runs on the event loop.
 
-One execute listener per attached Database (added once, by ``install(app, server_timing=True)``) adds
-each statement to the :class:`RequestTiming` the current thread is working for. A request's database
-work runs in one session thread (``PonyRoute``), so a thread-local is the request's scope; statements
-of other threads (another request, a background job) are never counted.
+One execute listener per attached Database (added once, by ``install(app)``) adds each statement to the
+:class:`RequestTiming` the current thread is working for. A request's database work runs in one session
+thread (``PonyRoute``), so a thread-local is the request's scope; statements of other threads (another
+request, a background job) are never counted.
+
+A statement that runs on the thread of a running event loop while a PonyRoute request is handled (an
+``@async_ok`` endpoint or an async dependency querying Pony directly) blocks every other request. It
+cannot be refused when the route is registered; the listener logs one warning per endpoint on the logger
+``ponykit.integrations`` naming it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import logging
 import threading
 import time
 import weakref
@@ -20,7 +28,25 @@ from pony.orm import Database
 
 from .._kit import Kit, get_kit
 
-__all__ = ["RequestTiming", "listen", "measuring"]
+__all__ = ["Endpoint", "RequestTiming", "listen", "measuring", "request_endpoint"]
+
+log = logging.getLogger("ponykit.integrations")
+
+
+class Endpoint:
+    """A PonyRoute as the event-loop warning names it (``"GET /items"``); warned about once."""
+
+    __slots__ = ("name", "warned")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.warned = False
+
+
+request_endpoint: contextvars.ContextVar[Endpoint | None] = contextvars.ContextVar(
+    "ponykit_web_endpoint", default=None
+)
+"""The PonyRoute whose request is being handled in this context, for the event-loop warning."""
 
 
 @dataclass
@@ -55,10 +81,29 @@ _listening: weakref.WeakSet[Kit] = weakref.WeakSet()
 _listen_lock = threading.Lock()
 
 
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _listener(db: Database, sql: str, arguments: Any, seconds: float, error: BaseException | None) -> None:
     timing = _current.timing
     if timing is not None:
         timing.add(seconds)
+        return
+    endpoint = request_endpoint.get()
+    if endpoint is not None and not endpoint.warned and _on_event_loop():
+        endpoint.warned = True  # once per route: a log line per statement would flood the log
+        log.warning(
+            "ponykit: %s ran SQL on the event loop thread (%.1f ms): every other request waited for it. "
+            "Do its database work with `await ponykit.run_in_session(fn, ...)`, or make it a plain `def` "
+            "endpoint of a PonyRoute",
+            endpoint.name,
+            seconds * 1000,
+        )
 
 
 def listen(db: Database) -> None:

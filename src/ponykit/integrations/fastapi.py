@@ -54,7 +54,7 @@ from ..errors import ConfigurationError, OptionError
 from ..transactions._async import session_executor, set_session_threads
 from ._pages import CursorLinks, CursorPage, Page, PageLinks
 from ._problems import PROBLEM_JSON, PROBLEMS, ProblemType, find_problem, problem_for
-from ._timing import RequestTiming, listen, measuring
+from ._timing import Endpoint, RequestTiming, listen, measuring, request_endpoint
 
 __all__ = [
     "PROBLEMS",
@@ -202,14 +202,17 @@ class PonyRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Any]:
         """The request handler, with this app's ponykit options in scope and ``Server-Timing`` added."""
         handler = super().get_route_handler()
+        endpoint = Endpoint(f"{','.join(sorted(self.methods or ()))} {self.path_format}")
 
         async def run(request: Request) -> Response:
             config = getattr(request.app.state, _STATE_KEY, None)
             timing = RequestTiming() if config is not None and config.server_timing else None
             token = _state.set(_RequestState(config, timing))
+            named = request_endpoint.set(endpoint)
             try:
                 response: Response = await handler(request)
             finally:
+                request_endpoint.reset(named)
                 _state.reset(token)
             if timing is not None:
                 response.headers["Server-Timing"] = timing.header()
@@ -243,6 +246,8 @@ def install(
     (:func:`ponykit.set_session_threads`), hence the most connections each Database opens, shared with
     :func:`ponykit.run_in_session`. ``server_timing=True`` adds a ``Server-Timing`` header with the
     statement count and the database time of the request (``db``, attached, or every attached Database).
+    SQL that runs on the event loop during a PonyRoute request (an ``@async_ok`` endpoint querying Pony
+    directly) is logged as a warning naming the endpoint (logger ``ponykit.integrations``).
     ``problems`` adds entries before the default table :data:`PROBLEMS` (first match wins).
     """
     if not isinstance(app, FastAPI):
@@ -256,14 +261,13 @@ def install(
         databases = (db,)
     else:
         databases = tuple(db)
-    if server_timing:
-        if not databases:
-            raise ConfigurationError(
-                "install(app, server_timing=True) needs an attached Database to time: call "
-                "ponykit.attach(db) first, or pass db=db"
-            )
-        for database in databases:
-            listen(database)
+    if server_timing and not databases:
+        raise ConfigurationError(
+            "install(app, server_timing=True) needs an attached Database to time: call "
+            "ponykit.attach(db) first, or pass db=db"
+        )
+    for database in databases:
+        listen(database)  # Server-Timing figures, and the warning for SQL run on the event loop
     table = (*problems, *PROBLEMS)
     for entry in table:
         if not (isinstance(entry, ProblemType) and isinstance(entry.exc_type, type)):
