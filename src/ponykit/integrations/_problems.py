@@ -18,7 +18,7 @@ from typing import Any
 
 from pony.orm import ObjectNotFound, OptimisticCheckError
 
-from ..errors import FieldError, InvalidCursor, InvalidPage, PonykitError, ValidationError
+from ..errors import InvalidCursor, InvalidPage, PonykitError, ValidationError
 
 __all__ = ["PROBLEMS", "PROBLEM_JSON", "ProblemType", "field_errors", "find_problem", "problem_for"]
 
@@ -80,42 +80,17 @@ def field_errors(exc: ValidationError) -> list[dict[str, Any]]:
     """Every problem of a :class:`~ponykit.errors.ValidationError` as FastAPI/Pydantic error dicts.
 
     Each has ``loc`` (a list: field path parts, integers for list positions), ``type`` and ``msg``, the
-    keys of FastAPI's own 422 ``detail`` items; ``ctx`` is added when the error has one.
+    keys of FastAPI's own 422 ``detail`` items, and ``ctx`` when the constraint has parameters.
     """
-    out: list[dict[str, Any]] = []
-    for error in exc.errors:
-        out.append(_field_error(error))
-    return out
-
-
-def _field_error(error: FieldError | Any) -> dict[str, Any]:
-    loc = getattr(error, "loc", None)
-    if loc is None:
-        path = getattr(error, "path", "") or ""
-        loc = tuple(int(p) if p.isdigit() else p for p in path.split(".") if p)
-    item: dict[str, Any] = {
-        "loc": list(loc),
-        "type": getattr(error, "type", None) or "value_error",
-        "msg": getattr(error, "msg", None) or getattr(error, "message", "") or str(error),
-    }
-    ctx = getattr(error, "ctx", None)
-    if ctx:
-        item["ctx"] = {k: v if isinstance(v, (str, int, float, bool)) else str(v) for k, v in ctx.items()}
-    return item
+    return list(exc.to_problem()["errors"])
 
 
 def problem_for(exc: BaseException, entry: ProblemType, instance: str | None = None) -> dict[str, Any]:
     """The problem details object (a JSON-ready dict) answering ``exc`` as ``entry`` says."""
     if isinstance(exc, ValidationError):
-        to_problem = getattr(exc, "to_problem", None)
-        if callable(to_problem):  # the validation subsystem's own rendering, when it has one
-            problem: dict[str, Any] = dict(to_problem())
-            problem.setdefault("status", entry.status)
-            problem.setdefault("title", entry.title)
-            problem.setdefault("type", "about:blank")
-        else:
-            problem = _base(exc, entry)
-            problem["errors"] = field_errors(exc)
+        # The validation subsystem's own rendering: every FieldError, no input value.
+        problem: dict[str, Any] = dict(exc.to_problem(status=entry.status, instance=instance))
+        problem.setdefault("code", type(exc).__name__)
     else:
         problem = _base(exc, entry)
     if instance is not None:
