@@ -56,6 +56,7 @@ def web_url(bench_env: Any) -> str:
     return bench_env.url
 
 
+@pytest.mark.bench_backends("sqlite", "postgres")  # a server per contender: keep the CI smoke run short
 @pytest.mark.parametrize("contender", WEB_CONTENDERS)
 def test_web_20_concurrent_50ms_queries(benchmark: Any, bench_env: Any, web_url: str, contender: str) -> None:
     benchmark.group = f"web-20x50ms-{bench_env.name}"
