@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from openapi_spec_validator import validate
@@ -28,23 +28,35 @@ with warnings.catch_warnings():
 
 from webshop.app import create_app
 
-_DIR = tempfile.mkdtemp(prefix="webshop-")
-APP = create_app(f"sqlite:///{_DIR}/shop.sqlite?create_db=1")
-schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+
+@pytest.fixture
+def shop_app(tmp_path: Path) -> Any:
+    # Made inside each test (not at import): the autouse fixture of conftest.py forgets the Database
+    # attached here when the test ends, so later tests never see a second attached Database.
+    return create_app(f"sqlite:///{tmp_path}/shop.sqlite?create_db=1")
 
 
-def _client() -> TestClient:
+@pytest.fixture
+def shop_schema(shop_app: Any) -> Any:
+    return schemathesis.openapi.from_asgi("/openapi.json", shop_app)
+
+
+schema = schemathesis.pytest.from_fixture("shop_schema")
+
+
+def _client(app: Any) -> TestClient:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return TestClient(APP)
+        return TestClient(app)
 
 
-def test_the_openapi_schema_is_valid() -> None:
-    validate(APP.openapi())
+def test_the_openapi_schema_is_valid(shop_app: Any) -> None:
+    validate(shop_app.openapi())
 
 
-def test_a_shopping_flow() -> None:
-    client = _client()
+def test_a_shopping_flow(shop_app: Any) -> None:
+    APP = shop_app
+    client = _client(APP)
     ann = client.post("/customers", json={"name": "Ann", "email": "ann.flow@example.com"}).json()
     tea = client.post("/products", json={"name": "Tea", "price": "3.50", "stock": 5}).json()
     cup = client.post("/products", json={"name": "Cup", "price": "7.00", "stock": 1}).json()

@@ -50,8 +50,8 @@ def _app(db: Database, tmp_path: Path, integration: str = "ponykit") -> dict[str
     @app.post("/items/<name>")
     def create(name: str) -> dict[str, Any]:
         # Callbacks first: registering one flushes, and the INSERT must wait for the commit here.
-        pk.on_commit(lambda: events.append(f"commit {name}"))
-        pk.on_rollback(lambda: events.append(f"rollback {name}"))
+        pk.on_commit(lambda: events.append(f"commit {name}"), db=db)
+        pk.on_rollback(lambda: events.append(f"rollback {name}"), db=db)
         txid = transaction_id(db)
         Item(name=name)
         return {"txid": txid}
