@@ -122,7 +122,9 @@ def _execute(block: Block, run: _FileRun) -> None:
     filename = str(run.workdir / block.path.name)
     source = "\n" * block.line + block.code
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
-    exec(compile(source, filename, "exec"), run.namespace)
+    # dont_inherit: the blocks run as readers would run them, without this module's `from __future__ import
+    # annotations` (which would leave Pydantic models in the docs with unresolvable string annotations).
+    exec(compile(source, filename, "exec", dont_inherit=True), run.namespace)
 
 
 if BLOCKS:

@@ -39,7 +39,17 @@ from .kit import CommitEvent, Kit, attach, get_kit
 from .query import cached, cached_query, cached_select, paginate, paginate_keyset, prefetch
 from .security import acting_as, can, policy, requires, rls_context, scoped
 from .serialization import Serializable, json_schema, to_json
-from .transactions import Backoff, classify_error, on_commit, on_rollback, retrying, savepoint, transaction
+from .transactions import (
+    Backoff,
+    classify_error,
+    on_commit,
+    on_rollback,
+    retrying,
+    run_in_session,
+    savepoint,
+    set_session_threads,
+    transaction,
+)
 
 __all__ = [
     "AmbiguousCommitError",
@@ -103,9 +113,11 @@ __all__ = [
     "requires",
     "retrying",
     "rls_context",
+    "run_in_session",
     "savepoint",
     "scoped",
     "security",
+    "set_session_threads",
     "to_json",
     "transaction",
     "types",

@@ -51,6 +51,7 @@ Errors that can only come from a bug in ponykit itself (an internal invariant br
 from __future__ import annotations
 
 from collections.abc import Sequence
+from http import HTTPStatus
 from typing import Any
 
 from pony.orm import ConnectionClosedError
@@ -126,32 +127,85 @@ class UnsupportedDatabase(ConfigurationError, NotImplementedError):
     """
 
 
-class FieldError:
-    """One problem with one input field: where it is, and what is wrong with it.
+def _loc_of(path: str) -> tuple[str | int, ...]:
+    """``"lines.2.qty"`` -> ``("lines", 2, "qty")``: digits are list indexes, as in Pydantic's ``loc``."""
+    if not path:
+        return ()
+    return tuple(int(p) if p.isdigit() else p for p in path.split("."))
 
-    ``path`` is the dotted field path (``"author.name"``, ``"tags.2"``), ``message`` says what was
-    expected and what was given.
+
+def _json_safe(value: Any) -> Any:
+    """A ``ctx`` value as JSON has it: numbers and strings as they are, anything else (Decimal) as text."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return str(value)
+
+
+class FieldError:
+    """One problem with one input field, in Pydantic's error vocabulary.
+
+    - ``loc``: where it is, a tuple of attribute names and list indexes (``("lines", 2, "qty")``);
+    - ``type``: what kind of problem, with Pydantic's name where a Pydantic constraint matches
+      (``"missing"``, ``"string_too_long"``, ``"greater_than_equal"``, ``"less_than_equal"``,
+      ``"int_type"``, ``"decimal_max_places"``, ``"enum"``, ``"extra_forbidden"``...), else a ponykit
+      name (``"not_found"`` for a key with no row) or ``"value_error"`` (a validator's refusal);
+    - ``msg``: what was expected and what was given (never a sensitive or encrypted value);
+    - ``ctx``: the constraint's parameters (``{"max_length": 10}``), or None.
+
+    ``FieldError(path, message)`` still works (``path`` a dotted string, or a ``loc`` tuple), and
+    ``path`` (``"lines.2.qty"``) and ``message`` read as before. Two errors are equal when they have the
+    same ``loc`` and ``msg``: ``type`` and ``ctx`` classify the same problem.
     """
 
-    __slots__ = ("message", "path")
+    __slots__ = ("ctx", "loc", "msg", "type")
 
-    def __init__(self, path: str, message: str) -> None:
-        self.path = path
-        self.message = message
+    def __init__(
+        self,
+        path: str | Sequence[str | int],
+        message: str,
+        *,
+        type: str = "value_error",  # the name Pydantic gives the key
+        ctx: dict[str, Any] | None = None,
+    ) -> None:
+        self.loc: tuple[str | int, ...] = _loc_of(path) if isinstance(path, str) else tuple(path)
+        self.msg = message
+        self.type = type
+        self.ctx = ctx
+
+    @property
+    def path(self) -> str:
+        """The dotted form of ``loc`` (``"lines.2.qty"``; ``""`` for the input as a whole)."""
+        return ".".join(str(p) for p in self.loc)
+
+    @property
+    def message(self) -> str:
+        """The same as ``msg`` (its name before the Pydantic-compatible keys)."""
+        return self.msg
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"loc": [...], "type": ..., "msg": ..., "ctx": {...}}``, JSON-safe, the shape of one item of
+        Pydantic's ``errors()`` and FastAPI's 422 ``detail`` (without ``input``: it is never echoed)."""
+        item: dict[str, Any] = {"loc": list(self.loc), "type": self.type, "msg": self.msg}
+        if self.ctx:
+            item["ctx"] = {k: _json_safe(v) for k, v in self.ctx.items()}
+        return item
 
     def __repr__(self) -> str:
-        return f"FieldError({self.path!r}, {self.message!r})"
+        ctx = f", ctx={self.ctx!r}" if self.ctx else ""
+        return f"FieldError({self.path!r}, {self.msg!r}, type={self.type!r}{ctx})"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, FieldError):
             return NotImplemented
-        return (self.path, self.message) == (other.path, other.message)
+        return (self.loc, self.msg) == (other.loc, other.msg)
 
     def __hash__(self) -> int:
-        return hash((self.path, self.message))
+        return hash((self.loc, self.msg))
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
+        return f"{self.path}: {self.msg}" if self.loc else self.msg
 
 
 class FactoryError(ConfigurationError):
@@ -170,6 +224,54 @@ class ValidationError(PonykitError, ValueError):
             details = "\n".join(f"  - {e}" for e in self.errors)
             message = f"{message}\n{details}"
         super().__init__(message)
+        self.summary = message.partition("\n")[0]
+
+    def to_problem(
+        self, *, status: int = 422, instance: str | None = None, loc_prefix: Sequence[str | int] = ()
+    ) -> dict[str, Any]:
+        """This error as RFC 9457 problem details, JSON-safe::
+
+            {"type": "about:blank", "title": "Unprocessable Content", "status": 422,
+             "detail": "invalid input for User (2 problems)", "instance": "/users",
+             "errors": [{"loc": ["email"], "type": "string_too_long", "msg": "...",
+                         "ctx": {"max_length": 40}}, ...]}
+
+        ``errors`` holds every problem, each in the shape of an item of FastAPI's own 422 ``detail``
+        (``loc``, ``type``, ``msg``, ``ctx`` when the constraint has parameters); ``loc_prefix`` is put
+        before each ``loc`` (FastAPI's is ``("body",)``). No ``input`` key: the given value is never
+        echoed, so a sensitive or encrypted value cannot leak through it. ``instance`` is included when
+        given.
+        """
+        count = len(self.errors)
+        detail = self.summary
+        if count:
+            detail = f"{detail} ({count} problem{'s' if count != 1 else ''})"
+        problem: dict[str, Any] = {
+            "type": "about:blank",
+            "title": _status_title(status),
+            "status": status,
+            "detail": detail,
+        }
+        if instance is not None:
+            problem["instance"] = instance
+        prefix = list(loc_prefix)
+        items = []
+        for error in self.errors:
+            item = error.to_dict()
+            item["loc"] = prefix + item["loc"]
+            items.append(item)
+        problem["errors"] = items
+        return problem
+
+
+def _status_title(status: int) -> str:
+    """The HTTP reason phrase of ``status`` (RFC 9110's name for 422, which Python 3.11 lacks)."""
+    if status == 422:
+        return "Unprocessable Content"
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 class BulkWriteError(ValidationError):

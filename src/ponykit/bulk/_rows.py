@@ -286,7 +286,13 @@ class RowPlan:
             row_index=index,
             entity=self.name,
             attribute=name,
-            errors=[FieldError(f"{index}.{name}", f"expected: {expected}; given: {given}")],
+            errors=[
+                FieldError(
+                    (index, name),
+                    f"expected: {expected}; given: {given}",
+                    type="missing" if value is _pony.DEFAULT else "value_error",
+                )
+            ],
         )
 
     def unknown_error(self, key: Any, index: int | None, op: str) -> BulkWriteError:

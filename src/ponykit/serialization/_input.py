@@ -26,6 +26,7 @@ from .. import _pony
 from ..errors import ConfigurationError, FieldError, ValidationError
 from ..security.sensitive import is_sensitive, mask
 from ._codec import BadValue, describe, value_loader
+from ._problems import constraint_error, type_error
 
 __all__ = ()
 
@@ -125,84 +126,81 @@ def _reference(attr: Any, value: Any, path: str, errors: list[FieldError]) -> An
     if _pony.is_entity_instance(value):
         if isinstance(value, target):
             return value
-        errors.append(
-            FieldError(path, f"expected a {target.__name__} or its key, got a {type(value).__name__}")
-        )
+        message = f"expected a {target.__name__} or its key, got a {type(value).__name__}"
+        errors.append(FieldError(path, message, type="model_type"))
         return _MISSING
     leaves = _pony.raw_pk_leaf_attributes(target)
     if isinstance(value, Mapping):
         pk_names = list(_pony.entity_info(target).pk_attrs)
         if not _is_reference(target, value):
-            errors.append(FieldError(path, f"expected a {target.__name__} key or an object with {pk_names}"))
+            message = f"expected a {target.__name__} key or an object with {pk_names}"
+            errors.append(FieldError(path, message, type="model_type"))
             return _MISSING
         parts = [value[n] for n in pk_names]
         value = parts[0] if len(parts) == 1 else parts
     raw = list(value) if isinstance(value, list) and len(leaves) > 1 else [value]
     if len(raw) != len(leaves) or any(isinstance(v, (dict, list)) for v in raw):
         shape = "a key" if len(leaves) == 1 else f"a list of {len(leaves)} key values"
-        errors.append(FieldError(path, f"expected {shape} of {target.__name__}, got {describe(value)}"))
+        kind = type_error(leaves[0], value)[0] if len(leaves) == 1 else "list_type"
+        errors.append(
+            FieldError(path, f"expected {shape} of {target.__name__}, got {describe(value)}", type=kind)
+        )
         return _MISSING
-    try:
-        key = tuple(value_loader(leaf)(v) for leaf, v in zip(leaves, raw, strict=True))
-    except BadValue as exc:
-        errors.append(FieldError(path, f"invalid key of {target.__name__}: {exc}"))
-        return _MISSING
+    key_parts = []
+    for leaf, v in zip(leaves, raw, strict=True):
+        try:
+            key_parts.append(value_loader(leaf)(v))
+        except BadValue as exc:
+            kind, ctx = type_error(leaf, v)
+            errors.append(FieldError(path, f"invalid key of {target.__name__}: {exc}", type=kind, ctx=ctx))
+            return _MISSING
+    key = tuple(key_parts)
     found = _pony.find_by_raw_pk(target, key)
     if found is None:
         shown = raw[0] if len(raw) == 1 else raw
-        errors.append(FieldError(path, f"no {target.__name__} with primary key {shown!r} exists"))
+        errors.append(
+            FieldError(path, f"no {target.__name__} with primary key {shown!r} exists", type="not_found")
+        )
         return _MISSING
     return found
 
 
-def _decimal_fits(attr: Any, value: Any, path: str, errors: list[FieldError]) -> Any:
-    """``value`` at the column's scale when it fits ``DECIMAL(precision, scale)``, else _MISSING.
-
-    Too many integer digits would fail at flush (a DataError, or stored as is on SQLite); more fractional
-    digits would be rounded by the server (half away from zero on PostgreSQL and MariaDB, half even by
-    Pony on SQLite), so the object would not hold what is stored: both are refused, nothing is rounded.
-    """
+def _at_scale(attr: Any, value: Any) -> Any:
+    """A Decimal at its column's scale; "-0" would answer "-0.00" while PostgreSQL and MariaDB store
+    0.00, so a zero is unsigned. Values that do not fit ``DECIMAL(precision, scale)`` were refused
+    before (``_problems.constraint_error``): too many integer digits would fail at flush (or be stored
+    as is on SQLite), more fractional digits would be rounded by the server, so nothing is rounded."""
     limits = _pony.decimal_limits(attr)
     if limits is None or not isinstance(value, Decimal):
         return value
     precision, scale = limits
-    shown = mask(value) if is_sensitive(attr) else repr(str(value))
-    column = f"{_pony.attr_label(attr)}, a Decimal({precision}, {scale})"
-    if abs(value) >= Decimal(10) ** (precision - scale):
-        errors.append(
-            FieldError(
-                path,
-                f"expected a number below 10^{precision - scale} (at most {precision - scale} digits "
-                f"before the point for {column}), got {shown}",
-            )
-        )
-        return _MISSING
-    # exact: the value is below 10^(precision-scale), so its quantized coefficient fits precision + 1
+    # exact: the value fits DECIMAL(precision, scale), so its quantized coefficient fits precision + 1
     quantized = value.quantize(Decimal(1).scaleb(-scale), context=Context(prec=precision + 2))
-    if quantized != value:
-        errors.append(
-            FieldError(
-                path,
-                f"expected at most {scale} digits after the point (for {column}), "
-                f"got {shown}; round it first",
-            )
-        )
-        return _MISSING
-    # "-0" would answer "-0.00" while PostgreSQL and MariaDB store 0.00: a zero is stored unsigned
     return quantized if quantized else quantized.copy_abs()
 
 
 def _scalar(attr: Any, value: Any, path: str, errors: list[FieldError]) -> Any:
+    info = _pony.attr_info(attr)
+    if value is None and info.required:
+        # Pydantic refuses None for a required field as a value of the wrong type
+        kind, ctx = type_error(attr, value)
+        message = f"{info.label} is required: expected a value, got null"
+        errors.append(FieldError(path, message, type=kind, ctx=ctx))
+        return _MISSING
     if value is not None:
         try:
             value = value_loader(attr)(value)
         except BadValue as exc:
             message = str(exc) if not is_sensitive(attr) else f"wrong type of value ({mask(value)})"
-            errors.append(FieldError(path, message))
+            kind, ctx = type_error(attr, value)
+            errors.append(FieldError(path, message, type=kind, ctx=ctx))
             return _MISSING
-        value = _decimal_fits(attr, value, path, errors)
-        if value is _MISSING:
+        problem = constraint_error(attr, value, required=info.required)
+        if problem is not None:
+            kind, message, ctx = problem
+            errors.append(FieldError(path, message, type=kind, ctx=ctx))
             return _MISSING
+        value = _at_scale(attr, value)
     return _validated(attr, value, path, errors)
 
 
@@ -224,7 +222,9 @@ def _relation(
         if not isinstance(value, list):
             ctx.errors.append(
                 FieldError(
-                    path, f"expected an array of {target.__name__} keys or objects, got {describe(value)}"
+                    path,
+                    f"expected an array of {target.__name__} keys or objects, got {describe(value)}",
+                    type="list_type",
                 )
             )
             return
@@ -279,7 +279,7 @@ def _collect(
     """
     errors = ctx.errors
     if not isinstance(data, Mapping):
-        errors.append(FieldError(path, f"expected an object, got {describe(data)}"))
+        errors.append(FieldError(path, f"expected an object, got {describe(data)}", type="model_type"))
         return None
     allow, fields = rules
     node = _Node(entity, path, existing=existing)
@@ -290,7 +290,8 @@ def _collect(
         here = _join(path, key)
         attr = _pony.find_attribute(entity, key)
         if attr is None:
-            errors.append(FieldError(here, f"unknown attribute: {entity.__name__} has no attribute {key!r}"))
+            message = f"unknown attribute: {entity.__name__} has no attribute {key!r}"
+            errors.append(FieldError(here, message, type="extra_forbidden"))
             continue
         if reverse is not None and attr is reverse:
             back = _pony.attr_info(reverse)
@@ -298,14 +299,14 @@ def _collect(
             if parent is None or back.is_collection:
                 new = "new " if parent is None else ""
                 message = f"set automatically to the {new}{owner} it is nested in; leave it out"
-                errors.append(FieldError(here, message))
+                errors.append(FieldError(here, message, type="extra_forbidden"))
             elif _reference(reverse, value, here, errors) not in (parent, _MISSING):
                 errors.append(FieldError(here, f"must be the {owner} it is nested in, or be left out"))
             continue
         if fields is not None and key not in fields:
             listed = sorted(fields)
             hint = f"this input may set only {listed}" if listed else "this input may set no attribute here"
-            errors.append(FieldError(here, f"{key!r} is not in fields= ({hint})"))
+            errors.append(FieldError(here, f"{key!r} is not in fields= ({hint})", type="extra_forbidden"))
             continue
         reason = _protection(attr)
         if reason is not None and key not in allow:
@@ -316,6 +317,7 @@ def _collect(
                     here,
                     f"{key!r} is {reason} of {entity.__name__} and cannot be set from input; "
                     f"pass allow=[{name!r}] to permit it",
+                    type="extra_forbidden",
                 )
             )
             continue
@@ -335,7 +337,8 @@ def _collect(
             if info.sql_default:
                 continue
             hint = f"; pass it and allow=[{info.name!r}]" if _protection(info.attr) else ""
-            errors.append(FieldError(_join(path, info.name), f"missing required attribute{hint}"))
+            message = f"missing required attribute{hint}"
+            errors.append(FieldError(_join(path, info.name), message, type="missing"))
     return node
 
 
@@ -389,7 +392,7 @@ def _run(entity: Any, obj: Any, data: Any, allow: Any, fields: Any) -> Any:
     if not isinstance(data, Mapping):
         raise ValidationError(
             f"invalid input for {entity.__name__}: expected an object (a mapping), got {describe(data)}",
-            [FieldError("", f"expected an object, got {describe(data)}")],
+            [FieldError("", f"expected an object, got {describe(data)}", type="model_type")],
         )
     ctx = _Context([], allow_tree, fields_tree)
     node = _collect(entity, data, ctx, "", (allow_tree, fields_tree), existing=obj)

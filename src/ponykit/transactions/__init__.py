@@ -30,6 +30,7 @@ from pony.orm import Database
 from .. import _pony
 from .._kit import Kit, get_kit
 from ..errors import OptionError
+from ._async import run_in_session, session_threads, set_session_threads
 from ._classify import ErrorClass, classify_error
 from ._hooks import Callback, tx_state
 from ._hooks import install as install  # attach() runs it: ponykit.kit.INSTALLERS
@@ -51,7 +52,10 @@ __all__ = [
     "pending_writes",
     "record_writes",
     "retrying",
+    "run_in_session",
     "savepoint",
+    "session_threads",
+    "set_session_threads",
     "transaction",
     "transaction_id",
 ]
