@@ -25,6 +25,7 @@ itself, nor reads a Pony attribute's fields: it asks :func:`attr_info` for a fro
 - ``outer_transaction``: one shared connection in an outer transaction per test, table truncation
 - ``metadata``: the limits of an attribute's values and an entity's unique keys (test factories)
 - ``entity_hooks``: save hooks on one entity class (the entity mixins' before/after flush hooks)
+- ``audit``: an object's stored and current column values, raw column decoding (the audit trail)
 
 Written against Pony 0.7.20; ``docs/internals.md`` lists every private Pony name used here, and every
 attribute ponykit sets on user classes and Pony objects. Nothing here patches a Pony class for the whole
@@ -34,6 +35,7 @@ provider *instance*, and write tracking is installed on the entity classes of on
 
 # ruff: noqa: F405 - the names of __all__ come from the star imports above it
 from ._typing import *  # noqa: F403 - each module's __all__, listed again below
+from .audit import *  # noqa: F403 - each module's __all__, listed again below
 from .cascade import *  # noqa: F403 - each module's __all__, listed again below
 from .connection import *  # noqa: F403 - each module's __all__, listed again below
 from .database import *  # noqa: F403 - each module's __all__, listed again below
@@ -305,4 +307,9 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "add_save_hook",
     "object_status",
     "stored_value",
+    # audit: an object's stored and current column values, raw column decoding (the audit trail)
+    "audited_attributes",
+    "column_decoder",
+    "current_values",
+    "stored_values",
 ]

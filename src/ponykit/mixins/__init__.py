@@ -9,6 +9,12 @@ and also when ponykit's bulk functions write rows (``bulk_insert``, ``bulk_updat
 
 from __future__ import annotations
 
+from ._audit import Audited
+from ._audit_journal import audit_actor
+from ._audit_store import AuditRecord, audit_entity
+from ._audit_triggers import audit_trigger_sql, install_audit_triggers
 from ._base import EntityMixin
 
 __all__ = ["EntityMixin"]
+__all__ += ["AuditRecord", "Audited", "audit_actor", "audit_entity"]
+__all__ += ["audit_trigger_sql", "install_audit_triggers"]

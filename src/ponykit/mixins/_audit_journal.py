@@ -1,0 +1,171 @@
+"""App mode's journal: the changes of a transaction, folded into one record per row and written just
+before COMMIT, in the same transaction.
+
+Each write of an audited row (a flushed object, a batch of a bulk call) adds an :class:`Event` to the
+transaction's journal (``TxState.journal`` in ``ponykit.transactions``). Rolling back the transaction,
+a savepoint or a failed bulk call drops the events of what was undone. Just before COMMIT the events are
+folded per row, comparing the row at the start of the transaction with the row at its end:
+
+=====================  ======================  =============================================
+at start               at end                  record
+=====================  ======================  =============================================
+absent                 present                 insert: every attribute ``[None, new]``
+present                absent                  delete: every attribute ``[old, None]``
+present                present                 update: attributes that differ ``[first old, last new]``
+absent                 absent                  none (inserted then deleted in the transaction)
+present, same values   present, same values    none (a write that changed nothing: no phantom)
+=====================  ======================  =============================================
+
+and written with one ``bulk_insert`` into the history table (COPY on PostgreSQL). A failure there fails
+the commit: the transaction rolls back with its records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from .. import _pony
+from ..bulk import bulk_insert
+from ..transactions._hooks import TxState, tx_state
+
+__all__ = ["Event", "audit_actor", "current_actor", "journal_events"]
+
+_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar("ponykit_audit_actor", default=None)
+
+
+@contextlib.contextmanager
+def audit_actor(actor: str | None) -> Iterator[None]:
+    """Record ``actor`` (a user name or id, as text) as the author of the changes made in the block.
+
+    ``with pk.mixins.audit_actor("alice"): ...`` (a contextvar: per thread and per asyncio task; blocks
+    nest). App mode takes the actor of each change when it is made; trigger mode reads the
+    transaction's ``app.actor`` setting instead (see ``docs/mixins.md``).
+    """
+    token = _actor.set(None if actor is None else str(actor))
+    try:
+        yield
+    finally:
+        _actor.reset(token)
+
+
+def current_actor() -> str | None:
+    """The actor set by the innermost :func:`audit_actor` block, or None."""
+    return _actor.get()
+
+
+@dataclass(slots=True)
+class Event:
+    """One write of one audited row: values as JSON forms (sensitive ones already masked)."""
+
+    history: Any  # the history entity the record goes to
+    entity: str
+    key: str
+    op: str  # insert, update, delete
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    secret: frozenset[str]  # sensitive attributes this write changed
+    actor: str | None
+
+
+@dataclass(slots=True)
+class _Row:
+    event: Event
+    existed: bool
+    start: dict[str, Any]
+    end: dict[str, Any] | None
+    secret: set[str] = field(default_factory=set)
+
+
+def journal_events(db: Any, events: list[Event]) -> None:
+    """Add ``events`` to the journal of the current transaction on ``db`` (written before its COMMIT)."""
+    if not events:
+        return
+    state = tx_state(_pony.require_session_cache(db), create=True)
+    assert state is not None  # a cache was given
+    state.journal.extend(events)
+    if _write_records not in state.before_commit:
+        state.before_commit.append(_write_records)
+
+
+def _fold(events: list[Event]) -> list[_Row]:
+    rows: dict[tuple[Any, str, str], _Row] = {}
+    for e in events:
+        k = (e.history, e.entity, e.key)
+        row = rows.get(k)
+        if row is None:
+            end = None if e.op == "delete" else dict(e.after or {})
+            rows[k] = _Row(e, e.op != "insert", dict(e.before or {}), end, set(e.secret))
+            continue
+        row.event = e  # the latest actor
+        for name, value in (e.before or {}).items():
+            row.start.setdefault(name, value)  # first old
+        if e.op == "delete":
+            row.end = None
+        elif e.op == "insert" or row.end is None:
+            row.end = dict(e.after or {})
+        else:
+            row.end.update(e.after or {})  # last new
+        row.secret.update(e.secret)
+    return list(rows.values())
+
+
+def _changes(row: _Row) -> tuple[str, dict[str, list[Any]]] | None:
+    if not row.existed:
+        if row.end is None:
+            return None
+        # An insert lists the attributes it set, a delete those the row held: not the NULL ones
+        return "insert", {name: [None, value] for name, value in row.end.items() if value is not None}
+    if row.end is None:
+        return "delete", {name: [value, None] for name, value in row.start.items() if value is not None}
+    changes = {
+        name: [row.start.get(name), value]
+        for name, value in row.end.items()
+        if name in row.secret or row.start.get(name) != value
+    }
+    return ("update", changes) if changes else None
+
+
+def _transaction_name(db: Any) -> str:
+    """PostgreSQL: the server's transaction id (what trigger mode records); elsewhere a random name."""
+    if _pony.dialect(db) == "postgres":
+        cursor = _pony.execute_in_session(db, "SELECT txid_current()", None)
+        return str(cursor.fetchone()[0])
+    return uuid.uuid4().hex
+
+
+def _write_records(state: TxState) -> None:
+    """The before-commit step: fold the journal and insert the records (one bulk_insert per Database)."""
+    events = [e for e in state.journal if isinstance(e, Event)]
+    if not events:
+        return
+    at = datetime.now(timezone.utc)
+    by_history: dict[Any, list[dict[str, Any]]] = {}
+    for row in _fold(events):
+        result = _changes(row)
+        if result is None:
+            continue
+        op, changes = result
+        by_history.setdefault(row.event.history, []).append(
+            {
+                "entity": row.event.entity,
+                "key": row.event.key,
+                "op": op,
+                "changes": orjson.dumps(changes).decode(),
+                # The actor when the write was flushed, else the one around the commit
+                "actor": row.event.actor if row.event.actor is not None else current_actor(),
+                "at": at,
+            }
+        )
+    for history, records in by_history.items():
+        tx = _transaction_name(_pony.database_of(history))
+        for record in records:
+            record["tx"] = tx
+        bulk_insert(history, records)
