@@ -41,7 +41,9 @@ op = st.one_of(
     st.tuples(st.just("delete"), pick),
     st.tuples(st.just("bulk_insert"), st.lists(new_row, min_size=1, max_size=3)),
     st.tuples(st.just("bulk_update"), st.lists(st.tuples(pick, changes), min_size=1, max_size=3)),
-    st.tuples(st.just("bulk_upsert"), st.lists(st.tuples(st.booleans(), pick, new_row), min_size=1, max_size=3)),
+    st.tuples(
+        st.just("bulk_upsert"), st.lists(st.tuples(st.booleans(), pick, new_row), min_size=1, max_size=3)
+    ),
     st.tuples(st.just("bulk_delete"), st.lists(pick, min_size=1, max_size=3)),
 )
 raw_op = st.one_of(
@@ -162,7 +164,8 @@ def run_op(Item: Any, model: Model, operation: tuple[Any, ...]) -> None:
     elif kind == "raw_update":
         rid = model.pick(operation[1])
         if rid is not None:
-            Item._database_.execute("UPDATE item SET qty = $qty WHERE id = $rid", {"qty": operation[2], "rid": rid})
+            arguments = {"qty": operation[2], "rid": rid}
+            Item._database_.execute("UPDATE item SET qty = $qty WHERE id = $rid", arguments)
             model.rows[rid]["qty"] = operation[2]
     elif kind == "pony_bulk_delete":
         rid = model.pick(operation[1])
@@ -192,7 +195,9 @@ def expected_records(start: dict[int, dict[str, Any]], end: dict[int, dict[str, 
         elif e is None and s is not None:
             out[str(rid)] = ("delete", {a: [json_form(a, s[a]), None] for a in ATTRS if s.get(a) is not None})
         elif s is not None and e is not None:
-            diff = {a: [json_form(a, s.get(a)), json_form(a, e.get(a))] for a in ATTRS if s.get(a) != e.get(a)}
+            diff = {
+                a: [json_form(a, s.get(a)), json_form(a, e.get(a))] for a in ATTRS if s.get(a) != e.get(a)
+            }
             if diff:
                 out[str(rid)] = ("update", diff)
     return out
@@ -226,7 +231,8 @@ def check(db: Database, Item: Any, txs: list[Any]) -> None:
         except Boom:
             model.rows = start
         with db_session:
-            records = [(h.key, h.op, orjson.loads(h.changes), h.tx) for h in history.select(lambda h: h.id > last)]
+            found = select(h for h in history if h.id > last)
+            records = [(h.key, h.op, orjson.loads(h.changes), h.tx) for h in found]
             current = {i.id: {a: getattr(i, a) for a in ATTRS} for i in Item.select()}
         assert current == model.rows  # the model is right about the table
         expected = expected_records(start, model.rows)
