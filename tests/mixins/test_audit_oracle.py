@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from pony.orm import Database, Optional, Required, db_session, flush, select
 
@@ -246,7 +246,6 @@ def test_audit_oracle_app_mode(db: Database) -> None:
     """Every ORM and bulk path, on every backend: exactly the records the model predicts."""
     Item = declare(db, "app")
 
-    @settings(max_examples=12)
     @given(transactions(op))
     def prop(txs: list[Any]) -> None:
         check(db, Item, txs)
@@ -259,7 +258,6 @@ def test_audit_oracle_trigger_mode(db: Database) -> None:
     """Trigger mode on PostgreSQL: the same records, raw SQL and Pony's delete(bulk=True) included."""
     Item = declare(db, "trigger")
 
-    @settings(max_examples=12)
     @given(transactions(raw_op))
     def prop(txs: list[Any]) -> None:
         check(db, Item, txs)
