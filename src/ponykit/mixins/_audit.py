@@ -19,7 +19,7 @@ from .._sql import dialect_of
 from ..bulk._extensions import BulkExtension, Change, register_extension
 from ..errors import ConfigurationError
 from ._audit_journal import Event, current_actor, journal_events
-from ._audit_plan import MASK, AuditPlan, audit_plan
+from ._audit_plan import MASK, AuditPlan, Layout, audit_plan
 from ._audit_store import AuditRecord, declare_history, to_record
 from ._base import EntityMixin
 
@@ -175,14 +175,20 @@ def _update_event(
 
 
 class _AuditExtension(BulkExtension):
-    """Reads the rows a bulk batch writes, before and after its statements."""
+    """Reads the rows a bulk batch writes: before its statements (only the set columns for an update)
+    and, unless ``bulk_update`` said what it sets, after them."""
 
     wants_keys = True  # bulk_insert asks for generated keys: the inserted rows are read back by key
 
     def before_change(self, change: Change) -> Any:
         if _mode(change.entity) != "app" or change.op == "insert" or not change.keys:
             return None
-        return _read_rows(change.entity, change.columns, change.keys)
+        plan = audit_plan(change.entity)
+        columns = None
+        if change.op == "update" and change.values:
+            columns = frozenset(c for cols, _ in change.values for c in cols) | frozenset(change.computed)
+        layout = plan.layout(columns)
+        return layout, _read_rows(change.entity, layout, change.columns, change.keys)
 
     def after_change(self, change: Change, token: Any) -> None:
         entity = change.entity
@@ -191,57 +197,137 @@ class _AuditExtension(BulkExtension):
         plan = audit_plan(entity)
         history = _history_of(entity)
         actor = current_actor()
-        old: dict[str, tuple[Any, ...]] = token or {}
-        new = {} if change.op == "delete" else _read_rows(entity, change.columns, change.keys)
-        events: list[Event] = []
-        for key, row in new.items():
-            previous = old.get(key)
-            if previous is None:
-                after, secret = _raw_jsons(plan, row)
-                events.append(Event(history, plan.name, key, "insert", None, after, secret, actor))
-            else:
-                event = _raw_update(plan, history, key, previous, row, actor)
-                if event is not None:
-                    events.append(event)
-        if change.op == "delete":
-            for key, row in old.items():
-                before, secret = _raw_jsons(plan, row)
-                events.append(Event(history, plan.name, key, "delete", before, None, secret, actor))
+        if change.op == "update" and change.values and not change.computed and token is not None:
+            events = _update_events(plan, history, actor, change, token[0], token[1])
+        else:
+            events = _read_events(plan, history, actor, change, token)
         journal_events(_pony.database_of(entity), events)
 
 
 _EXTENSION = _AuditExtension()
 
 
+def _read_events(plan: AuditPlan, history: Any, actor: str | None, change: Change, token: Any) -> list[Event]:
+    """The events of a batch from the rows read before it (``token``) and after it."""
+    layout = token[0] if token is not None else plan.layout()
+    old: dict[str, tuple[Any, ...]] = token[1] if token is not None else {}
+    full = plan.layout()
+    new = (
+        {} if change.op == "delete" else _read_rows(change.entity, layout, change.columns, change.keys or [])
+    )
+    events: list[Event] = []
+    for key, row in new.items():
+        previous = old.get(key)
+        if previous is None:
+            after, secret = _raw_jsons(layout, row)
+            events.append(Event(history, plan.name, key, "insert", None, after, secret, actor))
+        else:
+            event = _raw_update(layout, plan.name, history, key, previous, row, actor)
+            if event is not None:
+                events.append(event)
+    if change.op == "delete":
+        for key, row in old.items():
+            before, secret = _raw_jsons(full, row)
+            events.append(Event(history, plan.name, key, "delete", before, None, secret, actor))
+    return events
+
+
+def _update_events(
+    plan: AuditPlan,
+    history: Any,
+    actor: str | None,
+    change: Change,
+    before: Layout,
+    old: dict[str, tuple[Any, ...]],
+) -> list[Event]:
+    """A bulk_update batch's events from the rows read before it and the values it bound (no read)."""
+    events: list[Event] = []
+    nkey = len(plan.key_columns)
+    key_of_raw = plan.key_of_raw
+    for columns, rows in change.values:
+        layout = plan.layout(frozenset(columns))
+        if not layout.fields:
+            continue
+        if any(len(f.columns) != 1 or f.sensitive for f in layout.fields):
+            new_at = [nkey + columns.index(c) for c in layout.columns]
+            old_at = [before.columns.index(c) for c in layout.columns]
+            for values in rows:
+                key = key_of_raw(values[:nkey])
+                previous = old.get(key)
+                if previous is None:
+                    continue  # no such row: bulk_update skipped it
+                a = tuple([previous[i] for i in old_at])
+                b = tuple([values[i] for i in new_at])
+                event = _raw_update(layout, plan.name, history, key, a, b, actor)
+                if event is not None:
+                    events.append(event)
+            continue
+        # The common case, one plain column per attribute: one loop without slices or calls per value
+        spec = [
+            (f.name, before.columns.index(f.columns[0]), nkey + columns.index(f.columns[0]), f)
+            for f in layout.fields
+        ]
+        name = plan.name
+        for values in rows:
+            key = key_of_raw(values[:nkey])
+            previous = old.get(key)
+            if previous is None:
+                continue  # no such row: bulk_update skipped it
+            was: dict[str, Any] = {}
+            now: dict[str, Any] = {}
+            for attr, i, j, f in spec:
+                x, y = previous[i], values[j]
+                if x == y and type(x) is type(y):
+                    continue
+                x, y = f.json_of_raw((x,)), f.json_of_raw((y,))
+                if x != y:
+                    was[attr] = x
+                    now[attr] = y
+            if now:
+                events.append(Event(history, name, key, "update", was, now, _NO_SECRET, actor))
+    return events
+
+
+_NO_SECRET: frozenset[str] = frozenset()
+
+
 def _read_rows(
-    entity: Any, columns: Sequence[str], keys: list[tuple[Any, ...]]
+    entity: Any, layout: Layout, columns: Sequence[str], keys: list[tuple[Any, ...]]
 ) -> dict[str, tuple[Any, ...]]:
-    """Key text -> the raw recorded columns of the rows with one of ``keys`` in ``columns``."""
+    """Key text -> the raw ``layout`` columns of the rows with one of ``keys`` in ``columns``."""
     plan = audit_plan(entity)
     db = _pony.database_of(entity)
     dialect = dialect_of(db)
-    select_cols = plan.columns
+    select_cols = plan.key_columns + layout.columns
     nkey = len(plan.key_columns)
-    per = max(1, min(len(keys), dialect.max_params // max(1, len(columns))))
     found: dict[str, tuple[Any, ...]] = {}
-    for start in range(0, len(keys), per):
-        chunk = keys[start : start + per]
-        sql = dialect.select_by_keys(plan.table, select_cols, columns, len(chunk))
-        arguments = tuple(v for k in chunk for v in k)  # a tuple: a list would run as executemany
+    statements: list[tuple[str, tuple[Any, ...]]] = []
+    if dialect.name == "postgres" and len(columns) == 1 and all(type(k[0]) is int for k in keys):
+        # One array parameter: PostgreSQL plans `= ANY($1)` once, where 10,000 placeholders take long
+        cols = ", ".join(dialect.q(c) for c in select_cols)
+        where = f"{dialect.q(columns[0])} = ANY({dialect.placeholder})"
+        statements.append(
+            (f"SELECT {cols} FROM {dialect.q(plan.table)} WHERE {where}", ([k[0] for k in keys],))
+        )
+    else:
+        per = max(1, min(len(keys), dialect.max_params // max(1, len(columns))))
+        for start in range(0, len(keys), per):
+            chunk = keys[start : start + per]
+            sql = dialect.select_by_keys(plan.table, select_cols, columns, len(chunk))
+            statements.append((sql, tuple(v for k in chunk for v in k)))  # a tuple, not executemany's list
+    key_of_raw = plan.key_of_raw
+    for sql, arguments in statements:
         cursor = _pony.execute_in_session(db, sql, arguments)
         for raw in cursor.fetchall():
-            found[plan.key_of_raw(raw[:nkey])] = tuple(raw[nkey:])
+            found[key_of_raw(raw[:nkey])] = tuple(raw[nkey:])
     return found
 
 
-def _raw_jsons(plan: AuditPlan, raw: tuple[Any, ...]) -> tuple[dict[str, Any], frozenset[str]]:
+def _raw_jsons(layout: Layout, raw: tuple[Any, ...]) -> tuple[dict[str, Any], frozenset[str]]:
     out: dict[str, Any] = {}
     secret: set[str] = set()
-    i = 0
-    for f in plan.fields:
-        n = len(f.columns)
-        part = raw[i : i + n]
-        i += n
+    for f, (i, j) in zip(layout.fields, layout.spans, strict=True):
+        part = raw[i:j]
         if f.sensitive:
             present = any(v is not None for v in part)
             out[f.name] = MASK if present else None
@@ -253,20 +339,30 @@ def _raw_jsons(plan: AuditPlan, raw: tuple[Any, ...]) -> tuple[dict[str, Any], f
 
 
 def _raw_update(
-    plan: AuditPlan, history: Any, key: str, old: tuple[Any, ...], new: tuple[Any, ...], actor: str | None
+    layout: Layout,
+    name: str,
+    history: Any,
+    key: str,
+    old: tuple[Any, ...],
+    new: tuple[Any, ...],
+    actor: str | None,
 ) -> Event | None:
     if old == new:
         return None  # the batch changed nothing of this row: no phantom record
     before: dict[str, Any] = {}
     after: dict[str, Any] = {}
     secret: set[str] = set()
-    i = 0
-    for f in plan.fields:
-        n = len(f.columns)
-        a, b = old[i : i + n], new[i : i + n]
-        i += n
-        if a == b:
-            continue
+    for f, (i, j) in zip(layout.fields, layout.spans, strict=True):
+        if j - i == 1:
+            x, y = old[i], new[i]
+            if x == y and type(x) is type(y):
+                continue
+            a: tuple[Any, ...] = (x,)
+            b: tuple[Any, ...] = (y,)
+        else:
+            a, b = old[i:j], new[i:j]
+            if a == b:
+                continue
         if f.sensitive:
             before[f.name] = MASK if any(v is not None for v in a) else None
             after[f.name] = MASK if any(v is not None for v in b) else None
@@ -278,4 +374,4 @@ def _raw_update(
             after[f.name] = new_json
     if not after:
         return None
-    return Event(history, plan.name, key, "update", before, after, frozenset(secret), actor)
+    return Event(history, name, key, "update", before, after, frozenset(secret), actor)

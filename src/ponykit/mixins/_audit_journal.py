@@ -16,14 +16,15 @@ absent                 absent                  none (inserted then deleted in th
 present, same values   present, same values    none (a write that changed nothing: no phantom)
 =====================  ======================  =============================================
 
-and written with one ``bulk_insert`` into the history table (COPY on PostgreSQL). A failure there fails
-the commit: the transaction rolls back with its records.
+and written into the history table with one ``COPY`` (PostgreSQL) or a few multi-row INSERTs. A failure
+there fails the commit: the transaction rolls back with its records.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import io
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,7 +34,9 @@ from typing import Any
 import orjson
 
 from .. import _pony
-from ..bulk import bulk_insert
+from .._sql import dialect_of
+from ..bulk._copy import copy_text
+from ..transactions import record_writes
 from ..transactions._hooks import TxState, tx_state
 
 __all__ = ["Event", "audit_actor", "current_actor", "journal_events"]
@@ -95,7 +98,15 @@ def journal_events(db: Any, events: list[Event]) -> None:
         state.before_commit.append(_write_records)
 
 
-def _fold(events: list[Event]) -> list[_Row]:
+def _fold(events: list[Event]) -> list[_Row | Event]:
+    """One entry per row: the event itself for a row written once (the common case of a bulk call,
+    with nothing to fold), a folded :class:`_Row` for a row written more than once."""
+    count: dict[tuple[Any, str, str], int] = {}
+    for e in events:
+        k = (e.history, e.entity, e.key)
+        count[k] = count.get(k, 0) + 1
+    if len(count) == len(events):
+        return list(events)
     rows: dict[tuple[Any, str, str], _Row] = {}
     for e in events:
         k = (e.history, e.entity, e.key)
@@ -117,7 +128,18 @@ def _fold(events: list[Event]) -> list[_Row]:
     return list(rows.values())
 
 
-def _changes(row: _Row) -> tuple[str, dict[str, list[Any]]] | None:
+def _changes(row: _Row | Event) -> tuple[str, dict[str, list[Any]]] | None:
+    if isinstance(row, Event):
+        if row.op == "insert":
+            return "insert", {
+                name: [None, value] for name, value in (row.after or {}).items() if value is not None
+            }
+        if row.op == "delete":
+            return "delete", {
+                name: [value, None] for name, value in (row.before or {}).items() if value is not None
+            }
+        before = row.before or {}
+        return "update", {name: [before.get(name), value] for name, value in (row.after or {}).items()}
     if not row.existed:
         if row.end is None:
             return None
@@ -141,31 +163,49 @@ def _transaction_name(db: Any) -> str:
     return uuid.uuid4().hex
 
 
+_COLUMNS = ("entity", "key", "op", "changes", "actor", "at", "tx")
+
+
 def _write_records(state: TxState) -> None:
-    """The before-commit step: fold the journal and insert the records (one bulk_insert per Database)."""
+    """The before-commit step: fold the journal and insert the records (one COPY or a few multi-row
+    INSERTs per Database, written directly: every value is text made here, but the time)."""
     events = [e for e in state.journal if isinstance(e, Event)]
     if not events:
         return
-    at = datetime.now(timezone.utc)
-    by_history: dict[Any, list[dict[str, Any]]] = {}
+    by_history: dict[Any, list[list[Any]]] = {}
+    commit_actor = current_actor()
+    dumps = orjson.dumps
     for row in _fold(events):
         result = _changes(row)
         if result is None:
             continue
         op, changes = result
-        by_history.setdefault(row.event.history, []).append(
-            {
-                "entity": row.event.entity,
-                "key": row.event.key,
-                "op": op,
-                "changes": orjson.dumps(changes).decode(),
-                # The actor when the write was flushed, else the one around the commit
-                "actor": row.event.actor if row.event.actor is not None else current_actor(),
-                "at": at,
-            }
+        event = row if isinstance(row, Event) else row.event
+        actor = event.actor if event.actor is not None else commit_actor
+        by_history.setdefault(event.history, []).append(
+            [event.entity, event.key, op, dumps(changes).decode(), actor]
         )
     for history, records in by_history.items():
-        tx = _transaction_name(_pony.database_of(history))
-        for record in records:
-            record["tx"] = tx
-        bulk_insert(history, records)
+        _insert(history, records)
+
+
+def _insert(history: Any, records: list[list[Any]]) -> None:
+    db = _pony.database_of(history)
+    at = _pony.column_value(_pony.entity_attribute(history, "at"), datetime.now(timezone.utc))
+    tx = _transaction_name(db)
+    dialect = dialect_of(db)
+    table = _pony.entity_info(history).table
+    if dialect.name == "postgres":
+        columns = [list(c) for c in zip(*records, strict=True)]
+        columns += [[at] * len(records), [tx] * len(records)]
+        text = copy_text(columns)
+        sql = dialect.copy_from_stdin(table, _COLUMNS)
+        _pony.copy_in_session(db, sql, io.StringIO(text))
+    else:
+        per = max(1, dialect.max_params // len(_COLUMNS))
+        for start in range(0, len(records), per):
+            chunk = records[start : start + per]
+            arguments = tuple(v for r in chunk for v in (*r, at, tx))
+            _pony.execute_in_session(db, dialect.insert(table, _COLUMNS, len(chunk)), arguments)
+    _pony.query_results_clear(db)
+    record_writes(db, history, None)
