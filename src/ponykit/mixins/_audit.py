@@ -9,7 +9,7 @@ same records (``_audit_triggers``), so raw SQL is covered too.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from pony.orm import select
@@ -19,7 +19,7 @@ from .._sql import dialect_of
 from ..bulk._extensions import BulkExtension, Change, register_extension
 from ..errors import ConfigurationError
 from ._audit_journal import Event, current_actor, journal_events
-from ._audit_plan import MASK, AuditPlan, Layout, audit_plan
+from ._audit_plan import MASK, AuditPlan, Layout, audit_plan, same_value
 from ._audit_store import AuditRecord, declare_history, to_record
 from ._base import EntityMixin
 
@@ -264,28 +264,37 @@ def _update_events(
             continue
         # The common case, one plain column per attribute: one loop without slices or calls per value
         spec = [
-            (f.name, before.columns.index(f.columns[0]), nkey + columns.index(f.columns[0]), f)
+            (f.name, before.columns.index(f.columns[0]), nkey + columns.index(f.columns[0]), _raw_json(f))
             for f in layout.fields
         ]
         name = plan.name
+        int_key = plan.int_key and nkey == 1
         for values in rows:
-            key = key_of_raw(values[:nkey])
+            first = values[0]
+            key = str(first) if int_key and type(first) is int else key_of_raw(values[:nkey])
             previous = old.get(key)
             if previous is None:
                 continue  # no such row: bulk_update skipped it
-            was: dict[str, Any] = {}
-            now: dict[str, Any] = {}
-            for attr, i, j, f in spec:
+            changes: dict[str, list[Any]] = {}
+            for attr, i, j, conv in spec:
                 x, y = previous[i], values[j]
                 if x == y and type(x) is type(y):
                     continue
-                x, y = f.json_of_raw((x,)), f.json_of_raw((y,))
+                if conv is not None:
+                    x = None if x is None else conv(x)
+                    y = None if y is None else conv(y)
                 if x != y:
-                    was[attr] = x
-                    now[attr] = y
-            if now:
-                events.append(Event(history, name, key, "update", was, now, _NO_SECRET, actor))
+                    changes[attr] = [x, y]
+            if changes:
+                events.append(Event(history, name, key, "update", None, None, _NO_SECRET, actor, changes))
     return events
+
+
+def _raw_json(f: Any) -> Callable[[Any], Any] | None:
+    """A non-null raw value -> its JSON form (None: the raw value is its JSON form)."""
+    if f.fast is not None:
+        return None if f.fast is same_value else f.fast
+    return lambda v: f.json_of_raw((v,))
 
 
 _NO_SECRET: frozenset[str] = frozenset()

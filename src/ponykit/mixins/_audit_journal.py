@@ -76,6 +76,19 @@ class Event:
     after: dict[str, Any] | None
     secret: frozenset[str]  # sensitive attributes this write changed
     actor: str | None
+    # An update may give its record's changes {name: [old, new]} instead of before/after (bulk_update's
+    # hot path): a row written once needs nothing else.
+    changes: dict[str, list[Any]] | None = None
+
+    def old(self) -> dict[str, Any]:
+        if self.changes is not None:
+            return {name: pair[0] for name, pair in self.changes.items()}
+        return self.before or {}
+
+    def new(self) -> dict[str, Any]:
+        if self.changes is not None:
+            return {name: pair[1] for name, pair in self.changes.items()}
+        return self.after or {}
 
 
 @dataclass(slots=True)
@@ -112,24 +125,26 @@ def _fold(events: list[Event]) -> list[_Row | Event]:
         k = (e.history, e.entity, e.key)
         row = rows.get(k)
         if row is None:
-            end = None if e.op == "delete" else dict(e.after or {})
-            rows[k] = _Row(e, e.op != "insert", dict(e.before or {}), end, set(e.secret))
+            end = None if e.op == "delete" else dict(e.new())
+            rows[k] = _Row(e, e.op != "insert", dict(e.old()), end, set(e.secret))
             continue
         row.event = e  # the latest actor
-        for name, value in (e.before or {}).items():
+        for name, value in e.old().items():
             row.start.setdefault(name, value)  # first old
         if e.op == "delete":
             row.end = None
         elif e.op == "insert" or row.end is None:
-            row.end = dict(e.after or {})
+            row.end = dict(e.new())
         else:
-            row.end.update(e.after or {})  # last new
+            row.end.update(e.new())  # last new
         row.secret.update(e.secret)
     return list(rows.values())
 
 
 def _changes(row: _Row | Event) -> tuple[str, dict[str, list[Any]]] | None:
     if isinstance(row, Event):
+        if row.changes is not None:
+            return row.op, row.changes
         if row.op == "insert":
             return "insert", {
                 name: [None, value] for name, value in (row.after or {}).items() if value is not None

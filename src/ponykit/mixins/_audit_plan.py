@@ -23,7 +23,7 @@ from .. import _pony
 from ..security.sensitive import is_sensitive
 from ..serialization._codec import raw_dumper, value_dumper, value_loader
 
-__all__ = ["MASK", "AuditField", "AuditPlan", "Layout", "audit_plan", "key_text"]
+__all__ = ["MASK", "AuditField", "AuditPlan", "Layout", "audit_plan", "key_text", "same_value"]
 
 #: What a record holds instead of a value of a sensitive or encrypted attribute.
 MASK = "***"
@@ -155,7 +155,7 @@ def _field(attr: Any) -> AuditField:
     fast = None
     if info.kind == "value" and len(info.columns) == 1 and info.py_type in _FAST_TYPES:
         found = raw_dumper(attr, info.converters[0], value_dumper(attr))
-        fast = _same if found is None else found
+        fast = same_value if found is None else found
     return AuditField(
         name=info.name,
         attr=attr,
@@ -173,7 +173,7 @@ def _field(attr: Any) -> AuditField:
 _FAST_TYPES = (int, str, bool, float, Decimal)
 
 
-def _same(value: Any) -> Any:
+def same_value(value: Any) -> Any:
     return value
 
 

@@ -5,8 +5,8 @@ table per entity (as django-simple-history): a new audited entity or attribute n
 the history, a record's ``changes`` name the attributes that changed, and a transaction's records of
 all entities are one query away (``tx``). The table is declared by ponykit on the user's Database when
 the first ``Audited`` entity is declared, so ``generate_mapping(create_tables=True)`` (or a migration)
-creates it like the user's own tables. Its unique key ``(tx, entity, key)`` is the "one record per row
-per transaction" rule, enforced by the database for both modes.
+creates it like the user's own tables. Its unique key ``(entity, key, tx)`` is the "one record per row
+per transaction" rule, enforced by the database for both modes, and the index ``history()`` reads.
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ def declare_history(db: Any) -> Any:
             "tx": Required(str, 64),
         }
         entity = type("PonykitAudit", (db.Entity,), body)
-        composite_key(entity.tx, entity.entity, entity.key)  # type: ignore[attr-defined]
+        # Unique: the one-record-per-row-per-transaction rule; entity and key first: history() finds an
+        # object's records through this index.
+        composite_key(entity.entity, entity.key, entity.tx)  # type: ignore[attr-defined]
         _entities[db] = entity
         return entity
 
