@@ -1,12 +1,13 @@
 """ponykit: production-grade helpers for Pony ORM.
 
 ``import ponykit as pk``; then ``pk.bind_url(db, url)``, ``pk.attach(db)``, ``pk.on_commit(fn)`` ...
-The areas stay importable as ``ponykit.types``, ``ponykit.query`` and ``ponykit.security``.
+The areas stay importable as ``ponykit.types``, ``ponykit.query``, ``ponykit.security`` and
+``ponykit.mixins``.
 """
 
 from __future__ import annotations
 
-from . import query, security, types
+from . import mixins, query, security, types
 from .binding import bind_url, parse_url
 from .bulk import UpsertResult, bulk_delete, bulk_insert, bulk_link, bulk_unlink, bulk_update, bulk_upsert
 from .diagnostics import assert_max_queries, count_queries, detect_n_plus_one, explain, profile
@@ -83,6 +84,7 @@ __all__ = [
     "explain",
     "get_kit",
     "json_schema",
+    "mixins",
     "on_commit",
     "on_rollback",
     "paginate",
