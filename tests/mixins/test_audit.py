@@ -283,3 +283,14 @@ def test_trigger_mode_needs_postgres(db: Database) -> None:
     db.generate_mapping(create_tables=True)
     with pytest.raises(UnsupportedDatabase, match="PostgreSQL"):
         audit_trigger_sql(db)
+
+
+def test_an_audited_entity_of_a_database_not_attached_cannot_be_mapped(db: Database) -> None:
+    """Without attach() no commit step would write the records: the history's UTC timestamp type needs
+    ponykit's converters, so the mapping already refuses (and journal_events checks it again)."""
+
+    class Thing(db.Entity, Audited):
+        name = Required(str)
+
+    with pytest.raises(TypeError, match="AwareDatetime"):
+        db.generate_mapping(create_tables=True)

@@ -36,6 +36,7 @@ import orjson
 from .. import _pony
 from .._sql import dialect_of
 from ..bulk._copy import copy_text
+from ..errors import ConfigurationError
 from ..transactions import record_writes
 from ..transactions._hooks import TxState, tx_state
 
@@ -104,6 +105,14 @@ def journal_events(db: Any, events: list[Event]) -> None:
     """Add ``events`` to the journal of the current transaction on ``db`` (written before its COMMIT)."""
     if not events:
         return
+    if not _pony.is_provider_method_wrapped(db, "commit"):
+        # Without attach() no commit step would write the records: fail closed, before the change is kept
+        names = sorted({e.entity for e in events})
+        raise ConfigurationError(
+            f"ponykit: {', '.join(names)} is Audited but its Database was not attached, so no history "
+            "record could be written with this change; call ponykit.attach(db) before "
+            "db.generate_mapping(...)"
+        )
     state = tx_state(_pony.require_session_cache(db), create=True)
     assert state is not None  # a cache was given
     state.journal.extend(events)
