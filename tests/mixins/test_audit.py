@@ -294,3 +294,29 @@ def test_an_audited_entity_of_a_database_not_attached_cannot_be_mapped(db: Datab
 
     with pytest.raises(TypeError, match="AwareDatetime"):
         db.generate_mapping(create_tables=True)
+
+
+def test_a_sensitivity_declared_later_applies_to_later_records(db: Database) -> None:
+    class Person(db.Entity, Audited):
+        name = Required(str)
+        pin = Optional(str, nullable=True)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    with db_session:
+        Person(name="a", pin="1111")
+    pk.security.sensitive(Person.pin)
+    with db_session:
+        Person(name="b", pin="2222")
+    got = [changes["pin"] for _, _, _, changes, _, _ in records(db)]
+    assert got == [[None, "1111"], [None, "***"]]
+
+
+def test_a_failure_writing_the_records_fails_the_commit(db: Database) -> None:
+    Item, _ = declare(db)
+    with db_session:
+        db.execute("DROP TABLE ponykit_audit")
+    with pytest.raises(Exception, match="(?i)ponykit_audit"), db_session:
+        Item(name="a", qty=1)
+    with db_session:
+        assert Item.select().count() == 0  # rolled back with its (unwritable) record

@@ -21,6 +21,7 @@ import orjson
 
 from .. import _pony
 from ..security.sensitive import is_sensitive
+from ..security.sensitive import on_change as on_sensitivity_change
 from ..serialization._codec import raw_dumper, value_dumper, value_loader
 
 __all__ = ["MASK", "AuditField", "AuditPlan", "Layout", "audit_plan", "key_text", "same_value"]
@@ -202,6 +203,15 @@ def _key_fields(entity: Any) -> tuple[AuditField, ...]:
 
 _plans: weakref.WeakKeyDictionary[Any, AuditPlan] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
+
+
+def _forget_plans() -> None:
+    with _lock:
+        _plans.clear()
+
+
+# A plan made before ``sensitive(User.pin)`` must not go on recording pin's values: rebuild them all.
+on_sensitivity_change(_forget_plans)
 
 
 def audit_plan(entity: Any) -> AuditPlan:
