@@ -28,7 +28,7 @@ ATTRS = ("code", "qty", "price", "note", "pin")
 
 qtys = st.integers(-1000, 1000)
 prices = st.one_of(st.none(), st.decimals(min_value=-999, max_value=999, places=2))
-notes = st.one_of(st.none(), st.text("abcxyzÄΩ'%?", min_size=0, max_size=8))
+notes = st.one_of(st.none(), st.text("abcxyzÄΩ'%?\\\"", min_size=0, max_size=8))  # Pony strips whitespace
 changes = st.fixed_dictionaries(
     {}, optional={"qty": qtys, "price": prices, "note": notes, "pin": st.booleans()}
 )

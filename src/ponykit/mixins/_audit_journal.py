@@ -213,6 +213,24 @@ def _write_records(state: TxState) -> None:
         _insert(history, records)
 
 
+def _copy_text(records: list[list[Any]], at: str, tx: str) -> str:
+    """COPY text of the records: entity, key, op and changes are JSON or identifiers (no raw tab,
+    newline or NUL: JSON escapes them), so only their backslashes need doubling; the actor is any text."""
+    lines = []
+    tail = f"\t{at}\t{tx}"
+    actors: dict[Any, str] = {None: "\\N"}
+    for entity, key, op, changes, actor in records:
+        if "\\" in key:
+            key = key.replace("\\", "\\\\")
+        if "\\" in changes:
+            changes = changes.replace("\\", "\\\\")
+        who = actors.get(actor)
+        if who is None:
+            who = actors[actor] = copy_text([[actor]]).rstrip("\n")
+        lines.append(f"{entity}\t{key}\t{op}\t{changes}\t{who}{tail}")
+    return "\n".join(lines) + "\n"
+
+
 def _insert(history: Any, records: list[list[Any]]) -> None:
     db = _pony.database_of(history)
     at = _pony.column_value(_pony.entity_attribute(history, "at"), datetime.now(timezone.utc))
@@ -220,9 +238,7 @@ def _insert(history: Any, records: list[list[Any]]) -> None:
     dialect = dialect_of(db)
     table = _pony.entity_info(history).table
     if dialect.name == "postgres":
-        columns = [list(c) for c in zip(*records, strict=True)]
-        columns += [[at] * len(records), [tx] * len(records)]
-        text = copy_text(columns)
+        text = _copy_text(records, copy_text([[at]]).rstrip("\n"), tx)
         sql = dialect.copy_from_stdin(table, _COLUMNS)
         _pony.copy_in_session(db, sql, io.StringIO(text))
     else:

@@ -157,6 +157,9 @@ def _field(attr: Any) -> AuditField:
     if info.kind == "value" and len(info.columns) == 1 and info.py_type in _FAST_TYPES:
         found = raw_dumper(attr, info.converters[0], value_dumper(attr))
         fast = same_value if found is None else found
+        quantum = _pony.decimal_quantum(attr) if info.py_type is Decimal else None
+        if found is not None and quantum is not None:
+            fast = _scaled_decimal(quantum, found)
     return AuditField(
         name=info.name,
         attr=attr,
@@ -175,7 +178,20 @@ _FAST_TYPES = (int, str, bool, float, Decimal)
 
 
 def same_value(value: Any) -> Any:
+    """The value itself (a raw value that is already its JSON form)."""
     return value
+
+
+def _scaled_decimal(quantum: Decimal, general: Dump) -> Dump:
+    # PostgreSQL and MariaDB hand back a Decimal of the column's scale: its text is the JSON form already
+    exponent = quantum.as_tuple().exponent
+
+    def dump(value: Any) -> Any:
+        if type(value) is Decimal and value.as_tuple().exponent == exponent:
+            return str(value)
+        return general(value)
+
+    return dump
 
 
 def _key_fields(entity: Any) -> tuple[AuditField, ...]:
