@@ -320,3 +320,42 @@ def test_a_failure_writing_the_records_fails_the_commit(db: Database) -> None:
         Item(name="a", qty=1)
     with db_session:
         assert Item.select().count() == 0  # rolled back with its (unwritable) record
+
+
+@pytest.mark.backends("mysql")
+def test_gap_mariadb_upsert_clash_on_another_unique_key_is_not_recorded(db: Database) -> None:
+    """Documented: ON DUPLICATE KEY UPDATE also updates on a clash of another unique key; app mode looks
+    the rows up by the conflict key, so that update leaves no record."""
+
+    class Account(db.Entity, Audited):
+        code = Required(str, 20, unique=True)
+        email = Required(str, 40, unique=True)
+        plan = Required(str, 20)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    with db_session:
+        Account(code="a", email="a@x", plan="free")
+    before = len(records(db))
+    with db_session:
+        pk.bulk_upsert(Account, [{"code": "b", "email": "a@x", "plan": "pro"}], conflict="code")
+        assert Account.select().first().plan == "pro"  # MariaDB updated row "a"
+    assert len(records(db)) == before
+
+
+def test_gap_lazy_attributes_never_loaded_are_missing_from_an_orm_delete(db: Database) -> None:
+    """Documented: obj.delete() records what the session loaded; bulk_delete reads every column."""
+
+    class Doc(db.Entity, Audited):
+        title = Required(str)
+        body = Optional(str, lazy=True, nullable=True)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    with db_session:
+        one, two = Doc(title="one", body="text"), Doc(title="two", body="text")
+    with db_session:
+        Doc[one.id].delete()
+        pk.bulk_delete(Doc, [two.id])
+    deletes = [changes for _, _, op, changes, _, _ in records(db) if op == "delete"]
+    assert deletes == [{"title": ["one", None]}, {"title": ["two", None], "body": ["text", None]}]
