@@ -1,7 +1,8 @@
 """ponykit: production-grade helpers for Pony ORM.
 
 ``import ponykit as pk``; then ``pk.bind_url(db, url)``, ``pk.attach(db)``, ``pk.on_commit(fn)`` ...
-The areas stay importable as ``ponykit.types``, ``ponykit.query`` and ``ponykit.security``.
+The areas stay importable as ``ponykit.types``, ``ponykit.query``, ``ponykit.security`` and
+``ponykit.mixins``.
 """
 
 from __future__ import annotations

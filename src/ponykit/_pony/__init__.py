@@ -27,6 +27,7 @@ itself, nor reads a Pony attribute's fields: it asks :func:`attr_info` for a fro
 - ``entity_hooks``: save hooks on one entity class (the entity mixins' before/after flush hooks)
 - ``predicates``: policy predicates ``(obj, principal)`` decompiled and OR-ed into ``Query.filter`` text
 - ``rls``: row-level security settings applied in a session's transaction (PostgreSQL)
+- ``audit``: an object's stored and current column values, raw column decoding (the audit trail)
 
 Written against Pony 0.7.20; ``docs/internals.md`` lists every private Pony name used here, and every
 attribute ponykit sets on user classes and Pony objects. Nothing here patches a Pony class for the whole
@@ -36,6 +37,7 @@ provider *instance*, and write tracking is installed on the entity classes of on
 
 # ruff: noqa: F405 - the names of __all__ come from the star imports above it
 from ._typing import *  # noqa: F403 - each module's __all__, listed again below
+from .audit import *  # noqa: F403 - each module's __all__, listed again below
 from .cascade import *  # noqa: F403 - each module's __all__, listed again below
 from .connection import *  # noqa: F403 - each module's __all__, listed again below
 from .database import *  # noqa: F403 - each module's __all__, listed again below
@@ -329,4 +331,9 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "remember_settings",
     "session_in_transaction",
     "settings_prefix",
+    # audit: an object's stored and current column values, raw column decoding (the audit trail)
+    "audited_attributes",
+    "column_decoder",
+    "current_values",
+    "stored_values",
 ]

@@ -35,7 +35,7 @@ from ._extensions import BulkExtension, Change
 from ._insert import check_returning, insert_batch, run_hooks
 from ._links import write_links
 from ._rows import RowPlan
-from ._update import Upsert, check_settable, encode_updates, update_keys, write_updates
+from ._update import Upsert, check_settable, encode_updates, update_keys, update_values, write_updates
 
 __all__ = [
     "UpsertResult",
@@ -255,7 +255,12 @@ def bulk_update(
             change = tokens = None
             if extensions:
                 change = Change(
-                    "update", plan.entity, plan.pk_columns, _tuples(update_keys(plan, dialect, groups))
+                    "update",
+                    plan.entity,
+                    plan.pk_columns,
+                    _tuples(update_keys(plan, dialect, groups)),
+                    update_values(plan, dialect, groups),
+                    tuple(column for column, _ in plan.exprs),
                 )
                 tokens = _before(extensions, change)
             count, keys = write_updates(plan, dialect, groups, done, savepoint)

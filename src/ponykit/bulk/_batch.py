@@ -14,6 +14,7 @@ from .. import _pony
 from .._sql import Dialect, dialect_of
 from ..errors import BulkWriteError, ConfigurationError, OptionError
 from ..transactions import record_writes
+from ..transactions._hooks import tx_state
 from ._check import first_refusal
 from ._rows import RowPlan, Shape, plan_for
 
@@ -312,9 +313,13 @@ class Savepoint:
 def all_or_nothing(db: Any) -> Iterator[Savepoint]:
     """Run a bulk call under a :class:`Savepoint`: its writes are undone if it raises."""
     savepoint = Savepoint(db)
+    state = tx_state(_pony.require_session_cache(db), create=True)
+    mark = len(state.journal) if state is not None else 0
     try:
         yield savepoint
     except BaseException:
         savepoint.undo()
+        if state is not None:
+            del state.journal[mark:]  # the audit entries of the undone call's batches
         raise
     savepoint.release()

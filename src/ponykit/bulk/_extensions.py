@@ -31,12 +31,19 @@ class Change:
     """The rows one batch of a bulk call writes: ``op`` (``"insert"``, ``"update"``, ``"upsert"`` or
     ``"delete"``), the ``entity``, the ``columns`` that find the rows (the primary key's, or an upsert's
     conflict key's) and ``keys``: one tuple of those columns' values per row, as bound to the statement
-    (None when ``bulk_insert`` could not learn generated keys)."""
+    (None when ``bulk_insert`` could not learn generated keys).
+
+    ``bulk_update`` also gives ``values``: per group of rows that set the same columns, ``(set columns,
+    rows)``, each row the key's values then the set columns' values, as bound; and ``computed``: the
+    columns the database computes at every update (``set_exprs``), whose new values only a read shows.
+    """
 
     op: str
     entity: Any
     columns: tuple[str, ...]
     keys: list[tuple[Any, ...]] | None
+    values: tuple[tuple[tuple[str, ...], list[tuple[Any, ...]]], ...] = ()
+    computed: tuple[str, ...] = ()
 
 
 class BulkExtension:

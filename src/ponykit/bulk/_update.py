@@ -28,7 +28,15 @@ from ._collation import KeyCanon
 from ._references import Written, check_references, raise_refused
 from ._rows import RowPlan, Shape
 
-__all__ = ["Upsert", "UpsertGroup", "check_settable", "encode_updates", "update_keys", "write_updates"]
+__all__ = [
+    "Upsert",
+    "UpsertGroup",
+    "check_settable",
+    "encode_updates",
+    "update_keys",
+    "update_values",
+    "write_updates",
+]
 
 # The attribute names a group of rows sets, the rows' encoded values (in their shape's order), and the
 # rows' places in the batch.
@@ -154,6 +162,21 @@ def update_keys(plan: RowPlan, dialect: Dialect, groups: list[UpdateGroup]) -> l
         else:
             keys.extend(v[0] if npk == 1 else v[:npk] for v in values)
     return keys
+
+
+def update_values(
+    plan: RowPlan, dialect: Dialect, groups: list[UpdateGroup]
+) -> tuple[tuple[tuple[str, ...], list[tuple[Any, ...]]], ...]:
+    """Per group: ``(set columns, rows)``, each row the key's values then the set values, as bound (for
+    the extensions' ``Change.values``)."""
+    found = []
+    for names, values, _ in groups:
+        columns = plan.columns_of(names)
+        if dialect.name == "sqlite":  # bound set values first, key last: put the key first
+            n = len(columns)
+            values = [v[n:] + v[:n] for v in values]
+        found.append((columns, values))
+    return tuple(found)
 
 
 def _update_group(

@@ -10,6 +10,10 @@ and also when ponykit's bulk functions write rows (``bulk_insert``, ``bulk_updat
 from __future__ import annotations
 
 from ..errors import VersionConflict
+from ._audit import Audited
+from ._audit_journal import audit_actor
+from ._audit_store import AuditRecord, audit_entity
+from ._audit_triggers import audit_trigger_sql, install_audit_triggers
 from ._base import EntityMixin
 from ._live_sql import (
     SHOW_DELETED_SETTING,
@@ -25,12 +29,18 @@ from ._version import Versioned
 
 __all__ = [
     "SHOW_DELETED_SETTING",
+    "AuditRecord",
+    "Audited",
     "EntityMixin",
     "SoftDeletable",
     "Timestamped",
     "VersionConflict",
     "Versioned",
+    "audit_actor",
+    "audit_entity",
+    "audit_trigger_sql",
     "create_live_unique_indexes",
+    "install_audit_triggers",
     "live_unique_sql",
     "showing_deleted",
     "soft_delete_policy_sql",

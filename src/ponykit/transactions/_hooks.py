@@ -66,6 +66,12 @@ class TxState:
     mode: Mode | None = None
     # Statements that put the connection's settings back before it returns to the pool.
     restore: list[str] = field(default_factory=list)
+    # Work done just before COMMIT, in the transaction (the audit trail of ponykit.mixins): ``journal``
+    # collects what the transaction's writes report, each ``before_commit`` step (added once) turns it
+    # into statements. A step that raises fails the commit (Pony rolls back). Rollback clears both; a
+    # rolled-back savepoint (or bulk call) drops the journal entries added inside it.
+    journal: list[Any] = field(default_factory=list)
+    before_commit: list[Callable[[TxState], None]] = field(default_factory=list)
 
     def has_written(self) -> bool:
         return bool(self.write_statements or self.writes)
@@ -240,6 +246,7 @@ def _make_commit_wrapper(kit: Kit) -> Callable[[Callable[..., Any]], Callable[..
             if _is_closed(connection) and cache is not None and cache.in_transaction:
                 # The driver knows the socket is gone: COMMIT cannot be sent, the server rolled back.
                 raise _Lost(_pony.describe_database(kit.db), 0, ()).later_error()
+            _run_before_commit(tx_state(cache))
             try:
                 result = original(connection, cache)
             except BaseException as exc:
@@ -265,6 +272,16 @@ def _make_commit_wrapper(kit: Kit) -> Callable[[Callable[..., Any]], Callable[..
         return commit
 
     return wrap
+
+
+def _run_before_commit(state: TxState | None) -> None:
+    """Run the transaction's before-commit steps (each once), then forget them and the journal."""
+    if state is None or not state.before_commit:
+        return
+    steps, state.before_commit = state.before_commit, []
+    for step in steps:
+        step(state)
+    state.journal.clear()
 
 
 def _wrap_ending(
@@ -294,6 +311,8 @@ def _after_rollback(state: TxState | None) -> None:
         state.txid = next(_TX_IDS)
         state.write_statements = 0
         state.writes.clear()
+        state.journal.clear()
+        state.before_commit.clear()
         state.on_commit.clear()
         local.ready.extend(state.on_rollback)
         state.on_rollback.clear()

@@ -69,6 +69,7 @@ class _Open:
     on_commit: int
     on_rollback: int
     writes: dict[str, set[Any] | None]
+    journal: int = 0
 
 
 class Savepoint:
@@ -111,6 +112,7 @@ class Savepoint:
             len(state.on_commit),
             len(state.on_rollback),
             {key: (None if keys is None else set(keys)) for key, keys in state.writes.items()},
+            len(state.journal),
         )
 
     def __exit__(
@@ -151,6 +153,7 @@ def _undo(opened: _Open, exc: BaseException) -> None:
     state = opened.state
     dropped = len(state.on_commit) - opened.on_commit
     del state.on_commit[opened.on_commit :]
+    del state.journal[opened.journal :]  # the audit entries of the block's writes
     if classify_error(exc) == "transient":
         log.debug(
             "ponykit: savepoint %s left without rollback on a transient %s; the outermost transaction "
