@@ -359,3 +359,21 @@ def test_gap_lazy_attributes_never_loaded_are_missing_from_an_orm_delete(db: Dat
         pk.bulk_delete(Doc, [two.id])
     deletes = [changes for _, _, op, changes, _, _ in records(db) if op == "delete"]
     assert deletes == [{"title": ["one", None]}, {"title": ["two", None], "body": ["text", None]}]
+
+
+class _User:
+    def __init__(self, id: int) -> None:
+        self.id = id
+
+
+def test_actor_falls_back_to_the_acting_principal_then_to_the_rls_setting(db: Database) -> None:
+    Item, _ = declare(db)
+    with pk.acting_as(_User(7)), db_session:
+        item = Item(name="a", qty=1)
+    with pk.acting_as(_User(7)), audit_actor("alice"), db_session:  # an explicit actor wins
+        Item[item.id].qty = 2
+    with pk.rls_context(actor="batch-job"), db_session:
+        Item[item.id].qty = 3
+    with db_session:
+        Item[item.id].qty = 4
+    assert [r[4] for r in records(db)] == ["7", "alice", "batch-job", None]

@@ -136,3 +136,12 @@ def test_history_of_an_object(db: Database) -> None:
         ("insert", {"name": (None, "a"), "balance": (None, Decimal("1.25"))}),
         ("update", {"balance": (Decimal("1.25"), Decimal("2.50"))}),
     ]
+
+
+def test_rls_context_actor_reaches_the_triggers(db: Database) -> None:
+    Account, _ = declare(db)
+    with pk.rls_context(actor="alice"), db_session:
+        Account(name="a", balance=Decimal("1.00"))
+    with pk.rls_context(actor="bob"), db_session:
+        db.execute("UPDATE account SET balance = 2")
+    assert [(op, actor) for _, _, op, _, actor, _ in records(db)] == [("insert", "alice"), ("update", "bob")]

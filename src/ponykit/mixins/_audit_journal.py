@@ -37,6 +37,7 @@ from .. import _pony
 from .._sql import dialect_of
 from ..bulk._copy import copy_text
 from ..errors import ConfigurationError
+from ..security import current_principal, current_rls_settings
 from ..transactions import record_writes
 from ..transactions._hooks import TxState, tx_state
 
@@ -61,8 +62,18 @@ def audit_actor(actor: str | None) -> Iterator[None]:
 
 
 def current_actor() -> str | None:
-    """The actor set by the innermost :func:`audit_actor` block, or None."""
-    return _actor.get()
+    """Who is making the changes: the innermost :func:`audit_actor` block's actor; else the ``id`` of the
+    principal acting (:func:`ponykit.security.acting_as`, a web integration's current user); else the
+    ``app.actor`` setting of the current :func:`ponykit.rls_context` (the one trigger mode reads); else
+    None."""
+    actor = _actor.get()
+    if actor is not None:
+        return actor
+    principal = current_principal()
+    ident = getattr(principal, "id", None) if principal is not None else None
+    if ident is not None:
+        return str(ident)
+    return current_rls_settings().get("app.actor")
 
 
 @dataclass(slots=True)
