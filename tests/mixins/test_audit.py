@@ -377,3 +377,25 @@ def test_actor_falls_back_to_the_acting_principal_then_to_the_rls_setting(db: Da
     with db_session:
         Item[item.id].qty = 4
     assert [r[4] for r in records(db)] == ["7", "alice", "batch-job", None]
+
+
+def test_unchanged_custom_type_and_encrypted_values_are_not_recorded_as_changed(db: Database) -> None:
+    """Pony keeps a custom type's stored form (naive UTC, ciphertext) as the value last read: an update
+    of another attribute must not report them (Timestamped's created_at was, before the fix)."""
+
+    class Member(db.Entity, pk.mixins.Timestamped, Audited):
+        name = Required(str)
+        ssn = Optional(pk.types.EncryptedStr, nullable=True)
+        seen = Optional(pk.types.AwareDatetime, nullable=True)
+
+    pk.attach(db, keys=pk.security.KeyRing({"k1": pk.security.KeyRing.generate_key()}))
+    db.generate_mapping(create_tables=True)
+    with db_session:
+        m = Member(name="a", ssn="111-22-3333", seen=pk.mixins.utc_now())
+    with db_session:
+        Member[m.id].name = "b"  # loaded from the database: every value in its stored form
+    with db_session:
+        pk.bulk_update(Member, [{"id": m.id, "name": "c"}])
+        Member[m.id].name = "d"
+    updates = [sorted(changes) for _, _, op, changes, _, _ in records(db) if op == "update"]
+    assert updates == [["name", "updated_at"], ["name", "updated_at"]]

@@ -41,8 +41,13 @@ def stored_values(obj: Any, attrs: tuple[Attribute, ...]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for attr in attrs:
         value = dbvals.get(attr, _MISSING)
-        if value is not _MISSING:
-            found[attr.name] = _plain(value)
+        if value is _MISSING:
+            continue
+        if value is not None and attr.reverse is None and len(attr.converters) == 1:
+            # Pony keeps the stored form (a custom type's naive UTC datetime, a ciphertext): compare the
+            # value the object held, as current_values gives it. No object: nothing to track or report.
+            value = attr.converters[0].dbval2val(value, None)
+        found[attr.name] = _plain(value)
     return found
 
 
