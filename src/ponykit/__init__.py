@@ -35,7 +35,7 @@ from .errors import (
 )
 from .kit import CommitEvent, Kit, attach, get_kit
 from .query import cached, cached_query, cached_select, paginate, paginate_keyset, prefetch
-from .serialization import Serializable, json_schema, to_json
+from .serialization import Serializable, json_schema, pydantic_model, to_json, validates
 from .transactions import Backoff, classify_error, on_commit, on_rollback, retrying, savepoint, transaction
 
 __all__ = [
@@ -90,6 +90,7 @@ __all__ = [
     "parse_url",
     "prefetch",
     "profile",
+    "pydantic_model",
     "query",
     "retrying",
     "savepoint",
@@ -97,6 +98,7 @@ __all__ = [
     "to_json",
     "transaction",
     "types",
+    "validates",
 ]
 
 __version__ = "0.1.0"
