@@ -184,10 +184,11 @@ def _at_scale(attr: Any, value: Any) -> Any:
 
 def _scalar(attr: Any, value: Any, path: str, errors: list[FieldError]) -> Any:
     info = _pony.attr_info(attr)
-    if value is None and info.required:
-        # Pydantic refuses None for a required field as a value of the wrong type
+    if value is None and (info.required or not info.nullable):
+        # Pydantic refuses None for a required (or not nullable) field as a value of the wrong type
         kind, ctx = type_error(attr, value)
-        message = f"{info.label} is required: expected a value, got null"
+        why = "is required" if info.required else "is not nullable (Pony stores an empty string)"
+        message = f"{info.label} {why}: expected a value, got null"
         errors.append(FieldError(path, message, type=kind, ctx=ctx))
         return _MISSING
     if value is not None:

@@ -282,8 +282,10 @@ def _input_model(
         needed = mode == "create" and info.required and not info.is_collection and info.default is None
         if needed and not info.auto and not info.sql_default:
             fields[info.name] = (kind, ...)
-        else:
+        elif info.is_relation or info.nullable:
             fields[info.name] = (kind | None, None)
+        else:  # Pony refuses None for it (an Optional str stores ""): it may be left out, not null
+            fields[info.name] = (kind, None)
     config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
     model = _api.create_model(name, __config__=config, **fields)
     what = "from_dict()" if mode == "create" else "update_from()"
