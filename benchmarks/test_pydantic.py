@@ -103,7 +103,8 @@ def test_pydantic_ratios(bench_env: Any, request: Any) -> None:
     print({k: f"{v * 1e3:.2f} ms" for k, v in best.items()})
     print(
         f"\n{bench_env.name}: model_validate {best['ponykit-model'] / base:.2f}x to_dict, "
-        f"{best['ponykit-model'] / hand:.2f}x hand-written; with dump {best['ponykit-model-dump'] / base:.2f}x"
+        f"{best['ponykit-model'] / hand:.2f}x hand-written; "
+        f"with dump {best['ponykit-model-dump'] / base:.2f}x"
     )
     if not request.config.getoption("benchmark_disable"):
         ratio = best["ponykit-model"] / hand
