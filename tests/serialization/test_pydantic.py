@@ -156,3 +156,44 @@ def test_create_and_update_models(m: Any) -> None:
             "price": "9.99",
             "published": "2020-02-03",
         }
+
+
+def test_ponykit_types(db: Database) -> None:
+    """ponykit's own types (an Enum, AwareDatetime): Python values in read models, their JSON rule in and
+    out, the same refusal type as from_dict."""
+    import datetime as dt
+    import enum
+
+    from pony.orm import Optional, Required
+
+    class Tier(enum.Enum):
+        FREE = "free"
+        PRO = "pro"
+
+    class Event(db.Entity, pk.Serializable):
+        at = Required(pk.types.AwareDatetime)
+        tier = Optional(Tier)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    read = pk.pydantic_model(Event)
+    assert _schema(read) == _ponykit_schema(Event)
+    when = dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    with db_session:
+        made = Event(at=when, tier=Tier.PRO)
+        commit()
+        event_id = made.id
+    with db_session:
+        event = Event[event_id]
+        instance = read.model_validate(event)
+        assert instance.tier is Tier.PRO and instance.at == when
+        assert instance.model_dump(mode="json") == event.to_dict()
+        create = pk.pydantic_model(Event, "create")
+        assert create.model_validate({"at": "2024-05-06T07:08:09+02:00"}).at == when
+        with pytest.raises(pydantic.ValidationError) as theirs:
+            create.model_validate({"at": "not a date", "tier": "gold"})
+        with pytest.raises(pk.ValidationError) as ours:
+            Event.from_dict({"at": "not a date", "tier": "gold"})
+        assert sorted((e["loc"], e["type"]) for e in theirs.value.errors()) == sorted(
+            (e.loc, e.type) for e in ours.value.errors
+        )

@@ -30,10 +30,11 @@ from ._codec import custom_codec, nullable, value_dumper, value_schema
 from ._entity import serialize
 from ._jsonschema import key_schema, object_schema
 from ._plan import NESTED, NESTED_MANY, REF, REFS, VALUE, Plan, plan_for
+from ._problems import is_text
 
 try:
     import pydantic
-    from pydantic import ConfigDict, Field, PlainSerializer, WithJsonSchema
+    from pydantic import BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 except ImportError:  # pragma: no cover - the extra is not installed
     pydantic = None  # type: ignore[assignment]
 
@@ -133,6 +134,20 @@ def _json_only(dump: Any) -> Any:
     return PlainSerializer(lambda v: None if v is None else dump(v), when_used="json")
 
 
+def _loader(codec: Any) -> Any:
+    """The codec's ``from_json`` for Pydantic: None passes, a refusal is a ``ValueError``."""
+
+    def load(value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return codec.from_json(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(str(exc)) from None
+
+    return load
+
+
 def _value_type(attr: Any) -> Any:
     """The Python type a read field holds: one Pydantic parses from the JSON form, else the JSON form."""
     py_type = _pony.attr_type(attr)
@@ -155,6 +170,10 @@ def _read_field(f: Any, plan: Plan, ancestors: tuple[Any, ...], model_name: str)
         schema = value_schema(f.attr)
         if f.nullable and info.nullable:
             schema = nullable(schema)
+        codec = custom_codec(_pony.attr_type(f.attr))
+        if codec is not None:  # a ponykit type (an Enum, AwareDatetime ...): its Python value, its rule
+            load, dump = BeforeValidator(_loader(codec)), _json_only(value_dumper(f.attr))
+            return _annotated((Any, load, dump, WithJsonSchema(schema)))
         kind = _value_type(f.attr)
         if kind is Any:  # the JSON form itself: nothing to parse or dump
             return _annotated((Any, WithJsonSchema(schema)))
@@ -235,13 +254,13 @@ def input_type(attr: Any, *, required: bool) -> Any:
         digits = _pony.decimal_limits(attr)
         places = {"max_digits": digits[0], "decimal_places": digits[1]} if digits else {}
         return Annotated[Decimal, _Field(ge=limits.min, le=limits.max, allow_inf_nan=False, **places)]
-    text = isinstance(py_type, type) and issubclass(py_type, str)
-    if text or (codec is not None and dict(codec.json_schema()).get("type") == "string"):
+    if (isinstance(py_type, type) and issubclass(py_type, str)) or is_text(attr):
+        # str, LongStr, and ponykit types whose values are text with a max_len (encrypted str)
         return Annotated[
             str, Field(strict=True, max_length=_pony.max_length(attr), min_length=1 if required else None)
         ]
-    if codec is not None:
-        return Annotated[Any, WithJsonSchema(dict(codec.json_schema()))]
+    if codec is not None:  # a ponykit type: its own JSON rule parses it, as in from_dict
+        return _annotated((Any, BeforeValidator(_loader(codec)), WithJsonSchema(dict(codec.json_schema()))))
     if py_type in _PARSED or (isinstance(py_type, type) and issubclass(py_type, _IP)):
         return py_type
     return Annotated[Any, WithJsonSchema(value_schema(attr))]  # bytes, Json: taken in their JSON form
