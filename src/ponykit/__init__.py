@@ -39,7 +39,7 @@ from .errors import (
 from .kit import CommitEvent, Kit, attach, get_kit
 from .query import cached, cached_query, cached_select, paginate, paginate_keyset, prefetch
 from .security import acting_as, can, policy, requires, rls_context, scoped
-from .serialization import Serializable, json_schema, to_json
+from .serialization import Serializable, json_schema, pydantic_model, to_json, validates
 from .transactions import (
     Backoff,
     classify_error,
@@ -110,6 +110,7 @@ __all__ = [
     "policy",
     "prefetch",
     "profile",
+    "pydantic_model",
     "query",
     "requires",
     "retrying",
@@ -122,6 +123,7 @@ __all__ = [
     "to_json",
     "transaction",
     "types",
+    "validates",
 ]
 
 __version__ = "0.1.0"

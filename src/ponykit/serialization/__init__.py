@@ -35,8 +35,11 @@ from ._input import from_dict as _from_dict
 from ._input import update_from as _update_from
 from ._jsonschema import document_schema
 from ._plan import CALL_PLANS, compile_method, plan_for, remember
+from ._validators import check_names as check_validator_names
+from ._validators import install as install_validators
+from ._validators import validates
 
-__all__ = ["Serializable", "from_dict", "json_schema", "to_dict", "to_json"]
+__all__ = ["Serializable", "from_dict", "json_schema", "pydantic_model", "to_dict", "to_json", "validates"]
 
 Names = Iterable[str] | str | None
 
@@ -256,6 +259,28 @@ def from_dict(entity: Any, data: Any, *, allow: Names = None, fields: Names = No
     return _from_dict(entity, data, allow=allow, fields=fields)
 
 
+def pydantic_model(
+    entity: Any,
+    mode: str = "read",
+    *,
+    only: Names = None,
+    exclude: Names = None,
+    related: Any = None,
+) -> Any:
+    """A Pydantic v2 model of ``entity`` built from its Pony attributes (``pip install ponykit[pydantic]``).
+
+    ``mode="read"`` describes ``to_dict`` output with the same options (sensitive attributes left out;
+    ``model_validate(obj)`` takes a Pony object, ``model_dump(mode="json")`` equals ``obj.to_dict()``
+    and ``model_json_schema(mode="serialization")`` equals :func:`json_schema`); ``"create"`` is the
+    input of ``from_dict`` (no auto primary key, no volatile or database-default-only attribute, the
+    same constraints and error types); ``"update"`` the input of ``update_from`` (every field optional).
+    Models are cached per entity and options. See docs/serialization.md, "Pydantic models".
+    """
+    from ._pydantic import pydantic_model as build
+
+    return build(entity, mode, only=only, exclude=exclude, related=related)
+
+
 _INSTALLED = ("to_dict", "to_json", "__repr__")
 
 
@@ -279,6 +304,9 @@ class Serializable:
             owner = next(k for k in cls.__mro__ if name in k.__dict__)
             if owner is entity:  # Pony's own version would win over the mixin: put ours on the class
                 setattr(cls, name, Serializable.__dict__[name])
+        # @validates methods and clean(): checked at flush too, by a save hook on this class
+        check_validator_names(cls)
+        install_validators(cls)
 
     def to_dict(
         self,

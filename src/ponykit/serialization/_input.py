@@ -27,6 +27,7 @@ from ..errors import ConfigurationError, FieldError, ValidationError
 from ..security.sensitive import is_sensitive, mask
 from ._codec import BadValue, describe, value_loader
 from ._problems import constraint_error, type_error
+from ._validators import run_clean, run_field
 
 __all__ = ()
 
@@ -81,6 +82,8 @@ class _Node:
     after: list[tuple[Any, _Node]] = field(default_factory=list)  # new objects pointing back at it
     collections: dict[str, list[Any]] = field(default_factory=dict)  # existing objects of its sets
     existing: Any = None  # the object update_from changes; None for a new one
+    built: Any = None  # the object made (or changed) from this node, once built
+    old: dict[str, Any] = field(default_factory=dict)  # values update_from replaced, to put back
 
 
 @dataclass
@@ -181,10 +184,11 @@ def _at_scale(attr: Any, value: Any) -> Any:
 
 def _scalar(attr: Any, value: Any, path: str, errors: list[FieldError]) -> Any:
     info = _pony.attr_info(attr)
-    if value is None and info.required:
-        # Pydantic refuses None for a required field as a value of the wrong type
+    if value is None and (info.required or not info.nullable):
+        # Pydantic refuses None for a required (or not nullable) field as a value of the wrong type
         kind, ctx = type_error(attr, value)
-        message = f"{info.label} is required: expected a value, got null"
+        why = "is required" if info.required else "is not nullable (Pony stores an empty string)"
+        message = f"{info.label} {why}: expected a value, got null"
         errors.append(FieldError(path, message, type=kind, ctx=ctx))
         return _MISSING
     if value is not None:
@@ -257,7 +261,7 @@ def _relation(
         if value is _MISSING:
             return
     value = _validated(attr, value, path, ctx.errors)
-    if value is not _MISSING:
+    if value is not _MISSING and run_field(node.entity, node.existing, info.name, value, path, ctx.errors):
         node.values[info.name] = value
 
 
@@ -326,7 +330,7 @@ def _collect(
             _relation(node, attr, value, here, ctx, sub)
         else:
             converted = _scalar(attr, value, here, errors)
-            if converted is not _MISSING:
+            if converted is not _MISSING and run_field(entity, existing, key, converted, here, errors):
                 node.values[key] = converted
     if existing is None:
         for info in _pony.attr_infos(entity):
@@ -355,6 +359,7 @@ def _build(node: _Node, obj: Any, reverse: Any, parent: Any, created: list[Any])
             obj = node.entity(**values)
             created.append(obj)
         elif values:
+            node.old.update((name, getattr(obj, name)) for name in values)
             obj.set(**values)
     except _pony.input_errors() as exc:  # what only Pony checks: a unique value already in the session
         raise ValidationError(
@@ -370,13 +375,25 @@ def _build(node: _Node, obj: Any, reverse: Any, parent: Any, created: list[Any])
         # the array is the collection's new content: existing objects named in it and the new ones
         content = [*node.collections.get(name, ()), *new.get(name, ())]
         try:
+            if node.existing is not None:
+                node.old.setdefault(name, list(getattr(obj, name)))
             obj.set(**{name: content})
         except _pony.input_errors() as exc:
             path = _join(node.path, name)
             raise ValidationError(
                 f"invalid input for {node.entity.__name__}", [FieldError(path, str(exc))]
             ) from exc
+    node.built = obj
     return obj
+
+
+def _clean_all(node: _Node, errors: list[FieldError]) -> None:
+    """``clean()`` of every object built from the tree, children first (a parent's check may read them)."""
+    for _, child in node.before:
+        _clean_all(child, errors)
+    for _, child in node.after:
+        _clean_all(child, errors)
+    run_clean(node.built, node.path, errors)
 
 
 def _path_key(error: FieldError) -> list[tuple[int, int | str]]:
@@ -400,12 +417,19 @@ def _run(entity: Any, obj: Any, data: Any, allow: Any, fields: Any) -> Any:
         raise ValidationError(f"invalid input for {entity.__name__}", sorted(ctx.errors, key=_path_key))
     created: list[Any] = []
     try:
-        return _build(node, obj, None, None, created)
+        built = _build(node, obj, None, None, created)
+        errors: list[FieldError] = []
+        _clean_all(node, errors)
+        if errors:
+            raise ValidationError(f"invalid input for {entity.__name__}", sorted(errors, key=_path_key))
+        return built
     except BaseException:
         # nothing half-built stays in the session: children first, so no cascade reaches other objects
         for made in reversed(created):
             if _pony.is_entity_instance(made) and made in _pony.session_objects(_pony.database_of(entity)):
                 made.delete()
+        if node.old:  # update_from: the object gets back what it held
+            node.existing.set(**node.old)
         raise
 
 
