@@ -243,9 +243,7 @@ class ValidationError(PonykitError, ValueError):
         given.
         """
         count = len(self.errors)
-        detail = self.summary
-        if count:
-            detail = f"{detail} ({count} problem{'s' if count != 1 else ''})"
+        detail = f"{self.summary} ({count} problem{'s' if count != 1 else ''})" if count else self.summary
         problem: dict[str, Any] = {
             "type": "about:blank",
             "title": _status_title(status),
@@ -254,24 +252,16 @@ class ValidationError(PonykitError, ValueError):
         }
         if instance is not None:
             problem["instance"] = instance
-        prefix = list(loc_prefix)
-        items = []
-        for error in self.errors:
-            item = error.to_dict()
-            item["loc"] = prefix + item["loc"]
-            items.append(item)
-        problem["errors"] = items
+        problem["errors"] = [{**e.to_dict(), "loc": [*loc_prefix, *e.loc]} for e in self.errors]
         return problem
 
 
+# HTTP reason phrases, with RFC 9110's name for 422 (Python 3.11 still says "Unprocessable Entity").
+_TITLES = {**{s.value: s.phrase for s in HTTPStatus}, 422: "Unprocessable Content"}
+
+
 def _status_title(status: int) -> str:
-    """The HTTP reason phrase of ``status`` (RFC 9110's name for 422, which Python 3.11 lacks)."""
-    if status == 422:
-        return "Unprocessable Content"
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
+    return _TITLES.get(status, "Error")
 
 
 class BulkWriteError(ValidationError):
