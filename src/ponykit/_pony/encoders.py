@@ -241,7 +241,29 @@ def bulk_encoder_source(
     finish = _finish_lines(conv, var, prefix, env, param_encoders)
     # Attribute.validate passes None through for a nullable attribute that is not Required.
     pass_none = bool(attr.nullable and not required)
-    return _emit(check, finish, var, prefix, pass_none), env
+    lines = _emit(check, finish, var, prefix, pass_none)
+    if getattr(getattr(conv, "ponykit_type", None), "deterministic", False):
+        lines = _repeats_encoded_once(lines, var, prefix, env)
+    return lines, env
+
+
+def _repeats_encoded_once(lines: list[str], var: str, prefix: str, env: dict[str, Any]) -> list[str]:
+    """``lines`` behind a one-entry memo: the same value object as the last one encoded (a timestamp
+    repeated down a batch) takes the last result. For a ponykit type that says it is deterministic only.
+    The memo is one tuple, replaced whole after a value encoded without error: threads sharing the
+    compiled encoder never see a value paired with another's result."""
+    memo = f"{prefix}memo"
+    env[memo] = [(object(), None)]
+    given = f"{prefix}given"
+    return [
+        f"{prefix}last = {memo}[0]",
+        f"if {var} is {prefix}last[0]:",
+        f"    {var} = {prefix}last[1]",
+        "else:",
+        f"    {given} = {var}",
+        *(f"    {line}" for line in lines),
+        f"    {memo}[0] = ({given}, {var})",
+    ]
 
 
 def bulk_encoder_setup(entity: Entity, attr: Attribute, prefix: str) -> tuple[list[str], dict[str, Any]]:

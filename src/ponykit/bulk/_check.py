@@ -100,10 +100,9 @@ def _finite_check(col: Sequence[Any]) -> Refusal | None:  # MariaDB/MySQL only: 
 
 
 def _any_check(nul: bool, finite: bool) -> ColumnCheck:
-    def check(col: Sequence[Any]) -> Refusal | None:
-        return _locate(col, nul, finite)
-
-    return check
+    # A custom type's column: often text (an Enum's value, an aware datetime on SQLite), checked with the
+    # text column's one join; other values fall back to one by one there.
+    return _text_check(nul, finite)
 
 
 def column_checks(kinds: Sequence[str], dialect: str) -> list[ColumnCheck | None]:

@@ -63,6 +63,10 @@ class AttributeType:
     storage: ClassVar[type] = str
     options: ClassVar[tuple[str, ...]] = ()
     queryable: ClassVar[bool] = True
+    #: True when one value object always encodes to the same stored value (``validate`` then ``to_db`` have
+    #: no randomness and read no state): a bulk write then encodes a value repeated down a column once
+    #: (one timestamp for a whole batch). Never true for an encrypting type.
+    deterministic: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         unknown = set(options) - set(self.options)

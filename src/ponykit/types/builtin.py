@@ -284,6 +284,7 @@ class AwareDatetime(AttributeType):
 
     python_type: ClassVar[type] = _dt.datetime
     storage: ClassVar[type] = _dt.datetime
+    deterministic: ClassVar[bool] = True
     _last: tuple[Any, Any] = (None, None)  # (aware value, its stored form): see to_db
 
     def validate(self, value: Any) -> Any:
