@@ -17,6 +17,7 @@ import ponykit as pk
 from ponykit.errors import RLSContextError
 from ponykit.mixins import Versioned
 from ponykit.security import current_principal
+from ponykit.transactions._async import session_executor
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's TestClient warns about its httpx dependency
@@ -158,7 +159,15 @@ def test_each_of_60_concurrent_requests_sees_its_own_principal(web: dict[str, An
     assert [a.json()["who"] for a in answers[:60]] == names
     assert [(a.json()["who"], a.json()["inner"]) for a in answers[60:]] == [(n, n) for n in names]
     assert 1 < len(web["threads"]) <= 4  # the session threads were reused across requests
-    # Nothing stays behind in this thread either.
+    # Nothing stays behind: not in the session threads (between requests), not in this thread.
+    barrier = threading.Barrier(4)
+
+    def left_behind() -> Any:
+        barrier.wait(timeout=10)  # one check on each of the 4 session threads
+        return current_principal()
+
+    checks = [session_executor().submit(left_behind) for _ in range(4)]
+    assert [c.result(timeout=20) for c in checks] == [None] * 4
     assert current_principal() is None
 
 
