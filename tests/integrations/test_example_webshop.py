@@ -111,3 +111,40 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(case: Any) -
             negative_data_rejection,
         ]
     )
+
+
+def test_validation_rules_of_the_entities_answer_422(shop_app: Any) -> None:
+    client = _client(shop_app)
+    bad = client.post("/customers", json={"name": "Ann", "email": "not an address"})
+    assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
+    assert [(e["loc"], e["type"]) for e in bad.json()["errors"]] == [(["email"], "value_error")]
+    same = client.post("/customers", json={"name": "a@b.example", "email": "A@b.example"})
+    assert same.status_code == 422
+    assert [e["loc"] for e in same.json()["errors"]] == [["name"]]  # clean(): a rule on two attributes
+    extra = client.post("/customers", json={"name": "Ann", "email": "a@b.example", "id": 5})
+    assert extra.status_code == 422  # the derived input model forbids what is not an input
+
+
+def test_a_product_change_needs_the_permission_and_the_current_etag(shop_app: Any) -> None:
+    client = _client(shop_app)
+    created = client.post("/products", json={"name": "Tea", "price": "3.50", "stock": 5})
+    assert created.status_code == 201 and created.json()["version"] == 1
+    url = f"/products/{created.json()['id']}"
+    etag = client.get(url).headers["etag"]
+    assert etag == created.headers["etag"]
+
+    assert client.patch(url, json={"stock": 9}, headers={"If-Match": etag}).status_code == 403  # nobody
+    bob = client.patch(url, json={"stock": 9}, headers={"If-Match": etag, "X-User": "bob"})
+    assert bob.status_code == 403 and "catalog.write" in bob.json()["detail"]
+
+    ann = {"X-User": "ann"}
+    changed = client.patch(url, json={"stock": 9}, headers={**ann, "If-Match": etag})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["stock"] == 9 and changed.json()["version"] == 2
+    assert changed.headers["etag"] != etag == created.headers["etag"]
+
+    stale = client.patch(url, json={"stock": 1}, headers={**ann, "If-Match": etag})  # the old ETag
+    assert stale.status_code == 412 and stale.json()["code"] == "VersionConflict"
+    assert client.get(url).json()["stock"] == 9  # the stale change wrote nothing
+    fresh = client.patch(url, json={"stock": 1}, headers={**ann, "If-Match": changed.headers["etag"]})
+    assert fresh.status_code == 200 and fresh.json()["stock"] == 1

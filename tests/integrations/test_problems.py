@@ -8,8 +8,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pony.orm import ObjectNotFound
 
-from ponykit.errors import BulkWriteError, FieldError, InvalidCursor, InvalidPage, ValidationError
-from ponykit.integrations._problems import PROBLEMS, ProblemType, field_errors, find_problem, problem_for
+from ponykit.errors import (
+    BulkWriteError,
+    FieldError,
+    InvalidCursor,
+    InvalidPage,
+    PermissionDenied,
+    RLSContextError,
+    ValidationError,
+    VersionConflict,
+)
+from ponykit.integrations._problems import (
+    PROBLEMS,
+    ProblemType,
+    field_errors,
+    find_problem,
+    problem_for,
+    status_of,
+)
 
 names = st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullmatch=True)
 parts = st.lists(st.one_of(names, st.integers(min_value=0, max_value=999)), min_size=1, max_size=4)
@@ -55,3 +71,24 @@ def test_pony_messages_with_values_are_replaced() -> None:
     assert entry is not None and entry.status == 404
     problem = problem_for(exc, entry)
     assert "alice" not in str(problem)
+
+
+def test_security_and_version_errors_and_the_conditional_rule() -> None:
+    denied = PermissionDenied("f requires 'a', which User id='secret-id' does not hold", missing=("a",))
+    entry = find_problem(denied, PROBLEMS)
+    assert entry is not None and entry.status == 403
+    problem = problem_for(denied, entry)
+    assert problem["status"] == 403 and "'a'" in problem["detail"] and "secret-id" not in str(problem)
+
+    conflict = VersionConflict("Doc with primary key alice%40x: ...", entity="Doc", expected=1, actual=2)
+    entry = find_problem(conflict, PROBLEMS)
+    assert entry is not None
+    assert status_of(entry, {}) == (409, "Conflict")
+    assert status_of(entry, {"if-match": '"Doc:1:1"'}) == (412, "Precondition Failed")
+    problem = problem_for(conflict, entry, headers={"if-unmodified-since": "x"})
+    assert problem["status"] == 412 and "alice" not in str(problem)
+    # Other entries ignore the conditional headers.
+    invalid = find_problem(InvalidPage("bad page"), PROBLEMS)
+    assert invalid is not None and status_of(invalid, {"if-match": "*"}) == (400, "Invalid page")
+    # A missing row-level security setting is the server's misconfiguration: no entry, an unhandled 500.
+    assert find_problem(RLSContextError("missing app.tenant", missing=["app.tenant"]), PROBLEMS) is None

@@ -1,26 +1,61 @@
-"""The shop's HTTP API: ``uvicorn --factory webshop.app:create_app`` (from ``examples/webshop``)."""
+"""The shop's HTTP API: ``uvicorn --factory webshop.app:create_app`` (from ``examples/webshop``).
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: the endpoints' annotations name the models derived from
+this app's entities (local variables), which FastAPI must see as classes, not strings.
+"""
 
 import datetime as dt
 import os
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import FastAPI, Path, Query, Request, Response
 from pony.orm import Database, desc, flush, select
 
 import ponykit as pk
 from ponykit.errors import FieldError, ValidationError
-from ponykit.integrations.fastapi import CursorPage, Page, PonyRoute, install, problem_responses
+from ponykit.integrations.fastapi import (
+    CursorPage,
+    Page,
+    PonyRoute,
+    check_if_match,
+    install,
+    problem_responses,
+    set_etag,
+)
 
 from .models import define
-from .schemas import CustomerIn, CustomerOut, LineOut, OrderIn, OrderOut, ProductIn, ProductOut
+from .schemas import LineOut, OrderIn, OrderOut, derive
 
 DEFAULT_URL = "sqlite:///webshop.sqlite?create_db=1"
 # Signs the order-list cursors (a real deployment gives attach(db, keys=...) a key ring instead).
 CURSOR_SECRET = os.environ.get("WEBSHOP_CURSOR_SECRET", "webshop-development-cursor-secret").encode()
 Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
 PerPage = Annotated[int, Query(ge=1, le=100)]
+
+
+@dataclass(frozen=True)
+class Staff:
+    """The principal of a request: a staff member and the permissions they hold."""
+
+    id: str
+    permissions: frozenset[str]
+
+
+# Who may do what. A real deployment verifies a token here (or trusts an authenticating proxy that sets
+# the header); the example trusts ``X-User`` as it is.
+STAFF = {"ann": Staff("ann", frozenset({"catalog.write"})), "bob": Staff("bob", frozenset())}
+
+
+def staff_of(request: Request) -> Staff | None:
+    """The principal of a request (``install(app, principal=staff_of)``): whom ``X-User`` names."""
+    return STAFF.get(request.headers.get("x-user", ""))
+
+
+@pk.requires("catalog.write")
+def change_product(product: Any, changes: dict[str, Any]) -> None:
+    """Change a product's price or stock: only for a principal holding ``catalog.write``."""
+    product.update_from(changes)
 
 
 def order_out(order: Any) -> OrderOut:
@@ -46,8 +81,11 @@ def create_app(url: str | None = None, *, connections: int = 4) -> FastAPI:
 
     app = FastAPI(title="webshop", version="1.0")
     app.router.route_class = PonyRoute
-    install(app, db=db, connections=connections, server_timing=True)
+    install(app, db=db, connections=connections, server_timing=True, principal=staff_of)
     app.state.sent_emails = sent = []
+    models = derive(Customer, Product)
+    CustomerIn, CustomerOut = models.CustomerIn, models.CustomerOut
+    ProductIn, ProductUpdate, ProductOut = models.ProductIn, models.ProductUpdate, models.ProductOut
 
     @app.post("/customers", status_code=201, responses=problem_responses(400, 422))
     def create_customer(body: CustomerIn) -> CustomerOut:
@@ -55,15 +93,17 @@ def create_app(url: str | None = None, *, connections: int = 4) -> FastAPI:
             raise ValidationError(
                 "the customer cannot be registered", [FieldError("email", "is already registered")]
             )
-        return Customer.from_dict(body.model_dump(mode="json"))
+        return Customer.from_dict(body.model_dump(mode="json", exclude_unset=True))
 
     @app.get("/customers/{customer_id}", responses=problem_responses(404))
     def get_customer(customer_id: Id) -> CustomerOut:
         return Customer[customer_id]
 
     @app.post("/products", status_code=201, responses=problem_responses(400, 422))
-    def create_product(body: ProductIn) -> ProductOut:
-        return Product.from_dict(body.model_dump(mode="json"))
+    def create_product(body: ProductIn, response: Response) -> ProductOut:
+        product = Product.from_dict(body.model_dump(mode="json", exclude_unset=True))
+        set_etag(response, product)
+        return product
 
     @app.get("/products", responses=problem_responses(400))
     def list_products(
@@ -73,8 +113,21 @@ def create_app(url: str | None = None, *, connections: int = 4) -> FastAPI:
         return Page[ProductOut].from_query(query, page=page, per_page=per_page, request=request)
 
     @app.get("/products/{product_id}", responses=problem_responses(404))
-    def get_product(product_id: Id) -> ProductOut:
-        return Product[product_id]
+    def get_product(product_id: Id, response: Response) -> ProductOut:
+        product = Product[product_id]
+        set_etag(response, product)  # the client sends it back as If-Match to change the product
+        return product
+
+    @app.patch("/products/{product_id}", responses=problem_responses(400, 403, 404, 409, 412, 422))
+    def update_product(
+        product_id: Id, body: ProductUpdate, request: Request, response: Response
+    ) -> ProductOut:
+        """Change a product (staff with ``catalog.write``, header ``X-User``); send ``If-Match``."""
+        product = Product[product_id]
+        check_if_match(request, product)  # a stale ETag: 412, nothing changed
+        change_product(product, body.model_dump(mode="json", exclude_unset=True))
+        set_etag(response, product)
+        return product
 
     @app.post("/orders", status_code=201, responses=problem_responses(400, 422))
     def place_order(body: OrderIn) -> OrderOut:

@@ -1,40 +1,42 @@
-"""The API's request and response models (hand-written; ``pk.pydantic_model(Entity)`` can derive them)."""
+"""The API's request and response models.
+
+Customers' and products' models are derived from the entities (``pk.pydantic_model``): their
+constraints are the entity's (``max_len``, ``min``/``max``, Decimal precision), so OpenAPI documents what
+``from_dict`` enforces. Orders' models are written by hand: their shape (lines as product/qty pairs, an
+aware ``created``) is the API's, not the table's.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Name = Annotated[str, Field(min_length=1, max_length=80)]
+import ponykit as pk
 
 
-class CustomerIn(BaseModel):
-    name: Name
-    email: Annotated[str, Field(min_length=3, max_length=120, pattern=r"^[^@\s]+@[^@\s]+$")]
+@dataclass(frozen=True)
+class Models:
+    """The entity-derived models of one app (the entities are declared per Database by ``define``)."""
+
+    CustomerIn: Any
+    CustomerOut: Any
+    ProductIn: Any
+    ProductUpdate: Any
+    ProductOut: Any
 
 
-class CustomerOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-    id: int
-    name: str
-    email: str
-
-
-class ProductIn(BaseModel):
-    name: Name
-    price: Annotated[Decimal, Field(gt=0, max_digits=10, decimal_places=2)]
-    stock: Annotated[int, Field(ge=0, le=1_000_000)]
-
-
-class ProductOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-    id: int
-    name: str
-    price: Decimal
-    stock: int
+def derive(customer: type, product: type) -> Models:
+    """The customers' and products' models, from the entities (``version`` is ponykit's to count)."""
+    return Models(
+        CustomerIn=pk.pydantic_model(customer, "create", exclude=["orders"]),
+        CustomerOut=pk.pydantic_model(customer, exclude=["orders"]),
+        ProductIn=pk.pydantic_model(product, "create", exclude=["lines", "version"]),
+        ProductUpdate=pk.pydantic_model(product, "update", exclude=["lines", "version"]),
+        ProductOut=pk.pydantic_model(product, exclude=["lines"]),
+    )
 
 
 class LineIn(BaseModel):

@@ -29,7 +29,10 @@ ponykit.run_in_session(fn, ...)`` (or none at all).
 :func:`install` records the app's options, sets the connection budget, adds ``Server-Timing`` when asked
 and registers the error handlers of :data:`~ponykit.integrations._problems.PROBLEMS` (RFC 9457 problem
 details: ponykit ``ValidationError`` -> 422 with every field error, ``InvalidPage``/``InvalidCursor`` ->
-400, Pony ``ObjectNotFound`` -> 404, ``OptimisticCheckError`` -> 409).
+400, Pony ``ObjectNotFound`` -> 404, ``OptimisticCheckError`` and ``VersionConflict`` -> 409, or 412 for a
+request with ``If-Match``, ``PermissionDenied`` -> 403). ``install(app, principal=fn)`` makes
+``fn(request)`` the acting principal of each request (:func:`ponykit.security.current_principal`).
+:func:`check_if_match` and :func:`set_etag` make writes of ``Versioned`` objects conditional.
 """
 
 from __future__ import annotations
@@ -51,9 +54,11 @@ from pydantic import BaseModel, ConfigDict
 
 from .._kit import attached_databases
 from ..errors import ConfigurationError, OptionError
-from ..transactions._async import session_executor, set_session_threads
+from ..security import reset_principal, set_principal
+from ..transactions._async import run_in_session, session_executor, set_session_threads
+from ._etags import check_if_match, set_etag
 from ._pages import CursorLinks, CursorPage, Page, PageLinks
-from ._problems import PROBLEM_JSON, PROBLEMS, ProblemType, find_problem, problem_for
+from ._problems import PROBLEM_JSON, PROBLEMS, ProblemType, find_problem, problem_for, status_of
 from ._timing import Endpoint, RequestTiming, listen, measuring, request_endpoint
 
 __all__ = [
@@ -70,8 +75,10 @@ __all__ = [
     "ProblemType",
     "RequestValidationBody",
     "async_ok",
+    "check_if_match",
     "install",
     "problem_responses",
+    "set_etag",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -97,12 +104,14 @@ class _AppConfig:
     server_timing: bool
     problems: tuple[ProblemType, ...]
     databases: tuple[Database, ...]
+    principal: Callable[[Request], Any] | None = None
 
 
 @dataclass
 class _RequestState:
     config: _AppConfig | None
     timing: RequestTiming | None = field(default=None)
+    request: Request | None = None
 
 
 _state: contextvars.ContextVar[_RequestState | None] = contextvars.ContextVar(
@@ -161,13 +170,25 @@ class PonyRoute(APIRoute):
     def _wrap(self, endpoint: Callable[..., Any]) -> Callable[..., Any]:
         route = self
 
-        def call(kwargs: dict[str, Any], timing: RequestTiming | None) -> Any:
-            # The whole request's database work, in this one thread: endpoint, response model, commit,
-            # on_commit callbacks. An exception anywhere in the block rolls it back.
-            with measuring(timing), db_session:
-                result = endpoint(**kwargs)
-                if not isinstance(result, Response):
-                    result = route._validate_response(result)
+        def call(kwargs: dict[str, Any], state: _RequestState) -> Any:
+            # The whole request's database work, in this one thread: principal, endpoint, response model,
+            # commit, on_commit callbacks. An exception anywhere in the block rolls it back.
+            source = state.config.principal if state.config is not None else None
+            token = None
+            try:
+                with measuring(state.timing), db_session:
+                    # In the session, so that the principal function may load a User entity; reset only
+                    # after the commit, which writes the Audited actor of writes flushed by it.
+                    if source is not None and state.request is not None:
+                        token = set_principal(source(state.request))
+                    result = endpoint(**kwargs)
+                    if not isinstance(result, Response):
+                        result = route._validate_response(result)
+            finally:
+                # The thread serves other requests next (each in its own copied context, so nothing
+                # could leak anyway): put the context back as it was.
+                if token is not None:
+                    reset_principal(token)
             return result
 
         @functools.wraps(endpoint)
@@ -180,7 +201,7 @@ class PonyRoute(APIRoute):
                 )
             loop = asyncio.get_running_loop()
             context = contextvars.copy_context()
-            task = functools.partial(context.run, call, kwargs, state.timing)
+            task = functools.partial(context.run, call, kwargs, state)
             return await loop.run_in_executor(session_executor(), task)
 
         setattr(run, _SYNC_ENDPOINT, endpoint)
@@ -203,15 +224,24 @@ class PonyRoute(APIRoute):
         """The request handler, with this app's ponykit options in scope and ``Server-Timing`` added."""
         handler = super().get_route_handler()
         endpoint = Endpoint(f"{','.join(sorted(self.methods or ()))} {self.path_format}")
+        # A sync endpoint's principal is set in its session thread (see _wrap); an async one's here.
+        async_endpoint = getattr(self.endpoint, _SYNC_ENDPOINT, None) is None
 
         async def run(request: Request) -> Response:
             config = getattr(request.app.state, _STATE_KEY, None)
             timing = RequestTiming() if config is not None and config.server_timing else None
-            token = _state.set(_RequestState(config, timing))
+            token = _state.set(_RequestState(config, timing, request))
             named = request_endpoint.set(endpoint)
+            acting = None
             try:
+                if async_endpoint and config is not None and config.principal is not None:
+                    # Not on the event loop: the principal function may query (a User entity).
+                    who = await run_in_session(config.principal, request)
+                    acting = set_principal(who)  # seen by the endpoint and its run_in_session calls
                 response: Response = await handler(request)
             finally:
+                if acting is not None:
+                    reset_principal(acting)
                 request_endpoint.reset(named)
                 _state.reset(token)
             if timing is not None:
@@ -226,8 +256,9 @@ def _problem_handler(table: tuple[ProblemType, ...]) -> Callable[[Request, Excep
         entry = find_problem(exc, table)
         if entry is None:  # registered for a base class whose entry was removed: let it be a 500
             raise exc
-        problem = problem_for(exc, entry, instance=request.url.path)
-        return JSONResponse(problem, status_code=entry.status, media_type=PROBLEM_JSON)
+        status, _ = status_of(entry, request.headers)
+        problem = problem_for(exc, entry, instance=request.url.path, headers=request.headers)
+        return JSONResponse(problem, status_code=status, media_type=PROBLEM_JSON)
 
     return handle
 
@@ -239,6 +270,7 @@ def install(
     connections: int | None = None,
     server_timing: bool = False,
     problems: Iterable[ProblemType] = (),
+    principal: Callable[[Request], Any] | None = None,
 ) -> None:
     """Set ``app`` up for :class:`PonyRoute`: options, connection budget, error handlers, Server-Timing.
 
@@ -249,9 +281,22 @@ def install(
     SQL that runs on the event loop during a PonyRoute request (an ``@async_ok`` endpoint querying Pony
     directly) is logged as a warning naming the endpoint (logger ``ponykit.integrations``).
     ``problems`` adds entries before the default table :data:`PROBLEMS` (first match wins).
+
+    ``principal`` is a function ``fn(request) -> principal or None`` evaluated once per PonyRoute request
+    and made the acting principal (:func:`ponykit.security.set_principal`) for it, reset afterwards: for a
+    sync endpoint in its session thread, inside its ``db_session`` (``fn`` may load a User entity), before
+    the endpoint runs; for an ``@async_ok`` endpoint in a session of its own (:func:`ponykit.run_in_session`),
+    then set in the request's context, where its ``run_in_session`` calls see it. ``requires()``,
+    ``scoped()`` and the ``Audited`` actor read it. An exception of ``fn`` fails the request (raise
+    ``PermissionDenied`` for a bad credential: a 403).
     """
     if not isinstance(app, FastAPI):
         raise OptionError(f"install() takes a fastapi.FastAPI app, got {type(app).__name__}")
+    if principal is not None and not callable(principal):
+        raise OptionError(
+            f"install(principal=...) takes a function of the request returning the principal or None, "
+            f"got {type(principal).__name__}"
+        )
     if connections is not None:
         set_session_threads(connections)
     databases: tuple[Database, ...]
@@ -279,7 +324,7 @@ def install(
     for exc_type in dict.fromkeys(entry.exc_type for entry in table):
         if issubclass(exc_type, Exception):  # Starlette handles Exception subclasses only
             app.add_exception_handler(exc_type, handler)
-    setattr(app.state, _STATE_KEY, _AppConfig(server_timing, table, databases))
+    setattr(app.state, _STATE_KEY, _AppConfig(server_timing, table, databases, principal))
 
 
 class FieldErrorModel(BaseModel):

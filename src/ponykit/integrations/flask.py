@@ -16,6 +16,10 @@ function and ended in the same thread:
   a failing commit becomes Flask's 500 instead of a 200 whose data was lost. ``on_commit`` callbacks run
   right after the commit, before the response is sent.
 
+``Pony(app, principal=fn)`` makes ``fn(request)`` the acting principal
+(:func:`ponykit.security.set_principal`) of each request, evaluated in its session (so ``fn`` may load a
+User entity) before the app's ``before_request`` functions, and reset when the request ends.
+
 Flask does not tell an ``after_request`` function that an exception was handled; ``Pony(app)`` learns it
 by wrapping ``handle_user_exception`` and ``handle_exception`` of this app instance (not of the Flask
 class).
@@ -23,18 +27,21 @@ class).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, g, request
 from pony.orm import commit, db_session, rollback
 
 from ..errors import OptionError
+from ..security import reset_principal, set_principal
 
 __all__ = ["Pony"]
 
 _G_SESSION = "_ponykit_session"
 _G_FAILED = "_ponykit_failed"
 _G_DONE = "_ponykit_done"
+_G_PRINCIPAL = "_ponykit_principal_token"
 
 
 class Pony:
@@ -43,9 +50,26 @@ class Pony:
     ``Pony(app)`` or ``Pony()`` then ``init_app(app)``. ``session_options`` are passed to
     ``db_session(...)`` (for example ``serializable=True``). Static files (the ``static`` endpoint of the
     app and of blueprints) get no session.
+
+    ``principal`` is a function ``fn(request) -> principal or None`` (for example the user named by a
+    verified token): its result is the acting principal of the request (``requires()``, ``scoped()``, the
+    ``Audited`` actor read it), set in the request's thread and reset at its teardown, so it never reaches
+    the next request the thread serves. An exception of ``fn`` fails (and rolls back) the request.
     """
 
-    def __init__(self, app: Flask | None = None, **session_options: Any) -> None:
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        principal: Callable[[Any], Any] | None = None,
+        **session_options: Any,
+    ) -> None:
+        if principal is not None and not callable(principal):
+            raise OptionError(
+                f"Pony(app, principal=...) takes a function of the request returning the principal or "
+                f"None, got {type(principal).__name__}"
+            )
+        self.principal = principal
         self.session_options = session_options
         if app is not None:
             self.init_app(app)
@@ -82,6 +106,9 @@ class Pony:
         session.__enter__()
         setattr(g, _G_SESSION, session)
         setattr(g, _G_FAILED, False)
+        if self.principal is not None:
+            # After the session opened (fn may query); an exception fails the request as a view's would.
+            setattr(g, _G_PRINCIPAL, set_principal(self.principal(request)))
 
     def _finish(self, response: Response) -> Response:
         session = getattr(g, _G_SESSION, None)
@@ -99,6 +126,10 @@ class Pony:
         return response
 
     def _exit(self, exc: BaseException | None) -> None:
+        token = getattr(g, _G_PRINCIPAL, None)
+        if token is not None:
+            setattr(g, _G_PRINCIPAL, None)
+            reset_principal(token)  # this thread serves other requests next: nobody acts there yet
         session = getattr(g, _G_SESSION, None)
         if session is None:
             return
