@@ -80,8 +80,14 @@ def live_objects() -> Counter[str]:
     return Counter(
         type(o).__qualname__
         for o in gc.get_objects()
-        if type(o) in kept or type(o).__module__.split(".")[0] in ("pony", "ponykit") or _is_entity(o)
+        if type(o) in kept or _package_of(type(o)) in ("pony", "ponykit") or _is_entity(o)
     )
+
+
+def _package_of(cls: type) -> str:
+    # Some libraries' classes hold a descriptor, not a str, in __module__ (seen with the web test tools).
+    module = cls.__dict__.get("__module__", getattr(cls, "__module__", ""))
+    return module.split(".")[0] if isinstance(module, str) else ""
 
 
 def _is_entity(obj: Any) -> bool:
