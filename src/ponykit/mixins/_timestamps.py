@@ -141,6 +141,11 @@ class TimestampExtension(BulkExtension):
         """Both timestamps in each row that does not give them."""
         now = utc_now()
         created, updated = self.created, self.updated
+        stamps = {created: now, updated: now}
+        try:
+            return [{**stamps, **row} for row in batch]  # a value the row gives wins: it comes last
+        except TypeError:
+            pass  # a row that is not a mapping: the loop below keeps it as it is, for bulk_insert's error
         out = []
         for row in batch:
             if type(row) is dict:
