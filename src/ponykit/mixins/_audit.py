@@ -317,7 +317,18 @@ def _differ(plan: AuditPlan, before: Layout, columns: tuple[str, ...], layout: L
             f"        y = values[{j}]",
             "        if x != y or type(x) is not type(y):",
         ]
-        if conv is not None:
+        point = _decimal_point(f)
+        if conv is not None and point is not None:
+            # A Decimal at the column's scale is its own text (as the field's fast dumper finds), inline
+            namespace[f"_conv{n}"] = conv
+            namespace["_Decimal"] = Decimal
+            for v in ("x", "y"):
+                lines += [
+                    f"            if {v} is not None:",
+                    f"                {v} = t if type({v}) is _Decimal and "
+                    f"(t := str({v}))[{point}:{point + 1}] == '.' else _conv{n}({v})",
+                ]
+        elif conv is not None:
             namespace[f"_conv{n}"] = conv
             lines += [
                 "            if x is not None:",
@@ -336,6 +347,17 @@ def _differ(plan: AuditPlan, before: Layout, columns: tuple[str, ...], layout: L
     found = build_function("diff", lines, namespace, label=f"audit.diff {plan.name}")
     plan.differs[cache_key] = found
     return found
+
+
+def _decimal_point(f: Any) -> int | None:
+    """Where ``str()`` puts the point of a Decimal of ``f`` at its column's scale (None: no shortcut)."""
+    if _pony.attr_type(f.attr) is not Decimal or f.fast is None or f.fast is same_value:
+        return None
+    quantum = _pony.decimal_quantum(f.attr)
+    exponent = quantum.as_tuple().exponent if quantum is not None else None
+    if isinstance(exponent, int) and -3 <= exponent <= -1:
+        return exponent - 1  # scientific notation puts at least four characters after a point
+    return None
 
 
 def _exact(f: Any) -> bool:
@@ -364,13 +386,19 @@ def _read_rows(
     nkey = len(plan.key_columns)
     found: dict[str, tuple[Any, ...]] = {}
     statements: list[tuple[str, tuple[Any, ...]]] = []
-    if dialect.name == "postgres" and len(columns) == 1 and all(type(k[0]) is int for k in keys):
-        # One array parameter: PostgreSQL plans `= ANY($1)` once, where 10,000 placeholders take long
+    if (
+        dialect.name == "postgres"
+        and len(columns) == 1
+        and all(type(k[0]) is int for k in keys)
+        and min(keys)[0] >= -(2**63)
+        and max(keys)[0] < 2**63  # each a bigint
+    ):
+        # One array parameter: PostgreSQL plans `= ANY($1)` once, where 10,000 placeholders take long.
+        # Given as one array literal: psycopg2 would send ARRAY[1, 2, ...], 10,000 constants to parse.
         cols = ", ".join(dialect.q(c) for c in select_cols)
-        where = f"{dialect.q(columns[0])} = ANY({dialect.placeholder})"
-        statements.append(
-            (f"SELECT {cols} FROM {dialect.q(plan.table)} WHERE {where}", ([k[0] for k in keys],))
-        )
+        where = f"{dialect.q(columns[0])} = ANY({dialect.placeholder}::bigint[])"
+        literal = "{" + ",".join([str(k[0]) for k in keys]) + "}"
+        statements.append((f"SELECT {cols} FROM {dialect.q(plan.table)} WHERE {where}", (literal,)))
     else:
         per = max(1, min(len(keys), dialect.max_params // max(1, len(columns))))
         for start in range(0, len(keys), per):
