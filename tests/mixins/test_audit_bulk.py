@@ -8,12 +8,13 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pony.orm import Database, Optional, Required, db_session, flush, select
 
 import ponykit as pk
-from ponykit.mixins import Audited, audit_actor, audit_entity
+from ponykit.mixins import Audited, audit_actor, audit_entity, install_audit_triggers
 
 
 def declare(db: Database) -> tuple[Any, Any]:
@@ -156,3 +157,41 @@ def test_escapes_and_non_bmp_text_reach_the_history_intact(db: Database) -> None
     }
     with db_session:
         assert item[1].history()[-1].changes == {"note": (None, tricky)}
+
+
+@pytest.mark.backends("postgres")
+def test_trigger_mode_update_records_equal_app_mode_records(db: Database) -> None:
+    """Trigger mode prints an update's changes as JSON text itself: parsed, they equal app mode's."""
+
+    def fields() -> dict[str, Any]:
+        return {
+            "name": Required(str, 60),
+            "qty": Required(int),
+            "price": Optional(Decimal, 10, 2),
+            "ratio": Optional(float),
+            "when": Optional(dt.datetime),
+            "note": Optional(str, nullable=True),
+        }
+
+    app = type("AppThing", (db.Entity, Audited), fields())
+    trig = type("TrigThing", (db.Entity, Audited), {"audit_mode": "trigger", **fields()})
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    install_audit_triggers(db)
+    start = {"name": "a", "qty": 1, "price": Decimal("1.50"), "ratio": 0.1, "when": None, "note": "x"}
+    with db_session:
+        for entity in (app, trig):
+            entity(id=1, **start)
+            entity(id=2, **start)
+    with db_session:
+        audit_entity(db).select().delete(bulk=True)
+    rows = [
+        {"id": 1, "name": 'q"\\\x01\u2028 🐴', "price": None, "ratio": 1e-7, "when": dt.datetime(2024, 5, 6)},
+        {"id": 2, "qty": -5, "note": None, "price": Decimal("999.99")},
+    ]
+    with db_session:
+        pk.bulk_update(app, rows)
+        pk.bulk_update(trig, rows)
+    app_records, trig_records = changes_of(db, "AppThing"), changes_of(db, "TrigThing")
+    assert {k: v[:2] for k, v in trig_records.items()} == {k: v[:2] for k, v in app_records.items()}
+    assert set(app_records) == {"1", "2"}
