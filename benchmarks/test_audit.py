@@ -3,16 +3,18 @@
 Three tables with the ``bench_item`` columns, on PostgreSQL (issue #20's target: ≤ 1.5x):
 
 * ``plain``: ``bulk_update`` of an entity without the mixin (the baseline);
-* ``app``: ``Audited`` in app mode: one SELECT of the batch's rows before and one after, one record per
-  changed row folded in Python and written by one ``bulk_insert`` (COPY) just before COMMIT;
-* ``trigger``: ``Audited`` in trigger mode: the statement-level triggers write the records.
+* ``app``: ``Audited`` in app mode: one SELECT of the batch's old values, a generated diff against the
+  values ``bulk_update`` bound, the batch's changes kept as one block of JSON texts and written by one
+  COPY just before COMMIT;
+* ``trigger``: ``Audited`` in trigger mode: the statement-level triggers write the records (an update's
+  changes printed as JSON text by the trigger).
 
 Each run is one transaction (``with db_session: bulk_update(...)``, the COMMIT included) over freshly
 seeded rows, every row changing ``name``, ``qty`` and ``price``. ``test_audit_bulk_update`` gives the
 pytest-benchmark table (group ``audit-bulk-update-N-postgres``, contenders ``plain``/``app``/``trigger``);
 ``test_audit_targets`` runs the three in turns (paired rounds) and checks the median ratios to
 ``plain`` against the 1.5x target (nothing checked with ``--benchmark-disable``, where it runs 1,000
-rows once); a miss is reported as XFAIL with the ratios (app mode misses it today, see docs/mixins.md).
+rows once); a miss is reported as XFAIL with the ratios (see docs/mixins.md, "Cost", for what was measured).
 """
 
 from __future__ import annotations

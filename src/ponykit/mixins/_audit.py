@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any, ClassVar
 
+import orjson
 from pony.orm import select
 
 from .. import _pony
+from .._codegen import build_function
 from .._sql import dialect_of
 from ..bulk._extensions import BulkExtension, Change, register_extension
 from ..errors import ConfigurationError
-from ._audit_journal import Event, current_actor, journal_events
+from ._audit_journal import Block, Event, current_actor, journal_events
 from ._audit_plan import MASK, AuditPlan, Layout, audit_plan, same_value
 from ._audit_store import AuditRecord, declare_history, to_record
 from ._base import EntityMixin
@@ -197,6 +200,7 @@ class _AuditExtension(BulkExtension):
         plan = audit_plan(entity)
         history = _history_of(entity)
         actor = current_actor()
+        events: Sequence[Event | Block]
         if change.op == "update" and change.values and not change.computed and token is not None:
             events = _update_events(plan, history, actor, change, token[0], token[1])
         else:
@@ -239,9 +243,9 @@ def _update_events(
     change: Change,
     before: Layout,
     old: dict[str, tuple[Any, ...]],
-) -> list[Event]:
+) -> list[Event | Block]:
     """A bulk_update batch's events from the rows read before it and the values it bound (no read)."""
-    events: list[Event] = []
+    events: list[Event | Block] = []
     nkey = len(plan.key_columns)
     key_of_raw = plan.key_of_raw
     for columns, rows in change.values:
@@ -262,32 +266,106 @@ def _update_events(
                 if event is not None:
                     events.append(event)
             continue
-        # The common case, one plain column per attribute: one loop without slices or calls per value
-        spec = [
-            (f.name, before.columns.index(f.columns[0]), nkey + columns.index(f.columns[0]), _raw_json(f))
-            for f in layout.fields
-        ]
-        name = plan.name
-        int_key = plan.int_key and nkey == 1
-        for values in rows:
-            first = values[0]
-            key = str(first) if int_key and type(first) is int else key_of_raw(values[:nkey])
-            previous = old.get(key)
-            if previous is None:
-                continue  # no such row: bulk_update skipped it
-            changes: dict[str, list[Any]] = {}
-            for attr, i, j, conv in spec:
-                x, y = previous[i], values[j]
-                if x == y and type(x) is type(y):
-                    continue
-                if conv is not None:
-                    x = None if x is None else conv(x)
-                    y = None if y is None else conv(y)
-                if x != y:
-                    changes[attr] = [x, y]
-            if changes:
-                events.append(Event(history, name, key, "update", None, None, _NO_SECRET, actor, changes))
+        # The common case, one plain column per attribute: a loop generated for these columns
+        diff = _differ(plan, before, columns, layout)
+        keys, texts = diff(rows, old, key_of_raw)
+        if keys:
+            events.append(Block(history, plan.name, actor, keys, texts))
     return events
+
+
+def _differ(plan: AuditPlan, before: Layout, columns: tuple[str, ...], layout: Layout) -> Any:
+    """The generated diff of bulk_update rows setting ``columns`` (one plain column per attribute of
+    ``layout``) against the rows read before (in ``before``'s columns): ``diff(rows, old, key_of_raw)
+    -> (keys, changes as UTF-8 JSON)`` of the rows that changed, as ``_raw_update`` would find them."""
+    cache_key = (before.columns, columns, layout.columns)
+    found = plan.differs.get(cache_key)
+    if found is not None:
+        return found
+    nkey = len(plan.key_columns)
+    namespace: dict[str, Any] = {"_dumps": orjson.dumps}
+    if plan.int_key and nkey == 1:
+        key_line = "key = str(first) if type(first) is int else key_of_raw(values[:1])"
+    else:
+        key_line = f"key = key_of_raw(values[:{nkey}])"
+    lines = [
+        "def diff(rows, old, key_of_raw):",
+        "    keys = []",
+        "    texts = []",
+        "    get = old.get",
+        "    for values in rows:",
+        "        first = values[0]",
+        f"        {key_line}",
+        "        previous = get(key)",
+        "        if previous is None:",
+        "            continue  # no such row: bulk_update skipped it",
+    ]
+    new_at = [nkey + columns.index(f.columns[0]) for f in layout.fields]
+    old_at = [before.columns.index(f.columns[0]) for f in layout.fields]
+    if (
+        old_at == list(range(len(before.columns)))
+        and new_at == list(range(nkey, nkey + len(columns)))
+        and all(_exact(f) for f in layout.fields)
+    ):
+        # Equal tuples mean equal JSON forms for these types: a row written with its own values is skipped
+        lines += [f"        if previous == values[{nkey}:]:", "            continue"]
+    lines.append("        changes = {}")
+    for n, (f, i, j) in enumerate(zip(layout.fields, old_at, new_at, strict=True)):
+        conv = _raw_json(f)
+        lines += [
+            f"        x = previous[{i}]",
+            f"        y = values[{j}]",
+            "        if x != y or type(x) is not type(y):",
+        ]
+        point = _decimal_point(f)
+        if conv is not None and point is not None:
+            # A Decimal at the column's scale is its own text (as the field's fast dumper finds), inline
+            namespace[f"_conv{n}"] = conv
+            namespace["_Decimal"] = Decimal
+            for v in ("x", "y"):
+                lines += [
+                    f"            if {v} is not None:",
+                    f"                {v} = t if type({v}) is _Decimal and "
+                    f"(t := str({v}))[{point}:{point + 1}] == '.' else _conv{n}({v})",
+                ]
+        elif conv is not None:
+            namespace[f"_conv{n}"] = conv
+            lines += [
+                "            if x is not None:",
+                f"                x = _conv{n}(x)",
+                "            if y is not None:",
+                f"                y = _conv{n}(y)",
+            ]
+        namespace[f"_name{n}"] = f.name
+        lines += ["            if x != y:", f"                changes[_name{n}] = [x, y]"]
+    lines += [
+        "        if changes:",
+        "            keys.append(key)",
+        "            texts.append(_dumps(changes))",
+        "    return keys, texts",
+    ]
+    found = build_function("diff", lines, namespace, label=f"audit.diff {plan.name}")
+    plan.differs[cache_key] = found
+    return found
+
+
+def _decimal_point(f: Any) -> int | None:
+    """Where ``str()`` puts the point of a Decimal of ``f`` at its column's scale (None: no shortcut)."""
+    if _pony.attr_type(f.attr) is not Decimal or f.fast is None or f.fast is same_value:
+        return None
+    quantum = _pony.decimal_quantum(f.attr)
+    exponent = quantum.as_tuple().exponent if quantum is not None else None
+    if isinstance(exponent, int) and -3 <= exponent <= -1:
+        return exponent - 1  # scientific notation puts at least four characters after a point
+    return None
+
+
+def _exact(f: Any) -> bool:
+    """Whether equal raw values of ``f`` (old as read, new as bound) always have equal JSON forms."""
+    py_type = _pony.attr_type(f.attr)
+    if py_type is Decimal:  # at the column's scale: equal Decimals have one text
+        return f.fast is not None and f.fast is not same_value
+    return f.fast is not None and py_type in (int, str)
 
 
 def _raw_json(f: Any) -> Callable[[Any], Any] | None:
@@ -295,9 +373,6 @@ def _raw_json(f: Any) -> Callable[[Any], Any] | None:
     if f.fast is not None:
         return None if f.fast is same_value else f.fast
     return lambda v: f.json_of_raw((v,))
-
-
-_NO_SECRET: frozenset[str] = frozenset()
 
 
 def _read_rows(
@@ -311,13 +386,19 @@ def _read_rows(
     nkey = len(plan.key_columns)
     found: dict[str, tuple[Any, ...]] = {}
     statements: list[tuple[str, tuple[Any, ...]]] = []
-    if dialect.name == "postgres" and len(columns) == 1 and all(type(k[0]) is int for k in keys):
-        # One array parameter: PostgreSQL plans `= ANY($1)` once, where 10,000 placeholders take long
+    if (
+        dialect.name == "postgres"
+        and len(columns) == 1
+        and all(type(k[0]) is int for k in keys)
+        and min(keys)[0] >= -(2**63)
+        and max(keys)[0] < 2**63  # each a bigint
+    ):
+        # One array parameter: PostgreSQL plans `= ANY($1)` once, where 10,000 placeholders take long.
+        # Given as one array literal: psycopg2 would send ARRAY[1, 2, ...], 10,000 constants to parse.
         cols = ", ".join(dialect.q(c) for c in select_cols)
-        where = f"{dialect.q(columns[0])} = ANY({dialect.placeholder})"
-        statements.append(
-            (f"SELECT {cols} FROM {dialect.q(plan.table)} WHERE {where}", ([k[0] for k in keys],))
-        )
+        where = f"{dialect.q(columns[0])} = ANY({dialect.placeholder}::bigint[])"
+        literal = "{" + ",".join([str(k[0]) for k in keys]) + "}"
+        statements.append((f"SELECT {cols} FROM {dialect.q(plan.table)} WHERE {where}", (literal,)))
     else:
         per = max(1, min(len(keys), dialect.max_params // max(1, len(columns))))
         for start in range(0, len(keys), per):
@@ -327,7 +408,11 @@ def _read_rows(
     key_of_raw = plan.key_of_raw
     for sql, arguments in statements:
         cursor = _pony.execute_in_session(db, sql, arguments)
-        for raw in cursor.fetchall():
+        rows = cursor.fetchall()
+        if plan.int_key and nkey == 1 and all(type(raw[0]) is int for raw in rows):
+            found.update({str(raw[0]): raw[1:] for raw in rows})  # the key text of an integer key
+            continue
+        for raw in rows:
             found[key_of_raw(raw[:nkey])] = tuple(raw[nkey:])
     return found
 

@@ -26,7 +26,7 @@ import contextlib
 import contextvars
 import io
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -41,7 +41,7 @@ from ..security import current_principal, current_rls_settings
 from ..transactions import record_writes
 from ..transactions._hooks import TxState, tx_state
 
-__all__ = ["Event", "audit_actor", "current_actor", "journal_events"]
+__all__ = ["Block", "Event", "audit_actor", "current_actor", "journal_events"]
 
 _actor: contextvars.ContextVar[str | None] = contextvars.ContextVar("ponykit_audit_actor", default=None)
 
@@ -104,6 +104,31 @@ class Event:
 
 
 @dataclass(slots=True)
+class Block:
+    """The update events of one bulk batch, compactly: row ``keys[i]`` changed as the UTF-8 JSON
+    ``changes[i]`` says (``{name: [old, new]}``, no sensitive attribute). A row written once in the
+    transaction (the common case) becomes its record as is; a row written again is folded with its
+    other events, as :class:`Event` objects made then."""
+
+    history: Any
+    entity: str
+    actor: str | None
+    keys: list[str]
+    changes: list[bytes]  # orjson's output, kept as bytes: COPY takes them as they are
+
+    def events(self) -> list[Event]:
+        """The block as one :class:`Event` per row (to be folded with other writes of its rows)."""
+        history, entity, actor, loads = self.history, self.entity, self.actor, orjson.loads
+        return [
+            Event(history, entity, key, "update", None, None, _NO_SECRET, actor, loads(text))
+            for key, text in zip(self.keys, self.changes, strict=True)
+        ]
+
+
+_NO_SECRET: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
 class _Row:
     event: Event
     existed: bool
@@ -112,7 +137,7 @@ class _Row:
     secret: set[str] = field(default_factory=set)
 
 
-def journal_events(db: Any, events: list[Event]) -> None:
+def journal_events(db: Any, events: Sequence[Event | Block]) -> None:
     """Add ``events`` to the journal of the current transaction on ``db`` (written before its COMMIT)."""
     if not events:
         return
@@ -198,16 +223,37 @@ def _transaction_name(db: Any) -> str:
     return uuid.uuid4().hex
 
 
-_COLUMNS = ("entity", "key", "op", "changes", "actor", "at", "tx")
+# COPY's column order: what every record of a block shares first, so a block's lines are one prefix
+# and its (key, changes) pairs (see _copy_text).
+_COLUMNS = ("actor", "at", "tx", "entity", "op", "key", "changes")
+
+
+def _rewritten(entries: list[Event | Block]) -> bool:
+    """True when some row has more than one entry (an event or a block's line): it must be folded."""
+    seen: dict[tuple[Any, str], set[str]] = {}
+    for e in entries:
+        keys = e.keys if isinstance(e, Block) else (e.key,)
+        known = seen.setdefault((e.history, e.entity), set())
+        size = len(known)
+        known.update(keys)
+        if len(known) - size != len(keys):
+            return True
+    return False
 
 
 def _write_records(state: TxState) -> None:
     """The before-commit step: fold the journal and insert the records (one COPY or a few multi-row
     INSERTs per Database, written directly: every value is text made here, but the time)."""
-    events = [e for e in state.journal if isinstance(e, Event)]
-    if not events:
+    entries = [e for e in state.journal if isinstance(e, (Event, Block))]
+    if not entries:
         return
-    by_history: dict[Any, list[list[Any]]] = {}
+    blocks = [e for e in entries if isinstance(e, Block)]
+    if blocks and _rewritten(entries):
+        # Rows written more than once: every write as an Event, in journal order, folded below
+        entries = [x for e in entries for x in (e.events() if isinstance(e, Block) else (e,))]
+        blocks = []
+    events = [e for e in entries if isinstance(e, Event)]
+    by_history: dict[Any, tuple[list[list[Any]], list[Block]]] = {}
     commit_actor = current_actor()
     dumps = orjson.dumps
     for row in _fold(events):
@@ -217,46 +263,69 @@ def _write_records(state: TxState) -> None:
         op, changes = result
         event = row if isinstance(row, Event) else row.event
         actor = event.actor if event.actor is not None else commit_actor
-        by_history.setdefault(event.history, []).append(
-            [event.entity, event.key, op, dumps(changes).decode(), actor]
+        by_history.setdefault(event.history, ([], []))[0].append(
+            [actor, event.entity, op, event.key, dumps(changes).decode()]
         )
-    for history, records in by_history.items():
-        _insert(history, records)
+    for block in blocks:
+        if block.actor is None and commit_actor is not None:
+            block = Block(block.history, block.entity, commit_actor, block.keys, block.changes)
+        by_history.setdefault(block.history, ([], []))[1].append(block)
+    for history, (records, chunks) in by_history.items():
+        _insert(history, records, chunks)
 
 
-def _copy_text(records: list[list[Any]], at: str, tx: str) -> str:
-    """COPY text of the records: entity, key, op and changes are JSON or identifiers (no raw tab,
-    newline or NUL: JSON escapes them), so only their backslashes need doubling; the actor is any text."""
-    lines = []
-    tail = f"\t{at}\t{tx}"
+def _copy_text(records: list[list[Any]], blocks: list[Block], at: str, tx: str) -> bytes:
+    """COPY text of the records and blocks: entity, key, op and changes are JSON or identifiers (no raw
+    tab, newline or NUL: JSON escapes them), so only their backslashes need doubling; the actor is any
+    text. A block is one join of its (key, changes) pairs, each line prefixed by what they share."""
+    parts = []
     actors: dict[Any, str] = {None: "\\N"}
-    for entity, key, op, changes, actor in records:
-        if "\\" in key:
-            key = key.replace("\\", "\\\\")
-        if "\\" in changes:
-            changes = changes.replace("\\", "\\\\")
-        who = actors.get(actor)
-        if who is None:
-            who = actors[actor] = copy_text([[actor]]).rstrip("\n")
-        lines.append(f"{entity}\t{key}\t{op}\t{changes}\t{who}{tail}")
-    return "\n".join(lines) + "\n"
+
+    def who(actor: str | None) -> str:
+        text = actors.get(actor)
+        if text is None:
+            text = actors[actor] = copy_text([[actor]]).rstrip("\n")
+        return text
+
+    for actor, entity, op, key, changes in records:
+        line = f"{key}\t{changes}"
+        if "\\" in line:
+            line = line.replace("\\", "\\\\")
+        parts.append(f"{who(actor)}\t{at}\t{tx}\t{entity}\t{op}\t{line}\n")
+    data = [("".join(parts)).encode()]
+    for block in blocks:
+        if not block.keys:
+            continue
+        # bytes, not str: one non-BMP character would make a str of the whole body 4 bytes a character
+        keys = "\n".join(block.keys).encode().split(b"\n")
+        body = b"\n".join(map(b"\t".join, zip(keys, block.changes, strict=True)))
+        if b"\\" in body:
+            body = body.replace(b"\\", b"\\\\")
+        head = f"{who(block.actor)}\t{at}\t{tx}\t{block.entity}\tupdate\t".encode()
+        data.append(head + body.replace(b"\n", b"\n" + head) + b"\n")
+    return b"".join(data)
 
 
-def _insert(history: Any, records: list[list[Any]]) -> None:
+def _insert(history: Any, records: list[list[Any]], blocks: list[Block]) -> None:
     db = _pony.database_of(history)
     at = _pony.column_value(_pony.entity_attribute(history, "at"), datetime.now(timezone.utc))
     tx = _transaction_name(db)
     dialect = dialect_of(db)
     table = _pony.entity_info(history).table
     if dialect.name == "postgres":
-        text = _copy_text(records, copy_text([[at]]).rstrip("\n"), tx)
+        text = _copy_text(records, blocks, copy_text([[at]]).rstrip("\n"), tx)
         sql = dialect.copy_from_stdin(table, _COLUMNS)
-        _pony.copy_in_session(db, sql, io.StringIO(text))
+        _pony.copy_in_session(db, sql, io.BytesIO(text))
     else:
+        for block in blocks:
+            records.extend(
+                [block.actor, block.entity, "update", key, text.decode()]
+                for key, text in zip(block.keys, block.changes, strict=True)
+            )
         per = max(1, dialect.max_params // len(_COLUMNS))
         for start in range(0, len(records), per):
             chunk = records[start : start + per]
-            arguments = tuple(v for r in chunk for v in (*r, at, tx))
+            arguments = tuple(v for r in chunk for v in (r[0], at, tx, *r[1:]))
             _pony.execute_in_session(db, dialect.insert(table, _COLUMNS, len(chunk)), arguments)
     _pony.query_results_clear(db)
     record_writes(db, history, None)

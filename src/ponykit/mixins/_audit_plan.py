@@ -116,6 +116,8 @@ class AuditPlan:
 
     int_key: bool = False  # one integer key column: its key text is str(value)
     layouts: dict[frozenset[str] | None, Layout] = field(default_factory=dict, compare=False, repr=False)
+    # (read columns, set columns, layout columns) -> bulk_update's generated diff (see _audit._differ)
+    differs: dict[tuple[tuple[str, ...], ...], Any] = field(default_factory=dict, compare=False, repr=False)
 
     def layout(self, columns: frozenset[str] | None = None) -> Layout:
         """The recorded attributes whose columns are all among ``columns`` (None: every one)."""
@@ -185,6 +187,19 @@ def same_value(value: Any) -> Any:
 def _scaled_decimal(quantum: Decimal, general: Dump) -> Dump:
     # PostgreSQL and MariaDB hand back a Decimal of the column's scale: its text is the JSON form already
     exponent = quantum.as_tuple().exponent
+    if isinstance(exponent, int) and -3 <= exponent <= -1:
+        # str() puts its point at this index exactly when the value is at the column's scale (scientific
+        # notation puts at least four characters after a point): one str() instead of as_tuple() + str()
+        point = exponent - 1
+
+        def dump_text(value: Any) -> Any:
+            if type(value) is Decimal:
+                text = str(value)
+                if text[point : point + 1] == ".":
+                    return text
+            return general(value)
+
+        return dump_text
 
     def dump(value: Any) -> Any:
         if type(value) is Decimal and value.as_tuple().exponent == exponent:
