@@ -61,3 +61,21 @@ def test_an_encrypted_value_repeated_is_encrypted_for_each_row(db: Database) -> 
         stored = list(db.select("SELECT value FROM secret ORDER BY n"))
         assert [s.value for s in select(s for s in Secret).order_by(Secret.n)] == [same] * 3
     assert len(set(stored)) == 3  # a fresh nonce per row: equal plaintexts never look equal
+
+
+def test_a_callable_default_is_called_for_each_row_and_call(db: Database) -> None:
+    """A row without the value takes the attribute's default: never a result remembered from before."""
+    ticks = iter(dt.datetime(2026, 1, 1, tzinfo=UTC) + dt.timedelta(seconds=s) for s in range(100))
+
+    class Event(db.Entity):
+        n = Required(int)
+        at = Required(pk.types.AwareDatetime, default=lambda: next(ticks))
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    with db_session:
+        pk.bulk_insert(Event, [{"n": 0}, {"n": 1}])
+        pk.bulk_insert(Event, [{"n": 2}])
+    with db_session:
+        stored = [e.at.second for e in select(e for e in Event).order_by(Event.n)]
+    assert stored == [0, 1, 2]

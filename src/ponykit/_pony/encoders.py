@@ -254,6 +254,9 @@ def _repeats_encoded_once(lines: list[str], var: str, prefix: str, env: dict[str
     compiled encoder never see a value paired with another's result."""
     memo = f"{prefix}memo"
     env[memo] = [(object(), None)]
+    # Pony's DEFAULT marker stands for "no value given": its default may be callable (a timestamp), so a
+    # row without the value is encoded afresh, never from the memo.
+    env[f"{prefix}DEFAULT"] = _core.DEFAULT
     given = f"{prefix}given"
     return [
         f"{prefix}last = {memo}[0]",
@@ -262,7 +265,8 @@ def _repeats_encoded_once(lines: list[str], var: str, prefix: str, env: dict[str
         "else:",
         f"    {given} = {var}",
         *(f"    {line}" for line in lines),
-        f"    {memo}[0] = ({given}, {var})",
+        f"    if {given} is not {prefix}DEFAULT:",
+        f"        {memo}[0] = ({given}, {var})",
     ]
 
 
