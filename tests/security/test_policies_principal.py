@@ -145,6 +145,7 @@ def test_refusal_names_function_missing_permissions_and_identity_only() -> None:
         (("orders:write",), True),
         (frozenset({"orders:write"}), True),
         ({"orders:write": True}, True),
+        ({"orders:write": False}, False),  # a mapping grants only what it maps to a true value
         ({"orders:read"}, False),
         ("orders:write:all", False),  # a string is not a set of names (no substring match)
         (None, False),

@@ -183,6 +183,19 @@ def test_cached_queries_keep_one_entry_per_context(rls: RLS) -> None:
     assert bodies.cache_info().hits == 2  # the second round of each tenant was served from the cache
 
 
+def test_a_failing_statement_never_quotes_the_settings(rls: RLS) -> None:
+    """The settings ride in front of the statement on a line of their own: PostgreSQL's error quotes
+    the statement's line only."""
+    db, _doc = rls.app()
+    with (
+        pk.rls_context(tenant_id=1, note="SECRET-VALUE-123"),
+        db_session,
+        pytest.raises(Exception, match="nosuchcol") as info,
+    ):
+        db.select("SELECT nosuchcol FROM doc")
+    assert "SECRET-VALUE-123" not in str(info.value)
+
+
 def test_collection_loads_and_lookups_are_filtered_too(rls: RLS) -> None:
     """Every read path: a Set loaded from a shared object, its count, a lookup by key, a prefetch."""
     db, doc = rls.app()

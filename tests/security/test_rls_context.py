@@ -223,3 +223,23 @@ def test_settings_values_stay_out_of_logs(caplog: pytest.LogCaptureFixture) -> N
     with rls_context(tenant_id=SECRET):
         pass
     assert SECRET not in caplog.text
+
+
+def test_a_decorated_async_function_runs_its_body_inside_the_context() -> None:
+    @pk.rls_context(tenant_id=7)
+    async def handler() -> dict[str, str]:
+        await asyncio.sleep(0)
+        return pk.security.current_rls_settings()
+
+    async def main() -> dict[str, str]:
+        with pk.rls_context(tenant_id=1):
+            return await handler()
+
+    assert asyncio.run(main())["app.tenant_id"] == "7"
+    assert asyncio.run(handler()) == {"app.tenant_id": "7"}
+
+    def rows() -> Any:
+        yield pk.security.current_rls_settings()
+
+    with pytest.raises(pk.OptionError, match="generator"):
+        pk.rls_context(tenant_id=1)(rows)

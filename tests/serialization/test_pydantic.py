@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pony.orm import Database, commit, db_session, delete
+from pony.orm import Database, Optional, Required, commit, db_session, delete
 from serialization_models import FULL_BOOK, define
 from test_serialization_fast import book_values
 
@@ -197,3 +197,15 @@ def test_ponykit_types(db: Database) -> None:
         assert sorted((e["loc"], e["type"]) for e in theirs.value.errors()) == sorted(
             (e.loc, e.type) for e in ours.value.errors
         )
+
+
+def test_a_read_model_follows_a_later_sensitivity_declaration(db: Database) -> None:
+    class Holder(db.Entity, pk.Serializable):
+        name = Required(str)
+        pin = Optional(str)
+
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    assert "pin" in pk.pydantic_model(Holder).model_fields
+    pk.security.sensitive(Holder.pin)  # declared after a model was built (and cached)
+    assert "pin" not in pk.pydantic_model(Holder).model_fields

@@ -131,3 +131,31 @@ def test_validates_checks_names(db: Database) -> None:
             @pk.validates("emial")
             def check(self, name: str, value: Any) -> None:
                 pass
+
+
+def test_sensitive_value_masked_when_a_validator_or_clean_raises_validation_error(db: Database) -> None:
+    """A validator's own ValidationError, and clean()'s, quoting a sensitive value (str or repr)."""
+
+    class Card(db.Entity, pk.Serializable):
+        holder = Required(str, 40)
+        number = Optional(str, 40)
+
+        @pk.validates("number")
+        def check_number(self, name: str, value: Any) -> None:
+            if value and value.startswith("9"):
+                raise pk.ValidationError(f"number {value} rejected", [FieldError(name, f"bad {value!r}")])
+
+        def clean(self) -> None:
+            if self.number and self.number.endswith("0"):
+                raise pk.ValidationError(f"{self.number!r} may not end in 0")
+
+    pk.security.sensitive(Card.number)
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    with db_session, pytest.raises(pk.ValidationError) as info:
+        Card.from_dict({"holder": "h", "number": "9111-SECRET"}, allow=["number"])
+    assert "SECRET" not in str(info.value) and "SECRET" not in str(info.value.to_problem())
+    with pytest.raises(pk.ValidationError) as info, db_session:
+        Card(holder="h", number="1\\SECRET0")  # a backslash: its repr() differs from its str()
+        flush()
+    assert "SECRET" not in str(info.value) and "SECRET" not in str(info.value.to_problem())

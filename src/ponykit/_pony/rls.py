@@ -94,7 +94,9 @@ def settings_prefix(cursor: Any, settings: Sequence[tuple[str, str]], has_argume
     """``SELECT set_config('name', 'value', true), ...; `` with the values quoted by the driver, to put
     before a statement sent in the same round trip. With ``has_arguments`` the statement's own
     parameters are interpolated by the driver afterwards, so ``%`` in the prefix is doubled."""
-    sql = "SELECT " + ", ".join(["set_config(%s, %s, true)"] * len(settings)) + "; "
+    # The statement starts on a line of its own: a PostgreSQL error quotes the line it points at
+    # ("LINE 2: SELECT ..."), never the settings' values on line 1.
+    sql = "SELECT " + ", ".join(["set_config(%s, %s, true)"] * len(settings)) + ";\n"
     arguments = [item for pair in settings for item in pair]
     if _core.local.debug:
         _core.log_orm("SET ROW-LEVEL SECURITY SETTINGS " + ", ".join(name for name, _ in settings))

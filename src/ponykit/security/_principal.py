@@ -14,7 +14,7 @@ import contextvars
 import functools
 import inspect
 import threading
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
@@ -107,9 +107,12 @@ def permission_checker(checker: Callable[[Any, str], bool] | None) -> Callable[[
 
 
 def _default_check(principal: Any, permission: str) -> bool:
-    """``permission in principal.permissions`` (a set, list, tuple, frozenset or dict of names), else
-    ``principal.has_permission(permission)``; a principal with neither holds nothing (fail closed)."""
+    """``permission in principal.permissions`` (a set, list, tuple or frozenset of names; a mapping of
+    name -> truth, where only a true value grants), else ``principal.has_permission(permission)``; a
+    principal with neither holds nothing (fail closed)."""
     held = getattr(principal, "permissions", None)
+    if isinstance(held, Mapping):
+        return bool(held.get(permission))  # {"admin": False} does not grant "admin"
     if isinstance(held, Container) and not isinstance(held, (str, bytes)):
         return permission in held
     method = getattr(principal, "has_permission", None)

@@ -21,6 +21,7 @@ Policies and their DDL: :mod:`ponykit.security._rls_ddl` (``enable_rls``, ``sett
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -151,7 +152,22 @@ class rls_context:
         _forget_query_results()
 
     def __call__(self, fn: Any) -> Any:
-        """Use as a decorator: the function runs inside this context (a new entry per call)."""
+        """Use as a decorator: the function runs inside this context (a new entry per call). An
+        ``async def`` function runs its whole body inside it, when awaited; a generator function is
+        refused (its body would run after the call returned, outside the context)."""
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise OptionError(
+                f"rls_context() cannot decorate the generator function {fn.__qualname__}: its body runs "
+                "after the call returns; enter the context inside it (`with rls_context(...):`)"
+            )
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                with self:
+                    return await fn(*args, **kwargs)
+
+            return run_async
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -26,6 +26,7 @@ from typing import Annotated, Any
 
 from .. import _pony
 from ..errors import ConfigurationError, OptionError
+from ..security.sensitive import on_change
 from ._codec import custom_codec, nullable, value_dumper, value_schema
 from ._entity import serialize
 from ._jsonschema import key_schema, object_schema
@@ -58,6 +59,15 @@ def _annotated(args: tuple[Any, ...]) -> Any:
 
 
 _lock = threading.Lock()
+
+
+def _forget_models() -> None:
+    # A read model built before sensitive(User.pin) must not go on exposing pin: build them again.
+    with _lock:
+        _cache.clear()
+
+
+on_change(_forget_models)
 
 
 def _need_pydantic() -> None:

@@ -103,17 +103,39 @@ def check_names(entity: type) -> None:
 
 
 def _hide(attr: Any, value: Any, message: str) -> str:
+    """``message`` without the value of a sensitive attribute, as ``str()`` or ``repr()`` prints it."""
     if value is not None and attr is not None and is_sensitive(attr):
-        text = str(value)
-        if text and text in message:
-            return message.replace(text, mask(value))
+        for text in (repr(value), str(value)):  # repr first: it contains str's text for a plain str
+            if text and text in message:
+                message = message.replace(text, mask(value))
     return message
 
 
-def _located(exc: ValidationError, loc: tuple[str | int, ...]) -> list[FieldError]:
+def _object_hider(obj: Any) -> Callable[[str], str]:
+    """A message -> the message without the loaded values of ``obj``'s sensitive attributes."""
+    secrets = []
+    for info in _pony.attr_infos(type(obj)):
+        if info.kind == "value" and is_sensitive(info.attr):
+            value = _pony.loaded_value_by_name(obj, info.name)
+            if value is not _pony.DEFAULT and value is not None:
+                secrets.append((info.attr, value))
+
+    def hide(message: str) -> str:
+        for attr, value in secrets:
+            message = _hide(attr, value, message)
+        return message
+
+    return hide
+
+
+def _located(
+    exc: ValidationError, loc: tuple[str | int, ...], hide: Callable[[str], str]
+) -> list[FieldError]:
+    """A validator's ValidationError at ``loc``; its messages pass through ``hide`` (a validator may quote
+    the value it refused)."""
     if not exc.errors:
-        return [FieldError(loc, exc.summary)]
-    return [FieldError((*loc, *e.loc), e.msg, type=e.type, ctx=e.ctx) for e in exc.errors]
+        return [FieldError(loc, hide(exc.summary))]
+    return [FieldError((*loc, *e.loc), hide(e.msg), type=e.type, ctx=e.ctx) for e in exc.errors]
 
 
 def run_field(
@@ -136,7 +158,7 @@ def run_field(
         try:
             validator(obj, name, value)
         except ValidationError as exc:
-            errors.extend(_located(exc, loc))
+            errors.extend(_located(exc, loc, lambda message: _hide(attr, value, message)))
             ok = False
         except ValueError as exc:
             errors.append(FieldError(loc, _hide(attr, value, str(exc)), type="value_error"))
@@ -150,17 +172,18 @@ def run_clean(obj: Any, where: str | tuple[str | int, ...], errors: list[FieldEr
     if not callable(clean):
         return
     loc = FieldError(where, "").loc
+    hide = _object_hider(obj)  # clean() sees the whole object: any sensitive value may be quoted
     try:
         result = clean()
     except ValidationError as exc:
-        errors.extend(_located(exc, loc))
+        errors.extend(_located(exc, loc, hide))
         return
     except ValueError as exc:
-        errors.append(FieldError(loc, str(exc), type="value_error"))
+        errors.append(FieldError(loc, hide(str(exc)), type="value_error"))
         return
     if result:
         for error in _as_errors(result, type(obj)):
-            errors.append(FieldError((*loc, *error.loc), error.msg, type=error.type, ctx=error.ctx))
+            errors.append(FieldError((*loc, *error.loc), hide(error.msg), type=error.type, ctx=error.ctx))
 
 
 def _as_errors(result: Any, entity: type) -> Sequence[FieldError]:
