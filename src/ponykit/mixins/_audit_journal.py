@@ -207,10 +207,12 @@ def _changes(row: _Row | Event) -> tuple[str, dict[str, list[Any]]] | None:
         return "insert", {name: [None, value] for name, value in row.end.items() if value is not None}
     if row.end is None:
         return "delete", {name: [value, None] for name, value in row.start.items() if value is not None}
+    # A sensitive value is masked: two masks may hide a change, so a written one counts as changed;
+    # NULL at both ends is known to be no change (set and cleared again in the transaction).
     changes = {
         name: [row.start.get(name), value]
         for name, value in row.end.items()
-        if name in row.secret or row.start.get(name) != value
+        if row.start.get(name) != value or (name in row.secret and value is not None)
     }
     return ("update", changes) if changes else None
 
