@@ -71,6 +71,7 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "EntityInfo",
     "LinkTable",
     "RelationKind",
+    "attr_autostrip",
     "attr_column",
     "attr_expectation",
     "attr_info",

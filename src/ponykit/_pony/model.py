@@ -23,6 +23,7 @@ __all__ = [
     "EntityInfo",
     "LinkTable",
     "RelationKind",
+    "attr_autostrip",
     "attr_column",
     "attr_expectation",
     "attr_info",
@@ -372,6 +373,13 @@ def attr_type(attr: Attribute) -> Any:
 def is_attribute(value: Any) -> bool:
     """True for a Pony entity attribute (``Required``, ``Optional``, ``PrimaryKey``, ``Set`` ...)."""
     return isinstance(value, _core.Attribute)
+
+
+def attr_autostrip(attr: Attribute) -> bool:
+    """True when Pony strips surrounding whitespace from the attribute's str values before checking and
+    storing them (``StrConverter.autostrip``, on by default); False before the mapping is built."""
+    converters = attr.converters or ()
+    return bool(converters and getattr(converters[0], "autostrip", False))
 
 
 def attr_label(attr: Attribute) -> str:

@@ -106,6 +106,8 @@ def constraint_error(attr: Any, value: Any, *, required: bool) -> tuple[str, str
     hidden = is_sensitive(attr)  # declared sensitive, or of a sensitive (encrypted) type
     label = _pony.attr_label(attr)
     if isinstance(value, str) and is_text(attr):
+        if _pony.attr_autostrip(attr):
+            value = value.strip()  # what Pony checks and stores: "\r" is an empty string to it
         max_len = _pony.max_length(attr)
         if max_len is not None and len(value) > max_len:
             given = "a longer value (not shown)" if hidden else f"{len(value)} characters"
