@@ -248,14 +248,12 @@ def bulk_encoder_source(
 
 
 def _repeats_encoded_once(lines: list[str], var: str, prefix: str, env: dict[str, Any]) -> list[str]:
-    """``lines`` behind a one-entry memo: the same value object as the last one encoded (a timestamp
-    repeated down a batch) takes the last result. For a ponykit type that says it is deterministic only.
-    The memo is one tuple, replaced whole after a value encoded without error: threads sharing the
-    compiled encoder never see a value paired with another's result."""
+    """``lines`` behind a one-entry memo (deterministic ponykit types only): the value object encoded last
+    (a timestamp repeated down a batch) takes the last result. The memo is one tuple, replaced whole after
+    a value encoded without error, so threads sharing the encoder never pair a value with another's
+    result; Pony's DEFAULT ("no value": maybe a callable default) is never memoized."""
     memo = f"{prefix}memo"
     env[memo] = [(object(), None)]
-    # Pony's DEFAULT marker stands for "no value given": its default may be callable (a timestamp), so a
-    # row without the value is encoded afresh, never from the memo.
     env[f"{prefix}DEFAULT"] = _core.DEFAULT
     given = f"{prefix}given"
     return [
