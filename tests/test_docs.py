@@ -12,6 +12,8 @@ import contextlib
 import gc
 import linecache
 import re
+import sys
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +102,7 @@ def doc_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, _Fi
     yield runs
     for run in runs.values():
         _close_databases(run.namespace)
+        sys.modules.pop(run.namespace.get("__name__", ""), None)
         run.namespace.clear()
     gc.collect()
 
@@ -140,7 +143,11 @@ if BLOCKS:
         if run is None:
             workdir = tmp_path_factory.mktemp("doc-" + re.sub(r"\W+", "-", block.rel))
             run = doc_runs[block.rel] = _FileRun(workdir)
-            run.namespace["__name__"] = "ponykit_doc_" + re.sub(r"\W+", "_", block.rel)
+            # A real module in sys.modules: libraries look their callers' modules up there (Pydantic
+            # does, parametrizing a generic model such as Page[ProductOut]).
+            module = types.ModuleType("ponykit_doc_" + re.sub(r"\W+", "_", block.rel))
+            sys.modules[module.__name__] = module
+            run.namespace = module.__dict__
         monkeypatch.chdir(run.workdir)
         siblings = [b for b in BLOCKS if b.rel == block.rel]
         index = siblings.index(block)
