@@ -3,7 +3,8 @@
 A test that asks for ``backend`` (or ``db``, or ``make_db``) runs once per backend: on SQLite always, on
 PostgreSQL and MariaDB when ``PONYKIT_TEST_POSTGRES`` / ``PONYKIT_TEST_MYSQL`` hold server URLs (for
 example ``postgresql://postgres@127.0.0.1:5432/test`` and ``mysql://root@127.0.0.1:3306/test``).
-Redis tests use ``redis_url`` and ``PONYKIT_TEST_REDIS`` (``redis://127.0.0.1:6379/0``).
+Redis tests use ``redis_url`` and ``PONYKIT_TEST_REDIS`` (``redis://127.0.0.1:6379/0``); RabbitMQ tests use
+``amqp_url`` and ``PONYKIT_TEST_AMQP`` (``amqp://guest:guest@127.0.0.1:5672/``).
 
 Each test gets its own SQLite file, PostgreSQL schema (through ``search_path``) or MariaDB database, so
 tests never see each other's rows. With ``PONYKIT_REQUIRE_BACKENDS=1`` (CI sets it) a backend whose URL
@@ -32,7 +33,14 @@ import ponykit
 import ponykit.kit
 
 BACKENDS = ("sqlite", "postgres", "mysql")
-ENV_VARS = {"postgres": "PONYKIT_TEST_POSTGRES", "mysql": "PONYKIT_TEST_MYSQL", "redis": "PONYKIT_TEST_REDIS"}
+ENV_VARS = {
+    "postgres": "PONYKIT_TEST_POSTGRES",
+    "mysql": "PONYKIT_TEST_MYSQL",
+    "redis": "PONYKIT_TEST_REDIS",
+    "amqp": "PONYKIT_TEST_AMQP",
+}
+# Services a test asks for by fixture name; each is a label in the per-backend counts CI checks.
+SERVICE_FIXTURES = {"redis_url": "redis", "amqp_url": "amqp"}
 REQUIRE = os.environ.get("PONYKIT_REQUIRE_BACKENDS", "") not in ("", "0")
 
 # Hypothesis profiles (HYPOTHESIS_PROFILE selects one). A new user's plain `pytest` and CI must give the same
@@ -228,6 +236,16 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def amqp_url() -> str:
+    """A RabbitMQ URL from ``PONYKIT_TEST_AMQP``; queues and exchanges the test declares should be unique."""
+    url = os.environ.get(ENV_VARS["amqp"])
+    if not url:
+        _missing("amqp")
+    assert url is not None
+    return url
+
+
+@pytest.fixture
 def unique_prefix() -> str:
     """A key prefix no other test uses."""
     return "pktest:" + uuid.uuid4().hex[:12] + ":"
@@ -247,8 +265,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     labels = []
     if callspec is not None and "backend_name" in callspec.params:
         labels.append(callspec.params["backend_name"])
-    if "redis_url" in getattr(item, "fixturenames", ()):
-        labels.append("redis")
+    fixturenames = getattr(item, "fixturenames", ())
+    labels.extend(label for name, label in SERVICE_FIXTURES.items() if name in fixturenames)
     report.ponykit_backends = labels  # type: ignore[attr-defined]
 
 
@@ -282,7 +300,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     counts = config.stash.get(_counts_key, Counter())
     lines = []
-    for label in (*BACKENDS, "redis"):
+    for label in (*BACKENDS, *SERVICE_FIXTURES.values()):
         parts = [f"{counts[f'{label} {kind}']} {kind}" for kind in ("passed", "failed", "skipped", "xfailed")]
         lines.append(f"{label}: " + ", ".join(parts))
     terminalreporter.write_sep("-", "ponykit tests per backend")
