@@ -107,6 +107,10 @@ EXPECTED_BASES: list[tuple[type[Exception], tuple[type[BaseException], ...]]] = 
     (pk.errors.VersionConflict, ()),
     (pk.PermissionDenied, (PermissionError,)),
     (pk.RLSContextError, (PermissionError,)),
+    (pk.errors.ReadOnlySessionError, (RuntimeError,)),
+    (pk.errors.PoolTimeout, (TimeoutError,)),
+    (pk.errors.OutboxError, ()),
+    (pk.errors.PublishError, (pk.errors.OutboxError, ConnectionError)),
 ]
 
 

@@ -33,6 +33,10 @@ raised on purpose. Where a builtin fits, the error also derives from it, so code
     │                                              action: the call or query is refused before any SQL
     ├── RLSContextError         (PermissionError)  a statement needs row-level security settings that no
     │                                              rls_context() gives: refused before any SQL is sent
+    ├── ReadOnlySessionError    (RuntimeError)  a write in a read-only (replica) session, refused before SQL
+    ├── PoolTimeout             (TimeoutError)  no pooled connection became free within the pool's timeout
+    ├── OutboxError                            the transactional outbox cannot do what was asked
+    │   └── PublishError        (ConnectionError)  the broker did not confirm a message: it is retried
     ├── QueryCountExceeded      (AssertionError)  more SQL statements ran than allowed
     ├── NPlusOneDetected        (AssertionError)  one statement shape ran once per object: prefetch
     └── StatementMismatch       (AssertionError)  the SQL a block ran is not what a test expected
@@ -56,6 +60,8 @@ from typing import Any
 
 from pony.orm import ConnectionClosedError
 
+from ._fields import FieldError
+
 __all__ = [
     "AmbiguousCommitError",
     "BulkWriteError",
@@ -71,10 +77,14 @@ __all__ = [
     "MemoryCacheWarning",
     "NPlusOneDetected",
     "OptionError",
+    "OutboxError",
     "PermissionDenied",
     "PonykitError",
+    "PoolTimeout",
+    "PublishError",
     "QueryCountExceeded",
     "RLSContextError",
+    "ReadOnlySessionError",
     "RetriesExhausted",
     "RotationInProgress",
     "SerializationOptionError",
@@ -125,87 +135,6 @@ class UnsupportedDatabase(ConfigurationError, NotImplementedError):
     The message names the feature and the databases it supports. Also a ``NotImplementedError``, which
     it raised before.
     """
-
-
-def _loc_of(path: str) -> tuple[str | int, ...]:
-    """``"lines.2.qty"`` -> ``("lines", 2, "qty")``: digits are list indexes, as in Pydantic's ``loc``."""
-    if not path:
-        return ()
-    return tuple(int(p) if p.isdigit() else p for p in path.split("."))
-
-
-def _json_safe(value: Any) -> Any:
-    """A ``ctx`` value as JSON has it: numbers and strings as they are, anything else (Decimal) as text."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return str(value)
-
-
-class FieldError:
-    """One problem with one input field, in Pydantic's error vocabulary.
-
-    - ``loc``: where it is, a tuple of attribute names and list indexes (``("lines", 2, "qty")``);
-    - ``type``: what kind of problem, with Pydantic's name where a Pydantic constraint matches
-      (``"missing"``, ``"string_too_long"``, ``"greater_than_equal"``, ``"less_than_equal"``,
-      ``"int_type"``, ``"decimal_max_places"``, ``"enum"``, ``"extra_forbidden"``...), else a ponykit
-      name (``"not_found"`` for a key with no row) or ``"value_error"`` (a validator's refusal);
-    - ``msg``: what was expected and what was given (never a sensitive or encrypted value);
-    - ``ctx``: the constraint's parameters (``{"max_length": 10}``), or None.
-
-    ``FieldError(path, message)`` still works (``path`` a dotted string, or a ``loc`` tuple), and
-    ``path`` (``"lines.2.qty"``) and ``message`` read as before. Two errors are equal when they have the
-    same ``loc`` and ``msg``: ``type`` and ``ctx`` classify the same problem.
-    """
-
-    __slots__ = ("ctx", "loc", "msg", "type")
-
-    def __init__(
-        self,
-        path: str | Sequence[str | int],
-        message: str,
-        *,
-        type: str = "value_error",  # the name Pydantic gives the key
-        ctx: dict[str, Any] | None = None,
-    ) -> None:
-        self.loc: tuple[str | int, ...] = _loc_of(path) if isinstance(path, str) else tuple(path)
-        self.msg = message
-        self.type = type
-        self.ctx = ctx
-
-    @property
-    def path(self) -> str:
-        """The dotted form of ``loc`` (``"lines.2.qty"``; ``""`` for the input as a whole)."""
-        return ".".join(str(p) for p in self.loc)
-
-    @property
-    def message(self) -> str:
-        """The same as ``msg`` (its name before the Pydantic-compatible keys)."""
-        return self.msg
-
-    def to_dict(self) -> dict[str, Any]:
-        """``{"loc": [...], "type": ..., "msg": ..., "ctx": {...}}``, JSON-safe, the shape of one item of
-        Pydantic's ``errors()`` and FastAPI's 422 ``detail`` (without ``input``: it is never echoed)."""
-        item: dict[str, Any] = {"loc": list(self.loc), "type": self.type, "msg": self.msg}
-        if self.ctx:
-            item["ctx"] = {k: _json_safe(v) for k, v in self.ctx.items()}
-        return item
-
-    def __repr__(self) -> str:
-        ctx = f", ctx={self.ctx!r}" if self.ctx else ""
-        return f"FieldError({self.path!r}, {self.msg!r}, type={self.type!r}{ctx})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, FieldError):
-            return NotImplemented
-        return (self.loc, self.msg) == (other.loc, other.msg)
-
-    def __hash__(self) -> int:
-        return hash((self.loc, self.msg))
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.msg}" if self.loc else self.msg
 
 
 class FactoryError(ConfigurationError):
@@ -488,6 +417,28 @@ class RLSContextError(PonykitError, PermissionError):
     def __init__(self, message: str, missing: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.missing = tuple(missing)
+
+
+class ReadOnlySessionError(PonykitError, RuntimeError):
+    """A read-only session (``replica_session()``, ``transaction(read_only=True)``) tried to write: an
+    INSERT, UPDATE, DELETE or DDL statement, or a flush of changed objects. Raised before any SQL is sent;
+    the message names the statement's kind and the session that was read-only."""
+
+
+class PoolTimeout(PonykitError, TimeoutError):
+    """No connection of a bounded pool (``bind_url(..., pool=PoolConfig(...))``) became free within its
+    ``timeout``. The message names the database (password redacted), ``max_size``, how long it waited and
+    how many connections were in use; raise ``max_size`` or shorten what holds connections."""
+
+
+class OutboxError(PonykitError):
+    """The transactional outbox cannot do what was asked: ``publish()`` outside a ``db_session`` or on a
+    Database attached without ``outbox=True``, a payload that is not JSON-safe, a sensitive value."""
+
+
+class PublishError(OutboxError, ConnectionError):
+    """A broker did not confirm a message (unreachable, refused, nacked, timed out). The relay keeps the
+    message pending and retries it with backoff; the message names the broker (URL redacted) and topic."""
 
 
 class MemoryCacheWarning(UserWarning):
