@@ -27,6 +27,7 @@ itself, nor reads a Pony attribute's fields: it asks :func:`attr_info` for a fro
 - ``entity_hooks``: save hooks on one entity class (the entity mixins' before/after flush hooks)
 - ``predicates``: policy predicates ``(obj, principal)`` decompiled and OR-ed into ``Query.filter`` text
 - ``rls``: row-level security settings applied in a session's transaction (PostgreSQL)
+- ``routing``: which server a session's connection comes from: the read intent, replica routing hooks
 - ``audit``: an object's stored and current column values, raw column decoding (the audit trail)
 
 Written against Pony 0.7.20; ``docs/internals.md`` lists every private Pony name used here, and every
@@ -56,6 +57,7 @@ from .queries import *  # noqa: F403 - each module's __all__, listed again below
 from .references import *  # noqa: F403 - each module's __all__, listed again below
 from .relations import *  # noqa: F403 - each module's __all__, listed again below
 from .rls import *  # noqa: F403 - each module's __all__, listed again below
+from .routing import *  # noqa: F403 - each module's __all__, listed again below
 from .savepoints import *  # noqa: F403 - each module's __all__, listed again below
 from .session import *  # noqa: F403 - each module's __all__, listed again below
 from .sqlbuilder import *  # noqa: F403 - each module's __all__, listed again below
@@ -332,6 +334,22 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "remember_settings",
     "session_in_transaction",
     "settings_prefix",
+    # routing: which server a session's connection comes from: the read intent, replica routing hooks
+    "MoveToPrimary",
+    "OnWrite",
+    "ReadIntent",
+    "chain_provider_method",
+    "is_moved_to_primary",
+    "make_thread_pool",
+    "pending_flush",
+    "read_intent",
+    "refuse_write",
+    "reset_read_intent",
+    "routes_reads",
+    "session_connection",
+    "set_read_intent",
+    "set_router",
+    "write_starting",
     # audit: an object's stored and current column values, raw column decoding (the audit trail)
     "audited_attributes",
     "column_decoder",

@@ -11,16 +11,31 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, OptionError, UnsupportedDatabase
+from ._pins import current_pin, use_pin
+from ._replicas import ReplicaConfig, install_router, replica_status
+from ._session import replica_session
 
 if TYPE_CHECKING:
     from pony.orm import Database
 
-__all__ = ["BindHook", "bind_direct", "bind_url", "parse_url", "redact_url", "set_bind_hook"]
+__all__ = [
+    "BindHook",
+    "ReplicaConfig",
+    "bind_direct",
+    "bind_url",
+    "current_pin",
+    "parse_url",
+    "redact_url",
+    "replica_session",
+    "replica_status",
+    "set_bind_hook",
+    "use_pin",
+]
 
 _SCHEMES = {
     "sqlite": "sqlite",
@@ -181,8 +196,17 @@ def set_bind_hook(hook: BindHook | None) -> BindHook | None:
     return previous
 
 
-def bind_url(db: Database, url: str, **overrides: Any) -> None:
+Replicas = Sequence[str] | ReplicaConfig
+
+
+def bind_url(db: Database, url: str, *, replicas: Replicas = (), **overrides: Any) -> None:
     """Bind ``db`` to the database ``url`` names; keyword ``overrides`` replace what the URL gives.
+
+    ``replicas``: URLs of PostgreSQL streaming replicas of ``url`` (or a :class:`ReplicaConfig` with
+    them and the routing options). Read sessions (:func:`replica_session`, ``transaction(read_only=True)``,
+    GET requests of the web integrations when enabled) then use a healthy replica that has replayed
+    the reader's own last commit; everything else uses the primary (see docs/scaling.md). The
+    ``overrides`` apply to the replicas too, except the ones a replica URL gives itself.
 
     Pony connects while binding, so connection errors surface here. They are re-raised unchanged unless
     their text contains the password; then a :class:`ConfigurationError` with the password masked is
@@ -191,13 +215,15 @@ def bind_url(db: Database, url: str, **overrides: Any) -> None:
     """
     hook = _bind_hook
     if hook is not None and hook(db, url):
-        return
-    bind_direct(db, url, **overrides)
+        return  # the test plugin bound it to the test database: replicas are not used under tests
+    bind_direct(db, url, replicas=replicas, **overrides)
 
 
-def bind_direct(db: Database, url: str, **overrides: Any) -> None:
+def bind_direct(db: Database, url: str, *, replicas: Replicas = (), **overrides: Any) -> None:
     """:func:`bind_url` without asking the test plugin's hook (the plugin binds with it)."""
     provider, kwargs = parse_url(url)
+    config = _replica_config(replicas)
+    targets = [(redact_url(u), _replica_kwargs(u, provider, overrides)) for u in config.urls]
     if "provider" in overrides:
         raise ConfigurationError("the provider comes from the URL scheme and cannot be overridden")
     aliases = _ALIASES[provider]
@@ -228,6 +254,39 @@ def bind_direct(db: Database, url: str, **overrides: Any) -> None:
         # Raised outside the except block so that the original exception, which holds the password,
         # is not kept as __context__ either.
         raise ConfigurationError(failure) from None
+    if targets:
+        install_router(db, targets, config)
+
+
+def _replica_config(replicas: Replicas) -> ReplicaConfig:
+    if isinstance(replicas, ReplicaConfig):
+        return replicas
+    if isinstance(replicas, str):
+        raise OptionError(
+            "bind_url(replicas=...) takes a list of URLs (or a ReplicaConfig), got one str: "
+            "write replicas=[url]"
+        )
+    return ReplicaConfig(urls=tuple(replicas))
+
+
+def _replica_kwargs(url: str, provider: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    if provider != "postgres":
+        raise UnsupportedDatabase(
+            f"bind_url(replicas=...) supports PostgreSQL streaming replicas only; the primary URL is a "
+            f"{provider} URL. Bind without replicas= (reads then use the primary)"
+        )
+    kind, kwargs = parse_url(url)
+    if kind != provider:
+        raise ConfigurationError(
+            f"replica URL {redact_url(url)!r} is not a {provider} URL like its primary's; a replica "
+            "is a streaming replica of the primary (postgresql://...)"
+        )
+    aliases = _ALIASES[provider]
+    given = {aliases.get(k, k) for k in kwargs}
+    for key, value in overrides.items():
+        if aliases.get(key, key) not in given:
+            kwargs[key] = value
+    return kwargs
 
 
 def _fail(provider: str, text: str, problem: str) -> ConfigurationError:

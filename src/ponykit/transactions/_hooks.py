@@ -33,7 +33,7 @@ from .._kit import CommitEvent, Kit
 from ..errors import CallbackError, ConnectionLostError
 from ._classify import mark_unanswered_commit, server_answered
 from ._isolation import Mode
-from ._statements import MEMO_MAX_CHARS, WRITE_MEMO, is_write_statement_memo
+from ._statements import MEMO_MAX_CHARS, WRITE_MEMO, is_write_statement_memo, refuse_write_statement
 
 __all__ = ()
 
@@ -416,6 +416,8 @@ def _wrap_execute(kit: Kit, original: Callable[..., Any]) -> Callable[..., Any]:
     note = _note_statement
 
     def execute(cursor: Any, sql: str, arguments: Any = None, returning_id: bool = False) -> Any:
+        if _pony.read_intent() is not None:  # a read-only session (replica_session(), read-only transaction)
+            refuse_write_statement(db, sql)
         before = kit.before_statement  # row-level security settings (ponykit.security.rls), or None
         sent = sql if before is None else before(cursor, sql, arguments)  # listeners see `sql` alone
         listeners = kit._execute_listeners

@@ -15,6 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from contextvars import Token
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
@@ -68,6 +69,7 @@ class Backoff:
 
 
 _DEFAULT_BACKOFF = Backoff()
+_READ_ONLY = _pony.ReadIntent("transaction(read_only=True)", transaction=True)
 _jitter = random.Random()  # noqa: S311 - spreads retries in time; nothing secret depends on it
 
 
@@ -89,6 +91,12 @@ class Block:
         self.owner = False
         self.set_mode = False  # joined a plain db_session and set the mode of its transaction
         self.started = 0.0
+        self.intent: Token[Any] | None = None  # the read intent this block set (replicas), to reset
+
+    def _end_intent(self) -> None:
+        if self.intent is not None:
+            _pony.reset_read_intent(self.intent)
+            self.intent = None
 
     def enter(self) -> None:
         outer = next((b for b in reversed(_active.blocks) if b.db is self.db), None)
@@ -107,12 +115,22 @@ class Block:
             _active.blocks.append(self)
             return
         self.started = time.perf_counter()
-        db_session.__enter__()
+        if self.mode.read_only and _pony.routes_reads(self.db) is not None:
+            # A Database with replicas: this transaction may run on one (see ponykit.binding).
+            self.intent = _pony.set_read_intent(_READ_ONLY)
+        try:
+            db_session.__enter__()
+        except BaseException:
+            self._end_intent()
+            raise
         self.owner = True
         try:
             self._begin()
         except BaseException as exc:
-            db_session.__exit__(type(exc), exc, exc.__traceback__)  # rolls back, releases the connection
+            try:
+                db_session.__exit__(type(exc), exc, exc.__traceback__)  # rolls back, releases the connection
+            finally:
+                self._end_intent()
             raise
         _active.blocks.append(self)
         if log.isEnabledFor(logging.DEBUG):  # describe_database() is not free: only when recorded
@@ -161,7 +179,10 @@ class Block:
                 if state is not None:
                     state.mode = None  # later transactions of the enclosing db_session use the defaults
             return
-        db_session.__exit__(exc_type, exc, tb)  # commits, or rolls back when exc_type is set
+        try:
+            db_session.__exit__(exc_type, exc, tb)  # commits, or rolls back when exc_type is set
+        finally:
+            self._end_intent()
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "ponykit: %s transaction (attempt %d) on the %s",

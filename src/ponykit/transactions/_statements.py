@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MEMO_MAX_CHARS", "WRITE_MEMO", "is_write_statement", "is_write_statement_memo"]
+from pony.orm import Database
+
+from .. import _pony
+
+__all__ = [
+    "MEMO_MAX_CHARS",
+    "WRITE_MEMO",
+    "is_write_statement",
+    "is_write_statement_memo",
+    "refuse_write_statement",
+]
 
 _READ_HEAD = re.compile(r"[\s(]*(?:(select|show)|explain)\b", re.IGNORECASE)
 # Tried only where "for"/"lock" occurs in the lowered tail: a search with IGNORECASE over the tail cost
@@ -66,3 +76,12 @@ def is_write_statement_memo(sql: str) -> bool:
             WRITE_MEMO.clear()
         WRITE_MEMO[sql] = found
     return found
+
+
+def refuse_write_statement(db: Database, sql: str) -> None:
+    """In a read-only session: refuse a write statement before it is sent (ReadOnlySessionError), or move
+    the session to the primary (``replica_session(on_write="primary")``). Reads pass."""
+    if is_write_statement_memo(sql):
+        words = sql.lstrip(" \t\n(").split(None, 1)
+        kind = words[0].upper()[:16] if words else "empty"
+        _pony.refuse_write(db, f"{'an' if kind[:1] in 'AEIOU' else 'a'} {kind} statement")

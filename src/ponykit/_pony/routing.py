@@ -1,0 +1,174 @@
+"""Which server a session's connection comes from: the read intent, and the session facts a router needs.
+
+``ponykit.binding`` installs a router as the pool of a Database bound with replicas. Pony asks the pool
+for a connection when a ``db_session`` first needs one (``SessionCache.connect``), and gives it back when
+the session ends (``release``) or the connection failed (``drop``). This module holds what both the
+router (``binding``) and the statement hook (``transactions``) need, below both of them:
+
+- the *read intent* of the current context (``replica_session()``, ``transaction(read_only=True)``, a GET
+  request of a web integration): a ``ContextVar``, so it follows asyncio tasks and copied contexts;
+- what a router reads of Pony's session cache (is a write about to start, has the session been moved to
+  the primary) and the exception that moves a session from a replica to the primary through Pony's own
+  reconnect path (``SessionCache.reconnect`` asks ``provider.should_reconnect`` and drops the connection);
+- chaining a provider method on one provider instance without ponykit's "wrapped" mark, so that
+  ``attach()`` (which refuses to wrap a method twice) still wraps it afterwards.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pony.orm import Database
+
+from ..errors import ReadOnlySessionError
+from ._typing import SessionCache
+from .session import session_cache
+
+__all__ = [
+    "MoveToPrimary",
+    "OnWrite",
+    "ReadIntent",
+    "chain_provider_method",
+    "is_moved_to_primary",
+    "make_thread_pool",
+    "pending_flush",
+    "read_intent",
+    "refuse_write",
+    "reset_read_intent",
+    "routes_reads",
+    "session_connection",
+    "set_read_intent",
+    "set_router",
+    "write_starting",
+]
+
+OnWrite = Literal["raise", "primary"]
+
+
+@dataclass(frozen=True)
+class ReadIntent:
+    """The current context only reads: its sessions may use a replica.
+
+    ``source`` names what declared it, for messages (``"replica_session()"``). ``on_write``: ``"raise"``
+    refuses a write before any SQL; ``"primary"`` moves the session to the primary at its first write.
+    ``transaction``: the session runs one real read-only transaction (``transaction(read_only=True)``),
+    so Pony asks for a transaction at connect time without writing. ``route``: False when the intent
+    only guards writes (a ``replica_session()`` nested in an ordinary session keeps its connection).
+    """
+
+    source: str
+    on_write: OnWrite = "raise"
+    transaction: bool = False
+    route: bool = True
+
+
+_intent: ContextVar[ReadIntent | None] = ContextVar("ponykit_read_intent", default=None)
+_ROUTER_ATTR = "_ponykit_router_"
+_MOVED_ATTR = "_ponykit_moved_to_primary_"
+
+
+def read_intent() -> ReadIntent | None:
+    """The read intent of the current context, or None (ordinary sessions: the primary)."""
+    return _intent.get()
+
+
+def set_read_intent(intent: ReadIntent | None) -> Token[ReadIntent | None]:
+    """Set the read intent of the current context; the token for :func:`reset_read_intent`."""
+    return _intent.set(intent)
+
+
+def reset_read_intent(token: Token[ReadIntent | None]) -> None:
+    """Put back the read intent :func:`set_read_intent` replaced."""
+    _intent.reset(token)
+
+
+def set_router(db: Database, router: Any) -> None:
+    """Install ``router`` as the pool of ``db``'s provider (this instance only) and remember it."""
+    provider = db.provider
+    setattr(provider, _ROUTER_ATTR, router)
+    provider.pool = router
+
+
+def make_thread_pool(db: Database, kwargs: dict[str, Any]) -> Any:
+    """A pool like the one Pony made for ``db`` (one connection per thread, kept between sessions, reset
+    on release as Pony resets it), for other connection arguments: a replica's."""
+    return db.provider.get_pool(**kwargs)
+
+
+def session_connection(db: Database) -> Any:
+    """The connection the current session on ``db`` holds, or None."""
+    cache = session_cache(db)
+    return None if cache is None else cache.connection
+
+
+def routes_reads(db: Database) -> Any:
+    """The router installed on ``db`` by ``bind_url(..., replicas=...)``, or None."""
+    provider = db.provider
+    return None if provider is None else provider.__dict__.get(_ROUTER_ATTR)
+
+
+def write_starting(db: Database) -> bool:
+    """True when the current session on ``db`` is about to write: Pony has flagged its cache
+    ``immediate`` (a flush, ``db.execute``, ``for_update()``, ``get_connection()``)."""
+    cache = session_cache(db)
+    return bool(cache is not None and cache.immediate)
+
+
+def pending_flush(cache: SessionCache) -> bool:
+    """True when ``cache`` holds changed objects Pony is flushing or will flush (a write, not a read)."""
+    return bool(cache.modified)
+
+
+def is_moved_to_primary(db: Database) -> bool:
+    """True when the current session on ``db`` was moved from a replica to the primary by its first write."""
+    cache = session_cache(db)
+    return bool(cache is not None and cache.__dict__.get(_MOVED_ATTR))
+
+
+class MoveToPrimary(Exception):
+    """Raised inside Pony's statement path to make it drop the replica connection and connect again;
+    the router's ``should_reconnect`` says yes to it, its ``connect`` then hands out the primary."""
+
+
+def refuse_write(db: Database | None, what: str) -> None:
+    """A write (``what``: ``"an UPDATE statement"``, ``"a flush of changed objects"``) is about to start in
+    a session with a read intent: raise :class:`ReadOnlySessionError`, or with ``on_write="primary"`` mark
+    the session moved and raise :class:`MoveToPrimary` (the session continues on the primary).
+
+    Does nothing without a read intent, or when the session already runs on the primary after a move.
+    """
+    intent = _intent.get()
+    if intent is None:
+        return
+    if intent.on_write == "primary" and not intent.transaction:
+        if db is None:
+            return
+        cache = session_cache(db)
+        if cache is None or cache.__dict__.get(_MOVED_ATTR):
+            return
+        cache.__dict__[_MOVED_ATTR] = True
+        router = routes_reads(db)
+        if router is None or not router.holds_replica(cache.connection):
+            return  # the session already runs on the primary (no replica, or it fell back)
+        raise MoveToPrimary(what)
+    raise ReadOnlySessionError(
+        f"{what} was refused in a read-only session ({intent.source}): it may run on a read replica, "
+        "where nothing can be written. Nothing was sent to the database. Write in an ordinary db_session "
+        "or transaction(), or use replica_session(on_write='primary') to move the session to the primary "
+        "at its first write"
+    )
+
+
+def chain_provider_method(
+    db: Database, name: str, make_wrapper: Callable[[Callable[..., Any]], Callable[..., Any]]
+) -> None:
+    """Replace ``db.provider.<name>`` on this provider instance with ``make_wrapper(original)``, without
+    ponykit's "wrapped" mark: ``attach()`` wraps the method again on top of this one (its hooks outside).
+    """
+    provider = db.provider
+    original = getattr(provider, name)
+    setattr(provider, name, functools.wraps(original)(make_wrapper(original)))

@@ -1,0 +1,135 @@
+"""What a process knows of one replica, shared by its threads: down or up, how far it has replayed.
+
+- **Down**: a connection or a health query failed. The replica is skipped until ``retry_at``, which
+  backs off exponentially with the failures in a row; after that one thread (the first to ask) probes
+  it while the others keep skipping it, so a returning replica is not hit by every thread at once.
+- **Replayed**: the highest WAL position the replica was seen to have replayed. A pinned reader whose
+  pin is below it needs no query at all.
+- **Lagging**: the replica is behind a WAL position known to exist on the primary for longer than
+  ``max_lag`` seconds. Known positions are this process's own commits and what the replica itself has
+  *received* (``pg_last_wal_receive_lsn()``, ahead of what it replayed when it applies with a delay),
+  so lag is seen without asking the primary. A lagging replica is skipped; it is checked again at most
+  once per ``check_interval`` (by one thread).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+__all__ = ["Health"]
+
+_MAX_MARKS = 64
+
+
+class Health:
+    """The shared state of one replica (see the module docstring); every method is thread-safe."""
+
+    def __init__(
+        self, *, max_lag: float, check_interval: float, retry_after: float, retry_cap: float
+    ) -> None:
+        self.max_lag = max_lag
+        self.check_interval = check_interval
+        self.retry_after = retry_after
+        self.retry_cap = retry_cap
+        self.failures = 0
+        self.retry_at = 0.0
+        self.probing = False
+        self.replayed = -1
+        self.lagging = False
+        self.checked_at = float("-inf")
+        self.checking = False
+        # (WAL position, monotonic time it was known to exist on the primary), oldest first, increasing.
+        self._marks: deque[tuple[int, float]] = deque()
+        self._lock = threading.Lock()
+
+    # -- availability -------------------------------------------------------------------------------
+
+    def claim(self, now: float) -> bool:
+        """May this thread use the replica now? False while it is down (one thread probes after
+        ``retry_at``: the one this returns True to) or lagging and not due for a check."""
+        if not self.failures and not self.lagging:
+            return True  # the common case, read without the lock
+        with self._lock:
+            if self.failures:
+                if now < self.retry_at or self.probing:
+                    return False
+                self.probing = True
+                return True
+            if self.lagging:
+                return self._claim_check(now)
+            return True
+
+    def failed(self, now: float) -> None:
+        """A connection or query on the replica failed: down, retried after a growing wait."""
+        with self._lock:
+            self.failures += 1
+            self.probing = False
+            wait = min(self.retry_cap, self.retry_after * (2 ** min(self.failures - 1, 16)))
+            self.retry_at = now + wait
+
+    def succeeded(self) -> None:
+        """A connection to the replica worked: up again."""
+        if self.failures or self.probing:
+            with self._lock:
+                self.failures = 0
+                self.probing = False
+
+    @property
+    def down(self) -> bool:
+        """True while the replica is considered down."""
+        return bool(self.failures)
+
+    # -- replay position and lag --------------------------------------------------------------------
+
+    def reached(self, lsn: int) -> bool:
+        """True if the replica is known to have replayed ``lsn`` (no query needed)."""
+        return self.replayed >= lsn
+
+    def mark(self, lsn: int, now: float) -> None:
+        """``lsn`` is known to exist on the primary at ``now`` (a commit of this process, or received)."""
+        with self._lock:
+            if lsn <= self.replayed or (self._marks and lsn <= self._marks[-1][0]):
+                return
+            if len(self._marks) >= _MAX_MARKS:
+                self._marks.popleft()
+            self._marks.append((lsn, now))
+
+    def due(self, now: float) -> bool:
+        """True (to one thread) when a health check is due; that thread must call :meth:`checked`."""
+        if now - self.checked_at < self.check_interval:
+            return False
+        with self._lock:
+            return self._claim_check(now)
+
+    def _claim_check(self, now: float) -> bool:
+        if self.checking or now - self.checked_at < self.check_interval:
+            return False
+        self.checking = True
+        return True
+
+    def observed(self, replayed: int | None, received: int | None, now: float) -> None:
+        """Record what a query on the replica answered (positions, None when the server gave none)."""
+        if received is not None:
+            self.mark(received, now)
+        if replayed is None:
+            return
+        with self._lock:
+            if replayed > self.replayed:
+                self.replayed = replayed
+            while self._marks and self._marks[0][0] <= self.replayed:
+                self._marks.popleft()
+            self.lagging = bool(self._marks) and now - self._marks[0][1] > self.max_lag
+
+    def checked(self, now: float) -> None:
+        """End of the health check claimed by :meth:`due` (whatever its outcome)."""
+        with self._lock:
+            self.checking = False
+            self.checked_at = now
+
+    def lag_seconds(self, now: float | None = None) -> float:
+        """How long the oldest known position the replica has not replayed has existed (0: none)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            return now - self._marks[0][1] if self._marks else 0.0

@@ -1,0 +1,403 @@
+"""Read replicas: the router that ``bind_url(db, primary, replicas=[...])`` installs as the Database's pool.
+
+Pony asks its provider's pool for a connection when a ``db_session`` first needs one, and gives it back
+when the session ends. The router answers from the primary's pool, unless the current context has a
+*read intent* (:func:`replica_session`, ``transaction(read_only=True)``, a GET request of a web
+integration): then from a healthy replica's pool, if that replica has replayed the reader's pin (see
+``_pins``), waiting up to ``pin_wait`` for it; otherwise from the primary. Connections go back to the pool
+they came from. After a commit on the primary, the commit's WAL position becomes the current scope's pin.
+
+Writes never reach a replica: a flush in a read session raises :class:`~ponykit.errors.ReadOnlySessionError`
+before any SQL (with ``attach()``, every write statement too), or with ``on_write="primary"`` moves the
+session to the primary through Pony's own reconnect path, keeping its identity map (so Pony's optimistic
+checks compare against what was read on the replica and a stale read fails the update).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pony.orm import Database
+
+from .. import _pony
+from ..errors import OptionError
+from ._health import Health
+from ._pins import parse_lsn, pin_for, record_pin
+
+__all__ = ["ReplicaConfig", "Router", "install_router", "replica_status"]
+
+log = logging.getLogger("ponykit.binding")
+
+_STATUS_SQL = (
+    "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, pg_last_wal_receive_lsn()::text, "
+    "CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END"
+)
+_REPLAY_SQL = "SELECT COALESCE(pg_last_wal_replay_lsn(), '0/0')::text, pg_is_in_recovery()"
+_COMMIT_LSN_SQL = "SELECT pg_current_wal_lsn()::text"
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """The replicas of a primary and how reads are routed to them (``bind_url(..., replicas=...)``).
+
+    ``urls``: the replicas' URLs (PostgreSQL streaming replicas of the primary). ``pin_wait``: how long
+    (seconds) a reader pinned to its own last commit waits for a replica to replay it before reading
+    from the primary. ``poll``: the first interval between two replay checks while waiting (it doubles
+    up to 50 ms). ``max_lag``: a replica more than this many seconds behind a position known to exist
+    on the primary is skipped. ``check_interval``: how often (seconds) one thread re-checks a replica's
+    replay position and lag. ``retry_after``/``retry_cap``: a replica that failed is skipped for
+    ``retry_after`` seconds, doubling with each failure in a row up to ``retry_cap``.
+    """
+
+    urls: tuple[str, ...] = ()
+    pin_wait: float = 0.25
+    poll: float = 0.005
+    max_lag: float = 5.0
+    check_interval: float = 1.0
+    retry_after: float = 1.0
+    retry_cap: float = 30.0
+
+    def __post_init__(self) -> None:
+        urls = (self.urls,) if isinstance(self.urls, str) else tuple(self.urls)
+        for url in urls:
+            if not isinstance(url, str):
+                raise OptionError(
+                    f"ReplicaConfig(urls=...) takes database URLs (str), got {type(url).__name__}"
+                )
+        object.__setattr__(self, "urls", urls)
+        for name in ("pin_wait", "poll", "max_lag", "check_interval", "retry_after", "retry_cap"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise OptionError(f"ReplicaConfig({name}=...) takes seconds >= 0, got {value!r}")
+        if self.poll <= 0:
+            raise OptionError(f"ReplicaConfig(poll=...) takes seconds > 0, got {self.poll!r}")
+
+
+@dataclass
+class _Replica:
+    name: str  # the redacted URL
+    pool: Any
+    health: Health
+
+
+@dataclass
+class _Stats:
+    counts: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, name: str) -> None:
+        with self.lock:
+            self.counts[name] += 1
+
+
+class _Taken(threading.local):
+    def __init__(self) -> None:
+        self.replica: _Replica | None = None
+        self.connection: Any = None
+
+
+def primary_key_of(kwargs: dict[str, Any]) -> str:
+    """The name of a primary in pins: a hash of its host, port and database (stable across processes)."""
+    name = kwargs.get("database") or kwargs.get("dbname") or ""
+    text = f"{kwargs.get('host') or ''}:{kwargs.get('port') or ''}/{name}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+class Router:
+    """The pool of a Database with replicas: hands out primary or replica connections (module docstring)."""
+
+    def __init__(self, db: Database, primary: Any, replicas: list[_Replica], config: ReplicaConfig, key: str):
+        self.db = db
+        self.primary = primary
+        self.replicas = replicas
+        self.config = config
+        self.key = key
+        self._taken = _Taken()
+        self._turn = itertools.count()
+        self.stats = _Stats()
+
+    def __getattr__(self, name: str) -> Any:
+        # kwargs, dbapi_module, ...: what ponykit and Pony read of a pool comes from the primary's.
+        return getattr(self.primary, name)
+
+    # -- Pony's pool interface ----------------------------------------------------------------------
+
+    def connect(self) -> tuple[Any, bool]:
+        """A connection for the current session: a replica's for a read intent, else the primary's."""
+        intent = _pony.read_intent()
+        if intent is None or not intent.route:
+            return self.primary.connect()  # type: ignore[no-any-return]
+        return self._connect_read(intent)
+
+    def release(self, con: Any) -> None:
+        """Give ``con`` back to the pool it came from (Pony's reset: rollback, and DISCARD ALL)."""
+        taken = self._taken
+        if taken.connection is not None and taken.connection is con:
+            replica = taken.replica
+            taken.replica = taken.connection = None
+            assert replica is not None
+            replica.pool.release(con)
+        else:
+            self.primary.release(con)
+
+    def drop(self, con: Any) -> None:
+        """Close ``con`` (Pony saw it fail) in the pool it came from; a replica connection left behind by a
+        session that moved to the primary goes back to its pool instead."""
+        taken = self._taken
+        if taken.connection is not None and taken.connection is con:
+            replica = taken.replica
+            taken.replica = taken.connection = None
+            assert replica is not None
+            if _pony.is_moved_to_primary(self.db):
+                replica.pool.release(con)
+            else:
+                replica.pool.drop(con)
+        else:
+            self.primary.drop(con)
+
+    def disconnect(self) -> None:
+        """Close this thread's connections to the primary and to every replica."""
+        self.primary.disconnect()
+        for replica in self.replicas:
+            replica.pool.disconnect()
+
+    def holds_replica(self, con: Any) -> bool:
+        """True if ``con`` is the replica connection the current thread holds."""
+        return con is not None and self._taken.connection is con
+
+    # -- routing ------------------------------------------------------------------------------------
+
+    def _connect_read(self, intent: _pony.ReadIntent) -> tuple[Any, bool]:
+        db = self.db
+        if _pony.is_moved_to_primary(db):
+            return self._primary("moved")
+        cache = _pony.session_cache(db)
+        if cache is not None and _pony.pending_flush(cache) and not intent.transaction:
+            # Pony connects to flush: refuse (ReadOnlySessionError), or with on_write="primary" the
+            # session is marked moved and takes the primary from the start.
+            with contextlib.suppress(_pony.MoveToPrimary):
+                _pony.refuse_write(db, "a flush of changed objects")
+            return self._primary("moved")
+        pin = pin_for(self.key)
+        now = time.monotonic()
+        count = len(self.replicas)
+        start = next(self._turn) % count if count > 1 else 0
+        reason = "down"
+        for i in range(count):
+            replica = self.replicas[(start + i) % count]
+            if not replica.health.claim(now):
+                reason = "lagging" if replica.health.lagging and not replica.health.down else reason
+                continue
+            got, why = self._try(replica, pin, now)
+            if got is not None:
+                self._taken.replica = replica
+                self._taken.connection = got[0]
+                self.stats.add("replica")
+                return got
+            reason = why
+        return self._primary(reason)
+
+    def _primary(self, reason: str) -> tuple[Any, bool]:
+        self.stats.add(f"primary:{reason}")
+        return self.primary.connect()  # type: ignore[no-any-return]
+
+    def _try(self, replica: _Replica, pin: int | None, now: float) -> tuple[tuple[Any, bool] | None, str]:
+        health = replica.health
+        probing = health.down
+        check = health.lagging or health.due(now)
+        try:
+            try:
+                con, fresh = replica.pool.connect()
+            except Exception as exc:  # noqa: BLE001 - any driver error: the replica is down for now
+                self._failed(replica, now, exc)
+                return None, "down"
+            try:
+                if check or probing:
+                    self._observe(replica, con)
+                health.succeeded()
+                if health.lagging:
+                    replica.pool.release(con)
+                    return None, "lagging"
+                if pin is not None and not health.reached(pin) and not self._wait(replica, con, pin):
+                    replica.pool.release(con)
+                    return None, "pinned"
+            except Exception as exc:  # noqa: BLE001 - the replica failed a query: down, its connection closed
+                self._failed(replica, now, exc)
+                with contextlib.suppress(Exception):  # closing a dead connection may fail too
+                    replica.pool.drop(con)
+                return None, "down"
+            return (con, fresh), ""
+        finally:
+            if check:
+                health.checked(time.monotonic())
+
+    def _failed(self, replica: _Replica, now: float, exc: BaseException) -> None:
+        was_down = replica.health.down
+        replica.health.failed(now)
+        if not was_down:
+            log.warning(
+                "ponykit: replica %s is unavailable (%s); reads go to the primary until it answers again",
+                replica.name,
+                type(exc).__name__,
+            )
+
+    def _query(self, con: Any, sql: str) -> Any:
+        # Outside any transaction (Pony sets the mode it wants right after): one round trip, no BEGIN.
+        if not con.autocommit:
+            con.autocommit = True
+        cursor = con.cursor()
+        try:
+            cursor.execute(sql)
+            return cursor.fetchone()
+        finally:
+            cursor.close()
+
+    def _observe(self, replica: _Replica, con: Any) -> None:
+        in_recovery, replayed, received, current = self._query(con, _STATUS_SQL)
+        now = time.monotonic()
+        if not in_recovery:  # not a standby (promoted, or the primary itself): everything is there
+            replica.health.observed(parse_lsn(current), None, now)
+            return
+        replica.health.observed(
+            parse_lsn(replayed) if replayed else None, parse_lsn(received) if received else None, now
+        )
+
+    def _wait(self, replica: _Replica, con: Any, pin: int) -> bool:
+        health = replica.health
+        deadline = time.monotonic() + self.config.pin_wait
+        delay = self.config.poll
+        while True:
+            replayed, in_recovery = self._query(con, _REPLAY_SQL)
+            now = time.monotonic()
+            if not in_recovery:
+                self._observe(replica, con)
+            else:
+                health.observed(parse_lsn(replayed), None, now)
+            if health.reached(pin):
+                return True
+            left = deadline - now
+            if left <= 0:
+                return False
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.05)
+
+    # -- pins -----------------------------------------------------------------------------------------
+
+    def committed(self, connection: Any) -> None:
+        """A transaction committed on ``connection``: on the primary, pin the scope to the commit's WAL
+        position (one query, outside any transaction)."""
+        if self.holds_replica(connection):
+            return
+        try:
+            autocommit = connection.autocommit
+            connection.autocommit = True
+            try:
+                cursor = connection.cursor()
+                cursor.execute(_COMMIT_LSN_SQL)
+                lsn = parse_lsn(cursor.fetchone()[0])
+                cursor.close()
+            finally:
+                connection.autocommit = autocommit
+        except Exception as exc:  # noqa: BLE001 - the commit is done; only the pin is missing
+            log.warning(
+                "ponykit: could not read the WAL position after a commit on the primary (%s); reads of "
+                "this scope may not see that commit on a replica",
+                type(exc).__name__,
+            )
+            return
+        record_pin(self.key, lsn)
+        self.stats.add("pins")
+        now = time.monotonic()
+        for replica in self.replicas:
+            replica.health.mark(lsn, now)
+
+
+def install_router(db: Database, replicas: list[tuple[str, dict[str, Any]]], config: ReplicaConfig) -> Router:
+    """Put a :class:`Router` in front of ``db``'s pool, with one Pony-style pool per replica
+    (``replicas``: redacted URL and connection arguments of each), and hook commits and reconnects."""
+    primary = db.provider.pool
+    members = [
+        _Replica(
+            name,
+            _pony.make_thread_pool(db, kwargs),
+            Health(
+                max_lag=config.max_lag,
+                check_interval=config.check_interval,
+                retry_after=config.retry_after,
+                retry_cap=config.retry_cap,
+            ),
+        )
+        for name, kwargs in replicas
+    ]
+    router = Router(db, primary, members, config, primary_key_of(dict(primary.kwargs)))
+    _pony.set_router(db, router)
+    _pony.chain_provider_method(db, "commit", lambda original: _commit(router, original))
+    _pony.chain_provider_method(db, "set_transaction_mode", lambda original: _set_mode(db, original))
+    _pony.chain_provider_method(db, "should_reconnect", _should_reconnect)
+    return router
+
+
+def _commit(router: Router, original: Any) -> Any:
+    def commit(connection: Any, cache: Any = None) -> Any:
+        result = original(connection, cache)
+        router.committed(connection)
+        return result
+
+    return commit
+
+
+def _set_mode(db: Database, original: Any) -> Any:
+    def set_transaction_mode(connection: Any, cache: Any) -> Any:
+        # A flush is about to write: refuse it (or move the session) before Pony sends anything.
+        if _pony.read_intent() is not None and _pony.pending_flush(cache):
+            _pony.refuse_write(db, "a flush of changed objects")
+        return original(connection, cache)
+
+    return set_transaction_mode
+
+
+def _should_reconnect(original: Any) -> Any:
+    def should_reconnect(exc: BaseException) -> bool:
+        return isinstance(exc, _pony.MoveToPrimary) or bool(original(exc))
+
+    return should_reconnect
+
+
+def replica_status(db: Database) -> dict[str, Any]:
+    """How reads of ``db`` were routed so far in this process, and what is known of each replica.
+
+    ``{"sessions": {"replica": n, "primary:pinned": n, "primary:down": n, ...}, "pins": n, "replicas":
+    [{"url": redacted, "down": bool, "lagging": bool, "lag_seconds": float, "replayed": "0/3000148"}]}``.
+    Read sessions counted under ``primary:<reason>`` fell back to the primary (``pinned``: no replica had
+    replayed the reader's own last commit within ``pin_wait``; ``moved``: a write moved it). Empty
+    for a Database without replicas.
+    """
+    router = _pony.routes_reads(db)
+    if router is None:
+        return {}
+    with router.stats.lock:
+        counts = dict(router.stats.counts)
+    from ._pins import format_lsn
+
+    return {
+        "sessions": {k: v for k, v in counts.items() if k != "pins"},
+        "pins": counts.get("pins", 0),
+        "replicas": [
+            {
+                "url": r.name,
+                "down": r.health.down,
+                "lagging": r.health.lagging,
+                "lag_seconds": r.health.lag_seconds(),
+                "replayed": format_lsn(r.health.replayed) if r.health.replayed >= 0 else None,
+            }
+            for r in router.replicas
+        ],
+    }
