@@ -15,12 +15,24 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, OptionError
+from ._pool import BoundedPool, PoolConfig, PoolStats, install_bounded_pool
 
 if TYPE_CHECKING:
     from pony.orm import Database
 
-__all__ = ["BindHook", "bind_direct", "bind_url", "parse_url", "redact_url", "set_bind_hook"]
+
+__all__ = [
+    "BindHook",
+    "BoundedPool",
+    "PoolConfig",
+    "PoolStats",
+    "bind_direct",
+    "bind_url",
+    "parse_url",
+    "redact_url",
+    "set_bind_hook",
+]
 
 _SCHEMES = {
     "sqlite": "sqlite",
@@ -181,8 +193,11 @@ def set_bind_hook(hook: BindHook | None) -> BindHook | None:
     return previous
 
 
-def bind_url(db: Database, url: str, **overrides: Any) -> None:
+def bind_url(db: Database, url: str, *, pool: PoolConfig | None = None, **overrides: Any) -> None:
     """Bind ``db`` to the database ``url`` names; keyword ``overrides`` replace what the URL gives.
+
+    ``pool=PoolConfig(max_size=..., timeout=...)`` replaces Pony's one-connection-per-thread pool with a
+    :class:`BoundedPool` shared by all threads (docs/scaling.md); without it Pony's pool stays as it is.
 
     Pony connects while binding, so connection errors surface here. They are re-raised unchanged unless
     their text contains the password; then a :class:`ConfigurationError` with the password masked is
@@ -192,11 +207,16 @@ def bind_url(db: Database, url: str, **overrides: Any) -> None:
     hook = _bind_hook
     if hook is not None and hook(db, url):
         return
-    bind_direct(db, url, **overrides)
+    bind_direct(db, url, pool=pool, **overrides)
 
 
-def bind_direct(db: Database, url: str, **overrides: Any) -> None:
+def bind_direct(db: Database, url: str, *, pool: PoolConfig | None = None, **overrides: Any) -> None:
     """:func:`bind_url` without asking the test plugin's hook (the plugin binds with it)."""
+    if pool is not None and not isinstance(pool, PoolConfig):
+        raise OptionError(
+            f"bind_url(pool=...) takes a ponykit.PoolConfig (for example PoolConfig(max_size=10)), "
+            f"not {type(pool).__name__}"
+        )
     provider, kwargs = parse_url(url)
     if "provider" in overrides:
         raise ConfigurationError("the provider comes from the URL scheme and cannot be overridden")
@@ -228,6 +248,8 @@ def bind_direct(db: Database, url: str, **overrides: Any) -> None:
         # Raised outside the except block so that the original exception, which holds the password,
         # is not kept as __context__ either.
         raise ConfigurationError(failure) from None
+    if pool is not None:
+        install_bounded_pool(db, pool, redact_url(url))
 
 
 def _fail(provider: str, text: str, problem: str) -> ConfigurationError:
