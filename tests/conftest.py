@@ -4,7 +4,9 @@ A test that asks for ``backend`` (or ``db``, or ``make_db``) runs once per backe
 PostgreSQL and MariaDB when ``PONYKIT_TEST_POSTGRES`` / ``PONYKIT_TEST_MYSQL`` hold server URLs (for
 example ``postgresql://postgres@127.0.0.1:5432/test`` and ``mysql://root@127.0.0.1:3306/test``).
 Redis tests use ``redis_url`` and ``PONYKIT_TEST_REDIS`` (``redis://127.0.0.1:6379/0``); RabbitMQ tests use
-``amqp_url`` and ``PONYKIT_TEST_AMQP`` (``amqp://guest:guest@127.0.0.1:5672/``).
+``amqp_url`` and ``PONYKIT_TEST_AMQP`` (``amqp://guest:guest@127.0.0.1:5672/``). Read-replica tests use
+``replica_url`` / ``replica_control`` and ``PONYKIT_TEST_REPLICA`` (``postgresql://postgres@127.0.0.1:5433/test``,
+a streaming replica of the PostgreSQL test server that ``bash .ci/replica.sh start`` runs).
 
 Each test gets its own SQLite file, PostgreSQL schema (through ``search_path``) or MariaDB database, so
 tests never see each other's rows. With ``PONYKIT_REQUIRE_BACKENDS=1`` (CI sets it) a backend whose URL
@@ -18,10 +20,13 @@ and collation (``utf8mb4_general_ci``, case-insensitive) instead of ``utf8mb4_bi
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -38,9 +43,10 @@ ENV_VARS = {
     "mysql": "PONYKIT_TEST_MYSQL",
     "redis": "PONYKIT_TEST_REDIS",
     "amqp": "PONYKIT_TEST_AMQP",
+    "replica": "PONYKIT_TEST_REPLICA",
 }
 # Services a test asks for by fixture name; each is a label in the per-backend counts CI checks.
-SERVICE_FIXTURES = {"redis_url": "redis", "amqp_url": "amqp"}
+SERVICE_FIXTURES = {"redis_url": "redis", "amqp_url": "amqp", "replica_url": "replica"}
 REQUIRE = os.environ.get("PONYKIT_REQUIRE_BACKENDS", "") not in ("", "0")
 
 # Hypothesis profiles (HYPOTHESIS_PROFILE selects one). A new user's plain `pytest` and CI must give the same
@@ -243,6 +249,112 @@ def amqp_url() -> str:
         _missing("amqp")
     assert url is not None
     return url
+
+
+@pytest.fixture
+def replica_url() -> str:
+    """The URL of a streaming replica of the PostgreSQL test server, from ``PONYKIT_TEST_REPLICA``.
+
+    The replica serves the primary's ``test`` database read-only; a test that binds to it with its
+    ``postgres`` backend's schema takes ``replica_control.url_for(backend)``.
+    """
+    url = os.environ.get(ENV_VARS["replica"])
+    if not url:
+        _missing("replica")
+    assert url is not None
+    return url
+
+
+_REPLICA_SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "replica.sh"
+
+
+class ReplicaControl:
+    """Stop, start and slow down the test replica (``.ci/replica.sh`` manages the server process).
+
+    Every change is undone when the test ends: the replica runs again, without apply delay, caught up.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._kwargs = ponykit.parse_url(url)[1]
+        self.primary_url = os.environ.get(ENV_VARS["postgres"], "")
+
+    def url_for(self, backend: Backend) -> str:
+        """The replica URL with ``backend``'s query (its isolated schema's ``search_path``)."""
+        query = urlsplit(backend.url).query
+        return urlunsplit(urlsplit(self.url)._replace(query=query))
+
+    def _script(self, *args: str) -> None:
+        result = subprocess.run(
+            ["bash", str(_REPLICA_SCRIPT), *args], capture_output=True, text=True, timeout=180, check=False
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f".ci/replica.sh {' '.join(args)} failed: {result.stdout}{result.stderr}")
+
+    def _query(self, kwargs: dict[str, Any], sql: str) -> Any:
+        import psycopg2
+
+        con = psycopg2.connect(connect_timeout=5, **kwargs)
+        try:
+            con.autocommit = True
+            with con.cursor() as cur:
+                cur.execute(sql)
+                return cur.fetchone()[0]
+        finally:
+            con.close()
+
+    def stop(self) -> None:
+        """Stop the replica server (fast shutdown: its connections are cut)."""
+        self._script("stop")
+
+    def start(self) -> None:
+        """Start the replica server and wait until it accepts connections."""
+        self._script("start")
+
+    def is_running(self) -> bool:
+        """Whether the replica answers as a standby in recovery."""
+        try:
+            return bool(self._query(self._kwargs, "SELECT pg_is_in_recovery()"))
+        except Exception:
+            return False
+
+    def set_apply_delay(self, ms: int) -> None:
+        """Set ``recovery_min_apply_delay`` on the replica: commits become visible there ``ms`` later."""
+        self._query(self._kwargs, f"ALTER SYSTEM SET recovery_min_apply_delay = '{int(ms)}ms'")
+        self._query(self._kwargs, "SELECT pg_reload_conf()")
+
+    def wait_caught_up(self, timeout: float = 30.0) -> None:
+        """Wait until the replica replayed everything the primary has written so far."""
+        primary = ponykit.parse_url(self.primary_url)[1]
+        target = self._query(primary, "SELECT pg_current_wal_lsn()::text")
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._query(self._kwargs, f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn"):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the replica did not replay the primary's WAL up to {target} in {timeout}s"
+                )
+            time.sleep(0.02)
+
+    def restore(self) -> None:
+        """Back to the normal state: running, no apply delay, caught up."""
+        if not self.is_running():
+            self.start()
+        self.set_apply_delay(0)
+        self.wait_caught_up()
+
+
+@pytest.fixture
+def replica_control(replica_url: str) -> Iterator[ReplicaControl]:
+    """Control of the test replica (:class:`ReplicaControl`); restored to normal when the test ends."""
+    if not os.environ.get(ENV_VARS["postgres"]):
+        _missing("postgres")
+    control = ReplicaControl(replica_url)
+    if not control.is_running():
+        pytest.fail(f"no replica answers at {replica_url}: run bash .ci/replica.sh start", pytrace=False)
+    yield control
+    control.restore()
 
 
 @pytest.fixture

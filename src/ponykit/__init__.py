@@ -8,7 +8,7 @@ The areas stay importable as ``ponykit.types``, ``ponykit.query``, ``ponykit.sec
 from __future__ import annotations
 
 from . import mixins, query, security, types
-from .binding import bind_url, parse_url
+from .binding import PoolConfig, bind_url, parse_url
 from .bulk import UpsertResult, bulk_delete, bulk_insert, bulk_link, bulk_unlink, bulk_update, bulk_upsert
 from .diagnostics import assert_max_queries, count_queries, detect_n_plus_one, explain, profile
 from .errors import (
@@ -69,6 +69,7 @@ __all__ = [
     "OptionError",
     "PermissionDenied",
     "PonykitError",
+    "PoolConfig",
     "QueryCountExceeded",
     "RLSContextError",
     "RetriesExhausted",

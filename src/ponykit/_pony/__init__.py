@@ -23,6 +23,7 @@ itself, nor reads a Pony attribute's fields: it asks :func:`attr_info` for a fro
 - ``queries``: query shape, order, SQL and fetch; raw filters; N+1 culprit; stable query keys
 - ``explain``: the session's connection for EXPLAIN, the mapping read backwards (tables -> attributes)
 - ``outer_transaction``: one shared connection in an outer transaction per test, table truncation
+- ``pool``: the provider's connection pool: connections made and reset as it does, another pool in its place
 - ``metadata``: the limits of an attribute's values and an entity's unique keys (test factories)
 - ``entity_hooks``: save hooks on one entity class (the entity mixins' before/after flush hooks)
 - ``predicates``: policy predicates ``(obj, principal)`` decompiled and OR-ed into ``Query.filter`` text
@@ -51,6 +52,7 @@ from .materialize import *  # noqa: F403 - each module's __all__, listed again b
 from .metadata import *  # noqa: F403 - each module's __all__, listed again below
 from .model import *  # noqa: F403 - each module's __all__, listed again below
 from .outer_transaction import *  # noqa: F403 - each module's __all__, listed again below
+from .pool import *  # noqa: F403 - each module's __all__, listed again below
 from .predicates import *  # noqa: F403 - each module's __all__, listed again below
 from .prepared import *  # noqa: F403 - each module's __all__, listed again below
 from .queries import *  # noqa: F403 - each module's __all__, listed again below
@@ -302,6 +304,16 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "open_connection",
     "table_names",
     "truncate_tables",
+    # pool: the provider's connection pool: make and reset connections as it does, put another in place
+    "PoolWrapper",
+    "close_connection",
+    "connection_factory",
+    "install_pool",
+    "is_in_memory_sqlite",
+    "native_pool",
+    "ping_connection",
+    "pony_pool",
+    "reset_function",
     # explain: the session's connection for EXPLAIN, the mapping read backwards (tables -> attributes)
     "TableInfo",
     "session_connection",
@@ -340,13 +352,11 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "ReadIntent",
     "chain_provider_method",
     "is_moved_to_primary",
-    "make_thread_pool",
     "pending_flush",
     "read_intent",
     "refuse_write",
     "reset_read_intent",
     "routes_reads",
-    "session_connection",
     "set_read_intent",
     "set_router",
     "write_starting",

@@ -21,6 +21,7 @@ from pony.orm import Database
 
 from ..errors import ConfigurationError
 from .database import dialect
+from .pool import pony_pool
 
 __all__ = [
     "OuterPool",
@@ -56,8 +57,8 @@ def table_names(db: Database) -> list[str]:
 
 
 def _original_pool(db: Database) -> Any:
-    pool = db.provider.pool
-    return pool.original if isinstance(pool, OuterPool) else pool
+    # The provider's own pool, under this module's OuterPool and under a bounded pool (ponykit.binding).
+    return pony_pool(db)
 
 
 class _TestCursor:

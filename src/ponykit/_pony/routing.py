@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pony.orm import Database
 
-from ..errors import ReadOnlySessionError
+from ..errors import ConfigurationError, ReadOnlySessionError
 from ._typing import SessionCache
 from .session import session_cache
 
@@ -34,13 +34,11 @@ __all__ = [
     "ReadIntent",
     "chain_provider_method",
     "is_moved_to_primary",
-    "make_thread_pool",
     "pending_flush",
     "read_intent",
     "refuse_write",
     "reset_read_intent",
     "routes_reads",
-    "session_connection",
     "set_read_intent",
     "set_router",
     "write_starting",
@@ -87,22 +85,19 @@ def reset_read_intent(token: Token[ReadIntent | None]) -> None:
 
 
 def set_router(db: Database, router: Any) -> None:
-    """Install ``router`` as the pool of ``db``'s provider (this instance only) and remember it."""
+    """Install ``router`` in front of ``db``'s pool (Pony's, or a bounded pool): this provider instance
+    only. ``router.original`` becomes the pool it routes writes to. Refused under ponykit.testing's
+    outer-transaction pool and when a router is already there."""
     provider = db.provider
+    current = provider.pool
+    if type(current).__name__ == "OuterPool" or provider.__dict__.get(_ROUTER_ATTR) is not None:
+        raise ConfigurationError(
+            f"cannot route {db!r} to replicas: its pool is already replaced ({type(current).__name__}); "
+            "bind it once with replicas=, before ponykit.testing installs its test pool"
+        )
+    router.original = current
     setattr(provider, _ROUTER_ATTR, router)
     provider.pool = router
-
-
-def make_thread_pool(db: Database, kwargs: dict[str, Any]) -> Any:
-    """A pool like the one Pony made for ``db`` (one connection per thread, kept between sessions, reset
-    on release as Pony resets it), for other connection arguments: a replica's."""
-    return db.provider.get_pool(**kwargs)
-
-
-def session_connection(db: Database) -> Any:
-    """The connection the current session on ``db`` holds, or None."""
-    cache = session_cache(db)
-    return None if cache is None else cache.connection
 
 
 def routes_reads(db: Database) -> Any:

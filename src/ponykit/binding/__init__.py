@@ -17,6 +17,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from ..errors import ConfigurationError, OptionError, UnsupportedDatabase
 from ._pins import current_pin, use_pin
+from ._pool import BoundedPool, PoolConfig, PoolStats, install_bounded_pool
 from ._replicas import ReplicaConfig, install_router, replica_status
 from ._session import replica_session
 
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BindHook",
+    "BoundedPool",
+    "PoolConfig",
+    "PoolStats",
     "ReplicaConfig",
     "bind_direct",
     "bind_url",
@@ -199,14 +203,20 @@ def set_bind_hook(hook: BindHook | None) -> BindHook | None:
 Replicas = Sequence[str] | ReplicaConfig
 
 
-def bind_url(db: Database, url: str, *, replicas: Replicas = (), **overrides: Any) -> None:
+def bind_url(
+    db: Database, url: str, *, replicas: Replicas = (), pool: PoolConfig | None = None, **overrides: Any
+) -> None:
     """Bind ``db`` to the database ``url`` names; keyword ``overrides`` replace what the URL gives.
+
+    ``pool=PoolConfig(max_size=..., timeout=...)`` replaces Pony's one-connection-per-thread pool with a
+    :class:`BoundedPool` shared by all threads (docs/scaling.md); without it Pony's pool stays as it is.
 
     ``replicas``: URLs of PostgreSQL streaming replicas of ``url`` (or a :class:`ReplicaConfig` with
     them and the routing options). Read sessions (:func:`replica_session`, ``transaction(read_only=True)``,
     GET requests of the web integrations when enabled) then use a healthy replica that has replayed
     the reader's own last commit; everything else uses the primary (see docs/scaling.md). The
-    ``overrides`` apply to the replicas too, except the ones a replica URL gives itself.
+    ``overrides`` apply to the replicas too, except the ones a replica URL gives itself; with ``pool``
+    each replica gets a bounded pool of its own with the same configuration.
 
     Pony connects while binding, so connection errors surface here. They are re-raised unchanged unless
     their text contains the password; then a :class:`ConfigurationError` with the password masked is
@@ -216,11 +226,18 @@ def bind_url(db: Database, url: str, *, replicas: Replicas = (), **overrides: An
     hook = _bind_hook
     if hook is not None and hook(db, url):
         return  # the test plugin bound it to the test database: replicas are not used under tests
-    bind_direct(db, url, replicas=replicas, **overrides)
+    bind_direct(db, url, replicas=replicas, pool=pool, **overrides)
 
 
-def bind_direct(db: Database, url: str, *, replicas: Replicas = (), **overrides: Any) -> None:
+def bind_direct(
+    db: Database, url: str, *, replicas: Replicas = (), pool: PoolConfig | None = None, **overrides: Any
+) -> None:
     """:func:`bind_url` without asking the test plugin's hook (the plugin binds with it)."""
+    if pool is not None and not isinstance(pool, PoolConfig):
+        raise OptionError(
+            f"bind_url(pool=...) takes a ponykit.PoolConfig (for example PoolConfig(max_size=10)), "
+            f"not {type(pool).__name__}"
+        )
     provider, kwargs = parse_url(url)
     config = _replica_config(replicas)
     targets = [(redact_url(u), _replica_kwargs(u, provider, overrides)) for u in config.urls]
@@ -254,8 +271,10 @@ def bind_direct(db: Database, url: str, *, replicas: Replicas = (), **overrides:
         # Raised outside the except block so that the original exception, which holds the password,
         # is not kept as __context__ either.
         raise ConfigurationError(failure) from None
+    if pool is not None:
+        install_bounded_pool(db, pool, redact_url(url))
     if targets:
-        install_router(db, targets, config)
+        install_router(db, targets, config, pool)
 
 
 def _replica_config(replicas: Replicas) -> ReplicaConfig:

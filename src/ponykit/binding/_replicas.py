@@ -31,6 +31,7 @@ from .. import _pony
 from ..errors import OptionError
 from ._health import Health
 from ._pins import parse_lsn, pin_for, record_pin
+from ._pool import BoundedPool, PoolConfig
 
 __all__ = ["ReplicaConfig", "Router", "install_router", "replica_status"]
 
@@ -111,22 +112,21 @@ def primary_key_of(kwargs: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-class Router:
-    """The pool of a Database with replicas: hands out primary or replica connections (module docstring)."""
+class Router(_pony.PoolWrapper):
+    """The pool of a Database with replicas: hands out primary or replica connections (module docstring).
+
+    ``original`` (``primary``) is the primary's pool: Pony's own, or a bounded pool.
+    """
 
     def __init__(self, db: Database, primary: Any, replicas: list[_Replica], config: ReplicaConfig, key: str):
         self.db = db
-        self.primary = primary
+        self.original = self.primary = primary
         self.replicas = replicas
         self.config = config
         self.key = key
         self._taken = _Taken()
         self._turn = itertools.count()
         self.stats = _Stats()
-
-    def __getattr__(self, name: str) -> Any:
-        # kwargs, dbapi_module, ...: what ponykit and Pony read of a pool comes from the primary's.
-        return getattr(self.primary, name)
 
     # -- Pony's pool interface ----------------------------------------------------------------------
 
@@ -320,14 +320,16 @@ class Router:
             replica.health.mark(lsn, now)
 
 
-def install_router(db: Database, replicas: list[tuple[str, dict[str, Any]]], config: ReplicaConfig) -> Router:
-    """Put a :class:`Router` in front of ``db``'s pool, with one Pony-style pool per replica
-    (``replicas``: redacted URL and connection arguments of each), and hook commits and reconnects."""
-    primary = db.provider.pool
+def install_router(
+    db: Database, replicas: list[tuple[str, dict[str, Any]]], config: ReplicaConfig, pool: PoolConfig | None
+) -> Router:
+    """Put a :class:`Router` in front of ``db``'s pool, with one pool per replica (``replicas``: redacted
+    URL and connection arguments of each): Pony's kind, or a bounded pool with ``pool``'s configuration.
+    Hooks commits (pins), the start of transactions and reconnects (refusing or moving writes)."""
     members = [
         _Replica(
             name,
-            _pony.make_thread_pool(db, kwargs),
+            _replica_pool(db, name, kwargs, pool),
             Health(
                 max_lag=config.max_lag,
                 check_interval=config.check_interval,
@@ -337,12 +339,29 @@ def install_router(db: Database, replicas: list[tuple[str, dict[str, Any]]], con
         )
         for name, kwargs in replicas
     ]
-    router = Router(db, primary, members, config, primary_key_of(dict(primary.kwargs)))
+    primary = db.provider.pool
+    router = Router(db, primary, members, config, primary_key_of(dict(_pony.pony_pool(db).kwargs)))
     _pony.set_router(db, router)
     _pony.chain_provider_method(db, "commit", lambda original: _commit(router, original))
     _pony.chain_provider_method(db, "set_transaction_mode", lambda original: _set_mode(db, original))
     _pony.chain_provider_method(db, "should_reconnect", _should_reconnect)
     return router
+
+
+def _replica_pool(db: Database, name: str, kwargs: dict[str, Any], config: PoolConfig | None) -> Any:
+    if config is None:
+        return _pony.native_pool(db, kwargs)
+
+    def ping(con: Any) -> bool:
+        return _pony.ping_connection(db, con)
+
+    return BoundedPool(
+        config,
+        connect=_pony.connection_factory(db, kwargs),
+        reset=_pony.reset_function(db),
+        ping=ping,
+        name=name,
+    )
 
 
 def _commit(router: Router, original: Any) -> Any:
