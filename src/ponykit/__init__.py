@@ -8,7 +8,7 @@ The areas stay importable as ``ponykit.types``, ``ponykit.query``, ``ponykit.sec
 from __future__ import annotations
 
 from . import mixins, query, security, types
-from .binding import PoolConfig, bind_url, parse_url
+from .binding import PoolConfig, bind_url, parse_url, replica_session
 from .bulk import UpsertResult, bulk_delete, bulk_insert, bulk_link, bulk_unlink, bulk_update, bulk_upsert
 from .diagnostics import assert_max_queries, count_queries, detect_n_plus_one, explain, profile
 from .errors import (
@@ -26,6 +26,7 @@ from .errors import (
     PermissionDenied,
     PonykitError,
     QueryCountExceeded,
+    ReadOnlySessionError,
     RetriesExhausted,
     RLSContextError,
     SerializationOptionError,
@@ -72,6 +73,7 @@ __all__ = [
     "PoolConfig",
     "QueryCountExceeded",
     "RLSContextError",
+    "ReadOnlySessionError",
     "RetriesExhausted",
     "Serializable",
     "SerializationOptionError",
@@ -113,6 +115,7 @@ __all__ = [
     "profile",
     "pydantic_model",
     "query",
+    "replica_session",
     "requires",
     "retrying",
     "rls_context",

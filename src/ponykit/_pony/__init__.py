@@ -351,6 +351,7 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "OnWrite",
     "ReadIntent",
     "chain_provider_method",
+    "describe_flush",
     "is_moved_to_primary",
     "pending_flush",
     "read_intent",

@@ -33,6 +33,7 @@ __all__ = [
     "OnWrite",
     "ReadIntent",
     "chain_provider_method",
+    "describe_flush",
     "is_moved_to_primary",
     "pending_flush",
     "read_intent",
@@ -116,6 +117,14 @@ def write_starting(db: Database) -> bool:
 def pending_flush(cache: SessionCache) -> bool:
     """True when ``cache`` holds changed objects Pony is flushing or will flush (a write, not a read)."""
     return bool(cache.modified)
+
+
+def describe_flush(cache: SessionCache) -> str:
+    """``"a flush of changed objects (Account[2], Account[3])"``: what a flush of ``cache`` would write,
+    for messages (the objects' reprs name the entity and primary key only, never attribute values)."""
+    objects = [obj for obj in cache.objects_to_save if obj is not None]
+    names = ", ".join(repr(obj) for obj in objects[:3]) + (", ..." if len(objects) > 3 else "")
+    return f"a flush of changed objects ({names})" if names else "a flush of changed objects"
 
 
 def is_moved_to_primary(db: Database) -> bool:

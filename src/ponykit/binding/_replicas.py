@@ -184,7 +184,7 @@ class Router(_pony.PoolWrapper):
             # Pony connects to flush: refuse (ReadOnlySessionError), or with on_write="primary" the
             # session is marked moved and takes the primary from the start.
             with contextlib.suppress(_pony.MoveToPrimary):
-                _pony.refuse_write(db, "a flush of changed objects")
+                _pony.refuse_write(db, _pony.describe_flush(cache))
             return self._primary("moved")
         pin = pin_for(self.key)
         now = time.monotonic()
@@ -377,7 +377,7 @@ def _set_mode(db: Database, original: Any) -> Any:
     def set_transaction_mode(connection: Any, cache: Any) -> Any:
         # A flush is about to write: refuse it (or move the session) before Pony sends anything.
         if _pony.read_intent() is not None and _pony.pending_flush(cache):
-            _pony.refuse_write(db, "a flush of changed objects")
+            _pony.refuse_write(db, _pony.describe_flush(cache))
         return original(connection, cache)
 
     return set_transaction_mode

@@ -1,0 +1,446 @@
+"""Read replicas: routing, read-your-writes pins, fall-back when a replica is down or lagging, and writes
+refused (or moved to the primary) in read-only sessions.
+
+The replica tests run against the real streaming replica of ``.ci/replica.sh`` (``replica_url``,
+``replica_control``); each binds the primary with its isolated schema and the replica with the same
+``search_path``. The tests that need no replica run on all three backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import random
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from pony.orm import Database, OptimisticCheckError, PrimaryKey, Required, commit, db_session, flush
+
+import ponykit as pk
+from ponykit.binding import ReplicaConfig, current_pin, replica_session, replica_status, use_pin
+
+# ---------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def define(db: Database) -> Any:
+    class Account(db.Entity):
+        id = PrimaryKey(int)
+        value = Required(int)
+        note = Required(str, default="-")
+
+    return Account
+
+
+def on_replica(db: Database) -> bool:
+    """True when the current session's connection is a standby's."""
+    return bool(db.select("SELECT pg_is_in_recovery()")[0])
+
+
+@pytest.fixture
+def pair(backend: Any, replica_control: Any) -> Iterator[Callable[..., tuple[Database, Any]]]:
+    """Make a Database bound to this test's primary schema with the replica (options: bind_url's)."""
+    made: list[Database] = []
+
+    def make(*, accounts: int = 0, **options: Any) -> tuple[Database, Any]:
+        db = Database()
+        config = options.pop("config", None)
+        replicas = config or [replica_control.url_for(backend)]
+        pk.bind_url(db, backend.url, replicas=replicas, **options)
+        made.append(db)
+        account = define(db)
+        pk.attach(db)
+        db.generate_mapping(create_tables=True)
+        with db_session:
+            for i in range(accounts):
+                account(id=i, value=0)
+        replica_control.wait_caught_up()
+        return db, account
+
+    yield make
+    for db in made:
+        db.disconnect()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# on every backend: no replicas configured
+
+
+def test_without_replicas_nothing_is_installed(db: Database) -> None:
+    """bind_url() without replicas= leaves Pony's pool and provider methods alone: the no-replica path
+    costs nothing."""
+    provider = db.provider
+    assert type(provider.pool).__module__.startswith("pony.")
+    assert not {"commit", "set_transaction_mode", "should_reconnect"} & set(vars(provider))
+    assert replica_status(db) == {}
+
+
+def test_replica_session_without_replicas_reads_the_primary_and_refuses_writes(db: Database) -> None:
+    """The same code runs in development without replicas: reads work, writes raise before any SQL."""
+    account = define(db)
+    kit = pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    with db_session:
+        account(id=1, value=10)
+    statements: list[str] = []
+    kit.add_execute_listener(lambda _db, sql, *_: statements.append(sql))
+    with replica_session():
+        assert account[1].value == 10
+    statements.clear()
+    with (
+        pytest.raises(pk.ReadOnlySessionError, match=r"INSERT statement .*\(replica_session\(\)\)"),
+        replica_session(),
+    ):
+        account(id=2, value=20)
+    with pytest.raises(pk.ReadOnlySessionError, match="UPDATE statement"), replica_session():
+        db.execute("UPDATE account SET value = 0")
+    assert statements == []  # nothing reached the server
+    with db_session:
+        assert account.select().count() == 1
+        assert account[1].value == 10
+
+
+def test_replica_session_on_write_primary_without_replicas_writes(db: Database) -> None:
+    account = define(db)
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    with replica_session(on_write="primary"):
+        account(id=1, value=1)
+    with db_session:
+        assert account[1].value == 1
+
+
+@pytest.mark.backends("sqlite", "mysql")
+def test_replicas_are_postgresql_only(backend: Any) -> None:
+    db = Database()
+    with pytest.raises(pk.UnsupportedDatabase, match="PostgreSQL streaming replicas only"):
+        pk.bind_url(db, backend.url, replicas=[backend.url])
+    assert db.provider is None  # refused before binding
+
+
+def test_replica_options_are_checked() -> None:
+    with pytest.raises(pk.OptionError, match="pin_wait"):
+        ReplicaConfig(urls=("postgresql://h/db",), pin_wait=-1)
+    with pytest.raises(pk.OptionError, match="on_write"):
+        replica_session(on_write="ignore")
+    with pytest.raises(pk.OptionError, match="list of URLs"):
+        pk.bind_url(Database(), "sqlite:///:memory:", replicas="postgresql://h/db")  # type: ignore[arg-type]
+    with pytest.raises(pk.OptionError, match="generator"):
+
+        @replica_session()
+        def rows() -> Iterator[int]:
+            yield 1
+
+
+def test_replica_url_password_never_in_messages(backend_name: str) -> None:
+    del backend_name
+    with pytest.raises(pk.ConfigurationError) as info:
+        pk.bind_url(Database(), "postgresql://u:pw@h/db", replicas=["mysql://u:hunter2@h/db"])
+    assert "hunter2" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# against the real replica
+
+
+@pytest.mark.backends("postgres")
+def test_reads_go_to_a_replica_and_everything_else_to_the_primary(pair: Any) -> None:
+    db, account = pair(accounts=1)
+    with db_session:
+        assert not on_replica(db)
+    with replica_session():
+        assert on_replica(db)
+        assert account[0].value == 0
+    with pk.transaction(read_only=True, db=db):
+        assert on_replica(db)
+        assert db.select("SELECT current_setting('transaction_read_only')")[0] == "on"
+    with pk.transaction(db=db):
+        assert not on_replica(db)
+
+    @replica_session()
+    def read() -> bool:
+        return on_replica(db)
+
+    assert read()
+    assert replica_status(db)["sessions"]["replica"] == 3
+
+
+@pytest.mark.backends("postgres")
+def test_writes_in_replica_sessions_raise_before_any_sql(pair: Any) -> None:
+    db, account = pair(accounts=1)
+    statements: list[str] = []
+    pk.get_kit(db).add_execute_listener(lambda _db, sql, *_: statements.append(sql))
+    for attempt in (
+        lambda: account(id=5, value=5),  # a flush of a new object, at the end of the session
+        lambda: setattr(account[0], "value", 7),  # an UPDATE after a read on the replica
+        lambda: db.execute("DELETE FROM account"),  # raw SQL
+        lambda: account.select().for_update()[:],  # a lock cannot be taken on a replica
+    ):
+        statements.clear()
+        with pytest.raises(pk.ReadOnlySessionError, match="Nothing was sent"), replica_session():
+            attempt()
+            flush()
+        assert not any(s.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")) for s in statements)
+    with (
+        pytest.raises(pk.ReadOnlySessionError, match=r"transaction\(read_only=True\)"),
+        pk.transaction(read_only=True, db=db),
+    ):
+        account[0].value = 9
+    with db_session:
+        assert account.select().count() == 1
+        assert account[0].value == 0
+
+
+@pytest.mark.backends("postgres")
+def test_read_your_writes_oracle(pair: Any, replica_control: Any) -> None:
+    """1,000 write-then-read sequences over 16 threads against a replica that applies 500 ms late:
+    every read sees the reader's own last write (0 stale), and part of the reads are served by the
+    replica (the share is printed). Readers pause 0, 0.3 or 0.6 s between write and read, as users do."""
+    threads, sequences = 16, 1000
+    db, account = pair(accounts=threads, pool=pk.PoolConfig(max_size=8, timeout=30))
+    replica_control.set_apply_delay(500)
+    stale: list[tuple[int, int, int]] = []
+    served = {"replica": 0, "primary": 0}
+    lock = threading.Lock()
+
+    def user(me: int) -> None:
+        rng = random.Random(me)
+        with use_pin():
+            for k in range(1, sequences // threads + 1):
+                with db_session:
+                    account[me].value = k
+                threading.Event().wait(rng.choice((0.0, 0.3, 0.6)))
+                with replica_session():
+                    seen, replica = account[me].value, on_replica(db)
+                with lock:
+                    served["replica" if replica else "primary"] += 1
+                    if seen != k:
+                        stale.append((me, k, seen))
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(user, range(threads)))
+    total = served["replica"] + served["primary"]
+    share = served["replica"] / total
+    print(
+        f"\nread-your-writes oracle: {total} reads, 0 expected stale, {len(stale)} stale, "
+        f"replica share {share:.1%}, routing {replica_status(db)['sessions']}"
+    )
+    assert total == sequences
+    assert stale == []
+
+
+@pytest.mark.backends("postgres")
+def test_naive_routing_reads_stale_data(pair: Any, replica_control: Any) -> None:
+    """The same harness without pins (every read on the replica, as a router ignoring lag does) reads
+    stale values right after its own writes."""
+    db, account = pair(accounts=4)
+    replica_control.set_apply_delay(500)
+    stale = 0
+    for k in range(1, 26):
+        with db_session:
+            account[k % 4].value = k
+        with use_pin(None), replica_session():  # a fresh scope: no pin, as a naive router
+            assert on_replica(db)
+            stale += account[k % 4].value != k
+    print(f"\nnaive routing: {stale} stale reads out of 25")
+    assert stale > 0
+
+
+@pytest.mark.backends("postgres")
+def test_pinned_reader_waits_for_the_replica_within_the_bound(
+    pair: Any, backend: Any, replica_control: Any
+) -> None:
+    """With pin_wait above the replica's delay, a pinned reader waits and reads its own write there;
+    with a short pin_wait it reads it on the primary."""
+    url = replica_control.url_for(backend)
+    db, account = pair(accounts=1, config=ReplicaConfig(urls=(url,), pin_wait=10.0))
+    replica_control.set_apply_delay(300)
+    with use_pin():
+        with db_session:
+            account[0].value = 1
+        with replica_session():
+            assert on_replica(db)
+            assert account[0].value == 1
+        with db_session:
+            account[0].value = 2
+        db.provider.pool.config = ReplicaConfig(urls=(url,), pin_wait=0.0)
+        with replica_session():
+            assert not on_replica(db)
+            assert account[0].value == 2
+    assert replica_status(db)["sessions"]["primary:pinned"] == 1
+
+
+@pytest.mark.backends("postgres")
+def test_replica_stopped_in_the_middle_of_a_run(pair: Any, backend: Any, replica_control: Any) -> None:
+    """Readers see no error while the replica goes down (their sessions fall back to the primary) and
+    use it again once it is back."""
+    config = ReplicaConfig(urls=(replica_control.url_for(backend),), retry_after=0.2, retry_cap=0.5)
+    db, account = pair(accounts=1, config=config)
+    errors: list[BaseException] = []
+    reads = {"replica": 0, "primary": 0}
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                with replica_session():
+                    assert account[0].value == 0
+                    reads["replica" if on_replica(db) else "primary"] += 1
+            except BaseException as exc:
+                errors.append(exc)
+            stop.wait(0.005)
+
+    workers = [threading.Thread(target=reader) for _ in range(4)]
+    for w in workers:
+        w.start()
+    try:
+        _wait_until(lambda: reads["replica"] > 20)
+        replica_control.stop()
+        before = reads["primary"]
+        _wait_until(lambda: reads["primary"] > before + 20)
+        replica_control.start()
+        back = reads["replica"]
+        _wait_until(lambda: reads["replica"] > back + 20, timeout=60)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+    assert errors == []
+    status = replica_status(db)
+    assert status["sessions"].get("primary:down", 0) > 0
+    assert not status["replicas"][0]["down"]
+
+
+@pytest.mark.backends("postgres")
+def test_lagging_replica_is_skipped_and_used_again(backend: Any, replica_control: Any) -> None:
+    db = Database()
+    config = ReplicaConfig(urls=(replica_control.url_for(backend),), max_lag=0.3, check_interval=0.05)
+    pk.bind_url(db, backend.url, replicas=config)
+    account = define(db)
+    pk.attach(db)
+    db.generate_mapping(create_tables=True)
+    replica_control.wait_caught_up()
+    try:
+        replica_control.set_apply_delay(5000)
+        with db_session:
+            account(id=1, value=1)  # a position the replica will not replay for 5 s
+
+        def served_by_primary() -> bool:
+            with use_pin(None), replica_session():
+                return not on_replica(db)
+
+        _wait_until(served_by_primary)
+        assert replica_status(db)["replicas"][0]["lagging"]
+        replica_control.set_apply_delay(0)
+
+        def served_by_replica() -> bool:
+            with use_pin(None), replica_session():
+                return on_replica(db)
+
+        _wait_until(served_by_replica, timeout=30)
+        assert replica_status(db)["sessions"].get("primary:lagging", 0) > 0
+    finally:
+        db.disconnect()
+
+
+@pytest.mark.backends("postgres")
+def test_stale_read_then_update_is_an_optimistic_check_error(pair: Any, replica_control: Any) -> None:
+    """A session that read a stale row on the replica and moves to the primary to write it fails Pony's
+    optimistic check instead of overwriting the newer value (a lost update)."""
+    db, account = pair(accounts=1)
+    _replay(replica_control, pause=True)
+    try:
+        with db_session:
+            account[0].value = 1  # on the primary; the paused replica still has 0
+        with pytest.raises(OptimisticCheckError), use_pin(None), replica_session(on_write="primary"):
+            row = account[0]
+            assert row.value == 0  # the stale read
+            assert on_replica(db)
+            row.value = row.value + 10  # a read-modify-write from stale data
+            commit()
+    finally:
+        _replay(replica_control, pause=False)
+    with db_session:
+        assert account[0].value == 1  # the newer value survived
+
+
+@pytest.mark.backends("postgres")
+def test_on_write_primary_moves_the_session_and_keeps_its_objects(pair: Any) -> None:
+    db, account = pair(accounts=1)
+    with use_pin(None), replica_session(on_write="primary"):
+        row = account[0]
+        assert on_replica(db)
+        row.note = "moved"
+        flush()
+        assert not on_replica(db)
+        assert row.value == 0  # the object loaded on the replica is still the session's
+    with db_session:
+        assert account[0].note == "moved"
+    assert replica_status(db)["sessions"]["primary:moved"] == 0  # moved mid-session, not at connect
+
+
+@pytest.mark.backends("postgres")
+def test_pins_follow_threads_and_async_tasks(pair: Any, replica_control: Any) -> None:
+    """A commit in a run_in_session worker or a copied-context thread pins the scope that started it;
+    the token carries the pin to another scope (the next request)."""
+    db, account = pair(accounts=2)
+    replica_control.set_apply_delay(1000)
+
+    def write(i: int, value: int) -> None:
+        with db_session:
+            account[i].value = value
+
+    async def request() -> str | None:
+        with use_pin():
+            await pk.run_in_session(write, 0, 5)
+            return current_pin()
+
+    token = asyncio.run(request())
+    assert token is not None
+    with use_pin(token), replica_session():
+        assert account[0].value == 5  # read-your-writes in the next request, through the token
+    with use_pin():
+        context = contextvars.copy_context()
+        worker = threading.Thread(target=context.run, args=(write, 1, 6))
+        worker.start()
+        worker.join()
+        with replica_session():
+            assert account[1].value == 6
+    signed = None
+    with use_pin():
+        write(0, 7)
+        signed = current_pin(secret="k")
+    with use_pin(signed, secret="k"), replica_session():
+        assert account[0].value == 7
+    with use_pin(signed, secret="wrong"), replica_session():  # refused token: no pin, stale replica
+        assert on_replica(db)
+        assert account[0].value != 7
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _wait_until(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll ``check`` until true; fail after ``timeout`` seconds (a hang guard, not a timing assertion)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not reached within {timeout} s: {check.__name__}")
+        time.sleep(0.02)
+
+
+def _replay(control: Any, *, pause: bool) -> None:
+    import psycopg2
+
+    con = psycopg2.connect(control.url)
+    try:
+        con.autocommit = True
+        with con.cursor() as cur:
+            cur.execute("SELECT pg_wal_replay_pause()" if pause else "SELECT pg_wal_replay_resume()")
+    finally:
+        con.close()
