@@ -299,7 +299,7 @@ class ReplicaControl:
             con.autocommit = True
             with con.cursor() as cur:
                 cur.execute(sql)
-                return cur.fetchone()[0]
+                return cur.fetchone()[0] if cur.description else None
         finally:
             con.close()
 

@@ -139,10 +139,12 @@ def reset_function(db: Database) -> Callable[[Any], None]:
 
 
 def ping_connection(db: Database, con: Any) -> bool:
-    """True when ``con`` still talks to its server (one round trip; SQLite files always answer)."""
+    """True when ``con`` still talks to its server (one round trip; on SQLite an in-process check that
+    the connection is open)."""
     name = dialect(db)
     try:
         if name == "sqlite":
+            con.execute("SELECT 1").close()
             return True
         if name == "mysql":
             con.ping(False)  # COM_PING without reconnecting: a reconnect would lose Pony's settings
