@@ -59,6 +59,7 @@ from ..transactions._async import run_in_session, session_executor, set_session_
 from ._etags import check_if_match, set_etag
 from ._pages import CursorLinks, CursorPage, Page, PageLinks
 from ._problems import PROBLEM_JSON, PROBLEMS, ProblemType, find_problem, problem_for, status_of
+from ._replicas import ReplicaReads, RequestPin, replica_reads
 from ._timing import Endpoint, RequestTiming, listen, measuring, request_endpoint
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "PonyRoute",
     "Problem",
     "ProblemType",
+    "ReplicaReads",
     "RequestValidationBody",
     "async_ok",
     "check_if_match",
@@ -105,6 +107,7 @@ class _AppConfig:
     problems: tuple[ProblemType, ...]
     databases: tuple[Database, ...]
     principal: Callable[[Request], Any] | None = None
+    replicas: ReplicaReads | None = None
 
 
 @dataclass
@@ -233,22 +236,39 @@ class PonyRoute(APIRoute):
             token = _state.set(_RequestState(config, timing, request))
             named = request_endpoint.set(endpoint)
             acting = None
+            pin = None
+            if config is not None and config.replicas is not None:
+                pin = RequestPin(config.replicas, request.method, request.cookies, request.headers)
+                pin.enter()  # a GET reads from replicas; the client's pin token holds for the request
+            pin_token = None
             try:
                 if async_endpoint and config is not None and config.principal is not None:
                     # Not on the event loop: the principal function may query (a User entity).
                     who = await run_in_session(config.principal, request)
                     acting = set_principal(who)  # seen by the endpoint and its run_in_session calls
                 response: Response = await handler(request)
+                pin_token = pin.token() if pin is not None else None
             finally:
+                if pin is not None:
+                    pin.exit()
                 if acting is not None:
                     reset_principal(acting)
                 request_endpoint.reset(named)
                 _state.reset(token)
             if timing is not None:
                 response.headers["Server-Timing"] = timing.header()
+            if pin_token is not None and pin is not None:
+                _send_pin(response, pin_token, pin.options)
             return response
 
         return run
+
+
+def _send_pin(response: Response, token: str, options: ReplicaReads) -> None:
+    if options.header is not None:
+        response.headers[options.header] = token
+    if options.cookie is not None:
+        response.set_cookie(options.cookie, token, max_age=options.max_age, httponly=True, samesite="lax")
 
 
 def _problem_handler(table: tuple[ProblemType, ...]) -> Callable[[Request, Exception], Any]:
@@ -271,6 +291,7 @@ def install(
     server_timing: bool = False,
     problems: Iterable[ProblemType] = (),
     principal: Callable[[Request], Any] | None = None,
+    replicas: ReplicaReads | bool | None = None,
 ) -> None:
     """Set ``app`` up for :class:`PonyRoute`: options, connection budget, error handlers, Server-Timing.
 
@@ -289,6 +310,10 @@ def install(
     then set in the request's context, where its ``run_in_session`` calls see it. ``requires()``,
     ``scoped()`` and the ``Audited`` actor read it. An exception of ``fn`` fails the request (raise
     ``PermissionDenied`` for a bad credential: a 403).
+
+    ``replicas=True`` (or a :class:`ReplicaReads`): GET and HEAD requests run as replica sessions on
+    Databases bound with ``replicas=``, and each request carries its read-your-writes pin in a cookie
+    and header (see docs/scaling.md).
     """
     if not isinstance(app, FastAPI):
         raise OptionError(f"install() takes a fastapi.FastAPI app, got {type(app).__name__}")
@@ -324,7 +349,8 @@ def install(
     for exc_type in dict.fromkeys(entry.exc_type for entry in table):
         if issubclass(exc_type, Exception):  # Starlette handles Exception subclasses only
             app.add_exception_handler(exc_type, handler)
-    setattr(app.state, _STATE_KEY, _AppConfig(server_timing, table, databases, principal))
+    reads = replica_reads(replicas)
+    setattr(app.state, _STATE_KEY, _AppConfig(server_timing, table, databases, principal, reads))
 
 
 class FieldErrorModel(BaseModel):

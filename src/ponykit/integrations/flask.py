@@ -35,13 +35,15 @@ from pony.orm import commit, db_session, rollback
 
 from ..errors import OptionError
 from ..security import reset_principal, set_principal
+from ._replicas import ReplicaReads, RequestPin, replica_reads
 
-__all__ = ["Pony"]
+__all__ = ["Pony", "ReplicaReads"]
 
 _G_SESSION = "_ponykit_session"
 _G_FAILED = "_ponykit_failed"
 _G_DONE = "_ponykit_done"
 _G_PRINCIPAL = "_ponykit_principal_token"
+_G_PIN = "_ponykit_pin"
 
 
 class Pony:
@@ -55,6 +57,10 @@ class Pony:
     verified token): its result is the acting principal of the request (``requires()``, ``scoped()``, the
     ``Audited`` actor read it), set in the request's thread and reset at its teardown, so it never reaches
     the next request the thread serves. An exception of ``fn`` fails (and rolls back) the request.
+
+    ``replicas=True`` (or a ``ReplicaReads``): GET and HEAD requests run as replica sessions on
+    Databases bound with ``replicas=``; each request carries its read-your-writes pin in a cookie and
+    header (see docs/scaling.md).
     """
 
     def __init__(
@@ -62,6 +68,7 @@ class Pony:
         app: Flask | None = None,
         *,
         principal: Callable[[Any], Any] | None = None,
+        replicas: ReplicaReads | bool | None = None,
         **session_options: Any,
     ) -> None:
         if principal is not None and not callable(principal):
@@ -70,6 +77,7 @@ class Pony:
                 f"None, got {type(principal).__name__}"
             )
         self.principal = principal
+        self.replicas = replica_reads(replicas)
         self.session_options = session_options
         if app is not None:
             self.init_app(app)
@@ -102,6 +110,10 @@ class Pony:
         endpoint = request.endpoint or ""
         if endpoint == "static" or endpoint.endswith(".static"):
             return
+        if self.replicas is not None:
+            pin = RequestPin(self.replicas, request.method, request.cookies, request.headers)
+            pin.enter()  # before the session: a GET's session takes a replica's connection
+            setattr(g, _G_PIN, pin)
         session = db_session(**self.session_options) if self.session_options else db_session
         session.__enter__()
         setattr(g, _G_SESSION, session)
@@ -123,9 +135,27 @@ class Pony:
             except BaseException:
                 setattr(g, _G_FAILED, True)
                 raise  # Flask answers 500; the teardown rolls back and ends the session
+            pin: RequestPin | None = getattr(g, _G_PIN, None)
+            token = pin.token() if pin is not None else None
+            if pin is not None and token is not None:
+                if pin.options.header is not None:
+                    response.headers[pin.options.header] = token
+                if pin.options.cookie is not None:
+                    response.set_cookie(
+                        pin.options.cookie, token, max_age=pin.options.max_age, httponly=True, samesite="Lax"
+                    )
         return response
 
     def _exit(self, exc: BaseException | None) -> None:
+        try:
+            self._end_session(exc)
+        finally:
+            pin: RequestPin | None = getattr(g, _G_PIN, None)
+            if pin is not None:
+                setattr(g, _G_PIN, None)
+                pin.exit()
+
+    def _end_session(self, exc: BaseException | None) -> None:
         token = getattr(g, _G_PRINCIPAL, None)
         if token is not None:
             setattr(g, _G_PRINCIPAL, None)
