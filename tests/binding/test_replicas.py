@@ -196,9 +196,10 @@ def test_writes_in_replica_sessions_raise_before_any_sql(pair: Any) -> None:
 
 @pytest.mark.backends("postgres")
 def test_read_your_writes_oracle(pair: Any, replica_control: Any) -> None:
-    """1,000 write-then-read sequences over 20 threads (8 pooled connections per server) against a replica that applies 500 ms late:
-    every read sees the reader's own last write (0 stale), and part of the reads are served by the
-    replica (the share is printed). Readers pause 0, 0.3 or 0.6 s between write and read, as users do."""
+    """1,000 write-then-read sequences over 20 threads (8 pooled connections per server) against a
+    replica that applies 500 ms late: every read sees the reader's own last write (0 stale), and part of
+    the reads are served by the replica (the share is printed). Readers pause 0, 0.3 or 0.6 s between
+    write and read, as users do."""
     threads, sequences = 20, 1000
     db, account = pair(accounts=threads, pool=pk.PoolConfig(max_size=8, timeout=30))
     replica_control.set_apply_delay(500)

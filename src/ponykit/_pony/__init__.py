@@ -354,6 +354,8 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "describe_flush",
     "is_moved_to_primary",
     "pending_flush",
+    "pop_read_intent",
+    "push_read_intent",
     "read_intent",
     "refuse_write",
     "reset_read_intent",

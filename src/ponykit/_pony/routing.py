@@ -36,6 +36,8 @@ __all__ = [
     "describe_flush",
     "is_moved_to_primary",
     "pending_flush",
+    "pop_read_intent",
+    "push_read_intent",
     "read_intent",
     "refuse_write",
     "reset_read_intent",
@@ -65,24 +67,40 @@ class ReadIntent:
     route: bool = True
 
 
-_intent: ContextVar[ReadIntent | None] = ContextVar("ponykit_read_intent", default=None)
+# The read intents entered in a context form a stack: (intent, the frame it covers), innermost first.
+# Plain tuples: one is made per replica_session(), so the cheapest object Python has.
+_Frame = tuple[ReadIntent | None, Any]
+_intent: ContextVar[_Frame | None] = ContextVar("ponykit_read_intent", default=None)
 _ROUTER_ATTR = "_ponykit_router_"
 _MOVED_ATTR = "_ponykit_moved_to_primary_"
 
 
 def read_intent() -> ReadIntent | None:
     """The read intent of the current context, or None (ordinary sessions: the primary)."""
-    return _intent.get()
+    frame = _intent.get()
+    return None if frame is None else frame[0]
 
 
-def set_read_intent(intent: ReadIntent | None) -> Token[ReadIntent | None]:
+def set_read_intent(intent: ReadIntent | None) -> Token[_Frame | None]:
     """Set the read intent of the current context; the token for :func:`reset_read_intent`."""
-    return _intent.set(intent)
+    return _intent.set((intent, _intent.get()))
 
 
-def reset_read_intent(token: Token[ReadIntent | None]) -> None:
+def reset_read_intent(token: Token[_Frame | None]) -> None:
     """Put back the read intent :func:`set_read_intent` replaced."""
     _intent.reset(token)
+
+
+def push_read_intent(intent: ReadIntent | None) -> None:
+    """Set the read intent of the current context until the matching :func:`pop_read_intent` (no token
+    to keep: one object, a decorator or a module constant, can be entered by many threads and tasks)."""
+    _intent.set((intent, _intent.get()))
+
+
+def pop_read_intent() -> None:
+    """End the innermost :func:`push_read_intent` of the current context."""
+    frame = _intent.get()
+    _intent.set(None if frame is None else frame[1])
 
 
 def set_router(db: Database, router: Any) -> None:
@@ -145,7 +163,7 @@ def refuse_write(db: Database | None, what: str) -> None:
 
     Does nothing without a read intent, or when the session already runs on the primary after a move.
     """
-    intent = _intent.get()
+    intent = read_intent()
     if intent is None:
         return
     if intent.on_write == "primary" and not intent.transaction:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import Token
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -21,6 +18,11 @@ __all__ = ["replica_session"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _ON_WRITE = ("raise", "primary")
+_INTENTS = {
+    (on_write, route): _pony.ReadIntent("replica_session()", cast(_pony.OnWrite, on_write), route=route)
+    for on_write in _ON_WRITE
+    for route in (True, False)
+}
 
 
 class replica_session:
@@ -48,38 +50,25 @@ class replica_session:
                 f"(move the session to the primary at its first write), got {on_write!r}"
             )
         self.on_write = cast(_pony.OnWrite, on_write)
-        self._local = threading.local()
 
     def _intent(self, route: bool) -> _pony.ReadIntent:
-        return _pony.ReadIntent("replica_session()", self.on_write, route=route)
-
-    @contextmanager
-    def _session(self) -> Iterator[None]:
-        token = _pony.set_read_intent(self._intent(not _pony.in_db_session()))
-        try:
-            with db_session:
-                yield
-        finally:
-            _pony.reset_read_intent(token)
+        return _INTENTS[self.on_write, route]
 
     def __enter__(self) -> None:
-        stack: list[Token[Any]] = self._local.__dict__.setdefault("stack", [])
-        token = _pony.set_read_intent(self._intent(not _pony.in_db_session()))
+        _pony.push_read_intent(_INTENTS[self.on_write, not _pony.in_db_session()])
         try:
             db_session.__enter__()
         except BaseException:
-            _pony.reset_read_intent(token)
+            _pony.pop_read_intent()
             raise
-        stack.append(token)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        token = self._local.stack.pop()
         try:
             db_session.__exit__(exc_type, exc, tb)
         finally:
-            _pony.reset_read_intent(token)
+            _pony.pop_read_intent()
 
     def __call__(self, fn: F) -> F:
         """Decorate ``fn``: each call runs in its own replica session (see the class docstring)."""
@@ -104,7 +93,7 @@ class replica_session:
 
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
-            with self._session():
+            with self:
                 return fn(*args, **kwargs)
 
         return cast(F, run)
