@@ -14,8 +14,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from collections import deque
 
 __all__ = ["Health"]
@@ -43,6 +45,7 @@ class Health:
         # (WAL position, monotonic time it was known to exist on the primary), oldest first, increasing.
         self._marks: deque[tuple[int, float]] = deque()
         self._lock = threading.Lock()
+        _alive.add(self)
 
     # -- availability -------------------------------------------------------------------------------
 
@@ -133,3 +136,17 @@ class Health:
         now = time.monotonic() if now is None else now
         with self._lock:
             return now - self._marks[0][1] if self._marks else 0.0
+
+
+_alive: weakref.WeakSet[Health] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held a lock, or been probing or checking, when the process forked:
+    # the child has no such thread, so it starts with fresh locks and no claim outstanding.
+    for health in list(_alive):
+        health._lock = threading.Lock()
+        health.probing = health.checking = False
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

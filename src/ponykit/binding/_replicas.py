@@ -144,7 +144,10 @@ class Router(_pony.PoolWrapper):
             replica = taken.replica
             taken.replica = taken.connection = None
             assert replica is not None
-            replica.pool.release(con)
+            try:
+                replica.pool.release(con)  # a failing reset closes the connection (Pony's pools do)
+            except Exception as exc:  # noqa: BLE001 - the session only read: nothing is lost, no error
+                self._failed(replica, time.monotonic(), exc)
         else:
             self.primary.release(con)
 
