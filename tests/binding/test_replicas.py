@@ -164,8 +164,17 @@ def test_reads_go_to_a_replica_and_everything_else_to_the_primary(pair: Any) -> 
     def read() -> bool:
         return on_replica(db)
 
+    @replica_session()
+    async def read_async() -> bool:  # no session on the loop: its run_in_session calls read replicas
+        return await pk.run_in_session(on_replica, db)
+
+    async def write_async() -> bool:
+        return await pk.run_in_session(on_replica, db)
+
     assert read()
-    assert replica_status(db)["sessions"]["replica"] == 3
+    assert asyncio.run(read_async())
+    assert not asyncio.run(write_async())
+    assert replica_status(db)["sessions"]["replica"] == 4
 
 
 @pytest.mark.backends("postgres")
