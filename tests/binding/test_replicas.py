@@ -390,6 +390,12 @@ def test_on_write_primary_moves_the_session_and_keeps_its_objects(pair: Any) -> 
     with db_session:
         assert account[0].note == "moved"
     assert replica_status(db)["sessions"]["primary:moved"] == 1  # its reconnect took the primary
+    with use_pin(None), replica_session(on_write="primary"):
+        assert on_replica(db)
+        db.execute("UPDATE account SET value = 42")  # raw SQL moves the session too (attach's check)
+        assert not on_replica(db)
+    with db_session:
+        assert account[0].value == 42
 
 
 @pytest.mark.backends("postgres")
