@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from ..errors import ConfigurationError, OptionError, UnsupportedDatabase
+from ..errors import ConfigurationError, OptionError
 from ._pins import current_pin, use_pin
 from ._pool import BoundedPool, PoolConfig, PoolStats, install_bounded_pool
-from ._replicas import ReplicaConfig, install_router, replica_status
+from ._replicas import ReplicaConfig, install_router, replica_config, replica_status, replica_targets
 from ._session import replica_session
 
 if TYPE_CHECKING:
@@ -239,8 +239,8 @@ def bind_direct(
             f"not {type(pool).__name__}"
         )
     provider, kwargs = parse_url(url)
-    config = _replica_config(replicas)
-    targets = [(redact_url(u), _replica_kwargs(u, provider, overrides)) for u in config.urls]
+    config = replica_config(replicas)
+    targets = replica_targets(config, provider, overrides, parse_url, redact_url, _ALIASES[provider])
     if "provider" in overrides:
         raise ConfigurationError("the provider comes from the URL scheme and cannot be overridden")
     aliases = _ALIASES[provider]
@@ -275,37 +275,6 @@ def bind_direct(
         install_bounded_pool(db, pool, redact_url(url))
     if targets:
         install_router(db, targets, config, pool)
-
-
-def _replica_config(replicas: Replicas) -> ReplicaConfig:
-    if isinstance(replicas, ReplicaConfig):
-        return replicas
-    if isinstance(replicas, str):
-        raise OptionError(
-            "bind_url(replicas=...) takes a list of URLs (or a ReplicaConfig), got one str: "
-            "write replicas=[url]"
-        )
-    return ReplicaConfig(urls=tuple(replicas))
-
-
-def _replica_kwargs(url: str, provider: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    if provider != "postgres":
-        raise UnsupportedDatabase(
-            f"bind_url(replicas=...) supports PostgreSQL streaming replicas only; the primary URL is a "
-            f"{provider} URL. Bind without replicas= (reads then use the primary)"
-        )
-    kind, kwargs = parse_url(url)
-    if kind != provider:
-        raise ConfigurationError(
-            f"replica URL {redact_url(url)!r} is not a {provider} URL like its primary's; a replica "
-            "is a streaming replica of the primary (postgresql://...)"
-        )
-    aliases = _ALIASES[provider]
-    given = {aliases.get(k, k) for k in kwargs}
-    for key, value in overrides.items():
-        if aliases.get(key, key) not in given:
-            kwargs[key] = value
-    return kwargs
 
 
 def _fail(provider: str, text: str, problem: str) -> ConfigurationError:

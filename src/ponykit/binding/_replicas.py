@@ -22,18 +22,19 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pony.orm import Database
 
 from .. import _pony
-from ..errors import OptionError
+from ..errors import ConfigurationError, OptionError, UnsupportedDatabase
 from ._health import Health
 from ._pins import parse_lsn, pin_for, record_pin
 from ._pool import BoundedPool, PoolConfig
 
-__all__ = ["ReplicaConfig", "Router", "install_router", "replica_status"]
+__all__ = ["ReplicaConfig", "Router", "install_router", "replica_config", "replica_status", "replica_targets"]
 
 log = logging.getLogger("ponykit.binding")
 
@@ -80,6 +81,50 @@ class ReplicaConfig:
                 raise OptionError(f"ReplicaConfig({name}=...) takes seconds >= 0, got {value!r}")
         if self.poll <= 0:
             raise OptionError(f"ReplicaConfig(poll=...) takes seconds > 0, got {self.poll!r}")
+
+
+def replica_config(replicas: Sequence[str] | ReplicaConfig) -> ReplicaConfig:
+    """``bind_url``'s ``replicas=`` (URLs, or a :class:`ReplicaConfig`) as a :class:`ReplicaConfig`."""
+    if isinstance(replicas, ReplicaConfig):
+        return replicas
+    if isinstance(replicas, str):
+        raise OptionError(
+            "bind_url(replicas=...) takes a list of URLs (or a ReplicaConfig), got one str: "
+            "write replicas=[url]"
+        )
+    return ReplicaConfig(urls=tuple(replicas))
+
+
+def replica_targets(
+    config: ReplicaConfig,
+    provider: str,
+    overrides: dict[str, Any],
+    parse: Callable[[str], tuple[str, dict[str, Any]]],
+    redact: Callable[[str], str],
+    aliases: dict[str, str],
+) -> list[tuple[str, dict[str, Any]]]:
+    """``(redacted URL, connection arguments)`` of each replica: its URL parsed with ``parse``, plus the
+    primary's keyword ``overrides`` that the replica URL does not set itself (``aliases``: spellings of one
+    setting). Refused (before anything is bound) for a primary that is not PostgreSQL."""
+    targets = []
+    for url in config.urls:
+        if provider != "postgres":
+            raise UnsupportedDatabase(
+                f"bind_url(replicas=...) supports PostgreSQL streaming replicas only; the primary URL is a "
+                f"{provider} URL. Bind without replicas= (reads then use the primary)"
+            )
+        kind, kwargs = parse(url)
+        if kind != provider:
+            raise ConfigurationError(
+                f"replica URL {redact(url)!r} is not a {provider} URL like its primary's; a replica is a "
+                "streaming replica of the primary (postgresql://...)"
+            )
+        given = {aliases.get(k, k) for k in kwargs}
+        for key, value in overrides.items():
+            if aliases.get(key, key) not in given:
+                kwargs[key] = value
+        targets.append((redact(url), kwargs))
+    return targets
 
 
 @dataclass
