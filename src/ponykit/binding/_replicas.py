@@ -29,7 +29,7 @@ from typing import Any
 from pony.orm import Database
 
 from .. import _pony
-from ..errors import ConfigurationError, OptionError, UnsupportedDatabase
+from ..errors import ConfigurationError, OptionError, PoolTimeout, UnsupportedDatabase
 from ._health import Health
 from ._pins import parse_lsn, pin_for, record_pin
 from ._pool import BoundedPool, PoolConfig
@@ -264,6 +264,8 @@ class Router(_pony.PoolWrapper):
         try:
             try:
                 con, fresh = replica.pool.connect()
+            except PoolTimeout:
+                return None, "busy"  # every connection of its bounded pool is in use: not a failure
             except Exception as exc:  # noqa: BLE001 - any driver error: the replica is down for now
                 self._failed(replica, now, exc)
                 return None, "down"
@@ -444,7 +446,8 @@ def replica_status(db: Database) -> dict[str, Any]:
     ``{"sessions": {"replica": n, "primary:pinned": n, "primary:down": n, ...}, "pins": n, "replicas":
     [{"url": redacted, "down": bool, "lagging": bool, "lag_seconds": float, "replayed": "0/3000148"}]}``.
     Read sessions counted under ``primary:<reason>`` fell back to the primary (``pinned``: no replica had
-    replayed the reader's own last commit within ``pin_wait``; ``moved``: a write moved it). Empty
+    replayed the reader's own last commit within ``pin_wait``; ``down``, ``lagging``; ``busy``: the
+    replica's bounded pool had no free connection within its timeout; ``moved``: a write moved it). Empty
     for a Database without replicas.
     """
     router = _pony.routes_reads(db)
