@@ -460,3 +460,32 @@ def _replay(control: Any, *, pause: bool) -> None:
             cur.execute("SELECT pg_wal_replay_pause()" if pause else "SELECT pg_wal_replay_resume()")
     finally:
         con.close()
+
+
+@pytest.mark.backends("postgres")
+def test_a_full_replica_pool_sends_readers_to_the_primary(pair: Any) -> None:
+    """With pool=, a replica whose bounded pool has no free connection is skipped, not marked down."""
+    db, account = pair(accounts=1, pool=pk.PoolConfig(max_size=1, timeout=0))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with use_pin(None), replica_session():
+            assert on_replica(db)
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        with use_pin(None), replica_session():
+            assert not on_replica(db)
+            assert account[0].value == 0
+    finally:
+        release.set()
+        holder.join()
+    status = replica_status(db)
+    assert status["sessions"]["primary:busy"] == 1
+    assert not status["replicas"][0]["down"]
+    with use_pin(None), replica_session():
+        assert on_replica(db)
