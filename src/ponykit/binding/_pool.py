@@ -262,12 +262,13 @@ class BoundedPool(_pony.PoolWrapper):
             _pony.close_connection(slot.con)
 
     def _forget(self, con: Any, slot: _Slot | None) -> None:
-        # A connection this process did not open here (inherited through fork): leave it alone.
+        # Not a connection of this pool in this process: a parent's (fork), left alone and kept referenced,
+        # or a stand-in such as ponykit's LostConnection, which is none of the pool's business.
         if slot is not None:
             with self._lock:
                 self._busy.pop(id(con), None)
                 self._free.notify()
-        _FORKED.append(con)
+            _FORKED.append(con)
 
     def _count(self, name: str) -> None:
         with self._lock:
