@@ -37,10 +37,11 @@ replica_bin() {  # the server binaries of the primary's major version (pg_ctl, p
 }
 
 as_postgres() {  # run a command as the postgres OS user (the standby's files belong to it)
+    # From / : the postgres user may not be allowed into the caller's working directory.
     if [ "$(id -un)" = "postgres" ]; then
-        "$@"
+        (cd / && "$@")
     else
-        runuser -u postgres -- "$@"
+        (cd / && runuser -u postgres -- "$@")
     fi
 }
 

@@ -322,6 +322,15 @@ class ReplicaControl:
         """Set ``recovery_min_apply_delay`` on the replica: commits become visible there ``ms`` later."""
         self._query(self._kwargs, f"ALTER SYSTEM SET recovery_min_apply_delay = '{int(ms)}ms'")
         self._query(self._kwargs, "SELECT pg_reload_conf()")
+        # The reload is asynchronous: once a new connection sees the value, the postmaster has re-read
+        # its configuration and signalled every process (the startup process applying WAL included).
+        deadline = time.monotonic() + 30
+        while self._query(
+            self._kwargs, "SELECT setting FROM pg_settings WHERE name = 'recovery_min_apply_delay'"
+        ) != str(int(ms)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the replica did not take recovery_min_apply_delay = {int(ms)}ms")
+            time.sleep(0.02)
 
     def wait_caught_up(self, timeout: float = 30.0) -> None:
         """Wait until the replica replayed everything the primary has written so far."""

@@ -397,3 +397,54 @@ def test_the_test_pool_composes_over_a_bounded_pool(pooled: Callable[..., Pooled
     finally:
         outer.close()
         p.db.provider.pool = bounded
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Oracle: random checkouts, returns, failures and dead connections against a model of the pool
+
+
+def test_random_operations_keep_the_pool_within_its_bound(backend: Any) -> None:
+    """Hypothesis drives one pool through checkouts, releases, drops and connections dying while idle;
+    after every step the pool agrees with a plain model (what is held, what may be open) and never hands
+    out a dead or already-held connection."""
+    db = Database()
+    bind_url(db, backend.url, pool=PoolConfig(max_size=3, timeout=0))
+    pool = db.provider.pool
+    assert isinstance(pool, BoundedPool)
+    operations = st.lists(
+        st.tuples(st.sampled_from(["take", "release", "drop", "die"]), st.integers(0, 10)), max_size=25
+    )
+
+    @given(ops=operations)
+    def run(ops: list[tuple[str, int]]) -> None:
+        held: list[Any] = []
+        try:
+            for op, pick in ops:
+                if op == "take":
+                    if len(held) == 3:
+                        with pytest.raises(PoolTimeout):
+                            pool.connect()
+                        continue
+                    con, _new = pool.connect()
+                    assert all(con is not h for h in held)
+                    assert not _is_closed(con) and _pony.ping_connection(db, con)
+                    held.append(con)
+                elif op in ("release", "drop") and held:
+                    con = held.pop(pick % len(held))
+                    (pool.release if op == "release" else pool.drop)(con)
+                elif op == "die" and pool._idle:
+                    # Dies while kept (closed under the pool): it must never be handed out.
+                    _pony.close_connection(pool._idle[pick % len(pool._idle)].con)
+                stats = pool.stats()
+                assert stats.in_use == len(held)
+                assert stats.open <= 3
+                assert stats.open == stats.in_use + stats.idle
+        finally:
+            for con in held:
+                pool.release(con)
+            pool.disconnect()  # every example starts from an empty pool
+
+    try:
+        run()
+    finally:
+        db.disconnect()

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from pony.orm import Database, Required, db_session, select
 
-from ponykit.binding import BoundedPool, PoolConfig, bind_url
+from ponykit.binding import BoundedPool, PoolConfig, bind_url, parse_url, redact_url
+from ponykit.binding._pool import make_bounded_pool
 
 pytestmark = pytest.mark.backends("postgres")
 
@@ -77,3 +78,22 @@ def test_replica_url_names_a_standby(replica_url: str) -> None:
             assert db.select("SELECT pg_is_in_recovery()")[0] is True
     finally:
         db.disconnect()
+
+
+def test_a_bounded_pool_for_the_replica_made_from_the_primarys_database(
+    backend: Any, replica_control: Any
+) -> None:
+    primary, _ = _mapped(backend.url, create=True)
+    replica_kwargs = parse_url(replica_control.url_for(backend))[1]
+    pool = make_bounded_pool(primary, PoolConfig(max_size=1), redact_url(replica_control.url), replica_kwargs)
+    try:
+        con, is_new = pool.connect()
+        cursor = con.cursor()
+        cursor.execute("SELECT pg_is_in_recovery()")
+        assert cursor.fetchone()[0] is True and is_new
+        pool.release(con)
+        assert pool.connect() == (con, False)  # kept and handed out again
+        pool.release(con)
+    finally:
+        pool.close()
+        primary.disconnect()

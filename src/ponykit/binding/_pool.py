@@ -24,7 +24,7 @@ from pony.orm import Database
 from .. import _pony
 from ..errors import OptionError, PoolTimeout
 
-__all__ = ["BoundedPool", "PoolConfig", "PoolStats", "install_bounded_pool"]
+__all__ = ["BoundedPool", "PoolConfig", "PoolStats", "install_bounded_pool", "make_bounded_pool"]
 
 
 @dataclass(frozen=True)
@@ -262,12 +262,13 @@ class BoundedPool(_pony.PoolWrapper):
             _pony.close_connection(slot.con)
 
     def _forget(self, con: Any, slot: _Slot | None) -> None:
-        # A connection this process did not open here (inherited through fork): leave it alone.
+        # Not a connection of this pool in this process: a parent's (fork), left alone and kept referenced,
+        # or a stand-in such as ponykit's LostConnection, which is none of the pool's business.
         if slot is not None:
             with self._lock:
                 self._busy.pop(id(con), None)
                 self._free.notify()
-        _FORKED.append(con)
+            _FORKED.append(con)
 
     def _count(self, name: str) -> None:
         with self._lock:
@@ -302,9 +303,14 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_pools_in_child)
 
 
-def install_bounded_pool(db: Database, config: PoolConfig, name: str) -> BoundedPool:
-    """Put a :class:`BoundedPool` with ``config`` in place of ``db``'s pool; ``name`` (a redacted URL)
-    identifies the database in messages."""
+def make_bounded_pool(
+    db: Database, config: PoolConfig, name: str, kwargs: dict[str, Any] | None = None
+) -> BoundedPool:
+    """A :class:`BoundedPool` making and resetting connections as ``db``'s provider does, not installed.
+
+    ``kwargs`` are the driver's connection arguments of another server of the same kind (a replica); by
+    default the Database's own. ``name`` (a redacted URL) identifies the server in messages.
+    """
     if not isinstance(config, PoolConfig):
         raise OptionError(
             f"pool= takes a ponykit.PoolConfig (for example PoolConfig(max_size=10, timeout=30)), "
@@ -314,12 +320,18 @@ def install_bounded_pool(db: Database, config: PoolConfig, name: str) -> Bounded
     def ping(con: Any) -> bool:
         return _pony.ping_connection(db, con)
 
-    pool = BoundedPool(
+    return BoundedPool(
         config,
-        connect=_pony.connection_factory(db),
+        connect=_pony.connection_factory(db, kwargs),
         reset=_pony.reset_function(db),
         ping=ping,
         name=name,
     )
+
+
+def install_bounded_pool(db: Database, config: PoolConfig, name: str) -> BoundedPool:
+    """Put a :class:`BoundedPool` with ``config`` in place of ``db``'s pool; ``name`` (a redacted URL)
+    identifies the database in messages."""
+    pool = make_bounded_pool(db, config, name)
     _pony.install_pool(db, pool)
     return pool
