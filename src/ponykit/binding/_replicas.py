@@ -32,7 +32,7 @@ from .. import _pony
 from ..errors import ConfigurationError, OptionError, PoolTimeout, UnsupportedDatabase
 from ._health import Health
 from ._pins import parse_lsn, pin_for, record_pin
-from ._pool import BoundedPool, PoolConfig
+from ._pool import PoolConfig, make_bounded_pool
 
 __all__ = ["ReplicaConfig", "Router", "install_router", "replica_config", "replica_status", "replica_targets"]
 
@@ -401,17 +401,7 @@ def install_router(
 def _replica_pool(db: Database, name: str, kwargs: dict[str, Any], config: PoolConfig | None) -> Any:
     if config is None:
         return _pony.native_pool(db, kwargs)
-
-    def ping(con: Any) -> bool:
-        return _pony.ping_connection(db, con)
-
-    return BoundedPool(
-        config,
-        connect=_pony.connection_factory(db, kwargs),
-        reset=_pony.reset_function(db),
-        ping=ping,
-        name=name,
-    )
+    return make_bounded_pool(db, config, name, kwargs)
 
 
 def _commit(router: Router, original: Any) -> Any:
