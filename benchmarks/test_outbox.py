@@ -77,13 +77,17 @@ def n(request: pytest.FixtureRequest) -> int:
 
 
 def _payload(i: int) -> bytes:
-    return json.dumps({"order_id": i, "sku": f"SKU-{i % 977:05d}", "qty": i % 7 + 1, "note": "x" * 40}).encode()
+    return json.dumps(
+        {"order_id": i, "sku": f"SKU-{i % 977:05d}", "qty": i % 7 + 1, "note": "x" * 40}
+    ).encode()
 
 
 def make_messages(topic: str, n: int) -> list[Message]:
     """``n`` messages of ``topic`` with the benchmark's payloads and keys."""
     return [
-        Message(id=str(uuid.uuid4()), topic=topic, payload=_payload(i), key=f"k{i % KEYS}", type="OrderPlaced")
+        Message(
+            id=str(uuid.uuid4()), topic=topic, payload=_payload(i), key=f"k{i % KEYS}", type="OrderPlaced"
+        )
         for i in range(n)
     ]
 
@@ -245,8 +249,12 @@ class Outbox:
             self.db.execute("DELETE FROM ponykit_outbox")
         with db_session:
             return [
-                publish(topic, {"order_id": i, "sku": f"SKU-{i % 977:05d}", "qty": i % 7 + 1, "note": "x" * 40},
-                        key=f"k{i % KEYS}", db=self.db)
+                publish(
+                    topic,
+                    {"order_id": i, "sku": f"SKU-{i % 977:05d}", "qty": i % 7 + 1, "note": "x" * 40},
+                    key=f"k{i % KEYS}",
+                    db=self.db,
+                )
                 for i in range(n)
             ]
 
@@ -281,7 +289,12 @@ def _drain(relay: Any) -> Callable[[], None]:
 @pytest.mark.bench_backends("postgres")
 @pytest.mark.parametrize("contender", ["pika", "relay"])
 def test_outbox_relay_rabbitmq(
-    benchmark: Any, bench_env: Any, outbox: Outbox, rabbit: Rabbit, n: int, contender: str,
+    benchmark: Any,
+    bench_env: Any,
+    outbox: Outbox,
+    rabbit: Rabbit,
+    n: int,
+    contender: str,
     request: pytest.FixtureRequest,
 ) -> None:
     benchmark.group = f"outbox-relay-rabbitmq-{n}-{bench_env.name}"
@@ -351,8 +364,20 @@ def _start_relays(url: str, to: str, count: int) -> list[subprocess.Popen[str]]:
     env["PONYKIT_BENCH_OUTBOX_DB"] = url
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
     command = [
-        sys.executable, "-m", "ponykit", "outbox", "relay", "benchmarks.outbox_app:db", "--to", to,
-        "--batch-size", str(BATCH), "--poll-interval", "0.2", "--progress-interval", "3600",
+        sys.executable,
+        "-m",
+        "ponykit",
+        "outbox",
+        "relay",
+        "benchmarks.outbox_app:db",
+        "--to",
+        to,
+        "--batch-size",
+        str(BATCH),
+        "--poll-interval",
+        "0.2",
+        "--progress-interval",
+        "3600",
     ]
     procs = [
         subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True) for _ in range(count)
@@ -374,7 +399,10 @@ def _stop(procs: list[subprocess.Popen[str]]) -> None:
 @pytest.mark.bench_backends("postgres")
 @pytest.mark.parametrize("broker", ["rabbitmq", "redis"])
 def test_outbox_four_relays(
-    bench_env: Any, outbox: Outbox, broker: str, request: pytest.FixtureRequest,
+    bench_env: Any,
+    outbox: Outbox,
+    broker: str,
+    request: pytest.FixtureRequest,
     redis_prefix: tuple[Any, str],
 ) -> None:
     disabled = request.config.getoption("benchmark_disable")
@@ -411,15 +439,15 @@ def test_outbox_four_relays(
         seen = rabbit.ids()
         rabbit.drop()
     else:
-        seen = Counter(
-            fields[b"id"].decode() for _, fields in client.xrange(prefix + "orders")
-        )
+        seen = Counter(fields[b"id"].decode() for _, fields in client.xrange(prefix + "orders"))
     duplicates = sum(c - 1 for c in seen.values() if c > 1)
     assert duplicates == 0, f"{duplicates} events were sent twice"
     assert set(seen) == set(ids), f"{len(set(ids) - set(seen))} events missing"
     assert outbox.pending() == 0
     rate = n / elapsed
-    print(f"\n4 relay processes, PostgreSQL -> {broker}: {n} events in {elapsed:.2f}s = {rate:,.0f}/s, "
-          "0 sent twice")
+    print(
+        f"\n4 relay processes, PostgreSQL -> {broker}: {n} events in {elapsed:.2f}s = {rate:,.0f}/s, "
+        "0 sent twice"
+    )
     if not disabled and rate < FOUR_RELAYS_TARGET:
         pytest.xfail(f"issue #18's 4-relay target missed: {rate:,.0f}/s < {FOUR_RELAYS_TARGET:,}/s")

@@ -18,10 +18,10 @@ import pika
 import pytest
 import redis
 from pony.orm import Database, db_session
+from tests.conftest import Backend
 
 import ponykit
 from ponykit.outbox import publish
-from tests.conftest import Backend
 
 SRC = Path(ponykit.__file__).resolve().parent.parent
 ROOT = SRC.parent
@@ -41,13 +41,13 @@ APP = textwrap.dedent(
 
 
 @pytest.fixture
-def app(backend: Backend, tmp_path: Path, make_db: Callable[[], Database]) -> Iterator[tuple[Database, Path]]:
+def app(backend: Backend, tmp_path: Path, make_db: Callable[[], Database]) -> tuple[Database, Path]:
     """The app module (``pktest_outbox_app.py`` in tmp_path) and a Database of the test on the same tables."""
     (tmp_path / "pktest_outbox_app.py").write_text(APP)
     db = make_db()
     ponykit.attach(db, outbox=True)
     db.generate_mapping(create_tables=True)
-    yield db, tmp_path
+    return db, tmp_path
 
 
 def start(app_dir: Path, backend: Backend, *args: str) -> subprocess.Popen[str]:
@@ -63,7 +63,9 @@ def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[str], what: s
     deadline = time.monotonic() + 60
     while not condition():
         if proc.poll() is not None:
-            raise AssertionError(f"the relay exited ({proc.returncode}) before {what}: {proc.communicate()[1]}")
+            raise AssertionError(
+                f"the relay exited ({proc.returncode}) before {what}: {proc.communicate()[1]}"
+            )
         if time.monotonic() > deadline:
             proc.kill()
             raise AssertionError(f"no {what} within 60 s: {proc.communicate()[1]}")
@@ -101,8 +103,16 @@ def test_relay_command_publishes_and_stops_on_signal(
     client, prefix = stream
     ids = publish_events(db, "orders", 25)
     proc = start(
-        app_dir, backend, "--to", f"{redis_url}?stream_prefix={prefix}", "--poll-interval", "0.1",
-        "--batch-size", "10", "--progress-interval", "0",
+        app_dir,
+        backend,
+        "--to",
+        f"{redis_url}?stream_prefix={prefix}",
+        "--poll-interval",
+        "0.1",
+        "--batch-size",
+        "10",
+        "--progress-interval",
+        "0",
     )
     wait_for(lambda: client.xlen(prefix + "orders") >= 25, proc, "25 messages")
     more = publish_events(db, "orders", 5)  # published while the relay runs: picked up by polling/NOTIFY
@@ -125,7 +135,9 @@ def test_relay_command_to_rabbitmq_with_two_relays_hides_the_password(
     queue = "pktest-" + uuid.uuid4().hex[:12]
     assert ":guest@" in amqp_url  # the fixture's URL has a password, which the output must not show
     ids = publish_events(db, queue, 40)
-    proc = start(app_dir, backend, "--to", f"{amqp_url}?queue={queue}", "--relays", "2", "--poll-interval", "0.1")
+    proc = start(
+        app_dir, backend, "--to", f"{amqp_url}?queue={queue}", "--relays", "2", "--poll-interval", "0.1"
+    )
     conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
         channel = conn.channel()
@@ -161,14 +173,33 @@ def test_relay_command_bad_target_and_bad_url(app: tuple[Database, Path], backen
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), str(ROOT)]), PKTEST_DB=backend.url)
     bad = subprocess.run(
         [sys.executable, "-m", "ponykit", "outbox", "relay", "no_colon", "--to", "memory://"],
-        cwd=app_dir, env=env, capture_output=True, text=True, timeout=60, check=False,
+        cwd=app_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert bad.returncode != 0
     assert "module:name" in bad.stderr
     secret = "pw-" + uuid.uuid4().hex[:6]
     bad_url = subprocess.run(
-        [sys.executable, "-m", "ponykit", "outbox", "relay", "pktest_outbox_app:db", "--to", f"kafka://u:{secret}@h/"],
-        cwd=app_dir, env=env, capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "ponykit",
+            "outbox",
+            "relay",
+            "pktest_outbox_app:db",
+            "--to",
+            f"kafka://u:{secret}@h/",
+        ],
+        cwd=app_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert bad_url.returncode == 1
     assert "unknown scheme 'kafka'" in bad_url.stderr
