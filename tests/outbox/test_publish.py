@@ -191,3 +191,38 @@ def _shared_db(make_db: Callable[[], Database]) -> Database:
         _made.clear()
         db = _made[id(make_db)] = make_outbox_db(make_db)
     return db
+
+
+@given(payload=json_values, where=st.integers(min_value=0, max_value=5))
+def test_sensitive_entities_are_refused_anywhere_in_a_payload(
+    make_db: Callable[[], Database], payload: Any, where: int
+) -> None:
+    db = _shared_sensitive_db(make_db)
+    with db_session:
+        customer = db.Customer.get(name="Ann") or db.Customer(name="Ann", password_hash="s3cr3t-hash")
+        nested: Any = customer
+        for level in range(where):  # bury the object in lists and dicts beside random data
+            nested = [payload, nested] if level % 2 else {"data": payload, "inner": nested}
+        before = pk.outbox.outbox_entity(db).select().count()
+        with pytest.raises(OutboxError, match="'password_hash' is sensitive") as info:
+            publish("customers", nested)
+        assert "s3cr3t" not in str(info.value)
+        assert pk.outbox.outbox_entity(db).select().count() == before  # nothing was written
+
+
+def _shared_sensitive_db(make_db: Callable[[], Database]) -> Database:
+    key = -id(make_db)
+    db = _made.get(key)
+    if db is None:
+        _made.clear()
+        db = make_db()
+
+        class Customer(db.Entity):  # type: ignore[name-defined]
+            name = Required(str)
+            password_hash = Required(str)
+
+        pk.security.sensitive(Customer.password_hash)
+        pk.attach(db, outbox=True)
+        db.generate_mapping(create_tables=True)
+        _made[key] = db
+    return db

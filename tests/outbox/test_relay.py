@@ -277,11 +277,15 @@ def test_a_relay_killed_mid_batch_leaves_its_rows_to_the_next(
     stuck = RecordingPublisher(before_confirm=hold)
     errors: list[BaseException] = []
 
+    recovered: list[int] = []
+
     def run_stuck() -> None:
+        relay = Relay(db, stuck, name="stuck")
         try:
-            Relay(db, stuck, name="stuck").run_once()
+            relay.run_once()
         except BaseException as exc:
             errors.append(exc)
+        recovered.append(relay.run_once())  # the same relay goes on, on a new connection
 
     thread = threading.Thread(target=run_stuck)
     thread.start()
@@ -298,6 +302,7 @@ def test_a_relay_killed_mid_batch_leaves_its_rows_to_the_next(
     resume.set()
     thread.join()
     assert errors, "the killed relay must not report success"
+    assert recovered == [0]  # nothing left: the other relay sent it all
     assert pending_count(db) == 0
     # Its broker did get the messages before the relay could mark them: at least once, so consumers
     # see them twice and deduplicate by id (inbox).

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pony.orm import Database
 
 from .. import _pony
+from ..errors import UnsupportedDatabase
 from ._table import INBOX_TABLE, KEY_TABLE, OUTBOX_TABLE
 
-__all__ = ["CHANNEL", "Dialect", "dialect_of"]
+__all__ = ["CHANNEL", "Dialect", "dialect_of", "read_columns"]
 
 #: The PostgreSQL notification channel ``publish()`` notifies and relays listen on.
 CHANNEL = "ponykit_outbox"
@@ -34,9 +35,6 @@ class Dialect:
     key: str
     inbox: str
     columns: str  # the quoted columns the relay reads, in _READ order
-
-    def q(self, db: Database, name: str) -> str:
-        return _pony.quote_name(db, name)
 
     def marks(self, n: int) -> str:
         return ", ".join([self.mark] * n)
@@ -150,8 +148,6 @@ def dialect_of(db: Database) -> Dialect:
     """The :class:`Dialect` of ``db`` (SQLite, PostgreSQL or MariaDB/MySQL)."""
     name = _pony.dialect(db)
     if name not in ("sqlite", "postgres", "mysql"):
-        from ..errors import UnsupportedDatabase
-
         raise UnsupportedDatabase(
             f"the outbox supports SQLite, PostgreSQL and MariaDB/MySQL; the {_pony.describe_database(db)} "
             f"is {name}"
