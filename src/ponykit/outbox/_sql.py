@@ -7,6 +7,8 @@ one multi-statement string (psycopg2 sends it in one simple query, in the sessio
 
 from __future__ import annotations
 
+import functools
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,6 +45,21 @@ class Dialect:
     def skip_locked(self) -> str:
         # SQLite has no row locks: its relay transaction is BEGIN IMMEDIATE (one writer at a time).
         return "" if self.name == "sqlite" else " FOR UPDATE SKIP LOCKED"
+
+    @functools.cached_property
+    def insert_keyed(self) -> str:
+        """``publish()``'s statement for a keyed message (built once)."""
+        return self.insert_row(keyed=True)
+
+    @functools.cached_property
+    def insert_unkeyed(self) -> str:
+        """``publish()``'s statement for a message without a key (built once)."""
+        return self.insert_row(keyed=False)
+
+    @functools.cached_property
+    def lock_key_sql(self) -> str:
+        """The key lock statement (built once)."""
+        return self.lock_key()
 
     def insert_row(self, *, keyed: bool) -> str:
         """``publish()``'s statement(s): lock the key (when keyed, not on SQLite), insert, notify (PG)."""
@@ -144,8 +161,18 @@ def _quoted(d: Dialect, name: str) -> str:
     return f'"{name}"'
 
 
+_dialects: weakref.WeakKeyDictionary[Database, Dialect] = weakref.WeakKeyDictionary()
+
+
 def dialect_of(db: Database) -> Dialect:
-    """The :class:`Dialect` of ``db`` (SQLite, PostgreSQL or MariaDB/MySQL)."""
+    """The :class:`Dialect` of ``db`` (SQLite, PostgreSQL or MariaDB/MySQL), made once per Database."""
+    found = _dialects.get(db)
+    if found is None:
+        found = _dialects[db] = _make(db)
+    return found
+
+
+def _make(db: Database) -> Dialect:
     name = _pony.dialect(db)
     if name not in ("sqlite", "postgres", "mysql"):
         raise UnsupportedDatabase(
