@@ -226,3 +226,24 @@ def _shared_sensitive_db(make_db: Callable[[], Database]) -> Database:
         db.generate_mapping(create_tables=True)
         _made[key] = db
     return db
+
+
+def test_attach_declares_debezium_compatible_tables(make_db: Callable[[], Database]) -> None:
+    db = make_db()
+    with pytest.raises(pk.OptionError, match="outbox"):
+        pk.attach(db, outbox="yes")  # type: ignore[arg-type]
+    pk.attach(db, outbox=True)
+    pk.attach(db, inbox=True)  # a second call adds the inbox and keeps the outbox
+    db.generate_mapping(create_tables=True)
+    with db_session:
+        publish("t", {"n": 1}, key="k", headers={"h": "v"}, type="Created")
+        row = db.select(
+            "id, aggregatetype, aggregateid, type, payload, headers, created_at, sent_at, attempts, "
+            "last_error, seq FROM ponykit_outbox"
+        )[0]
+        assert (row.aggregatetype, row.aggregateid, row.type, row.attempts) == ("t", "k", "Created", 0)
+        assert row.sent_at is None and row.last_error is None
+        assert db.select("aggregateid, pending, turn FROM ponykit_outbox_key") == [("k", 1, 0)] or (
+            db.select("aggregateid FROM ponykit_outbox_key") == []  # SQLite: no key locks needed
+        )
+        assert db.select("message_id, processed_at FROM ponykit_inbox") == []

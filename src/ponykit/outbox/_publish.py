@@ -26,7 +26,7 @@ def utcnow() -> datetime:
 def db_value(db_dialect: str, value: datetime) -> Any:
     """A naive UTC datetime as the driver takes it (SQLite: Pony's text form)."""
     if db_dialect == "sqlite":
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return value.isoformat(sep=" ", timespec="microseconds")
     return value
 
 
