@@ -247,3 +247,16 @@ def test_attach_declares_debezium_compatible_tables(make_db: Callable[[], Databa
             db.select("aggregateid FROM ponykit_outbox_key") == []  # SQLite: no key locks needed
         )
         assert db.select("message_id, processed_at FROM ponykit_inbox") == []
+
+
+def test_a_rolled_back_savepoint_takes_its_messages_with_it(make_db: Callable[[], Database]) -> None:
+    db = make_outbox_db(make_db)
+    with db_session:
+        kept = publish("t", {"n": 1}, key="k")
+        with pytest.raises(RuntimeError), pk.savepoint():
+            publish("t", {"n": 2}, key="k")
+            raise RuntimeError("the inner step fails")
+        also_kept = publish("t", {"n": 3}, key="k")
+    publisher = RecordingPublisher()
+    Relay(db, publisher).run_once()
+    assert publisher.ids() == [kept, also_kept]

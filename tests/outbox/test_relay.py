@@ -397,3 +397,27 @@ def test_relay_options_are_checked(make_db: Callable[[], Database]) -> None:
     with pytest.raises(OptionError, match="publisher"):
         Relay(db, object())  # type: ignore[arg-type]
     assert "recording" in repr(Relay(db, RecordingPublisher(), name="r1"))
+
+
+@pytest.mark.backends("postgres")
+def test_the_listener_survives_a_killed_connection(make_db: Callable[[], Database]) -> None:
+    from ponykit.outbox._notify import Listener
+
+    db = make_outbox_db(make_db)
+    listener = Listener(db, "test")
+    try:
+        assert listener.wait(0.01) is True  # a new LISTEN: look at the table once
+        pid = listener._conn.get_backend_pid()
+        with db_session:
+            db.select("pg_terminate_backend($pid)", {"pid": pid})
+        wait_for(lambda: not _backend_alive(db, "postgres", pid), "the listener's connection to end")
+        assert listener.wait(1.0) is True  # the failure is noticed: the relay looks at the table
+        assert listener._conn is None
+        assert listener.wait(0.01) is False  # polling for a while, not reconnecting in a loop
+        listener._failed_at -= 60  # later: it connects again
+        assert listener.wait(0.01) is True
+        with db_session:
+            publish("t", {}, db=db)
+        wait_for(lambda: listener.wait(0.2), "the notification of the commit")
+    finally:
+        listener.close()
