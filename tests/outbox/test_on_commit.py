@@ -98,3 +98,17 @@ def test_actors_with_send_and_bad_tasks(make_db: Callable[[], Database]) -> None
     assert actor.sent == [(("a",), {"n": 1})] and future.result(timeout=0) == "message-1"
     with pytest.raises(OptionError, match="Celery task"):
         enqueue_on_commit(42)
+
+
+def test_a_rolled_back_savepoint_cancels_its_sends(make_db: Callable[[], Database]) -> None:
+    import ponykit as pk
+
+    db = make_outbox_db(make_db)
+    sent: list[str] = []
+    with db_session:
+        db.Order(total=1)
+        with pytest.raises(RuntimeError), pk.savepoint():
+            inner = enqueue_on_commit(sent.append, "inner")
+            raise RuntimeError("the inner step fails")
+        outer = enqueue_on_commit(sent.append, "outer")
+    assert inner.cancelled() and outer.done() and sent == ["outer"]
