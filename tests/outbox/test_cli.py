@@ -4,6 +4,7 @@ stopped by SIGTERM (status 0) and SIGINT (status 130), with progress on stderr a
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,15 +14,16 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pika
 import pytest
 import redis
-from pony.orm import Database, db_session
+from pony.orm import Database, db_session, select
 from tests.conftest import Backend
 
 import ponykit
-from ponykit.outbox import publish
+from ponykit.outbox import outbox_entity, publish
 
 SRC = Path(ponykit.__file__).resolve().parent.parent
 ROOT = SRC.parent
@@ -204,3 +206,61 @@ def test_relay_command_bad_target_and_bad_url(app: tuple[Database, Path], backen
     assert bad_url.returncode == 1
     assert "unknown scheme 'kafka'" in bad_url.stderr
     assert secret not in bad_url.stderr
+
+
+def pending(db: Database) -> int:
+    with db_session:
+        return int(select(m for m in outbox_entity(db) if m.sent_at is None).count())
+
+
+def _rabbitmqctl(*args: str) -> str:
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("rabbitmqctl is not installed here (the broker is not local)")
+    done = subprocess.run(
+        ["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60
+    )
+    return done.stdout
+
+
+@pytest.mark.backends("postgres")
+def test_relay_command_survives_the_broker_closing_its_connection(
+    app: tuple[Database, Path], backend: Backend, amqp_url: str
+) -> None:
+    db, app_dir = app
+    queue = "pktest-" + uuid.uuid4().hex[:12]
+    name = "pktest-cli-" + uuid.uuid4().hex[:8]
+    props = quote(repr({"connection_name": name}))
+    first = publish_events(db, queue, 10)
+    proc = start(app_dir, backend, "--to", f"{amqp_url}?queue={queue}&client_properties={props}")
+    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = conn.channel()
+
+        def count() -> int:
+            return int(channel.queue_declare(queue, durable=True).method.message_count)
+
+        wait_for(lambda: count() >= 10, proc, "the first 10 messages")
+        # Closed only once the batch was confirmed and marked sent: a close during a batch would (rightly)
+        # have it sent again, and this test counts exact deliveries.
+        wait_for(lambda: pending(db) == 0, proc, "the first batch marked sent")
+        closed = 0
+        for line in _rabbitmqctl("list_connections", "pid", "client_properties").splitlines():
+            if name in line:
+                _rabbitmqctl("close_connection", line.split("\t", 1)[0], "ponykit test: broker-side close")
+                closed += 1
+        assert closed == 1
+        more = publish_events(db, queue, 10)  # the relay reconnects (or retries after a backoff)
+        wait_for(lambda: count() >= 20, proc, "the next 10 messages")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        got = []
+        while True:
+            method, props_, _ = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                break
+            got.append(props_.message_id)
+        assert sorted(got) == sorted(first + more)  # nothing lost, nothing twice
+        channel.queue_delete(queue)
+    finally:
+        conn.close()
