@@ -1,0 +1,198 @@
+"""The outbox under chaos, against the two ways of sending events it replaces (issue #18, "Must show").
+
+On PostgreSQL and MariaDB, with a real RabbitMQ and a real Redis (Streams): 1,000 business transactions,
+30% rolled back, each writing a business row and sending an event keyed by one of five keys with a per-key
+sequence number, in three ways at once (separate topics, the same seeded plan):
+
+* ``outbox``: ``publish()`` in the transaction; a relay PROCESS (``python -m ponykit outbox relay``) sends;
+* ``on_commit``: the broker called after COMMIT (``pk.on_commit``), as ``delay_on_commit`` does;
+* ``in_tx``: the broker called inside the transaction, before COMMIT (the naive ``delay()``).
+
+Meanwhile the producer processes die with SIGKILL right after COMMIT six times each (and are restarted),
+the relay process is SIGKILLed at random (seeded) moments and restarted, and the broker is stopped and
+started once. Consumers read the topics and apply a side effect per event inside ``inbox(db).once(id)``,
+acking after the commit, and "crash" before acking now and then so that events are redelivered.
+
+Asserted: the outbox loses nothing, sends nothing for a rolled-back transaction, keeps the order of each
+key (first deliveries; redeliveries may come later) and, with the inbox, applies every effect exactly
+once. The naive approaches are measured: ``on_commit`` loses the events of the transactions its process
+died after (and those it sent while the broker was down), ``in_tx`` sends the events of rolled-back
+transactions. docs/outbox.md shows the table this test prints (``-s``), also appended to the file named
+by ``PONYKIT_CHAOS_REPORT`` when set.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import chaos_app
+import pytest
+from chaos_harness import (
+    TABLE_HEADER,
+    Consumer,
+    Outcome,
+    Producer,
+    RabbitBroker,
+    RedisBroker,
+    RelayProcess,
+    account,
+    child_env,
+    have,
+    tail,
+    wait_until,
+)
+
+SEED = 18  # the issue's number: every run draws the same plan, crashes, relay kills and outage
+OUTAGE_AT = 400  # the broker stops when the on_commit producer has reached this transaction
+REQUIRE = os.environ.get("PONYKIT_REQUIRE_BACKENDS", "") not in ("", "0")
+
+pytestmark = pytest.mark.backends("postgres", "mysql")
+
+
+def _need(program: str, what: str) -> None:
+    if not have(program):
+        reason = f"{program} not found on PATH: the chaos test needs it to {what}"
+        if REQUIRE:
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+
+
+def _run_chaos(url: str, broker: Any, tmp_path: Path) -> dict[str, Outcome]:
+    """Run the three approaches under the chaos; return their outcomes."""
+    database = chaos_app.build(url, create_tables=True)
+    run = uuid.uuid4().hex[:10]
+    topics = {approach: f"pktest.chaos.{run}.{approach}" for approach in chaos_app.APPROACHES}
+    for topic in topics.values():
+        broker.prepare(topic)
+    log_path = tmp_path / "processes.log"
+    log = log_path.open("ab")
+    consumers = {a: Consumer(broker, topics[a], database, a) for a in chaos_app.APPROACHES}
+    producers: dict[str, Producer] = {}
+    common = {
+        "PONYKIT_CHAOS_DB": url,
+        "PONYKIT_CHAOS_SEED": str(SEED),
+        "PONYKIT_CHAOS_BROKER": broker.publisher_url,
+    }
+    relay = RelayProcess(broker.publisher_url, child_env(**common, PONYKIT_CHAOS_TOPIC=topics["outbox"]), log)
+    try:
+        for consumer in consumers.values():
+            consumer.start()
+        relay.start()
+        for approach in chaos_app.APPROACHES:
+            producers[approach] = Producer(
+                approach, child_env(**common, PONYKIT_CHAOS_TOPIC=topics[approach]), log
+            )
+            producers[approach].start()
+
+        rng = random.Random(SEED)
+        outage_done = False
+        while any(p.is_alive() for p in producers.values()) or relay.kills < 8:
+            time.sleep(rng.uniform(0.2, 2.0))  # a random moment: starting up, idle, publishing, marking
+            relay.kill()
+            relay.start()
+            if not outage_done and producers["on_commit"].progress >= OUTAGE_AT:
+                broker.stop()
+                time.sleep(1.0)  # producers and relay keep running into a broker that is not there
+                broker.start()
+                outage_done = True
+        for producer in producers.values():
+            producer.join()
+            assert producer.error is None, f"{producer.error}\n{tail(log_path)}"
+        assert outage_done, "the producers finished before the broker outage: raise their load"
+
+        # Left alone now, the relay must catch up: every committed outbox event reaches the consumer.
+        committed = {o.n for o in _orders(database, "outbox")}
+        delivered = lambda: {d[0] for d in consumers["outbox"].deliveries}  # noqa: E731
+        wait_until(
+            lambda: committed <= delivered(), bound=120, what="the relay to deliver every committed event"
+        )
+        # And nothing more arrives anywhere (redeliveries of crashed consumers included).
+        wait_until(
+            lambda: all(time.monotonic() - c.last_delivery > 2.0 for c in consumers.values()),
+            bound=120,
+            what="the consumers to go idle",
+        )
+        assert relay.terminate() == 0, f"the relay did not stop cleanly on SIGTERM:\n{tail(log_path)}"
+    finally:
+        for producer in producers.values():
+            producer.kill()
+        if relay.process is not None and relay.process.poll() is None:
+            relay.kill()
+        for consumer in consumers.values():
+            consumer.stop()
+        log.close()
+    for consumer in consumers.values():
+        assert consumer.error is None, f"consumer {consumer.approach} failed: {consumer.error!r}"
+    outcomes = {a: account(database, a, consumers[a].deliveries, SEED) for a in chaos_app.APPROACHES}
+    database.disconnect()
+    _report(broker.kind, url, outcomes, relay.kills, producers)
+    return outcomes
+
+
+def _orders(database: Any, approach: str) -> list[Any]:
+    from pony.orm import db_session, select
+
+    order = database.entities["ChaosOrder"]
+    with db_session:
+        return list(select(o for o in order if o.approach == approach)[:])
+
+
+def _report(broker: str, url: str, outcomes: dict[str, Outcome], relay_kills: int, producers: Any) -> None:
+    backend = "PostgreSQL" if url.startswith("postgres") else "MariaDB"
+    restarts = {a: p.restarts for a, p in producers.items()}
+    lines = [
+        f"{backend} + {broker}: relay SIGKILLed {relay_kills} times, producers restarted {restarts}",
+        TABLE_HEADER,
+        *(outcome.row() for outcome in outcomes.values()),
+    ]
+    text = "\n".join(lines)
+    print("\n" + text)
+    target = os.environ.get("PONYKIT_CHAOS_REPORT")
+    if target:
+        with open(target, "a", encoding="utf-8") as fh:
+            fh.write(text + "\n\n")
+
+
+def _check(outcomes: dict[str, Outcome]) -> None:
+    outbox, after_commit, in_tx = outcomes["outbox"], outcomes["on_commit"], outcomes["in_tx"]
+    committed = chaos_app.TRANSACTIONS - chaos_app.ROLLED_BACK
+    # The outbox: nothing lost, nothing phantom, order per key kept, effects exactly once.
+    assert outbox.committed == committed, outbox
+    assert outbox.lost == 0, f"the outbox lost events {outbox.lost_numbers}: {outbox}"
+    assert outbox.phantom == 0, outbox
+    assert outbox.out_of_order == 0, outbox
+    assert outbox.effects_twice == 0, outbox
+    assert outbox.effects_missing == 0, outbox
+    assert outbox.duplicates > 0, "no redelivery happened: the inbox was not exercised"
+    # on_commit: never a phantom, but each crash right after COMMIT loses that transaction's event.
+    assert after_commit.phantom == 0, after_commit
+    assert after_commit.lost >= chaos_app.PRODUCER_KILLS, after_commit
+    # in_tx: events of rolled-back transactions are delivered.
+    assert in_tx.phantom > 0, in_tx
+    for outcome in (after_commit, in_tx):  # the inbox works whatever sent the event
+        assert outcome.effects_twice == 0, outcome
+
+
+def test_chaos_rabbitmq(backend: Any, amqp_url: str, tmp_path: Path) -> None:
+    """RabbitMQ: durable queue, persistent messages, confirms; ``rabbitmqctl stop_app``/``start_app``."""
+    _need("rabbitmqctl", "stop and start RabbitMQ")
+    broker = RabbitBroker(amqp_url)
+    try:
+        _check(_run_chaos(backend.url, broker, tmp_path))
+    finally:
+        broker.close()  # start_app again if the test stopped it, and delete the queues
+
+
+def test_chaos_redis_streams(backend: Any, tmp_path: Path) -> None:
+    """Redis Streams on a private redis-server (appendfsync always), killed with SIGKILL and restarted."""
+    _need("redis-server", "run a private Redis it can kill")
+    broker = RedisBroker(tmp_path / "redis")
+    try:
+        _check(_run_chaos(backend.url, broker, tmp_path))
+    finally:
+        broker.close()
