@@ -2,12 +2,12 @@
 
 ``import ponykit as pk``; then ``pk.bind_url(db, url)``, ``pk.attach(db)``, ``pk.on_commit(fn)`` ...
 The areas stay importable as ``ponykit.types``, ``ponykit.query``, ``ponykit.security`` and
-``ponykit.mixins``.
+``ponykit.mixins``; the transactional outbox is ``ponykit.outbox`` (``pk.outbox.publish``).
 """
 
 from __future__ import annotations
 
-from . import mixins, query, security, types
+from . import mixins, outbox, query, security, types
 from .binding import bind_url, parse_url
 from .bulk import UpsertResult, bulk_delete, bulk_insert, bulk_link, bulk_unlink, bulk_update, bulk_upsert
 from .diagnostics import assert_max_queries, count_queries, detect_n_plus_one, explain, profile
@@ -104,6 +104,7 @@ __all__ = [
     "mixins",
     "on_commit",
     "on_rollback",
+    "outbox",
     "paginate",
     "paginate_keyset",
     "parse_url",

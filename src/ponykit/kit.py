@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pony.orm import Database
 
 from . import _kit, _pony, diagnostics, transactions, types
+from . import outbox as outbox_tables
 from ._kit import CommitEvent, Kit, attached_databases, find_kit, forget, get_kit
 from .errors import ConfigurationError, OptionError
 from .query import cache as query_cache
@@ -80,6 +81,8 @@ def attach(
     reraise_callback_errors: bool | None = None,
     slow_query_ms: float | None = None,
     rls_required: Sequence[str] | None = None,
+    outbox: bool = False,
+    inbox: bool = False,
 ) -> Kit:
     """Configure ``db`` for ponykit and return its :class:`Kit`.
 
@@ -101,6 +104,9 @@ def attach(
     ``rls_required`` (PostgreSQL only) names settings such as ``"app.tenant_id"`` (or ``"tenant_id"``)
     that every statement needs from :func:`ponykit.rls_context`: a statement without them raises
     :class:`~ponykit.errors.RLSContextError` before any SQL is sent (see ``docs/security.md``).
+    ``outbox=True`` declares the transactional outbox's tables (``ponykit_outbox``, ``ponykit_outbox_key``)
+    on ``db`` and ``inbox=True`` the consumers' ``ponykit_inbox`` (see ``ponykit.outbox`` and
+    ``docs/outbox.md``), so that ``generate_mapping(create_tables=True)`` creates them.
 
     A second call before ``generate_mapping`` returns the same Kit, replacing the options it is given and
     keeping the others; hooks are never installed twice. Called before ``bind`` or after
@@ -124,6 +130,9 @@ def attach(
             f"{cache_namespace!r}"
         )
     required = None if rls_required is None else _required_settings(db, rls_required)
+    for option, flag in (("outbox", outbox), ("inbox", inbox)):
+        if not isinstance(flag, bool):
+            raise OptionError(f"attach({option}=...) takes True or False, got {flag!r}")
     with _attach_lock:
         kit = find_kit(db)
         if kit is None:
@@ -146,6 +155,8 @@ def attach(
             kit.slow_query_ms = float(slow_query_ms)
         if required is not None:
             kit.rls_required = required
+        # The outbox's entities are declared like the user's own, before generate_mapping() maps them.
+        outbox_tables.install(db, outbox=outbox, inbox=inbox)
         for installer in INSTALLERS:
             installer(kit)
             name = _name(installer)
