@@ -10,6 +10,9 @@ every ``--progress-interval`` seconds (default 10) and one when each attribute i
 the same column waits for the first (``--no-wait``: exit with status 75 instead). Ctrl-C stops after the
 last committed batch and exits with status 130, saying how many values were rotated; running the command
 again resumes.
+
+``python -m ponykit outbox relay myapp.models:db --to amqp://...`` runs outbox relays until SIGTERM or
+Ctrl-C (see :mod:`ponykit.outbox._cli`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pony.orm import Database
 
 from . import _pony
 from .errors import PonykitError
+from .outbox import _cli as outbox_cli
 from .security.rotation import RotationInProgress, RotationProgress, rotate_with_reports
 
 __all__ = ["ProgressBar", "ProgressLines", "main"]
@@ -175,7 +179,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     rotate.add_argument(
         "--no-wait", action="store_true", help="exit (status 75) if another run is rotating the same column"
     )
+    outbox_cli.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "outbox":
+        try:
+            return outbox_cli.run(args)
+        except PonykitError as exc:
+            print(f"ponykit: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
     state = {"done": 0}
     try:
         return _rotate(args, state)
