@@ -136,7 +136,7 @@ def produce(database: Database, approach: str, start: int, *, topic: str, seed: 
         except _Rollback:
             pass
         except Exception as exc:  # in_tx with the broker down: the business transaction failed
-            print(f"transaction {step.n} failed: {type(exc).__name__}", file=sys.stderr)
+            print(f"transaction {step.n} failed: {exc}", file=sys.stderr)
         print(step.n, flush=True)
 
 
@@ -153,7 +153,7 @@ if __name__ == "__main__":
     assert db is not None, "set PONYKIT_CHAOS_DB"
     broker = None
     if approach != "outbox":
-        from ponykit.outbox import publisher_from_url
+        from ponykit.outbox._publishers import publisher_from_url
 
         broker = publisher_from_url(os.environ["PONYKIT_CHAOS_BROKER"])
     produce(

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import chaos_app
 from pony.orm import Database, db_session, select
+
+from . import chaos_app
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -301,8 +302,16 @@ class Producer(threading.Thread):
         self.restarts = 0
         self.error: str | None = None
         self.process: subprocess.Popen[str] | None = None
+        self.elapsed = 0.0
 
     def run(self) -> None:
+        began = time.monotonic()
+        try:
+            self._run()
+        finally:
+            self.elapsed = time.monotonic() - began
+
+    def _run(self) -> None:
         start = 0
         while start < chaos_app.TRANSACTIONS:
             self.process = subprocess.Popen(
@@ -355,11 +364,24 @@ class RelayProcess:
         self.env = env
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
+        self.ready = threading.Event()  # the current process said it is publishing
         self.kills = 0
+        self.starts = 0
 
     def start(self) -> None:
-        """Start a relay process."""
-        self.process = subprocess.Popen(self.command, env=self.env, stdout=self.log, stderr=self.log)
+        """Start a relay process; :attr:`ready` is set when it has connected and begun publishing."""
+        self.ready = threading.Event()
+        self.process = subprocess.Popen(self.command, env=self.env, stdout=self.log, stderr=subprocess.PIPE)
+        self.starts += 1
+        threading.Thread(target=self._read, args=(self.process, self.ready), daemon=True).start()
+
+    def _read(self, process: subprocess.Popen[bytes], ready: threading.Event) -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            self.log.write(line)
+            if b"publishing from" in line:
+                ready.set()
+        ready.set()  # it exited: nobody waits for a dead process
 
     def kill(self) -> None:
         """SIGKILL: no clean-up, no finishing the batch; its transaction rolls back on the server."""

@@ -30,9 +30,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import chaos_app
 import pytest
-from chaos_harness import (
+
+from . import chaos_app
+from .chaos_harness import (
     TABLE_HEADER,
     Consumer,
     Outcome,
@@ -48,7 +49,9 @@ from chaos_harness import (
 )
 
 SEED = 18  # the issue's number: every run draws the same plan, crashes, relay kills and outage
-OUTAGE_AT = 400  # the broker stops when the on_commit producer has reached this transaction
+OUTAGE_AT = 400  # the broker stops when the on_commit producer has reached this transaction ...
+OUTAGE_LENGTH = 40  # ... until a naive producer has run this many transactions into it
+MIN_RELAY_KILLS = 8
 REQUIRE = os.environ.get("PONYKIT_REQUIRE_BACKENDS", "") not in ("", "0")
 
 pytestmark = pytest.mark.backends("postgres", "mysql")
@@ -91,14 +94,20 @@ def _run_chaos(url: str, broker: Any, tmp_path: Path) -> dict[str, Outcome]:
 
         rng = random.Random(SEED)
         outage_done = False
-        while any(p.is_alive() for p in producers.values()) or relay.kills < 8:
-            time.sleep(rng.uniform(0.2, 2.0))  # a random moment: starting up, idle, publishing, marking
+        while any(p.is_alive() for p in producers.values()) or relay.kills < MIN_RELAY_KILLS:
+            relay.ready.wait(60)  # imported, mapped, connected: from now on the moment is random
+            if rng.random() < 0.5:
+                # Right when an event arrives: the relay has published a batch and is about to mark it
+                # sent, the moment whose kill makes the next relay send the batch again.
+                outbox_consumer = consumers["outbox"]
+                seen = len(outbox_consumer.deliveries)
+                _soon(lambda: len(outbox_consumer.deliveries) > seen)  # noqa: B023 - called right here
+            else:
+                time.sleep(rng.uniform(0.0, 1.5))  # publishing, marking, backing off, or idle
             relay.kill()
             relay.start()
             if not outage_done and producers["on_commit"].progress >= OUTAGE_AT:
-                broker.stop()
-                time.sleep(1.0)  # producers and relay keep running into a broker that is not there
-                broker.start()
+                _outage(broker, producers)
                 outage_done = True
         for producer in producers.values():
             producer.join()
@@ -117,6 +126,7 @@ def _run_chaos(url: str, broker: Any, tmp_path: Path) -> dict[str, Outcome]:
             bound=120,
             what="the consumers to go idle",
         )
+        relay.ready.wait(60)  # SIGTERM before the relay installed its handler would just end it
         assert relay.terminate() == 0, f"the relay did not stop cleanly on SIGTERM:\n{tail(log_path)}"
     finally:
         for producer in producers.values():
@@ -134,6 +144,27 @@ def _run_chaos(url: str, broker: Any, tmp_path: Path) -> dict[str, Outcome]:
     return outcomes
 
 
+def _soon(condition: Any, bound: float = 5.0) -> None:
+    """Wait up to ``bound`` seconds for ``condition()`` (no error: the caller goes on either way)."""
+    deadline = time.monotonic() + bound
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def _outage(broker: Any, producers: dict[str, Producer]) -> None:
+    """Stop the broker until a naive producer has run OUTAGE_LENGTH transactions into it, then start it.
+
+    The first of the two to get there ends the outage: a producer whose sends fail fast must not run
+    the rest of the plan into a broker that is down while the other one is restarting.
+    """
+    broker.stop()
+    try:
+        marks = {a: producers[a].progress + OUTAGE_LENGTH for a in ("on_commit", "in_tx")}
+        _soon(lambda: any(producers[a].progress >= mark for a, mark in marks.items()), 60)
+    finally:
+        broker.start()
+
+
 def _orders(database: Any, approach: str) -> list[Any]:
     from pony.orm import db_session, select
 
@@ -144,9 +175,9 @@ def _orders(database: Any, approach: str) -> list[Any]:
 
 def _report(broker: str, url: str, outcomes: dict[str, Outcome], relay_kills: int, producers: Any) -> None:
     backend = "PostgreSQL" if url.startswith("postgres") else "MariaDB"
-    restarts = {a: p.restarts for a, p in producers.items()}
+    restarts = {a: f"{p.restarts} restarts, {p.elapsed:.0f}s" for a, p in producers.items()}
     lines = [
-        f"{backend} + {broker}: relay SIGKILLed {relay_kills} times, producers restarted {restarts}",
+        f"{backend} + {broker}: relay SIGKILLed {relay_kills} times; producers: {restarts}",
         TABLE_HEADER,
         *(outcome.row() for outcome in outcomes.values()),
     ]
