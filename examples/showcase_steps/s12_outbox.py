@@ -10,12 +10,28 @@ from __future__ import annotations
 
 import json
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pony.orm import Database, Required, db_session, flush
 
 import ponykit as pk
-from ponykit.outbox import InMemoryPublisher, Message, Relay, enqueue_on_commit, inbox, publish
+from ponykit.outbox import Message, Relay, enqueue_on_commit, inbox, publish
+
+
+class InProcessBroker:
+    """A publisher (``name``, ``publish``, ``close``) keeping messages in a list (``InMemoryPublisher``)."""
+
+    name = "in-process"
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    def publish(self, messages: Sequence[Message]) -> None:
+        """Accept ``messages``: a real broker returns once it has confirmed them."""
+        self.messages.extend(messages)
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def run(workdir: pathlib.Path, say: Callable[[str], None]) -> None:
@@ -44,7 +60,7 @@ def run(workdir: pathlib.Path, say: Callable[[str], None]) -> None:
         except RuntimeError:
             say(f"{customer}'s order of {total} rolled back: its event rolled back with it")
 
-    broker = InMemoryPublisher()
+    broker = InProcessBroker()
     relay = Relay(db, broker)
     say(f"the relay sent {relay.run_once()} events, each marked sent after the broker confirmed it")
     for message in broker.messages:
@@ -68,9 +84,15 @@ def run(workdir: pathlib.Path, say: Callable[[str], None]) -> None:
     )
 
     sent: list[str] = []
+
+    def send_receipt(order_id: int) -> str:  # stands for a Celery task's .delay / an RQ enqueue
+        sent.append(f"receipt for order {order_id}")
+        return f"task-{len(sent)}"
+
     with db_session:  # for Celery/RQ/dramatiq users who accept at-most-once: sent after COMMIT only
-        Order(customer="dee", total=5)
-        future = enqueue_on_commit(lambda name: sent.append(name) or f"task-{len(sent)}", "receipt")
-        say(f"enqueue_on_commit inside the transaction: nothing sent yet ({len(sent)})")
-    say(f"after COMMIT it sent the task, id {future.result(timeout=5)}")
+        order = Order(customer="dee", total=5)
+        flush()
+        future = enqueue_on_commit(send_receipt, order.id)
+        say(f"enqueue_on_commit inside the transaction: nothing sent yet ({len(sent)} sent)")
+    say(f"after COMMIT it sent the task: {sent[0]}, id {future.result(timeout=5)}")
     db.disconnect()

@@ -360,6 +360,8 @@ class RelayProcess:
             "50",
             "--poll-interval",
             "0.05",
+            "--relays",
+            "2",  # two relays share the keys: order per key must hold between them too
         ]
         self.env = env
         self.log = log

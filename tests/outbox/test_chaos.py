@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -91,9 +92,10 @@ def _run_chaos(url: str, broker: Any, tmp_path: Path) -> dict[str, Outcome]:
                 approach, child_env(**common, PONYKIT_CHAOS_TOPIC=topics[approach]), log
             )
             producers[approach].start()
+        outage = _Outage(broker, producers)
+        outage.start()
 
         rng = random.Random(SEED)
-        outage_done = False
         while any(p.is_alive() for p in producers.values()) or relay.kills < MIN_RELAY_KILLS:
             relay.ready.wait(60)  # imported, mapped, connected: from now on the moment is random
             if rng.random() < 0.5:
@@ -106,13 +108,12 @@ def _run_chaos(url: str, broker: Any, tmp_path: Path) -> dict[str, Outcome]:
                 time.sleep(rng.uniform(0.0, 1.5))  # publishing, marking, backing off, or idle
             relay.kill()
             relay.start()
-            if not outage_done and producers["on_commit"].progress >= OUTAGE_AT:
-                _outage(broker, producers)
-                outage_done = True
         for producer in producers.values():
             producer.join()
             assert producer.error is None, f"{producer.error}\n{tail(log_path)}"
-        assert outage_done, "the producers finished before the broker outage: raise their load"
+        outage.join(120)
+        assert outage.error is None, f"stopping or starting the broker failed: {outage.error!r}"
+        assert outage.done, "the broker outage did not happen"
 
         # Left alone now, the relay must catch up: every committed outbox event reaches the consumer.
         committed = {o.n for o in _orders(database, "outbox")}
@@ -151,18 +152,34 @@ def _soon(condition: Any, bound: float = 5.0) -> None:
         time.sleep(0.005)
 
 
-def _outage(broker: Any, producers: dict[str, Producer]) -> None:
-    """Stop the broker until a naive producer has run OUTAGE_LENGTH transactions into it, then start it.
+class _Outage(threading.Thread):
+    """Stops the broker once, when the on_commit producer reaches OUTAGE_AT, until a naive producer has
+    run OUTAGE_LENGTH transactions into it (the first of the two: a producer whose sends fail fast must
+    not run the rest of the plan into a broker that is down while the other one restarts)."""
 
-    The first of the two to get there ends the outage: a producer whose sends fail fast must not run
-    the rest of the plan into a broker that is down while the other one is restarting.
-    """
-    broker.stop()
-    try:
-        marks = {a: producers[a].progress + OUTAGE_LENGTH for a in ("on_commit", "in_tx")}
-        _soon(lambda: any(producers[a].progress >= mark for a, mark in marks.items()), 60)
-    finally:
-        broker.start()
+    def __init__(self, broker: Any, producers: dict[str, Producer]) -> None:
+        super().__init__(name="broker-outage", daemon=True)
+        self.broker = broker
+        self.producers = producers
+        self.done = False
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            watched = self.producers["on_commit"]
+            while watched.progress < OUTAGE_AT:
+                if not watched.is_alive():
+                    return
+                time.sleep(0.005)
+            self.broker.stop()
+            try:
+                marks = {a: self.producers[a].progress + OUTAGE_LENGTH for a in ("on_commit", "in_tx")}
+                _soon(lambda: any(self.producers[a].progress >= mark for a, mark in marks.items()), 60)
+            finally:
+                self.broker.start()
+            self.done = True
+        except BaseException as exc:  # reported by the test
+            self.error = exc
 
 
 def _orders(database: Any, approach: str) -> list[Any]:
