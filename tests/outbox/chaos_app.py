@@ -4,19 +4,20 @@ Two roles, both configured by environment variables so that separate processes c
 
 * **an app module** the relay CLI imports: ``python -m ponykit outbox relay chaos_app:db --to URL`` binds
   ``db`` to ``PONYKIT_CHAOS_DB``, attaches the outbox and maps, as an application's models module does;
-* **the producer**: ``python chaos_app.py APPROACH START`` runs the business transactions of the plan from
-  index ``START`` on, each writing a ``ChaosOrder`` row and sending one event for it in one of three ways:
+* **the producer**: ``python chaos_app.py START`` runs the steps of the plan from index ``START`` on.
+  Each step is one business transaction per approach, each writing a ``ChaosOrder`` row and sending one
+  event for it in its own way, to its own topic:
 
   - ``outbox``: :func:`ponykit.outbox.publish` in the transaction (the relay sends it later);
-  - ``on_commit``: the publisher called from :func:`ponykit.on_commit` after COMMIT (at most once);
-  - ``in_tx``: the publisher called inside the transaction, before COMMIT (the "naive ``delay()``").
+  - ``in_tx``: the publisher called inside the transaction, before COMMIT (the "naive ``delay()``");
+  - ``on_commit``: the publisher called from :func:`ponykit.on_commit` after COMMIT (at most once).
 
-  30% of the transactions roll back. At a few committed transactions the producer kills itself with
-  SIGKILL right after COMMIT (a hook registered before the send), as a crashed web worker would die: the
-  test restarts it after the killed transaction. It prints the index of each finished transaction.
+  30% of the steps roll back (all three transactions). At a few committed steps the producer kills itself
+  with SIGKILL right after the last COMMIT of the step (an on_commit hook registered before the send), as
+  a crashed web worker would die: the test restarts it after that step. It prints each finished step.
 
 Variables: ``PONYKIT_CHAOS_DB`` (database URL), ``PONYKIT_CHAOS_BROKER`` (publisher URL, for the naive
-approaches), ``PONYKIT_CHAOS_TOPIC`` (the topic of this approach's events), ``PONYKIT_CHAOS_SEED``.
+approaches), ``PONYKIT_CHAOS_PREFIX`` (topics are ``PREFIX.APPROACH``), ``PONYKIT_CHAOS_SEED``.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ __all__ = ["KEYS", "ROLLED_BACK", "TRANSACTIONS", "Step", "build", "plan", "prod
 TRANSACTIONS = 1_000  # the figures the issue asks for: 1,000 business transactions ...
 ROLLED_BACK = 300  # ... 30% of them rolled back
 KEYS = ("alpha", "bravo", "charlie", "delta", "echo")  # events of one key must arrive in order
-PRODUCER_KILLS = 6  # the producer dies right after COMMIT this many times per run
-APPROACHES = ("outbox", "on_commit", "in_tx")
+PRODUCER_KILLS = 6  # the producer dies right after a COMMIT this many times per run
+APPROACHES = ("outbox", "in_tx", "on_commit")
 
 
 @dataclass(frozen=True)
@@ -100,19 +101,19 @@ class _Rollback(Exception):
     """Raised to roll a planned transaction back."""
 
 
-def produce(database: Database, approach: str, start: int, *, topic: str, seed: int, publisher: Any) -> None:
-    """Run the plan's transactions from ``start`` on (see the module docstring)."""
+def produce(database: Database, start: int, *, topics: dict[str, str], seed: int, publisher: Any) -> None:
+    """Run the plan's steps from ``start`` on, each as one transaction per approach (see the docstring)."""
     from ponykit.outbox import Message, publish
 
     order = database.entities["ChaosOrder"]
 
-    def send(step: Step) -> None:
+    def send(step: Step, topic: str) -> None:
         body = json.dumps({"n": step.n, "key": step.key, "seq": step.seq}).encode()
         publisher.publish([Message(id=str(uuid.uuid4()), topic=topic, payload=body, key=step.key)])
 
     def send_after_commit(step: Step) -> None:
         try:
-            send(step)
+            send(step, topics["on_commit"])
         except Exception as exc:  # what an on_commit hook does with a broker that is down: log, go on
             print(f"on_commit send of {step.n} failed: {type(exc).__name__}", file=sys.stderr)
 
@@ -120,23 +121,27 @@ def produce(database: Database, approach: str, start: int, *, topic: str, seed: 
         os.kill(os.getpid(), signal.SIGKILL)
 
     for step in plan(seed)[start:]:
-        try:
-            with db_session:
-                order(approach=approach, n=step.n, key=step.key, seq=step.seq)
-                if step.kill_after_commit:
-                    pk.on_commit(die, db=database)  # registered first: runs right after COMMIT
-                if approach == "outbox":
-                    publish(topic, {"n": step.n, "key": step.key, "seq": step.seq}, key=step.key, db=database)
-                elif approach == "on_commit":
-                    pk.on_commit(lambda step=step: send_after_commit(step), db=database)
-                else:
-                    send(step)  # before COMMIT: a broker that is down fails the business transaction
-                if step.rollback:
-                    raise _Rollback
-        except _Rollback:
-            pass
-        except Exception as exc:  # in_tx with the broker down: the business transaction failed
-            print(f"transaction {step.n} failed: {exc}", file=sys.stderr)
+        for approach in APPROACHES:  # on_commit last: the crash comes right after its COMMIT
+            try:
+                with db_session:
+                    order(approach=approach, n=step.n, key=step.key, seq=step.seq)
+                    if approach == "outbox":
+                        payload = {"n": step.n, "key": step.key, "seq": step.seq}
+                        publish(topics["outbox"], payload, key=step.key, db=database)
+                    elif approach == "in_tx":
+                        send(
+                            step, topics["in_tx"]
+                        )  # before COMMIT: a broker that is down fails the transaction
+                    else:
+                        if step.kill_after_commit:
+                            pk.on_commit(die, db=database)  # registered first: runs right after COMMIT
+                        pk.on_commit(lambda step=step: send_after_commit(step), db=database)
+                    if step.rollback:
+                        raise _Rollback
+            except _Rollback:
+                pass
+            except Exception as exc:  # in_tx with the broker down: the business transaction failed
+                print(f"{approach} transaction {step.n} failed: {exc}", file=sys.stderr)
         print(step.n, flush=True)
 
 
@@ -149,18 +154,14 @@ db = _from_environment()  # what ``python -m ponykit outbox relay chaos_app:db``
 
 
 if __name__ == "__main__":
-    approach, start = sys.argv[1], int(sys.argv[2])
-    assert db is not None, "set PONYKIT_CHAOS_DB"
-    broker = None
-    if approach != "outbox":
-        from ponykit.outbox._publishers import publisher_from_url
+    from ponykit.outbox._publishers import publisher_from_url
 
-        broker = publisher_from_url(os.environ["PONYKIT_CHAOS_BROKER"])
+    assert db is not None, "set PONYKIT_CHAOS_DB"
+    prefix = os.environ["PONYKIT_CHAOS_PREFIX"]
     produce(
         db,
-        approach,
-        start,
-        topic=os.environ["PONYKIT_CHAOS_TOPIC"],
+        int(sys.argv[1]),
+        topics={approach: f"{prefix}.{approach}" for approach in APPROACHES},
         seed=int(os.environ["PONYKIT_CHAOS_SEED"]),
-        publisher=broker,
+        publisher=publisher_from_url(os.environ["PONYKIT_CHAOS_BROKER"]),
     )

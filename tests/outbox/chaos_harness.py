@@ -291,14 +291,13 @@ class Consumer(threading.Thread):
 
 
 class Producer(threading.Thread):
-    """Runs ``chaos_app.py APPROACH START`` and restarts it after the transaction it died after."""
+    """Runs ``chaos_app.py START`` and restarts it after the step it died after."""
 
-    def __init__(self, approach: str, env: dict[str, str], log: IO[bytes]) -> None:
-        super().__init__(name=f"producer-{approach}", daemon=True)
-        self.approach = approach
+    def __init__(self, env: dict[str, str], log: IO[bytes]) -> None:
+        super().__init__(name="producer", daemon=True)
         self.env = env
         self.log = log
-        self.progress = -1
+        self.progress = -1  # the last step done
         self.restarts = 0
         self.error: str | None = None
         self.process: subprocess.Popen[str] | None = None
@@ -315,7 +314,7 @@ class Producer(threading.Thread):
         start = 0
         while start < chaos_app.TRANSACTIONS:
             self.process = subprocess.Popen(
-                [sys.executable, str(HERE / "chaos_app.py"), self.approach, str(start)],
+                [sys.executable, str(HERE / "chaos_app.py"), str(start)],
                 env=self.env,
                 stdout=subprocess.PIPE,
                 stderr=self.log,
@@ -327,13 +326,13 @@ class Producer(threading.Thread):
                 last = int(line)
                 self.progress = last
             status = self.process.wait()
-            if status == -signal.SIGKILL:  # died right after the COMMIT of transaction last + 1
+            if status == -signal.SIGKILL:  # died right after the last COMMIT of step last + 1
                 self.restarts += 1
                 start = last + 2
                 self.progress = last + 1
             else:
                 if status != 0:
-                    self.error = f"producer {self.approach} exited with status {status}"
+                    self.error = f"the producer exited with status {status}"
                 return
 
     def kill(self) -> None:

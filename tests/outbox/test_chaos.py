@@ -8,7 +8,8 @@ sequence number, in three ways at once (separate topics, the same seeded plan):
 * ``on_commit``: the broker called after COMMIT (``pk.on_commit``), as ``delay_on_commit`` does;
 * ``in_tx``: the broker called inside the transaction, before COMMIT (the naive ``delay()``).
 
-Meanwhile the producer processes die with SIGKILL right after COMMIT six times each (and are restarted),
+One producer process runs each step of the plan once per approach (tests/outbox/chaos_app.py).
+Meanwhile the producer dies with SIGKILL right after a COMMIT six times (and is restarted),
 the relay process is SIGKILLed at random (seeded) moments and restarted, and the broker is stopped and
 started once. Consumers read the topics and apply a side effect per event inside ``inbox(db).once(id)``,
 acking after the commit, and "crash" before acking now and then so that events are redelivered.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 import threading
 import time
 import uuid
@@ -50,9 +52,10 @@ from .chaos_harness import (
 )
 
 SEED = 18  # the issue's number: every run draws the same plan, crashes, relay kills and outage
-OUTAGE_AT = 400  # the broker stops when the on_commit producer has reached this transaction ...
-OUTAGE_LENGTH = 40  # ... until a naive producer has run this many transactions into it
-MIN_RELAY_KILLS = 8
+OUTAGE_AT = 400  # the broker stops when the producer has reached this step ...
+OUTAGE_LENGTH = 40  # ... until it has run this many more steps into it
+MIN_RELAY_KILLS = 8  # the relay process is SIGKILLed at least this many times ...
+MAX_RELAY_KILLS = 12  # ... and at most this many (each restart costs a process start-up of CPU)
 REQUIRE = os.environ.get("PONYKIT_REQUIRE_BACKENDS", "") not in ("", "0")
 
 pytestmark = pytest.mark.backends("postgres", "mysql")
@@ -70,33 +73,31 @@ def _run_chaos(url: str, broker: Any, tmp_path: Path) -> dict[str, Outcome]:
     """Run the three approaches under the chaos; return their outcomes."""
     database = chaos_app.build(url, create_tables=True)
     run = uuid.uuid4().hex[:10]
-    topics = {approach: f"pktest.chaos.{run}.{approach}" for approach in chaos_app.APPROACHES}
+    prefix = f"pktest.chaos.{run}"
+    topics = {approach: f"{prefix}.{approach}" for approach in chaos_app.APPROACHES}
     for topic in topics.values():
         broker.prepare(topic)
     log_path = tmp_path / "processes.log"
     log = log_path.open("ab")
     consumers = {a: Consumer(broker, topics[a], database, a) for a in chaos_app.APPROACHES}
-    producers: dict[str, Producer] = {}
-    common = {
-        "PONYKIT_CHAOS_DB": url,
-        "PONYKIT_CHAOS_SEED": str(SEED),
-        "PONYKIT_CHAOS_BROKER": broker.publisher_url,
-    }
-    relay = RelayProcess(broker.publisher_url, child_env(**common, PONYKIT_CHAOS_TOPIC=topics["outbox"]), log)
+    env = child_env(
+        PONYKIT_CHAOS_DB=url,
+        PONYKIT_CHAOS_SEED=str(SEED),
+        PONYKIT_CHAOS_BROKER=broker.publisher_url,
+        PONYKIT_CHAOS_PREFIX=prefix,
+    )
+    producer = Producer(env, log)
+    relay = RelayProcess(broker.publisher_url, env, log)
     try:
         for consumer in consumers.values():
             consumer.start()
         relay.start()
-        for approach in chaos_app.APPROACHES:
-            producers[approach] = Producer(
-                approach, child_env(**common, PONYKIT_CHAOS_TOPIC=topics[approach]), log
-            )
-            producers[approach].start()
-        outage = _Outage(broker, producers)
+        producer.start()
+        outage = _Outage(broker, producer)
         outage.start()
 
         rng = random.Random(SEED)
-        while any(p.is_alive() for p in producers.values()) or relay.kills < MIN_RELAY_KILLS:
+        while (producer.is_alive() and relay.kills < MAX_RELAY_KILLS) or relay.kills < MIN_RELAY_KILLS:
             relay.ready.wait(60)  # imported, mapped, connected: from now on the moment is random
             if rng.random() < 0.5:
                 # Right when an event arrives: the relay has published a batch and is about to mark it
@@ -108,9 +109,8 @@ def _run_chaos(url: str, broker: Any, tmp_path: Path) -> dict[str, Outcome]:
                 time.sleep(rng.uniform(0.0, 1.5))  # publishing, marking, backing off, or idle
             relay.kill()
             relay.start()
-        for producer in producers.values():
-            producer.join()
-            assert producer.error is None, f"{producer.error}\n{tail(log_path)}"
+        producer.join()
+        assert producer.error is None, f"{producer.error}\n{tail(log_path)}"
         outage.join(120)
         assert outage.error is None, f"stopping or starting the broker failed: {outage.error!r}"
         assert outage.done, "the broker outage did not happen"
@@ -130,8 +130,7 @@ def _run_chaos(url: str, broker: Any, tmp_path: Path) -> dict[str, Outcome]:
         relay.ready.wait(60)  # SIGTERM before the relay installed its handler would just end it
         assert relay.terminate() == 0, f"the relay did not stop cleanly on SIGTERM:\n{tail(log_path)}"
     finally:
-        for producer in producers.values():
-            producer.kill()
+        producer.kill()
         if relay.process is not None and relay.process.poll() is None:
             relay.kill()
         for consumer in consumers.values():
@@ -141,7 +140,7 @@ def _run_chaos(url: str, broker: Any, tmp_path: Path) -> dict[str, Outcome]:
         assert consumer.error is None, f"consumer {consumer.approach} failed: {consumer.error!r}"
     outcomes = {a: account(database, a, consumers[a].deliveries, SEED) for a in chaos_app.APPROACHES}
     database.disconnect()
-    _report(broker.kind, url, outcomes, relay.kills, producers)
+    _report(broker.kind, url, outcomes, relay.kills, producer)
     return outcomes
 
 
@@ -153,28 +152,25 @@ def _soon(condition: Any, bound: float = 5.0) -> None:
 
 
 class _Outage(threading.Thread):
-    """Stops the broker once, when the on_commit producer reaches OUTAGE_AT, until a naive producer has
-    run OUTAGE_LENGTH transactions into it (the first of the two: a producer whose sends fail fast must
-    not run the rest of the plan into a broker that is down while the other one restarts)."""
+    """Stops the broker once, when the producer reaches step OUTAGE_AT, for OUTAGE_LENGTH steps."""
 
-    def __init__(self, broker: Any, producers: dict[str, Producer]) -> None:
+    def __init__(self, broker: Any, producer: Producer) -> None:
         super().__init__(name="broker-outage", daemon=True)
         self.broker = broker
-        self.producers = producers
+        self.producer = producer
         self.done = False
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            watched = self.producers["on_commit"]
-            while watched.progress < OUTAGE_AT:
-                if not watched.is_alive():
+            while self.producer.progress < OUTAGE_AT:
+                if not self.producer.is_alive():
                     return
                 time.sleep(0.005)
             self.broker.stop()
             try:
-                marks = {a: self.producers[a].progress + OUTAGE_LENGTH for a in ("on_commit", "in_tx")}
-                _soon(lambda: any(self.producers[a].progress >= mark for a, mark in marks.items()), 60)
+                mark = self.producer.progress + OUTAGE_LENGTH
+                _soon(lambda: self.producer.progress >= mark or not self.producer.is_alive(), 60)
             finally:
                 self.broker.start()
             self.done = True
@@ -190,11 +186,16 @@ def _orders(database: Any, approach: str) -> list[Any]:
         return list(select(o for o in order if o.approach == approach)[:])
 
 
-def _report(broker: str, url: str, outcomes: dict[str, Outcome], relay_kills: int, producers: Any) -> None:
+def _report(
+    broker: str, url: str, outcomes: dict[str, Outcome], relay_kills: int, producer: Producer
+) -> None:
     backend = "PostgreSQL" if url.startswith("postgres") else "MariaDB"
-    restarts = {a: f"{p.restarts} restarts, {p.elapsed:.0f}s" for a, p in producers.items()}
+    made = f"producer restarted {producer.restarts} times, ran {producer.elapsed:.0f}s"
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    here, below = me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
+    cpu = f"CPU so far: {here:.0f}s in pytest, {below:.0f}s in child processes"
     lines = [
-        f"{backend} + {broker}: relay SIGKILLed {relay_kills} times; producers: {restarts}",
+        f"{backend} + {broker}: relay SIGKILLed {relay_kills} times; {made}; {cpu}",
         TABLE_HEADER,
         *(outcome.row() for outcome in outcomes.values()),
     ]
