@@ -191,3 +191,72 @@ def _shared_db(make_db: Callable[[], Database]) -> Database:
         _made.clear()
         db = _made[id(make_db)] = make_outbox_db(make_db)
     return db
+
+
+@given(payload=json_values, where=st.integers(min_value=0, max_value=5))
+def test_sensitive_entities_are_refused_anywhere_in_a_payload(
+    make_db: Callable[[], Database], payload: Any, where: int
+) -> None:
+    db = _shared_sensitive_db(make_db)
+    with db_session:
+        customer = db.Customer.get(name="Ann") or db.Customer(name="Ann", password_hash="s3cr3t-hash")
+        nested: Any = customer
+        for level in range(where):  # bury the object in lists and dicts beside random data
+            nested = [payload, nested] if level % 2 else {"data": payload, "inner": nested}
+        before = pk.outbox.outbox_entity(db).select().count()
+        with pytest.raises(OutboxError, match="'password_hash' is sensitive") as info:
+            publish("customers", nested)
+        assert "s3cr3t" not in str(info.value)
+        assert pk.outbox.outbox_entity(db).select().count() == before  # nothing was written
+
+
+def _shared_sensitive_db(make_db: Callable[[], Database]) -> Database:
+    key = -id(make_db)
+    db = _made.get(key)
+    if db is None:
+        _made.clear()
+        db = make_db()
+
+        class Customer(db.Entity):  # type: ignore[name-defined]
+            name = Required(str)
+            password_hash = Required(str)
+
+        pk.security.sensitive(Customer.password_hash)
+        pk.attach(db, outbox=True)
+        db.generate_mapping(create_tables=True)
+        _made[key] = db
+    return db
+
+
+def test_attach_declares_debezium_compatible_tables(make_db: Callable[[], Database]) -> None:
+    db = make_db()
+    with pytest.raises(pk.OptionError, match="outbox"):
+        pk.attach(db, outbox="yes")  # type: ignore[arg-type]
+    pk.attach(db, outbox=True)
+    pk.attach(db, inbox=True)  # a second call adds the inbox and keeps the outbox
+    db.generate_mapping(create_tables=True)
+    with db_session:
+        publish("t", {"n": 1}, key="k", headers={"h": "v"}, type="Created")
+        row = db.select(
+            "id, aggregatetype, aggregateid, type, payload, headers, created_at, sent_at, attempts, "
+            "last_error, seq FROM ponykit_outbox"
+        )[0]
+        assert (row.aggregatetype, row.aggregateid, row.type, row.attempts) == ("t", "k", "Created", 0)
+        assert row.sent_at is None and row.last_error is None
+        assert db.select("aggregateid, pending, turn FROM ponykit_outbox_key") == [("k", 1, 0)] or (
+            db.select("aggregateid FROM ponykit_outbox_key") == []  # SQLite: no key locks needed
+        )
+        assert db.select("message_id, processed_at FROM ponykit_inbox") == []
+
+
+def test_a_rolled_back_savepoint_takes_its_messages_with_it(make_db: Callable[[], Database]) -> None:
+    db = make_outbox_db(make_db)
+    with db_session:
+        kept = publish("t", {"n": 1}, key="k")
+        with pytest.raises(RuntimeError), pk.savepoint():
+            publish("t", {"n": 2}, key="k")
+            raise RuntimeError("the inner step fails")
+        also_kept = publish("t", {"n": 3}, key="k")
+    publisher = RecordingPublisher()
+    Relay(db, publisher).run_once()
+    assert publisher.ids() == [kept, also_kept]

@@ -44,7 +44,6 @@ class BatchResult:
     sent: int
     newest: datetime | None = None
     error: BaseException | None = None
-    full: bool = False  # the batch was full: more rows are probably waiting
 
 
 def run_batch(
@@ -80,7 +79,7 @@ def run_batch(
     if error is not None:
         return BatchResult(0, error=error)
     newest = max((m.created_at for m in messages if m.created_at is not None), default=None)
-    return BatchResult(len(messages), newest, full=len(messages) >= limit)
+    return BatchResult(len(messages), newest)
 
 
 def _claim(db: Database, dialect: Dialect, limit: int, null_first: bool) -> tuple[list[Any], list[str], bool]:

@@ -53,6 +53,11 @@ class Listener:
             if not ready:
                 return False
             conn.poll()
+            if not conn.notifies:
+                # Readable without a notification: the server may have ended the session (psycopg2's
+                # poll() swallows the FATAL message). A statement raises if the connection is gone.
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1")
             got = bool(conn.notifies)
             conn.notifies.clear()
             return got

@@ -26,7 +26,7 @@ def utcnow() -> datetime:
 def db_value(db_dialect: str, value: datetime) -> Any:
     """A naive UTC datetime as the driver takes it (SQLite: Pony's text form)."""
     if db_dialect == "sqlite":
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return value.isoformat(sep=" ", timespec="microseconds")
     return value
 
 
@@ -84,9 +84,9 @@ def publish(
     if keyed and dialect.name == "mysql":
         # The key's row lock first: a second transaction publishing this key waits here, so its row gets
         # a later seq and commits later (commit order = seq order per key, what the relay relies on).
-        _pony.execute_in_session(database, dialect.lock_key(), (key,))
+        _pony.execute_in_session(database, dialect.lock_key_sql, (key,))
     arguments: tuple[Any, ...] = (key, *row) if keyed and dialect.name == "postgres" else row
-    _pony.execute_in_session(database, dialect.insert_row(keyed=keyed), arguments)
+    _pony.execute_in_session(database, dialect.insert_keyed if keyed else dialect.insert_unkeyed, arguments)
     return message_id
 
 

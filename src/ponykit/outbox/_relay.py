@@ -82,6 +82,8 @@ class Relay:
         for option, value in (("poll_interval", poll_interval), ("max_backoff", max_backoff)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise OptionError(f"Relay({option}=...) takes seconds > 0, got {value!r}")
+        if isinstance(log_interval, bool) or not isinstance(log_interval, (int, float)) or log_interval < 0:
+            raise OptionError(f"Relay(log_interval=...) takes seconds >= 0, got {log_interval!r}")
         if retention is not None and (not isinstance(retention, timedelta) or retention <= timedelta(0)):
             raise OptionError(f"Relay(retention=...) takes a positive timedelta or None, got {retention!r}")
         self.db = db

@@ -7,15 +7,18 @@ one multi-statement string (psycopg2 sends it in one simple query, in the sessio
 
 from __future__ import annotations
 
+import functools
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pony.orm import Database
 
 from .. import _pony
+from ..errors import UnsupportedDatabase
 from ._table import INBOX_TABLE, KEY_TABLE, OUTBOX_TABLE
 
-__all__ = ["CHANNEL", "Dialect", "dialect_of"]
+__all__ = ["CHANNEL", "Dialect", "dialect_of", "read_columns"]
 
 #: The PostgreSQL notification channel ``publish()`` notifies and relays listen on.
 CHANNEL = "ponykit_outbox"
@@ -35,9 +38,6 @@ class Dialect:
     inbox: str
     columns: str  # the quoted columns the relay reads, in _READ order
 
-    def q(self, db: Database, name: str) -> str:
-        return _pony.quote_name(db, name)
-
     def marks(self, n: int) -> str:
         return ", ".join([self.mark] * n)
 
@@ -45,6 +45,21 @@ class Dialect:
     def skip_locked(self) -> str:
         # SQLite has no row locks: its relay transaction is BEGIN IMMEDIATE (one writer at a time).
         return "" if self.name == "sqlite" else " FOR UPDATE SKIP LOCKED"
+
+    @functools.cached_property
+    def insert_keyed(self) -> str:
+        """``publish()``'s statement for a keyed message (built once)."""
+        return self.insert_row(keyed=True)
+
+    @functools.cached_property
+    def insert_unkeyed(self) -> str:
+        """``publish()``'s statement for a message without a key (built once)."""
+        return self.insert_row(keyed=False)
+
+    @functools.cached_property
+    def lock_key_sql(self) -> str:
+        """The key lock statement (built once)."""
+        return self.lock_key()
 
     def insert_row(self, *, keyed: bool) -> str:
         """``publish()``'s statement(s): lock the key (when keyed, not on SQLite), insert, notify (PG)."""
@@ -146,12 +161,20 @@ def _quoted(d: Dialect, name: str) -> str:
     return f'"{name}"'
 
 
+_dialects: weakref.WeakKeyDictionary[Database, Dialect] = weakref.WeakKeyDictionary()
+
+
 def dialect_of(db: Database) -> Dialect:
-    """The :class:`Dialect` of ``db`` (SQLite, PostgreSQL or MariaDB/MySQL)."""
+    """The :class:`Dialect` of ``db`` (SQLite, PostgreSQL or MariaDB/MySQL), made once per Database."""
+    found = _dialects.get(db)
+    if found is None:
+        found = _dialects[db] = _make(db)
+    return found
+
+
+def _make(db: Database) -> Dialect:
     name = _pony.dialect(db)
     if name not in ("sqlite", "postgres", "mysql"):
-        from ..errors import UnsupportedDatabase
-
         raise UnsupportedDatabase(
             f"the outbox supports SQLite, PostgreSQL and MariaDB/MySQL; the {_pony.describe_database(db)} "
             f"is {name}"

@@ -81,11 +81,12 @@ def tables_of(db: Database) -> Tables | None:
 
 
 def outbox_databases() -> list[Database]:
-    """The attached Databases on which ``attach(db, outbox=True)`` declared the outbox."""
+    """The Databases on which ``attach(db, outbox=True)`` declared the outbox: the attached ones, or when
+    ``ponykit.kit.forget()`` left them all out, every one still alive."""
     with _lock:
         found = [db for db, tables in _declared.items() if tables.outbox is not None]
-    attached = set(map(id, attached_databases()))  # ponykit.kit.forget(db) leaves a Database out
-    return [db for db in found if id(db) in attached]
+    attached = set(map(id, attached_databases()))
+    return [db for db in found if id(db) in attached] or found
 
 
 def outbox_entity(db: Database) -> Any:
