@@ -59,6 +59,8 @@ KEYS = 100
 RELAY_TARGET = 0.5  # the relay's rate / the hand-written pika loop's rate
 FOUR_RELAYS_TARGET = 5_000  # events/s
 ROOT = Path(__file__).resolve().parent.parent
+# Relay processes of test_outbox_four_relays (4, the target's count; another count to see how it scales).
+RELAYS = int(os.environ.get("PONYKIT_BENCH_RELAYS", "4"))
 
 
 def _service(var: str) -> str:
@@ -72,8 +74,8 @@ def _service(var: str) -> str:
 
 @pytest.fixture
 def n(request: pytest.FixtureRequest) -> int:
-    """Messages per run: 10,000 when timing, 500 in the CI smoke run."""
-    return 500 if request.config.getoption("benchmark_disable") else 10_000
+    """Messages per run: 3,000 when timing (the pika loop takes seconds for that), 500 in the CI smoke run."""
+    return 500 if request.config.getoption("benchmark_disable") else 3_000
 
 
 def _payload(i: int) -> bytes:
@@ -102,20 +104,38 @@ class Rabbit:
     def __init__(self, url: str) -> None:
         self.url = url
         self.queue = "pkbench-" + uuid.uuid4().hex[:10]
-        self.conn = pika.BlockingConnection(pika.URLParameters(url))
-        self.channel = self.conn.channel()
+        self.conn: Any = None
+        self._open()
         self.channel.queue_declare(self.queue, durable=True)
 
+    def _open(self) -> None:
+        if self.conn is not None and self.conn.is_open:
+            self.conn.close()
+        self.conn = pika.BlockingConnection(pika.URLParameters(self.url))
+        self.channel = self.conn.channel()
+
+    def _retry(self, op: Callable[[], Any]) -> Any:
+        # This connection sits idle while the outbox is seeded (no heartbeats), and other sessions'
+        # chaos tests may close every broker connection: open a new one and try again.
+        try:
+            return op()
+        except pika.exceptions.AMQPError:
+            self._open()
+            return op()
+
     def count(self) -> int:
-        return int(self.channel.queue_declare(self.queue, passive=True).method.message_count)
+        return int(
+            self._retry(lambda: self.channel.queue_declare(self.queue, passive=True).method.message_count)
+        )
 
     def purge(self) -> None:
-        self.channel.queue_purge(self.queue)
+        self._retry(lambda: self.channel.queue_purge(self.queue))
 
     def ids(self) -> Counter[str]:
         """Consume everything in the queue; the message ids with how often each came."""
         seen: Counter[str] = Counter()
         expected = self.count()
+        self._open()
         self.channel.basic_qos(prefetch_count=2_000)
         for method, props, _body in self.channel.consume(self.queue, auto_ack=True, inactivity_timeout=2):
             if method is None:
@@ -128,6 +148,7 @@ class Rabbit:
 
     def pika_loop(self, messages: list[Message]) -> Callable[[], None]:
         """The hand-written contender: a blocking channel in confirm mode, one publish (and wait) each."""
+        self._open()
         channel = self.conn.channel()
         channel.confirm_delivery()
 
@@ -149,7 +170,7 @@ class Rabbit:
         return run
 
     def drop(self) -> None:
-        self.channel.queue_delete(self.queue)
+        self._retry(lambda: self.channel.queue_delete(self.queue))
         self.conn.close()
 
 
@@ -225,7 +246,11 @@ def test_outbox_publish_redis(
 
     publisher = RedisStreamPublisher(client=client, stream_prefix=prefix)
     run = by_hand if contender == "redis-py" else _batches(publisher, messages)
-    benchmark.pedantic(run, setup=lambda: client.delete(stream), rounds=_rounds(request, 5), iterations=1)
+
+    def setup() -> None:
+        client.delete(stream)
+
+    benchmark.pedantic(run, setup=setup, rounds=_rounds(request, 5), iterations=1)
     assert client.xlen(stream) == n
 
 
@@ -424,7 +449,7 @@ def test_outbox_four_relays(
         def count() -> int:
             return int(client.xlen(prefix + "orders"))
 
-    procs = _start_relays(outbox.url, to, 4)
+    procs = _start_relays(outbox.url, to, RELAYS)
     try:
         time.sleep(1.0)  # let every relay reach its first wait (LISTEN) before the events commit
         ids = outbox.seed(topic, n)  # one transaction: the relays see all n at its COMMIT

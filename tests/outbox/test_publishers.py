@@ -235,6 +235,26 @@ def test_rabbitmq_reconnects_after_broker_closes_the_connection(amqp_url: str, q
     assert got == [m.id for m in batch]
 
 
+def test_rabbitmq_idle_past_the_heartbeat_timeout_reconnects(amqp_url: str, queue: str) -> None:
+    # An idle relay does not run pika's I/O loop, so it sends no heartbeats: the broker drops the
+    # connection. The next publish notices before sending and opens a new one.
+    name = "pktest-idle-" + uuid.uuid4().hex[:8]
+    props = quote(repr({"connection_name": name}))
+    pub = RabbitMQPublisher(f"{amqp_url}?heartbeat=1&client_properties={props}", queues=[queue])
+    try:
+        pub.publish(messages(queue, 1))
+        for _ in range(300):
+            if name not in _rabbitmqctl("list_connections", "client_properties"):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the broker kept the idle connection")
+        pub.publish(messages(queue, 2))
+    finally:
+        pub.close()
+    assert queue_length(amqp_url, queue) == 3
+
+
 def test_rabbitmq_close_is_idempotent_and_publish_reopens(amqp_url: str, queue: str) -> None:
     pub = RabbitMQPublisher(amqp_url, queues=[queue])
     pub.publish([])  # nothing to send: no connection needed

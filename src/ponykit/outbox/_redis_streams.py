@@ -75,7 +75,11 @@ class RedisStreamPublisher:
             }
             if message.key is not None:
                 fields["key"] = message.key
-            fields["headers"] = json.dumps(dict(message.headers), separators=(",", ":"), ensure_ascii=False)
+            fields["headers"] = (
+                json.dumps(dict(message.headers), separators=(",", ":"), ensure_ascii=False)
+                if message.headers
+                else "{}"
+            )
             pipe.xadd(self.stream_prefix + message.topic, fields, maxlen=self.maxlen, approximate=True)
         try:
             replies = pipe.execute(raise_on_error=True)
