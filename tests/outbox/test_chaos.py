@@ -72,6 +72,13 @@ def _need(program: str, what: str) -> None:
 def _run_chaos(url: str, broker: Any, tmp_path: Path) -> dict[str, Outcome]:
     """Run the three approaches under the chaos; return their outcomes."""
     database = chaos_app.build(url, create_tables=True)
+    try:
+        return _run_on(database, url, broker, tmp_path)
+    finally:
+        database.disconnect()  # before the fixture drops the schema or database
+
+
+def _run_on(database: Any, url: str, broker: Any, tmp_path: Path) -> dict[str, Outcome]:
     run = uuid.uuid4().hex[:10]
     prefix = f"pktest.chaos.{run}"
     topics = {approach: f"{prefix}.{approach}" for approach in chaos_app.APPROACHES}
@@ -139,7 +146,6 @@ def _run_chaos(url: str, broker: Any, tmp_path: Path) -> dict[str, Outcome]:
     for consumer in consumers.values():
         assert consumer.error is None, f"consumer {consumer.approach} failed: {consumer.error!r}"
     outcomes = {a: account(database, a, consumers[a].deliveries, SEED) for a in chaos_app.APPROACHES}
-    database.disconnect()
     _report(broker.kind, url, outcomes, relay.kills, producer)
     return outcomes
 
