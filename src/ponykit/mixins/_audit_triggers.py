@@ -212,10 +212,11 @@ def _entity_sql(plan: AuditPlan, history_table: str, q: Any) -> list[str]:
     def write(fresh: str) -> str:
         # The first statement of a transaction that writes this entity's records finds none of them
         # (the marker, a transaction-local setting, says whether one did): no record to fold into, so
-        # the fresh records are inserted as they are, without probing the history table per row.
+        # the fresh records are inserted as they are, without probing the history table per row. OFFSET 0
+        # keeps the subquery whole: pulled up, its changes would be computed twice (filter and insert).
         return f"""IF current_setting('{marker}', true) IS DISTINCT FROM v_tx THEN
       PERFORM set_config('{marker}', v_tx, true);
-      {insert} FROM ({fresh}) f
+      {insert} FROM ({fresh} OFFSET 0) f
       WHERE {changed};
     ELSE
     WITH fresh AS ({fresh}),
