@@ -229,10 +229,12 @@ class _AuditExtension(BulkExtension):
         history = _history_of(entity)
         actor = current_actor()
         events: Sequence[Event | Block]
+        shift = 0
         if token is not None and token[1] is None:
-            token = token[0], _returned_rows(plan, token[0], change)
+            old, shift = _returned_rows(plan, token[0], change)
+            token = token[0], old
         if _diffs_bound(change) and token is not None:
-            events = _update_events(plan, history, actor, change, token[0], token[1])
+            events = _update_events(plan, history, actor, change, token[0], token[1], shift)
         else:
             events = _read_events(plan, history, actor, change, token)
         journal_events(_pony.database_of(entity), events)
@@ -254,24 +256,26 @@ def _before_layout(change: Change) -> Layout:
     return plan.layout(columns)
 
 
-def _returned_rows(plan: AuditPlan, layout: Layout, change: Change) -> dict[str, tuple[Any, ...]]:
-    """Key text -> the raw ``layout`` columns of the rows as the UPDATE statements returned them; a row
-    updated twice in the batch keeps its first (before the batch) values."""
+def _returned_rows(plan: AuditPlan, layout: Layout, change: Change) -> tuple[dict[str, tuple[Any, ...]], int]:
+    """Key text -> the raw ``layout`` columns of the rows as the UPDATE statements returned them, and
+    where those columns start in each tuple: the rows are kept whole (key first) when they hold just
+    the key and the layout's columns, which saves a slice per row. A row updated twice in the batch
+    keeps its first (before the batch) values."""
     nkey = len(plan.key_columns)
-    at = [change.old_columns.index(c) for c in layout.columns]
     rows = change.old or []
     found: dict[str, tuple[Any, ...]] = {}
-    if at == list(range(nkey, nkey + len(at))) and len(change.old_columns) == nkey + len(at):
+    if change.old_columns == plan.key_columns + layout.columns:
         if plan.int_key and nkey == 1 and all(type(raw[0]) is int for raw in rows):
             for raw in reversed(rows):  # reversed: the first of a key's rows is written last, and wins
-                found[str(raw[0])] = raw[1:]
-            return found
+                found[str(raw[0])] = raw
+            return found, nkey
         for raw in reversed(rows):
-            found[plan.key_of_raw(raw[:nkey])] = tuple(raw[nkey:])
-        return found
+            found[plan.key_of_raw(raw[:nkey])] = raw
+        return found, nkey
+    at = [change.old_columns.index(c) for c in layout.columns]
     for raw in reversed(rows):
         found[plan.key_of_raw(raw[:nkey])] = tuple([raw[i] for i in at])
-    return found
+    return found, 0
 
 
 _EXTENSION = _AuditExtension()
@@ -309,8 +313,10 @@ def _update_events(
     change: Change,
     before: Layout,
     old: dict[str, tuple[Any, ...]],
+    shift: int = 0,
 ) -> list[Event | Block]:
-    """A bulk_update batch's events from the rows read before it and the values it bound (no read)."""
+    """A bulk_update batch's events from the rows read before it (``before``'s columns from index
+    ``shift`` of each) and the values it bound (no read)."""
     events: list[Event | Block] = []
     nkey = len(plan.key_columns)
     key_of_raw = plan.key_of_raw
@@ -320,7 +326,7 @@ def _update_events(
             continue
         if any(len(f.columns) != 1 or f.sensitive for f in layout.fields):
             new_at = [nkey + columns.index(c) for c in layout.columns]
-            old_at = [before.columns.index(c) for c in layout.columns]
+            old_at = [shift + before.columns.index(c) for c in layout.columns]
             for values in rows:
                 key = key_of_raw(values[:nkey])
                 previous = old.get(key)
@@ -333,7 +339,7 @@ def _update_events(
                     events.append(event)
             continue
         # The common case, one plain column per attribute: a loop generated for these columns
-        diff = differ(plan, before, columns, layout)
+        diff = differ(plan, before, columns, layout, shift)
         keys, texts = diff(rows, old, key_of_raw)
         if keys:
             events.append(Block(history, plan.name, actor, keys, texts))

@@ -17,11 +17,12 @@ from ._audit_plan import AuditPlan, Layout, same_value
 __all__ = ["differ"]
 
 
-def differ(plan: AuditPlan, before: Layout, columns: tuple[str, ...], layout: Layout) -> Any:
+def differ(plan: AuditPlan, before: Layout, columns: tuple[str, ...], layout: Layout, shift: int = 0) -> Any:
     """The generated diff of bulk_update rows setting ``columns`` (one plain column per attribute of
-    ``layout``) against the rows read before (in ``before``'s columns): ``diff(rows, old, key_of_raw)
-    -> (keys, changes as UTF-8 JSON)`` of the rows that changed, as ``_raw_update`` would find them."""
-    cache_key = (before.columns, columns, layout.columns)
+    ``layout``) against the rows read before (``before``'s columns, from index ``shift`` of each):
+    ``diff(rows, old, key_of_raw) -> (keys, changes as UTF-8 JSON)`` of the rows that changed, as
+    ``_raw_update`` would find them."""
+    cache_key = (before.columns, columns, layout.columns, (shift,))
     found = plan.differs.get(cache_key)
     if found is not None:
         return found
@@ -44,14 +45,16 @@ def differ(plan: AuditPlan, before: Layout, columns: tuple[str, ...], layout: La
         "            continue  # no such row: bulk_update skipped it",
     ]
     new_at = [nkey + columns.index(f.columns[0]) for f in layout.fields]
-    old_at = [before.columns.index(f.columns[0]) for f in layout.fields]
+    old_at = [shift + before.columns.index(f.columns[0]) for f in layout.fields]
     if (
-        old_at == list(range(len(before.columns)))
+        old_at == list(range(shift, shift + len(before.columns)))
         and new_at == list(range(nkey, nkey + len(columns)))
         and all(_exact(f) for f in layout.fields)
     ):
         # Equal tuples mean equal JSON forms for these types: a row written with its own values is skipped
-        lines += [f"        if previous == values[{nkey}:]:", "            continue"]
+        # (a whole old row, key first, compares with the whole bound row: their keys are equal)
+        same = "previous == values" if shift == nkey else f"previous == values[{nkey}:]"
+        lines += [f"        if {same}:", "            continue"]
     lines.append("        changes = {}")
     for n, (f, i, j) in enumerate(zip(layout.fields, old_at, new_at, strict=True)):
         conv = _raw_json(f)
