@@ -3,8 +3,7 @@
 Three tables with the ``bench_item`` columns, on PostgreSQL (issue #20's target: ≤ 1.5x):
 
 * ``plain``: ``bulk_update`` of an entity without the mixin (the baseline);
-* ``app``: ``Audited`` in app mode: the UPDATE statements return the batch's old values themselves
-  (``BulkExtension.wants_old``: a self-join ``RETURNING``, no SELECT), a generated diff against the
+* ``app``: ``Audited`` in app mode: one SELECT of the batch's old values, a generated diff against the
   values ``bulk_update`` bound, the batch's changes kept as one block of JSON texts and written by one
   COPY just before COMMIT;
 * ``trigger``: ``Audited`` in trigger mode: the statement-level triggers write the records (an update's

@@ -150,16 +150,11 @@ class Dialect:
         class_filter: ClassFilter = None,
         guard_cols: Sequence[str] = (),
         exprs: Exprs = (),
-        returning_old: Sequence[str] = (),
     ) -> str:
         """One UPDATE of ``nrows`` rows; each row binds its primary-key columns, then the set columns;
         the class filter's values come last. ``guard_cols`` (compare-and-swap): each row binds, between
         its key and its set values, the values these columns must still hold for the row to be updated.
-        ``exprs``: more ``SET`` clauses computed from the stored row (see :meth:`set_exprs`).
-        ``returning_old`` (PostgreSQL): the statement returns these columns of each updated row as they
-        were before it (a self-join on the primary key: that side sees the row before the update)."""
-        if returning_old and (self.name != "postgres" or guard_cols):
-            raise ValueError("update_many(returning_old=...) is for PostgreSQL, without guard_cols")
+        ``exprs``: more ``SET`` clauses computed from the stored row (see :meth:`set_exprs`)."""
         if guard_cols:
             return self._guarded_update_many(
                 table, set_cols, pk_cols, nrows, sql_types, guard_cols, class_filter, exprs
@@ -177,15 +172,7 @@ class Dialect:
             sets += self.set_exprs(exprs, table)
             on = " AND ".join(f"{t}.{self.q(c)} = v.{n}" for c, n in pairs if c in pk_cols)
             on += self.class_in(class_filter, f"{t}.")
-            old = returning = ""
-            if returning_old:
-                old = f", {t} AS ponykit_old"
-                on += "".join(f" AND ponykit_old.{self.q(c)} = {t}.{self.q(c)}" for c in pk_cols)
-                returning = " RETURNING " + ", ".join(f"ponykit_old.{self.q(c)}" for c in returning_old)
-            return (
-                f"UPDATE {t} SET {sets} FROM (VALUES {values}) AS v ({', '.join(names)}){old} WHERE {on}"
-                + returning
-            )
+            return f"UPDATE {t} SET {sets} FROM (VALUES {values}) AS v ({', '.join(names)}) WHERE {on}"
         if self.name == "mysql":
             first = "SELECT " + ", ".join(f"{self.placeholder} AS {n}" for n in names)
             rest = ["SELECT " + ", ".join([self.placeholder] * len(cols))] * (nrows - 1)

@@ -130,7 +130,7 @@ def test_a_block_folds_with_later_writes_of_its_rows(db: Database) -> None:
 
 def test_a_row_set_by_two_groups_of_one_batch_has_one_record_from_before_the_batch(db: Database) -> None:
     """Two groups of one batch are two statements; the second sees the first's write, the record keeps
-    the values before the batch (on PostgreSQL the statements return the old values themselves)."""
+    the values before the batch."""
     _, item = declare(db)
     with db_session:
         item(id=1, **START)

@@ -13,7 +13,7 @@ Entity hooks (``before_insert`` ...) do not run, as with Pony's own ``Query.dele
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
 from .. import _pony
@@ -262,13 +262,10 @@ def bulk_update(
                     update_values(plan, dialect, groups),
                     tuple(column for column, _ in plan.exprs),
                 )
-                change = _asking_old(extensions, change, dialect.name)
                 tokens = _before(extensions, change)
-            old: list[tuple[Any, ...]] = []
-            old_columns = change.old_columns if change is not None else ()
-            count, keys = write_updates(plan, dialect, groups, done, savepoint, old_columns, old)
+            count, keys = write_updates(plan, dialect, groups, done, savepoint)
             if change is not None:
-                _after(extensions, replace(change, old=old) if old_columns else change, tokens)
+                _after(extensions, change, tokens)
             matched += count
             done += len(batch)
             written = frozenset(n for names, *_ in groups for n in names) | plan.expr_names
@@ -423,16 +420,6 @@ def _tuples(keys: list[Any] | None) -> list[tuple[Any, ...]] | None:
     if keys is None:
         return None
     return [k if isinstance(k, tuple) else (k,) for k in keys]
-
-
-def _asking_old(extensions: tuple[BulkExtension, ...], change: Change, dialect: str) -> Change:
-    """``change`` with the columns whose old values the UPDATEs return (PostgreSQL: see ``wants_old``)."""
-    if dialect != "postgres":
-        return change
-    wanted = [c for extension in extensions for c in extension.wants_old(change)]
-    if not wanted:
-        return change
-    return replace(change, old_columns=tuple(dict.fromkeys([*change.columns, *wanted])))
 
 
 def _before(extensions: tuple[BulkExtension, ...], change: Change) -> list[Any]:

@@ -10,8 +10,6 @@ entity (or a subclass) runs the extension's hooks at fixed points:
   from the stored row (a version counted up);
 * ``before_change`` / ``after_change``: around the statements of one batch, with the keys of the rows
   the batch writes (an audit trail reads the rows before and after);
-* ``wants_old``: columns whose values before a ``bulk_update`` batch the extension needs; on PostgreSQL
-  the UPDATE statements return them (``Change.old``), saving a SELECT before the batch;
 * ``soft_delete_rows``: what ``bulk_delete(..., soft=True)`` writes instead of deleting.
 
 Hooks run inside the bulk call's savepoint: an exception undoes the whole call like any other failure.
@@ -38,14 +36,6 @@ class Change:
     ``bulk_update`` also gives ``values``: per group of rows that set the same columns, ``(set columns,
     rows)``, each row the key's values then the set columns' values, as bound; and ``computed``: the
     columns the database computes at every update (``set_exprs``), whose new values only a read shows.
-
-    ``old_columns``: the columns (primary key's first) whose values before the batch the UPDATE
-    statements return, when an extension asked for them (:meth:`BulkExtension.wants_old`) and the
-    database can (PostgreSQL); empty otherwise, so that ``before_change`` knows whether it must read
-    them itself. ``after_change`` then finds them in ``old``: one tuple of ``old_columns`` values per row
-    each statement updated, in statement order (a row that two groups of the batch update appears twice,
-    first as it was before the batch; a row whose key no longer exists does not appear). Old values are
-    those of each statement's snapshot, as a SELECT just before it would have read them.
     """
 
     op: str
@@ -54,8 +44,6 @@ class Change:
     keys: list[tuple[Any, ...]] | None
     values: tuple[tuple[tuple[str, ...], list[tuple[Any, ...]]], ...] = ()
     computed: tuple[str, ...] = ()
-    old_columns: tuple[str, ...] = ()
-    old: list[tuple[Any, ...]] | None = None
 
 
 class BulkExtension:
@@ -86,13 +74,6 @@ class BulkExtension:
         """``bulk_delete(..., soft=True)``: the ``bulk_update`` rows that mark these primary keys deleted
         (None: this extension does not soft-delete)."""
         return None
-
-    def wants_old(self, change: Change) -> tuple[str, ...]:
-        """``bulk_update``: the columns whose values before the batch this extension needs (besides the
-        primary key's, always returned first); on PostgreSQL the UPDATE statements return them in
-        ``Change.old`` for :meth:`after_change`. Elsewhere ``Change.old_columns`` is empty and
-        :meth:`before_change` reads them itself. Called before :meth:`before_change`."""
-        return ()
 
     def before_change(self, change: Change) -> Any:
         """Called before a batch's statements; what it returns is given to :meth:`after_change`."""

@@ -134,26 +134,16 @@ def _written(plan: RowPlan, dialect: Dialect, offset: int, group: UpdateGroup, o
 
 
 def write_updates(
-    plan: RowPlan,
-    dialect: Dialect,
-    groups: list[UpdateGroup],
-    offset: int,
-    savepoint: Savepoint,
-    old_columns: Sequence[str] = (),
-    old: list[tuple[Any, ...]] | None = None,
+    plan: RowPlan, dialect: Dialect, groups: list[UpdateGroup], offset: int, savepoint: Savepoint
 ) -> tuple[int, list[Any]]:
     """Run the UPDATEs of a batch's groups (input rows from index ``offset``); the number of rows matched
-    and the keys of the rows given. A row the database refuses raises BulkWriteError naming it.
-
-    With ``old_columns`` (PostgreSQL only, see :meth:`Dialect.update_many`), the statements also return
-    these columns of each updated row as it was before the statement, appended to ``old`` in statement
-    order (a row updated by two groups of the batch appears twice, first as it was before the batch)."""
+    and the keys of the rows given. A row the database refuses raises BulkWriteError naming it."""
     matched = 0
     for group in groups:
         names, values, _ = group
         failed: Exception | None = None
         try:
-            matched += _update_group(plan, dialect, names, values, old_columns, old)
+            matched += _update_group(plan, dialect, names, values)
         except Exception as exc:  # noqa: BLE001 - named below, outside the except block
             failed = exc
         if failed is not None:
@@ -190,12 +180,7 @@ def update_values(
 
 
 def _update_group(
-    plan: RowPlan,
-    dialect: Dialect,
-    names: tuple[str, ...],
-    values: list[tuple[Any, ...]],
-    old_columns: Sequence[str] = (),
-    old: list[tuple[Any, ...]] | None = None,
+    plan: RowPlan, dialect: Dialect, names: tuple[str, ...], values: list[tuple[Any, ...]]
 ) -> int:
     db = dialect.db
     set_cols = plan.columns_of(names)
@@ -215,20 +200,8 @@ def _update_group(
     per = max(1, (dialect.max_params - len(classes)) // (len(pk_cols) + len(set_cols)))
     count = 0
     for chunk in chunks(values, per):
-        sql = dialect.update_many(
-            plan.table,
-            set_cols,
-            pk_cols,
-            len(chunk),
-            types,
-            class_filter,
-            exprs=exprs,
-            returning_old=old_columns,
-        )
-        cursor = _pony.execute_in_session(db, sql, flat(chunk) + classes)
-        count += int(cursor.rowcount)
-        if old_columns and old is not None:
-            old.extend(cursor.fetchall())
+        sql = dialect.update_many(plan.table, set_cols, pk_cols, len(chunk), types, class_filter, exprs=exprs)
+        count += int(_pony.execute_in_session(db, sql, flat(chunk) + classes).rowcount)
     return count
 
 

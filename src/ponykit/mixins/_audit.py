@@ -202,24 +202,21 @@ class _Diff:
 
 
 class _AuditExtension(BulkExtension):
-    """Reads the rows a bulk batch writes: before its statements (only the set columns for an update;
-    on PostgreSQL ``bulk_update``'s statements return them) and, unless ``bulk_update`` said what it
-    sets, after them."""
+    """Reads the rows a bulk batch writes: before its statements (only the set columns for an update)
+    and, unless ``bulk_update`` said what it sets, after them."""
 
     wants_keys = True  # bulk_insert asks for generated keys: the inserted rows are read back by key
-
-    def wants_old(self, change: Change) -> tuple[str, ...]:
-        if not _diffs_bound(change):
-            return ()
-        return _before_layout(change).columns
 
     def before_change(self, change: Change) -> Any:
         if _mode(change.entity) != "app" or change.op == "insert" or not change.keys:
             return None
-        layout = _before_layout(change)
-        if change.old_columns and _diffs_bound(change):
-            return layout, None  # the UPDATE statements return the old values (Change.old)
-        return layout, _read_rows(change.entity, layout, change.columns, change.keys)
+        plan = audit_plan(change.entity)
+        columns = None
+        if change.op == "update" and change.values:
+            columns = frozenset(c for cols, _ in change.values for c in cols) | frozenset(change.computed)
+        layout = plan.layout(columns)
+        whole = _diffs_bound(change)  # the generated diff reads whole rows (key first): no slice per row
+        return layout, _read_rows(change.entity, layout, change.columns, change.keys, whole), whole
 
     def after_change(self, change: Change, token: Any) -> None:
         entity = change.entity
@@ -229,11 +226,8 @@ class _AuditExtension(BulkExtension):
         history = _history_of(entity)
         actor = current_actor()
         events: Sequence[Event | Block]
-        shift = 0
-        if token is not None and token[1] is None:
-            old, shift = _returned_rows(plan, token[0], change)
-            token = token[0], old
-        if _diffs_bound(change) and token is not None:
+        if token is not None and token[2]:
+            shift = len(plan.key_columns)
             events = _update_events(plan, history, actor, change, token[0], token[1], shift)
         else:
             events = _read_events(plan, history, actor, change, token)
@@ -242,40 +236,7 @@ class _AuditExtension(BulkExtension):
 
 def _diffs_bound(change: Change) -> bool:
     """Whether the batch's records come from its old rows and the values it bound (no read after)."""
-    if change.op != "update" or not change.values or change.computed:
-        return False
-    return _mode(change.entity) == "app"
-
-
-def _before_layout(change: Change) -> Layout:
-    """The recorded attributes a batch may change (an update's: those of the columns it sets)."""
-    plan = audit_plan(change.entity)
-    columns = None
-    if change.op == "update" and change.values:
-        columns = frozenset(c for cols, _ in change.values for c in cols) | frozenset(change.computed)
-    return plan.layout(columns)
-
-
-def _returned_rows(plan: AuditPlan, layout: Layout, change: Change) -> tuple[dict[str, tuple[Any, ...]], int]:
-    """Key text -> the raw ``layout`` columns of the rows as the UPDATE statements returned them, and
-    where those columns start in each tuple: the rows are kept whole (key first) when they hold just
-    the key and the layout's columns, which saves a slice per row. A row updated twice in the batch
-    keeps its first (before the batch) values."""
-    nkey = len(plan.key_columns)
-    rows = change.old or []
-    found: dict[str, tuple[Any, ...]] = {}
-    if change.old_columns == plan.key_columns + layout.columns:
-        if plan.int_key and nkey == 1 and all(type(raw[0]) is int for raw in rows):
-            for raw in reversed(rows):  # reversed: the first of a key's rows is written last, and wins
-                found[str(raw[0])] = raw
-            return found, nkey
-        for raw in reversed(rows):
-            found[plan.key_of_raw(raw[:nkey])] = raw
-        return found, nkey
-    at = [change.old_columns.index(c) for c in layout.columns]
-    for raw in reversed(rows):
-        found[plan.key_of_raw(raw[:nkey])] = tuple([raw[i] for i in at])
-    return found, 0
+    return change.op == "update" and bool(change.values) and not change.computed
 
 
 _EXTENSION = _AuditExtension()
@@ -347,9 +308,10 @@ def _update_events(
 
 
 def _read_rows(
-    entity: Any, layout: Layout, columns: Sequence[str], keys: list[tuple[Any, ...]]
+    entity: Any, layout: Layout, columns: Sequence[str], keys: list[tuple[Any, ...]], whole: bool = False
 ) -> dict[str, tuple[Any, ...]]:
-    """Key text -> the raw ``layout`` columns of the rows with one of ``keys`` in ``columns``."""
+    """Key text -> the raw ``layout`` columns of the rows with one of ``keys`` in ``columns`` (with
+    ``whole``: the rows as read, the key's columns first)."""
     plan = audit_plan(entity)
     db = _pony.database_of(entity)
     dialect = dialect_of(db)
@@ -381,10 +343,13 @@ def _read_rows(
         cursor = _pony.execute_in_session(db, sql, arguments)
         rows = cursor.fetchall()
         if plan.int_key and nkey == 1 and all(type(raw[0]) is int for raw in rows):
-            found.update({str(raw[0]): raw[1:] for raw in rows})  # the key text of an integer key
+            if whole:
+                found.update({str(raw[0]): tuple(raw) for raw in rows})  # the key text of an integer key
+            else:
+                found.update({str(raw[0]): raw[1:] for raw in rows})
             continue
         for raw in rows:
-            found[key_of_raw(raw[:nkey])] = tuple(raw[nkey:])
+            found[key_of_raw(raw[:nkey])] = tuple(raw) if whole else tuple(raw[nkey:])
     return found
 
 
