@@ -8,7 +8,18 @@ from typing import Any
 
 import orjson
 import pytest
-from pony.orm import Database, Optional, Required, Set, commit, db_session, flush, rollback, select
+from pony.orm import (
+    Database,
+    Optional,
+    Required,
+    Set,
+    TransactionIntegrityError,
+    commit,
+    db_session,
+    flush,
+    rollback,
+    select,
+)
 
 import ponykit as pk
 from ponykit.errors import BulkWriteError, ConfigurationError, UnsupportedDatabase
@@ -399,3 +410,23 @@ def test_unchanged_custom_type_and_encrypted_values_are_not_recorded_as_changed(
         Member[m.id].name = "d"
     updates = [sorted(changes) for _, _, op, changes, _, _ in records(db) if op == "update"]
     assert updates == [["name", "updated_at"], ["name", "updated_at"]]
+
+
+def test_the_history_refuses_a_second_record_of_a_row_in_one_transaction(db: Database) -> None:
+    """The unique key (entity, key, tx) exists in the database: the one-record rule is enforced there
+    too (and history() reads through its index)."""
+    Item, _ = declare(db)
+    with db_session:
+        item = Item(name="a", qty=1)
+    history = audit_entity(db)
+    with db_session:
+        first = select(h for h in history).first()
+        assert first is not None
+        copy = {k: getattr(first, k) for k in ("entity", "key", "op", "changes", "actor", "at", "tx")}
+    with pytest.raises(TransactionIntegrityError), db_session:
+        history(**copy)
+    with db_session:
+        copy["tx"] = "another"
+        history(**copy)  # the same row in another transaction: a record of its own
+    with db_session:
+        assert [r.tx for r in Item[item.id].history()] == [first.tx, "another"]

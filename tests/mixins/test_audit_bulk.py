@@ -128,6 +128,23 @@ def test_a_block_folds_with_later_writes_of_its_rows(db: Database) -> None:
     }
 
 
+def test_a_row_set_by_two_groups_of_one_batch_has_one_record_from_before_the_batch(db: Database) -> None:
+    """Two groups of one batch are two statements; the second sees the first's write, the record keeps
+    the values before the batch."""
+    _, item = declare(db)
+    with db_session:
+        item(id=1, **START)
+        item(id=2, **START)
+    with db_session:
+        audit_entity(db).select().delete(bulk=True)
+    with db_session:
+        pk.bulk_update(item, [{"id": 1, "qty": 2}, {"id": 2, "name": "c"}, {"id": 1, "name": "b", "qty": 3}])
+    assert changes_of(db, "BulkItem") == {
+        "1": ("update", {"qty": [1, 3], "name": ["a", "b"]}, None),
+        "2": ("update", {"name": ["a", "c"]}, None),
+    }
+
+
 def test_rows_written_with_their_own_values_leave_no_record(db: Database) -> None:
     _, item = declare(db)
     with db_session:
@@ -171,6 +188,8 @@ def test_trigger_mode_update_records_equal_app_mode_records(db: Database) -> Non
             "ratio": Optional(float),
             "when": Optional(dt.datetime),
             "note": Optional(str, nullable=True),
+            "flag": Optional(bool),
+            "big": Optional(int, size=64),
         }
 
     app = type("AppThing", (db.Entity, Audited), fields())
@@ -178,7 +197,16 @@ def test_trigger_mode_update_records_equal_app_mode_records(db: Database) -> Non
     pk.attach(db)
     db.generate_mapping(create_tables=True)
     install_audit_triggers(db)
-    start = {"name": "a", "qty": 1, "price": Decimal("1.50"), "ratio": 0.1, "when": None, "note": "x"}
+    start = {
+        "name": "a",
+        "qty": 1,
+        "price": Decimal("1.50"),
+        "ratio": 0.1,
+        "when": None,
+        "note": "x",
+        "flag": True,
+        "big": 2**40,
+    }
     with db_session:
         for entity in (app, trig):
             entity(id=1, **start)
@@ -187,7 +215,8 @@ def test_trigger_mode_update_records_equal_app_mode_records(db: Database) -> Non
         audit_entity(db).select().delete(bulk=True)
     rows = [
         {"id": 1, "name": 'q"\\\x01\u2028 🐴', "price": None, "ratio": 1e-7, "when": dt.datetime(2024, 5, 6)},
-        {"id": 2, "qty": -5, "note": None, "price": Decimal("999.99")},
+        {"id": 2, "qty": -5, "note": None, "price": Decimal("999.99"), "flag": False, "big": -(2**62)},
+        {"id": 1, "flag": None, "big": None},
     ]
     with db_session:
         pk.bulk_update(app, rows)

@@ -100,6 +100,32 @@ def test_rollbacks_leave_no_record(db: Database) -> None:
     assert [changes["name"][1] for _, _, _, changes, _, _ in records(db)] == ["c"]
 
 
+def test_records_of_a_savepoint_rolled_back_are_written_again_by_later_statements(db: Database) -> None:
+    """The first statement of a transaction inserts its records without looking for earlier ones (a
+    transaction-local marker says none was written); a savepoint rolled back takes the marker with its
+    records, a savepoint released keeps both, so later writes still fold into one record per row."""
+    Account, _ = declare(db)
+    with db_session:
+        a = Account(name="a", balance=Decimal(1))
+        Account(name="b", balance=Decimal(1))
+    with db_session:
+        with pytest.raises(RuntimeError), pk.savepoint(db):
+            db.execute("UPDATE account SET balance = 2")
+            raise RuntimeError
+        db.execute("UPDATE account SET balance = 3 WHERE name = 'a'")
+        with pk.savepoint(db):
+            db.execute("UPDATE account SET balance = 4")
+        pk.bulk_update(Account, [{"id": a.id, "balance": Decimal(5)}])
+    with db_session, pytest.raises(RuntimeError), pk.savepoint(db):
+        db.execute("UPDATE account SET balance = 6")
+        raise RuntimeError
+    got = [(key, op, changes) for _, key, op, changes, _, _ in records(db)]
+    assert got[2:] == [
+        (str(a.id), "update", {"balance": ["1.00", "5.00"]}),
+        (str(a.id + 1), "update", {"balance": ["1.00", "4.00"]}),
+    ]
+
+
 def test_app_and_trigger_mode_share_the_transaction_id(db: Database) -> None:
     Account, Note = declare(db)
     with db_session:

@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from decimal import Decimal
 from typing import Any, ClassVar
 
-import orjson
 from pony.orm import select
 
 from .. import _pony
-from .._codegen import build_function
 from .._sql import dialect_of
 from ..bulk._extensions import BulkExtension, Change, register_extension
 from ..errors import ConfigurationError
+from ._audit_diff import differ
 from ._audit_journal import Block, Event, current_actor, journal_events
-from ._audit_plan import MASK, AuditPlan, Layout, audit_plan, same_value
+from ._audit_plan import MASK, AuditField, AuditPlan, Layout, audit_plan
 from ._audit_store import AuditRecord, declare_history, to_record
 from ._base import EntityMixin
 
@@ -147,9 +145,7 @@ def _jsons(plan: AuditPlan, values: dict[str, Any]) -> tuple[dict[str, Any], fro
 def _update_event(
     plan: AuditPlan, entity: Any, key: str, old: dict[str, Any], new: dict[str, Any]
 ) -> Event | None:
-    before: dict[str, Any] = {}
-    after: dict[str, Any] = {}
-    secret: set[str] = set()
+    diff = _Diff()
     for f in plan.fields:
         if f.name not in new:
             continue
@@ -157,20 +153,48 @@ def _update_event(
         previous = old.get(f.name)
         if previous == value and (f.name in old or value is None):
             continue
+        diff.note(f, previous, value, f.json_of, _is_null)
+    return diff.event(_history_of(entity), plan.name, key, current_actor())
+
+
+def _is_null(value: Any) -> bool:
+    return value is None
+
+
+def _all_null(values: tuple[Any, ...]) -> bool:
+    return all(v is None for v in values)
+
+
+class _Diff:
+    """The changed attributes of one updated row, as an update event's before/after (the ORM's and the
+    bulk reads' common tail: sensitive attributes masked, equal JSON forms are no change)."""
+
+    __slots__ = ("after", "before", "secret")
+
+    def __init__(self) -> None:
+        self.before: dict[str, Any] = {}
+        self.after: dict[str, Any] = {}
+        self.secret: set[str] = set()
+
+    def note(
+        self, f: AuditField, old: Any, new: Any, dump: Callable[[Any], Any], is_null: Callable[[Any], bool]
+    ) -> None:
+        """Attribute ``f`` went from ``old`` to ``new`` (values that differ; ``dump`` gives JSON forms)."""
         if f.sensitive:
-            before[f.name] = None if previous is None else MASK
-            after[f.name] = None if value is None else MASK
-            secret.add(f.name)
-            continue
-        old_json, new_json = f.json_of(previous), f.json_of(value)
+            self.before[f.name] = None if is_null(old) else MASK
+            self.after[f.name] = None if is_null(new) else MASK
+            self.secret.add(f.name)
+            return
+        old_json, new_json = dump(old), dump(new)
         if old_json != new_json:
-            before[f.name] = old_json
-            after[f.name] = new_json
-    if not after:
-        return None
-    return Event(
-        _history_of(entity), plan.name, key, "update", before, after, frozenset(secret), current_actor()
-    )
+            self.before[f.name] = old_json
+            self.after[f.name] = new_json
+
+    def event(self, history: Any, name: str, key: str, actor: str | None) -> Event | None:
+        """The update event (None: nothing recorded changed, no phantom record)."""
+        if not self.after:
+            return None
+        return Event(history, name, key, "update", self.before, self.after, frozenset(self.secret), actor)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -191,7 +215,8 @@ class _AuditExtension(BulkExtension):
         if change.op == "update" and change.values:
             columns = frozenset(c for cols, _ in change.values for c in cols) | frozenset(change.computed)
         layout = plan.layout(columns)
-        return layout, _read_rows(change.entity, layout, change.columns, change.keys)
+        whole = _diffs_bound(change)  # the generated diff reads whole rows (key first): no slice per row
+        return layout, _read_rows(change.entity, layout, change.columns, change.keys, whole), whole
 
     def after_change(self, change: Change, token: Any) -> None:
         entity = change.entity
@@ -201,11 +226,17 @@ class _AuditExtension(BulkExtension):
         history = _history_of(entity)
         actor = current_actor()
         events: Sequence[Event | Block]
-        if change.op == "update" and change.values and not change.computed and token is not None:
-            events = _update_events(plan, history, actor, change, token[0], token[1])
+        if token is not None and token[2]:
+            shift = len(plan.key_columns)
+            events = _update_events(plan, history, actor, change, token[0], token[1], shift)
         else:
             events = _read_events(plan, history, actor, change, token)
         journal_events(_pony.database_of(entity), events)
+
+
+def _diffs_bound(change: Change) -> bool:
+    """Whether the batch's records come from its old rows and the values it bound (no read after)."""
+    return change.op == "update" and bool(change.values) and not change.computed
 
 
 _EXTENSION = _AuditExtension()
@@ -243,8 +274,10 @@ def _update_events(
     change: Change,
     before: Layout,
     old: dict[str, tuple[Any, ...]],
+    shift: int = 0,
 ) -> list[Event | Block]:
-    """A bulk_update batch's events from the rows read before it and the values it bound (no read)."""
+    """A bulk_update batch's events from the rows read before it (``before``'s columns from index
+    ``shift`` of each) and the values it bound (no read)."""
     events: list[Event | Block] = []
     nkey = len(plan.key_columns)
     key_of_raw = plan.key_of_raw
@@ -254,7 +287,7 @@ def _update_events(
             continue
         if any(len(f.columns) != 1 or f.sensitive for f in layout.fields):
             new_at = [nkey + columns.index(c) for c in layout.columns]
-            old_at = [before.columns.index(c) for c in layout.columns]
+            old_at = [shift + before.columns.index(c) for c in layout.columns]
             for values in rows:
                 key = key_of_raw(values[:nkey])
                 previous = old.get(key)
@@ -267,118 +300,18 @@ def _update_events(
                     events.append(event)
             continue
         # The common case, one plain column per attribute: a loop generated for these columns
-        diff = _differ(plan, before, columns, layout)
+        diff = differ(plan, before, columns, layout, shift)
         keys, texts = diff(rows, old, key_of_raw)
         if keys:
             events.append(Block(history, plan.name, actor, keys, texts))
     return events
 
 
-def _differ(plan: AuditPlan, before: Layout, columns: tuple[str, ...], layout: Layout) -> Any:
-    """The generated diff of bulk_update rows setting ``columns`` (one plain column per attribute of
-    ``layout``) against the rows read before (in ``before``'s columns): ``diff(rows, old, key_of_raw)
-    -> (keys, changes as UTF-8 JSON)`` of the rows that changed, as ``_raw_update`` would find them."""
-    cache_key = (before.columns, columns, layout.columns)
-    found = plan.differs.get(cache_key)
-    if found is not None:
-        return found
-    nkey = len(plan.key_columns)
-    namespace: dict[str, Any] = {"_dumps": orjson.dumps}
-    if plan.int_key and nkey == 1:
-        key_line = "key = str(first) if type(first) is int else key_of_raw(values[:1])"
-    else:
-        key_line = f"key = key_of_raw(values[:{nkey}])"
-    lines = [
-        "def diff(rows, old, key_of_raw):",
-        "    keys = []",
-        "    texts = []",
-        "    get = old.get",
-        "    for values in rows:",
-        "        first = values[0]",
-        f"        {key_line}",
-        "        previous = get(key)",
-        "        if previous is None:",
-        "            continue  # no such row: bulk_update skipped it",
-    ]
-    new_at = [nkey + columns.index(f.columns[0]) for f in layout.fields]
-    old_at = [before.columns.index(f.columns[0]) for f in layout.fields]
-    if (
-        old_at == list(range(len(before.columns)))
-        and new_at == list(range(nkey, nkey + len(columns)))
-        and all(_exact(f) for f in layout.fields)
-    ):
-        # Equal tuples mean equal JSON forms for these types: a row written with its own values is skipped
-        lines += [f"        if previous == values[{nkey}:]:", "            continue"]
-    lines.append("        changes = {}")
-    for n, (f, i, j) in enumerate(zip(layout.fields, old_at, new_at, strict=True)):
-        conv = _raw_json(f)
-        lines += [
-            f"        x = previous[{i}]",
-            f"        y = values[{j}]",
-            "        if x != y or type(x) is not type(y):",
-        ]
-        point = _decimal_point(f)
-        if conv is not None and point is not None:
-            # A Decimal at the column's scale is its own text (as the field's fast dumper finds), inline
-            namespace[f"_conv{n}"] = conv
-            namespace["_Decimal"] = Decimal
-            for v in ("x", "y"):
-                lines += [
-                    f"            if {v} is not None:",
-                    f"                {v} = t if type({v}) is _Decimal and "
-                    f"(t := str({v}))[{point}:{point + 1}] == '.' else _conv{n}({v})",
-                ]
-        elif conv is not None:
-            namespace[f"_conv{n}"] = conv
-            lines += [
-                "            if x is not None:",
-                f"                x = _conv{n}(x)",
-                "            if y is not None:",
-                f"                y = _conv{n}(y)",
-            ]
-        namespace[f"_name{n}"] = f.name
-        lines += ["            if x != y:", f"                changes[_name{n}] = [x, y]"]
-    lines += [
-        "        if changes:",
-        "            keys.append(key)",
-        "            texts.append(_dumps(changes))",
-        "    return keys, texts",
-    ]
-    found = build_function("diff", lines, namespace, label=f"audit.diff {plan.name}")
-    plan.differs[cache_key] = found
-    return found
-
-
-def _decimal_point(f: Any) -> int | None:
-    """Where ``str()`` puts the point of a Decimal of ``f`` at its column's scale (None: no shortcut)."""
-    if _pony.attr_type(f.attr) is not Decimal or f.fast is None or f.fast is same_value:
-        return None
-    quantum = _pony.decimal_quantum(f.attr)
-    exponent = quantum.as_tuple().exponent if quantum is not None else None
-    if isinstance(exponent, int) and -3 <= exponent <= -1:
-        return exponent - 1  # scientific notation puts at least four characters after a point
-    return None
-
-
-def _exact(f: Any) -> bool:
-    """Whether equal raw values of ``f`` (old as read, new as bound) always have equal JSON forms."""
-    py_type = _pony.attr_type(f.attr)
-    if py_type is Decimal:  # at the column's scale: equal Decimals have one text
-        return f.fast is not None and f.fast is not same_value
-    return f.fast is not None and py_type in (int, str)
-
-
-def _raw_json(f: Any) -> Callable[[Any], Any] | None:
-    """A non-null raw value -> its JSON form (None: the raw value is its JSON form)."""
-    if f.fast is not None:
-        return None if f.fast is same_value else f.fast
-    return lambda v: f.json_of_raw((v,))
-
-
 def _read_rows(
-    entity: Any, layout: Layout, columns: Sequence[str], keys: list[tuple[Any, ...]]
+    entity: Any, layout: Layout, columns: Sequence[str], keys: list[tuple[Any, ...]], whole: bool = False
 ) -> dict[str, tuple[Any, ...]]:
-    """Key text -> the raw ``layout`` columns of the rows with one of ``keys`` in ``columns``."""
+    """Key text -> the raw ``layout`` columns of the rows with one of ``keys`` in ``columns`` (with
+    ``whole``: the rows as read, the key's columns first)."""
     plan = audit_plan(entity)
     db = _pony.database_of(entity)
     dialect = dialect_of(db)
@@ -410,10 +343,13 @@ def _read_rows(
         cursor = _pony.execute_in_session(db, sql, arguments)
         rows = cursor.fetchall()
         if plan.int_key and nkey == 1 and all(type(raw[0]) is int for raw in rows):
-            found.update({str(raw[0]): raw[1:] for raw in rows})  # the key text of an integer key
+            if whole:
+                found.update({str(raw[0]): tuple(raw) for raw in rows})  # the key text of an integer key
+            else:
+                found.update({str(raw[0]): raw[1:] for raw in rows})
             continue
         for raw in rows:
-            found[key_of_raw(raw[:nkey])] = tuple(raw[nkey:])
+            found[key_of_raw(raw[:nkey])] = tuple(raw) if whole else tuple(raw[nkey:])
     return found
 
 
@@ -443,9 +379,7 @@ def _raw_update(
 ) -> Event | None:
     if old == new:
         return None  # the batch changed nothing of this row: no phantom record
-    before: dict[str, Any] = {}
-    after: dict[str, Any] = {}
-    secret: set[str] = set()
+    diff = _Diff()
     for f, (i, j) in zip(layout.fields, layout.spans, strict=True):
         if j - i == 1:
             x, y = old[i], new[i]
@@ -457,15 +391,5 @@ def _raw_update(
             a, b = old[i:j], new[i:j]
             if a == b:
                 continue
-        if f.sensitive:
-            before[f.name] = MASK if any(v is not None for v in a) else None
-            after[f.name] = MASK if any(v is not None for v in b) else None
-            secret.add(f.name)
-            continue
-        old_json, new_json = f.json_of_raw(a), f.json_of_raw(b)
-        if old_json != new_json:
-            before[f.name] = old_json
-            after[f.name] = new_json
-    if not after:
-        return None
-    return Event(history, name, key, "update", before, after, frozenset(secret), actor)
+        diff.note(f, a, b, f.json_of_raw, _all_null)
+    return diff.event(history, name, key, actor)

@@ -116,8 +116,9 @@ class AuditPlan:
 
     int_key: bool = False  # one integer key column: its key text is str(value)
     layouts: dict[frozenset[str] | None, Layout] = field(default_factory=dict, compare=False, repr=False)
-    # (read columns, set columns, layout columns) -> bulk_update's generated diff (see _audit._differ)
-    differs: dict[tuple[tuple[str, ...], ...], Any] = field(default_factory=dict, compare=False, repr=False)
+    # (read columns, set columns, layout columns, (shift,)) -> bulk_update's generated diff
+    # (see _audit_diff.differ)
+    differs: dict[tuple[Any, ...], Any] = field(default_factory=dict, compare=False, repr=False)
 
     def layout(self, columns: frozenset[str] | None = None) -> Layout:
         """The recorded attributes whose columns are all among ``columns`` (None: every one)."""

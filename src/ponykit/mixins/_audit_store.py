@@ -38,23 +38,26 @@ def declare_history(db: Any) -> Any:
         entity = _entities.get(db)
         if entity is not None:
             return entity
-        body: dict[str, Any] = {
-            "__module__": __name__,
-            "__doc__": "One audit record: a row changed by one transaction (see ponykit.mixins.Audited).",
-            "_table_": HISTORY_TABLE,
-            "id": PrimaryKey(int, auto=True, size=64),
-            "entity": Required(str, 100),
-            "key": Required(str, 255),
-            "op": Required(str, 6),
-            "changes": Required(str),  # JSON text {attribute: [old, new]}
-            "actor": Optional(str, 255, nullable=True),
-            "at": Required(AwareDatetime),
-            "tx": Required(str, 64),
-        }
-        entity = type("PonykitAudit", (db.Entity,), body)
-        # Unique: the one-record-per-row-per-transaction rule; entity and key first: history() finds an
-        # object's records through this index.
-        composite_key(entity.entity, entity.key, entity.tx)  # type: ignore[attr-defined]
+        # A class statement, not type(): Pony's composite_key() declares the key in the namespace of
+        # the class being defined (its caller's frame); called after type() it is silently lost.
+
+        class PonykitAudit(db.Entity):  # type: ignore[misc]
+            """One audit record: a row changed by one transaction (see ponykit.mixins.Audited)."""
+
+            _table_ = HISTORY_TABLE
+            id = PrimaryKey(int, auto=True, size=64)
+            entity = Required(str, 100)
+            key = Required(str, 255)
+            op = Required(str, 6)
+            changes = Required(str)  # JSON text {attribute: [old, new]}
+            actor = Optional(str, 255, nullable=True)
+            at = Required(AwareDatetime)
+            tx = Required(str, 64)
+            # Unique: the one-record-per-row-per-transaction rule; entity and key first: history() finds
+            # an object's records through this index.
+            composite_key(entity, key, tx)
+
+        entity = PonykitAudit
         _entities[db] = entity
         return entity
 

@@ -94,7 +94,9 @@ def _part(field: AuditField, index: int, col: str) -> str:
 def _key(plan: AuditPlan, alias: str, q: Any) -> str:
     cols = [_col(alias, c, q) for c in plan.key_columns]
     if len(cols) == 1:
-        return f"to_jsonb({cols[0]})::text"
+        if plan.int_key:
+            return f"{cols[0]}::text"  # an integer's JSON text is its text: no JSON value built
+        return f"to_json({cols[0]})::text"
     return f"jsonb_build_array({', '.join(cols)})::text"
 
 
@@ -131,10 +133,22 @@ def _text_value(field: AuditField, alias: str, q: Any) -> str:
     null_test = " AND ".join(f"{c} IS NULL" for c in cols)
     if field.sensitive:
         return f"(CASE WHEN {null_test} THEN 'null' ELSE '\"{MASK}\"' END)"
+    if len(cols) == 1:
+        return f"COALESCE({_text_part(field, cols[0])}, 'null')"
     parts = [_part(field, i, c).replace("to_jsonb(", "to_json(", 1) for i, c in enumerate(cols)]
-    if len(parts) == 1:
-        return f"COALESCE({parts[0]}::text, 'null')"
     return f"(CASE WHEN {null_test} THEN 'null' ELSE json_build_array({', '.join(parts)})::text END)"
+
+
+def _text_part(field: AuditField, col: str) -> str:
+    """The JSON text of a one-column value (NULL for NULL): printed directly for the types whose text is
+    their JSON form, which saves building a JSON value per row (measured 25% of the diff's time)."""
+    if _pony.attr_info(field.attr).kind == "value":
+        py_type = _pony.attr_type(field.attr)
+        if py_type is int or py_type is bool:  # 42, true: the column's text
+            return f"{col}::text"
+        if py_type is Decimal:  # a number's text has no character to escape
+            return f"'\"' || {col}::text || '\"'"
+    return f"{_part(field, 0, col).replace('to_jsonb(', 'to_json(', 1)}::text"
 
 
 def _diff_text(plan: AuditPlan, q: Any) -> str:
@@ -160,6 +174,13 @@ def _function_name(table: str | tuple[str, ...]) -> str:
     return name
 
 
+def _marker(history_table: str, entity: str) -> str:
+    """The name of the transaction-local setting that says the current transaction wrote records of
+    ``entity`` into ``history_table`` (set by every trigger function that writes them)."""
+    digest = hashlib.sha1(f"{history_table}\0{entity}".encode()).hexdigest()[:16]  # noqa: S324 - a name
+    return f"ponykit.audit_{digest}"
+
+
 def _entity_sql(plan: AuditPlan, history_table: str, q: Any) -> list[str]:
     fn = _function_name(plan.table)
     table = q(plan.table)
@@ -181,8 +202,24 @@ def _entity_sql(plan: AuditPlan, history_table: str, q: Any) -> list[str]:
     delete_fresh = f"SELECT {key_o} AS key, 'delete' AS op, {deleted} AS changes FROM pk_old o"
     entity = plan.name.replace("'", "''")
 
+    marker = _marker(history_table, plan.name)
+    changed = "f.op <> 'update' OR f.changes::text <> '{}'"
+    insert = (
+        f'INSERT INTO {history_table} ("entity", "key", "op", "changes", "actor", "at", "tx")\n'
+        f"    SELECT '{entity}', f.key, f.op, f.changes::text, v_actor, now() AT TIME ZONE 'UTC', v_tx"
+    )
+
     def write(fresh: str) -> str:
-        return f"""WITH fresh AS ({fresh}),
+        # The first statement of a transaction that writes this entity's records finds none of them
+        # (the marker, a transaction-local setting, says whether one did): no record to fold into, so
+        # the fresh records are inserted as they are, without probing the history table per row. OFFSET 0
+        # keeps the subquery whole: pulled up, its changes would be computed twice (filter and insert).
+        return f"""IF current_setting('{marker}', true) IS DISTINCT FROM v_tx THEN
+      PERFORM set_config('{marker}', v_tx, true);
+      {insert} FROM ({fresh} OFFSET 0) f
+      WHERE {changed};
+    ELSE
+    WITH fresh AS ({fresh}),
       prior AS (
         SELECT a.id, a.key, r.op, r.changes FROM {history_table} a JOIN fresh f
           ON a.tx = v_tx AND a.entity = '{entity}' AND a.key = f.key,
@@ -191,10 +228,10 @@ def _entity_sql(plan: AuditPlan, history_table: str, q: Any) -> list[str]:
         UPDATE {history_table} a SET op = p.op, changes = p.changes::text, actor = COALESCE(v_actor, a.actor)
         FROM prior p WHERE a.id = p.id AND p.op IS NOT NULL RETURNING a.id),
       gone AS (DELETE FROM {history_table} a USING prior p WHERE a.id = p.id AND p.op IS NULL RETURNING a.id)
-    INSERT INTO {history_table} ("entity", "key", "op", "changes", "actor", "at", "tx")
-    SELECT '{entity}', f.key, f.op, f.changes::text, v_actor, now() AT TIME ZONE 'UTC', v_tx FROM fresh f
+    {insert} FROM fresh f
     WHERE NOT EXISTS (SELECT 1 FROM prior p WHERE p.key = f.key)
-      AND (f.op <> 'update' OR f.changes::text <> '{{}}');"""
+      AND ({changed});
+    END IF;"""
 
     # jit off: the planner cannot know a transition table's size and guesses 1000s of rows per side of
     # the join, which makes it JIT-compile the statement (seconds) to write a few records.
