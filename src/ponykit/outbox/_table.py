@@ -116,7 +116,7 @@ def _declare_outbox(db: Database) -> tuple[Any, Any]:
     # Class statements, not type(): Pony's composite_index() declares the index in the namespace of the
     # class being defined (its caller's frame); called after type() it was silently lost (no index).
 
-    class PonykitOutbox(db.Entity):  # type: ignore[misc,name-defined]
+    class PonykitOutbox(db.Entity):  # type: ignore[misc]
         """One outbox message (see ponykit.outbox.publish); Debezium's outbox columns."""
 
         _table_ = OUTBOX_TABLE
@@ -135,7 +135,7 @@ def _declare_outbox(db: Database) -> tuple[Any, Any]:
         composite_index(sent_at, seq)
         composite_index(aggregateid, sent_at, seq)
 
-    class PonykitOutboxKey(db.Entity):  # type: ignore[misc,name-defined]
+    class PonykitOutboxKey(db.Entity):  # type: ignore[misc]
         """One message key of the outbox: the lock publishers and relays take for that key."""
 
         _table_ = KEY_TABLE
