@@ -19,6 +19,7 @@ has no row locks: the batch runs in ``BEGIN IMMEDIATE`` (one relay at a time) an
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -35,6 +36,10 @@ from ._sql import Dialect
 __all__ = ["BatchResult", "run_batch"]
 
 _ERROR_TEXT = 1000  # the last_error column
+#: The first claim of a batch takes ``batch_size // CHUNK_DIVISOR`` keys (25 of 500): several relays
+#: share 100 keys instead of the first one taking them all (benchmarks/test_outbox.py, 4 relays).
+CHUNK_DIVISOR = 20
+MAX_CHUNKS = 8  # claim rounds per batch at most (two statements each)
 
 
 @dataclass(frozen=True)
@@ -91,14 +96,39 @@ def _claim(db: Database, dialect: Dialect, limit: int, null_first: bool) -> tupl
         rows = _fetch(db, dialect.rows_without_key(limit), ())
     room = limit - len(rows)
     if room > 0:
-        keys = [r[0] for r in _fetch(db, dialect.claim_keys(room), ())]
-        if keys:
-            keyed = _fetch(db, dialect.rows_of_keys(len(keys), room), tuple(keys))
-            keyed_full = len(keyed) >= room
-            rows.extend(keyed)
+        keys, keyed = _claim_keys(db, dialect, room)
+        keyed_full = len(keyed) >= room
+        rows.extend(keyed)
     if not null_first and len(rows) < limit:
         rows.extend(_fetch(db, dialect.rows_without_key(limit - len(rows)), ()))
     return rows, keys, keyed_full
+
+
+def _claim_keys(db: Database, dialect: Dialect, room: int) -> tuple[list[str], list[Any]]:
+    """Claim keys in chunks until their pending rows fill ``room``: (keys, their rows in seq order).
+
+    Claiming ``room`` keys at once let one relay take every key when there are fewer keys than
+    ``batch_size`` (100 keys, batches of 500: the other relays found nothing). So the first chunk is
+    small (``room // CHUNK_DIVISOR`` keys) and the next ones are sized from the rows per key seen so far:
+    a relay claims about as many keys as fill its batch and leaves the rest to the other relays.
+    """
+    keys: list[str] = []
+    rows: list[Any] = []
+    chunk = max(1, room // CHUNK_DIVISOR)
+    last: tuple[Any, ...] = ()
+    for _ in range(MAX_CHUNKS):
+        claimed = _fetch(db, dialect.claim_keys(chunk, after=bool(last)), last)
+        if not claimed:
+            break
+        new = [str(r[0]) for r in claimed]
+        keys.extend(new)
+        last = (claimed[-1][1], claimed[-1][0])
+        rows.extend(_fetch(db, dialect.rows_of_keys(len(new), room - len(rows)), tuple(new)))
+        if len(rows) >= room or len(claimed) < chunk:
+            break
+        per_key = max(len(rows) / len(keys), 1.0)
+        chunk = max(1, min(room - len(rows), math.ceil((room - len(rows)) / per_key)))
+    return keys, rows
 
 
 def _finish_keys(

@@ -83,10 +83,13 @@ class Dialect:
             f"ON CONFLICT ({key}) DO UPDATE SET pending = 1"
         )
 
-    def claim_keys(self, limit: int) -> str:
+    def claim_keys(self, limit: int, *, after: bool) -> str:
+        """Claim up to ``limit`` pending keys in (turn, key) order; ``after``: past a (turn, key) given
+        as two parameters (the next chunk of one batch: SKIP LOCKED does not skip our own locks)."""
         key = _quoted(self, "aggregateid")
-        where = f"WHERE pending = 1 ORDER BY turn LIMIT {int(limit)}"
-        return f"SELECT {key} FROM {self.key} {where}{self.skip_locked}"
+        past = f" AND (turn, {key}) > ({self.mark}, {self.mark})" if after else ""
+        where = f"WHERE pending = 1{past} ORDER BY turn, {key} LIMIT {int(limit)}"
+        return f"SELECT {key}, turn FROM {self.key} {where}{self.skip_locked}"
 
     def rows_of_keys(self, n: int, limit: int) -> str:
         key = _quoted(self, "aggregateid")
