@@ -29,6 +29,7 @@ from pony.orm import Database
 
 from .. import _pony
 from ..transactions import transaction
+from ._dead import probe
 from ._message import Message, Publisher
 from ._publish import db_value, utcnow
 from ._sql import Dialect
@@ -52,7 +53,12 @@ class BatchResult:
 
 
 def run_batch(
-    db: Database, dialect: Dialect, publisher: Publisher, limit: int, null_first: bool
+    db: Database,
+    dialect: Dialect,
+    publisher: Publisher,
+    limit: int,
+    null_first: bool,
+    max_attempts: int | None = None,
 ) -> BatchResult:
     """Publish one batch of at most ``limit`` committed, pending messages (see the module)."""
     with transaction(isolation="read_committed", db=db):
@@ -75,6 +81,16 @@ def run_batch(
             text = f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT]
             _execute(db, dialect.mark_failed(len(seqs)), (text, *seqs))
             error: BaseException | None = exc
+            if max_attempts is not None:
+                # One message rejected, or the broker down? Publish one at a time to find out.
+                found = probe(db, dialect, publisher, rows, messages, max_attempts)
+                if found.sent:
+                    done = set(found.sent)
+                    served = [row[3] for row in rows if row[3] is not None and row[0] in done]
+                    if served:  # only the turn moves: a key may still have rows waiting
+                        _finish_keys(db, dialect, keys, served, drained=False, turn=max(done))
+                    messages = [m for row, m in zip(rows, messages, strict=True) if row[0] in done]
+                    error = None
         else:
             error = None
             _execute(db, dialect.mark_sent(len(seqs)), (db_value(dialect.name, utcnow()), *seqs))

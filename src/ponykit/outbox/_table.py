@@ -9,9 +9,11 @@ migration) creates them like the user's own tables, in the same schema.
 ``payload``) so that a CDC connector could replace the relay later, plus ``headers``, ``created_at`` and
 the relay's bookkeeping: ``seq`` (the auto-increment primary key: the order of rows of one key),
 ``sent_at`` (NULL while pending), ``attempts`` and ``last_error`` (an error class and message, never
-payload data). ``ponykit_outbox_key`` has one row per message key: ``publish()`` locks it before writing
-a row of that key (so the rows of one key are committed in ``seq`` order) and relays claim keys by
-locking it (``FOR UPDATE SKIP LOCKED``); ``pending`` says the key may have unsent rows and ``turn``
+payload data) and ``dead_at`` (set when the relay gave up on a message the broker kept rejecting).
+``ponykit_outbox_key`` has one row per message key: ``publish()`` locks it before writing a row of that
+key (so the rows of one key are committed in ``seq`` order) and relays claim keys by locking it (``FOR
+UPDATE SKIP LOCKED``); ``pending`` says the key may have unsent rows (1), or that it is blocked behind a
+dead message (2: not claimed until ``Relay.requeue()``), and ``turn``
 (the last ``seq`` a relay published for it) makes relays serve keys in turn.
 
 ponykit writes and reads these tables with its own SQL (one statement per ``publish()``); the entities
@@ -131,6 +133,9 @@ def _declare_outbox(db: Database) -> tuple[Any, Any]:
         sent_at = Optional(datetime, precision=6)  # UTC; NULL while pending
         attempts = Required(int, default=0)
         last_error = Optional(str, 1000, nullable=True)
+        # UTC; set when the relay gave up on the row (max_attempts): kept, never published again until
+        # Relay.requeue(); indexed because SQLite's relay looks up keys with a dead row every batch.
+        dead_at = Optional(datetime, precision=6, index=True)
         # Relays read pending rows in seq order (sent_at IS NULL) and prune by sent_at; per key likewise.
         composite_index(sent_at, seq)
         composite_index(aggregateid, sent_at, seq)
