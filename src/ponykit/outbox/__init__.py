@@ -11,6 +11,7 @@ effects once. :func:`enqueue_on_commit` is the simpler, at-most-once alternative
 from __future__ import annotations
 
 from ._celery import CeleryPublisher
+from ._dead import DeadMessage
 from ._inbox import Inbox, inbox
 from ._memory import InMemoryPublisher
 from ._message import Message, Publisher
@@ -27,6 +28,7 @@ from ._table import inbox_entity, outbox_entity
 # ponykit.outbox needs none of them.
 __all__ = [
     "CeleryPublisher",
+    "DeadMessage",
     "InMemoryPublisher",
     "Inbox",
     "Message",
