@@ -206,6 +206,18 @@ def test_relay_command_bad_target_and_bad_url(app: tuple[Database, Path], backen
     assert bad_url.returncode == 1
     assert "unknown scheme 'kafka'" in bad_url.stderr
     assert secret not in bad_url.stderr
+    bad_attempts = subprocess.run(
+        [sys.executable, "-m", "ponykit", "outbox", "relay", "pktest_outbox_app:db", "--to", "memory://"]
+        + ["--max-attempts", "-1"],
+        cwd=app_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad_attempts.returncode != 0
+    assert "max_attempts" in bad_attempts.stderr
 
 
 def pending(db: Database) -> int:
