@@ -169,6 +169,9 @@ def test_relay_command_to_rabbitmq_with_two_relays_hides_the_password(
     assert "guest:guest" not in err
 
 
+RELAY = [sys.executable, "-m", "ponykit", "outbox", "relay"]
+
+
 @pytest.mark.backends("sqlite")
 def test_relay_command_bad_target_and_bad_url(app: tuple[Database, Path], backend: Backend) -> None:
     _, app_dir = app
@@ -206,6 +209,17 @@ def test_relay_command_bad_target_and_bad_url(app: tuple[Database, Path], backen
     assert bad_url.returncode == 1
     assert "unknown scheme 'kafka'" in bad_url.stderr
     assert secret not in bad_url.stderr
+    bad_attempts = subprocess.run(
+        [*RELAY, "pktest_outbox_app:db", "--to", "memory://", "--max-attempts", "-1"],
+        cwd=app_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad_attempts.returncode != 0
+    assert "max_attempts" in bad_attempts.stderr
 
 
 def pending(db: Database) -> int:

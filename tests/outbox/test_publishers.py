@@ -496,3 +496,57 @@ def test_publisher_from_url_errors_hide_the_password(url: str, match: str) -> No
     with pytest.raises(ConfigurationError, match=match) as info:
         publisher_from_url(url)
     assert_no_secret(info.value, SECRET)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A hung broker: bounded waits turn it into PublishError (the relay backs off and releases its claims)
+
+
+@pytest.fixture
+def paused_redis(redis_client: Any) -> Iterator[None]:
+    """Redis with writes paused (CLIENT PAUSE ... WRITE: reads and the unpause still work), unpaused at
+    the end: XADD and LPUSH hang as on a stuck server."""
+    redis_client.execute_command("CLIENT", "PAUSE", 20_000, "WRITE")
+    try:
+        yield
+    finally:
+        redis_client.execute_command("CLIENT", "UNPAUSE")
+
+
+def test_redis_streams_hung_server_raises_publish_error(
+    redis_url: str, redis_client: Any, unique_prefix: str, paused_redis: None
+) -> None:
+    pub = RedisStreamPublisher(redis_url, stream_prefix=unique_prefix, socket_timeout=0.5)
+    with pytest.raises(PublishError, match="not confirmed"):
+        pub.publish(messages("t", 3))
+    pub.close()
+
+
+def test_celery_hung_redis_raises_publish_error(
+    redis_url: str, redis_client: Any, celery_queue: str, paused_redis: None
+) -> None:
+    pub = publisher_from_url(f"celery+{redis_url}?queue={celery_queue}&timeout=0.5")
+    assert isinstance(pub, CeleryPublisher) and pub.timeout == 0.5
+    with pytest.raises(PublishError, match="was not sent"):
+        pub.publish(messages("app.tasks.t", 1))
+    pub.close()
+
+
+def test_publisher_timeouts_are_checked() -> None:
+    with pytest.raises(ConfigurationError, match="timeout"):
+        CeleryPublisher("redis://127.0.0.1:1/0", timeout=0)
+
+
+def test_rabbitmq_silent_server_raises_publish_error() -> None:
+    # A server that accepts the TCP connection and never answers the AMQP handshake: a hung broker.
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        pub = RabbitMQPublisher(f"amqp://guest:{SECRET}@127.0.0.1:{port}/", connect_timeout=0.5)
+        with pytest.raises(PublishError) as info:
+            pub.publish(messages("t", 1))
+        assert_no_secret(info.value, SECRET)
+        pub.close()

@@ -421,3 +421,31 @@ def test_the_listener_survives_a_killed_connection(make_db: Callable[[], Databas
         wait_for(lambda: listener.wait(0.2), "the notification of the commit")
     finally:
         listener.close()
+
+
+@pytest.mark.backends("postgres", "mysql")
+def test_a_second_relay_finds_work_while_the_first_holds_its_claims(make_db: Callable[[], Database]) -> None:
+    # 100 keys, batches of 500: a relay claims about the keys that fill its batch, not all 100.
+    db = make_outbox_db(make_db)
+    with db_session:
+        for i in range(2000):
+            publish("t", {"i": i}, key=f"k{i % 100}")
+    second_sent: list[int] = []
+    second = RecordingPublisher()
+
+    def while_holding(messages: Sequence[Message]) -> None:
+        # Runs inside the first relay's transaction, its key claims held: another relay (its own thread,
+        # its own connection) runs a batch.
+        if not second_sent:
+            thread = threading.Thread(target=lambda: second_sent.append(Relay(db, second).run_once()))
+            thread.start()
+            thread.join(WAIT)
+
+    first = RecordingPublisher(before_confirm=while_holding)
+    Relay(db, first, name="first", batch_size=500).run_once()
+    assert second_sent and second_sent[0] > 0
+    first_keys = {m.key for m in first.messages}
+    second_keys = {m.key for m in second.messages}
+    assert first_keys and second_keys and not first_keys & second_keys  # never one key on both
+    drain(Relay(db, RecordingPublisher()))
+    assert pending_count(db) == 0

@@ -10,24 +10,38 @@ effects once. :func:`enqueue_on_commit` is the simpler, at-most-once alternative
 
 from __future__ import annotations
 
+from ._celery import CeleryPublisher
+from ._dead import DeadMessage
 from ._inbox import Inbox, inbox
+from ._memory import InMemoryPublisher
 from ._message import Message, Publisher
 from ._on_commit import enqueue_on_commit
 from ._publish import publish
+from ._publishers import publisher_from_url
+from ._rabbitmq import RabbitMQPublisher
+from ._redis_streams import RedisStreamPublisher
 from ._relay import Relay
 from ._table import declare as _declare
 from ._table import inbox_entity, outbox_entity
 
+# The publishers import their client library (pika, redis, celery) only when one is made: importing
+# ponykit.outbox needs none of them.
 __all__ = [
+    "CeleryPublisher",
+    "DeadMessage",
+    "InMemoryPublisher",
     "Inbox",
     "Message",
     "Publisher",
+    "RabbitMQPublisher",
+    "RedisStreamPublisher",
     "Relay",
     "enqueue_on_commit",
     "inbox",
     "inbox_entity",
     "outbox_entity",
     "publish",
+    "publisher_from_url",
 ]
 
 

@@ -19,6 +19,7 @@ has no row locks: the batch runs in ``BEGIN IMMEDIATE`` (one relay at a time) an
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -28,6 +29,7 @@ from pony.orm import Database
 
 from .. import _pony
 from ..transactions import transaction
+from ._dead import probe
 from ._message import Message, Publisher
 from ._publish import db_value, utcnow
 from ._sql import Dialect
@@ -35,6 +37,10 @@ from ._sql import Dialect
 __all__ = ["BatchResult", "run_batch"]
 
 _ERROR_TEXT = 1000  # the last_error column
+#: The first claim of a batch takes ``batch_size // CHUNK_DIVISOR`` keys (25 of 500): several relays
+#: share 100 keys instead of the first one taking them all (benchmarks/test_outbox.py, 4 relays).
+CHUNK_DIVISOR = 20
+MAX_CHUNKS = 8  # claim rounds per batch at most (two statements each)
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,12 @@ class BatchResult:
 
 
 def run_batch(
-    db: Database, dialect: Dialect, publisher: Publisher, limit: int, null_first: bool
+    db: Database,
+    dialect: Dialect,
+    publisher: Publisher,
+    limit: int,
+    null_first: bool,
+    max_attempts: int | None = None,
 ) -> BatchResult:
     """Publish one batch of at most ``limit`` committed, pending messages (see the module)."""
     with transaction(isolation="read_committed", db=db):
@@ -70,6 +81,16 @@ def run_batch(
             text = f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT]
             _execute(db, dialect.mark_failed(len(seqs)), (text, *seqs))
             error: BaseException | None = exc
+            if max_attempts is not None:
+                # One message rejected, or the broker down? Publish one at a time to find out.
+                found = probe(db, dialect, publisher, rows, messages, max_attempts)
+                if found.sent:
+                    done = set(found.sent)
+                    served = [row[3] for row in rows if row[3] is not None and row[0] in done]
+                    if served:  # only the turn moves: a key may still have rows waiting
+                        _finish_keys(db, dialect, keys, served, drained=False, turn=max(done))
+                    messages = [m for row, m in zip(rows, messages, strict=True) if row[0] in done]
+                    error = None
         else:
             error = None
             _execute(db, dialect.mark_sent(len(seqs)), (db_value(dialect.name, utcnow()), *seqs))
@@ -91,14 +112,39 @@ def _claim(db: Database, dialect: Dialect, limit: int, null_first: bool) -> tupl
         rows = _fetch(db, dialect.rows_without_key(limit), ())
     room = limit - len(rows)
     if room > 0:
-        keys = [r[0] for r in _fetch(db, dialect.claim_keys(room), ())]
-        if keys:
-            keyed = _fetch(db, dialect.rows_of_keys(len(keys), room), tuple(keys))
-            keyed_full = len(keyed) >= room
-            rows.extend(keyed)
+        keys, keyed = _claim_keys(db, dialect, room)
+        keyed_full = len(keyed) >= room
+        rows.extend(keyed)
     if not null_first and len(rows) < limit:
         rows.extend(_fetch(db, dialect.rows_without_key(limit - len(rows)), ()))
     return rows, keys, keyed_full
+
+
+def _claim_keys(db: Database, dialect: Dialect, room: int) -> tuple[list[str], list[Any]]:
+    """Claim keys in chunks until their pending rows fill ``room``: (keys, their rows in seq order).
+
+    Claiming ``room`` keys at once let one relay take every key when there are fewer keys than
+    ``batch_size`` (100 keys, batches of 500: the other relays found nothing). So the first chunk is
+    small (``room // CHUNK_DIVISOR`` keys) and the next ones are sized from the rows per key seen so far:
+    a relay claims about as many keys as fill its batch and leaves the rest to the other relays.
+    """
+    keys: list[str] = []
+    rows: list[Any] = []
+    chunk = max(1, room // CHUNK_DIVISOR)
+    last: tuple[Any, ...] = ()
+    for _ in range(MAX_CHUNKS):
+        claimed = _fetch(db, dialect.claim_keys(chunk, after=bool(last)), last)
+        if not claimed:
+            break
+        new = [str(r[0]) for r in claimed]
+        keys.extend(new)
+        last = (claimed[-1][1], claimed[-1][0])
+        rows.extend(_fetch(db, dialect.rows_of_keys(len(new), room - len(rows)), tuple(new)))
+        if len(rows) >= room or len(claimed) < chunk:
+            break
+        per_key = max(len(rows) / len(keys), 1.0)
+        chunk = max(1, min(room - len(rows), math.ceil((room - len(rows)) / per_key)))
+    return keys, rows
 
 
 def _finish_keys(

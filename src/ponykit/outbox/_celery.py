@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..binding import redact_url
+from ..errors import ConfigurationError
 from ._brokers import import_extra, publish_error
 from ._message import Message
 
@@ -32,15 +33,33 @@ class CeleryPublisher:
     :meth:`publish` returns once the broker accepted each task message: the reply to LPUSH on Redis,
     the publisher confirm on RabbitMQ when the app sets ``broker_transport_options={"confirm_publish":
     True}`` (set for an app made from a URL; set it on your own app too).
+
+    ``timeout`` (seconds, default 30) bounds each send and its confirmation (kombu's ``timeout`` and
+    ``confirm_timeout``), and for an app made from a URL also the connection and Redis socket waits: a
+    broker that hangs raises :class:`~ponykit.errors.PublishError` instead of holding the relay (and the
+    keys it claimed). For your own app, set ``broker_connection_timeout`` and, on Redis,
+    ``broker_transport_options={"socket_timeout": ...}`` the same way.
     """
 
-    def __init__(self, app_or_broker_url: Any, *, queue: str | None = None, unpack: bool = True) -> None:
+    def __init__(
+        self, app_or_broker_url: Any, *, queue: str | None = None, unpack: bool = True, timeout: float = 30.0
+    ) -> None:
         celery = import_extra("celery", "celery", "CeleryPublisher")
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
+            raise ConfigurationError(f"CeleryPublisher(timeout=...) takes seconds > 0, got {timeout!r}")
+        self.timeout = float(timeout)
         if isinstance(app_or_broker_url, str):
             url = app_or_broker_url
             app = celery.Celery("ponykit-outbox", broker=url, set_as_current=False)
+            # Bounded waits: a hung broker becomes PublishError instead of a relay holding its claims.
+            app.conf.broker_connection_timeout = self.timeout
             if url.startswith(("amqp", "pyamqp")):
                 app.conf.broker_transport_options = {"confirm_publish": True}
+            else:  # redis://, rediss://: redis-py's socket timeouts
+                app.conf.broker_transport_options = {
+                    "socket_timeout": self.timeout,
+                    "socket_connect_timeout": self.timeout,
+                }
             self._owned = True
         else:
             app = app_or_broker_url
@@ -70,7 +89,13 @@ class CeleryPublisher:
         """Send one task message per outbox message, in order; return once the broker took each one."""
         if not messages:
             return
-        options: dict[str, Any] = {"retry": True, "retry_policy": _RETRY_POLICY}
+        # timeout / confirm_timeout: kombu's bound on the publish and (AMQP) its confirmation.
+        options: dict[str, Any] = {
+            "retry": True,
+            "retry_policy": _RETRY_POLICY,
+            "timeout": self.timeout,
+            "confirm_timeout": self.timeout,
+        }
         if self.queue is not None:
             options["queue"] = self.queue
         message = messages[0]

@@ -64,6 +64,13 @@ def add_parser(commands: Any) -> None:
     relay.add_argument(
         "--poll-interval", type=float, default=1.0, help="seconds between polls when idle (default 1)"
     )
+    relay.add_argument(
+        "--max-attempts",
+        type=int,
+        default=10,
+        help="failed tries after which a message the broker rejects is set aside as dead, its key blocked "
+        "(default 10; 0: never)",
+    )
     relay.add_argument("--relays", type=int, default=1, help="relays (threads) in this process (default 1)")
     relay.add_argument(
         "--progress-interval", type=float, default=10.0, help="seconds between progress lines (default 10)"
@@ -111,7 +118,14 @@ def run(args: argparse.Namespace) -> int:
     for i, publisher in enumerate(publishers):
         name = f"relay-{i + 1}" if args.relays > 1 else None
         relays.append(
-            Relay(db, publisher, batch_size=args.batch_size, poll_interval=args.poll_interval, name=name)
+            Relay(
+                db,
+                publisher,
+                batch_size=args.batch_size,
+                poll_interval=args.poll_interval,
+                name=name,
+                max_attempts=args.max_attempts or None,
+            )
         )
     failures: list[BaseException] = []
 

@@ -53,8 +53,8 @@ _OPTIONS: dict[str, dict[str, str]] = {
         "mandatory": "bool",
         "confirm_timeout": "float",
     },
-    "redis": {"stream_prefix": "str", "maxlen": "int"},
-    "celery": {"queue": "str", "unpack": "bool"},
+    "redis": {"stream_prefix": "str", "maxlen": "int", "socket_timeout": "float"},
+    "celery": {"queue": "str", "unpack": "bool", "timeout": "float"},
 }
 
 
@@ -88,9 +88,9 @@ def publisher_from_url(url: str, **options: Any) -> Publisher:
       with its own name as binding key), ``durable``, ``persistent``, ``mandatory``, ``confirm_timeout``;
       other query options (``heartbeat``, ``ssl_options``...) are pika's.
     * ``redis://`` / ``rediss://`` / ``unix://``: :class:`RedisStreamPublisher`; ``stream_prefix``,
-      ``maxlen``.
+      ``maxlen``, ``socket_timeout``.
     * ``celery+<broker URL>`` (``celery+redis://...``, ``celery+amqp://...``): :class:`CeleryPublisher`
-      sending through that broker; ``queue``, ``unpack``.
+      sending through that broker; ``queue``, ``unpack``, ``timeout``.
     * ``memory://``: a new :class:`InMemoryPublisher`.
     """
     if not isinstance(url, str) or "://" not in url:

@@ -26,7 +26,9 @@ class RedisStreamPublisher:
 
     ``url`` is a redis-py URL (``redis://:password@host:6379/0``, ``rediss://`` for TLS), or pass an
     existing ``client`` (left open by :meth:`close`). A dropped connection is reopened by redis-py at the
-    next call.
+    next call. ``socket_timeout`` (seconds, default 30; connecting: 10) bounds every wait for Redis, so a
+    hung server raises :class:`~ponykit.errors.PublishError` instead of holding the relay and its key
+    claims; a ``client=`` passed in keeps its own timeouts (give it ``socket_timeout``).
     """
 
     def __init__(

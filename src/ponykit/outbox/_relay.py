@@ -8,6 +8,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
 from pony.orm import Database
@@ -16,6 +17,7 @@ from .. import _pony
 from ..errors import OptionError, OutboxError, PublishError
 from ..transactions import transaction
 from ._batch import BatchResult, run_batch
+from ._dead import DeadMessage, list_dead, requeue
 from ._message import Publisher
 from ._notify import Listener
 from ._publish import db_value, utcnow
@@ -50,6 +52,11 @@ class Relay:
     seconds. Sent rows older than ``retention`` are deleted now and then (``retention=None`` keeps them).
     Progress (rate, lag, oldest pending message, backoff) goes to the ``ponykit.outbox`` logger every
     ``log_interval`` seconds, never a payload.
+
+    A message the broker keeps rejecting while it confirms others is set aside as dead once it failed
+    ``max_attempts`` times (``None``: never): it is kept but not published again, logged at ERROR, and
+    its key is blocked, so the key's later messages wait (per-key order holds). :meth:`dead` lists such
+    messages and :meth:`requeue` puts them back.
     """
 
     def __init__(
@@ -63,6 +70,7 @@ class Relay:
         max_backoff: float = 30.0,
         name: str | None = None,
         log_interval: float = 10.0,
+        max_attempts: int | None = 10,
     ) -> None:
         tables = tables_of(db) if isinstance(db, Database) else None
         if tables is None or tables.outbox is None:
@@ -84,6 +92,12 @@ class Relay:
                 raise OptionError(f"Relay({option}=...) takes seconds > 0, got {value!r}")
         if isinstance(log_interval, bool) or not isinstance(log_interval, (int, float)) or log_interval < 0:
             raise OptionError(f"Relay(log_interval=...) takes seconds >= 0, got {log_interval!r}")
+        if max_attempts is not None and (
+            isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1
+        ):
+            raise OptionError(
+                f"Relay(max_attempts=...) takes a whole number >= 1 or None, got {max_attempts!r}"
+            )
         if retention is not None and (not isinstance(retention, timedelta) or retention <= timedelta(0)):
             raise OptionError(f"Relay(retention=...) takes a positive timedelta or None, got {retention!r}")
         self.db = db
@@ -93,6 +107,7 @@ class Relay:
         self.retention = retention
         self.max_backoff = float(max_backoff)
         self.log_interval = float(log_interval)
+        self.max_attempts = max_attempts
         self.name = name or f"{os.getpid()}-{next(_NAMES)}"
         self._dialect = dialect_of(db)
         self._stop = threading.Event()
@@ -120,7 +135,9 @@ class Relay:
         pending (the transaction rolls back).
         """
         self._null_first = not self._null_first  # rows with and without a key take turns going first
-        result = run_batch(self.db, self._dialect, self.publisher, self.batch_size, self._null_first)
+        result = run_batch(
+            self.db, self._dialect, self.publisher, self.batch_size, self._null_first, self.max_attempts
+        )
         if result.error is not None:
             raise result.error
         self._count(result)
@@ -260,6 +277,22 @@ class Relay:
             total += deleted
             if deleted < _PRUNE_CHUNK:
                 return total
+
+    def dead(self, limit: int = 100) -> list[DeadMessage]:
+        """The messages set aside as dead (the broker rejected them ``max_attempts`` times), oldest
+        first, at most ``limit``; without payloads (``outbox_entity(db)`` has them)."""
+        with transaction(db=self.db, read_only=True):
+            return list_dead(self.db, self._dialect, limit)
+
+    def requeue(self, ids: Sequence[str]) -> int:
+        """Give dead messages (by id) another ``max_attempts`` tries and unblock their keys; return how
+        many were dead. Fix the cause first (the consumer's queue, the broker's limits...)."""
+        if isinstance(ids, str):
+            raise OptionError(
+                "Relay.requeue(ids) takes a list of message ids, got one str: pass [message_id]"
+            )
+        with transaction(db=self.db):
+            return requeue(self.db, self._dialect, list(ids))
 
     def oldest_pending_age(self) -> float | None:
         """Seconds since the oldest pending message was published (None: nothing pending)."""

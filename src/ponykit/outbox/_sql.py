@@ -76,22 +76,27 @@ class Dialect:
         if self.name == "mysql":
             return (
                 f"INSERT INTO {self.key} ({key}, pending, turn) VALUES ({self.mark}, 1, 0) "
-                "ON DUPLICATE KEY UPDATE pending = 1"
+                "ON DUPLICATE KEY UPDATE pending = GREATEST(pending, 1)"
             )
+        # GREATEST: a key blocked behind a dead message (pending = 2) stays blocked.
         return (
             f"INSERT INTO {self.key} ({key}, pending, turn) VALUES ({self.mark}, 1, 0) "
-            f"ON CONFLICT ({key}) DO UPDATE SET pending = 1"
+            f"ON CONFLICT ({key}) DO UPDATE SET pending = GREATEST({self.key}.pending, 1)"
         )
 
-    def claim_keys(self, limit: int) -> str:
+    def claim_keys(self, limit: int, *, after: bool) -> str:
+        """Claim up to ``limit`` pending keys in (turn, key) order; ``after``: past a (turn, key) given
+        as two parameters (the next chunk of one batch: SKIP LOCKED does not skip our own locks)."""
         key = _quoted(self, "aggregateid")
-        where = f"WHERE pending = 1 ORDER BY turn LIMIT {int(limit)}"
-        return f"SELECT {key} FROM {self.key} {where}{self.skip_locked}"
+        past = f" AND (turn, {key}) > ({self.mark}, {self.mark})" if after else ""
+        where = f"WHERE pending = 1{past} ORDER BY turn, {key} LIMIT {int(limit)}"
+        return f"SELECT {key}, turn FROM {self.key} {where}{self.skip_locked}"
 
     def rows_of_keys(self, n: int, limit: int) -> str:
         key = _quoted(self, "aggregateid")
         return (
             f"SELECT {self.columns} FROM {self.outbox} WHERE {key} IN ({self.marks(n)}) AND sent_at IS NULL "
+            "AND dead_at IS NULL "
             f"ORDER BY seq LIMIT {int(limit)}"
         )
 
@@ -99,13 +104,21 @@ class Dialect:
         key = _quoted(self, "aggregateid")
         return (
             f"SELECT {self.columns} FROM {self.outbox} WHERE {key} IS NULL AND sent_at IS NULL "
+            "AND dead_at IS NULL "
             f"ORDER BY seq LIMIT {int(limit)}{self.skip_locked}"
         )
 
     def rows_pending(self, limit: int) -> str:
-        """SQLite: every pending row in seq order (the relay holds the database's write lock)."""
+        """SQLite: every pending row in seq order (the relay holds the database's write lock), but none
+        of a key that has a dead row (per-key order: the key waits for Relay.requeue())."""
+        key = _quoted(self, "aggregateid")
+        blocked = (
+            f"SELECT {key} FROM {self.outbox} WHERE dead_at IS NOT NULL AND sent_at IS NULL "
+            f"AND {key} IS NOT NULL"
+        )
         return (
-            f"SELECT {self.columns} FROM {self.outbox} WHERE sent_at IS NULL ORDER BY seq LIMIT {int(limit)}"
+            f"SELECT {self.columns} FROM {self.outbox} WHERE sent_at IS NULL AND dead_at IS NULL "
+            f"AND ({key} IS NULL OR {key} NOT IN ({blocked})) ORDER BY seq LIMIT {int(limit)}"
         )
 
     def mark_sent(self, n: int) -> str:
@@ -120,13 +133,59 @@ class Dialect:
             f"WHERE seq IN ({self.marks(n)})"
         )
 
+    def set_error(self, n: int) -> str:
+        return f"UPDATE {self.outbox} SET last_error = {self.mark} WHERE seq IN ({self.marks(n)})"
+
     def finish_keys(self, n: int, *, drained: bool) -> str:
         key = _quoted(self, "aggregateid")
         pending = "pending = 0, " if drained else ""
         return f"UPDATE {self.key} SET {pending}turn = {self.mark} WHERE {key} IN ({self.marks(n)})"
 
     def oldest_pending(self) -> str:
-        return f"SELECT created_at FROM {self.outbox} WHERE sent_at IS NULL ORDER BY seq LIMIT 1"
+        return (
+            f"SELECT created_at FROM {self.outbox} WHERE sent_at IS NULL AND dead_at IS NULL "
+            "ORDER BY seq LIMIT 1"
+        )
+
+    def attempts_of(self, n: int) -> str:
+        return f"SELECT seq, attempts FROM {self.outbox} WHERE seq IN ({self.marks(n)})"
+
+    def mark_dead(self, n: int) -> str:
+        return f"UPDATE {self.outbox} SET dead_at = {self.mark} WHERE seq IN ({self.marks(n)})"
+
+    def block_keys(self, n: int) -> str:
+        key = _quoted(self, "aggregateid")
+        return f"UPDATE {self.key} SET pending = 2 WHERE {key} IN ({self.marks(n)})"
+
+    def dead_rows(self, limit: int) -> str:
+        key = _quoted(self, "aggregateid")
+        cols = f"id, aggregatetype, {key}, {_quoted(self, 'type')}, attempts, last_error, created_at, dead_at"
+        return (
+            f"SELECT {cols} FROM {self.outbox} WHERE dead_at IS NOT NULL AND sent_at IS NULL "
+            f"ORDER BY seq LIMIT {int(limit)}"
+        )
+
+    def keys_of_ids(self, n: int) -> str:
+        key = _quoted(self, "aggregateid")
+        return (
+            f"SELECT DISTINCT {key} FROM {self.outbox} WHERE id IN ({self.marks(n)}) AND {key} IS NOT NULL "
+            "AND dead_at IS NOT NULL AND sent_at IS NULL"
+        )
+
+    def revive(self, n: int) -> str:
+        return (
+            f"UPDATE {self.outbox} SET dead_at = NULL, attempts = 0 WHERE id IN ({self.marks(n)}) "
+            "AND dead_at IS NOT NULL AND sent_at IS NULL"
+        )
+
+    def unblock_keys(self, n: int) -> str:
+        """Keys with no dead row left go back to the claim (pending = 1)."""
+        key = _quoted(self, "aggregateid")
+        return (
+            f"UPDATE {self.key} SET pending = 1 WHERE {key} IN ({self.marks(n)}) AND NOT EXISTS "
+            f"(SELECT 1 FROM {self.outbox} o WHERE o.{key} = {self.key}.{key} AND o.dead_at IS NOT NULL "
+            "AND o.sent_at IS NULL)"
+        )
 
     def prune(self, limit: int) -> str:
         if self.name == "mysql":  # MariaDB: no LIMIT in an IN subquery, but DELETE takes one

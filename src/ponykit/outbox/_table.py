@@ -9,9 +9,11 @@ migration) creates them like the user's own tables, in the same schema.
 ``payload``) so that a CDC connector could replace the relay later, plus ``headers``, ``created_at`` and
 the relay's bookkeeping: ``seq`` (the auto-increment primary key: the order of rows of one key),
 ``sent_at`` (NULL while pending), ``attempts`` and ``last_error`` (an error class and message, never
-payload data). ``ponykit_outbox_key`` has one row per message key: ``publish()`` locks it before writing
-a row of that key (so the rows of one key are committed in ``seq`` order) and relays claim keys by
-locking it (``FOR UPDATE SKIP LOCKED``); ``pending`` says the key may have unsent rows and ``turn``
+payload data) and ``dead_at`` (set when the relay gave up on a message the broker kept rejecting).
+``ponykit_outbox_key`` has one row per message key: ``publish()`` locks it before writing a row of that
+key (so the rows of one key are committed in ``seq`` order) and relays claim keys by locking it (``FOR
+UPDATE SKIP LOCKED``); ``pending`` says the key may have unsent rows (1), or that it is blocked behind a
+dead message (2: not claimed until ``Relay.requeue()``), and ``turn``
 (the last ``seq`` a relay published for it) makes relays serve keys in turn.
 
 ponykit writes and reads these tables with its own SQL (one statement per ``publish()``); the entities
@@ -113,37 +115,43 @@ def inbox_entity(db: Database) -> Any:
 
 
 def _declare_outbox(db: Database) -> tuple[Any, Any]:
-    body: dict[str, Any] = {
-        "__module__": __name__,
-        "__doc__": "One outbox message (see ponykit.outbox.publish); Debezium's outbox columns.",
-        "_table_": OUTBOX_TABLE,
-        "seq": PrimaryKey(int, auto=True, size=64),
-        "id": Required(str, 36, unique=True),
-        "aggregatetype": Required(str, MAX_NAME),  # the topic
-        "aggregateid": Optional(str, MAX_NAME, nullable=True),  # the key (NULL: no ordering)
-        "type": Required(str, MAX_NAME),
-        "payload": Required(str),  # JSON text (TEXT / LONGTEXT)
-        "headers": Optional(str, nullable=True),  # JSON object of text values
-        "created_at": Required(datetime, precision=6),  # UTC
-        "sent_at": Optional(datetime, precision=6),  # UTC; NULL while pending
-        "attempts": Required(int, default=0),
-        "last_error": Optional(str, 1000, nullable=True),
-    }
-    outbox = type("PonykitOutbox", (db.Entity,), body)
-    # Relays read pending rows in seq order (sent_at IS NULL) and prune by sent_at; per key likewise.
-    composite_index(outbox.sent_at, outbox.seq)  # type: ignore[attr-defined]
-    composite_index(outbox.aggregateid, outbox.sent_at, outbox.seq)  # type: ignore[attr-defined]
-    key_body: dict[str, Any] = {
-        "__module__": __name__,
-        "__doc__": "One message key of the outbox: the lock publishers and relays take for that key.",
-        "_table_": KEY_TABLE,
-        "aggregateid": PrimaryKey(str, MAX_NAME),
-        "pending": Required(int, size=16, default=0),
-        "turn": Required(int, size=64, default=0),
-    }
-    key = type("PonykitOutboxKey", (db.Entity,), key_body)
-    composite_index(key.pending, key.turn)  # type: ignore[attr-defined]
-    return outbox, key
+    # Class statements, not type(): Pony's composite_index() declares the index in the namespace of the
+    # class being defined (its caller's frame); called after type() it was silently lost (no index).
+
+    class PonykitOutbox(db.Entity):  # type: ignore[misc]
+        """One outbox message (see ponykit.outbox.publish); Debezium's outbox columns."""
+
+        _table_ = OUTBOX_TABLE
+        seq = PrimaryKey(int, auto=True, size=64)
+        id = Required(str, 36, unique=True)
+        aggregatetype = Required(str, MAX_NAME)  # the topic
+        aggregateid = Optional(str, MAX_NAME, nullable=True)  # the key (NULL: no ordering)
+        type = Required(str, MAX_NAME)
+        payload = Required(str)  # JSON text (TEXT / LONGTEXT)
+        headers = Optional(str, nullable=True)  # JSON object of text values
+        created_at = Required(datetime, precision=6)  # UTC
+        sent_at = Optional(datetime, precision=6)  # UTC; NULL while pending
+        attempts = Required(int, default=0)
+        last_error = Optional(str, 1000, nullable=True)
+        # UTC; set when the relay gave up on the row (max_attempts): kept, never published again until
+        # Relay.requeue(); indexed because SQLite's relay looks up keys with a dead row every batch.
+        dead_at = Optional(datetime, precision=6, index=True)
+        # Relays read pending rows in seq order (sent_at IS NULL) and prune by sent_at; per key likewise.
+        composite_index(sent_at, seq)
+        composite_index(aggregateid, sent_at, seq)
+
+    class PonykitOutboxKey(db.Entity):  # type: ignore[misc]
+        """One message key of the outbox: the lock publishers and relays take for that key."""
+
+        _table_ = KEY_TABLE
+        aggregateid = PrimaryKey(str, MAX_NAME)
+        pending = Required(int, size=16, default=0)
+        turn = Required(int, size=64, default=0)
+        # Relays claim keys WHERE pending = 1 ORDER BY turn.
+        composite_index(pending, turn)
+
+    PonykitOutbox.__module__ = PonykitOutboxKey.__module__ = __name__
+    return PonykitOutbox, PonykitOutboxKey
 
 
 def _declare_inbox(db: Database) -> Any:
