@@ -10,28 +10,12 @@ from __future__ import annotations
 
 import json
 import pathlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from pony.orm import Database, Required, db_session, flush
 
 import ponykit as pk
-from ponykit.outbox import Message, Relay, enqueue_on_commit, inbox, publish
-
-
-class InProcessBroker:
-    """A publisher (``name``, ``publish``, ``close``) keeping messages in a list (``InMemoryPublisher``)."""
-
-    name = "in-process"
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    def publish(self, messages: Sequence[Message]) -> None:
-        """Accept ``messages``: a real broker returns once it has confirmed them."""
-        self.messages.extend(messages)
-
-    def close(self) -> None:
-        """Nothing to release."""
+from ponykit.outbox import InMemoryPublisher, Message, Relay, enqueue_on_commit, inbox, publish
 
 
 def run(workdir: pathlib.Path, say: Callable[[str], None]) -> None:
@@ -60,7 +44,7 @@ def run(workdir: pathlib.Path, say: Callable[[str], None]) -> None:
         except RuntimeError:
             say(f"{customer}'s order of {total} rolled back: its event rolled back with it")
 
-    broker = InProcessBroker()
+    broker = InMemoryPublisher()  # records what it is sent; a real broker confirms instead
     relay = Relay(db, broker)
     say(f"the relay sent {relay.run_once()} events, each marked sent after the broker confirmed it")
     for message in broker.messages:
