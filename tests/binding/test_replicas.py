@@ -489,3 +489,70 @@ def test_a_full_replica_pool_sends_readers_to_the_primary(pair: Any) -> None:
     assert not status["replicas"][0]["down"]
     with use_pin(None), replica_session():
         assert on_replica(db)
+
+
+@pytest.mark.backends("postgres")
+def test_a_replica_lagging_past_max_lag_is_skipped_under_a_steady_write_rate(
+    pair: Any, backend: Any, replica_control: Any
+) -> None:
+    """max_lag=1 s, the replica applies 3 s late, this process commits steadily for 1.5 s (more commits
+    than the marks Health keeps): an unpinned reader is not served stale data by the replica."""
+    import time
+
+    config = ReplicaConfig(urls=(replica_control.url_for(backend),), max_lag=1.0, check_interval=0.05)
+    db, account = pair(accounts=1, config=config)
+    replica_control.set_apply_delay(3000)
+    started = time.monotonic()
+    n = 0
+    while time.monotonic() - started < 1.5:
+        n += 1
+        with use_pin(), db_session:
+            account[0].value = n
+    time.sleep(0.1)  # a health check is due
+    with use_pin(), replica_session():  # another user: no pin
+        seen = account[0].value
+        served_by_replica = on_replica(db)
+    assert not (served_by_replica and seen < n - 64), (seen, n, replica_status(db))
+
+
+@pytest.mark.backends("postgres")
+def test_a_lagging_replica_is_skipped_when_only_another_process_writes(
+    pair: Any, backend: Any, replica_control: Any
+) -> None:
+    """This process commits nothing (no marks): the replica's own age of its last replayed commit, while
+    received WAL waits for replay, shows the lag."""
+    import time
+
+    config = ReplicaConfig(urls=(replica_control.url_for(backend),), max_lag=1.0, check_interval=0.0)
+    db, account = pair(accounts=1, config=config)
+    table = db.entities["Account"]._table_
+    replica_control.set_apply_delay(30000)
+    writer = Database()  # another process: its commits are not marked in this router's Health
+    pk.bind_url(writer, backend.url)
+    try:
+        for value in (1, 2):  # commits 1.5 s apart: the last replayed one gets older than max_lag
+            with db_session:
+                writer.execute(f'UPDATE "{table}" SET value = {value} WHERE id = 0')
+            if value == 1:
+                time.sleep(1.5)
+        _wait_until(lambda: _replica_received_more_than_replayed(replica_control))
+        with use_pin(None), replica_session():
+            _ = account[0].value  # the health check sees the lag (the first reader may still be served)
+        with use_pin(None), replica_session():
+            assert not on_replica(db), replica_status(db)
+            assert account[0].value == 2
+        assert replica_status(db)["replicas"][0]["lagging"]
+    finally:
+        writer.disconnect()
+
+
+def _replica_received_more_than_replayed(control: Any) -> bool:
+    import psycopg2
+
+    con = psycopg2.connect(control.url)
+    try:
+        with con.cursor() as cur:
+            cur.execute("SELECT pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()")
+            return bool(cur.fetchone()[0])
+    finally:
+        con.close()

@@ -40,7 +40,9 @@ log = logging.getLogger("ponykit.binding")
 
 _STATUS_SQL = (
     "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, pg_last_wal_receive_lsn()::text, "
-    "CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END"
+    "CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, "
+    # the age of the last replayed commit, meaningful only while received WAL waits to be replayed
+    "EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8"
 )
 _REPLAY_SQL = "SELECT COALESCE(pg_last_wal_replay_lsn(), '0/0')::text, pg_is_in_recovery()"
 _COMMIT_LSN_SQL = "SELECT pg_current_wal_lsn()::text"
@@ -311,13 +313,18 @@ class Router(_pony.PoolWrapper):
             cursor.close()
 
     def _observe(self, replica: _Replica, con: Any) -> None:
-        in_recovery, replayed, received, current = self._query(con, _STATUS_SQL)
+        in_recovery, replayed, received, current, age = self._query(con, _STATUS_SQL)
         now = time.monotonic()
         if not in_recovery:  # not a standby (promoted, or the primary itself): everything is there
             replica.health.observed(parse_lsn(current), None, now)
             return
+        replayed_at = parse_lsn(replayed) if replayed else None
+        received_at = parse_lsn(received) if received else None
+        # On an idle primary the last replayed commit gets old without any lag: its age counts only while
+        # the replica has received WAL it has not replayed yet.
+        behind = replayed_at is not None and received_at is not None and received_at > replayed_at
         replica.health.observed(
-            parse_lsn(replayed) if replayed else None, parse_lsn(received) if received else None, now
+            replayed_at, received_at, now, float(age) if behind and age is not None else None
         )
 
     def _wait(self, replica: _Replica, con: Any, pin: int) -> bool:
