@@ -121,6 +121,13 @@ def test_replicas_are_postgresql_only(backend: Any) -> None:
     assert db.provider is None  # refused before binding
 
 
+def test_replica_config_repr_hides_passwords() -> None:
+    config = ReplicaConfig(urls=("postgresql://app:s3cret-pw@replica.example/db",), max_lag=2.0)
+    shown = repr(config)
+    assert "s3cret-pw" not in shown and "s3cret-pw" not in str(config)
+    assert "replica.example" in shown and "max_lag=2.0" in shown
+
+
 def test_replica_options_are_checked() -> None:
     with pytest.raises(pk.OptionError, match="pin_wait"):
         ReplicaConfig(urls=("postgresql://h/db",), pin_wait=-1)

@@ -84,6 +84,16 @@ class ReplicaConfig:
         if self.poll <= 0:
             raise OptionError(f"ReplicaConfig(poll=...) takes seconds > 0, got {self.poll!r}")
 
+    def __repr__(self) -> str:
+        # The URLs may hold passwords: shown redacted, like everywhere else in ponykit.
+        from . import redact_url
+
+        options = ", ".join(
+            f"{name}={getattr(self, name)!r}"
+            for name in ("pin_wait", "poll", "max_lag", "check_interval", "retry_after", "retry_cap")
+        )
+        return f"ReplicaConfig(urls={tuple(redact_url(u) for u in self.urls)!r}, {options})"
+
 
 def replica_config(replicas: Sequence[str] | ReplicaConfig) -> ReplicaConfig:
     """``bind_url``'s ``replicas=`` (URLs, or a :class:`ReplicaConfig`) as a :class:`ReplicaConfig`."""
