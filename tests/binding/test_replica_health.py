@@ -117,3 +117,13 @@ def test_the_age_of_the_last_replayed_commit_bounds_the_lag() -> None:
     assert health.lag_seconds(5.0) == 3.0
     health.observed(2000, 2000, 6.0, replay_age=None)  # caught up (an idle primary: no age counted)
     assert not health.lagging
+
+
+def test_a_probe_without_an_answer_lets_the_next_thread_probe() -> None:
+    health = make()
+    health.failed(0.0)
+    assert health.claim(2.0)
+    assert not health.claim(2.0)  # claimed
+    health.unclaim()  # that probe could not connect (the pool was full): no answer
+    assert health.claim(2.0)
+    assert health.down  # still down until a probe succeeds

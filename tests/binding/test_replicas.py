@@ -563,3 +563,25 @@ def _replica_received_more_than_replayed(control: Any) -> bool:
             return bool(cur.fetchone()[0])
     finally:
         con.close()
+
+
+@pytest.mark.backends("postgres")
+def test_a_probe_that_finds_the_replica_pool_full_leaves_the_next_probe_possible(pair: Any) -> None:
+    """A down replica's probe that gets PoolTimeout ("busy") gave no answer: it must not keep the probe
+    claimed for ever (the replica would never be used again although it is up)."""
+    import time
+
+    from ponykit import _pony
+
+    db, account = pair(accounts=1, pool=pk.PoolConfig(max_size=1, timeout=0))
+    replica = _pony.routes_reads(db).replicas[0]
+    held, _ = replica.pool.connect()  # the replica's only connection is in use
+    replica.health.failed(time.monotonic() - 3600)  # down, its retry time already past
+    with use_pin(None), replica_session():
+        assert account[0].value == 0  # the probe: PoolTimeout -> "busy", served by the primary
+        assert not on_replica(db)
+    assert not replica.health.probing
+    replica.pool.release(held)
+    with use_pin(None), replica_session():
+        assert on_replica(db)  # probed again, up: used
+    assert not replica_status(db)["replicas"][0]["down"]

@@ -85,6 +85,13 @@ class Health:
                 self.failures = 0
                 self.probing = False
 
+    def unclaim(self) -> None:
+        """The probe claimed by :meth:`claim` ended without an answer (the replica's pool was full, say):
+        the next thread may probe. No-op when :meth:`succeeded` or :meth:`failed` ended it."""
+        if self.probing:
+            with self._lock:
+                self.probing = False
+
     @property
     def down(self) -> bool:
         """True while the replica is considered down."""

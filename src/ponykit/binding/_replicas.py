@@ -292,14 +292,16 @@ class Router(_pony.PoolWrapper):
                     replica.pool.release(con)
                     return None, "pinned"
             except Exception as exc:  # noqa: BLE001 - the replica failed a query: down, its connection closed
-                self._failed(replica, now, exc)
                 with contextlib.suppress(Exception):  # closing a dead connection may fail too
-                    replica.pool.drop(con)
+                    replica.pool.drop(con)  # first: its slot is free before other threads skip the replica
+                self._failed(replica, now, exc)
                 return None, "down"
             return (con, fresh), ""
         finally:
             if check:
                 health.checked(time.monotonic())
+            if probing:
+                health.unclaim()  # a probe without an answer ("busy", an interrupt): the next may probe
 
     def _failed(self, replica: _Replica, now: float, exc: BaseException) -> None:
         was_down = replica.health.down
