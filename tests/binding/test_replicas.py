@@ -585,3 +585,20 @@ def test_a_probe_that_finds_the_replica_pool_full_leaves_the_next_probe_possible
     with use_pin(None), replica_session():
         assert on_replica(db)  # probed again, up: used
     assert not replica_status(db)["replicas"][0]["down"]
+
+
+@pytest.mark.backends("postgres")
+def test_a_serializable_read_only_transaction_runs_on_the_primary(pair: Any) -> None:
+    """A hot standby refuses SERIALIZABLE: such a read-only transaction goes to the primary, writes in it
+    are still refused before any SQL."""
+    db, account = pair(accounts=1)
+    with pk.transaction(db=db, read_only=True, isolation="serializable", deferrable=True):
+        assert account[0].value == 0
+        assert not on_replica(db)
+    with (
+        pytest.raises(pk.ReadOnlySessionError),
+        pk.transaction(db=db, read_only=True, isolation="serializable"),
+    ):
+        account[0].value = 1
+    with pk.transaction(db=db, read_only=True):  # other isolation levels still use the replica
+        assert on_replica(db)

@@ -70,6 +70,11 @@ class Backoff:
 
 _DEFAULT_BACKOFF = Backoff()
 _READ_ONLY = _pony.ReadIntent("transaction(read_only=True)", transaction=True)
+# A hot standby refuses SERIALIZABLE transactions: a serializable read-only transaction stays on the
+# primary (writes are still refused before any SQL).
+_SERIALIZABLE_READ_ONLY = _pony.ReadIntent(
+    'transaction(read_only=True, isolation="serializable")', transaction=True, route=False
+)
 _jitter = random.Random()  # noqa: S311 - spreads retries in time; nothing secret depends on it
 
 
@@ -117,7 +122,8 @@ class Block:
         self.started = time.perf_counter()
         if self.mode.read_only and _pony.routes_reads(self.db) is not None:
             # A Database with replicas: this transaction may run on one (see ponykit.binding).
-            self.intent = _pony.set_read_intent(_READ_ONLY)
+            serializable = self.mode.isolation == "serializable"
+            self.intent = _pony.set_read_intent(_SERIALIZABLE_READ_ONLY if serializable else _READ_ONLY)
         try:
             db_session.__enter__()
         except BaseException:
