@@ -602,3 +602,40 @@ def test_a_serializable_read_only_transaction_runs_on_the_primary(pair: Any) -> 
         account[0].value = 1
     with pk.transaction(db=db, read_only=True):  # other isolation levels still use the replica
         assert on_replica(db)
+
+
+@pytest.mark.backends("postgres")
+def test_a_returning_replica_is_not_kept_down_by_dead_per_thread_connections(
+    pair: Any, backend: Any, replica_control: Any
+) -> None:
+    """Without pool=, each thread keeps its replica connection (Pony's pool). After a replica restart, a
+    probe through a thread's dead kept connection retries on a new one instead of counting as a failure
+    (which would double the back-off while the replica is already back)."""
+    import time
+
+    from ponykit import _pony
+
+    config = ReplicaConfig(urls=(replica_control.url_for(backend),), retry_after=0.2, retry_cap=60.0)
+    db, account = pair(accounts=1, config=config)
+    health = _pony.routes_reads(db).replicas[0].health
+
+    def read() -> bool:
+        with use_pin(None), replica_session():
+            _ = account[0].value
+            return on_replica(db)
+
+    workers = [ThreadPoolExecutor(1) for _ in range(6)]  # one thread each, each keeping its connection
+    try:
+        assert all(w.submit(read).result() for w in workers)
+        replica_control.stop()
+        assert not workers[0].submit(read).result()  # worker 0 notices: down
+        assert health.failures == 1
+        replica_control.start()
+        _wait_until(lambda: time.monotonic() > health.retry_at)  # a probe is due
+        # worker 1 probes through its kept connection, dead since the restart: it retries on a new one
+        assert workers[1].submit(read).result(), replica_status(db)
+        assert health.failures == 0
+        assert all(w.submit(read).result() for w in workers[2:])  # the others' dead connections too
+    finally:
+        for w in workers:
+            w.shutdown()

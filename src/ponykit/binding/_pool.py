@@ -205,6 +205,11 @@ class BoundedPool(_pony.PoolWrapper):
 
     # -- for users and tests ----------------------------------------------------------------------------
 
+    @property
+    def pings_kept(self) -> bool:
+        """True when a kept connection is checked before it is handed out (``pre_ping``)."""
+        return self.config.pre_ping
+
     def stats(self) -> PoolStats:
         """A snapshot of the pool's state and counters."""
         with self._lock:

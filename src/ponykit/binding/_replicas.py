@@ -274,29 +274,35 @@ class Router(_pony.PoolWrapper):
         probing = health.down
         check = health.lagging or health.due(now)
         try:
-            try:
-                con, fresh = replica.pool.connect()
-            except PoolTimeout:
-                return None, "busy"  # every connection of its bounded pool is in use: not a failure
-            except Exception as exc:  # noqa: BLE001 - any driver error: the replica is down for now
-                self._failed(replica, now, exc)
-                return None, "down"
-            try:
-                if check or probing:
-                    self._observe(replica, con)
-                health.succeeded()
-                if health.lagging:
-                    replica.pool.release(con)
-                    return None, "lagging"
-                if pin is not None and not health.reached(pin) and not self._wait(replica, con, pin):
-                    replica.pool.release(con)
-                    return None, "pinned"
-            except Exception as exc:  # noqa: BLE001 - the replica failed a query: down, its connection closed
-                with contextlib.suppress(Exception):  # closing a dead connection may fail too
-                    replica.pool.drop(con)  # first: its slot is free before other threads skip the replica
-                self._failed(replica, now, exc)
-                return None, "down"
-            return (con, fresh), ""
+            for attempt in (1, 2):
+                try:
+                    con, fresh = replica.pool.connect()
+                except PoolTimeout:
+                    return None, "busy"  # every connection of its bounded pool is in use: not a failure
+                except Exception as exc:  # noqa: BLE001 - any driver error: the replica is down for now
+                    self._failed(replica, now, exc)
+                    return None, "down"
+                try:
+                    if check or probing:
+                        self._observe(replica, con)
+                    health.succeeded()
+                    if health.lagging:
+                        replica.pool.release(con)
+                        return None, "lagging"
+                    if pin is not None and not health.reached(pin) and not self._wait(replica, con, pin):
+                        replica.pool.release(con)
+                        return None, "pinned"
+                except Exception as exc:  # noqa: BLE001 - the replica failed a query: its connection closed
+                    with contextlib.suppress(Exception):  # closing a dead connection may fail too
+                        replica.pool.drop(con)  # first: its slot is free before other threads skip it
+                    if attempt == 1 and not fresh and not getattr(replica.pool, "pings_kept", False):
+                        # A connection kept from before (Pony's pool keeps one per thread) may have died
+                        # with a replica restart: only a new connection tells whether it is down now.
+                        continue
+                    self._failed(replica, now, exc)
+                    return None, "down"
+                return (con, fresh), ""
+            raise AssertionError("unreachable")  # pragma: no cover - the loop returns
         finally:
             if check:
                 health.checked(time.monotonic())
