@@ -639,3 +639,34 @@ def test_a_returning_replica_is_not_kept_down_by_dead_per_thread_connections(
     finally:
         for w in workers:
             w.shutdown()
+
+
+@pytest.mark.backends("postgres")
+def test_a_read_only_transaction_refuses_writes_to_its_database_only(pair: Any, tmp_path: Any) -> None:
+    """transaction(db=db1, read_only=True) is a read intent for db1: a write to another attached
+    Database in the same block goes through; a write to db1 is still refused before any SQL."""
+    db, account = pair(accounts=1)
+    other = Database()
+    other.bind("sqlite", str(tmp_path / "other.db"), create_db=True)
+
+    class Note(other.Entity):
+        text = Required(str)
+
+    pk.attach(other)
+    other.generate_mapping(create_tables=True)
+    try:
+        with pk.transaction(db=db, read_only=True):
+            assert account[0].value == 0
+            assert on_replica(db)
+            Note(text="seen")
+            flush()
+            other.execute("UPDATE note SET text = 'seen again'")
+        with db_session:
+            assert [n.text for n in Note.select()] == ["seen again"]
+        with pytest.raises(pk.ReadOnlySessionError), pk.transaction(db=db, read_only=True):
+            Note(text="kept")
+            account[0].value = 1
+        with db_session:
+            assert account[0].value == 0
+    finally:
+        other.disconnect()

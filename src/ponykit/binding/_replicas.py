@@ -189,7 +189,7 @@ class Router(_pony.PoolWrapper):
 
     def connect(self) -> tuple[Any, bool]:
         """A connection for the current session: a replica's for a read intent, else the primary's."""
-        intent = _pony.read_intent()
+        intent = _pony.read_intent(self.db)
         if intent is None or not intent.route:
             return self.primary.connect()  # type: ignore[no-any-return]
         return self._connect_read(intent)
@@ -441,7 +441,7 @@ def _commit(router: Router, original: Any) -> Any:
 def _set_mode(db: Database, original: Any) -> Any:
     def set_transaction_mode(connection: Any, cache: Any) -> Any:
         # A flush is about to write: refuse it (or move the session) before Pony sends anything.
-        if _pony.read_intent() is not None and _pony.pending_flush(cache):
+        if _pony.read_intent(db) is not None and _pony.pending_flush(cache):
             _pony.refuse_write(db, _pony.describe_flush(cache))
         return original(connection, cache)
 
