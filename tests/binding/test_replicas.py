@@ -670,3 +670,30 @@ def test_a_read_only_transaction_refuses_writes_to_its_database_only(pair: Any, 
             assert account[0].value == 0
     finally:
         other.disconnect()
+
+
+@pytest.mark.backends("postgres")
+def test_a_full_replica_pool_does_not_make_readers_wait_the_pool_timeout(pair: Any) -> None:
+    """pool=PoolConfig(timeout=60): a reader finding the replica's pool full reads from the primary at once
+    (the holder gives its connection back only after that reader is done, so a reader waiting for it would
+    end up on the replica)."""
+    db, account = pair(accounts=1, pool=pk.PoolConfig(max_size=1, timeout=60))
+    holding, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with use_pin(None), replica_session():
+            assert on_replica(db)
+            holding.set()
+            done.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        with use_pin(None), replica_session():
+            assert not on_replica(db)
+            assert account[0].value == 0
+    finally:
+        done.set()
+        holder.join()
+    assert replica_status(db)["sessions"]["primary:busy"] == 1

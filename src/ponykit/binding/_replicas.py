@@ -16,6 +16,7 @@ checks compare against what was read on the replica and a stale read fails the u
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -426,7 +427,9 @@ def install_router(
 def _replica_pool(db: Database, name: str, kwargs: dict[str, Any], config: PoolConfig | None) -> Any:
     if config is None:
         return _pony.native_pool(db, kwargs)
-    return make_bounded_pool(db, config, name, kwargs)
+    # A reader never waits for a replica connection: when the replica's pool is full it reads from the
+    # primary at once ("busy") rather than after the primary's whole timeout.
+    return make_bounded_pool(db, dataclasses.replace(config, timeout=0), name, kwargs)
 
 
 def _commit(router: Router, original: Any) -> Any:
