@@ -346,10 +346,22 @@ class ReplicaControl:
                 )
             time.sleep(0.02)
 
+    def _resume_replay(self) -> None:
+        import psycopg2
+
+        con = psycopg2.connect(self.url)
+        try:
+            con.autocommit = True
+            with con.cursor() as cur:
+                cur.execute("SELECT pg_wal_replay_resume()")
+        finally:
+            con.close()
+
     def restore(self) -> None:
-        """Back to the normal state: running, no apply delay, caught up."""
+        """Back to the normal state: running, replaying WAL (not paused), no apply delay, caught up."""
         if not self.is_running():
             self.start()
+        self._resume_replay()
         self.set_apply_delay(0)
         self.wait_caught_up()
 

@@ -319,6 +319,40 @@ def test_max_lifetime_recycles_old_connections(pooled: Callable[..., Pooled]) ->
     assert p.pool.stats().open <= 2
 
 
+def test_a_failing_on_connect_callback_does_not_leak_a_pool_slot(backend: Any) -> None:
+    """Pony runs on_connect callbacks outside the code that drops a failed connection: the pool runs them
+    itself, so a failing one closes the new connection and frees its slot (issue #21 review)."""
+    db = Database()
+    bind_url(db, backend.url, pool=PoolConfig(max_size=1, timeout=0))
+
+    class Item(db.Entity):
+        n = Required(int)
+
+    db.generate_mapping(create_tables=True)
+    db.disconnect()  # the next session opens a new connection
+    pool = db.provider.pool
+    fail = [True]
+    prepared = []
+
+    @db.on_connect()
+    def flaky(db: Database, con: Any) -> None:
+        if fail[0]:
+            fail[0] = False
+            raise RuntimeError("transient failure while setting up the connection")
+        prepared.append(con)
+
+    try:
+        with pytest.raises(RuntimeError, match="transient"), db_session:
+            Item.select().count()
+        assert pool.stats().in_use == 0, pool.stats()
+        with db_session:  # the slot is free again: no PoolTimeout
+            assert Item.select().count() == 0
+            assert prepared == [db.get_connection()]  # the callbacks ran once on the new connection
+        assert pool.stats().in_use == 0, pool.stats()
+    finally:
+        db.disconnect()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Pony's release semantics, fork safety, the test pool
 

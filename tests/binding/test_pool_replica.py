@@ -90,7 +90,9 @@ def test_a_bounded_pool_for_the_replica_made_from_the_primarys_database(
         con, is_new = pool.connect()
         cursor = con.cursor()
         cursor.execute("SELECT pg_is_in_recovery()")
-        assert cursor.fetchone()[0] is True and is_new
+        assert cursor.fetchone()[0] is True
+        assert not is_new  # new, but the pool ran the Database's on_connect callbacks itself already
+        assert pool.stats().created == 1
         pool.release(con)
         assert pool.connect() == (con, False)  # kept and handed out again
         pool.release(con)

@@ -85,3 +85,45 @@ def test_a_lagging_replica_is_rechecked_by_one_thread_per_interval() -> None:
     assert not health.claim(3.5)
     assert health.claim(4.1)
     assert not health.claim(4.1)
+
+
+def test_a_replica_ten_seconds_behind_is_lagging_whatever_the_commit_rate() -> None:
+    """Issue #21 review: more commits than the kept marks must not drop the oldest unreplayed one."""
+    health = Health(max_lag=1.0, check_interval=1.0, retry_after=1.0, retry_cap=30.0)
+    health.observed(1000, 1000, 0.0)  # caught up at t=0
+    for i in range(1000):  # this process commits 100 times a second for 10 s
+        health.mark(2000 + i, i * 0.01)
+    health.observed(1000, 2999, 10.0)  # nothing replayed since t=0
+    assert health.lag_seconds(10.0) >= 9.0
+    assert health.lagging
+    health.observed(2500, 2999, 10.0)  # half replayed: the lag is measured from a mark near 2500
+    assert 4.0 <= health.lag_seconds(10.0) <= 6.0
+
+
+def test_a_replica_lagging_at_a_slow_commit_rate_is_lagging() -> None:
+    health = Health(max_lag=1.0, check_interval=1.0, retry_after=1.0, retry_cap=30.0)
+    health.observed(1000, 1000, 0.0)
+    for i in range(10):
+        health.mark(2000 + i, float(i))
+    health.observed(1000, 2009, 10.0)
+    assert health.lagging
+
+
+def test_the_age_of_the_last_replayed_commit_bounds_the_lag() -> None:
+    """A process that committed nothing still sees the lag the replica reports about itself."""
+    health = make()
+    health.observed(1000, 2000, 5.0, replay_age=3.0)  # received WAL waits; last replayed commit 3 s old
+    assert health.lagging
+    assert health.lag_seconds(5.0) == 3.0
+    health.observed(2000, 2000, 6.0, replay_age=None)  # caught up (an idle primary: no age counted)
+    assert not health.lagging
+
+
+def test_a_probe_without_an_answer_lets_the_next_thread_probe() -> None:
+    health = make()
+    health.failed(0.0)
+    assert health.claim(2.0)
+    assert not health.claim(2.0)  # claimed
+    health.unclaim()  # that probe could not connect (the pool was full): no answer
+    assert health.claim(2.0)
+    assert health.down  # still down until a probe succeeds

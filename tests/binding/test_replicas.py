@@ -121,6 +121,13 @@ def test_replicas_are_postgresql_only(backend: Any) -> None:
     assert db.provider is None  # refused before binding
 
 
+def test_replica_config_repr_hides_passwords() -> None:
+    config = ReplicaConfig(urls=("postgresql://app:s3cret-pw@replica.example/db",), max_lag=2.0)
+    shown = repr(config)
+    assert "s3cret-pw" not in shown and "s3cret-pw" not in str(config)
+    assert "replica.example" in shown and "max_lag=2.0" in shown
+
+
 def test_replica_options_are_checked() -> None:
     with pytest.raises(pk.OptionError, match="pin_wait"):
         ReplicaConfig(urls=("postgresql://h/db",), pin_wait=-1)
@@ -489,3 +496,204 @@ def test_a_full_replica_pool_sends_readers_to_the_primary(pair: Any) -> None:
     assert not status["replicas"][0]["down"]
     with use_pin(None), replica_session():
         assert on_replica(db)
+
+
+@pytest.mark.backends("postgres")
+def test_a_replica_lagging_past_max_lag_is_skipped_under_a_steady_write_rate(
+    pair: Any, backend: Any, replica_control: Any
+) -> None:
+    """max_lag=1 s, the replica applies 3 s late, this process commits steadily for 1.5 s (more commits
+    than the marks Health keeps): an unpinned reader is not served stale data by the replica."""
+    import time
+
+    config = ReplicaConfig(urls=(replica_control.url_for(backend),), max_lag=1.0, check_interval=0.05)
+    db, account = pair(accounts=1, config=config)
+    replica_control.set_apply_delay(3000)
+    started = time.monotonic()
+    n = 0
+    while time.monotonic() - started < 1.5:
+        n += 1
+        with use_pin(), db_session:
+            account[0].value = n
+    time.sleep(0.1)  # a health check is due
+    with use_pin(), replica_session():  # another user: no pin
+        seen = account[0].value
+        served_by_replica = on_replica(db)
+    assert not (served_by_replica and seen < n - 64), (seen, n, replica_status(db))
+
+
+@pytest.mark.backends("postgres")
+def test_a_lagging_replica_is_skipped_when_only_another_process_writes(
+    pair: Any, backend: Any, replica_control: Any
+) -> None:
+    """This process commits nothing (no marks): the replica's own age of its last replayed commit, while
+    received WAL waits for replay, shows the lag."""
+    import time
+
+    config = ReplicaConfig(urls=(replica_control.url_for(backend),), max_lag=1.0, check_interval=0.0)
+    db, account = pair(accounts=1, config=config)
+    table = db.entities["Account"]._table_
+    replica_control.set_apply_delay(30000)
+    writer = Database()  # another process: its commits are not marked in this router's Health
+    pk.bind_url(writer, backend.url)
+    try:
+        for value in (1, 2):  # commits 1.5 s apart: the last replayed one gets older than max_lag
+            with db_session:
+                writer.execute(f'UPDATE "{table}" SET value = {value} WHERE id = 0')
+            if value == 1:
+                time.sleep(1.5)
+        _wait_until(lambda: _replica_received_more_than_replayed(replica_control))
+        with use_pin(None), replica_session():
+            _ = account[0].value  # the health check sees the lag (the first reader may still be served)
+        with use_pin(None), replica_session():
+            assert not on_replica(db), replica_status(db)
+            assert account[0].value == 2
+        assert replica_status(db)["replicas"][0]["lagging"]
+    finally:
+        writer.disconnect()
+
+
+def _replica_received_more_than_replayed(control: Any) -> bool:
+    import psycopg2
+
+    con = psycopg2.connect(control.url)
+    try:
+        with con.cursor() as cur:
+            cur.execute("SELECT pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()")
+            return bool(cur.fetchone()[0])
+    finally:
+        con.close()
+
+
+@pytest.mark.backends("postgres")
+def test_a_probe_that_finds_the_replica_pool_full_leaves_the_next_probe_possible(pair: Any) -> None:
+    """A down replica's probe that gets PoolTimeout ("busy") gave no answer: it must not keep the probe
+    claimed for ever (the replica would never be used again although it is up)."""
+    import time
+
+    from ponykit import _pony
+
+    db, account = pair(accounts=1, pool=pk.PoolConfig(max_size=1, timeout=0))
+    replica = _pony.routes_reads(db).replicas[0]
+    held, _ = replica.pool.connect()  # the replica's only connection is in use
+    replica.health.failed(time.monotonic() - 3600)  # down, its retry time already past
+    with use_pin(None), replica_session():
+        assert account[0].value == 0  # the probe: PoolTimeout -> "busy", served by the primary
+        assert not on_replica(db)
+    assert not replica.health.probing
+    replica.pool.release(held)
+    with use_pin(None), replica_session():
+        assert on_replica(db)  # probed again, up: used
+    assert not replica_status(db)["replicas"][0]["down"]
+
+
+@pytest.mark.backends("postgres")
+def test_a_serializable_read_only_transaction_runs_on_the_primary(pair: Any) -> None:
+    """A hot standby refuses SERIALIZABLE: such a read-only transaction goes to the primary, writes in it
+    are still refused before any SQL."""
+    db, account = pair(accounts=1)
+    with pk.transaction(db=db, read_only=True, isolation="serializable", deferrable=True):
+        assert account[0].value == 0
+        assert not on_replica(db)
+    with (
+        pytest.raises(pk.ReadOnlySessionError),
+        pk.transaction(db=db, read_only=True, isolation="serializable"),
+    ):
+        account[0].value = 1
+    with pk.transaction(db=db, read_only=True):  # other isolation levels still use the replica
+        assert on_replica(db)
+
+
+@pytest.mark.backends("postgres")
+def test_a_returning_replica_is_not_kept_down_by_dead_per_thread_connections(
+    pair: Any, backend: Any, replica_control: Any
+) -> None:
+    """Without pool=, each thread keeps its replica connection (Pony's pool). After a replica restart, a
+    probe through a thread's dead kept connection retries on a new one instead of counting as a failure
+    (which would double the back-off while the replica is already back)."""
+    import time
+
+    from ponykit import _pony
+
+    config = ReplicaConfig(urls=(replica_control.url_for(backend),), retry_after=0.2, retry_cap=60.0)
+    db, account = pair(accounts=1, config=config)
+    health = _pony.routes_reads(db).replicas[0].health
+
+    def read() -> bool:
+        with use_pin(None), replica_session():
+            _ = account[0].value
+            return on_replica(db)
+
+    workers = [ThreadPoolExecutor(1) for _ in range(6)]  # one thread each, each keeping its connection
+    try:
+        assert all(w.submit(read).result() for w in workers)
+        replica_control.stop()
+        assert not workers[0].submit(read).result()  # worker 0 notices: down
+        assert health.failures == 1
+        replica_control.start()
+        _wait_until(lambda: time.monotonic() > health.retry_at)  # a probe is due
+        # worker 1 probes through its kept connection, dead since the restart: it retries on a new one
+        assert workers[1].submit(read).result(), replica_status(db)
+        assert health.failures == 0
+        assert all(w.submit(read).result() for w in workers[2:])  # the others' dead connections too
+    finally:
+        for w in workers:
+            w.shutdown()
+
+
+@pytest.mark.backends("postgres")
+def test_a_read_only_transaction_refuses_writes_to_its_database_only(pair: Any, tmp_path: Any) -> None:
+    """transaction(db=db1, read_only=True) is a read intent for db1: a write to another attached
+    Database in the same block goes through; a write to db1 is still refused before any SQL."""
+    db, account = pair(accounts=1)
+    other = Database()
+    other.bind("sqlite", str(tmp_path / "other.db"), create_db=True)
+
+    class Note(other.Entity):
+        text = Required(str)
+
+    pk.attach(other)
+    other.generate_mapping(create_tables=True)
+    try:
+        with pk.transaction(db=db, read_only=True):
+            assert account[0].value == 0
+            assert on_replica(db)
+            Note(text="seen")
+            flush()
+            other.execute("UPDATE note SET text = 'seen again'")
+        with db_session:
+            assert [n.text for n in Note.select()] == ["seen again"]
+        with pytest.raises(pk.ReadOnlySessionError), pk.transaction(db=db, read_only=True):
+            Note(text="kept")
+            account[0].value = 1
+        with db_session:
+            assert account[0].value == 0
+    finally:
+        other.disconnect()
+
+
+@pytest.mark.backends("postgres")
+def test_a_full_replica_pool_does_not_make_readers_wait_the_pool_timeout(pair: Any) -> None:
+    """pool=PoolConfig(timeout=60): a reader finding the replica's pool full reads from the primary at once
+    (the holder gives its connection back only after that reader is done, so a reader waiting for it would
+    end up on the replica)."""
+    db, account = pair(accounts=1, pool=pk.PoolConfig(max_size=1, timeout=60))
+    holding, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with use_pin(None), replica_session():
+            assert on_replica(db)
+            holding.set()
+            done.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(30)
+        with use_pin(None), replica_session():
+            assert not on_replica(db)
+            assert account[0].value == 0
+    finally:
+        done.set()
+        holder.join()
+    assert replica_status(db)["sessions"]["primary:busy"] == 1

@@ -30,6 +30,7 @@ __all__ = [
     "ping_connection",
     "pony_pool",
     "reset_function",
+    "run_on_connect",
 ]
 
 
@@ -163,6 +164,12 @@ def ping_connection(db: Database, con: Any) -> bool:
         return True
     except Exception:  # noqa: BLE001 - any driver error: the connection is not usable
         return False
+
+
+def run_on_connect(db: Database, con: Any) -> None:
+    """Run ``db``'s ``@db.on_connect`` callbacks on the new connection ``con``, as Pony does for a new
+    connection of its pool (each callback followed by a commit)."""
+    db.call_on_connect(con)
 
 
 def close_connection(con: Any) -> None:

@@ -59,12 +59,14 @@ class ReadIntent:
     ``transaction``: the session runs one real read-only transaction (``transaction(read_only=True)``),
     so Pony asks for a transaction at connect time without writing. ``route``: False when the intent
     only guards writes (a ``replica_session()`` nested in an ordinary session keeps its connection).
+    ``database``: the one Database it is for (``transaction(db=..., read_only=True)``), None for all.
     """
 
     source: str
     on_write: OnWrite = "raise"
     transaction: bool = False
     route: bool = True
+    database: Any = None
 
 
 # The read intents entered in a context form a stack: (intent, the frame it covers), innermost first.
@@ -75,10 +77,17 @@ _ROUTER_ATTR = "_ponykit_router_"
 _MOVED_ATTR = "_ponykit_moved_to_primary_"
 
 
-def read_intent() -> ReadIntent | None:
-    """The read intent of the current context, or None (ordinary sessions: the primary)."""
+def read_intent(db: Database | None = None) -> ReadIntent | None:
+    """The read intent of the current context that applies to ``db``, or None (ordinary sessions: the
+    primary). An intent for another Database is skipped (the one outside it may apply); without ``db``,
+    the innermost intent whatever its Database."""
     frame = _intent.get()
-    return None if frame is None else frame[0]
+    while frame is not None:
+        intent = frame[0]
+        if intent is None or db is None or intent.database is None or intent.database is db:
+            return intent
+        frame = frame[1]
+    return None
 
 
 def set_read_intent(intent: ReadIntent | None) -> Token[_Frame | None]:
@@ -161,9 +170,10 @@ def refuse_write(db: Database | None, what: str) -> None:
     a session with a read intent: raise :class:`ReadOnlySessionError`, or with ``on_write="primary"`` mark
     the session moved and raise :class:`MoveToPrimary` (the session continues on the primary).
 
-    Does nothing without a read intent, or when the session already runs on the primary after a move.
+    Does nothing without a read intent for ``db``, or when the session already runs on the primary after
+    a move.
     """
-    intent = read_intent()
+    intent = read_intent(db)
     if intent is None:
         return
     if intent.on_write == "primary" and not intent.transaction:

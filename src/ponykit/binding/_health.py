@@ -8,8 +8,10 @@
 - **Lagging**: the replica is behind a WAL position known to exist on the primary for longer than
   ``max_lag`` seconds. Known positions are this process's own commits and what the replica itself has
   *received* (``pg_last_wal_receive_lsn()``, ahead of what it replayed when it applies with a delay),
-  so lag is seen without asking the primary. A lagging replica is skipped; it is checked again at most
-  once per ``check_interval`` (by one thread).
+  so lag is seen without asking the primary. The replica's own age of its last replayed commit
+  (``now() - pg_last_xact_replay_timestamp()``, counted only while it has received WAL it has not
+  replayed) bounds the lag too, for a process that commits little. A lagging replica is skipped; it is
+  checked again at most once per ``check_interval`` (by one thread).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from collections import deque
 
 __all__ = ["Health"]
 
+# At most this many marks are kept. When full, the mark whose neighbours are closest in time is dropped
+# (never the oldest nor the newest): the oldest unreplayed position, what the lag is measured from, is
+# never lost whatever the commit rate, and the others stay spread evenly over time.
 _MAX_MARKS = 64
 
 
@@ -44,6 +49,7 @@ class Health:
         self.checking = False
         # (WAL position, monotonic time it was known to exist on the primary), oldest first, increasing.
         self._marks: deque[tuple[int, float]] = deque()
+        self._replay_age = 0.0  # see observed()
         self._lock = threading.Lock()
         _alive.add(self)
 
@@ -79,6 +85,13 @@ class Health:
                 self.failures = 0
                 self.probing = False
 
+    def unclaim(self) -> None:
+        """The probe claimed by :meth:`claim` ended without an answer (the replica's pool was full, say):
+        the next thread may probe. No-op when :meth:`succeeded` or :meth:`failed` ended it."""
+        if self.probing:
+            with self._lock:
+                self.probing = False
+
     @property
     def down(self) -> bool:
         """True while the replica is considered down."""
@@ -96,7 +109,9 @@ class Health:
             if lsn <= self.replayed or (self._marks and lsn <= self._marks[-1][0]):
                 return
             if len(self._marks) >= _MAX_MARKS:
-                self._marks.popleft()
+                marks = self._marks
+                drop = min(range(1, len(marks) - 1), key=lambda i: marks[i + 1][1] - marks[i - 1][1])
+                del marks[drop]
             self._marks.append((lsn, now))
 
     def due(self, now: float) -> bool:
@@ -112,8 +127,16 @@ class Health:
         self.checking = True
         return True
 
-    def observed(self, replayed: int | None, received: int | None, now: float) -> None:
-        """Record what a query on the replica answered (positions, None when the server gave none)."""
+    def observed(
+        self, replayed: int | None, received: int | None, now: float, replay_age: float | None = None
+    ) -> None:
+        """Record what a query on the replica answered (positions, None when the server gave none).
+
+        ``replay_age``: how long ago the last transaction the replica replayed committed, given only
+        while the replica has received WAL it has not replayed yet (on an idle primary that age grows
+        without any lag, so it means nothing once everything received is replayed). It bounds the lag
+        of a replica even when this process commits little.
+        """
         if received is not None:
             self.mark(received, now)
         if replayed is None:
@@ -123,7 +146,10 @@ class Health:
                 self.replayed = replayed
             while self._marks and self._marks[0][0] <= self.replayed:
                 self._marks.popleft()
-            self.lagging = bool(self._marks) and now - self._marks[0][1] > self.max_lag
+            self._replay_age = replay_age or 0.0
+            self.lagging = (bool(self._marks) and now - self._marks[0][1] > self.max_lag) or (
+                self._replay_age > self.max_lag
+            )
 
     def checked(self, now: float) -> None:
         """End of the health check claimed by :meth:`due` (whatever its outcome)."""
@@ -135,7 +161,8 @@ class Health:
         """How long the oldest known position the replica has not replayed has existed (0: none)."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            return now - self._marks[0][1] if self._marks else 0.0
+            marked = now - self._marks[0][1] if self._marks else 0.0
+            return max(marked, self._replay_age)
 
 
 _alive: weakref.WeakSet[Health] = weakref.WeakSet()
@@ -149,4 +176,5 @@ def _after_fork_in_child() -> None:
         health.probing = health.checking = False
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)

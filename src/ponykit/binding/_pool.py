@@ -118,12 +118,14 @@ class BoundedPool(_pony.PoolWrapper):
         reset: Callable[[Any], None],
         ping: Callable[[Any], bool],
         name: str,
+        prepare: Callable[[Any], None] | None = None,
     ) -> None:
         self.config = config
         self.name = name
         self._open_connection = connect
         self._reset = reset
         self._ping = ping
+        self._prepare = prepare
         self._lock = threading.Lock()
         self._free = threading.Condition(self._lock)
         self._idle: list[_Slot] = []  # most recently used last: taken first, the others may age out
@@ -136,13 +138,18 @@ class BoundedPool(_pony.PoolWrapper):
     # -- what Pony calls --------------------------------------------------------------------------------
 
     def connect(self) -> tuple[Any, bool]:
-        """A connection for the session starting: ``(connection, is_new)`` (Pony runs its on_connect
-        callbacks on new ones). Waits up to ``timeout`` for a free one, then raises PoolTimeout."""
+        """A connection for the session starting: ``(connection, is_new)``. Waits up to ``timeout`` for a
+        free one, then raises PoolTimeout.
+
+        With ``prepare`` (the Database's on_connect callbacks), a new connection is prepared here and
+        reported as not new: Pony runs the callbacks outside the code that gives a failed connection
+        back, so a failing callback would keep its slot in use for ever; here it is closed and its slot
+        freed before the error goes on."""
         if self._pid != os.getpid():
             self._after_fork()
         slot = self._take()
         if slot is None:
-            return self._open(), True
+            return self._new()
         config = self.config
         if config.max_lifetime is not None and time.monotonic() - slot.created >= config.max_lifetime:
             self._count("recycled")
@@ -155,7 +162,7 @@ class BoundedPool(_pony.PoolWrapper):
             del self._busy[id(slot.con)]
             self._opening += 1
         _pony.close_connection(slot.con)
-        return self._open(), True
+        return self._new()
 
     def release(self, con: Any) -> None:
         """Take back the connection of a session that ended: reset as Pony resets it, then kept (or closed
@@ -198,6 +205,11 @@ class BoundedPool(_pony.PoolWrapper):
 
     # -- for users and tests ----------------------------------------------------------------------------
 
+    @property
+    def pings_kept(self) -> bool:
+        """True when a kept connection is checked before it is handed out (``pre_ping``)."""
+        return self.config.pre_ping
+
     def stats(self) -> PoolStats:
         """A snapshot of the pool's state and counters."""
         with self._lock:
@@ -237,6 +249,18 @@ class BoundedPool(_pony.PoolWrapper):
                     self._counts["timeouts"] += 1
                     raise self._timeout_error(now - started)
                 self._free.wait(deadline - now)
+
+    def _new(self) -> tuple[Any, bool]:
+        """A new connection in a slot reserved by the caller, prepared (see :meth:`connect`)."""
+        con = self._open()
+        if self._prepare is None:
+            return con, True
+        try:
+            self._prepare(con)
+        except BaseException:
+            self._discard(self._busy[id(con)], close=True)
+            raise
+        return con, False
 
     def _open(self) -> Any:
         """Open a connection in a slot reserved by the caller (``_opening``)."""
@@ -320,12 +344,16 @@ def make_bounded_pool(
     def ping(con: Any) -> bool:
         return _pony.ping_connection(db, con)
 
+    def prepare(con: Any) -> None:
+        _pony.run_on_connect(db, con)
+
     return BoundedPool(
         config,
         connect=_pony.connection_factory(db, kwargs),
         reset=_pony.reset_function(db),
         ping=ping,
         name=name,
+        prepare=prepare,
     )
 
 

@@ -16,6 +16,7 @@ checks compare against what was read on the replica and a stale read fails the u
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -40,7 +41,9 @@ log = logging.getLogger("ponykit.binding")
 
 _STATUS_SQL = (
     "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, pg_last_wal_receive_lsn()::text, "
-    "CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END"
+    "CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, "
+    # the age of the last replayed commit, meaningful only while received WAL waits to be replayed
+    "EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8"
 )
 _REPLAY_SQL = "SELECT COALESCE(pg_last_wal_replay_lsn(), '0/0')::text, pg_is_in_recovery()"
 _COMMIT_LSN_SQL = "SELECT pg_current_wal_lsn()::text"
@@ -81,6 +84,16 @@ class ReplicaConfig:
                 raise OptionError(f"ReplicaConfig({name}=...) takes seconds >= 0, got {value!r}")
         if self.poll <= 0:
             raise OptionError(f"ReplicaConfig(poll=...) takes seconds > 0, got {self.poll!r}")
+
+    def __repr__(self) -> str:
+        # The URLs may hold passwords: shown redacted, like everywhere else in ponykit.
+        from . import redact_url
+
+        options = ", ".join(
+            f"{name}={getattr(self, name)!r}"
+            for name in ("pin_wait", "poll", "max_lag", "check_interval", "retry_after", "retry_cap")
+        )
+        return f"ReplicaConfig(urls={tuple(redact_url(u) for u in self.urls)!r}, {options})"
 
 
 def replica_config(replicas: Sequence[str] | ReplicaConfig) -> ReplicaConfig:
@@ -177,7 +190,7 @@ class Router(_pony.PoolWrapper):
 
     def connect(self) -> tuple[Any, bool]:
         """A connection for the current session: a replica's for a read intent, else the primary's."""
-        intent = _pony.read_intent()
+        intent = _pony.read_intent(self.db)
         if intent is None or not intent.route:
             return self.primary.connect()  # type: ignore[no-any-return]
         return self._connect_read(intent)
@@ -262,32 +275,40 @@ class Router(_pony.PoolWrapper):
         probing = health.down
         check = health.lagging or health.due(now)
         try:
-            try:
-                con, fresh = replica.pool.connect()
-            except PoolTimeout:
-                return None, "busy"  # every connection of its bounded pool is in use: not a failure
-            except Exception as exc:  # noqa: BLE001 - any driver error: the replica is down for now
-                self._failed(replica, now, exc)
-                return None, "down"
-            try:
-                if check or probing:
-                    self._observe(replica, con)
-                health.succeeded()
-                if health.lagging:
-                    replica.pool.release(con)
-                    return None, "lagging"
-                if pin is not None and not health.reached(pin) and not self._wait(replica, con, pin):
-                    replica.pool.release(con)
-                    return None, "pinned"
-            except Exception as exc:  # noqa: BLE001 - the replica failed a query: down, its connection closed
-                self._failed(replica, now, exc)
-                with contextlib.suppress(Exception):  # closing a dead connection may fail too
-                    replica.pool.drop(con)
-                return None, "down"
-            return (con, fresh), ""
+            for attempt in (1, 2):
+                try:
+                    con, fresh = replica.pool.connect()
+                except PoolTimeout:
+                    return None, "busy"  # every connection of its bounded pool is in use: not a failure
+                except Exception as exc:  # noqa: BLE001 - any driver error: the replica is down for now
+                    self._failed(replica, now, exc)
+                    return None, "down"
+                try:
+                    if check or probing:
+                        self._observe(replica, con)
+                    health.succeeded()
+                    if health.lagging:
+                        replica.pool.release(con)
+                        return None, "lagging"
+                    if pin is not None and not health.reached(pin) and not self._wait(replica, con, pin):
+                        replica.pool.release(con)
+                        return None, "pinned"
+                except Exception as exc:  # noqa: BLE001 - the replica failed a query: its connection closed
+                    with contextlib.suppress(Exception):  # closing a dead connection may fail too
+                        replica.pool.drop(con)  # first: its slot is free before other threads skip it
+                    if attempt == 1 and not fresh and not getattr(replica.pool, "pings_kept", False):
+                        # A connection kept from before (Pony's pool keeps one per thread) may have died
+                        # with a replica restart: only a new connection tells whether it is down now.
+                        continue
+                    self._failed(replica, now, exc)
+                    return None, "down"
+                return (con, fresh), ""
+            raise AssertionError("unreachable")  # pragma: no cover - the loop returns
         finally:
             if check:
                 health.checked(time.monotonic())
+            if probing:
+                health.unclaim()  # a probe without an answer ("busy", an interrupt): the next may probe
 
     def _failed(self, replica: _Replica, now: float, exc: BaseException) -> None:
         was_down = replica.health.down
@@ -311,13 +332,18 @@ class Router(_pony.PoolWrapper):
             cursor.close()
 
     def _observe(self, replica: _Replica, con: Any) -> None:
-        in_recovery, replayed, received, current = self._query(con, _STATUS_SQL)
+        in_recovery, replayed, received, current, age = self._query(con, _STATUS_SQL)
         now = time.monotonic()
         if not in_recovery:  # not a standby (promoted, or the primary itself): everything is there
             replica.health.observed(parse_lsn(current), None, now)
             return
+        replayed_at = parse_lsn(replayed) if replayed else None
+        received_at = parse_lsn(received) if received else None
+        # On an idle primary the last replayed commit gets old without any lag: its age counts only while
+        # the replica has received WAL it has not replayed yet.
+        behind = replayed_at is not None and received_at is not None and received_at > replayed_at
         replica.health.observed(
-            parse_lsn(replayed) if replayed else None, parse_lsn(received) if received else None, now
+            replayed_at, received_at, now, float(age) if behind and age is not None else None
         )
 
     def _wait(self, replica: _Replica, con: Any, pin: int) -> bool:
@@ -401,7 +427,9 @@ def install_router(
 def _replica_pool(db: Database, name: str, kwargs: dict[str, Any], config: PoolConfig | None) -> Any:
     if config is None:
         return _pony.native_pool(db, kwargs)
-    return make_bounded_pool(db, config, name, kwargs)
+    # A reader never waits for a replica connection: when the replica's pool is full it reads from the
+    # primary at once ("busy") rather than after the primary's whole timeout.
+    return make_bounded_pool(db, dataclasses.replace(config, timeout=0), name, kwargs)
 
 
 def _commit(router: Router, original: Any) -> Any:
@@ -416,7 +444,7 @@ def _commit(router: Router, original: Any) -> Any:
 def _set_mode(db: Database, original: Any) -> Any:
     def set_transaction_mode(connection: Any, cache: Any) -> Any:
         # A flush is about to write: refuse it (or move the session) before Pony sends anything.
-        if _pony.read_intent() is not None and _pony.pending_flush(cache):
+        if _pony.read_intent(db) is not None and _pony.pending_flush(cache):
             _pony.refuse_write(db, _pony.describe_flush(cache))
         return original(connection, cache)
 

@@ -416,7 +416,7 @@ def _wrap_execute(kit: Kit, original: Callable[..., Any]) -> Callable[..., Any]:
     note = _note_statement
 
     def execute(cursor: Any, sql: str, arguments: Any = None, returning_id: bool = False) -> Any:
-        if _pony.read_intent() is not None:  # a read-only session (replica_session(), read-only transaction)
+        if _pony.read_intent(db) is not None:  # replica_session(), transaction(read_only=True) on db
             refuse_write_statement(db, sql)
         before = kit.before_statement  # row-level security settings (ponykit.security.rls), or None
         sent = sql if before is None else before(cursor, sql, arguments)  # listeners see `sql` alone

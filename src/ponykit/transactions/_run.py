@@ -69,7 +69,10 @@ class Backoff:
 
 
 _DEFAULT_BACKOFF = Backoff()
-_READ_ONLY = _pony.ReadIntent("transaction(read_only=True)", transaction=True)
+_READ_ONLY_SOURCE = "transaction(read_only=True)"
+# A hot standby refuses SERIALIZABLE transactions: a serializable read-only transaction stays on the
+# primary (writes are still refused before any SQL).
+_SERIALIZABLE_SOURCE = 'transaction(read_only=True, isolation="serializable")'
 _jitter = random.Random()  # noqa: S311 - spreads retries in time; nothing secret depends on it
 
 
@@ -117,7 +120,11 @@ class Block:
         self.started = time.perf_counter()
         if self.mode.read_only and _pony.routes_reads(self.db) is not None:
             # A Database with replicas: this transaction may run on one (see ponykit.binding).
-            self.intent = _pony.set_read_intent(_READ_ONLY)
+            # The intent is for this Database only: writes to another one in the block are not refused.
+            serializable = self.mode.isolation == "serializable"
+            source = _SERIALIZABLE_SOURCE if serializable else _READ_ONLY_SOURCE
+            intent = _pony.ReadIntent(source, transaction=True, route=not serializable, database=self.db)
+            self.intent = _pony.set_read_intent(intent)
         try:
             db_session.__enter__()
         except BaseException:
