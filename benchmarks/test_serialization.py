@@ -35,8 +35,8 @@ pytestmark = pytest.mark.benchmark
 
 FULL_ROWS = 100_000
 FULL_ENTITIES = 2_000
-_envs: dict[str, Any] = {}
-_seeded: dict[str, int] = {}
+_envs: dict[str, tuple[Any, Any]] = {}  # backend -> (its environment object, the Serializable entity)
+_seeded: dict[str, tuple[Any, int]] = {}  # backend -> (its environment object, rows seeded)
 
 
 def _n(request: pytest.FixtureRequest, full: int) -> int:
@@ -44,15 +44,23 @@ def _n(request: pytest.FixtureRequest, full: int) -> int:
 
 
 def _seed(env: Any, n: int) -> None:
-    if _seeded.get(env.name) != n:
+    # Keyed by the environment object, not only its name: pytest rebuilds a backend's environment (a new,
+    # empty table) when a test of another backend ran in between.
+    env_seeded, rows = _seeded.get(env.name, (None, 0))
+    if env_seeded is not env or rows != n:
         env.seed(n)
-        _seeded[env.name] = n
+        _seeded[env.name] = (env, n)
+
+
+def _rows_seeded(env: Any) -> int:
+    env_seeded, rows = _seeded.get(env.name, (None, 0))
+    return rows if env_seeded is env else 0
 
 
 def _serializable_item(env: Any) -> Any:
     """``bench_item`` mapped by an entity with the Serializable mixin, on its own attached Database."""
-    found = _envs.get(env.name)
-    if found is not None:
+    env_mapped, found = _envs.get(env.name, (None, None))
+    if env_mapped is env:
         return found
     db = orm.Database()
 
@@ -69,7 +77,7 @@ def _serializable_item(env: Any) -> Any:
     pk.bind_url(db, env.url)
     pk.attach(db)
     db.generate_mapping(create_tables=False)
-    _envs[env.name] = SItem
+    _envs[env.name] = (env, SItem)
     return SItem
 
 
@@ -199,7 +207,7 @@ def _entity_runs(env: Any, m: int) -> tuple[dict[str, Callable[[], list[bytes]]]
 def test_serialization_entity(benchmark: Any, bench_env: Any, request: Any, contender: str) -> None:
     """M loaded objects, each serialized to JSON bytes on its own."""
     m = _n(request, FULL_ENTITIES)
-    _seed(bench_env, max(m, _seeded.get(bench_env.name, 0)))
+    _seed(bench_env, max(m, _rows_seeded(bench_env)))
     _setup(benchmark, f"serialization-entity-{m}-{bench_env.name}", contender, bench_env)
     runs, close = _entity_runs(bench_env, m)
     try:
