@@ -20,9 +20,9 @@ import pika
 import pytest
 import redis
 from pony.orm import Database, db_session, select
-from tests.conftest import Backend
 
 import ponykit
+from conftest import Backend
 from ponykit.outbox import outbox_entity, publish
 
 SRC = Path(ponykit.__file__).resolve().parent.parent
