@@ -40,7 +40,8 @@ def run(workdir: pathlib.Path, say: Callable[[str], None]) -> None:
         thread.join()
     with db_session:
         visits = select(v for v in Visit).count()
-    stats = db.provider.pool.stats()
+    stats = pk.binding.pool_stats(db)
+    assert stats is not None
     cap = stats.max_size
     say(f"16 threads wrote {visits} visits, at most {cap} connections at a time ({stats.waits} waits)")
 

@@ -204,6 +204,19 @@ def test_in_memory_sqlite_is_refused_with_the_reason() -> None:
 
 def test_pony_pool_stays_when_no_pool_is_given(db: Database) -> None:
     assert not isinstance(db.provider.pool, _pony.PoolWrapper)
+    assert ponykit.binding.pool_stats(db) is None
+
+
+def test_pool_stats_reports_the_bounded_pool(pooled: Callable[..., Pooled]) -> None:
+    p = pooled(PoolConfig(max_size=3, timeout=5))
+    with db_session:
+        p.Item.select().count()
+        during = ponykit.binding.pool_stats(p.db)
+    after = ponykit.binding.pool_stats(p.db)
+    assert during is not None and after is not None
+    assert (during.max_size, during.in_use) == (3, 1)
+    assert after.in_use == 0 and after.open == after.idle >= 1
+    assert after == p.pool.stats()
 
 
 # ---------------------------------------------------------------------------------------------------------

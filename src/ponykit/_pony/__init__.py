@@ -313,6 +313,7 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "native_pool",
     "ping_connection",
     "pony_pool",
+    "provider_pool",
     "reset_function",
     "run_on_connect",
     # explain: the session's connection for EXPLAIN, the mapping read backwards (tables -> attributes)

@@ -29,6 +29,7 @@ __all__ = [
     "native_pool",
     "ping_connection",
     "pony_pool",
+    "provider_pool",
     "reset_function",
     "run_on_connect",
 ]
@@ -47,6 +48,11 @@ class PoolWrapper:
         if name == "original":  # not set yet (half-built object): no recursion into __getattr__
             raise AttributeError(name)
         return getattr(self.original, name)
+
+
+def provider_pool(db: Database) -> Any:
+    """The pool ``db``'s provider takes connections from now (Pony's own, or one ponykit put there)."""
+    return db.provider.pool
 
 
 def pony_pool(db: Database) -> Any:

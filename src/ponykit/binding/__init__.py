@@ -17,7 +17,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from ..errors import ConfigurationError, OptionError
 from ._pins import current_pin, use_pin
-from ._pool import BoundedPool, PoolConfig, PoolStats, install_bounded_pool
+from ._pool import BoundedPool, PoolConfig, PoolStats, install_bounded_pool, pool_stats
 from ._replicas import ReplicaConfig, install_router, replica_config, replica_status, replica_targets
 from ._session import replica_session
 
@@ -34,6 +34,7 @@ __all__ = [
     "bind_url",
     "current_pin",
     "parse_url",
+    "pool_stats",
     "redact_url",
     "replica_session",
     "replica_status",

@@ -24,7 +24,14 @@ from pony.orm import Database
 from .. import _pony
 from ..errors import OptionError, PoolTimeout
 
-__all__ = ["BoundedPool", "PoolConfig", "PoolStats", "install_bounded_pool", "make_bounded_pool"]
+__all__ = [
+    "BoundedPool",
+    "PoolConfig",
+    "PoolStats",
+    "install_bounded_pool",
+    "make_bounded_pool",
+    "pool_stats",
+]
 
 
 @dataclass(frozen=True)
@@ -363,3 +370,15 @@ def install_bounded_pool(db: Database, config: PoolConfig, name: str) -> Bounded
     pool = make_bounded_pool(db, config, name)
     _pony.install_pool(db, pool)
     return pool
+
+
+def pool_stats(db: Database) -> PoolStats | None:
+    """A :class:`PoolStats` snapshot of the bounded pool ``bind_url(db, ..., pool=PoolConfig(...))`` gave
+    ``db`` (its primary's, when replicas are configured too: see ``replica_status`` for those); None when
+    ``db`` uses Pony's own per-thread pool."""
+    pool = _pony.provider_pool(db)
+    while not isinstance(pool, BoundedPool):
+        if not isinstance(pool, _pony.PoolWrapper):
+            return None
+        pool = pool.original
+    return pool.stats()

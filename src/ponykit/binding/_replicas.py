@@ -415,7 +415,7 @@ def install_router(
         )
         for name, kwargs in replicas
     ]
-    primary = db.provider.pool
+    primary = _pony.provider_pool(db)
     router = Router(db, primary, members, config, primary_key_of(dict(_pony.pony_pool(db).kwargs)))
     _pony.set_router(db, router)
     _pony.chain_provider_method(db, "commit", lambda original: _commit(router, original))
