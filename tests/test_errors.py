@@ -111,6 +111,10 @@ EXPECTED_BASES: list[tuple[type[Exception], tuple[type[BaseException], ...]]] = 
     (pk.errors.PoolTimeout, (TimeoutError,)),
     (pk.errors.OutboxError, ()),
     (pk.errors.PublishError, (pk.errors.OutboxError, ConnectionError)),
+    (pk.errors.MigrationError, ()),
+    (pk.errors.UnsafeMigration, (pk.errors.MigrationError,)),
+    (pk.errors.MigrationStateError, (pk.errors.MigrationError,)),
+    (pk.errors.MigrationLockTimeout, (pk.errors.MigrationError, TimeoutError)),
 ]
 
 

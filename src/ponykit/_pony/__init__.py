@@ -30,6 +30,9 @@ itself, nor reads a Pony attribute's fields: it asks :func:`attr_info` for a fro
 - ``rls``: row-level security settings applied in a session's transaction (PostgreSQL)
 - ``routing``: which server a session's connection comes from: the read intent, replica routing hooks
 - ``audit``: an object's stored and current column values, raw column decoding (the audit trail)
+- ``offline``: mapping a Database without a server, or bound to a connection someone else owns (migrations)
+- ``schema``: a mapped Database's physical schema (tables, columns, indexes, foreign keys, Pony's DDL)
+- ``declared``: the declared options of entities and attributes, and entities declared again from them
 
 Written against Pony 0.7.20; ``docs/internals.md`` lists every private Pony name used here, and every
 attribute ponykit sets on user classes and Pony objects. Nothing here patches a Pony class for the whole
@@ -51,6 +54,7 @@ from .loading import *  # noqa: F403 - each module's __all__, listed again below
 from .materialize import *  # noqa: F403 - each module's __all__, listed again below
 from .metadata import *  # noqa: F403 - each module's __all__, listed again below
 from .model import *  # noqa: F403 - each module's __all__, listed again below
+from .offline import *  # noqa: F403 - each module's __all__, listed again below
 from .outer_transaction import *  # noqa: F403 - each module's __all__, listed again below
 from .pool import *  # noqa: F403 - each module's __all__, listed again below
 from .predicates import *  # noqa: F403 - each module's __all__, listed again below
@@ -61,6 +65,7 @@ from .relations import *  # noqa: F403 - each module's __all__, listed again bel
 from .rls import *  # noqa: F403 - each module's __all__, listed again below
 from .routing import *  # noqa: F403 - each module's __all__, listed again below
 from .savepoints import *  # noqa: F403 - each module's __all__, listed again below
+from .schema import *  # noqa: F403 - each module's __all__, listed again below
 from .session import *  # noqa: F403 - each module's __all__, listed again below
 from .sqlbuilder import *  # noqa: F403 - each module's __all__, listed again below
 from .values import *  # noqa: F403 - each module's __all__, listed again below
@@ -370,4 +375,16 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "column_decoder",
     "current_values",
     "stored_values",
+    # offline: mapping without a server, or bound to a borrowed connection (migrations)
+    "DIALECTS",
+    "bind_to_connection",
+    "map_offline",
+    "offline_bind",
+    # schema: a mapped Database's physical schema
+    "PhysicalColumn",
+    "PhysicalForeignKey",
+    "PhysicalIndex",
+    "PhysicalSchema",
+    "PhysicalTable",
+    "physical_schema",
 ]

@@ -37,6 +37,12 @@ raised on purpose. Where a builtin fits, the error also derives from it, so code
     ├── PoolTimeout             (TimeoutError)  no pooled connection became free within the pool's timeout
     ├── OutboxError                            the transactional outbox cannot do what was asked
     │   └── PublishError        (ConnectionError)  the broker did not confirm a message: it is retried
+    ├── MigrationError                         a schema migration cannot be made or applied as asked
+    │   ├── UnsafeMigration                    a drop, a lossy change or a NOT NULL add without a backfill
+    │   │                                      that was not allowed: names the flag or hint that allows it
+    │   ├── MigrationStateError                the history is not what the command needs: several heads, an
+    │   │                                      edited applied file, a partial revision, an unknown revision
+    │   └── MigrationLockTimeout (TimeoutError)  another process holds the migration lock past the timeout
     ├── QueryCountExceeded      (AssertionError)  more SQL statements ran than allowed
     ├── NPlusOneDetected        (AssertionError)  one statement shape ran once per object: prefetch
     └── StatementMismatch       (AssertionError)  the SQL a block ran is not what a test expected
@@ -75,6 +81,9 @@ __all__ = [
     "InvalidCursor",
     "InvalidPage",
     "MemoryCacheWarning",
+    "MigrationError",
+    "MigrationLockTimeout",
+    "MigrationStateError",
     "NPlusOneDetected",
     "OptionError",
     "OutboxError",
@@ -91,6 +100,7 @@ __all__ = [
     "StatementMismatch",
     "TransactionError",
     "TransactionStateError",
+    "UnsafeMigration",
     "UnsupportedComparison",
     "UnsupportedDatabase",
     "ValidationError",
@@ -439,6 +449,28 @@ class OutboxError(PonykitError):
 class PublishError(OutboxError, ConnectionError):
     """A broker did not confirm a message (unreachable, refused, nacked, timed out). The relay keeps the
     message pending and retries it with backoff; the message names the broker (URL redacted) and topic."""
+
+
+class MigrationError(PonykitError):
+    """A schema migration cannot be made or applied as asked; the message names the revision, the entity or
+    table and attribute or column, and what to do."""
+
+
+class UnsafeMigration(MigrationError):
+    """A migration would lose data or fail on existing rows and the command was not told it may: a drop
+    without ``--allow-drop``, a lossy type change without ``--allow-lossy``, a NOT NULL attribute added to a
+    table with rows without a backfill. Names the entity and attribute and the flag or hint that allows it."""
+
+
+class MigrationStateError(MigrationError):
+    """The migration history is not in a state the command can work from: several heads, a revision applied
+    from a file edited since, a partial revision, an unknown revision, models that differ from the
+    snapshot."""
+
+
+class MigrationLockTimeout(MigrationError, TimeoutError):
+    """Another process held the migration lock (or a table lock a DDL statement needed) longer than the
+    timeout; nothing of the waiting migration was applied."""
 
 
 class MemoryCacheWarning(UserWarning):
