@@ -5,6 +5,7 @@
 #
 #   bash .ci/mariadb-replica.sh start           create the pair when needed (mariadb-install-db), start both
 #   bash .ci/mariadb-replica.sh stop            stop the servers this script started (data kept)
+#   bash .ci/mariadb-replica.sh stop-replica    stop the replica server only (start brings it back)
 #   bash .ci/mariadb-replica.sh status          exit 0 when both answer and the replica's threads run
 #   bash .ci/mariadb-replica.sh delay SECONDS   CHANGE MASTER TO MASTER_DELAY (whole seconds) on the replica
 #   bash .ci/mariadb-replica.sh caught-up [S]   wait up to S seconds (default 30) until the replica applied
@@ -199,6 +200,7 @@ mreplica_main() {
     case "${1:-}" in
         start) mreplica_start ;;
         stop) mreplica_stop ;;
+        stop-replica) mreplica_stop_one "$MREPLICA_REPLICA_DIR" ;;
         status) mreplica_check ;;
         delay) mreplica_delay "${2:-}" ;;
         caught-up) mreplica_caught_up "${2:-30}" ;;
@@ -206,7 +208,7 @@ mreplica_main() {
         url) mreplica_url && printf '\n' ;;
         primary-url) mreplica_primary_url && printf '\n' ;;
         *)
-            printf 'usage: %s start|stop|status|delay SECONDS|caught-up [SECONDS]|destroy|url|primary-url\n' "$0" >&2
+            printf 'usage: %s start|stop|stop-replica|status|delay SECONDS|caught-up [SECONDS]|destroy|url|primary-url\n' "$0" >&2
             return 2
             ;;
     esac
