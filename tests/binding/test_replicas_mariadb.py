@@ -246,7 +246,9 @@ def test_pinned_reader_waits_with_master_gtid_wait(mpair: Any, mariadb_replica_c
     """With pin_wait above the delay a pinned reader waits (MASTER_GTID_WAIT) and reads its write on the
     replica; with pin_wait=0 it reads on the primary."""
     db, account = mpair(accounts=1, config={"pin_wait": 5.0})
-    mariadb_replica_control.set_apply_delay(1)
+    # MASTER_DELAY counts whole seconds from the event's whole-second timestamp: 2 means 1 to 2 s, so the
+    # second write is surely not applied yet when it is read at once.
+    mariadb_replica_control.set_apply_delay(2)
     with use_pin():
         with db_session:
             account[0].value = 1
