@@ -324,6 +324,24 @@ def test_a_replica_that_stopped_applying_is_skipped(mpair: Any, mariadb_replica_
     _wait_until(lambda: served_by(True), timeout=30)
 
 
+def test_a_replica_behind_past_max_lag_is_skipped(mpair: Any, mariadb_replica_control: Any) -> None:
+    """Seconds_Behind_Master past max_lag (here a 4 s MASTER_DELAY against max_lag=1) makes the replica
+    lagging: unpinned readers go to the primary, and back to the replica once it caught up."""
+    db, account = mpair(accounts=1, config={"max_lag": 1.0, "check_interval": 0.05})
+    mariadb_replica_control.set_apply_delay(4)
+    with db_session:
+        account[0].value = 1  # waits 3 to 4 s on the replica: Seconds_Behind_Master grows past 1
+
+    def served_by(replica: bool) -> bool:
+        with use_pin(None), replica_session():
+            return on_replica(db) is replica
+
+    _wait_until(lambda: served_by(False), timeout=10)
+    assert replica_status(db)["sessions"].get("primary:lagging", 0) > 0
+    assert replica_status(db)["replicas"][0]["lag_seconds"] > 1.0
+    _wait_until(lambda: served_by(True), timeout=30)  # applied: Seconds_Behind_Master is 0 again
+
+
 def test_stale_read_then_update_is_an_optimistic_check_error(
     mpair: Any, mariadb_replica_control: Any
 ) -> None:
