@@ -359,6 +359,7 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "ReadIntent",
     "chain_provider_method",
     "describe_flush",
+    "end_read_transaction",
     "is_moved_to_primary",
     "pending_flush",
     "pop_read_intent",

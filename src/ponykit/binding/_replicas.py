@@ -404,6 +404,12 @@ def _replica_pool(db: Database, name: str, kwargs: dict[str, Any], config: PoolC
 
 def _commit(router: Router, original: Any) -> Any:
     def commit(connection: Any, cache: Any = None) -> Any:
+        if router.holds_replica(connection):
+            # A replica session only read, so its COMMIT would change nothing; the release that follows
+            # rolls the transaction back. Skipping it saves a round trip, and a replica that went away
+            # after the last read cannot fail a session whose reads all succeeded.
+            _pony.end_read_transaction(cache)
+            return None
         result = original(connection, cache)
         router.committed(connection)
         return result
