@@ -94,7 +94,7 @@ def test_entity_specs_read_the_declarations_canonically() -> None:
         "options": {"index": True},
     }
     assert attrs["age"]["options"] == {"size": 16}  # nullable: Pony's own for an Optional int
-    assert attrs["nick"]["options"] == {"nullable": True, "unique": True}
+    assert attrs["nick"]["options"] == {"unique": True}  # an optional unique one is nullable anyway
     assert attrs["born"]["options"] == {"default": {"callable": f"{__name__}._today"}}
     assert attrs["score"]["args"] == [10, 3] and attrs["score"]["options"] == {"sql_default": "0"}
     assert attrs["pets"] == {
@@ -176,8 +176,12 @@ def test_specs_of_an_unmapped_model_keep_what_is_declared() -> None:
                 "kind": "Optional",
                 "type": "datetime",
                 "args": [],
-                "options": {"index": "idx_at", "nullable": True, "precision": 3},
+                "options": {"index": "idx_at", "precision": 3},
             },
+        ),
+        (
+            Optional(str, nullable=True),
+            {"kind": "Optional", "type": "str", "args": [], "options": {"nullable": True}},
         ),
     ],
 )
@@ -189,6 +193,15 @@ def test_an_unbound_attribute_reads_as_declared_and_declares_back(
     again = _pony.declare_attr(spec)
     assert type(again) is type(attribute)
     assert _pony.attr_spec(again) == spec
+
+
+def test_options_pony_would_infer_read_as_not_declared() -> None:
+    """A migration file's ``Optional(int, nullable=True)`` is the app's ``Optional(int)``."""
+    assert _pony.attr_spec(Optional(int, nullable=True)) == _pony.attr_spec(Optional(int))
+    assert _pony.attr_spec(Optional(str, unique=True, nullable=True)) == _pony.attr_spec(
+        Optional(str, unique=True)
+    )
+    assert _pony.attr_spec(Optional("Person", nullable=True)) == _pony.attr_spec(Optional("Person"))
 
 
 def test_custom_types_are_named_by_module_and_qualname() -> None:

@@ -179,19 +179,18 @@ def _provider(attr: Any) -> Any:
     return schema_db.provider if schema_db.schema is not None else None
 
 
-def _in_composite(attr: Any) -> bool:
-    return any(len(index.attrs) > 1 and attr in index.attrs for index in attr.entity._indexes_)
+def _in_key(attr: Any) -> bool:
+    # Every Index (a unique attribute's own, a composite key or index) makes its optional attributes nullable.
+    return any(attr in index.attrs for index in attr.entity._indexes_)
 
 
 def _nullable_implied(attr: Any) -> bool:
     """True where Pony makes the attribute nullable on its own (so declaring it changes nothing)."""
-    if attr.entity is None:
-        return False
-    if attr.entity._root_ is not attr.entity:
-        return True
     if attr.is_required:
-        return False
-    return not attr.type_has_empty_value or _in_composite(attr)
+        return attr.entity is not None and attr.entity._root_ is not attr.entity
+    if not attr.type_has_empty_value or attr.is_unique:
+        return True
+    return attr.entity is not None and (attr.entity._root_ is not attr.entity or _in_key(attr))
 
 
 def _default_columns(attr: Any, provider: Any) -> list[str] | None:
