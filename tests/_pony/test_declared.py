@@ -245,3 +245,23 @@ def test_mapping_facts() -> None:
     assert _pony.mapping_link(db, "Person", "pets") is None
     assert _pony.mapping_discriminator(db, "Student") == ("person", "kind", "student")
     assert _pony.mapping_discriminator(db, "Course") is None
+
+
+def test_values_a_snapshot_cannot_restore_read_back_the_same_and_refuse_to_run() -> None:
+    db = Database()
+
+    class Thing(db.Entity):
+        at = Optional(datetime.datetime, default=lambda: datetime.datetime(2020, 1, 1))
+        n = Optional(int, py_check=lambda v: v > 0)
+
+    _pony.map_offline(db, "sqlite")
+    specs = _pony.entity_specs(db)
+    at, n = specs["Thing"]["attrs"][1:]
+    assert set(at["options"]["default"]) == {"repr"} and set(n["options"]["py_check"]) == {"repr"}
+    again = Database()
+    _pony.declare_entities(again, specs)
+    _pony.map_offline(again, "sqlite")
+    assert _pony.entity_specs(again) == specs
+    stand_in = _pony.value_of_spec(at["options"]["default"])
+    with pytest.raises(RuntimeError, match="not restorable"):
+        stand_in()

@@ -390,6 +390,7 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "physical_schema",
     # declared: the declared options of entities and attributes, and entities declared again from them
     "BUILTIN_TYPES",
+    "Unrestorable",
     "attr_spec",
     "declare_attr",
     "declare_entities",

@@ -31,6 +31,7 @@ from pony.orm.ormtypes import FloatArray, IntArray, StrArray
 
 __all__ = [
     "BUILTIN_TYPES",
+    "Unrestorable",
     "attr_spec",
     "declare_attr",
     "declare_entities",
@@ -101,8 +102,30 @@ def _qualname(obj: Any) -> str:
     return f"{obj.__module__}.{obj.__qualname__}"
 
 
+class Unrestorable:
+    """A value the snapshot could only record as ``{"repr": ...}`` (a lambda default, an arbitrary object).
+
+    Declared again it stands in for the value (so the snapshot reads back the same); calling it, as Pony
+    does for a callable default or ``py_check``, raises: a historical model does not have that value.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def __call__(self, *args: Any) -> Any:
+        raise RuntimeError(
+            f"{self.text} is not restorable from a migration snapshot (a lambda or an arbitrary object): "
+            "a historical model has no such default or check; set the value explicitly"
+        )
+
+
 def spec_value(value: Any) -> Any:
     """``value`` (an option or default) as JSON: literals as they are, other values tagged by their kind."""
+    if isinstance(value, Unrestorable):
+        return {"repr": value.text}
     if value is None or (isinstance(value, (bool, int, float, str)) and not isinstance(value, enum.Enum)):
         return value
     if isinstance(value, (list, tuple)):
@@ -124,11 +147,8 @@ def spec_value(value: Any) -> Any:
     return {"repr": repr(value)}
 
 
-_MISSING = object()
-
-
 def value_of_spec(spec: Any) -> Any:
-    """The Python value of a :func:`spec_value` (``_MISSING`` for a ``{"repr": ...}``)."""
+    """The Python value of a :func:`spec_value` (an :class:`Unrestorable` for a ``{"repr": ...}``)."""
     if isinstance(spec, list):
         return [value_of_spec(item) for item in spec]
     if not isinstance(spec, dict):
@@ -145,7 +165,7 @@ def value_of_spec(spec: Any) -> Any:
         return uuid.UUID(text)
     if kind in ("callable", "type"):
         return import_qualname(text)
-    return _MISSING
+    return Unrestorable(text)
 
 
 # -- reading -------------------------------------------------------------------------------------------
@@ -370,11 +390,7 @@ def declare_attr(spec: dict[str, Any]) -> Attribute:
         cls = _KINDS[spec["kind"]]
     except KeyError:
         raise ValueError(f"attribute {spec.get('name')!r}: unknown kind {spec.get('kind')!r}") from None
-    kwargs: dict[str, Any] = {}
-    for key, value in spec["options"].items():
-        decoded = value_of_spec(value)
-        if decoded is not _MISSING:
-            kwargs[key] = decoded
+    kwargs = {key: value_of_spec(value) for key, value in spec["options"].items()}
     args = [value_of_spec(arg) for arg in spec["args"]]
     attribute: Attribute = cls(_py_type(spec["type"]), *args, **kwargs)
     return attribute

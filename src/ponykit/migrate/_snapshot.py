@@ -13,7 +13,6 @@ application's attached Database gets; ``_models.build`` uses it too.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -137,7 +136,7 @@ def throwaway_database(entities: dict[str, Any], keys: KeyRing | None = None) ->
     """
     db = _ThrowawayDatabase()
     db.ponykit_keys = keys
-    _pony.declare_entities(db, copy.deepcopy(entities))
+    _pony.declare_entities(db, entities)
     return db
 
 
