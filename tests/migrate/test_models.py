@@ -302,11 +302,23 @@ def declare_typed(db: Database) -> None:
         _discriminator_ = "emp"
         salary = Optional(Decimal, 12, 2)
         tags = Set("Tag", table="employee_tags")
+        boss = Optional("Manager", reverse="reports")
+
+    class Manager(Employee):
+        reports = Set(Employee)
 
     class Pet(db.Entity):
         owner = Required(Person)
         name = Required(str)
         PrimaryKey(owner, name)
+
+    class Shape(db.Entity):
+        sides = Discriminator(int)
+        _discriminator_ = 0
+
+    class Square(Shape):
+        _discriminator_ = 4
+        size = Required(float)
 
     class Tag(db.Entity):
         label = PrimaryKey(str, 30)
@@ -332,6 +344,8 @@ def test_ponykit_types_outbox_tables_and_hierarchies_rebuild_to_the_same_ddl(dia
     color = next(a for a in entities["Person"]["attrs"] if a["name"] == "color")
     assert color["options"]["default"] == {"enum": f"{__name__}.Color", "member": "RED"}
     assert entities["Pet"]["primary_key"] == ["owner", "name"]
+    assert entities["Manager"]["bases"] == ["Employee"] and entities["Manager"]["discriminator"] is None
+    assert entities["Square"]["discriminator"] == 4 and entities["Shape"]["discriminator"] == 0
 
 
 def test_mapped_answers_where_things_live() -> None:
@@ -352,6 +366,8 @@ def test_mapped_answers_where_things_live() -> None:
     assert mapped.discriminator("Employee") == ("person", "kind", "emp")
     assert mapped.discriminator("Person") == ("person", "kind", "Person")
     assert mapped.discriminator("Tag") is None
+    assert mapped.discriminator("Manager") == ("person", "kind", "Manager")
+    assert mapped.discriminator("Square") == ("shape", "sides", 4)
     link = mapped.schema.tables["employee_tags"]
     assert link.link and set(link.column_names) == {"employee", "tag"}
     with pytest.raises(KeyError, match="Nobody"):
