@@ -25,9 +25,20 @@ import types
 import uuid
 from typing import Any
 
-from pony.orm import Database, Discriminator, Json, LongStr, Optional, PrimaryKey, Required, Set
+from pony.orm import (
+    Database,
+    Discriminator,
+    FloatArray,
+    IntArray,
+    Json,
+    LongStr,
+    Optional,
+    PrimaryKey,
+    Required,
+    Set,
+    StrArray,
+)
 from pony.orm.core import Attribute, Index
-from pony.orm.ormtypes import FloatArray, IntArray, StrArray
 
 __all__ = [
     "BUILTIN_TYPES",
