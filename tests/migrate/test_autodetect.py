@@ -1,0 +1,222 @@
+"""autodetect: the operations between two snapshots, the refusals that need a flag or a hint, and the
+property that replaying the detected operations on the old snapshot gives the new one (and back)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from _ops_support import ID, entity, install_door, named, person_pet, rebuilt, snap, snapshots, spec
+from hypothesis import given
+
+from ponykit.errors import MigrationError, UnsafeMigration
+from ponykit.migrate import op
+from ponykit.migrate._autodetect import autodetect, suggest_renames
+from ponykit.migrate._lossy import lossy_reasons
+
+
+@pytest.fixture(autouse=True)
+def _door(monkeypatch: pytest.MonkeyPatch) -> None:
+    install_door(monkeypatch)
+
+
+def _replay(old: dict[str, Any], ops: list[op.Operation]) -> dict[str, Any]:
+    for operation in ops:
+        old = operation.forwards(old)
+    return old
+
+
+def _detect(old: dict[str, Any], new: dict[str, Any], **kwargs: Any) -> list[op.Operation]:
+    ops = autodetect(old, new, **kwargs)
+    assert _replay(old, ops) == new
+    return ops
+
+
+def test_same_snapshots_need_nothing() -> None:
+    assert autodetect(person_pet(), person_pet()) == []
+
+
+def test_first_migration_adds_every_entity_bases_first_relations_in_pairs() -> None:
+    ops = _detect(snap(), person_pet())
+    kinds = [type(o).__name__ for o in ops]
+    adds = [o.name for o in ops if isinstance(o, op.AddEntity)]
+    assert adds.index("Pet") < adds.index("Dog")
+    pairs = [(o.entity, o.name) for o in ops if isinstance(o, op.AddAttr)]
+    assert pairs.index(("Person", "pets")) + 1 == pairs.index(("Pet", "owner"))
+    assert "AddCompositeKey" not in kinds  # Person's key names scalars only: declared with the entity
+    assert next(o for o in ops if isinstance(o, op.AddEntity) and o.name == "Person").composite_keys == (
+        ("name", "age"),
+    )
+
+
+def test_drops_are_refused_without_allow_drop_and_suggest_renames() -> None:
+    new = person_pet()
+    attrs = new["entities"]["Person"]["attrs"]
+    attrs[1] = named("full_name", spec("Required", "str", 80, index=True))
+    new["entities"]["Person"]["composite_keys"] = [["full_name", "age"]]
+    assert suggest_renames(person_pet(), new) == ["Person.name=full_name"]
+    with pytest.raises(UnsafeMigration, match=r"Person\.name .*allow_drop.*--rename Person\.name=full_name"):
+        autodetect(person_pet(), new)
+    ops = _detect(person_pet(), new, renames={"Person.name": "full_name"})
+    assert ops == [op.RenameAttr("Person", "name", "full_name")]
+    ops = _detect(person_pet(), new, allow_drop=True, backfill={"Person.full_name": "?"})
+    assert any(isinstance(o, op.DropAttr) for o in ops)
+
+
+def test_entity_rename_from_a_hint() -> None:
+    new = op.RenameEntity("Pet", "Animal").forwards(person_pet())
+    assert suggest_renames(person_pet(), new) == ["Pet=Animal"]
+    with pytest.raises(UnsafeMigration, match="Pet is not in the models.*--rename Pet=Animal"):
+        autodetect(person_pet(), new)
+    assert _detect(person_pet(), new, renames={"Pet": "Animal"}) == [op.RenameEntity("Pet", "Animal")]
+
+
+def test_dropping_an_entity_drops_the_relations_to_it_first() -> None:
+    new = person_pet()
+    del new["entities"]["Club"]
+    del new["entities"]["Person"]["attrs"][4]
+    ops = _detect(person_pet(), new, allow_drop=True)
+    assert [type(o).__name__ for o in ops] == ["DropAttr", "DropEntity"]
+    assert ops[0].reversible and ops[1].reversible
+    back = person_pet()
+    undone = _replay(person_pet(), ops)
+    for operation in reversed(ops):
+        undone = operation.backwards(undone)
+    assert undone == back
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "lossy"),
+    [
+        (spec("Optional", "str", 80), spec("Optional", "str", 120), False),
+        (spec("Optional", "str", 80), spec("Optional", "str", 20), True),
+        (spec("Optional", "str"), spec("Optional", "str", 20), True),
+        (spec("Optional", "str", 80), spec("Optional", "LongStr"), False),
+        (spec("Optional", "int"), spec("Optional", "int", size=64), False),
+        (spec("Optional", "int", size=64), spec("Optional", "int"), True),
+        (spec("Optional", "int"), spec("Optional", "float"), False),
+        (spec("Optional", "float"), spec("Optional", "int"), True),
+        (spec("Optional", "str"), spec("Optional", "int"), True),
+        (spec("Optional", "Decimal", 10, 2), spec("Optional", "Decimal", 12, 2), False),
+        (spec("Optional", "Decimal", 10, 2), spec("Optional", "Decimal", 10, 1), True),
+        (spec("Optional", "Decimal", 10, 2), spec("Optional", "Decimal", 10, 4), True),
+        (spec("Optional", "datetime"), spec("Optional", "datetime", precision=3), True),
+        (spec("Optional", "int"), spec("Optional", "int", unique=True), False),
+        (spec("Optional", "int"), spec("Optional", "int", index=True), False),
+    ],
+)
+def test_lossy_classification(old: dict[str, Any], new: dict[str, Any], lossy: bool) -> None:
+    assert bool(lossy_reasons(old, new)) is lossy
+
+
+def _with_age(age: dict[str, Any]) -> dict[str, Any]:
+    result = person_pet()
+    result["entities"]["Person"]["attrs"][2] = named("age", age)
+    return result
+
+
+def test_lossy_change_needs_allow_lossy() -> None:
+    narrowed = _with_age(spec("Optional", "int", size=16))
+    with pytest.raises(UnsafeMigration, match=r"Person\.age: .*int size 32 -> 16.*allow_lossy"):
+        autodetect(person_pet(), narrowed)
+    (alter,) = _detect(person_pet(), narrowed, allow_lossy=True)
+    assert alter == op.AlterAttr(
+        "Person", "age", spec("Optional", "int"), spec("Optional", "int", size=16), lossy=True
+    )
+    (widen,) = _detect(person_pet(), _with_age(spec("Optional", "int", size=64)))
+    assert not widen.lossy
+
+
+def test_nullable_to_required_needs_a_backfill() -> None:
+    required = _with_age(spec("Required", "int"))
+    with pytest.raises(UnsafeMigration, match=r"Person\.age: becomes NOT NULL.*--backfill Person\.age=VALUE"):
+        autodetect(person_pet(), required)
+    (alter,) = _detect(person_pet(), required, backfill={"Person.age": 0})
+    assert alter.backfill == 0
+
+
+def test_not_null_add_needs_a_backfill_unless_implied() -> None:
+    new = person_pet()
+    new["entities"]["Person"]["attrs"].append(named("level", spec("Required", "int")))
+    with pytest.raises(UnsafeMigration, match=r"Person\.level is NOT NULL.*backfill="):
+        autodetect(person_pet(), new)
+    (add,) = _detect(person_pet(), new, backfill={"Person.level": 1})
+    assert add == op.AddAttr("Person", "level", spec("Required", "int"), backfill=1)
+    for implied in (spec("Optional", "str"), spec("Required", "int", default=5), spec("Optional", "Json")):
+        new["entities"]["Person"]["attrs"][-1] = named("level", implied)
+        (add,) = _detect(person_pet(), new)
+        assert add.backfill is op.MISSING
+        assert add.backfill_value() == op.implied_backfill(implied)
+
+
+def test_new_entities_and_subclass_attrs_need_no_backfill() -> None:
+    new = person_pet()
+    new["entities"]["Dog"]["attrs"].append(named("weight", spec("Required", "int")))
+    new["entities"]["Toy"] = entity(("id", ID), ("label", spec("Required", "str")))
+    ops = _detect(person_pet(), new)
+    assert {type(o).__name__ for o in ops} == {"AddAttr", "AddEntity"}
+
+
+def test_composite_keys_indexes_discriminator_and_table() -> None:
+    new = person_pet()
+    new["entities"]["Person"]["composite_keys"] = []
+    new["entities"]["Person"]["composite_indexes"] = [["age", "name"]]
+    new["entities"]["Dog"]["discriminator"] = "dog"
+    new["entities"]["Person"]["table"] = "people"
+    ops = _detect(person_pet(), new)
+    assert ops == [
+        op.DropCompositeKey("Person", ["name", "age"]),
+        op.SetTable("Person", None, "people"),
+        op.SetDiscriminator("Dog", None, "dog"),
+        op.AddCompositeIndex("Person", ["age", "name"]),
+    ]
+
+
+def test_m2m_added_as_a_pair() -> None:
+    old = person_pet()
+    del old["entities"]["Person"]["attrs"][4]
+    old["entities"]["Club"]["attrs"].pop()
+    ops = _detect(old, person_pet())
+    assert ops == [
+        op.AddAttr("Person", "clubs", spec("Set", "entity:Club", reverse="members")),
+        op.AddAttr("Club", "members", spec("Set", "entity:Person", reverse="clubs")),
+    ]
+
+
+def test_reordered_attributes_and_moved_entities_are_refused() -> None:
+    new = person_pet()
+    attrs = new["entities"]["Pet"]["attrs"]
+    attrs[1], attrs[2] = attrs[2], attrs[1]
+    with pytest.raises(MigrationError, match="reordered"):
+        autodetect(person_pet(), new)
+    new = person_pet()
+    new["entities"]["Dog"]["bases"] = []
+    with pytest.raises(MigrationError, match="bases changed"):
+        autodetect(person_pet(), new, allow_drop=True, allow_lossy=True)
+
+
+def test_bad_rename_hints_are_reported() -> None:
+    with pytest.raises(MigrationError, match=r"Person\.nope"):
+        autodetect(person_pet(), person_pet(), renames={"Person.nope": "x"})
+    with pytest.raises(MigrationError, match="'Ghost'"):
+        autodetect(person_pet(), person_pet(), renames={"Ghost": "Spirit"})
+
+
+def _backfills(new: dict[str, Any]) -> dict[str, Any]:
+    return {f"{n}.{a['name']}": 0 for n, e in new["entities"].items() for a in e["attrs"]}
+
+
+@given(snapshots(), snapshots())
+def test_replaying_detected_operations_gives_the_new_snapshot(
+    old: dict[str, Any], new: dict[str, Any]
+) -> None:
+    ops = autodetect(old, new, allow_drop=True, allow_lossy=True, backfill=_backfills(new))
+    assert _replay(copy.deepcopy(old), ops) == new
+    undone = new
+    for operation in reversed(ops):
+        assert operation.reversible
+        undone = operation.backwards(undone)
+    assert undone == old
+    for operation in ops:
+        assert rebuilt(operation) == operation
