@@ -163,10 +163,18 @@ _TYPE_NAMES = {
 }
 
 
+def _value(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return {"decimal": str(value)}
+    if callable(value):
+        return {"callable": f"{value.__module__}.{value.__qualname__}"}
+    return value
+
+
 def _stand_in_attr_spec(attribute: Any) -> dict[str, Any]:
     py_type = attribute.py_type
     type_name = f"entity:{py_type}" if isinstance(py_type, str) else _TYPE_NAMES[py_type]
-    options: dict[str, Any] = dict(attribute.kwargs)
+    options: dict[str, Any] = {k: _value(v) for k, v in attribute.kwargs.items()}
     slots = {
         "unique": attribute.is_unique if not attribute.is_pk else None,
         "nullable": attribute.nullable,

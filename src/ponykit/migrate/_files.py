@@ -76,22 +76,18 @@ def render_migration(
     bodies = [o.source(src) for o in operations]
     ops_text = "".join("    " + body.replace("\n", "\n    ") + ",\n" for body in bodies)
     down: Any = None if not parents else (parents[0] if len(parents) == 1 else tuple(parents))
-    imports = src.import_lines(skip=frozenset({"pony.orm"}))
-    pony = sorted(src.from_imports.get("pony.orm", ()))
-    if pony:
-        imports.append(f"from pony.orm import {', '.join(pony)}")
     parts = [_docstring(message, operations), ""]
-    parts += [*imports, "", "from ponykit.migrate import op", "", ""]
+    for block in src.import_blocks():
+        parts += [*block, ""]
     parts += [
         f"revision = {literal(revision)}",
         f"down_revision = {literal(down)}",
         f"schema_hash = {literal(schema_hash)}",
         "",
-        "operations = [\n" + ops_text + "]" if bodies else "operations = []",
+        "operations = [\n" + ops_text + "]" if bodies else "operations: list[op.Operation] = []",
         "",
     ]
-    text = "\n".join(parts)
-    return re.sub(r"\n\n\n\n+", "\n\n\n", text.replace('"""\n\n\nfrom', '"""\n\nfrom'))
+    return "\n".join(parts)
 
 
 def _numbers(directory: Path) -> list[int]:

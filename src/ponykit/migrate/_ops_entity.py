@@ -116,7 +116,7 @@ class _EntityDef(Operation):
             items = "".join(f"        ({literal(a['name'])}, {src.decl(_no_name(a))}),\n" for a in self.attrs)
             parts.append("attrs=[\n" + items + "    ]")
         if self.bases:
-            parts.append(f"bases={literal(self.bases)}")
+            parts.append(f"bases={literal(list(self.bases))}")
         for key in ("table", "discriminator"):
             if getattr(self, key) is not None:
                 parts.append(f"{key}={literal(getattr(self, key))}")

@@ -12,6 +12,7 @@ import decimal
 import enum
 import importlib
 import json
+import sys
 import uuid
 from typing import Any
 
@@ -148,11 +149,24 @@ class Source:
         parts += [f"{key}={self.value(val)}" for key, val in sorted(spec.get("options", {}).items())]
         return f"{kind}({', '.join(parts)})"
 
-    def import_lines(self, *, skip: frozenset[str] = frozenset()) -> list[str]:
-        """The import statements, sorted (``skip``: modules imported elsewhere)."""
-        lines = sorted(self.module_imports)
+    def import_blocks(self) -> list[list[str]]:
+        """The import statements in three groups: standard library, the others (Pony, the application's
+        types and functions), ponykit (``op`` included)."""
+        groups: list[list[str]] = [[], [], []]
+
+        def group(module: str) -> list[str]:
+            top = module.split(".")[0]
+            if top in sys.stdlib_module_names:
+                return groups[0]
+            return groups[2] if top == "ponykit" else groups[1]
+
+        for line in sorted(self.module_imports):
+            group(line.split()[1]).append(line)
         for module in sorted(self.from_imports):
-            if module in skip:
-                continue
-            lines.append(f"from {module} import {', '.join(sorted(self.from_imports[module]))}")
-        return lines
+            names = ", ".join(sorted(self.from_imports[module]))
+            group(module).append(f"from {module} import {names}")
+        groups[2].append("from ponykit.migrate import op")
+        for lines in groups:
+            # `import x` before `from x import y`, each sorted by module (ruff's isort order)
+            lines.sort(key=lambda line: (line.startswith("from "), line.split()[1]))
+        return [lines for lines in groups if lines]
