@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from _ops_support import ID, entity, install_door, named, person_pet, rebuilt, snap, snapshots, spec
-from hypothesis import given
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from ponykit.errors import MigrationError, UnsafeMigration
 from ponykit.migrate import op
@@ -220,3 +221,23 @@ def test_replaying_detected_operations_gives_the_new_snapshot(
     assert undone == old
     for operation in ops:
         assert rebuilt(operation) == operation
+
+
+@given(snapshots(), st.data())
+def test_renames_from_hints_are_kept_as_renames(old: dict[str, Any], data: st.DataObject) -> None:
+    names = sorted(old["entities"])
+    assume(names)
+    entity_name = data.draw(st.sampled_from(names))
+    attrs = [a["name"] for a in old["entities"][entity_name]["attrs"] if a["name"] != "id"]
+    renames: dict[str, str] = {}
+    new = old
+    if attrs:
+        attr = data.draw(st.sampled_from(attrs))
+        new = op.RenameAttr(entity_name, attr, attr + "_renamed").forwards(new)
+        renames[f"{entity_name}.{attr}"] = attr + "_renamed"
+    if data.draw(st.booleans()):
+        new = op.RenameEntity(entity_name, entity_name + "2").forwards(new)
+        renames[entity_name] = entity_name + "2"
+    ops = _detect(old, new, renames=renames)
+    assert all(isinstance(o, op.RenameEntity | op.RenameAttr) for o in ops)
+    assert len(ops) == len(renames)

@@ -274,9 +274,17 @@ def test_drops_name_what_they_drop() -> None:
         op.DropEntity("Dog", attrs=[dict(name="bark", **spec("Optional", "str", 20))], bases=("Pet",)),
         op.DropEntity("Club", attrs=[dict(name="id", **ID)]),
     )
-    assert hints.dropped_columns == {("Pet", "nick"), ("Pet", "bark")}
+    # Dog was Pet's only subclass: Pony has no discriminator column for a lone entity
+    assert hints.dropped_columns == {("Pet", "nick"), ("Pet", "bark"), ("Pet", "classtype")}
     assert hints.dropped_tables == {"Club", "Club_Person"}
     assert hints.discriminator_deletes == [("Pet", "classtype", "Dog")]
+
+
+def test_first_subclass_backfills_the_new_discriminator_column() -> None:
+    cat = op.AddEntity("Cat", attrs=[("lives", spec("Optional", "int"))], bases=["Pet"])
+    assert _hints(person_pet(), cat).backfills == {}  # Pet already has a discriminator (Dog)
+    vip = op.AddEntity("Vip", attrs=[("rank", spec("Optional", "int"))], bases=["Club"])
+    assert _hints(person_pet(), vip).backfills == {("Club", "classtype"): "Club"}
 
 
 def test_lossy_alter_is_flagged() -> None:

@@ -259,7 +259,9 @@ def _add_attr(b: _Builder, name: str, spec: dict[str, Any]) -> None:
         return
     where = f"{name}.{spec['name']}"
     backfill = b.flags["backfill"].get(where, MISSING)
-    existing = name in b.old["entities"] and not b.cur["entities"][name]["bases"]
+    existing = (
+        name in b.old["entities"] and not b.cur["entities"][name]["bases"] and spec["kind"] != "Discriminator"
+    )
     if existing and needs_backfill(spec) and backfill is MISSING and implied_backfill(_decl(spec)) is MISSING:
         raise UnsafeMigration(
             f"{where} is NOT NULL and existing rows need a value: pass backfill={{{where!r}: ...}} "

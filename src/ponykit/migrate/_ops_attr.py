@@ -114,6 +114,10 @@ class AddAttr(Operation):
 
     def hints(self, before: Mapping, after: Mapping, hints: Any) -> None:
         value = self.backfill_value()
+        if value is MISSING and self.attr_decl["kind"] == "Discriminator":
+            # existing rows are of the entity the discriminator is declared on
+            disc = safe(after.discriminator, self.entity)
+            value = MISSING if disc is None else disc[2]
         table = _table(after, self.entity)
         if value is MISSING or table is None or not needs_backfill(self.attr_decl):
             return

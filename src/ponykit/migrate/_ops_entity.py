@@ -130,6 +130,13 @@ class _EntityDef(Operation):
         return f"{call}(\n" + "".join(f"    {part},\n" for part in parts) + ")"
 
 
+def _root(snap: dict[str, Any], name: str) -> str:
+    entities = snap["entities"]
+    while name in entities and entities[name]["bases"]:
+        name = entities[name]["bases"][0]
+    return name
+
+
 def _no_name(spec: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if k != "name"}
 
@@ -160,6 +167,18 @@ class AddEntity(_EntityDef):
     def _backwards(self, snap: dict[str, Any]) -> None:
         self.remove_from(snap)
 
+    def hints(self, before: Mapping, after: Mapping, hints: Any) -> None:
+        # The first subclass of an existing root makes Pony add a NOT NULL discriminator column to the
+        # root's table: the rows already there are of the root class.
+        if not self.bases:
+            return
+        root = _root(getattr(after, "snapshot", {"entities": {}}), self.name)
+        if safe(before.entity_table, root) is None or safe(before.discriminator, root) is not None:
+            return
+        disc = safe(after.discriminator, root)
+        if disc is not None:
+            hints.backfills[(disc[0], disc[1])] = disc[2]
+
     def source(self, src: Any) -> str:
         return self.definition_source(src, "op.AddEntity")
 
@@ -189,8 +208,12 @@ class DropEntity(_EntityDef):
         if own_table:
             hints.dropped_tables.add(table)
         elif disc is not None:
-            # a subclass lives in its root's table: delete its rows, drop its own columns
+            # a subclass lives in its root's table: delete its rows, drop its own columns, and the
+            # discriminator column when it was the root's last subclass (Pony adds it only for a hierarchy)
             hints.discriminator_deletes.append(disc)
+            root = _root(getattr(before, "snapshot", {"entities": {}}), self.name)
+            if safe(after.discriminator, root) is None and safe(after.entity_table, root) is not None:
+                hints.dropped_columns.add((safe(after.entity_table, root), disc[1]))
         for spec in self.attrs or ():
             link = safe(before.link_table, self.name, spec["name"])
             if link is not None:
