@@ -241,3 +241,10 @@ def test_renames_from_hints_are_kept_as_renames(old: dict[str, Any], data: st.Da
     ops = _detect(old, new, renames=renames)
     assert all(isinstance(o, op.RenameEntity | op.RenameAttr) for o in ops)
     assert len(ops) == len(renames)
+
+
+def test_a_renamed_entity_still_has_rows() -> None:
+    new = op.RenameEntity("Person", "Human").forwards(person_pet())
+    new["entities"]["Human"]["attrs"].append(named("level", spec("Required", "int")))
+    with pytest.raises(UnsafeMigration, match=r"Human\.level is NOT NULL"):
+        autodetect(person_pet(), new, renames={"Person": "Human"})

@@ -301,3 +301,12 @@ def test_add_then_drop_entity_round_trips(base: dict[str, Any]) -> None:
     assert op.DropEntity("Zed", attrs=[("id", ID), ("v", spec("Optional", "int"))]).forwards(after) == base
     assert snap(**base["entities"]) == base
     assert entity(("id", ID))["primary_key"] == ["id"]
+
+
+def test_subclass_attrs_get_only_explicit_backfills() -> None:
+    hints = _hints(
+        person_pet(),
+        op.AddAttr("Dog", "collar", spec("Optional", "str")),
+        op.AddAttr("Dog", "legs", spec("Required", "int"), backfill=4),
+    )
+    assert hints.backfills == {("Pet", "legs"): 4}

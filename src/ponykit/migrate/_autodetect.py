@@ -92,6 +92,8 @@ class _Builder:
         self.old = old
         self.ops: list[Operation] = []
         self.flags = flags
+        # entities created by this migration (their tables start empty: no backfill needed)
+        self.added: set[str] = set()
 
     def emit(self, operation: Operation) -> None:
         self.cur = operation.forwards(self.cur)
@@ -242,6 +244,7 @@ def _adds(b: _Builder) -> None:
             definition[key] = [k for k in definition[key] if set(k) <= names]
         definition["attrs"] = keep
         b.emit(AddEntity(name, **definition))
+        b.added.add(name)
     for relations in (False, True):
         for name, target in b.new["entities"].items():
             for spec in target["attrs"]:
@@ -260,7 +263,7 @@ def _add_attr(b: _Builder, name: str, spec: dict[str, Any]) -> None:
     where = f"{name}.{spec['name']}"
     backfill = b.flags["backfill"].get(where, MISSING)
     existing = (
-        name in b.old["entities"] and not b.cur["entities"][name]["bases"] and spec["kind"] != "Discriminator"
+        name not in b.added and not b.cur["entities"][name]["bases"] and spec["kind"] != "Discriminator"
     )
     if existing and needs_backfill(spec) and backfill is MISSING and implied_backfill(_decl(spec)) is MISSING:
         raise UnsafeMigration(

@@ -121,6 +121,11 @@ class AddAttr(Operation):
         table = _table(after, self.entity)
         if value is MISSING or table is None or not needs_backfill(self.attr_decl):
             return
+        entities = getattr(after, "snapshot", {"entities": {}})["entities"]
+        if self.backfill is MISSING and entities.get(self.entity, {}).get("bases"):
+            # a subclass's columns are NULL-able in its root's table (rows of other classes have none):
+            # only an explicit backfill is written
+            return
         columns = safe(after.attr_columns, self.entity, self.name) or ()
         values = list(value) if len(columns) > 1 and isinstance(value, list | tuple) else [value]
         if len(columns) > 1 and len(values) != len(columns):

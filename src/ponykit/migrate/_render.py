@@ -18,6 +18,8 @@ from typing import Any
 
 __all__ = ["Source", "literal"]
 
+# The module migration files import Pony's attribute classes from (written as text, never imported here).
+_PONY_ORM = "pony.orm"
 # snapshot type name -> (module to import from, or None for a builtin)
 _TYPES: dict[str, str | None] = {
     "str": None,
@@ -31,11 +33,11 @@ _TYPES: dict[str, str | None] = {
     "time": "datetime",
     "timedelta": "datetime",
     "UUID": "uuid",
-    "Json": "pony.orm",
-    "LongStr": "pony.orm",
-    "IntArray": "pony.orm",
-    "StrArray": "pony.orm",
-    "FloatArray": "pony.orm",
+    "Json": _PONY_ORM,
+    "LongStr": _PONY_ORM,
+    "IntArray": _PONY_ORM,
+    "StrArray": _PONY_ORM,
+    "FloatArray": _PONY_ORM,
 }
 
 
@@ -143,7 +145,7 @@ class Source:
 
     def decl(self, spec: dict[str, Any]) -> str:
         """A snapshot attr dict as a Pony declaration: ``Optional(str, 40, unique=True)``."""
-        kind = self.name("pony.orm", spec["kind"])
+        kind = self.name(_PONY_ORM, spec["kind"])
         parts = [self.type_(spec["type"])]
         parts += [self.value(arg) for arg in spec.get("args", [])]
         parts += [f"{key}={self.value(val)}" for key, val in sorted(spec.get("options", {}).items())]
