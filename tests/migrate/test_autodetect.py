@@ -212,13 +212,17 @@ def _backfills(new: dict[str, Any]) -> dict[str, Any]:
 def test_replaying_detected_operations_gives_the_new_snapshot(
     old: dict[str, Any], new: dict[str, Any]
 ) -> None:
+    kept = copy.deepcopy((old, new))
     ops = autodetect(old, new, allow_drop=True, allow_lossy=True, backfill=_backfills(new))
-    assert _replay(copy.deepcopy(old), ops) == new
+    rendered = [o.render() for o in ops]
+    assert _replay(old, ops) == new
+    assert (old, new) == kept, "autodetect and replay must not change their arguments"
     undone = new
     for operation in reversed(ops):
         assert operation.reversible
         undone = operation.backwards(undone)
     assert undone == old
+    assert [o.render() for o in ops] == rendered, "replay must not change the operations"
     for operation in ops:
         assert rebuilt(operation) == operation
 
@@ -248,3 +252,31 @@ def test_a_renamed_entity_still_has_rows() -> None:
     new["entities"]["Human"]["attrs"].append(named("level", spec("Required", "int")))
     with pytest.raises(UnsafeMigration, match=r"Human\.level is NOT NULL"):
         autodetect(person_pet(), new, renames={"Person": "Human"})
+
+
+def _big_model(count: int) -> dict[str, Any]:
+    entities = {}
+    for number in range(count):
+        attrs = [("id", ID)] + [(f"a{k}", spec("Optional", "str", 40 + k)) for k in range(8)]
+        if number:
+            attrs.append(("parent", spec("Optional", f"entity:E{number - 1}", reverse="children")))
+        if number < count - 1:
+            attrs.append(("children", spec("Set", f"entity:E{number + 1}", reverse="parent")))
+        entities[f"E{number}"] = entity(*attrs, composite_keys=[["a0", "a1"]])
+    return snap(**entities)
+
+
+def test_two_hundred_entities_in_well_under_a_second() -> None:
+    import time
+
+    big = _big_model(200)
+    changed = copy.deepcopy(big)
+    for number in range(0, 200, 2):
+        changed["entities"][f"E{number}"]["attrs"].insert(3, named("extra", spec("Optional", "int")))
+    started = time.perf_counter()
+    ops = autodetect(snap(), big)
+    text = "\n".join(o.render() for o in ops)
+    again = autodetect(big, changed)
+    elapsed = time.perf_counter() - started
+    assert len(ops) == 200 + 398 and len(again) == 100 and text
+    assert elapsed < 0.5, f"{elapsed:.2f} s"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
 from ponykit.errors import MigrationError
-from ponykit.migrate._ops_base import MISSING, Mapping, Operation, attr_decl_spec, entity_of, find_attr
+from ponykit.migrate._ops_base import MISSING, Mapping, Operation, attr_decl_spec, find_attr, owned
 from ponykit.migrate._ops_hints import rename_facts, safe
 from ponykit.migrate._render import literal
 
@@ -66,7 +67,7 @@ def _insert(entity: dict[str, Any], spec: dict[str, Any], before: str | None, wh
 
 
 def _remove(snap: dict[str, Any], entity_name: str, name: str, what: str) -> dict[str, Any]:
-    entity = entity_of(snap, entity_name, what)
+    entity = owned(snap, entity_name, what)
     index = find_attr(entity, name)
     if index < 0:
         raise MigrationError(f"{what}: {entity_name}.{name} does not exist")
@@ -102,8 +103,8 @@ class AddAttr(Operation):
         object.__setattr__(self, "attr_decl", attr_decl_spec(self.attr_decl))
 
     def _forwards(self, snap: dict[str, Any]) -> None:
-        entity = entity_of(snap, self.entity, self.describe())
-        _insert(entity, {"name": self.name, **self.attr_decl}, self.before, self.describe())
+        entity = owned(snap, self.entity, self.describe())
+        _insert(entity, {"name": self.name, **copy.deepcopy(self.attr_decl)}, self.before, self.describe())
 
     def _backwards(self, snap: dict[str, Any]) -> None:
         _remove(snap, self.entity, self.name, f"undo {self.describe()}")
@@ -168,8 +169,10 @@ class DropAttr(Operation):
         _remove(snap, self.entity, self.name, self.describe())
 
     def _backwards(self, snap: dict[str, Any]) -> None:
-        entity = entity_of(snap, self.entity, f"undo {self.describe()}")
-        _insert(entity, {"name": self.name, **self.spec}, self.before, f"undo {self.describe()}")
+        entity = owned(snap, self.entity, f"undo {self.describe()}")
+        _insert(
+            entity, {"name": self.name, **copy.deepcopy(self.spec)}, self.before, f"undo {self.describe()}"
+        )
 
     def hints(self, before: Mapping, after: Mapping, hints: Any) -> None:
         old_table = _table(before, self.entity)
@@ -213,7 +216,7 @@ def _ancestors(snap: dict[str, Any], name: str) -> list[str]:
 
 
 def _rename_attr(snap: dict[str, Any], entity_name: str, old: str, new: str, what: str) -> None:
-    entity = entity_of(snap, entity_name, what)
+    entity = owned(snap, entity_name, what)
     index = find_attr(entity, old)
     if index < 0:
         raise MigrationError(f"{what}: {entity_name}.{old} does not exist")
@@ -221,7 +224,7 @@ def _rename_attr(snap: dict[str, Any], entity_name: str, old: str, new: str, wha
         raise MigrationError(f"{what}: {entity_name}.{new} already exists")
     entity["attrs"][index]["name"] = new
     for name in _hierarchy(snap, entity_name):
-        below = snap["entities"][name]
+        below = owned(snap, name, what)
         below["primary_key"] = [new if n == old else n for n in below["primary_key"]]
         for key in ("composite_keys", "composite_indexes"):
             below[key] = [[new if n == old else n for n in names] for names in below[key]]
@@ -229,12 +232,18 @@ def _rename_attr(snap: dict[str, Any], entity_name: str, old: str, new: str, wha
     targets = {f"entity:{n}" for n in _ancestors(snap, entity_name)}
     spec = entity["attrs"][index]
     other = spec["type"][len("entity:") :] if spec["type"].startswith("entity:") else None
-    for name, candidate in snap["entities"].items():
+    for name, candidate in list(snap["entities"].items()):
         if other is not None and name not in _hierarchy(snap, other):
             continue
-        for attr in candidate["attrs"]:
-            if attr["type"] in targets and attr["options"].get("reverse") == old:
-                attr["options"]["reverse"] = new
+        hits = [
+            i
+            for i, a in enumerate(candidate["attrs"])
+            if a["type"] in targets and a["options"].get("reverse") == old
+        ]
+        if hits:
+            candidate = owned(snap, name, what)
+            for index in hits:
+                candidate["attrs"][index]["options"]["reverse"] = new
 
 
 @dataclass(frozen=True, eq=True)
@@ -281,14 +290,14 @@ class AlterAttr(Operation):
         object.__setattr__(self, "new_decl", attr_decl_spec(self.new_decl))
 
     def _swap(self, snap: dict[str, Any], have: dict[str, Any], want: dict[str, Any], what: str) -> None:
-        entity = entity_of(snap, self.entity, what)
+        entity = owned(snap, self.entity, what)
         index = find_attr(entity, self.name)
         if index < 0:
             raise MigrationError(f"{what}: {self.entity}.{self.name} does not exist")
         current = {k: v for k, v in entity["attrs"][index].items() if k != "name"}
         if current != have:
             raise MigrationError(f"{what}: {self.entity}.{self.name} is declared {current}, expected {have}")
-        entity["attrs"][index] = {"name": self.name, **want}
+        entity["attrs"][index] = {"name": self.name, **copy.deepcopy(want)}
 
     def _forwards(self, snap: dict[str, Any]) -> None:
         self._swap(snap, self.old_decl, self.new_decl, self.describe())

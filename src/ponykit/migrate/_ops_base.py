@@ -12,7 +12,17 @@ from typing import Any, Protocol
 
 from ponykit.errors import MigrationError
 
-__all__ = ["MISSING", "Mapping", "Operation", "attr_decl_spec", "empty_snapshot", "entity_of", "find_attr"]
+__all__ = [
+    "MISSING",
+    "Mapping",
+    "Operation",
+    "attr_decl_spec",
+    "empty_snapshot",
+    "entity_of",
+    "find_attr",
+    "owned",
+    "shallow",
+]
 
 
 class _Missing:
@@ -74,6 +84,11 @@ def attr_decl_spec(decl: Any) -> dict[str, Any]:
     return spec
 
 
+def shallow(snap: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``snap`` sharing its entity dicts (operations copy an entity before changing it)."""
+    return {**snap, "entities": dict(snap.get("entities", {}))}
+
+
 def entity_of(snap: dict[str, Any], name: str, what: str) -> dict[str, Any]:
     """The entity ``name`` of ``snap`` or a MigrationError saying which operation needed it."""
     entities = snap.get("entities", {})
@@ -81,6 +96,13 @@ def entity_of(snap: dict[str, Any], name: str, what: str) -> dict[str, Any]:
         known = ", ".join(sorted(entities)) or "none"
         raise MigrationError(f"{what}: entity {name!r} does not exist at this point (entities: {known})")
     result: dict[str, Any] = entities[name]
+    return result
+
+
+def owned(snap: dict[str, Any], name: str, what: str) -> dict[str, Any]:
+    """Entity ``name`` of ``snap`` copied before a change (``forwards`` copies only what it changes)."""
+    result = copy.deepcopy(entity_of(snap, name, what))
+    snap["entities"][name] = result
     return result
 
 
@@ -100,7 +122,7 @@ class Operation:
 
     def forwards(self, snap: dict[str, Any]) -> dict[str, Any]:
         """The snapshot after this operation (a new dict; ``snap`` is not changed)."""
-        result = copy.deepcopy(snap)
+        result = shallow(snap)
         self._forwards(result)
         return result
 
@@ -110,12 +132,13 @@ class Operation:
             raise MigrationError(
                 f"irreversible operation: {self.describe()} (it does not carry what it removed)"
             )
-        result = copy.deepcopy(snap)
+        result = shallow(snap)
         self._backwards(result)
         return result
 
     def _forwards(self, snap: dict[str, Any]) -> None:
-        """Change ``snap`` in place (it is already a copy)."""
+        """Change ``snap`` in place: a shallow copy whose entity dicts are shared with the argument of
+        ``forwards``, so an entity is changed only through :func:`owned` (copy on write)."""
 
     def _backwards(self, snap: dict[str, Any]) -> None:
         """Undo ``_forwards`` on ``snap`` in place."""

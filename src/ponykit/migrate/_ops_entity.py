@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
 from ponykit.errors import MigrationError
-from ponykit.migrate._ops_base import Mapping, Operation, attr_decl_spec, entity_of
+from ponykit.migrate._ops_base import Mapping, Operation, attr_decl_spec, entity_of, owned
 from ponykit.migrate._ops_hints import discriminator_change, entity_rename_facts, rename_facts, safe
 from ponykit.migrate._render import literal
 
@@ -76,7 +77,7 @@ class _EntityDef(Operation):
 
     def entity_dict(self, snap: dict[str, Any]) -> dict[str, Any]:
         """The snapshot entity this definition declares (``snap``: where its bases are)."""
-        attrs = [dict(a) for a in (self.attrs or ())]
+        attrs = copy.deepcopy(list(self.attrs or ()))
         if self.primary_key is not None:
             pk = list(self.primary_key)
         elif self.bases:
@@ -258,7 +259,10 @@ def _rename(snap: dict[str, Any], old: str, new: str, what: str) -> None:
     if new in entities:
         raise MigrationError(f"{what}: entity {new!r} already exists")
     snap["entities"] = {new if n == old else n: e for n, e in entities.items()}
-    for entity in snap["entities"].values():
+    for name, entity in list(snap["entities"].items()):
+        if old not in entity["bases"] and all(a["type"] != f"entity:{old}" for a in entity["attrs"]):
+            continue
+        entity = owned(snap, name, what)
         entity["bases"] = [new if b == old else b for b in entity["bases"]]
         for spec in entity["attrs"]:
             if spec["type"] == f"entity:{old}":
@@ -274,10 +278,10 @@ class SetDiscriminator(Operation):
     new: str | None
 
     def _forwards(self, snap: dict[str, Any]) -> None:
-        entity_of(snap, self.entity, self.describe())["discriminator"] = self.new
+        owned(snap, self.entity, self.describe())["discriminator"] = self.new
 
     def _backwards(self, snap: dict[str, Any]) -> None:
-        entity_of(snap, self.entity, self.describe())["discriminator"] = self.old
+        owned(snap, self.entity, self.describe())["discriminator"] = self.old
 
     def hints(self, before: Mapping, after: Mapping, hints: Any) -> None:
         discriminator_change(before, after, self.entity, self.entity, hints)
@@ -298,10 +302,10 @@ class SetTable(Operation):
     new: str | None
 
     def _forwards(self, snap: dict[str, Any]) -> None:
-        entity_of(snap, self.entity, self.describe())["table"] = self.new
+        owned(snap, self.entity, self.describe())["table"] = self.new
 
     def _backwards(self, snap: dict[str, Any]) -> None:
-        entity_of(snap, self.entity, self.describe())["table"] = self.old
+        owned(snap, self.entity, self.describe())["table"] = self.old
 
     def hints(self, before: Mapping, after: Mapping, hints: Any) -> None:
         rename_facts(before, after, {}, hints)
@@ -326,13 +330,13 @@ class _Composite(Operation):
         object.__setattr__(self, "attrs", tuple(self.attrs))
 
     def _add(self, snap: dict[str, Any]) -> None:
-        entity = entity_of(snap, self.entity, self.describe())
+        entity = owned(snap, self.entity, self.describe())
         if list(self.attrs) in entity[self.key]:
             raise MigrationError(f"{self.describe()}: already declared")
         entity[self.key].append(list(self.attrs))
 
     def _drop(self, snap: dict[str, Any]) -> None:
-        entity = entity_of(snap, self.entity, self.describe())
+        entity = owned(snap, self.entity, self.describe())
         if list(self.attrs) not in entity[self.key]:
             raise MigrationError(f"{self.describe()}: not declared")
         entity[self.key].remove(list(self.attrs))
