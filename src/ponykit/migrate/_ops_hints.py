@@ -27,33 +27,33 @@ def safe(method: Callable[..., Any], *args: str) -> Any:
         return None
 
 
-class NameView:
-    """A ``Mapped`` seen through the names of one point of a migration."""
+_Point = tuple[dict[str, object], dict[tuple[object, str], object]]
+_End = tuple[dict[object, str], dict[object, str]]
 
-    def __init__(
-        self,
-        mapped: Any,
-        snapshot: dict[str, Any],
-        entities: dict[str, str | None],
-        attrs: dict[tuple[str, str], tuple[str, str] | None],
-    ) -> None:
+
+class NameView:
+    """A ``Mapped`` seen through the names of one point of a migration (translated when asked)."""
+
+    def __init__(self, mapped: Any, snapshot: dict[str, Any], point: _Point, end: _End) -> None:
         self.mapped = mapped
         #: the snapshot at the operation's point (before it for ``before``, after it for ``after``)
         self.snapshot = snapshot
-        self._entities = entities
-        self._attrs = attrs
+        self._point = point
+        self._end = end
 
     def _entity(self, entity: str) -> str:
-        name = self._entities.get(entity)
+        name = self._end[0].get(self._point[0].get(entity))
         if name is None:
             raise KeyError(entity)
         return name
 
     def _attr(self, entity: str, attr: str) -> tuple[str, str]:
-        pair = self._attrs.get((entity, attr))
-        if pair is None:
+        eid = self._point[0].get(entity)
+        owner = self._end[0].get(eid)
+        name = self._end[1].get(self._point[1].get((eid, attr)))
+        if owner is None or name is None:
             raise KeyError(f"{entity}.{attr}")
-        return pair
+        return owner, name
 
     def entity_table(self, entity: str) -> str:
         """The table of ``entity`` at this end."""
@@ -89,7 +89,7 @@ class _Ids:
             for a in e["attrs"]
         }
 
-    def copy(self) -> tuple[dict[str, object], dict[tuple[object, str], object]]:
+    def copy(self) -> _Point:
         return dict(self.entities), dict(self.attrs)
 
     def step(self, operation: Any) -> None:
@@ -110,26 +110,7 @@ class _Ids:
                 self.attrs.pop((owner, operation.name), None)
 
 
-def _view(
-    mapped: Any,
-    snapshot: dict[str, Any],
-    point: tuple[dict[str, object], dict[tuple[object, str], object]],
-    end: tuple[dict[object, str], dict[object, str]],
-) -> NameView:
-    entity_ids, attr_ids = point
-    end_entities, end_attrs = end
-    entities = {name: end_entities.get(eid) for name, eid in entity_ids.items()}
-    names = {eid: name for name, eid in entity_ids.items()}
-    attrs: dict[tuple[str, str], tuple[str, str] | None] = {}
-    for (eid, attr), aid in attr_ids.items():
-        if eid in names and eid in end_entities and aid in end_attrs:
-            attrs[(names[eid], attr)] = (end_entities[eid], end_attrs[aid])
-    return NameView(mapped, snapshot, entities, attrs)
-
-
-def _inverse(
-    point: tuple[dict[str, object], dict[tuple[object, str], object]],
-) -> tuple[dict[object, str], ...]:
+def _inverse(point: _Point) -> _End:
     entity_ids, attr_ids = point
     return {eid: name for name, eid in entity_ids.items()}, {aid: name for (_, name), aid in attr_ids.items()}
 
@@ -151,9 +132,11 @@ def collect_hints(operations: Iterable[Any], snapshot: dict[str, Any], before: A
     final_end = _inverse(ids.copy())
     hints = Hints()
     for operation, snap_before, point_before, snap_after, point_after in points:
-        before_view = _view(before, snap_before, point_before, start_end)  # type: ignore[arg-type]
-        after_view = _view(after, snap_after, point_after, final_end)  # type: ignore[arg-type]
-        operation.hints(before_view, after_view, hints)
+        operation.hints(
+            NameView(before, snap_before, point_before, start_end),
+            NameView(after, snap_after, point_after, final_end),
+            hints,
+        )
     return hints
 
 
