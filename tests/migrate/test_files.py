@@ -277,3 +277,43 @@ def test_slugs() -> None:
     assert slugify("Add nickname to Person!") == "add_nickname_to_person"
     assert slugify("ÄÖ") == "migration"
     assert len(slugify("x" * 100)) == 40
+
+
+def test_a_real_models_snapshot_round_trips_through_a_file(tmp_path: Path) -> None:
+    """A Pony model as the snapshot reads it -> autodetect -> file -> load -> replay: the same snapshot."""
+    snapshots = pytest.importorskip("ponykit.migrate._snapshot")
+    from datetime import datetime
+    from decimal import Decimal
+
+    from pony.orm import Database, Discriminator, Json, Optional, Required, Set, composite_key
+
+    db = Database()
+
+    class Person(db.Entity):  # type: ignore[name-defined]
+        name = Required(str, 80, index=True)
+        age = Optional(int, size=16)
+        born = Optional(datetime, precision=3)
+        money = Optional(Decimal, 10, 2, default=Decimal("1.5"))
+        data = Optional(Json)
+        pets = Set("Pet")
+        clubs = Set("Club")
+        composite_key(name, age)
+
+    class Pet(db.Entity):  # type: ignore[name-defined]
+        kind = Discriminator(str)
+        owner = Required(Person)
+        nick = Optional(str, unique=True)
+
+    class Dog(Pet):  # type: ignore[name-defined]
+        _discriminator_ = "dog"
+        bark = Optional(str, 20)
+
+    class Club(db.Entity):  # type: ignore[name-defined]
+        _table_ = "clubs"
+        members = Set(Person, table="membership")
+
+    expected = snapshots.snapshot(db)
+    write_migration(tmp_path, autodetect(snap(), expected), "initial")
+    graph = load(tmp_path)
+    assert replay(graph, graph.heads[0]) == expected
+    assert graph[graph.heads[0]].schema_hash == snapshots.snapshot_hash(expected)

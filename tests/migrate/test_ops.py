@@ -310,3 +310,53 @@ def test_subclass_attrs_get_only_explicit_backfills() -> None:
         op.AddAttr("Dog", "legs", spec("Required", "int"), backfill=4),
     )
     assert hints.backfills == {("Pet", "legs"): 4}
+
+
+# -- hints through the real _models.Mapped (Pony's own names, offline, each dialect) ------------------
+
+
+def _mapped_hints(dialect: str, base: dict[str, Any], *operations: op.Operation) -> Hints:
+    models = pytest.importorskip("ponykit.migrate._models")
+    after = base
+    for operation in operations:
+        after = operation.forwards(after)
+    return op.collect_hints(operations, base, models.build(base, dialect), models.build(after, dialect))
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres", "mysql"])
+def test_hints_with_ponys_names(dialect: str) -> None:
+    def name(text: str) -> str:
+        return text if dialect == "sqlite" else text.lower()
+
+    hints = _mapped_hints(
+        dialect,
+        person_pet(),
+        op.RenameEntity("Person", "Human"),
+        op.RenameAttr("Human", "name", "full"),
+        op.RenameEntity("Dog", "Hound"),
+        op.AddAttr("Human", "nick", spec("Optional", "str")),
+        op.DropAttr("Pet", "nick", spec=spec("Optional", "str")),
+    )
+    assert hints.table_renames == {name("Person"): name("Human"), name("Club_Person"): name("Club_Human")}
+    assert hints.column_renames == {(name("Human"), "name"): "full", (name("Club_Human"), "person"): "human"}
+    assert hints.backfills == {(name("Human"), "nick"): ""}
+    assert hints.discriminator_updates == [(name("Pet"), "classtype", "Dog", "Hound")]
+    assert hints.dropped_columns == {(name("Pet"), "nick")}
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_drop_hints_with_ponys_names(dialect: str) -> None:
+    def name(text: str) -> str:
+        return text if dialect == "sqlite" else text.lower()
+
+    club = [dict(name="id", **ID), dict(name="members", **spec("Set", "entity:Person", reverse="clubs"))]
+    hints = _mapped_hints(
+        dialect,
+        person_pet(),
+        op.DropAttr("Person", "clubs", spec=spec("Set", "entity:Club", reverse="members")),
+        op.DropEntity("Club", attrs=club),
+        op.DropEntity("Dog", attrs=[dict(name="bark", **spec("Optional", "str", 20))], bases=["Pet"]),
+    )
+    assert hints.dropped_tables == {name("Club"), name("Club_Person")}
+    assert hints.discriminator_deletes == [(name("Pet"), "classtype", "Dog")]
+    assert hints.dropped_columns == {(name("Pet"), "bark"), (name("Pet"), "classtype")}
