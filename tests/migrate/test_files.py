@@ -217,8 +217,11 @@ def test_graph_heads_merges_and_checksums(tmp_path: Path) -> None:
     # both branches change Person differently: the merge cannot be replayed
     x = 'op.AddAttr("Person", "x", {"kind": "Optional", "type": "int"})'
     _write(tmp_path, "0002_bbbbbb_b.py", "r2", "r1", x)
+    _write(tmp_path, "0002_cccccc_c.py", "r3", "r1", x.replace('"x"', '"y"'))
+    merged = replay(load(tmp_path), "r4")["entities"]["Person"]
+    assert [a["name"] for a in merged["attrs"]] == ["id", "x", "y"]
     _write(tmp_path, "0002_cccccc_c.py", "r3", "r1", x.replace("int", "str"))
-    with pytest.raises(MigrationStateError, match="changed entity Person in different ways"):
+    with pytest.raises(MigrationStateError, match="changed entity Person in conflicting ways"):
         replay(load(tmp_path), "r4")
 
 
@@ -238,6 +241,27 @@ def test_broken_histories_are_reported(
         _write(tmp_path, name, revision, down)
     with pytest.raises(MigrationStateError, match=message):
         load(tmp_path)
+
+
+def test_write_after_the_single_head_or_merge(tmp_path: Path) -> None:
+    first = write_migration(tmp_path, autodetect(snap(), person_pet()), "initial")
+    second = write_migration(tmp_path, [op.AddCompositeIndex("Person", ["age", "name"])], "index")
+    graph = load(tmp_path)
+    root = graph.roots[0]
+    assert first.name.startswith(root) and graph.parents(graph.heads[0]) == (root,)
+    write_migration(tmp_path, [op.SetTable("Person", None, "people")], "table", root)
+    with pytest.raises(MigrationStateError, match="several heads"):
+        write_migration(tmp_path, [], "more")
+    heads = load(tmp_path).heads
+    merge = write_migration(tmp_path, [], "merge", heads)
+    graph = load(tmp_path)
+    assert graph.heads == [merge.name[:11]] and set(graph.parents(graph.heads[0])) == set(heads)
+    merged = replay(graph, graph.heads[0])
+    assert merged["entities"]["Person"]["table"] == "people"
+    assert merged["entities"]["Person"]["composite_indexes"] == [["age", "name"]]
+    assert graph[graph.heads[0]].schema_hash == snapshot_hash(merged)
+    assert "down_revision = (" in merge.read_text(encoding="utf-8")
+    assert second.exists()
 
 
 def test_an_operation_that_does_not_apply_names_the_file(tmp_path: Path) -> None:

@@ -98,18 +98,28 @@ def write_migration(
     directory: str | Path,
     operations: Iterable[Any],
     message: str,
-    parents: Sequence[str] | str | None = (),
+    parents: Sequence[str] | str | None = None,
     *,
     snapshot: dict[str, Any] | None = None,
 ) -> Path:
     """Write a new migration file after ``parents`` and return its path.
 
+    ``parents``: a revision, several (a merge), ``()`` for a first migration, or None for the directory's
+    single head (none: a first migration; several: an error, a merge names its parents).
     ``snapshot``: the snapshot after the migration (default: the parents' replay with the operations
     applied), whose hash becomes ``schema_hash``.
     """
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
-    parent_list = [parents] if isinstance(parents, str) else list(parents or ())
+    if parents is None:
+        heads = load(folder).heads
+        if len(heads) > 1:
+            raise MigrationStateError(
+                f"{folder}: several heads ({', '.join(heads)}); write a merge migration with "
+                "parents=(...) (make --merge) first"
+            )
+        parents = heads
+    parent_list = [parents] if isinstance(parents, str) else list(parents)
     ops = list(operations)
     if snapshot is None:
         snapshot = _snapshot_after(folder, parent_list, ops)

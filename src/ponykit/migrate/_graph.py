@@ -1,10 +1,10 @@
 """The migration history: revisions loaded from a directory, their parents and children, and replay.
 
-A merge revision (``down_revision`` a tuple) starts from its parents' snapshots merged entity by entity
-against their latest common ancestor: an entity changed (or added, or dropped) on one branch only takes
-that branch's definition; changed on several branches, the definitions must be equal; otherwise the
-replay raises MigrationStateError naming the entity (the merge migration must then be written by hand
-from a history without the conflict).
+A merge revision (``down_revision`` a tuple) starts from its parents' snapshots merged three ways against
+their latest common ancestor, entity by entity: what only one branch changed (added, dropped) is taken from
+that branch; an entity several branches changed is merged setting by setting and attribute by attribute
+(by name; new attributes in branch order), each by the same rule; two different changes of one setting
+or attribute are a conflict, and replay raises MigrationStateError naming the entity.
 """
 
 from __future__ import annotations
@@ -132,6 +132,51 @@ def _empty() -> dict[str, Any]:
     return {"format": 1, "entities": {}}
 
 
+class _Conflict(Exception):
+    """Two branches changed one thing in different ways."""
+
+
+def _three_way(was: Any, versions: list[Any]) -> Any:
+    changed = [v for v in versions if v != was]
+    if not changed:
+        return was
+    if all(v == changed[0] for v in changed):
+        return changed[0]
+    raise _Conflict
+
+
+def _merge_attrs(was: list[dict[str, Any]], versions: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Attributes merged one by one (by name); the order is the first branch's, then the others' new ones."""
+    by_name = [{a["name"]: a for a in v} for v in versions]
+    base = {a["name"]: a for a in was}
+    order: list[str] = []
+    for version in versions:
+        order += [a["name"] for a in version if a["name"] not in order]
+    order += [name for name in base if name not in order]
+    result = []
+    for name in order:
+        merged = _three_way(base.get(name), [v.get(name) for v in by_name])
+        if merged is not None:
+            result.append(merged)
+    return result
+
+
+def _merge_entity(was: Any, versions: list[Any]) -> Any:
+    try:
+        return _three_way(was, versions)
+    except _Conflict:
+        if was is None or any(v is None for v in versions):
+            raise
+    # changed on several branches: merge field by field, attributes one by one
+    result = {}
+    for key in was:
+        if key == "attrs":
+            result[key] = _merge_attrs(was[key], [v[key] for v in versions])
+        else:
+            result[key] = _three_way(was[key], [v[key] for v in versions])
+    return result
+
+
 def _merge(graph: Graph, rev: str, parents: tuple[str, ...]) -> dict[str, Any]:
     common = set.intersection(*(graph.ancestors(p) for p in parents))
     base_rev = next((r for r in reversed(graph.order) if r in common), None)
@@ -140,18 +185,14 @@ def _merge(graph: Graph, rev: str, parents: tuple[str, ...]) -> dict[str, Any]:
     names = set(base["entities"]).union(*(s["entities"] for s in snaps))
     merged = _empty()
     for name in sorted(names):
-        was = base["entities"].get(name)
-        versions = [s["entities"].get(name) for s in snaps]
-        changed = [v for v in versions if v != was]
-        if not changed:
-            result = was
-        elif all(v == changed[0] for v in changed):
-            result = changed[0]
-        else:
+        try:
+            result = _merge_entity(base["entities"].get(name), [s["entities"].get(name) for s in snaps])
+        except _Conflict:
             raise MigrationStateError(
-                f"merge revision {rev}: its parents {', '.join(parents)} changed entity {name} in different "
-                "ways; write the merge by hand on one branch first (the other branch's change as operations)"
-            )
+                f"merge revision {rev}: its parents {', '.join(parents)} changed entity {name} in "
+                "conflicting ways (the same attribute or setting differently, or one dropped what another changed); "
+                "rebase one branch on the other instead of merging"
+            ) from None
         if result is not None:
             merged["entities"][name] = copy.deepcopy(result)
     return merged
