@@ -190,8 +190,8 @@ def _merge(graph: Graph, rev: str, parents: tuple[str, ...]) -> dict[str, Any]:
         except _Conflict:
             raise MigrationStateError(
                 f"merge revision {rev}: its parents {', '.join(parents)} changed entity {name} in "
-                "conflicting ways (the same attribute or setting differently, or one dropped what another changed); "
-                "rebase one branch on the other instead of merging"
+                "conflicting ways (the same attribute or setting differently, or one dropped what another "
+                "changed); rebase one branch on the other instead of merging"
             ) from None
         if result is not None:
             merged["entities"][name] = copy.deepcopy(result)
