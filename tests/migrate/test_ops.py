@@ -280,6 +280,22 @@ def test_drops_name_what_they_drop() -> None:
     assert hints.discriminator_deletes == [("Pet", "classtype", "Dog")]
 
 
+def test_dropping_a_hierarchy_drops_its_table_only() -> None:
+    dog = op.DropEntity("Dog", attrs=[dict(name="bark", **spec("Optional", "str", 20))], bases=["Pet"])
+    pet = op.DropEntity("Pet", attrs=[dict(name="id", **ID), dict(name="nick", **spec("Optional", "str"))])
+    base = op.DropAttr("Pet", "owner").forwards(op.DropAttr("Person", "pets").forwards(person_pet()))
+    hints = _hints(base, dog, pet)
+    assert hints.dropped_tables == {"Pet"} and hints.discriminator_deletes == []
+
+
+def test_deleted_subclass_rows_follow_a_renamed_root() -> None:
+    dog = op.DropEntity("Dog", attrs=[dict(name="bark", **spec("Optional", "str", 20))], bases=["Pet"])
+    hints = _hints(person_pet(), dog, op.RenameEntity("Pet", "Animal"))
+    assert hints.discriminator_deletes == [("Animal", "classtype", "Dog")]
+    assert hints.table_renames == {"Pet": "Animal"}
+    assert ("Animal", "bark") in hints.dropped_columns
+
+
 def test_first_subclass_backfills_the_new_discriminator_column() -> None:
     cat = op.AddEntity("Cat", attrs=[("lives", spec("Optional", "int"))], bases=["Pet"])
     assert _hints(person_pet(), cat).backfills == {}  # Pet already has a discriminator (Dog)

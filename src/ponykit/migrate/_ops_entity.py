@@ -211,10 +211,14 @@ class DropEntity(_EntityDef):
         elif disc is not None:
             # a subclass lives in its root's table: delete its rows, drop its own columns, and the
             # discriminator column when it was the root's last subclass (Pony adds it only for a hierarchy)
-            hints.discriminator_deletes.append(disc)
             root = _root(getattr(before, "snapshot", {"entities": {}}), self.name)
-            if safe(after.discriminator, root) is None and safe(after.entity_table, root) is not None:
-                hints.dropped_columns.add((safe(after.entity_table, root), disc[1]))
+            # keyed by the root table's name at the end of the migration (like column renames)
+            root_table = safe(after.entity_table, root)
+            if root_table is not None:  # else the whole table goes with its root
+                table = root_table
+                hints.discriminator_deletes.append((table, disc[1], disc[2]))
+                if safe(after.discriminator, root) is None:
+                    hints.dropped_columns.add((root_table, disc[1]))
         for spec in self.attrs or ():
             link = safe(before.link_table, self.name, spec["name"])
             if link is not None:
