@@ -119,7 +119,8 @@ def snapshots(draw: st.DrawFn) -> dict[str, Any]:
     for name in names:
         attr_names = draw(st.lists(st.sampled_from(["a0", "a1", "a2", "a3"]), unique=True, max_size=3))
         attrs = [("id", ID)] + [(a, draw(_SCALARS)) for a in sorted(attr_names)]
-        keys = [sorted(attr_names)[:2]] if len(attr_names) >= 2 and draw(st.booleans()) else []
+        keyable = [n for n, a in attrs if a["type"] in ("int", "str") and not a["options"].get("unique")]
+        keys = [keyable[:2]] if len(keyable) >= 2 and draw(st.booleans()) else []
         table = draw(st.sampled_from([None, None, f"t_{name.lower()}"]))
         result["entities"][name] = entity(*attrs, composite_keys=keys, table=table)
     if "A" in names and draw(st.booleans()):

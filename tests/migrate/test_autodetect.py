@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from _ops_support import ID, entity, install_door, named, person_pet, rebuilt, snap, snapshots, spec
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from ponykit.errors import MigrationError, UnsafeMigration
@@ -282,3 +282,36 @@ def test_two_hundred_entities_in_well_under_a_second() -> None:
         timings.append(time.perf_counter() - started)
     assert len(ops) == 200 + 398 and len(again) == 100 and text
     assert min(timings) < 0.5, f"{min(timings):.2f} s"
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+@settings(max_examples=25)  # each example maps two models with Pony
+@given(old=snapshots(), new=snapshots())
+def test_hints_explain_every_physical_drop_and_new_not_null_column(
+    dialect: str, old: dict[str, Any], new: dict[str, Any]
+) -> None:
+    """What the planner asserts: a table or column that disappears is renamed or dropped on purpose, and
+    a new NOT NULL column of an existing table without an SQL default has a backfill."""
+    models = pytest.importorskip("ponykit.migrate._models")
+    ops = autodetect(old, new, allow_drop=True, allow_lossy=True, backfill=_backfills(new))
+    before, after = models.build(old, dialect), models.build(new, dialect)
+    hints = op.collect_hints(ops, old, before, after)
+    tables_after = after.schema.tables
+    for name, table in before.schema.tables.items():
+        target = hints.table_renames.get(name, name)
+        if target not in tables_after:
+            assert name in hints.dropped_tables, f"table {name} vanishes"
+            continue
+        columns_after = {c.name: c for c in tables_after[target].columns}
+        kept = set()
+        for column in table.columns:
+            renamed = hints.column_renames.get((target, column.name), column.name)
+            if renamed in columns_after:
+                kept.add(renamed)
+            else:
+                dropped = {(target, column.name), (name, column.name)} & hints.dropped_columns
+                assert dropped, f"column {name}.{column.name} vanishes"
+        for column in columns_after.values():
+            if column.name in kept or not column.not_null or column.default is not None or column.auto:
+                continue
+            assert (target, column.name) in hints.backfills, f"new NOT NULL column {target}.{column.name}"

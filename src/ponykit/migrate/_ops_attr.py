@@ -312,6 +312,13 @@ class AlterAttr(Operation):
         columns = safe(after.attr_columns, self.entity, self.name) or ()
         if table is None:
             return
+        # a relation that changes shape (to-one <-> Set, one more key column) loses what does not map
+        was = safe(before.attr_columns, self.entity, self.name) or ()
+        if len(was) != len(columns):
+            hints.dropped_columns |= {(table, column) for column in was if column not in columns}
+        link = safe(before.link_table, self.entity, self.name)
+        if link is not None and safe(after.link_table, self.entity, self.name) is None:
+            hints.dropped_tables.add(link)
         for column in columns:
             if self.lossy:
                 hints.lossy.add((table, column))
