@@ -292,8 +292,33 @@ def test_hints_explain_every_physical_drop_and_new_not_null_column(
 ) -> None:
     """What the planner asserts: a table or column that disappears is renamed or dropped on purpose, and
     a new NOT NULL column of an existing table without an SQL default has a backfill."""
-    models = pytest.importorskip("ponykit.migrate._models")
     ops = autodetect(old, new, allow_drop=True, allow_lossy=True, backfill=_backfills(new))
+    _check_physical(dialect, old, new, ops)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "mysql"])
+@settings(max_examples=25)
+@given(old=snapshots(), data=st.data())
+def test_renames_keep_every_table_and_column(dialect: str, old: dict[str, Any], data: st.DataObject) -> None:
+    """Renamed entities and attributes: every table and column is found again under its new name."""
+    new, renames = old, {}
+    for name in data.draw(
+        st.lists(st.sampled_from(sorted(old["entities"]) or ["-"]), unique=True, max_size=2)
+    ):
+        if name == "-":
+            continue
+        for attr in [a["name"] for a in new["entities"][name]["attrs"] if a["name"] != "id"][:1]:
+            new = op.RenameAttr(name, attr, attr + "_x").forwards(new)
+            renames[f"{name}.{attr}"] = attr + "_x"
+        new = op.RenameEntity(name, name + "x").forwards(new)
+        renames[name] = name + "x"
+    ops = autodetect(old, new, renames=renames)
+    hints = _check_physical(dialect, old, new, ops)
+    assert not hints.dropped_tables and not hints.dropped_columns
+
+
+def _check_physical(dialect: str, old: dict[str, Any], new: dict[str, Any], ops: list[op.Operation]) -> Any:
+    models = pytest.importorskip("ponykit.migrate._models")
     before, after = models.build(old, dialect), models.build(new, dialect)
     hints = op.collect_hints(ops, old, before, after)
     tables_after = after.schema.tables
@@ -315,3 +340,4 @@ def test_hints_explain_every_physical_drop_and_new_not_null_column(
             if column.name in kept or not column.not_null or column.default is not None or column.auto:
                 continue
             assert (target, column.name) in hints.backfills, f"new NOT NULL column {target}.{column.name}"
+    return hints
