@@ -341,3 +341,13 @@ def _check_physical(dialect: str, old: dict[str, Any], new: dict[str, Any], ops:
                 continue
             assert (target, column.name) in hints.backfills, f"new NOT NULL column {target}.{column.name}"
     return hints
+
+
+def test_suggestions_follow_an_entity_rename_already_given() -> None:
+    new = op.RenameAttr("Human", "age", "years").forwards(
+        op.RenameEntity("Person", "Human").forwards(person_pet())
+    )
+    with pytest.raises(UnsafeMigration, match=r"--rename Human\.age=years"):
+        autodetect(person_pet(), new, renames={"Person": "Human"})
+    ops = autodetect(person_pet(), new, renames={"Person": "Human", "Human.age": "years"})
+    assert ops == [op.RenameEntity("Person", "Human"), op.RenameAttr("Human", "age", "years")]

@@ -102,7 +102,7 @@ class _Builder:
     def refuse_drop(self, what: str) -> None:
         if self.flags["allow_drop"]:
             return
-        hints = suggest_renames(self.old, self.new)
+        hints = suggest_renames(self.cur, self.new)  # after the renames already given
         mentioned = [h for h in hints if h.split("=")[0] == what or h.startswith(f"{what}.")]
         hint = f" Did you mean {', '.join('--rename ' + h for h in mentioned)}?" if mentioned else ""
         raise UnsafeMigration(
