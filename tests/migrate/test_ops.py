@@ -376,3 +376,8 @@ def test_drop_hints_with_ponys_names(dialect: str) -> None:
     assert hints.dropped_tables == {name("Club"), name("Club_Person")}
     assert hints.discriminator_deletes == [(name("Pet"), "classtype", "Dog")]
     assert hints.dropped_columns == {(name("Pet"), "bark"), (name("Pet"), "classtype")}
+
+
+def test_hints_need_the_views_of_collect_hints() -> None:
+    with pytest.raises(MigrationError, match="op.collect_hints"):
+        op.RenameEntity("Person", "Human").hints(FakeMapped(person_pet()), object(), Hints())  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ponykit.errors import MigrationError
 from ponykit.migrate._hints import Hints
 
 __all__ = ["NameView", "collect_hints", "discriminator_change", "entity_rename_facts", "rename_facts", "safe"]
@@ -158,7 +159,13 @@ def rename_facts(before: Any, after: Any, rename_entity: dict[str, str], hints: 
     same data, so a difference is a rename: derived names (link tables named after entities, link columns,
     columns of a renamed attribute) all come out of this one comparison.
     """
-    for name, entity in after.snapshot["entities"].items():
+    snapshot = getattr(after, "snapshot", None)
+    if snapshot is None:
+        raise MigrationError(
+            "an operation's hints need the names of its point in the migration: call "
+            "op.collect_hints(operations, snapshot_before, mapped_before, mapped_after), not op.hints(...)"
+        )
+    for name, entity in snapshot["entities"].items():
         old_name = rename_entity.get(name, name)
         table0 = safe(before.entity_table, old_name)
         table1 = safe(after.entity_table, name)
