@@ -58,6 +58,9 @@ def lossy_reasons(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if old_type != new_type and (old_type, new_type) not in _WIDENING:
         reasons.append(f"type {old_type} -> {new_type} may not convert every value")
         return reasons
+    if old["options"].get("sql_type") != new["options"].get("sql_type"):
+        # a declared SQL type is opaque: nothing says the new one holds every old value
+        reasons.append(f"sql_type {old['options'].get('sql_type')!r} -> {new['options'].get('sql_type')!r}")
     if new_type in ("str", "LongStr") and old_type in ("str", "LongStr"):
         was = None if old_type == "LongStr" else _str_len(old)
         now = None if new_type == "LongStr" else _str_len(new)
@@ -67,8 +70,14 @@ def lossy_reasons(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         was_size, now_size = old["options"].get("size", 32), new["options"].get("size", 32)
         if now_size < was_size:
             reasons.append(f"int size {was_size} -> {now_size}")
-        if bool(old["options"].get("unsigned")) != bool(new["options"].get("unsigned")):
-            reasons.append("unsigned changed")
+        was_unsigned, now_unsigned = (
+            bool(old["options"].get("unsigned")),
+            bool(new["options"].get("unsigned")),
+        )
+        if now_unsigned and not was_unsigned:
+            reasons.append("signed -> unsigned (negative values)")
+        elif was_unsigned and not now_unsigned and now_size <= was_size:
+            reasons.append(f"unsigned -> signed at size {now_size}")
     if new_type == "Decimal" and old_type == "Decimal":
         (p0, s0), (p1, s1) = _decimal(old), _decimal(new)
         if s1 < s0 or p1 - s1 < p0 - s0:
