@@ -4,6 +4,21 @@ Each operation is a small frozen object with ``forwards(snapshot)``, ``backwards
 ``reversible``, ``hints(before, after, hints)``, ``render()`` and ``describe()``. Attribute declarations
 are Pony's own classes (``op.AddAttr("Person", "nick", Optional(str, 40))``); the operations hold them as
 snapshot attr dicts. :func:`collect_hints` gives the physical planner the facts of a whole migration.
+
+Operations:
+
+- ``AddEntity(name, attrs=[(name, decl), ...], bases=(), table=None, discriminator=None,
+  primary_key=None, composite_keys=(), composite_indexes=())``; ``DropEntity`` takes the same arguments
+  (without ``attrs`` it is irreversible).
+- ``RenameEntity(old, new)``: the table, m2m tables and columns and the discriminator value follow.
+- ``AddAttr(entity, name, decl, backfill=MISSING, before=None)`` (``before``: the attribute it precedes);
+  ``DropAttr(entity, name, spec=None, before=None)`` (``spec``: the declaration, for reversal);
+  ``RenameAttr(entity, old, new)``; ``AlterAttr(entity, name, old_decl, new_decl, lossy=False,
+  backfill=MISSING)`` (``backfill``: the value NULLs get when it becomes NOT NULL).
+- ``AddCompositeKey/DropCompositeKey/AddCompositeIndex/DropCompositeIndex(entity, attrs)``,
+  ``SetDiscriminator(entity, old, new)``, ``SetTable(entity, old, new)``.
+- ``RunPython(fn, reverse=None)``, ``RunSQL(sql or {dialect: sql}, reverse=None)``; ``reverse=op.noop``
+  makes a data step reversible without doing anything.
 """
 
 from __future__ import annotations
