@@ -74,7 +74,7 @@ def plan(before: PhysicalSchema, after: PhysicalSchema, hints: Hints | None = No
     if before.dialect != after.dialect:
         raise ValueError(f"both schemas must be for one dialect: {before.dialect!r} and {after.dialect!r}")
     diff: Diff = diff_schemas(before, after, hints or Hints())
-    result = Plan(dialect=after.dialect, checks=list(diff.checks()))
+    result = Plan(dialect=after.dialect, checks=[Check(sql, message) for sql, message in diff.checks()])
     if after.dialect == "postgres":
         from . import _plan_postgres as dialect_module
     elif after.dialect == "mysql":

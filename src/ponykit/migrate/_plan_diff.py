@@ -123,16 +123,14 @@ class Diff:
                 return td.old_of.get(new_column, new_column)
         return new_column
 
-    def checks(self) -> Iterator[Any]:
-        """The checks to run before any DDL, on the old names."""
-        from ._plan import Check
-
+    def checks(self) -> Iterator[tuple[str, str]]:
+        """The checks (query that must return 0, message) to run before any DDL, on the old names."""
         length = "LENGTH" if self.dialect == "sqlite" else "CHAR_LENGTH"
         for td in self.tables:
             t = self.q(td.old.name)
             for col in td.added:
                 if col.not_null and col.default is None and not col.auto and col.name not in td.backfills:
-                    yield Check(
+                    yield (
                         f"SELECT COUNT(*) FROM {t}",
                         f"table {td.old.name} has rows: column {td.name}.{col.name} is added NOT NULL without"
                         " a default or backfill; give a backfill value for it",
@@ -140,21 +138,21 @@ class Diff:
             for old, new in td.altered:
                 c = self.q(old.name)
                 if new.not_null and not old.not_null and new.name not in td.backfills:
-                    yield Check(
+                    yield (
                         f"SELECT COUNT(*) FROM {t} WHERE {c} IS NULL",
                         f"column {td.name}.{new.name} becomes NOT NULL but has NULL values; give a backfill"
                         " value for them or fix the rows first",
                     )
                 limit = _narrowed_length(old.sql_type, new.sql_type)
                 if limit is not None:
-                    yield Check(
+                    yield (
                         f"SELECT COUNT(*) FROM {t} WHERE {length}({c}) > {limit}",
                         f"column {td.name}.{new.name} narrows from {old.sql_type} to {new.sql_type} but has"
                         f" values longer than {limit} characters; shorten them first",
                     )
                 bounds = _narrowed_int(old.sql_type, new.sql_type)
                 if bounds is not None:
-                    yield Check(
+                    yield (
                         f"SELECT COUNT(*) FROM {t} WHERE {c} < {bounds[0]} OR {c} > {bounds[1]}",
                         f"column {td.name}.{new.name} narrows from {old.sql_type} to {new.sql_type} but has"
                         f" values outside [{bounds[0]}, {bounds[1]}]; change them first",
