@@ -109,12 +109,12 @@ def second_database(backend_name: str, url: str) -> Iterator[str]:
         con.close()
 
 
-def create(model: Model, url: str) -> Database:
-    """Model declared on a fresh Database bound to ``url`` with its tables created by Pony."""
+def create(model: Model, url: str, create_tables: bool = True) -> Database:
+    """Model declared on a fresh Database bound to ``url`` (its tables created by Pony unless told)."""
     db = Database()
     model(db)
     ponykit.bind_url(db, url)
-    db.generate_mapping(create_tables=True)
+    db.generate_mapping(create_tables=create_tables, check_tables=True)
     return db
 
 

@@ -456,3 +456,39 @@ def test_oracle(backend: Backend, name: str) -> None:
         assert got == expected, f"{template}: {got} != {expected}\n{migration}"
     # Nothing left to do: planning from the model B against itself is empty.
     assert not plan(offline(case.b, d), offline(case.b, d), Hints()).steps
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres", "mysql"])
+def test_plans_are_deterministic_and_readable(dialect: str) -> None:
+    case = CASES["add_not_null_backfill"]
+    first = plan(offline(case.a, dialect), offline(case.b, dialect), case.hints(dialect))
+    second = plan(offline(case.a, dialect), offline(case.b, dialect), case.hints(dialect))
+    assert first.statements == second.statements
+    assert str(first) == str(second)
+    person = T("Person", dialect)
+    assert f"{person}: " in str(first)
+    assert 'add column nick (backfill "it\'s")' in str(first)
+    assert all(step.description and step.sql for step in first.steps)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres", "mysql"])
+def test_an_unexplained_drop_is_a_bug(dialect: str) -> None:
+    with pytest.raises(AssertionError, match="column .*age disappears"):
+        plan(offline(person_a, dialect), offline(person_bare, dialect), Hints())
+    with pytest.raises(AssertionError, match="(?i)table person_tag disappears"):
+        plan(offline(club_a, dialect), offline(person_plus(), dialect), Hints())
+
+
+def test_checks_name_the_column_and_the_fix() -> None:
+    migration = plan(
+        offline(person_a, "postgres"), offline(person_plus(level=lambda: Required(int)), "postgres")
+    )
+    assert [c.sql for c in migration.checks] == ['SELECT COUNT(*) FROM "person"']
+    assert "person.level is added NOT NULL" in migration.checks[0].message
+    assert "backfill" in migration.checks[0].message
+
+
+def test_mariadb_runs_one_statement_per_step() -> None:
+    for case in CASES.values():
+        migration = plan(offline(case.a, "mysql"), offline(case.b, "mysql"), case.hints("mysql"))
+        assert all(len(step.sql) == 1 for step in migration.steps), str(migration)
