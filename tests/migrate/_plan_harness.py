@@ -254,7 +254,8 @@ def _mysql(cur: Any) -> dict[str, Any]:
         " GROUP BY TABLE_NAME, INDEX_NAME, NON_UNIQUE"
     )
     for table, name, non_unique, cols in cur.fetchall():
-        named = name == "PRIMARY" or name.startswith(("idx_", "unq_", "fk_"))
+        # A single-column UNIQUE is named after its column (the planner keeps it so on renames)
+        named = name == "PRIMARY" or name.startswith(("idx_", "unq_", "fk_")) or name == cols
         result[table]["indexes"].add((name if named else None, cols, not non_unique))
     cur.execute(
         "SELECT k.TABLE_NAME, k.CONSTRAINT_NAME, GROUP_CONCAT(k.COLUMN_NAME ORDER BY k.ORDINAL_POSITION),"

@@ -9,7 +9,7 @@ from datetime import date
 from typing import Any
 
 import pytest
-from _plan_harness import Model, assert_same, catalog, fresh_catalog, migrate, offline, rows
+from _plan_harness import Model, assert_same, catalog, fresh_catalog, migrate, offline, rows, run
 from pony.orm import (
     Database,
     Discriminator,
@@ -303,6 +303,59 @@ def fill_composite(db: Database) -> None:
         db.Thing(box=box)
 
 
+def mail_b(db: Database) -> None:
+    class Person(db.Entity):
+        name = Required(str, 40, index=True)
+        age = Optional(int, size=64)
+        mail = Optional(str, 100, unique=True, nullable=True)
+        boss = Optional("Person", reverse="reports")
+        reports = Set("Person", reverse="boss")
+        composite_key(name, age)
+
+
+def owned_a(db: Database) -> None:
+    class Person(db.Entity):
+        name = Required(str, 40)
+
+    class Pet(db.Entity):
+        nick = Required(str, 20)
+
+
+def owned_b(db: Database) -> None:
+    class Person(db.Entity):
+        name = Required(str, 40)
+        pets = Set("Pet")
+
+    class Pet(db.Entity):
+        nick = Required(str, 20)
+        owner = Required(Person)
+
+
+def fill_owned(db: Database) -> None:
+    with db_session:
+        db.Person(name="ann")
+        db.Pet(nick="rex")
+
+
+def beast_b(db: Database) -> None:
+    class Beast(db.Entity):
+        name = Required(str, 40)
+        kind = Discriminator(str, 20)
+
+    class Dog(Beast):
+        bark = Optional(int)
+
+    class Fish(Beast):
+        fins = Optional(int)
+
+
+def beast_hints(d: str) -> Hints:
+    return Hints(
+        table_renames={T("Animal", d): T("Beast", d)},
+        discriminator_updates=[(T("Beast", d), "kind", "Animal", "Beast")],
+    )
+
+
 CASES: dict[str, Case] = {
     "add_nullable": Case(
         person_a,
@@ -433,6 +486,34 @@ CASES: dict[str, Case] = {
         fill=fill_composite,
         expect=[("SELECT holder_x, holder_y FROM {Thing}", [(1, "a")])],
     ),
+    "rename_and_retype": Case(
+        person_a,
+        mail_b,
+        hints=lambda d: Hints(column_renames={(T("Person", d), "email"): "mail"}),
+        fill=fill_people,
+        expect=[
+            ("SELECT name, mail, age FROM {Person} ORDER BY name", [("ann", "a@x", 30), ("bob", None, None)])
+        ],
+    ),
+    "add_required_relation": Case(
+        owned_a,
+        owned_b,
+        hints=lambda d: Hints(backfills={(T("Pet", d), "owner"): 1}),
+        fill=fill_owned,
+        expect=[("SELECT nick, owner FROM {Pet}", [("rex", 1)])],
+    ),
+    "rename_root_entity": Case(
+        zoo_a,
+        beast_b,
+        hints=beast_hints,
+        fill=fill_zoo,
+        expect=[
+            (
+                "SELECT name, kind FROM {Beast} ORDER BY name",
+                [("generic", "Beast"), ("nemo", "Fish"), ("rex", "Dog")],
+            )
+        ],
+    ),
 }
 
 
@@ -492,3 +573,53 @@ def test_mariadb_runs_one_statement_per_step() -> None:
     for case in CASES.values():
         migration = plan(offline(case.a, "mysql"), offline(case.b, "mysql"), case.hints("mysql"))
         assert all(len(step.sql) == 1 for step in migration.steps), str(migration)
+
+
+def mail_c(db: Database) -> None:
+    class Person(db.Entity):
+        name = Required(str, 40)
+        mail = Optional(str, 100, nullable=True)
+        boss = Optional("Person", reverse="reports")
+        reports = Set("Person", reverse="boss")
+
+
+def club_c(db: Database) -> None:
+    class Human(db.Entity):
+        name = Required(str, 40, index=True)
+        email = Optional(str, 60, nullable=True)
+        age = Optional(int)
+        tags = Set("Tag")
+
+    class Tag(db.Entity):
+        label = PrimaryKey(str, 20)
+        people = Set(Human)
+
+
+CHAINS: dict[str, tuple[list[Model], list[Callable[[str], Hints]], Callable[[Database], None]]] = {
+    "rename_then_drop_unique": (
+        [person_a, mail_b, mail_c],
+        [
+            lambda d: Hints(column_renames={(T("Person", d), "email"): "mail"}),
+            lambda d: Hints(dropped_columns={(T("Person", d), "age")}),
+        ],
+        fill_people,
+    ),
+    "rename_table_then_drop_entity": (
+        [club_a, club_b, club_c],
+        [club_hints, lambda d: Hints(dropped_tables={T("Pet", d)})],
+        fill_club,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHAINS))
+def test_chained_migrations(backend: Backend, name: str) -> None:
+    """Names the previous migration left (backend-chosen ones included) are the ones the next expects."""
+    models, hints, fill = CHAINS[name]
+    d = backend.name
+    migration, counts = migrate(d, backend.url, models[0], models[1], hints[0](d), fill)
+    assert not any(counts)
+    for before, after, hint in zip(models[1:-1], models[2:], hints[1:], strict=True):
+        migration = plan(offline(before, d), offline(after, d), hint(d))
+        assert not any(run(d, backend.url, migration)), str(migration)
+    assert_same(catalog(d, backend.url), fresh_catalog(d, backend.url, models[-1]))

@@ -116,6 +116,10 @@ def _table_steps(diff: Diff, td: TableDiff) -> Iterator[StepSpec]:
         if old_index.name and new_index.name:
             clauses.append(f"RENAME INDEX {q(old_index.name)} TO {q(new_index.name)}")
             what.append(f"rename index {old_index.name} -> {new_index.name}")
+    for old_index, new_index in td.kept_indexes:
+        # MariaDB names a single-column UNIQUE after its column: keep that true, a later drop relies on it
+        if old_index.name is None and not old_index.primary and old_index.columns != new_index.columns:
+            clauses.append(f"RENAME INDEX {q(old_index.columns[0])} TO {q(new_index.columns[0])}")
     if clauses:
         yield [alter + ", ".join(clauses)], t, f"{t}: " + "; ".join(what)
     clauses, what = [], []
