@@ -9,7 +9,7 @@ from datetime import date
 from typing import Any
 
 import pytest
-from _plan_harness import Model, assert_same, catalog, fresh_catalog, migrate, offline, rows, run
+from _plan_harness import Model, assert_same, catalog, connect, fresh_catalog, migrate, offline, rows, run
 from pony.orm import (
     Database,
     Discriminator,
@@ -356,6 +356,22 @@ def beast_hints(d: str) -> Hints:
     )
 
 
+def fill_owned_pet(db: Database) -> None:
+    with db_session:
+        db.Pet(nick="rex", owner=db.Person(name="ann"))
+
+
+def bigid_b(db: Database) -> None:
+    class Person(db.Entity):
+        id = PrimaryKey(int, size=64, auto=True)
+        name = Required(str, 40)
+        pets = Set("Pet")
+
+    class Pet(db.Entity):
+        nick = Required(str, 20)
+        owner = Required(Person)
+
+
 CASES: dict[str, Case] = {
     "add_nullable": Case(
         person_a,
@@ -514,6 +530,12 @@ CASES: dict[str, Case] = {
             )
         ],
     ),
+    "widen_referenced_key": Case(
+        owned_b,
+        bigid_b,
+        fill=fill_owned_pet,
+        expect=[("SELECT nick, owner FROM {Pet}", [("rex", 1)])],
+    ),
 }
 
 
@@ -623,3 +645,23 @@ def test_chained_migrations(backend: Backend, name: str) -> None:
         migration = plan(offline(before, d), offline(after, d), hint(d))
         assert not any(run(d, backend.url, migration)), str(migration)
     assert_same(catalog(d, backend.url), fresh_catalog(d, backend.url, models[-1]))
+
+
+@pytest.mark.backends("sqlite")
+def test_sqlite_rebuild_keeps_the_autoincrement_counter(backend: Backend) -> None:
+    def fill(db: Database) -> None:
+        with db_session:
+            db.Person(name="ann")
+            db.Person(name="bob")
+        with db_session:
+            db.Person[2].delete()
+
+    migration, _counts = migrate("sqlite", backend.url, person_bare, person_plus(), Hints(), fill)
+    assert "rebuild" in str(migration)
+    con = connect("sqlite", backend.url)
+    try:
+        con.execute("INSERT INTO \"Person\" (name) VALUES ('cy')")
+        ids = [r[0] for r in con.execute('SELECT id FROM "Person" ORDER BY id')]
+    finally:
+        con.close()
+    assert ids == [1, 3]  # bob's id 2 is not reused

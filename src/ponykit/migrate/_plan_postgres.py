@@ -121,13 +121,25 @@ def _add_column(diff: Diff, td: TableDiff, col: PhysicalColumn) -> tuple[list[st
     return sql, f"add column {col.name} (backfill {value!r})"
 
 
+_SERIALS = {"SMALLSERIAL": "SMALLINT", "SERIAL": "INTEGER", "BIGSERIAL": "BIGINT"}
+
+
+def _real_type(col: PhysicalColumn) -> str:
+    """The type PostgreSQL gives the column: Pony 0.7.20 writes SERIAL for every auto int (even size=64)."""
+    if col.auto:
+        words = col.definition.split()
+        if len(words) > 1 and words[1].upper() in _SERIALS:
+            return _SERIALS[words[1].upper()]
+    return col.sql_type
+
+
 def _alter_column(
     diff: Diff, td: TableDiff, old: PhysicalColumn, new: PhysicalColumn
 ) -> tuple[list[str], str]:
     q, t, c = diff.q, td.name, diff.q(new.name)
     sql: list[str] = []
     what: list[str] = []
-    if old.sql_type != new.sql_type:
+    if _real_type(old) != _real_type(new):
         sql.append(
             f"ALTER TABLE {q(t)} ALTER COLUMN {c} TYPE {new.sql_type} USING CAST({c} AS {new.sql_type})"
         )
@@ -195,8 +207,9 @@ def _alter(diff: Diff, td: TableDiff) -> Iterator[StepSpec]:
         what.append(text)
     for old, new in td.altered:
         statements, text = _alter_column(diff, td, old, new)
-        sql += statements
-        what.append(text)
+        if statements:
+            sql += statements
+            what.append(text)
     for index in td.added_indexes:
         if any(c in {a.name for a in td.added} for c in index.columns) and index.name is None:
             continue  # a single-column UNIQUE came inline with ADD COLUMN

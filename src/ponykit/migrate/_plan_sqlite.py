@@ -99,6 +99,15 @@ def _rebuild(diff: Diff, td: TableDiff) -> StepSpec:
     sql = [
         _create_as(diff, td.new, tmp),
         f"INSERT INTO {q(tmp)} ({', '.join(targets)}) SELECT {', '.join(sources)} FROM {q(t)}",
+    ]
+    if "AUTOINCREMENT" in td.old.create_sql.upper() and "AUTOINCREMENT" in td.new.create_sql.upper():
+        # AUTOINCREMENT never reuses an id: carry the old table's counter over (the copy only saw the
+        # surviving rows); the table renames below rename its sqlite_sequence row with it.
+        sql += [
+            f"DELETE FROM sqlite_sequence WHERE name = {diff.lit(tmp)}",
+            f"UPDATE sqlite_sequence SET name = {diff.lit(tmp)} WHERE name = {diff.lit(t)}",
+        ]
+    sql += [
         f"DROP TABLE {q(t)}",
         f"ALTER TABLE {q(tmp)} RENAME TO {q(t)}",
         *_indexes(td.new),
