@@ -372,6 +372,21 @@ def bigid_b(db: Database) -> None:
         owner = Required(Person)
 
 
+def defaults_a(db: Database) -> None:
+    class Item(db.Entity):
+        n = Required(int, sql_default="5")
+        v = Required(str, 10, sql_default="'a'")
+        m = Optional(int, sql_default="1")
+
+
+def defaults_b(db: Database) -> None:
+    class Item(db.Entity):
+        n = Required(int, size=64, sql_default="5")
+        v = Required(str, 20, sql_default="'a'")
+        m = Optional(int, sql_default="2")
+        k = Required(int, sql_default="3")
+
+
 CASES: dict[str, Case] = {
     "add_nullable": Case(
         person_a,
@@ -535,6 +550,12 @@ CASES: dict[str, Case] = {
         bigid_b,
         fill=fill_owned_pet,
         expect=[("SELECT nick, owner FROM {Pet}", [("rex", 1)])],
+    ),
+    "defaults_restated": Case(
+        defaults_a,
+        defaults_b,
+        fill=lambda db: _add(db, "Item", n=1, v="x", m=4),
+        expect=[("SELECT n, v, m, k FROM {Item}", [(1, "x", 4, 3)])],
     ),
 }
 
