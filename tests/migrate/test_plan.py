@@ -9,7 +9,7 @@ from datetime import date
 from typing import Any
 
 import pytest
-from _plan_harness import Model, assert_same, catalog, connect, fresh_catalog, migrate, offline, rows, run
+from _plan_harness import Model, assert_same_as_fresh, connect, migrate, offline, rows, run
 from pony.orm import (
     Database,
     Discriminator,
@@ -574,7 +574,7 @@ def test_oracle(backend: Backend, name: str) -> None:
         assert any(counts), f"no check refused:\n{migration}"
         return
     assert not any(counts), f"a check refused: {counts}\n{migration}"
-    assert_same(catalog(d, backend.url), fresh_catalog(d, backend.url, case.b))
+    assert_same_as_fresh(d, backend.url, case.b)
     for template, expected in case.expect:
         got = rows(d, backend.url, _sql(template, d))
         assert got == expected, f"{template}: {got} != {expected}\n{migration}"
@@ -665,7 +665,7 @@ def test_chained_migrations(backend: Backend, name: str) -> None:
     for before, after, hint in zip(models[1:-1], models[2:], hints[1:], strict=True):
         migration = plan(offline(before, d), offline(after, d), hint(d))
         assert not any(run(d, backend.url, migration)), str(migration)
-    assert_same(catalog(d, backend.url), fresh_catalog(d, backend.url, models[-1]))
+    assert_same_as_fresh(d, backend.url, models[-1])
 
 
 @pytest.mark.backends("sqlite")
