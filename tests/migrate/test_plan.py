@@ -24,6 +24,7 @@ from pony.orm import (
 )
 
 from conftest import Backend
+from ponykit.errors import MigrationError
 from ponykit.migrate._hints import Hints
 from ponykit.migrate._plan import plan
 
@@ -686,3 +687,42 @@ def test_sqlite_rebuild_keeps_the_autoincrement_counter(backend: Backend) -> Non
     finally:
         con.close()
     assert ids == [1, 3]  # bob's id 2 is not reused
+
+
+def swap_a(db: Database) -> None:
+    class Item(db.Entity):
+        a = Required(int)
+        b = Required(int)
+        c = Optional(int)
+
+
+def chain_b(db: Database) -> None:
+    class Item(db.Entity):
+        b = Required(int)
+        c = Required(int)
+        d = Optional(int)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres", "mysql"])
+def test_rename_chains_are_ordered_and_cycles_refused(dialect: str) -> None:
+    item = T("Item", dialect)
+    chain = Hints(column_renames={(item, "a"): "b", (item, "b"): "c", (item, "c"): "d"})
+    migration = plan(offline(swap_a, dialect), offline(chain_b, dialect), chain)
+    text = "\n".join(migration.statements)
+    assert text.index("TO " + ("`d`" if dialect == "mysql" else '"d"')) < text.index(
+        "TO " + ("`c`" if dialect == "mysql" else '"c"')
+    )
+    cycle = Hints(column_renames={(item, "a"): "b", (item, "b"): "a"})
+    with pytest.raises(MigrationError, match="cycle"):
+        plan(offline(swap_a, dialect), offline(swap_a, dialect), cycle)
+
+
+def test_rename_chain_on_a_live_database(backend: Backend) -> None:
+    item = T("Item", backend.name)
+    chain = Hints(column_renames={(item, "a"): "b", (item, "b"): "c", (item, "c"): "d"})
+    _migration, counts = migrate(
+        backend.name, backend.url, swap_a, chain_b, chain, lambda db: _add(db, "Item", a=1, b=2, c=3)
+    )
+    assert not any(counts)
+    assert rows(backend.name, backend.url, _sql("SELECT b, c, d FROM {Item}", backend.name)) == [(1, 2, 3)]
+    assert_same_as_fresh(backend.name, backend.url, chain_b)

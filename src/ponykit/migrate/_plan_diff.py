@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._pony import PhysicalColumn, PhysicalForeignKey, PhysicalIndex, PhysicalSchema, PhysicalTable
+from ..errors import MigrationError
 from ._hints import Hints
 from ._literals import literal
 
@@ -91,7 +92,7 @@ class Diff:
     before: PhysicalSchema
     after: PhysicalSchema
     hints: Hints
-    tables: list[TableDiff]  # kept tables, in the new schema's creation order
+    tables: list[TableDiff]  # kept tables: renamed ones in a safe rename order, then the others
     created: list[PhysicalTable]  # new tables, in creation order
     dropped: list[PhysicalTable]  # dropped tables, in reverse creation order
     new_name: dict[str, str]  # old table name -> new table name (kept tables)
@@ -253,7 +254,32 @@ def diff_schemas(before: PhysicalSchema, after: PhysicalSchema, hints: Hints) ->
         for n in _ordered(after)
         if n in old_by_new
     ]
+    renamed = {td.old.name: td for td in tables if td.renamed_table}
+    ordered = _rename_order({old: td.name for old, td in renamed.items()}, "tables")
+    tables = [renamed[old] for old in ordered] + [td for td in tables if not td.renamed_table]
+    for td in tables:
+        order = _rename_order(dict(td.renamed), f"columns of table {td.name}")
+        td.renamed = [(old, dict(td.renamed)[old]) for old in order]
     return Diff(before, after, hints, tables, created, dropped, new_name)
+
+
+def _rename_order(renames: dict[str, str], what: str) -> list[str]:
+    """The old names in an order where no rename takes a name still in use by a later one (a -> b after
+    b -> c); a cycle (a <-> b) is refused: Pony's names would have to pass through a temporary one."""
+    order: list[str] = []
+    pending = dict(renames)
+    while pending:
+        ready = sorted(old for old, new in pending.items() if new not in pending)
+        if not ready:
+            cycle = ", ".join(f"{o} -> {n}" for o, n in sorted(pending.items()))
+            raise MigrationError(
+                f"the renames of {what} form a cycle ({cycle}): split them into two migrations through a"
+                " temporary name"
+            )
+        for old in ready:
+            order.append(old)
+            del pending[old]
+    return order
 
 
 def _ordered(schema: PhysicalSchema) -> list[str]:
