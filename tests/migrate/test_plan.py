@@ -388,6 +388,19 @@ def defaults_b(db: Database) -> None:
         k = Required(int, sql_default="3")
 
 
+def lone_a(db: Database) -> None:
+    class Animal(db.Entity):
+        name = Required(str, 40)
+
+
+def lone_b(db: Database) -> None:
+    class Animal(db.Entity):
+        name = Required(str, 40)
+
+    class Dog(Animal):
+        bark = Optional(int)
+
+
 CASES: dict[str, Case] = {
     "add_nullable": Case(
         person_a,
@@ -557,6 +570,13 @@ CASES: dict[str, Case] = {
         defaults_b,
         fill=lambda db: _add(db, "Item", n=1, v="x", m=4),
         expect=[("SELECT n, v, m, k FROM {Item}", [(1, "x", 4, 3)])],
+    ),
+    "first_subclass": Case(
+        lone_a,
+        lone_b,
+        hints=lambda d: Hints(backfills={(T("Animal", d), "classtype"): "Animal"}),
+        fill=lambda db: _add(db, "Animal", name="generic"),
+        expect=[("SELECT name, classtype, bark FROM {Animal}", [("generic", "Animal", None)])],
     ),
 }
 
