@@ -40,6 +40,8 @@ def connect(backend_name: str, url: str) -> Any:
     import pymysql
 
     kwargs.pop("options", None)
+    if "db" in kwargs:  # pymysql's old spelling, which it warns about
+        kwargs["database"] = kwargs.pop("db")
     return pymysql.connect(autocommit=True, **kwargs)
 
 
