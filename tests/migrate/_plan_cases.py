@@ -183,6 +183,12 @@ CASES: dict[str, Case] = {
         fill=lambda db: _add(db, "Item", n=1, v="x", m=4),
         expect=[("SELECT n, v, m, k FROM {Item}", [(1, "x", 4, 3)])],
     ),
+    "widen_referenced_text_key": Case(
+        labels(20),
+        labels(40),
+        fill=fill_labels,
+        expect=[("SELECT tag FROM {Person_Tag}", [("t1",)]), ("SELECT tag FROM {Note}", [("t1",)])],
+    ),
     "first_subclass": Case(
         lone_a,
         lone_b,

@@ -434,3 +434,29 @@ def chain_b(db: Database) -> None:
         b = Required(int)
         c = Required(int)
         d = Optional(int)
+
+
+def labels(size: int) -> Model:
+    """Person and Tag (keyed by a label of ``size`` characters) in a many-to-many, and a Note per Tag."""
+
+    def model(db: Database) -> None:
+        class Person(db.Entity):
+            name = Required(str, 40)
+            tags = Set("Tag")
+
+        class Tag(db.Entity):
+            label = PrimaryKey(str, size)
+            people = Set(Person)
+            notes = Set("Note")
+
+        class Note(db.Entity):
+            tag = Required(Tag)
+
+    return model
+
+
+def fill_labels(db: Database) -> None:
+    with db_session:
+        tag = db.Tag(label="t1")
+        db.Person(name="ann", tags=[tag])
+        db.Note(tag=tag)
