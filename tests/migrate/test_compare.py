@@ -235,3 +235,45 @@ def test_out_of_band_change_is_reported(backend: Backend, kind: str) -> None:
         assert str(differences[0]) == message.format(pet=table, person=table, text=text)
     else:
         assert str(differences[0]).startswith(f"table {table}: expected by the models, not found")
+
+
+@pytest.mark.backends("postgres", "mysql")
+def test_renamed_and_changed_foreign_key_is_reported(backend: Backend) -> None:
+    expected = expected_schema(declare_small, backend.name)
+    assert compare(expected, create_and_introspect(declare_small, backend.url, backend.name)) == []
+    connection = connect(backend.url)
+    try:
+        cursor = connection.cursor()
+        cursor.execute(
+            "ALTER TABLE pet DROP "
+            + ("FOREIGN KEY" if backend.name == "mysql" else "CONSTRAINT")
+            + " fk_pet__owner"
+        )
+        cursor.execute("ALTER TABLE pet ADD CONSTRAINT fk_other FOREIGN KEY (owner) REFERENCES person (id)")
+        connection.commit()
+    finally:
+        connection.close()
+    assert [str(d) for d in compare(expected, live_schema(backend.url, backend.name))] == [
+        "foreign key pet.fk_pet__owner: name fk_pet__owner expected, fk_other found",
+        "foreign key pet.fk_pet__owner: ON DELETE CASCADE expected, NO ACTION found",
+    ]
+
+
+def test_link_tables_are_recognized(backend: Backend) -> None:
+    expected = expected_schema(declare_small_m2m, backend.name)
+    actual = create_and_introspect(declare_small_m2m, backend.url, backend.name)
+    assert compare(expected, actual) == []
+    assert (
+        {n for n, t in actual.tables.items() if t.link}
+        == {n for n, t in expected.tables.items() if t.link}
+        != set()
+    )
+
+
+def declare_small_m2m(db: Database, dialect: str) -> None:
+    class Student(db.Entity):  # type: ignore[name-defined]
+        courses = Set("Course")
+        friends = Set("Student", reverse="friends")
+
+    class Course(db.Entity):  # type: ignore[name-defined]
+        students = Set(Student)
