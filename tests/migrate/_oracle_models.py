@@ -42,6 +42,7 @@ __all__ = [
     "live_schema",
     "scratch",
     "source",
+    "truncate_all",
     "value_for",
 ]
 
@@ -97,6 +98,27 @@ def scratch(backend: Any) -> Iterator[str]:
     finally:
         _run(admin, provider, drop)
         admin.close()
+
+
+def truncate_all(url: str, dialect: str) -> None:
+    """Delete every row of every table but the version table (foreign keys not checked meanwhile)."""
+    connection = connect(url)
+    try:
+        tables = list(introspect(connection, dialect).tables)
+        cursor = connection.cursor()
+        if dialect == "postgres" and tables:
+            cursor.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
+        elif dialect == "mysql":
+            cursor.execute("SET FOREIGN_KEY_CHECKS = 0")
+            for table in tables:
+                cursor.execute(f"DELETE FROM `{table}`")
+            cursor.execute("SET FOREIGN_KEY_CHECKS = 1")
+        else:
+            for table in tables:  # sqlite3 connections do not enforce foreign keys unless told to
+                cursor.execute(f'DELETE FROM "{table}"')
+        connection.commit()
+    finally:
+        connection.close()
 
 
 def _run(connection: Any, provider: str, sql: str) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 from _oracle_evolve import Scenario, apply_step, scenarios
-from _oracle_models import data_check, declare, fill, fresh_schema, live_schema, scratch, source
-from hypothesis import Phase, given, settings
+from _oracle_models import data_check, declare, fill, fresh_schema, live_schema, scratch, source, truncate_all
+from hypothesis import Phase, event, given, settings
 from hypothesis import strategies as st
 from pony.orm import Database
 
@@ -107,6 +107,8 @@ def test_oracle_upgrade_equals_fresh_and_data_survives(backend: Backend, data: A
     from ponykit.errors import MigrationError
 
     scenario = data.draw(scenarios(backend.name))
+    for item in scenario.steps:
+        event(f"step {item.kind}")
     directory = Path(tempfile.mkdtemp(prefix="oracle_"))
     with scratch(backend) as url:
         db = _bound(scenario.models[0], url)
@@ -144,12 +146,16 @@ def test_oracle_upgrade_equals_fresh_and_data_survives(backend: Backend, data: A
             )
             problems = data_check(url, step.after, expected)
             assert problems == [], _report(scenario, index, "the data did not survive", problems)
+        # Downgrading is checked on the schema: with rows, re-adding a dropped NOT NULL column rightly needs a
+        # backfill the oracle cannot give, and dropped rows do not come back anyway.
+        truncate_all(url, backend.name)
         db = _bound(scenario.models[-1], url)
         try:
             ponykit.migrate.downgrade(db, first[0], directory=directory)
         except MigrationError as exc:
             if "irreversible" not in str(exc):
                 raise
+            event("downgrade refused: irreversible")
             return
         finally:
             _release(db)
@@ -159,6 +165,7 @@ def test_oracle_upgrade_equals_fresh_and_data_survives(backend: Backend, data: A
         assert differences == [], _report(
             scenario, len(scenario.steps) - 1, "downgrade to the first differs", differences
         )
+        event("downgraded to the first schema")
 
 
 def _fill_live(url: str, scenario: Scenario) -> Any:
@@ -169,7 +176,3 @@ def _fill_live(url: str, scenario: Scenario) -> Any:
         return fill(db, scenario.models[0], scenario.counts, scenario.salt)
     finally:
         _release(db)
-
-
-def test_profile_bounds_examples() -> None:
-    assert max(3, int(os.environ.get("ORACLE_MAX", "1000"))) >= EXAMPLES
