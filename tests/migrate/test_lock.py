@@ -6,10 +6,10 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import Backend
 from pony.orm import Database
 
 import ponykit
+from conftest import Backend
 from ponykit.errors import MigrationLockTimeout
 from ponykit.migrate._connect import MigrationConnection, open_connection
 from ponykit.migrate._lock import migration_lock, sqlite_begin

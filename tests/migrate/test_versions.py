@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from conftest import Backend
 from pony.orm import Database
 
 import ponykit
+from conftest import Backend
 from ponykit.migrate._connect import MigrationConnection, open_connection
 from ponykit.migrate._versions import TABLE, delete_row, ensure_table, read_rows, table_exists, write_row
 

@@ -7,6 +7,7 @@ touched.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,10 +52,8 @@ class MigrationConnection:
 
     def close(self) -> None:
         """Close the connection (a session lock held on it is released by the server)."""
-        try:
+        with contextlib.suppress(Exception):  # closing a broken connection must not hide the real error
             self.connection.close()
-        except Exception:  # noqa: BLE001 - closing a broken connection must not hide the real error
-            pass
 
 
 def open_connection(db: Database) -> MigrationConnection:

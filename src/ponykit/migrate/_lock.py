@@ -13,6 +13,7 @@ skipped. A timeout raises :class:`MigrationLockTimeout` naming who holds the loc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Iterator
@@ -51,8 +52,11 @@ def _pg_holder(con: MigrationConnection, key: int) -> str:
     )
     if not rows:
         return "another session (it released the lock meanwhile)"
-    pid, user, app, addr, state, started = rows[0]
-    return f"backend pid {pid} (user {user}, application {app or '-'}, client {addr or 'local'}, since {started})"
+    pid, user, app, addr, _state, started = rows[0]
+    return (
+        f"backend pid {pid} (user {user}, application {app or '-'}, client {addr or 'local'}, "
+        f"since {started})"
+    )
 
 
 def _mysql_holder(con: MigrationConnection, name: str) -> str:
@@ -89,10 +93,8 @@ def migration_lock(con: MigrationConnection, timeout: float) -> Iterator[None]:
         try:
             yield
         finally:
-            try:
+            with contextlib.suppress(Exception):  # a broken connection drops the session lock itself
                 con.execute("SELECT pg_advisory_unlock(%s)", (key,))
-            except Exception:  # noqa: BLE001 - a broken connection drops the session lock itself
-                pass
         return
     name = lock_name(con)
     if con.scalar("SELECT GET_LOCK(%s, %s)", (name, timeout)) != 1:
@@ -103,10 +105,8 @@ def migration_lock(con: MigrationConnection, timeout: float) -> Iterator[None]:
     try:
         yield
     finally:
-        try:
+        with contextlib.suppress(Exception):  # a broken connection drops the lock itself
             con.execute("SELECT RELEASE_LOCK(%s)", (name,))
-        except Exception:  # noqa: BLE001 - a broken connection drops the lock itself
-            pass
 
 
 def sqlite_begin(con: MigrationConnection, timeout: float) -> None:

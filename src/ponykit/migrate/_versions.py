@@ -15,23 +15,15 @@ __all__ = ["TABLE", "VersionRow", "delete_row", "ensure_table", "read_rows", "ta
 
 TABLE = "ponykit_migration"
 
+_COLUMNS = (
+    "revision VARCHAR(64) PRIMARY KEY, parents VARCHAR(255) NOT NULL, applied_at {timestamp} NOT NULL,"
+    " checksum CHAR(64) NOT NULL, status VARCHAR(16) NOT NULL, steps_done INTEGER NOT NULL,"
+    " ponykit_version VARCHAR(32) NOT NULL, duration_ms INTEGER NOT NULL"
+)
 _DDL = {
-    "postgres": (
-        f"CREATE TABLE IF NOT EXISTS {TABLE} (revision VARCHAR(64) PRIMARY KEY, parents VARCHAR(255) NOT NULL,"
-        " applied_at TIMESTAMP NOT NULL, checksum CHAR(64) NOT NULL, status VARCHAR(16) NOT NULL,"
-        " steps_done INTEGER NOT NULL, ponykit_version VARCHAR(32) NOT NULL, duration_ms INTEGER NOT NULL)"
-    ),
-    "mysql": (
-        f"CREATE TABLE IF NOT EXISTS {TABLE} (revision VARCHAR(64) PRIMARY KEY, parents VARCHAR(255) NOT NULL,"
-        " applied_at DATETIME(6) NOT NULL, checksum CHAR(64) NOT NULL, status VARCHAR(16) NOT NULL,"
-        " steps_done INTEGER NOT NULL, ponykit_version VARCHAR(32) NOT NULL, duration_ms INTEGER NOT NULL)"
-        " ENGINE=InnoDB"
-    ),
-    "sqlite": (
-        f"CREATE TABLE IF NOT EXISTS {TABLE} (revision VARCHAR(64) PRIMARY KEY, parents VARCHAR(255) NOT NULL,"
-        " applied_at TIMESTAMP NOT NULL, checksum CHAR(64) NOT NULL, status VARCHAR(16) NOT NULL,"
-        " steps_done INTEGER NOT NULL, ponykit_version VARCHAR(32) NOT NULL, duration_ms INTEGER NOT NULL)"
-    ),
+    "postgres": f"CREATE TABLE {TABLE} ({_COLUMNS.format(timestamp='TIMESTAMP')})",
+    "mysql": f"CREATE TABLE {TABLE} ({_COLUMNS.format(timestamp='DATETIME(6)')}) ENGINE=InnoDB",
+    "sqlite": f"CREATE TABLE {TABLE} ({_COLUMNS.format(timestamp='TIMESTAMP')})",
 }
 
 
@@ -54,7 +46,10 @@ def table_exists(con: MigrationConnection) -> bool:
     if con.dialect == "sqlite":
         sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
     elif con.dialect == "postgres":
-        sql = "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = %s"
+        sql = (
+            "SELECT 1 FROM information_schema.tables"
+            " WHERE table_schema = current_schema() AND table_name = %s"
+        )
     else:
         sql = "SELECT 1 FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = %s"
     return con.scalar(sql, (TABLE,)) is not None
