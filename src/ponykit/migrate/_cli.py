@@ -19,10 +19,10 @@ import json
 import sys
 from typing import Any
 
-from pony.orm import Database
+from pony.orm import Database, DBException
 
 from .. import _pony
-from ..binding import bind_url
+from ..binding import bind_url, parse_url, redact_url
 from ..errors import ConfigurationError, PonykitError
 
 __all__ = ["add_parser", "run"]
@@ -88,7 +88,12 @@ def _load(args: argparse.Namespace, need_db: bool) -> Database:
             f"target must be module:db (for example myapp.models:db), got {args.target!r}"
         )
     sys.path.insert(0, ".")
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module_name.startswith(exc.name):
+            raise  # a missing import inside the user's module: its traceback helps
+        raise ConfigurationError(f"no module named {module_name!r} (run it from the project root)") from None
     db = getattr(module, attr, None)
     if not isinstance(db, Database):
         raise ConfigurationError(f"{module_name}.{attr} is not a pony.orm.Database (got {type(db).__name__})")
@@ -201,8 +206,14 @@ def run(args: argparse.Namespace) -> int:
     """Run a parsed ``migrate`` command; PonykitError becomes one line on stderr and status 1."""
     try:
         return _dispatch(args)
-    except PonykitError as exc:
+    except (PonykitError, DBException) as exc:
         if _line["open"]:
             _out("failed\n")
-        print(f"ponykit: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        text = " ".join(str(exc).split())
+        if getattr(args, "url", None):
+            text = text.replace(args.url, redact_url(args.url))
+            password = parse_url(args.url)[1].get("password")
+            if password:
+                text = text.replace(str(password), "***")
+        print(f"ponykit: {type(exc).__name__}: {text}", file=sys.stderr, flush=True)
         return 1

@@ -21,10 +21,12 @@ class History:
     """The revisions of a migrations directory, and the snapshots their operations lead to."""
 
     def __init__(self, directory: str | Path) -> None:
-        from . import _files
-
         self.directory = Path(directory)
-        self.graph: Any = _files.load(self.directory) if self.directory.exists() else None
+        self.graph: Any = None
+        if self.directory.exists():
+            from . import _files
+
+            self.graph = _files.load(self.directory)
         self._after: dict[str, dict[str, Any]] = {}
 
     # -- the graph -------------------------------------------------------------------------------------

@@ -1,0 +1,213 @@
+"""upgrade / downgrade / status on every backend: order, targets, progress, failures, historical models."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pony.orm import Database, Required, db_session
+
+import ponykit
+from conftest import Backend
+from ponykit import migrate
+from ponykit.errors import MigrationError, MigrationLockTimeout, MigrationStateError
+from ponykit.migrate._connect import open_connection
+
+
+def write_migration(
+    directory: Path, number: int, down: str | tuple[str, ...] | None, operations: str, doc: str = "m"
+) -> str:
+    """A hand-written migration file in ponykit's format; returns its revision id."""
+    from ponykit.migrate._ops_base import empty_snapshot
+    from ponykit.migrate._snapshot import snapshot_hash
+
+    directory.mkdir(parents=True, exist_ok=True)
+    revision = f"{number:04d}_{secrets.token_hex(3)}"
+    (directory / f"{revision}_{doc.replace(' ', '_')}.py").write_text(
+        f'"""{doc}"""\n\nfrom ponykit.migrate import op\n\nrevision = {revision!r}\n'
+        f"down_revision = {down!r}\nschema_hash = {snapshot_hash(empty_snapshot())!r}\n\n"
+        f"operations = [\n    {operations},\n]\n"
+    )
+    return revision
+
+
+def create(table: str) -> str:
+    """A RunSQL creating ``table`` with one row, reversible."""
+    return (
+        f'op.RunSQL("CREATE TABLE {table} (id INTEGER PRIMARY KEY); INSERT INTO {table} VALUES (1)", '
+        f'reverse="DROP TABLE {table}")'
+    )
+
+
+def tables(db: Database) -> set[str]:
+    """The tables of the test's database/schema (lower case)."""
+    from ponykit.migrate._introspect import introspect
+
+    con = open_connection(db)
+    try:
+        return {name.lower() for name in introspect(con.connection, con.dialect).tables}
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def bound(backend: Backend) -> Any:
+    db = Database()
+    ponykit.bind_url(db, backend.url)
+    yield db
+    db.disconnect()
+
+
+def test_upgrade_status_downgrade_round_trip(bound: Database, tmp_path: Path) -> None:
+    d = tmp_path / "migrations"
+    a = write_migration(d, 1, None, create("t_one"), "create one")
+    b = write_migration(d, 2, a, create("t_two"), "create two")
+    c = write_migration(d, 3, b, create("t_three"), "create three")
+    state = migrate.status(bound, directory=d)
+    assert (state.applied, state.pending, state.current) == ([], [a, b, c], None)
+    lines: list[str] = []
+    assert migrate.upgrade(bound, b[:4], directory=d, progress=lines.append) == [a, b]
+    text = "".join(lines)
+    assert f"Applying {a} create one ... done in" in text and c not in text
+    assert tables(bound) >= {"t_one", "t_two"} and "t_three" not in tables(bound)
+    assert migrate.upgrade(bound, directory=d) == [c]
+    lines.clear()
+    assert migrate.upgrade(bound, directory=d, progress=lines.append) == []
+    assert "up to date" in "".join(lines)
+    state = migrate.status(bound, directory=d)
+    assert (state.applied, state.pending, state.current, state.up_to_date) == ([a, b, c], [], c, True)
+    assert migrate.downgrade(bound, directory=d) == [c]
+    assert "t_three" not in tables(bound)
+    assert migrate.downgrade(bound, a, directory=d) == [b]
+    assert migrate.status(bound, directory=d).applied == [a]
+    assert migrate.downgrade(bound, "base", directory=d) == [a]
+    assert not {"t_one", "t_two", "t_three"} & tables(bound)
+    assert migrate.upgrade(bound, directory=d) == [a, b, c]
+
+
+def test_failed_revision_leaves_nothing_on_pg_and_sqlite(
+    bound: Database, tmp_path: Path, backend: Backend
+) -> None:
+    d = tmp_path / "migrations"
+    a = write_migration(d, 1, None, create("t_ok"))
+    b = write_migration(
+        d, 2, a, create("t_half") + ',\n    op.RunSQL("INSERT INTO t_missing VALUES (1)")', "bad"
+    )
+    with pytest.raises(MigrationError) as info:
+        migrate.upgrade(bound, directory=d)
+    message = str(info.value)
+    assert b in message and "step 2/2" in message and "t_missing" in message and "\n" not in message
+    state = migrate.status(bound, directory=d)
+    assert state.applied == [a]
+    if backend.name == "mysql":
+        assert state.partial == {b: 1} and "t_half" in tables(bound)
+    else:
+        assert state.partial == {} and "t_half" not in tables(bound)
+
+
+def test_irreversible_operation_refuses_downgrade(bound: Database, tmp_path: Path) -> None:
+    d = tmp_path / "migrations"
+    a = write_migration(d, 1, None, 'op.RunSQL("CREATE TABLE t_keep (id INTEGER PRIMARY KEY)")', "no reverse")
+    migrate.upgrade(bound, directory=d)
+    with pytest.raises(MigrationError) as info:
+        migrate.downgrade(bound, directory=d)
+    assert a in str(info.value) and "reverse" in str(info.value)
+    assert migrate.status(bound, directory=d).applied == [a]
+
+
+def test_targets_and_heads(bound: Database, tmp_path: Path) -> None:
+    d = tmp_path / "migrations"
+    a = write_migration(d, 1, None, create("t_root"))
+    b = write_migration(d, 2, a, create("t_left"))
+    c = write_migration(d, 2, a, create("t_right"))
+    with pytest.raises(MigrationStateError, match="several heads"):
+        migrate.upgrade(bound, directory=d)
+    with pytest.raises(MigrationStateError, match="no revision"):
+        migrate.upgrade(bound, "9999", directory=d)
+    assert migrate.upgrade(bound, c, directory=d) == [a, c]
+    assert migrate.upgrade(bound, "heads", directory=d) == [b]
+    m = write_migration(d, 3, (b, c), 'op.RunSQL("SELECT 1", reverse="SELECT 1")', "merge")
+    assert migrate.upgrade(bound, directory=d) == [m]
+    assert migrate.status(bound, directory=d).heads == [m]
+
+
+@pytest.mark.backends("postgres", "mysql")
+def test_statement_lock_timeout_fails_fast(bound: Database, tmp_path: Path) -> None:
+    d = tmp_path / "migrations"
+    a = write_migration(d, 1, None, create("t_busy"))
+    migrate.upgrade(bound, directory=d)
+    write_migration(d, 2, a, 'op.RunSQL("ALTER TABLE t_busy ADD COLUMN extra INTEGER")', "alter busy")
+    other = open_connection(bound)
+    try:
+        other.execute("BEGIN")
+        other.execute("SELECT * FROM t_busy")  # a reader holds the table's metadata/share lock
+        started = time.monotonic()
+        with pytest.raises(MigrationLockTimeout, match="t_busy"):
+            migrate.upgrade(bound, directory=d, statement_lock_timeout=1)
+        assert time.monotonic() - started < 10
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+def _person_models(url: str, extra: bool) -> Database:
+    db = Database()
+
+    class Person(db.Entity):  # type: ignore[name-defined]  # Pony's entity base is dynamic
+        name = Required(str, 40)
+        if extra:
+            level = Required(int, default=0)
+
+    ponykit.bind_url(db, url)
+    return db
+
+
+@pytest.mark.backends("sqlite", "postgres")
+def test_run_python_sees_historical_entities_and_rolls_back(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = tmp_path / "migrations"
+    v1 = _person_models(backend.url, extra=False)
+    try:
+        assert migrate.make(v1, "person", directory=d) is not None
+        migrate.upgrade(v1, directory=d)
+        with db_session:
+            v1.Person(name="ann")
+            v1.Person(name="bob")
+        seen: list[Any] = []
+
+        def upper(hdb: Database) -> None:
+            seen.append(sorted(hdb.entities))
+            for person in hdb.Person.select():
+                person.name = person.name.upper()
+
+        def lower(hdb: Database) -> None:
+            for person in hdb.Person.select():
+                person.name = person.name.lower() + "!"
+
+        def fail(hdb: Database) -> None:
+            raise RuntimeError("injected failure")
+
+        hooks = types.ModuleType("t_hooks")
+        hooks.upper, hooks.lower, hooks.fail = upper, lower, fail  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "t_hooks", hooks)
+        head = migrate.status(v1, directory=d).current
+        second = write_migration(d, 2, head, "op.RunPython(__import__('t_hooks').upper)", "upper names")
+        migrate.upgrade(v1, directory=d)
+        assert seen == [["Person"]]
+        with db_session:
+            assert sorted(p.name for p in v1.Person.select()) == ["ANN", "BOB"]
+        ops = "op.RunPython(__import__('t_hooks').lower),\n    op.RunPython(__import__('t_hooks').fail)"
+        write_migration(d, 3, second, ops, "fails after a write")
+        with pytest.raises(MigrationError, match="injected failure"):
+            migrate.upgrade(v1, directory=d)
+        with db_session:  # lower()'s writes rolled back with the migration
+            assert sorted(p.name for p in v1.Person.select()) == ["ANN", "BOB"]
+        assert migrate.status(v1, directory=d).current == second
+    finally:
+        v1.disconnect()
