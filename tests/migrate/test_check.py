@@ -19,12 +19,12 @@ pytest.importorskip("ponykit.migrate._files")
 pytest.importorskip("ponykit.migrate._models")
 
 
-def _models(url: str, nick: bool) -> Database:
+def _models(url: str, with_nick: bool) -> Database:
     db = Database()
 
     class Person(db.Entity):  # type: ignore[name-defined]  # Pony's entity base is dynamic
         name = Required(str, 40)
-        if nick:
+        if with_nick:
             nick = Optional(int)
 
     ponykit.bind_url(db, url)
@@ -41,7 +41,7 @@ def _execute(db: Database, sql: str) -> None:
 
 def test_each_exit_code(backend: Backend, tmp_path: Path) -> None:
     d = tmp_path / "migrations"
-    v1, v2 = _models(backend.url, nick=False), _models(backend.url, nick=True)
+    v1, v2 = _models(backend.url, with_nick=False), _models(backend.url, with_nick=True)
     try:
         first = migrate.make(v1, "person", directory=d)
         assert first is not None

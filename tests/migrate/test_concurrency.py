@@ -35,7 +35,7 @@ def _sql_migration(directory: Path, number: int, down: str, table: str) -> str:
     from ponykit.migrate._files import load
 
     revision = f"{number:04d}_{secrets.token_hex(3)}"
-    head_hash = load(directory).module[down].schema_hash
+    head_hash = load(directory)[down].schema_hash
     (directory / f"{revision}_{table}.py").write_text(
         f'"""create {table}"""\n\nfrom ponykit.migrate import op\n\nrevision = {revision!r}\n'
         f"down_revision = {down!r}\nschema_hash = {head_hash!r}\n\noperations = [\n"

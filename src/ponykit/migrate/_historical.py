@@ -17,11 +17,47 @@ from ._connect import MigrationConnection, open_connection
 __all__ = ["bind_on_connection", "historical"]
 
 
+class _JoinedCursor:
+    """A SQLite cursor on which ``BEGIN`` does nothing: the runner's ``BEGIN IMMEDIATE`` is already open,
+    and Pony's SQLite provider begins its own transaction at the first write of a session."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql.lstrip().upper().startswith("BEGIN"):
+            return self
+        return self._cursor.execute(sql, *args)
+
+    def __iter__(self) -> Any:
+        return iter(self._cursor)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+class _JoinedConnection:
+    """The migration's SQLite connection as the historical models see it (see :class:`_JoinedCursor`)."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    def cursor(self, *args: Any) -> _JoinedCursor:
+        return _JoinedCursor(self._connection.cursor(*args))
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        return self.cursor().execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+
 def bind_on_connection(snapshot: dict[str, Any], con: MigrationConnection) -> Database:
     """The entities of ``snapshot`` declared again and bound to ``con`` (its transaction is the caller's)."""
     from ._models import bind_historical
 
-    database: Database = bind_historical(snapshot, con.dialect, con.connection)
+    connection = _JoinedConnection(con.connection) if con.dialect == "sqlite" else con.connection
+    database: Database = bind_historical(snapshot, con.dialect, connection)
     return database
 
 

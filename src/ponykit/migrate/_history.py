@@ -39,7 +39,7 @@ class History:
 
     def parents(self, rev: str) -> tuple[str, ...]:
         """The revisions ``rev`` follows (``down_revision``)."""
-        return tuple(self.graph.parents[rev])
+        return tuple(self.graph.parents(rev))
 
     @property
     def heads(self) -> list[str]:
@@ -48,20 +48,19 @@ class History:
 
     def checksum(self, rev: str) -> str:
         """sha256 (hex) of the revision's file as it is on disk now."""
-        return str(self.graph.checksum[rev])
+        return str(self.graph[rev].checksum)
 
     def operations(self, rev: str) -> list[Any]:
         """The revision's ``operations`` list."""
-        return list(self.graph.module[rev].operations)
+        return list(self.graph[rev].operations)
 
     def message(self, rev: str) -> str:
         """The first line of the file's docstring."""
-        doc = self.graph.module[rev].__doc__ or ""
-        return doc.strip().splitlines()[0] if doc.strip() else ""
+        return str(self.graph[rev].message)
 
     def path(self, rev: str) -> Path:
         """The revision's file."""
-        return Path(self.graph.path[rev])
+        return Path(self.graph[rev].path)
 
     def ancestors(self, rev: str) -> list[str]:
         """``rev`` and every revision it follows, parents first."""

@@ -152,13 +152,14 @@ def plan_units(
                 )
             after = operation.forwards(after)
         from ._models import build  # late: only schema groups need Pony's mapping and the planner
+        from ._ops_hints import collect_hints
         from ._plan import plan
 
         mapped_before = build(snap, dialect, server_version)
         mapped_after = build(after, dialect, server_version)
-        hints = Hints()
-        for operation in group:
-            operation.hints(mapped_before, mapped_after, hints)
+        # Each operation speaks the names of its own point in the group; collect_hints translates them to
+        # the names of the group's two ends before asking each operation for its hints.
+        hints = collect_hints(group, snap, mapped_before, mapped_after)
         if backwards:
             hints = _reverse_hints(hints, mapped_before, mapped_after)
             result = plan(mapped_after.schema, mapped_before.schema, hints)
