@@ -283,3 +283,46 @@ def test_schema_round_trip_downgrade_equals_each_earlier_schema(backend: Backend
     finally:
         for db in dbs:
             db.disconnect()
+
+
+def test_init_from_db_baselines_an_existing_database(backend: Backend, tmp_path: Path) -> None:
+    d = tmp_path / "migrations"
+    app = _evolving(backend.url, 3)
+    app.generate_mapping(create_tables=True)  # the tables Pony made before migrations existed
+    other = _evolving(backend.url, 2)
+    try:
+        with pytest.raises(MigrationStateError, match="does not match the models"):
+            migrate.init(other, directory=tmp_path / "wrong", from_db=True)
+        first = migrate.init(app, directory=d, from_db=True)
+        revision = first.name[:11]
+        state = migrate.status(app, directory=d)
+        assert (state.applied, state.pending) == ([revision], [])
+        assert migrate.check(app, directory=d).ok
+        assert migrate.upgrade(app, directory=d) == []
+    finally:
+        app.disconnect()
+        other.disconnect()
+
+
+def test_historical_and_sql(backend: Backend, tmp_path: Path) -> None:
+    d = tmp_path / "migrations"
+    dbs = [_evolving(backend.url, version) for version in (1, 2)]
+    try:
+        for number, db in enumerate(dbs, 1):
+            migrate.make(db, f"version {number}", directory=d)
+        migrate.upgrade(dbs[0], "0001", directory=d)
+        first = migrate.status(dbs[0], directory=d).applied[0]
+        old = migrate.historical(dbs[0], first, directory=d)
+        assert not hasattr(old.Person, "nick")  # as of the first revision
+        assert hasattr(migrate.historical(dbs[0], "head", directory=d).Person, "nick")
+        with db_session:
+            old.Person(name="cy")
+        with db_session:
+            assert [p.name for p in migrate.historical(dbs[0], first, directory=d).Person.select()] == ["cy"]
+        script = migrate.sql(dbs[0], from_rev=first, directory=d)
+        assert "nick" in script and first not in script  # only the second revision
+        full = migrate.sql(None, dialect="postgres", directory=d)
+        assert full.count("CREATE TABLE") == 1 and "BEGIN;" in full and "nick" in full
+    finally:
+        for db in dbs:
+            db.disconnect()
