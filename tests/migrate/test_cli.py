@@ -99,3 +99,13 @@ def test_errors_are_one_line_without_the_password(tmp_path: Path) -> None:
     assert "s3cr3t" not in result.stderr + result.stdout and "Traceback" not in result.stderr
     result = _run(tmp_path, "status", "cli_models:db")
     assert result.returncode == 1 and "not bound" in result.stderr
+    d = tmp_path / "migrations"
+    d.mkdir()
+    (d / "0001_abcdef_bad.py").write_text(
+        '"""bad"""\nfrom ponykit.migrate import op\nrevision = "0001_abcdef"\ndown_revision = None\n'
+        'schema_hash = ""\noperations = [op.RunSQL("INSERT INTO t_nowhere VALUES (1)")]\n'
+    )
+    result = _run(tmp_path, "upgrade", "cli_models:db", "--url", f"sqlite:///{tmp_path / 'x.db'}?create_db=1")
+    assert result.returncode == 1 and result.stdout == "Applying 0001_abcdef bad ... failed\n"
+    assert result.stderr.startswith("ponykit: MigrationError: revision 0001_abcdef, step 1/1")
+    assert "t_nowhere" in result.stderr and result.stderr.count("\n") == 1

@@ -18,9 +18,10 @@ __all__ = ["Status", "compute_status", "status"]
 class Status:
     """The migration state of a database against a migrations directory.
 
-    ``applied``/``pending`` are revision ids in order; ``partial`` maps a partially applied revision
-    (MariaDB) to ``(steps_done, None)``; ``unknown`` lists revisions the database has but the directory
-    does not; ``current`` is the latest applied revision (None before the first).
+    ``applied``/``pending`` are revision ids in order (a partial revision is pending too); ``partial``
+    maps a partially applied revision (MariaDB) to its steps done; ``unknown`` lists revisions the
+    database has but the directory does not; ``current`` is the latest applied revision (None before the
+    first).
     """
 
     applied: list[str]
