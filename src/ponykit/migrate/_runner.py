@@ -15,7 +15,7 @@ from typing import Any
 
 from pony.orm import Database
 
-from ..errors import MigrationError, MigrationStateError
+from ..errors import MigrationError, MigrationStateError, UnsafeMigration
 from ._connect import MigrationConnection, open_connection
 from ._execute import run_unit, server_version, set_timeouts
 from ._history import History, load_history
@@ -176,6 +176,10 @@ class _Run:
                 try:
                     run_unit(con, unit, rev, index, len(units))
                 except MigrationError as exc:
+                    if index == 0 and isinstance(exc, UnsafeMigration) and not backwards:
+                        # a check failed before the first statement: nothing ran, not even partially
+                        delete_row(con, rev)
+                        raise
                     raise type(exc)(
                         f"{exc}. MariaDB cannot roll back DDL: steps 1-{index} of {len(units)} are applied "
                         + (
