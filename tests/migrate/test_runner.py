@@ -15,7 +15,7 @@ from pony.orm import Database, Optional, Required, Set, db_session
 import ponykit
 from conftest import Backend
 from ponykit import migrate
-from ponykit.errors import MigrationError, MigrationLockTimeout, MigrationStateError
+from ponykit.errors import MigrationError, MigrationLockTimeout, MigrationStateError, UnsafeMigration
 from ponykit.migrate._connect import open_connection
 
 # the pieces built in parallel (H1 snapshot/models, H2 ops/files, H3 plan, H5 introspect) land at the merge
@@ -326,3 +326,33 @@ def test_historical_and_sql(backend: Backend, tmp_path: Path) -> None:
     finally:
         for db in dbs:
             db.disconnect()
+
+
+def _sized(url: str, size: int) -> Database:
+    db = Database()
+
+    class Person(db.Entity):  # type: ignore[name-defined]  # Pony's entity base is dynamic
+        name = Required(str, size)
+
+    ponykit.bind_url(db, url)
+    return db
+
+
+def test_a_failing_check_refuses_the_revision_before_any_ddl(backend: Backend, tmp_path: Path) -> None:
+    d = tmp_path / "migrations"
+    wide, narrow = _sized(backend.url, 40), _sized(backend.url, 10)
+    try:
+        migrate.make(wide, "wide", directory=d)
+        migrate.upgrade(wide, directory=d)
+        con = open_connection(wide)
+        con.execute("INSERT INTO person (name) VALUES ('a name much longer than ten')")
+        con.close()
+        second = migrate.make(narrow, "narrow", directory=d, allow_lossy=True)
+        assert second is not None
+        with pytest.raises(UnsafeMigration):
+            migrate.upgrade(narrow, directory=d)
+        state = migrate.status(narrow, directory=d)
+        assert len(state.pending) == 1 and state.partial == {}  # refused before any statement, everywhere
+    finally:
+        wide.disconnect()
+        narrow.disconnect()
