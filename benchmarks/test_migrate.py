@@ -96,7 +96,8 @@ def test_make_and_check_200_entities(bench_env: Any, tmp_path: Path, benchmark: 
         return
     made, checked = statistics.median(timings["make"]), statistics.median(timings["check"])
     print(f"\nmigrate, {ENTITIES} entities: make {made * 1000:.0f} ms, check --no-db {checked * 1000:.0f} ms")
-    assert made < 1.0 and checked < 1.0, f"make {made:.2f} s, check {checked:.2f} s: the target is < 1 s each"
+    assert made < 1.0, f"make took {made:.2f} s: the target is < 1 s"
+    assert checked < 1.0, f"check --no-db took {checked:.2f} s: the target is < 1 s"
 
 
 def _big(db: Database, with_level: bool) -> None:
@@ -121,9 +122,8 @@ def big_table(bench_env: Any, tmp_path: Path) -> Iterator[tuple[Any, Path, Datab
     migrate.make(first, "big item", directory=directory)
     migrate.upgrade(first, directory=directory)
     with admin.cursor() as cur:
-        cur.execute(
-            "INSERT INTO big_item (name, qty) SELECT 'item ' || g, g FROM generate_series(1, %s) AS g", (ROWS,)
-        )
+        fill = "INSERT INTO big_item (name, qty) SELECT 'item ' || g, g FROM generate_series(1, %s) AS g"
+        cur.execute(fill, (ROWS,))
         cur.execute("VACUUM ANALYZE big_item")
     first.disconnect()
     evolved = Database()

@@ -51,7 +51,8 @@ def run(workdir: pathlib.Path, say: Callable[[str], None]) -> None:
     second = migrate.make(db, "full names", directory=folder, renames={"Author.name": "full_name"})
     assert second is not None
     migrate.upgrade(db, directory=folder)
-    operations = [line.strip().rstrip(",") for line in second.read_text().splitlines() if line.strip().startswith("op.")]
+    lines = [line.strip() for line in second.read_text().splitlines()]
+    operations = [line.rstrip(",") for line in lines if line.startswith("op.")]
     say(f"{second.name}: {'; '.join(operations)}")
     db.disconnect()
 
