@@ -179,6 +179,7 @@ def test_specs_of_an_unmapped_model_keep_what_is_declared() -> None:
                 "options": {"index": "idx_at", "precision": 3},
             },
         ),
+        (Discriminator(str), {"kind": "Discriminator", "type": "str", "args": [], "options": {}}),
         (
             Optional(str, nullable=True),
             {"kind": "Optional", "type": "str", "args": [], "options": {"nullable": True}},

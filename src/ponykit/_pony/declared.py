@@ -328,8 +328,8 @@ def attr_spec(attr: Any) -> dict[str, Any]:
         options["default"] = spec_value(attr.original_default)
     for key, value in attr.kwargs.items():
         options[key] = spec_value(value)
-    if attr.is_discriminator and options.get("column") == attr.name:
-        del options["column"]
+    if attr.is_discriminator and "column" in options and options["column"] == attr.name:
+        del options["column"]  # Pony's implicit "classtype" declares its own column name
     return {
         "name": attr.name,
         "kind": _kind(attr),
