@@ -219,8 +219,9 @@ def _nullable_implied(attr: Any) -> bool:
     """True where Pony makes the attribute nullable on its own (so declaring it changes nothing)."""
     if attr.is_required:
         return attr.entity is not None and attr.entity._root_ is not attr.entity
-    if not attr.type_has_empty_value or attr.is_unique:
+    if not attr.type_has_empty_value:
         return True
+    # The rest needs the entity: a subclass, or a key (the attribute's own unique one, a composite one).
     return attr.entity is not None and (attr.entity._root_ is not attr.entity or _in_key(attr))
 
 
@@ -328,8 +329,8 @@ def attr_spec(attr: Any) -> dict[str, Any]:
         options["default"] = spec_value(attr.original_default)
     for key, value in attr.kwargs.items():
         options[key] = spec_value(value)
-    if attr.is_discriminator and options.get("column") == attr.name:
-        del options["column"]
+    if attr.is_discriminator and "column" in options and options["column"] == attr.name:
+        del options["column"]  # Pony's implicit "classtype" declares its own column name
     return {
         "name": attr.name,
         "kind": _kind(attr),
