@@ -7,7 +7,7 @@ import copy
 from typing import Any
 
 import pytest
-from _ops_support import ID, entity, install_door, named, person_pet, rebuilt, snap, snapshots, spec
+from _ops_support import ID, entity, named, person_pet, rebuilt, snap, snapshots, spec
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -15,11 +15,7 @@ from ponykit.errors import MigrationError, UnsafeMigration
 from ponykit.migrate import op
 from ponykit.migrate._autodetect import autodetect, suggest_renames
 from ponykit.migrate._lossy import lossy_reasons
-
-
-@pytest.fixture(autouse=True)
-def _door(monkeypatch: pytest.MonkeyPatch) -> None:
-    install_door(monkeypatch)
+from ponykit.migrate._models import build
 
 
 def _replay(old: dict[str, Any], ops: list[op.Operation]) -> dict[str, Any]:
@@ -326,8 +322,7 @@ def test_renames_keep_every_table_and_column(dialect: str, old: dict[str, Any], 
 
 
 def _check_physical(dialect: str, old: dict[str, Any], new: dict[str, Any], ops: list[op.Operation]) -> Any:
-    models = pytest.importorskip("ponykit.migrate._models")
-    before, after = models.build(old, dialect), models.build(new, dialect)
+    before, after = build(old, dialect), build(new, dialect)
     hints = op.collect_hints(ops, old, before, after)
     tables_after = after.schema.tables
     for name, table in before.schema.tables.items():

@@ -7,18 +7,14 @@ import copy
 from typing import Any
 
 import pytest
-from _ops_support import ID, entity, install_door, person_pet, rebuilt, snap, snapshots, spec
+from _ops_support import ID, entity, person_pet, rebuilt, snap, snapshots, spec
 from hypothesis import given
 from pony.orm import Optional, Required, Set
 
 from ponykit.errors import MigrationError
 from ponykit.migrate import op
 from ponykit.migrate._hints import Hints
-
-
-@pytest.fixture(autouse=True)
-def _door(monkeypatch: pytest.MonkeyPatch) -> None:
-    install_door(monkeypatch)
+from ponykit.migrate._models import build
 
 
 def _all_ops() -> list[op.Operation]:
@@ -175,63 +171,14 @@ def test_implied_backfills() -> None:
     assert op.needs_backfill(spec("Optional", "str"))
 
 
-# -- hints through a stand-in of _models.Mapped (Pony's SQLite naming, enough for these tests) ------------
-
-
-class FakeMapped:
-    """Names as Pony gives them on SQLite for simple models: class-named tables, attr-named columns."""
-
-    def __init__(self, snapshot: dict[str, Any]) -> None:
-        self.snapshot = snapshot
-
-    def _root(self, name: str) -> str:
-        while self.snapshot["entities"][name]["bases"]:
-            name = self.snapshot["entities"][name]["bases"][0]
-        return name
-
-    def _attr(self, entity: str, attr: str) -> dict[str, Any]:
-        for spec_ in self.snapshot["entities"][entity]["attrs"]:
-            if spec_["name"] == attr:
-                return spec_
-        raise KeyError(f"{entity}.{attr}")
-
-    def entity_table(self, entity: str) -> str:
-        root = self._root(entity)
-        return self.snapshot["entities"][root]["table"] or root
-
-    def attr_columns(self, entity: str, attr: str) -> tuple[str, ...]:
-        found = self._attr(entity, attr)
-        if found["kind"] == "Set":
-            return ()
-        return (found["options"].get("column", attr),)
-
-    def link_table(self, entity: str, attr: str) -> str | None:
-        found = self._attr(entity, attr)
-        other = found["type"].removeprefix("entity:")
-        reverse = self._attr(other, found["options"]["reverse"]) if found["kind"] == "Set" else None
-        if reverse is None or reverse["kind"] != "Set":
-            return None
-        return str(found["options"].get("table") or "_".join(sorted([entity, other])))
-
-    def link_columns(self, entity: str, attr: str) -> tuple[str, ...]:
-        if self.link_table(entity, attr) is None:
-            return ()
-        return (self._attr(entity, attr)["type"].removeprefix("entity:").lower(),)
-
-    def discriminator(self, entity: str) -> tuple[str, str, str] | None:
-        root = self._root(entity)
-        family = [n for n in self.snapshot["entities"] if self._root(n) == root]
-        if len(family) < 2:
-            return None
-        value = self.snapshot["entities"][entity]["discriminator"] or entity
-        return (self.entity_table(entity), "classtype", value)
+# -- hints through _models.Mapped on SQLite (Pony's names: class-named tables, attr-named columns) -------
 
 
 def _hints(base: dict[str, Any], *operations: op.Operation) -> Hints:
     after = base
     for operation in operations:
         after = operation.forwards(after)
-    return op.collect_hints(operations, base, FakeMapped(base), FakeMapped(after))
+    return op.collect_hints(operations, base, build(base, "sqlite"), build(after, "sqlite"))
 
 
 def test_rename_entity_renames_its_table_link_tables_and_discriminator() -> None:
@@ -328,15 +275,14 @@ def test_subclass_attrs_get_only_explicit_backfills() -> None:
     assert hints.backfills == {("Pet", "legs"): 4}
 
 
-# -- hints through the real _models.Mapped (Pony's own names, offline, each dialect) ------------------
+# -- the same through every dialect's names ---------------------------------------------------------------
 
 
 def _mapped_hints(dialect: str, base: dict[str, Any], *operations: op.Operation) -> Hints:
-    models = pytest.importorskip("ponykit.migrate._models")
     after = base
     for operation in operations:
         after = operation.forwards(after)
-    return op.collect_hints(operations, base, models.build(base, dialect), models.build(after, dialect))
+    return op.collect_hints(operations, base, build(base, dialect), build(after, dialect))
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgres", "mysql"])
@@ -380,4 +326,4 @@ def test_drop_hints_with_ponys_names(dialect: str) -> None:
 
 def test_hints_need_the_views_of_collect_hints() -> None:
     with pytest.raises(MigrationError, match="op.collect_hints"):
-        op.RenameEntity("Person", "Human").hints(FakeMapped(person_pet()), object(), Hints())  # type: ignore[arg-type]
+        op.RenameEntity("Person", "Human").hints(build(person_pet(), "sqlite"), object(), Hints())  # type: ignore[arg-type]

@@ -41,7 +41,9 @@ def _nullable(spec: dict[str, Any]) -> bool:
     declared = spec["options"].get("nullable")
     if declared is not None:
         return bool(declared)
-    return spec["kind"] == "Optional" and spec["type"] not in _EMPTY_TYPES
+    return spec["kind"] == "Optional" and (
+        spec["type"] not in _EMPTY_TYPES or bool(spec["options"].get("unique"))
+    )
 
 
 def becomes_not_null(old: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -27,14 +27,15 @@ def needs_backfill(spec: dict[str, Any]) -> bool:
     """Whether existing rows need a value for this new attribute (its column is NOT NULL, no SQL default).
 
     Pony makes Required, PrimaryKey and ``Optional`` of a type with an empty value (str, LongStr, Json,
-    arrays) NOT NULL unless ``nullable=True``; a Set has no column in its entity's table.
+    arrays) NOT NULL unless ``nullable=True`` or ``unique=True``; a Set has no column in its entity's table.
     """
     options = spec.get("options", {})
     if spec["kind"] in ("Set",) or options.get("sql_default") is not None:
         return False
     if spec["kind"] in ("Required", "PrimaryKey", "Discriminator"):
         return True
-    return spec["type"] in _EMPTY and not options.get("nullable", False)
+    # a unique Optional is NULL-able whatever its type (Pony: empty values would collide)
+    return spec["type"] in _EMPTY and not options.get("nullable", False) and not options.get("unique")
 
 
 def implied_backfill(spec: dict[str, Any]) -> Any:
@@ -44,7 +45,7 @@ def implied_backfill(spec: dict[str, Any]) -> Any:
     default = options.get("default", MISSING)
     if default is not MISSING and not (isinstance(default, dict) and "callable" in default):
         return default
-    if spec["kind"] == "Optional" and spec["type"] in _EMPTY:
+    if needs_backfill(spec) and spec["kind"] == "Optional" and spec["type"] in _EMPTY:
         return _EMPTY[spec["type"]]
     return MISSING
 
