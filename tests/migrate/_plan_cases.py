@@ -189,6 +189,13 @@ CASES: dict[str, Case] = {
         fill=fill_labels,
         expect=[("SELECT tag FROM {Person_Tag}", [("t1",)]), ("SELECT tag FROM {Note}", [("t1",)])],
     ),
+    "subclass_required_backfill": Case(
+        zoo_a,
+        zoo_required,
+        hints=lambda d: Hints(backfills={(T("Animal", d), "good"): True}),
+        fill=fill_zoo,
+        expect=[("SELECT name FROM {Animal} WHERE kind = 'Dog' AND good", [("rex",)])],
+    ),
     "first_subclass": Case(
         lone_a,
         lone_b,

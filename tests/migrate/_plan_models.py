@@ -460,3 +460,18 @@ def fill_labels(db: Database) -> None:
         tag = db.Tag(label="t1")
         db.Person(name="ann", tags=[tag])
         db.Note(tag=tag)
+
+
+def zoo_required(db: Database) -> None:
+    """zoo_a with a Required attribute added to the subclass Dog (a nullable column of the root table)."""
+
+    class Animal(db.Entity):
+        name = Required(str, 40)
+        kind = Discriminator(str, 20)
+
+    class Dog(Animal):
+        bark = Optional(int)
+        good = Required(bool)
+
+    class Fish(Animal):
+        fins = Optional(int)

@@ -134,7 +134,12 @@ def _light(diff: Diff, td: TableDiff) -> StepSpec | None:
             what.append(f"drop index {index.name}")
     for col in td.added:
         sql.append(f"ALTER TABLE {q(t)} ADD COLUMN {col.definition}")
-        what.append(f"add column {col.name}")
+        if col.name in td.backfills:  # a nullable column with a value for the existing rows (a subclass')
+            value = td.backfills[col.name]
+            sql.append(f"UPDATE {q(t)} SET {q(col.name)} = {diff.lit(value)}")
+            what.append(f"add column {col.name} (backfill {value!r})")
+        else:
+            what.append(f"add column {col.name}")
     for index in td.added_indexes + [new for _, new in td.index_renames]:
         if index.create_sql:
             sql.append(index.create_sql)
