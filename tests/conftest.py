@@ -6,7 +6,11 @@ example ``postgresql://postgres@127.0.0.1:5432/test`` and ``mysql://root@127.0.0
 Redis tests use ``redis_url`` and ``PONYKIT_TEST_REDIS`` (``redis://127.0.0.1:6379/0``); RabbitMQ tests use
 ``amqp_url`` and ``PONYKIT_TEST_AMQP`` (``amqp://guest:guest@127.0.0.1:5672/``). Read-replica tests use
 ``replica_url`` / ``replica_control`` and ``PONYKIT_TEST_REPLICA`` (``postgresql://postgres@127.0.0.1:5433/test``,
-a streaming replica of the PostgreSQL test server that ``bash .ci/replica.sh start`` runs).
+a streaming replica of the PostgreSQL test server that ``bash .ci/replica.sh start`` runs). MariaDB
+replica tests use ``mariadb_replica_url`` / ``mariadb_replica_control`` and ``PONYKIT_TEST_MARIADB_REPLICA``
+(``mysql://root@127.0.0.1:3308/test``), the replica of the self-contained MariaDB pair that
+``bash .ci/mariadb-replica.sh start`` runs; its primary is ``PONYKIT_TEST_MARIADB_PRIMARY``
+(default ``mysql://root@127.0.0.1:3307/test``).
 
 Each test gets its own SQLite file, PostgreSQL schema (through ``search_path``) or MariaDB database, so
 tests never see each other's rows. With ``PONYKIT_REQUIRE_BACKENDS=1`` (CI sets it) a backend whose URL
@@ -44,9 +48,17 @@ ENV_VARS = {
     "redis": "PONYKIT_TEST_REDIS",
     "amqp": "PONYKIT_TEST_AMQP",
     "replica": "PONYKIT_TEST_REPLICA",
+    "mariadb_replica": "PONYKIT_TEST_MARIADB_REPLICA",
 }
+MARIADB_PRIMARY_VAR = "PONYKIT_TEST_MARIADB_PRIMARY"
+MARIADB_PRIMARY_DEFAULT = "mysql://root@127.0.0.1:3307/test"
 # Services a test asks for by fixture name; each is a label in the per-backend counts CI checks.
-SERVICE_FIXTURES = {"redis_url": "redis", "amqp_url": "amqp", "replica_url": "replica"}
+SERVICE_FIXTURES = {
+    "redis_url": "redis",
+    "amqp_url": "amqp",
+    "replica_url": "replica",
+    "mariadb_replica_url": "mariadb_replica",
+}
 REQUIRE = os.environ.get("PONYKIT_REQUIRE_BACKENDS", "") not in ("", "0")
 
 # Hypothesis profiles (HYPOTHESIS_PROFILE selects one). A new user's plain `pytest` and CI must give the same
@@ -374,6 +386,151 @@ def replica_control(replica_url: str) -> Iterator[ReplicaControl]:
     control = ReplicaControl(replica_url)
     if not control.is_running():
         pytest.fail(f"no replica answers at {replica_url}: run bash .ci/replica.sh start", pytrace=False)
+    yield control
+    control.restore()
+
+
+@pytest.fixture
+def mariadb_replica_url() -> str:
+    """The URL of the MariaDB pair's replica (``PONYKIT_TEST_MARIADB_REPLICA``, ``.ci/mariadb-replica.sh``).
+
+    It replicates its primary (``PONYKIT_TEST_MARIADB_PRIMARY``, default port 3307) with GTIDs; a test
+    takes its own database on the pair from ``mariadb_replica_control.database()``.
+    """
+    url = os.environ.get(ENV_VARS["mariadb_replica"])
+    if not url:
+        _missing("mariadb_replica")
+    assert url is not None
+    return url
+
+
+_MARIADB_REPLICA_SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "mariadb-replica.sh"
+
+
+class MariadbReplicaControl:
+    """The MariaDB primary+replica pair of ``.ci/mariadb-replica.sh``: per-test databases, stop and start
+    the replica, its apply delay (``MASTER_DELAY``, whole seconds). Undone when the test ends: replica
+    running and replicating without delay, caught up, the test's databases dropped."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.primary_url = os.environ.get(MARIADB_PRIMARY_VAR) or MARIADB_PRIMARY_DEFAULT
+        self._databases: list[str] = []
+
+    @staticmethod
+    def _connect(url: str) -> Any:
+        import pymysql
+
+        parts = urlsplit(url)
+        return pymysql.connect(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 3306,
+            user=parts.username or "root",
+            password=parts.password or "",
+            connect_timeout=5,
+            autocommit=True,
+        )
+
+    def _query(self, url: str, sql: str, args: Any = None) -> Any:
+        con = self._connect(url)
+        try:
+            with con.cursor() as cur:
+                cur.execute(sql, args)
+                return cur.fetchone() if cur.description else None
+        finally:
+            con.close()
+
+    def _slave_status(self) -> dict[str, Any]:
+        con = self._connect(self.url)
+        try:
+            with con.cursor() as cur:
+                cur.execute("SHOW SLAVE STATUS")
+                row = cur.fetchone()
+                return dict(zip([d[0] for d in cur.description], row, strict=True)) if row else {}
+        finally:
+            con.close()
+
+    def _script(self, *args: str) -> None:
+        result = subprocess.run(
+            ["bash", str(_MARIADB_REPLICA_SCRIPT), *args],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f".ci/mariadb-replica.sh {' '.join(args)} failed: {result.stdout}{result.stderr}"
+            )
+
+    def database(self) -> tuple[str, str]:
+        """A fresh database on the primary, replicated: ``(primary URL, replica URL)`` bound to it."""
+        name = "pkr_" + uuid.uuid4().hex[:12]
+        self._query(self.primary_url, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        self._databases.append(name)
+        self.wait_caught_up()
+        path = "/" + name
+        return _with_path(self.primary_url, path), _with_path(self.url, path)
+
+    def stop(self) -> None:
+        """Stop the replica server (the primary keeps running)."""
+        self._script("stop-replica")
+
+    def start(self) -> None:
+        """Start the replica server again and wait until it replicates."""
+        self._script("start")
+
+    def is_running(self) -> bool:
+        """Whether the replica answers and its IO and SQL threads run."""
+        try:
+            status = self._slave_status()
+        except Exception:
+            return False
+        return status.get("Slave_IO_Running") == "Yes" and status.get("Slave_SQL_Running") == "Yes"
+
+    def stop_applying(self) -> None:
+        """Stop the replica's SQL thread (``STOP SLAVE SQL_THREAD``): it receives but applies nothing."""
+        self._query(self.url, "STOP SLAVE SQL_THREAD")
+
+    def set_apply_delay(self, seconds: int) -> None:
+        """``MASTER_DELAY`` (whole seconds): the replica applies each transaction that long after it."""
+        for sql in ("STOP SLAVE", f"CHANGE MASTER TO MASTER_DELAY = {int(seconds)}", "START SLAVE"):
+            self._query(self.url, sql)
+        if int(self._slave_status().get("SQL_Delay") or 0) != int(seconds):
+            raise RuntimeError(f"the MariaDB replica did not take MASTER_DELAY = {int(seconds)}")
+
+    def wait_caught_up(self, timeout: float = 30.0) -> None:
+        """Wait until the replica applied everything the primary has written so far."""
+        target = self._query(self.primary_url, "SELECT @@gtid_binlog_pos")[0]
+        if not target:
+            return
+        waited = self._query(self.url, "SELECT MASTER_GTID_WAIT(%s, %s)", (target, timeout))[0]
+        if waited != 0:
+            raise RuntimeError(f"the MariaDB replica did not apply {target} in {timeout}s")
+
+    def restore(self) -> None:
+        """Back to normal: replica running and applying without delay, caught up; the test's databases
+        dropped (on the primary, so the replica drops them too)."""
+        if not self.is_running():
+            self.start()
+        if int(self._slave_status().get("SQL_Delay") or 0) != 0:
+            self.set_apply_delay(0)
+        self._query(self.url, "START SLAVE")  # a no-op (a warning) when both threads run
+        for name in self._databases:
+            self._query(self.primary_url, f"DROP DATABASE IF EXISTS `{name}`")
+        self._databases.clear()
+        self.wait_caught_up()
+
+
+@pytest.fixture
+def mariadb_replica_control(mariadb_replica_url: str) -> Iterator[MariadbReplicaControl]:
+    """Control of the MariaDB pair (:class:`MariadbReplicaControl`); restored when the test ends."""
+    control = MariadbReplicaControl(mariadb_replica_url)
+    if not control.is_running():
+        pytest.fail(
+            f"no MariaDB replica replicates at {mariadb_replica_url}: run bash .ci/mariadb-replica.sh start",
+            pytrace=False,
+        )
     yield control
     control.restore()
 

@@ -11,6 +11,9 @@ the same column waits for the first (``--no-wait``: exit with status 75 instead)
 last committed batch and exits with status 130, saying how many values were rotated; running the command
 again resumes.
 
+``python -m ponykit migrate make|upgrade|downgrade|status|check|sql|init myapp.models:db`` runs schema
+migrations (see :mod:`ponykit.migrate._cli`).
+
 ``python -m ponykit outbox relay myapp.models:db --to amqp://...`` runs outbox relays until SIGTERM or
 Ctrl-C (see :mod:`ponykit.outbox._cli`).
 """
@@ -28,6 +31,7 @@ from pony.orm import Database
 
 from . import _pony
 from .errors import PonykitError
+from .migrate import _cli as migrate_cli
 from .outbox import _cli as outbox_cli
 from .security.rotation import RotationInProgress, RotationProgress, rotate_with_reports
 
@@ -180,7 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-wait", action="store_true", help="exit (status 75) if another run is rotating the same column"
     )
     outbox_cli.add_parser(commands)
+    migrate_cli.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "migrate":
+        return migrate_cli.run(args)
     if args.command == "outbox":
         try:
             return outbox_cli.run(args)

@@ -113,10 +113,10 @@ def test_replica_session_on_write_primary_without_replicas_writes(db: Database) 
         assert account[1].value == 1
 
 
-@pytest.mark.backends("sqlite", "mysql")
-def test_replicas_are_postgresql_only(backend: Any) -> None:
+@pytest.mark.backends("sqlite")
+def test_replicas_are_postgresql_or_mariadb_only(backend: Any) -> None:
     db = Database()
-    with pytest.raises(pk.UnsupportedDatabase, match="PostgreSQL streaming replicas only"):
+    with pytest.raises(pk.UnsupportedDatabase, match="PostgreSQL streaming replicas and MariaDB"):
         pk.bind_url(db, backend.url, replicas=[backend.url])
     assert db.provider is None  # refused before binding
 

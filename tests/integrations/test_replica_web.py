@@ -1,7 +1,7 @@
 """The web integrations' replicas option: GET requests read from a replica, the pin travels in a cookie.
 
-Against the real replica (PostgreSQL); without replicas, the option only refuses writes in GET requests,
-which is tested on every backend.
+Against the real replicas (PostgreSQL's, and the MariaDB pair's with a GTID pin); without replicas, the
+option only refuses writes in GET requests, which is tested on every backend.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from flask import Flask
 from pony.orm import Database, PrimaryKey, Required, db_session
 
 import ponykit as pk
+from ponykit.binding._gtid import Gtid
+from ponykit.binding._pins import token_pins
 from ponykit.integrations.fastapi import PonyRoute, ReplicaReads, install
 from ponykit.integrations.flask import Pony
 
@@ -36,6 +38,13 @@ def define(db: Database) -> Any:
     return Item
 
 
+def on_replica(db: Database) -> bool:
+    """True on a PostgreSQL standby or on the MariaDB pair's replica (read_only; the others are not)."""
+    if db.provider.dialect == "PostgreSQL":
+        return bool(db.select("SELECT pg_is_in_recovery()")[0])
+    return db.provider.dialect == "MySQL" and int(db.select("SELECT @@read_only")[0]) == 1
+
+
 def fastapi_app(db: Database, item: Any, replicas: Any) -> FastAPI:
     app = FastAPI()
     app.router.route_class = PonyRoute
@@ -43,8 +52,7 @@ def fastapi_app(db: Database, item: Any, replicas: Any) -> FastAPI:
 
     @app.get("/item")
     def read() -> dict[str, Any]:
-        recovery = db.provider.dialect == "PostgreSQL" and db.select("SELECT pg_is_in_recovery()")[0]
-        return {"value": item[1].value, "replica": bool(recovery)}
+        return {"value": item[1].value, "replica": on_replica(db)}
 
     @app.post("/item/{value}")
     def write(value: int) -> dict[str, Any]:
@@ -65,8 +73,7 @@ def flask_app(db: Database, item: Any, replicas: Any) -> Flask:
 
     @app.get("/item")
     def read() -> dict[str, Any]:
-        recovery = db.provider.dialect == "PostgreSQL" and db.select("SELECT pg_is_in_recovery()")[0]
-        return {"value": item[1].value, "replica": bool(recovery)}
+        return {"value": item[1].value, "replica": on_replica(db)}
 
     @app.post("/item/<int:value>")
     def write(value: int) -> dict[str, Any]:
@@ -163,3 +170,28 @@ def test_get_reads_replica_and_the_cookie_pins_the_next_request(
     assert client.get("/sneaky").status_code == 500
     with db_session:
         assert item[1].value == 7
+
+
+def test_mariadb_gtid_pin_travels_in_the_cookie(mariadb_replica_control: Any, kind: str) -> None:
+    """The same round trip on MariaDB: the cookie and the header carry the GTID pin unchanged."""
+    primary, replica = mariadb_replica_control.database()
+    db = Database()
+    pk.bind_url(db, primary, replicas=[replica])
+    try:
+        item = define(db)
+        mariadb_replica_control.wait_caught_up()
+        client = Client(kind, db, item, ReplicaReads(secret="s"))
+        assert client.json(client.get("/item")) == {"value": 0, "replica": True}
+        mariadb_replica_control.set_apply_delay(5)
+        response = client.post("/item/7")
+        assert response.status_code == 200
+        token = response.headers["X-Ponykit-Pin"]
+        pins = token_pins(token, secret="s")
+        assert pins is not None and all(isinstance(p, Gtid) for p in pins.values())
+        assert client.json(client.get("/item")) == {"value": 7, "replica": False}
+        client.clear_cookies()
+        assert client.json(client.get("/item", headers={"X-Ponykit-Pin": token}))["value"] == 7
+        forged = client.json(client.get("/item", headers={"X-Ponykit-Pin": token[:-2] + "xx"}))
+        assert forged == {"value": 0, "replica": True}
+    finally:
+        db.disconnect()

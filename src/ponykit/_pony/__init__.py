@@ -46,6 +46,7 @@ from .audit import *  # noqa: F403 - each module's __all__, listed again below
 from .cascade import *  # noqa: F403 - each module's __all__, listed again below
 from .connection import *  # noqa: F403 - each module's __all__, listed again below
 from .database import *  # noqa: F403 - each module's __all__, listed again below
+from .declared import *  # noqa: F403 - each module's __all__, listed again below
 from .encoders import *  # noqa: F403 - each module's __all__, listed again below
 from .entity_hooks import *  # noqa: F403 - each module's __all__, listed again below
 from .explain import *  # noqa: F403 - each module's __all__, listed again below
@@ -359,6 +360,7 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "ReadIntent",
     "chain_provider_method",
     "describe_flush",
+    "end_read_transaction",
     "is_moved_to_primary",
     "pending_flush",
     "pop_read_intent",
@@ -387,4 +389,18 @@ __all__ = [  # noqa: RUF022 - grouped by module, sorted within each group
     "PhysicalSchema",
     "PhysicalTable",
     "physical_schema",
+    # declared: the declared options of entities and attributes, and entities declared again from them
+    "BUILTIN_TYPES",
+    "Unrestorable",
+    "attr_spec",
+    "declare_attr",
+    "declare_entities",
+    "entity_specs",
+    "import_qualname",
+    "mapping_columns",
+    "mapping_discriminator",
+    "mapping_link",
+    "mapping_table",
+    "spec_value",
+    "value_of_spec",
 ]

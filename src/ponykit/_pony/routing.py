@@ -34,6 +34,7 @@ __all__ = [
     "ReadIntent",
     "chain_provider_method",
     "describe_flush",
+    "end_read_transaction",
     "is_moved_to_primary",
     "pending_flush",
     "pop_read_intent",
@@ -163,6 +164,13 @@ def is_moved_to_primary(db: Database) -> bool:
 class MoveToPrimary(Exception):
     """Raised inside Pony's statement path to make it drop the replica connection and connect again;
     the router's ``should_reconnect`` says yes to it, its ``connect`` then hands out the primary."""
+
+
+def end_read_transaction(cache: Any) -> None:
+    """Treat a read-only session's transaction as committed without a COMMIT: it wrote nothing, and the
+    connection's release rolls it back (what Pony's own commit would have left behind)."""
+    if cache is not None:
+        cache.in_transaction = False
 
 
 def refuse_write(db: Database | None, what: str) -> None:

@@ -212,7 +212,8 @@ def bind_url(
     ``pool=PoolConfig(max_size=..., timeout=...)`` replaces Pony's one-connection-per-thread pool with a
     :class:`BoundedPool` shared by all threads (docs/scaling.md); without it Pony's pool stays as it is.
 
-    ``replicas``: URLs of PostgreSQL streaming replicas of ``url`` (or a :class:`ReplicaConfig` with
+    ``replicas``: URLs of PostgreSQL streaming replicas of ``url``, or of MariaDB replicas replicating
+    it with GTIDs (``MASTER_USE_GTID=slave_pos``), or a :class:`ReplicaConfig` with
     them and the routing options). Read sessions (:func:`replica_session`, ``transaction(read_only=True)``,
     GET requests of the web integrations when enabled) then use a healthy replica that has replayed
     the reader's own last commit; everything else uses the primary (see docs/scaling.md). The
@@ -254,9 +255,10 @@ def bind_direct(
     if provider == "mysql" and importlib.util.find_spec("MySQLdb") is None:
         # Pony falls back to PyMySQL, which warns (DeprecationWarning) on every connection made with
         # the MySQLdb spellings, so they are translated for it.
-        for old, new in (("passwd", "password"), ("db", "database")):
-            if old in kwargs and new not in kwargs:
-                kwargs[new] = kwargs.pop(old)
+        for args in (kwargs, *(target for _name, target in targets)):
+            for old, new in (("passwd", "password"), ("db", "database")):
+                if old in args and new not in args:
+                    args[new] = args.pop(old)
     secrets = _secrets(url, kwargs)
     failure: str | None = None
     try:

@@ -22,6 +22,8 @@ import time
 import weakref
 from collections import deque
 
+from ._gtid import Position
+
 __all__ = ["Health"]
 
 # At most this many marks are kept. When full, the mark whose neighbours are closest in time is dropped
@@ -43,12 +45,12 @@ class Health:
         self.failures = 0
         self.retry_at = 0.0
         self.probing = False
-        self.replayed = -1
+        self.replayed: Position = -1  # a WAL integer (PostgreSQL) or a Gtid (MariaDB); -1: nothing yet
         self.lagging = False
         self.checked_at = float("-inf")
         self.checking = False
         # (WAL position, monotonic time it was known to exist on the primary), oldest first, increasing.
-        self._marks: deque[tuple[int, float]] = deque()
+        self._marks: deque[tuple[Position, float]] = deque()
         self._replay_age = 0.0  # see observed()
         self._lock = threading.Lock()
         _alive.add(self)
@@ -99,11 +101,11 @@ class Health:
 
     # -- replay position and lag --------------------------------------------------------------------
 
-    def reached(self, lsn: int) -> bool:
+    def reached(self, lsn: Position) -> bool:
         """True if the replica is known to have replayed ``lsn`` (no query needed)."""
         return self.replayed >= lsn
 
-    def mark(self, lsn: int, now: float) -> None:
+    def mark(self, lsn: Position, now: float) -> None:
         """``lsn`` is known to exist on the primary at ``now`` (a commit of this process, or received)."""
         with self._lock:
             if lsn <= self.replayed or (self._marks and lsn <= self._marks[-1][0]):
@@ -128,7 +130,11 @@ class Health:
         return True
 
     def observed(
-        self, replayed: int | None, received: int | None, now: float, replay_age: float | None = None
+        self,
+        replayed: Position | None,
+        received: Position | None,
+        now: float,
+        replay_age: float | None = None,
     ) -> None:
         """Record what a query on the replica answered (positions, None when the server gave none).
 

@@ -1,7 +1,8 @@
 """Read-your-writes pins: the WAL position of one's last commit on each primary, and its token form.
 
 After a transaction that wrote commits on a primary with replicas, the router records the commit's WAL
-position (``pg_current_wal_lsn()``) in the current *pin scope*; a replica serves a session of that scope
+position (PostgreSQL ``pg_current_wal_lsn()``, an int; MariaDB ``@@gtid_binlog_pos``, a :class:`Gtid`) in
+the current *pin scope*; a replica serves a session of that scope
 only once it has replayed that far. A scope is a small mutable box held in a ``ContextVar``: the box is
 shared (not copied) by everything that inherits the context, so a commit in a ``run_in_session`` worker
 thread or in an asyncio task pins the request that started it. Without an explicit scope, the first
@@ -9,9 +10,10 @@ commit creates one in the current context (a thread's own context, for plain thr
 
 A token (``current_pin()``) carries the pins to the next request in a cookie or header; ``use_pin(token)``
 opens a scope seeded with it. Tokens are ``pk1.<payload>`` or, with a secret, ``pk1.<payload>.<mac>``
-(HMAC-SHA256). A token that does not parse, is too long, or whose MAC does not match is ignored (logged
-without its text): a pin is a freshness hint, and a forged one can only make a reader wait for, or skip,
-the replicas, never read another user's data.
+(HMAC-SHA256); the payload maps each primary's key to a ``pg_lsn`` text (PostgreSQL) or to a list of
+``[domain, server_id, seq_no]`` triples (MariaDB GTID). A token that does not parse, is too long, or
+whose MAC does not match is ignored (logged without its text): a pin is a freshness hint, and a forged
+one can only make a reader wait for, or skip, the replicas, never read another user's data.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
+
+from ._gtid import Gtid, Position
 
 __all__ = [
     "PinScope",
@@ -63,18 +68,22 @@ def format_lsn(lsn: int) -> str:
 
 
 class PinScope:
-    """The pins of one scope (a request, a thread): primary key -> WAL position, only ever growing."""
+    """The pins of one scope (a request, a thread): primary key -> WAL position (an int for PostgreSQL, a
+    :class:`Gtid` for MariaDB), only ever growing."""
 
     __slots__ = ("_lock", "pins")
 
-    def __init__(self, pins: Mapping[str, int] | None = None) -> None:
-        self.pins: dict[str, int] = dict(pins or {})
+    def __init__(self, pins: Mapping[str, Position] | None = None) -> None:
+        self.pins: dict[str, Position] = dict(pins or {})
         self._lock = threading.Lock()
 
-    def add(self, key: str, lsn: int) -> None:
+    def add(self, key: str, lsn: Position) -> None:
         """Keep ``lsn`` for ``key`` unless a later position is already kept."""
         with self._lock:
-            if lsn > self.pins.get(key, -1):
+            kept = self.pins.get(key, -1)
+            if isinstance(lsn, Gtid) and isinstance(kept, Gtid):
+                self.pins[key] = kept.merged(lsn)  # GTIDs of several domains: the highest of each
+            elif lsn > kept:
                 self.pins[key] = lsn
 
     def __repr__(self) -> str:
@@ -84,13 +93,13 @@ class PinScope:
 _scope: ContextVar[PinScope | None] = ContextVar("ponykit_pins", default=None)
 
 
-def pin_for(key: str) -> int | None:
+def pin_for(key: str) -> Position | None:
     """The pinned WAL position for the primary named ``key`` in the current scope, or None."""
     scope = _scope.get()
     return None if scope is None else scope.pins.get(key)
 
 
-def record_pin(key: str, lsn: int) -> None:
+def record_pin(key: str, lsn: Position) -> None:
     """Pin the current scope to ``lsn`` on the primary ``key`` (a scope is created if there is none)."""
     scope = _scope.get()
     if scope is None:
@@ -120,14 +129,36 @@ def current_pin(*, secret: str | bytes | None = None) -> str | None:
     if scope is None or not scope.pins:
         return None
     with scope._lock:
-        body = {key: format_lsn(lsn) for key, lsn in sorted(scope.pins.items())}
+        body = {key: _token_value(lsn) for key, lsn in sorted(scope.pins.items())}
     raw = json.dumps(body, separators=(",", ":"), sort_keys=True).encode("ascii")
     payload = base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
     key = _secret_bytes(secret)
     return f"{_PREFIX}.{payload}" if key is None else f"{_PREFIX}.{payload}.{_mac(key, payload)}"
 
 
-def token_pins(token: str | None, *, secret: str | bytes | None = None) -> dict[str, int] | None:
+def _token_value(lsn: Position) -> Any:
+    # PostgreSQL: the pg_lsn text, as tokens always held; MariaDB: [[domain, server_id, seq_no], ...].
+    return format_lsn(lsn) if isinstance(lsn, int) else [list(t) for t in lsn.triples]
+
+
+def _parse_value(value: Any) -> Position:
+    if isinstance(value, str):
+        return parse_lsn(value)
+    if not isinstance(value, list) or not value:
+        raise ValueError("neither a pg_lsn text nor a list of GTID triples")
+    triples = []
+    for triple in value:
+        if not (
+            isinstance(triple, list)
+            and len(triple) == 3
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in triple)
+        ):
+            raise ValueError("a GTID triple is [domain, server_id, seq_no]")
+        triples.append((triple[0], triple[1], triple[2]))
+    return Gtid(tuple(triples))
+
+
+def token_pins(token: str | None, *, secret: str | bytes | None = None) -> dict[str, Position] | None:
     """The pins a token carries, or None when it is absent, malformed, or (with ``secret``) not signed
     with that secret. Never raises for any text."""
     if not token or not isinstance(token, str) or len(token) > _MAX_TOKEN:
@@ -146,12 +177,12 @@ def token_pins(token: str | None, *, secret: str | bytes | None = None) -> dict[
         return None
     if not isinstance(body, dict) or len(body) > _MAX_KEYS:
         return None
-    pins: dict[str, int] = {}
+    pins: dict[str, Position] = {}
     for name, value in body.items():
-        if not (isinstance(name, str) and _KEY_RE.fullmatch(name) and isinstance(value, str)):
+        if not (isinstance(name, str) and _KEY_RE.fullmatch(name)):
             return None
         try:
-            pins[name] = parse_lsn(value)
+            pins[name] = _parse_value(value)
         except ValueError:
             return None
     return pins

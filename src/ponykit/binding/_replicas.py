@@ -5,7 +5,8 @@ when the session ends. The router answers from the primary's pool, unless the cu
 *read intent* (:func:`replica_session`, ``transaction(read_only=True)``, a GET request of a web
 integration): then from a healthy replica's pool, if that replica has replayed the reader's pin (see
 ``_pins``), waiting up to ``pin_wait`` for it; otherwise from the primary. Connections go back to the pool
-they came from. After a commit on the primary, the commit's WAL position becomes the current scope's pin.
+they came from. After a commit on the primary, the commit's position becomes the current scope's pin
+(PostgreSQL's WAL LSN, MariaDB's GTID position: ``_dialects`` holds what differs).
 
 Writes never reach a replica: a flush in a read session raises :class:`~ponykit.errors.ReadOnlySessionError`
 before any SQL (with ``attach()``, every write statement too), or with ``on_write="primary"`` moves the
@@ -31,29 +32,23 @@ from pony.orm import Database
 
 from .. import _pony
 from ..errors import ConfigurationError, OptionError, PoolTimeout, UnsupportedDatabase
+from ._dialects import Dialect, dialect_for
+from ._gtid import Position
 from ._health import Health
-from ._pins import parse_lsn, pin_for, record_pin
+from ._pins import pin_for, record_pin
 from ._pool import PoolConfig, make_bounded_pool
 
 __all__ = ["ReplicaConfig", "Router", "install_router", "replica_config", "replica_status", "replica_targets"]
 
 log = logging.getLogger("ponykit.binding")
 
-_STATUS_SQL = (
-    "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, pg_last_wal_receive_lsn()::text, "
-    "CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END, "
-    # the age of the last replayed commit, meaningful only while received WAL waits to be replayed
-    "EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8"
-)
-_REPLAY_SQL = "SELECT COALESCE(pg_last_wal_replay_lsn(), '0/0')::text, pg_is_in_recovery()"
-_COMMIT_LSN_SQL = "SELECT pg_current_wal_lsn()::text"
-
 
 @dataclass(frozen=True)
 class ReplicaConfig:
     """The replicas of a primary and how reads are routed to them (``bind_url(..., replicas=...)``).
 
-    ``urls``: the replicas' URLs (PostgreSQL streaming replicas of the primary). ``pin_wait``: how long
+    ``urls``: the replicas' URLs (PostgreSQL streaming replicas of the primary, or MariaDB replicas
+    replicating it with GTIDs, ``MASTER_USE_GTID=slave_pos``). ``pin_wait``: how long
     (seconds) a reader pinned to its own last commit waits for a replica to replay it before reading
     from the primary. ``poll``: the first interval between two replay checks while waiting (it doubles
     up to 50 ms). ``max_lag``: a replica more than this many seconds behind a position known to exist
@@ -118,19 +113,21 @@ def replica_targets(
 ) -> list[tuple[str, dict[str, Any]]]:
     """``(redacted URL, connection arguments)`` of each replica: its URL parsed with ``parse``, plus the
     primary's keyword ``overrides`` that the replica URL does not set itself (``aliases``: spellings of one
-    setting). Refused (before anything is bound) for a primary that is not PostgreSQL."""
+    setting). Refused (before anything is bound) for a primary that is neither PostgreSQL nor MariaDB."""
     targets = []
     for url in config.urls:
-        if provider != "postgres":
+        if provider not in ("postgres", "mysql"):
             raise UnsupportedDatabase(
-                f"bind_url(replicas=...) supports PostgreSQL streaming replicas only; the primary URL is a "
-                f"{provider} URL. Bind without replicas= (reads then use the primary)"
+                f"bind_url(replicas=...) supports PostgreSQL streaming replicas and MariaDB GTID replicas "
+                f"only; the primary URL is a {provider} URL. Bind without replicas= (reads then use the "
+                "primary)"
             )
         kind, kwargs = parse(url)
         if kind != provider:
+            example = "postgresql://..." if provider == "postgres" else "mysql://..."
             raise ConfigurationError(
                 f"replica URL {redact(url)!r} is not a {provider} URL like its primary's; a replica is a "
-                "streaming replica of the primary (postgresql://...)"
+                f"replica of the primary ({example})"
             )
         given = {aliases.get(k, k) for k in kwargs}
         for key, value in overrides.items():
@@ -165,7 +162,7 @@ class _Taken(threading.local):
 
 def primary_key_of(kwargs: dict[str, Any]) -> str:
     """The name of a primary in pins: a hash of its host, port and database (stable across processes)."""
-    name = kwargs.get("database") or kwargs.get("dbname") or ""
+    name = kwargs.get("database") or kwargs.get("dbname") or kwargs.get("db") or ""
     text = f"{kwargs.get('host') or ''}:{kwargs.get('port') or ''}/{name}"
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
@@ -176,8 +173,17 @@ class Router(_pony.PoolWrapper):
     ``original`` (``primary``) is the primary's pool: Pony's own, or a bounded pool.
     """
 
-    def __init__(self, db: Database, primary: Any, replicas: list[_Replica], config: ReplicaConfig, key: str):
+    def __init__(
+        self,
+        db: Database,
+        primary: Any,
+        replicas: list[_Replica],
+        config: ReplicaConfig,
+        key: str,
+        dialect: Dialect | None = None,
+    ):
         self.db = db
+        self.dialect = dialect or dialect_for("postgres")
         self.original = self.primary = primary
         self.replicas = replicas
         self.config = config
@@ -248,6 +254,8 @@ class Router(_pony.PoolWrapper):
                 _pony.refuse_write(db, _pony.describe_flush(cache))
             return self._primary("moved")
         pin = pin_for(self.key)
+        if pin is not None and not self.dialect.is_position(pin):
+            pin = None  # a token's pin of another kind of database (forged): a hint only, ignored
         now = time.monotonic()
         count = len(self.replicas)
         start = next(self._turn) % count if count > 1 else 0
@@ -270,7 +278,9 @@ class Router(_pony.PoolWrapper):
         self.stats.add(f"primary:{reason}")
         return self.primary.connect()  # type: ignore[no-any-return]
 
-    def _try(self, replica: _Replica, pin: int | None, now: float) -> tuple[tuple[Any, bool] | None, str]:
+    def _try(
+        self, replica: _Replica, pin: Position | None, now: float
+    ) -> tuple[tuple[Any, bool] | None, str]:
         health = replica.health
         probing = health.down
         check = health.lagging or health.due(now)
@@ -320,72 +330,25 @@ class Router(_pony.PoolWrapper):
                 type(exc).__name__,
             )
 
-    def _query(self, con: Any, sql: str) -> Any:
-        # Outside any transaction (Pony sets the mode it wants right after): one round trip, no BEGIN.
-        if not con.autocommit:
-            con.autocommit = True
-        cursor = con.cursor()
-        try:
-            cursor.execute(sql)
-            return cursor.fetchone()
-        finally:
-            cursor.close()
-
     def _observe(self, replica: _Replica, con: Any) -> None:
-        in_recovery, replayed, received, current, age = self._query(con, _STATUS_SQL)
-        now = time.monotonic()
-        if not in_recovery:  # not a standby (promoted, or the primary itself): everything is there
-            replica.health.observed(parse_lsn(current), None, now)
-            return
-        replayed_at = parse_lsn(replayed) if replayed else None
-        received_at = parse_lsn(received) if received else None
-        # On an idle primary the last replayed commit gets old without any lag: its age counts only while
-        # the replica has received WAL it has not replayed yet.
-        behind = replayed_at is not None and received_at is not None and received_at > replayed_at
-        replica.health.observed(
-            replayed_at, received_at, now, float(age) if behind and age is not None else None
-        )
+        self.dialect.observe(replica.health, con)
 
-    def _wait(self, replica: _Replica, con: Any, pin: int) -> bool:
-        health = replica.health
-        deadline = time.monotonic() + self.config.pin_wait
-        delay = self.config.poll
-        while True:
-            replayed, in_recovery = self._query(con, _REPLAY_SQL)
-            now = time.monotonic()
-            if not in_recovery:
-                self._observe(replica, con)
-            else:
-                health.observed(parse_lsn(replayed), None, now)
-            if health.reached(pin):
-                return True
-            left = deadline - now
-            if left <= 0:
-                return False
-            time.sleep(min(delay, left))
-            delay = min(delay * 2, 0.05)
+    def _wait(self, replica: _Replica, con: Any, pin: Position) -> bool:
+        return self.dialect.wait(replica.health, con, pin, self.config.pin_wait, self.config.poll)
 
     # -- pins -----------------------------------------------------------------------------------------
 
     def committed(self, connection: Any) -> None:
-        """A transaction committed on ``connection``: on the primary, pin the scope to the commit's WAL
-        position (one query, outside any transaction)."""
+        """A transaction committed on ``connection``: on the primary, pin the scope to the commit's
+        position (one query, outside any transaction: WAL LSN or GTID position)."""
         if self.holds_replica(connection):
             return
         try:
-            autocommit = connection.autocommit
-            connection.autocommit = True
-            try:
-                cursor = connection.cursor()
-                cursor.execute(_COMMIT_LSN_SQL)
-                lsn = parse_lsn(cursor.fetchone()[0])
-                cursor.close()
-            finally:
-                connection.autocommit = autocommit
+            lsn = self.dialect.commit_position(connection)
         except Exception as exc:  # noqa: BLE001 - the commit is done; only the pin is missing
             log.warning(
-                "ponykit: could not read the WAL position after a commit on the primary (%s); reads of "
-                "this scope may not see that commit on a replica",
+                "ponykit: could not read the replication position after a commit on the primary (%s); "
+                "reads of this scope may not see that commit on a replica",
                 type(exc).__name__,
             )
             return
@@ -416,7 +379,14 @@ def install_router(
         for name, kwargs in replicas
     ]
     primary = _pony.provider_pool(db)
-    router = Router(db, primary, members, config, primary_key_of(dict(_pony.pony_pool(db).kwargs)))
+    router = Router(
+        db,
+        primary,
+        members,
+        config,
+        primary_key_of(dict(_pony.pony_pool(db).kwargs)),
+        dialect_for(_pony.dialect(db)),
+    )
     _pony.set_router(db, router)
     _pony.chain_provider_method(db, "commit", lambda original: _commit(router, original))
     _pony.chain_provider_method(db, "set_transaction_mode", lambda original: _set_mode(db, original))
@@ -434,6 +404,12 @@ def _replica_pool(db: Database, name: str, kwargs: dict[str, Any], config: PoolC
 
 def _commit(router: Router, original: Any) -> Any:
     def commit(connection: Any, cache: Any = None) -> Any:
+        if router.holds_replica(connection):
+            # A replica session only read, so its COMMIT would change nothing; the release that follows
+            # rolls the transaction back. Skipping it saves a round trip, and a replica that went away
+            # after the last read cannot fail a session whose reads all succeeded.
+            _pony.end_read_transaction(cache)
+            return None
         result = original(connection, cache)
         router.committed(connection)
         return result
@@ -473,8 +449,6 @@ def replica_status(db: Database) -> dict[str, Any]:
         return {}
     with router.stats.lock:
         counts = dict(router.stats.counts)
-    from ._pins import format_lsn
-
     return {
         "sessions": {k: v for k, v in counts.items() if k != "pins"},
         "pins": counts.get("pins", 0),
@@ -484,7 +458,7 @@ def replica_status(db: Database) -> dict[str, Any]:
                 "down": r.health.down,
                 "lagging": r.health.lagging,
                 "lag_seconds": r.health.lag_seconds(),
-                "replayed": format_lsn(r.health.replayed) if r.health.replayed >= 0 else None,
+                "replayed": router.dialect.format(r.health.replayed) if r.health.replayed >= 0 else None,
             }
             for r in router.replicas
         ],
