@@ -244,10 +244,9 @@ def _evolving(url: str, version: int) -> Database:
 
 def _drift(db: Database, snapshot: dict[str, Any]) -> list[str]:
     from ponykit.migrate._compare import compare
+    from ponykit.migrate._execute import server_version
     from ponykit.migrate._introspect import introspect
     from ponykit.migrate._models import build
-
-    from ponykit.migrate._execute import server_version
 
     con = open_connection(db)
     try:
