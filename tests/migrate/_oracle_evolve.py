@@ -126,6 +126,8 @@ def scalar_attr(draw: Any, dialect: str, name: str, types: list[str] | None = No
     elif kind_type == "datetime" and draw(st.booleans()):
         options["precision"] = draw(st.sampled_from([0, 3, 6]))
     kind = draw(st.sampled_from(["Required", "Optional"]))
+    if draw(st.integers(0, 5)) == 0:  # a declared column name: renaming the attribute keeps the column
+        options["column"] = f"{name}_col"
     if kind_type in _INDEXABLE:
         flag = draw(st.sampled_from([None, "index", "unique"]))
         if flag:
@@ -152,6 +154,8 @@ def models(draw: Any, dialect: str, names: _Names) -> Model:
     for entity in plain:
         attrs = [draw(scalar_attr(dialect, names("f"))) for _ in range(draw(st.integers(1, 4)))]
         model["entities"][entity] = _entity([], attrs)
+        if draw(st.integers(0, 3)) == 0:  # a declared table name: renaming the entity keeps the table
+            model["entities"][entity]["table"] = f"{entity.lower()}_tbl"
         keyable = [a["name"] for a in attrs if a["type"] in _INDEXABLE and a["kind"] == "Required"]
         if len(keyable) >= 2 and draw(st.booleans()):
             model["entities"][entity]["composite_keys"].append(keyable[:2])
@@ -161,6 +165,8 @@ def models(draw: Any, dialect: str, names: _Names) -> Model:
             model["entities"][entity]["composite_indexes"].append(indexable[-2:])
     model["entities"]["Item"] = _entity([], [draw(scalar_attr(dialect, names("f")))])
     model["entities"]["Gadget"] = _entity(["Item"], [draw(scalar_attr(dialect, names("f")))])
+    if draw(st.booleans()):  # an explicit discriminator value: renaming the class keeps the rows' value
+        model["entities"]["Gadget"]["discriminator"] = "gadget_d"
     if draw(st.booleans()):
         model["entities"]["Widget"] = _entity(["Gadget"], [draw(scalar_attr(dialect, names("f")))])
     everyone = list(model["entities"])

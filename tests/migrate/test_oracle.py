@@ -9,16 +9,19 @@ reads back as its offline mapping, rows read back) is checked even before the mi
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _oracle_evolve import Scenario, apply_step, scenarios
+from _oracle_evolve import Scenario, Step, apply_step, scenarios
 from _oracle_models import data_check, declare, fill, fresh_schema, live_schema, scratch, source, truncate_all
-from hypothesis import Phase, event, given, settings
+from hypothesis import Phase, given, settings
+from hypothesis import event as _event
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 from pony.orm import Database
 
 import ponykit
@@ -79,6 +82,31 @@ def test_harness_models_read_back_and_rows_survive_a_round_trip(backend: Backend
 _PIPELINE = hasattr(ponykit.migrate, "upgrade") and hasattr(ponykit.migrate, "make")
 
 
+def event(text: str) -> None:
+    """A hypothesis event (statistics) when running under @given; nothing in the fixed scenarios."""
+    if currently_in_test_context():
+        _event(text)
+
+
+def _discriminator_spec_breaks() -> bool:
+    # Found by this oracle: attr_spec() of an unnamed Discriminator(str) (as a migration file declares it)
+    # raised KeyError 'column', so no migration file with an inheritance hierarchy could be imported.
+    from pony.orm import Discriminator
+
+    try:
+        from ponykit._pony.declared import attr_spec
+    except ImportError:
+        return False
+    try:
+        attr_spec(Discriminator(str))
+    except KeyError:
+        return True
+    return False
+
+
+_DISCRIMINATOR_BUG = _discriminator_spec_breaks()
+
+
 def _bound(model: dict[str, Any], url: str) -> Database:
     db = declare(model)
     ponykit.bind_url(db, url)
@@ -101,12 +129,23 @@ def _report(scenario: Scenario, index: int, what: str, problems: list[str]) -> s
 
 
 @pytest.mark.skipif(not _PIPELINE, reason="ponykit.migrate has no make/upgrade yet (H4's runner, not merged)")
+@pytest.mark.xfail(
+    _DISCRIMINATOR_BUG,
+    reason="_pony/declared.py attr_spec(Discriminator(str)) raises KeyError 'column': a migration file with a"
+    " hierarchy cannot be imported",
+    strict=True,
+)
 @settings(max_examples=EXAMPLES, phases=PHASES)
 @given(data=st.data())
 def test_oracle_upgrade_equals_fresh_and_data_survives(backend: Backend, data: Any) -> None:
+    run_oracle(backend, data.draw(scenarios(backend.name)))
+
+
+def run_oracle(backend: Backend, scenario: Scenario) -> None:
+    """The oracle property for one scenario (make + upgrade per step, fresh-schema and data checks, then a
+    downgrade to the first revision)."""
     from ponykit.errors import MigrationError
 
-    scenario = data.draw(scenarios(backend.name))
     for item in scenario.steps:
         event(f"step {item.kind}")
     directory = Path(tempfile.mkdtemp(prefix="oracle_"))
@@ -176,3 +215,41 @@ def _fill_live(url: str, scenario: Scenario) -> Any:
         return fill(db, scenario.models[0], scenario.counts, scenario.salt)
     finally:
         _release(db)
+
+
+def _plain_model(entities: dict[str, Any]) -> dict[str, Any]:
+    full = {}
+    for name, (bases, attrs) in entities.items():
+        full[name] = {
+            "bases": bases,
+            "table": None,
+            "discriminator": None,
+            "primary_key": ["id"],
+            "attrs": [{"name": n, "kind": k, "type": t, "args": [], "options": {}} for n, k, t in attrs],
+            "composite_keys": [],
+            "composite_indexes": [],
+        }
+    return {"entities": full}
+
+
+@pytest.mark.skipif(not _PIPELINE, reason="ponykit.migrate has no make/upgrade yet (H4's runner, not merged)")
+def test_oracle_backfill_of_a_required_attribute_added_to_a_subclass(backend: Backend, request: Any) -> None:
+    # Found by the oracle: a subclass's Required attribute is a nullable column of the root's table; on
+    # SQLite the planner added it with ALTER TABLE ADD COLUMN and dropped the backfill (rows kept NULL).
+    if _DISCRIMINATOR_BUG:
+        request.applymarker(
+            pytest.mark.xfail(reason="declared.py KeyError 'column' (see above)", strict=True)
+        )
+    elif backend.name == "sqlite":
+        request.applymarker(
+            pytest.mark.xfail(reason="_plan_sqlite._light: ADD COLUMN ignores td.backfills", strict=True)
+        )
+    before = _plain_model(
+        {"Item": ([], [("a", "Optional", "int")]), "Widget": (["Item"], [("b", "Optional", "int")])}
+    )
+    after = copy.deepcopy(before)
+    after["entities"]["Widget"]["attrs"].append(
+        {"name": "c", "kind": "Required", "type": "int", "args": [], "options": {}}
+    )
+    step = Step("add_attr", after, backfill={"Widget.c": 5}, added_attrs={("Widget", "c"): 5})
+    run_oracle(backend, Scenario([before, after], [step], {"Item": 1, "Widget": 2}, 3))
