@@ -6,17 +6,12 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-import pytest
 from pony.orm import Database, Optional, Required
 
 import ponykit
 from conftest import Backend
 from ponykit import migrate
 from ponykit.migrate._connect import open_connection
-
-# the pieces built in parallel (H1 snapshot/models, H2 ops/files, H3 plan, H5 introspect) land at the merge
-pytest.importorskip("ponykit.migrate._files")
-pytest.importorskip("ponykit.migrate._models")
 
 
 def _models(url: str, with_nick: bool) -> Database:

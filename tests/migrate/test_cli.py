@@ -8,13 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from conftest import Backend
-
-# the pieces built in parallel (H1 snapshot/models, H2 ops/files, H3 plan, H5 introspect) land at the merge
-pytest.importorskip("ponykit.migrate._files")
-pytest.importorskip("ponykit.migrate._models")
 
 V1 = """
 from pony.orm import Database, Optional, Required

@@ -9,16 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from pony.orm import Database
 
 import ponykit
 from conftest import Backend
 from ponykit import migrate
-
-# the pieces built in parallel (H1 snapshot/models, H2 ops/files, H3 plan, H5 introspect) land at the merge
-pytest.importorskip("ponykit.migrate._files")
-pytest.importorskip("ponykit.migrate._models")
 
 MODELS = """
 from pony.orm import Database, Required

@@ -15,10 +15,6 @@ from ponykit import migrate
 from ponykit.errors import MigrationError
 from ponykit.migrate._connect import open_connection
 
-# the pieces built in parallel (H1 snapshot/models, H2 ops/files, H3 plan, H5 introspect) land at the merge
-pytest.importorskip("ponykit.migrate._files")
-pytest.importorskip("ponykit.migrate._models")
-
 pytestmark = pytest.mark.backends("mysql")
 
 

@@ -18,10 +18,6 @@ from ponykit import migrate
 from ponykit.errors import MigrationError, MigrationLockTimeout, MigrationStateError, UnsafeMigration
 from ponykit.migrate._connect import open_connection
 
-# the pieces built in parallel (H1 snapshot/models, H2 ops/files, H3 plan, H5 introspect) land at the merge
-pytest.importorskip("ponykit.migrate._files")
-pytest.importorskip("ponykit.migrate._models")
-
 
 def write_migration(
     directory: Path, number: int, down: str | tuple[str, ...] | None, operations: str, doc: str = "m"

@@ -10,6 +10,7 @@ run as ``python -m ponykit migrate ...``.
 
 from __future__ import annotations
 
+from . import op
 from ._check import CheckReport, check
 from ._historical import historical
 from ._make import init, make
@@ -25,6 +26,7 @@ __all__ = [
     "historical",
     "init",
     "make",
+    "op",
     "sql",
     "status",
     "upgrade",
