@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import enum
 import re
-import time
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -388,7 +387,8 @@ def test_builds_are_cached_by_hash_dialect_and_version() -> None:
         build(snap, "oracle")
 
 
-def test_a_200_entity_model_builds_in_well_under_a_second() -> None:
+def test_a_200_entity_model_builds() -> None:
+    """Its time is measured by benchmarks/test_migrate.py (make and check under 1 s), not asserted here."""
     db = Database()
     for i in range(200):
         body: dict[str, Any] = {"name": Required(str, 80, index=True), "n": Optional(int)}
@@ -399,11 +399,9 @@ def test_a_200_entity_model_builds_in_well_under_a_second() -> None:
         type(f"E{i}", (db.Entity,), body)
     snap = snapshot(db)
     clear_cache()
-    start = time.perf_counter()
     mapped = build(snap, "postgres")
     assert len(mapped.schema.tables) == 200
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0, f"build() of 200 entities took {elapsed:.3f} s (about 0.05 s on a quiet machine)"
+    assert build(snap, "postgres") is mapped  # cached by the snapshot's hash
 
 
 def test_historical_models_run_on_the_callers_connection(backend: Backend) -> None:
