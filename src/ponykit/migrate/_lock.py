@@ -36,10 +36,13 @@ def lock_name(con: MigrationConnection) -> str:
     return name
 
 
-def _pg_key(con: MigrationConnection) -> int:
-    return int(
-        con.scalar("SELECT hashtext('ponykit:migrate:' || current_database() || ':' || current_schema())")
-    )
+def _pg_try_first(con: MigrationConnection) -> tuple[int, bool]:
+    """The lock's key (per database and schema) and a first attempt, in one round trip."""
+    key, taken = con.rows(
+        "SELECT k, pg_try_advisory_lock(k) FROM"
+        " (SELECT hashtext('ponykit:migrate:' || current_database() || ':' || current_schema()) AS k) s"
+    )[0]
+    return int(key), bool(taken)
 
 
 def _pg_holder(con: MigrationConnection, key: int) -> str:
@@ -81,9 +84,9 @@ def migration_lock(con: MigrationConnection, timeout: float) -> Iterator[None]:
         yield
         return
     if con.dialect == "postgres":
-        key = _pg_key(con)
+        key, taken = _pg_try_first(con)
         deadline = time.monotonic() + timeout
-        while not con.scalar("SELECT pg_try_advisory_lock(%s)", (key,)):
+        while not taken and not con.scalar("SELECT pg_try_advisory_lock(%s)", (key,)):
             if time.monotonic() >= deadline:
                 raise MigrationLockTimeout(
                     f"the migration lock of this database/schema is held by {_pg_holder(con, key)}; "

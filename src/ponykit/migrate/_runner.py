@@ -98,8 +98,9 @@ class _Run:
         else:
             con.execute("BEGIN")
         try:
-            rows = read_rows(con)  # what another runner applied while this one waited for the lock
-            if (rev in rows) != backwards:
+            # SQLite's lock is each migration's BEGIN IMMEDIATE: read what another runner applied while this
+            # one waited for it (PostgreSQL's session lock was taken before the history was read).
+            if sqlite and (rev in read_rows(con, exists=True)) != backwards:
                 con.execute("ROLLBACK")
                 return False
             _say(self.progress, f"{verb} {self.label(rev)} ... ")
@@ -134,7 +135,7 @@ class _Run:
         self, rev: str, units: list[Unit], backwards: bool, started: float, verb: str
     ) -> bool:
         con = self.con
-        rows = read_rows(con)
+        rows = read_rows(con, exists=True)  # the runner made sure of the table before taking any revision
         row: VersionRow | None = rows.get(rev)
         if backwards:
             if row is None:
@@ -241,7 +242,7 @@ def upgrade(
         with migration_lock(con, lock_timeout):
             _prepare(con, statement_lock_timeout)
             run = _Run(con, history, progress)
-            rows = read_rows(con)
+            rows = read_rows(con, exists=True)
             for rev in wanted:
                 row = rows.get(rev)
                 if row is not None and row.status == "applied":
@@ -288,7 +289,7 @@ def downgrade(
         with migration_lock(con, lock_timeout):
             _prepare(con, statement_lock_timeout)
             run = _Run(con, history, progress)
-            for rev in _targets_down(history, read_rows(con), target):
+            for rev in _targets_down(history, read_rows(con, exists=True), target):
                 if run.apply(rev, backwards=True):
                     undone.append(rev)
     finally:

@@ -62,9 +62,10 @@ def ensure_table(con: MigrationConnection) -> None:
         con.execute(_DDL[con.dialect])
 
 
-def read_rows(con: MigrationConnection) -> dict[str, VersionRow]:
-    """Every row by revision ({} when the table does not exist yet)."""
-    if not table_exists(con):
+def read_rows(con: MigrationConnection, *, exists: bool = False) -> dict[str, VersionRow]:
+    """Every row by revision ({} when the table does not exist yet; ``exists=True``: the caller made sure
+    it does, which saves a round trip)."""
+    if not exists and not table_exists(con):
         return {}
     rows = con.rows(
         f"SELECT revision, parents, applied_at, checksum, status, steps_done, ponykit_version, duration_ms"
@@ -101,10 +102,19 @@ def write_row(
 
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     p = con.param
-    con.execute(f"DELETE FROM {TABLE} WHERE revision = {p}", (revision,))
+    columns = ("parents", "applied_at", "checksum", "status", "steps_done", "ponykit_version", "duration_ms")
+    # One statement: the row is new on an upgrade, and replaced when a partial revision resumes.
+    if con.dialect == "sqlite":
+        verb, tail = "INSERT OR REPLACE", ""
+    elif con.dialect == "postgres":
+        verb = "INSERT"
+        tail = " ON CONFLICT (revision) DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in columns)
+    else:
+        verb = "INSERT"
+        tail = " ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = VALUES({c})" for c in columns)
+    values = ", ".join([p] * (len(columns) + 1))
     con.execute(
-        f"INSERT INTO {TABLE} (revision, parents, applied_at, checksum, status, steps_done, ponykit_version,"
-        f" duration_ms) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})",
+        f"{verb} INTO {TABLE} (revision, {', '.join(columns)}) VALUES ({values}){tail}",
         (
             revision,
             ",".join(parents),
