@@ -88,25 +88,6 @@ def event(text: str) -> None:
         _event(text)
 
 
-def _discriminator_spec_breaks() -> bool:
-    # Found by this oracle: attr_spec() of an unnamed Discriminator(str) (as a migration file declares it)
-    # raised KeyError 'column', so no migration file with an inheritance hierarchy could be imported.
-    from pony.orm import Discriminator
-
-    try:
-        from ponykit._pony.declared import attr_spec
-    except ImportError:
-        return False
-    try:
-        attr_spec(Discriminator(str))
-    except KeyError:
-        return True
-    return False
-
-
-_DISCRIMINATOR_BUG = _discriminator_spec_breaks()
-
-
 def _bound(model: dict[str, Any], url: str) -> Database:
     db = declare(model)
     ponykit.bind_url(db, url)
@@ -129,12 +110,6 @@ def _report(scenario: Scenario, index: int, what: str, problems: list[str]) -> s
 
 
 @pytest.mark.skipif(not _PIPELINE, reason="ponykit.migrate has no make/upgrade yet (H4's runner, not merged)")
-@pytest.mark.xfail(
-    _DISCRIMINATOR_BUG,
-    reason="_pony/declared.py attr_spec(Discriminator(str)) raises KeyError 'column': a migration file with a"
-    " hierarchy cannot be imported",
-    strict=True,
-)
 @settings(max_examples=EXAMPLES, phases=PHASES)
 @given(data=st.data())
 def test_oracle_upgrade_equals_fresh_and_data_survives(backend: Backend, data: Any) -> None:
@@ -233,17 +208,9 @@ def _plain_model(entities: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.skipif(not _PIPELINE, reason="ponykit.migrate has no make/upgrade yet (H4's runner, not merged)")
-def test_oracle_backfill_of_a_required_attribute_added_to_a_subclass(backend: Backend, request: Any) -> None:
-    # Found by the oracle: a subclass's Required attribute is a nullable column of the root's table; on
-    # SQLite the planner added it with ALTER TABLE ADD COLUMN and dropped the backfill (rows kept NULL).
-    if _DISCRIMINATOR_BUG:
-        request.applymarker(
-            pytest.mark.xfail(reason="declared.py KeyError 'column' (see above)", strict=True)
-        )
-    elif backend.name == "sqlite":
-        request.applymarker(
-            pytest.mark.xfail(reason="_plan_sqlite._light: ADD COLUMN ignores td.backfills", strict=True)
-        )
+def test_oracle_backfill_of_a_required_attribute_added_to_a_subclass(backend: Backend) -> None:
+    # Found by the oracle (fixed): a subclass's Required attribute is a nullable column of the root's table;
+    # on SQLite the planner added it with ALTER TABLE ADD COLUMN and dropped the backfill (rows kept NULL).
     before = _plain_model(
         {"Item": ([], [("a", "Optional", "int")]), "Widget": (["Item"], [("b", "Optional", "int")])}
     )
