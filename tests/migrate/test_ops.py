@@ -207,8 +207,9 @@ def test_add_attr_backfills_explicit_and_implied() -> None:
         op.AddAttr("Person", "nick", spec("Optional", "str")),
         op.AddAttr("Person", "level", spec("Required", "int"), backfill=2),
         op.AddAttr("Person", "note", spec("Optional", "int")),
+        op.AddAttr("Person", "flag", spec("Optional", "bool"), backfill=False),
     )
-    assert hints.backfills == {("Person", "nick"): "", ("Person", "level"): 2}
+    assert hints.backfills == {("Person", "nick"): "", ("Person", "level"): 2, ("Person", "flag"): False}
 
 
 def test_drops_name_what_they_drop() -> None:

@@ -121,7 +121,10 @@ class AddAttr(Operation):
             disc = safe(after.discriminator, self.entity)
             value = MISSING if disc is None else disc[2]
         table = _table(after, self.entity)
-        if value is MISSING or table is None or not needs_backfill(self.attr_decl):
+        # an explicit backfill is what existing rows get, NULL-able column or not; an implied one only
+        # fills a NOT NULL column
+        explicit = self.backfill is not MISSING
+        if value is MISSING or table is None or not (explicit or needs_backfill(self.attr_decl)):
             return
         entities = getattr(after, "snapshot", {"entities": {}})["entities"]
         if self.backfill is MISSING and entities.get(self.entity, {}).get("bases"):
