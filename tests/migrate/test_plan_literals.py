@@ -12,7 +12,7 @@ import pytest
 from _plan_harness import connect, create, migrate, release
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pony.orm import Database, Json, Optional, Required, db_session
+from pony.orm import Database, FloatArray, IntArray, Json, Optional, Required, StrArray, db_session
 
 from conftest import Backend
 from ponykit.migrate._hints import Hints
@@ -93,3 +93,32 @@ def test_text_literals_round_trip(backend: Backend, value: str) -> None:
     finally:
         con.close()
     assert got == value
+
+
+def arrays_after(db: Database) -> None:
+    class Item(db.Entity):
+        name = Required(str, 20)
+        ints = Optional(IntArray)
+        strs = Optional(StrArray)
+        none = Optional(FloatArray)
+
+
+@pytest.mark.backends("sqlite", "postgres")  # MariaDB has no arrays in Pony
+def test_array_backfills(backend: Backend) -> None:
+    table = "Item" if backend.name == "sqlite" else "item"
+    values = {"ints": [1, -2], "strs": ["a", "it's"], "none": []}
+    hints = Hints(backfills={(table, attr): value for attr, value in values.items()})
+
+    def fill(db: Database) -> None:
+        with db_session:
+            db.Item(name="one")
+
+    migration, counts = migrate(backend.name, backend.url, before, arrays_after, hints, fill)
+    assert not any(counts)
+    db = create(arrays_after, backend.url, create_tables=False)
+    try:
+        with db_session:
+            item = db.Item.get(name="one")
+            assert {attr: list(getattr(item, attr)) for attr in values} == values, str(migration)
+    finally:
+        release(db)

@@ -59,15 +59,21 @@ def _datetime(value: dt.datetime, dialect: str) -> str:
     return f"{prefix}'{text}'"
 
 
-def literal(value: Any, dialect: str) -> str:
+def literal(value: Any, dialect: str, sql_type: str | None = None) -> str:
     """``value`` as a SQL literal for ``dialect`` ("sqlite", "postgres", "mysql").
 
     Supports None, bool, int, float, Decimal, str, date, datetime, time, timedelta, UUID, bytes and JSON
     values (dict, list: what a ``Json`` attribute holds); raises ValueError for anything else or for values no
-    backend can store (NaN, infinities, NUL in text, aware datetimes).
+    backend can store (NaN, infinities, NUL in text, aware datetimes). ``sql_type``, the target column's
+    type, picks an array literal for a list on PostgreSQL (``INT[]``).
     """
     if dialect not in ("sqlite", "postgres", "mysql"):
         raise ValueError(f"unknown dialect {dialect!r}")
+    if dialect == "postgres" and sql_type and sql_type.endswith("[]") and isinstance(value, list | tuple):
+        # Pony's IntArray/StrArray/FloatArray are PostgreSQL arrays (SQLite keeps them as JSON text)
+        if not value:
+            return f"'{{}}'::{sql_type}"
+        return "ARRAY[" + ", ".join(literal(item, dialect) for item in value) + f"]::{sql_type}"
     if value is None:
         return "NULL"
     if isinstance(value, bool):

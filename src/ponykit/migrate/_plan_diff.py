@@ -106,9 +106,9 @@ class Diff:
         """``name`` quoted for the dialect."""
         return quote(name, self.dialect)
 
-    def lit(self, value: Any) -> str:
-        """A Python value as a SQL literal for the dialect."""
-        return literal(value, self.dialect)
+    def lit(self, value: Any, sql_type: str | None = None) -> str:
+        """A Python value as a SQL literal for the dialect (for a column of ``sql_type`` if given)."""
+        return literal(value, self.dialect, sql_type)
 
     def old_table(self, new_table: str) -> str:
         """The old name of a kept table (or the name itself)."""

@@ -110,7 +110,7 @@ def _add_column(diff: Diff, td: TableDiff, col: PhysicalColumn) -> tuple[list[st
     if col.name not in td.backfills:
         return [f"ALTER TABLE {q(t)} ADD COLUMN {col.definition}"], f"add column {col.name}"
     value = td.backfills[col.name]
-    parts = [q(col.name), col.sql_type, "DEFAULT", diff.lit(value)]
+    parts = [q(col.name), col.sql_type, "DEFAULT", diff.lit(value, col.sql_type)]
     parts += ["UNIQUE"] if col.unique else []
     parts += ["NOT NULL"] if col.not_null else []
     sql = [f"ALTER TABLE {q(t)} ADD COLUMN {' '.join(parts)}"]
@@ -154,7 +154,7 @@ def _alter_column(
         if new.not_null:
             if new.name in td.backfills:
                 value = td.backfills[new.name]
-                sql.append(f"UPDATE {q(t)} SET {c} = {diff.lit(value)} WHERE {c} IS NULL")
+                sql.append(f"UPDATE {q(t)} SET {c} = {diff.lit(value, new.sql_type)} WHERE {c} IS NULL")
                 what.append(f"backfill {value!r}")
             sql.append(f"ALTER TABLE {q(t)} ALTER COLUMN {c} SET NOT NULL")
             what.append("NOT NULL")
