@@ -226,7 +226,10 @@ def _dropped_ok(hints: Hints, names: tuple[str, ...], column: str | None = None)
 def diff_schemas(before: PhysicalSchema, after: PhysicalSchema, hints: Hints) -> Diff:
     """The differences from ``before`` to ``after`` under ``hints``; AssertionError on an unexplained drop."""
     new_name: dict[str, str] = {}
+    targets = set(hints.table_renames.values())
     for old in before.tables:
+        if old not in hints.table_renames and old in targets:
+            continue  # another table is renamed to its name: this one goes (a replaced m2m table)
         target = hints.table_renames.get(old, old)
         if target in after.tables:
             new_name[old] = target
@@ -243,7 +246,10 @@ def diff_schemas(before: PhysicalSchema, after: PhysicalSchema, hints: Hints) ->
     for old, new in new_name.items():
         new_cols = set(after.tables[new].column_names)
         mapping = {}
+        col_targets = {n for (t, _), n in hints.column_renames.items() if t == new}
         for col in before.tables[old].column_names:
+            if (new, col) not in hints.column_renames and col in col_targets:
+                continue  # another column is renamed to its name: this one is dropped
             target = hints.column_renames.get((new, col), col)
             if target in new_cols:
                 mapping[col] = target

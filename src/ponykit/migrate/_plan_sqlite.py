@@ -44,6 +44,9 @@ def steps(diff: Diff) -> Iterator[StepSpec]:
         old_t, old_c = diff.old_table(root), diff.old_column(root, column)
         statement = f"DELETE FROM {q(old_t)} WHERE {q(old_c)} = {diff.lit(value)}"
         yield [statement], root, f"{root}: delete rows of dropped class {value!r}"
+    # Dropped tables first: a renamed table may take the name of one (foreign keys are off).
+    for table in diff.dropped:
+        yield [f"DROP TABLE {q(table.name)}"], table.name, f"drop table {table.name}"
     for td in diff.tables:
         sql = [f"ALTER TABLE {q(td.old.name)} RENAME TO {q(td.name)}"] if td.renamed_table else []
         what = [f"rename table {td.old.name} -> {td.name}"] if td.renamed_table else []
@@ -51,8 +54,6 @@ def steps(diff: Diff) -> Iterator[StepSpec]:
         what += [f"rename column {old} -> {new}" for old, new in td.renamed]
         if sql:
             yield sql, td.name, f"{td.name}: " + "; ".join(what)
-    for table in diff.dropped:
-        yield [f"DROP TABLE {q(table.name)}"], table.name, f"drop table {table.name}"
     kept = {td.name: td for td in diff.tables}
     for name in [t.name for t in diff.created] + [td.name for td in diff.tables]:
         if name not in kept:
