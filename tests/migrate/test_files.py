@@ -334,10 +334,6 @@ def test_a_real_models_snapshot_round_trips_through_a_file(tmp_path: Path) -> No
     assert graph[graph.heads[0]].schema_hash == snapshots.snapshot_hash(expected)
 
 
-BLOCKER = "_pony.attr_spec of an unbound Discriminator raises KeyError 'column' (declared.py)"
-
-
-@pytest.mark.xfail(reason=BLOCKER)
 def test_a_declared_discriminator_round_trips_through_a_file() -> None:
     from pony.orm import Discriminator
 
@@ -345,7 +341,6 @@ def test_a_declared_discriminator_round_trips_through_a_file() -> None:
     assert operation.attr_decl == spec("Discriminator", "str")
 
 
-@pytest.mark.xfail(reason=BLOCKER)
 def test_a_hierarchys_snapshot_round_trips_through_a_file(tmp_path: Path) -> None:
     """The snapshot of a hierarchy holds Pony's implicit ``classtype`` Discriminator: its file must load."""
     from pony.orm import Database, Optional

@@ -19,7 +19,9 @@ def server_version(con: MigrationConnection) -> Any:
     if con.dialect == "postgres":
         return int(con.connection.server_version)
     if con.dialect == "mysql":
-        text = str(con.connection.get_server_info()).split("-")[0]
+        text = str(con.connection.get_server_info())
+        # MariaDB's handshake reports "5.5.5-10.11.9-MariaDB...": the real version follows the prefix.
+        text = text.removeprefix("5.5.5-").split("-")[0]
         return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
     return None
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ponykit._pony import PhysicalForeignKey, PhysicalIndex, PhysicalSchema, PhysicalTable
+from ponykit._pony import PhysicalSchema, PhysicalTable
+
+from . import _introspect_mysql, _introspect_postgres, _introspect_sqlite
 
 __all__ = ["DEFAULT_EXCLUDE", "introspect"]
 
@@ -28,15 +30,10 @@ def introspect(connection: Any, dialect: str, *, exclude: Iterable[str] = DEFAUL
     left out. The connection's transaction is not committed or rolled back: only catalog queries run.
     """
     skip = frozenset(exclude)
-    if dialect == "sqlite":
-        from ._introspect_sqlite import read_tables
-    elif dialect == "postgres":
-        from ._introspect_postgres import read_tables
-    elif dialect == "mysql":
-        from ._introspect_mysql import read_tables
-    else:
+    readers = {"sqlite": _introspect_sqlite, "postgres": _introspect_postgres, "mysql": _introspect_mysql}
+    if dialect not in readers:
         raise ValueError(f"unknown dialect {dialect!r}: expected 'sqlite', 'postgres' or 'mysql'")
-    tables = [table for table in read_tables(connection) if table.name not in skip]
+    tables = [table for table in readers[dialect].read_tables(connection) if table.name not in skip]
     tables = [_with_link_flag(table) for table in tables]
     tables.sort(key=lambda t: t.name)
     return PhysicalSchema(
@@ -55,20 +52,3 @@ def _with_link_flag(table: PhysicalTable) -> PhysicalTable:
     if set(primary.columns) == names and in_fks == names:
         return PhysicalTable(table.name, table.columns, table.indexes, table.foreign_keys, "", link=True)
     return table
-
-
-def sort_table_parts(
-    indexes: list[PhysicalIndex], fks: list[PhysicalForeignKey]
-) -> tuple[tuple[PhysicalIndex, ...], tuple[PhysicalForeignKey, ...]]:
-    """Indexes and foreign keys in ``physical_schema``'s order (primary first, then by name and columns)."""
-    indexes.sort(key=lambda i: (not i.primary, i.name or "", i.columns))
-    fks.sort(key=lambda f: (f.name or "", f.columns))
-    return tuple(indexes), tuple(fks)
-
-
-def on_delete(rule: str | None) -> str | None:
-    """A referential action as ``physical_schema`` spells it: None for the default (no action/restrict)."""
-    if rule is None:
-        return None
-    rule = rule.upper()
-    return None if rule in ("NO ACTION", "RESTRICT", "") else rule

@@ -15,7 +15,7 @@ from typing import Any
 
 from ponykit._pony import PhysicalColumn, PhysicalForeignKey, PhysicalIndex, PhysicalTable
 
-from ._introspect import sort_table_parts
+from ._introspect_common import sort_table_parts
 
 __all__ = ["pony_type", "read_tables", "strip_casts"]
 

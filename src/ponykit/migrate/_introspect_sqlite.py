@@ -13,7 +13,7 @@ from typing import Any
 
 from ponykit._pony import PhysicalColumn, PhysicalForeignKey, PhysicalIndex, PhysicalTable
 
-from ._introspect import on_delete, sort_table_parts
+from ._introspect_common import on_delete, sort_table_parts
 
 __all__ = ["read_tables"]
 
