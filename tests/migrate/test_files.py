@@ -360,3 +360,32 @@ def test_a_hierarchys_snapshot_round_trips_through_a_file(tmp_path: Path) -> Non
     write_migration(tmp_path, autodetect(snap(), expected), "initial")
     graph = load(tmp_path)
     assert replay(graph, graph.heads[0]) == expected
+
+
+def test_callable_defaults_of_c_types_round_trip_through_a_file(tmp_path: Path) -> None:
+    """``default=datetime.now`` (a method of a C type: no ``__module__``), ``date.today``, ``uuid.uuid4``:
+    the commonest callable defaults are written as importable names and read back as the same objects."""
+    import datetime as dt
+    import uuid
+
+    from pony.orm import Database, Optional, Required
+
+    from ponykit._pony import map_offline
+    from ponykit.migrate import make
+    from ponykit.migrate._snapshot import snapshot
+
+    db = Database()
+
+    class Post(db.Entity):
+        created = Required(dt.datetime, default=dt.datetime.now)
+        day = Optional(dt.date, default=dt.date.today)
+        token = Required(uuid.UUID, default=uuid.uuid4)
+
+    map_offline(db, "sqlite")
+    path = make(db, "posts", directory=tmp_path)
+    assert path is not None
+    assert "default=_datetime.datetime.now" in path.read_text()
+    graph = load(tmp_path)
+    assert replay(graph, graph.heads[0]) == snapshot(db)
+    attrs = {a["name"]: a for a in snapshot(db)["entities"]["Post"]["attrs"]}
+    assert attrs["created"]["options"]["default"] == {"callable": "datetime.datetime.now"}

@@ -109,8 +109,22 @@ def import_qualname(path: str) -> Any:
     raise ImportError(f"cannot import {path!r}: no importable module prefix")
 
 
-def _qualname(obj: Any) -> str:
-    return f"{obj.__module__}.{obj.__qualname__}"
+def _qualname(obj: Any) -> str | None:
+    """``module.qualname`` of ``obj``, or None when it cannot be imported back by that name."""
+    module = getattr(obj, "__module__", None)
+    owner = getattr(obj, "__self__", None)
+    if module is None and isinstance(owner, type):
+        # A method of a C type bound to the class (``datetime.now``, ``date.today``) has no __module__.
+        module = owner.__module__
+    qualname = getattr(obj, "__qualname__", None)
+    if not module or not qualname or "<" in qualname:
+        return None
+    path = f"{module}.{qualname}"
+    try:
+        found = import_qualname(path)
+    except (ImportError, AttributeError):
+        return None
+    return path if found == obj or found is obj else None
 
 
 class Unrestorable:
@@ -141,7 +155,7 @@ def spec_value(value: Any) -> Any:
         return value
     if isinstance(value, (list, tuple)):
         return [spec_value(item) for item in value]
-    if isinstance(value, enum.Enum):
+    if isinstance(value, enum.Enum) and _qualname(type(value)) is not None:
         return {"enum": _qualname(type(value)), "member": value.name}
     if isinstance(value, decimal.Decimal):
         return {"decimal": str(value)}
@@ -150,10 +164,9 @@ def spec_value(value: Any) -> Any:
             return {kind.__name__: value.isoformat()}
     if isinstance(value, uuid.UUID):
         return {"uuid": str(value)}
-    if callable(value) and hasattr(value, "__qualname__") and "<" not in value.__qualname__:
-        return {"callable": _qualname(value)}
-    if isinstance(value, type):
-        return {"type": _qualname(value)}
+    path = _qualname(value) if callable(value) else None
+    if path is not None:
+        return {"callable": path}
     # Not restorable (a lambda, an arbitrary object): kept for comparison, dropped when declared again.
     return {"repr": repr(value)}
 
@@ -192,7 +205,13 @@ def _type_name(py_type: Any) -> str:
     name = _TYPE_NAMES.get(py_type)
     if name is not None:
         return name
-    return _PY_PREFIX + _qualname(py_type)
+    path = _qualname(py_type)
+    if path is None:
+        raise TypeError(
+            f"the attribute type {py_type!r} cannot be recorded in a migration snapshot: declare it at a "
+            "module's top level so that it can be imported by name"
+        )
+    return _PY_PREFIX + path
 
 
 def _kind(attr: Any) -> str:
