@@ -351,3 +351,36 @@ def test_a_failing_check_refuses_the_revision_before_any_ddl(backend: Backend, t
     finally:
         wide.disconnect()
         narrow.disconnect()
+
+
+def _sessions(db: Database) -> int:
+    """Connections the server holds to the test's database (PostgreSQL, MariaDB)."""
+    con = open_connection(db)
+    try:
+        if con.dialect == "postgres":
+            return int(con.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"))
+        return int(con.scalar("SELECT count(*) FROM information_schema.processlist WHERE db = DATABASE()"))
+    finally:
+        con.close()
+
+
+def test_historical_disconnect_closes_its_connection(backend: Backend, tmp_path: Path) -> None:
+    d = tmp_path / "migrations"
+    app = _evolving(backend.url, 1)
+    try:
+        migrate.make(app, "version 1", directory=d)
+        migrate.upgrade(app, directory=d)
+        before = None if backend.name == "sqlite" else _sessions(app)
+        old = migrate.historical(app, "head", directory=d)
+        with db_session:
+            old.Person(name="cy")
+        if before is not None:
+            assert _sessions(app) == before + 1
+        old.disconnect()
+        if before is not None:
+            assert _sessions(app) == before  # the historical models' own connection is closed
+        else:
+            with pytest.raises(Exception), db_session:  # closed: sqlite3 refuses a closed connection
+                old.Person.select()[:]
+    finally:
+        app.disconnect()

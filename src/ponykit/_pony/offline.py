@@ -11,6 +11,7 @@ the caller (a migration's historical models): Pony's commit and rollback on it d
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 from pony.orm import Database
@@ -59,10 +60,12 @@ class _StubConnection:
 
 
 class _OnePool:
-    """A ``pony_pool_mockup``: hands out one connection and never closes it."""
+    """A ``pony_pool_mockup``: hands out one connection; ``Database.disconnect()`` calls ``on_disconnect``
+    (the lender's way to close it), else the connection is never closed here."""
 
-    def __init__(self, connection: Any) -> None:
+    def __init__(self, connection: Any, on_disconnect: Callable[[], None] | None = None) -> None:
         self.connection = connection
+        self.on_disconnect = on_disconnect
 
     def connect(self) -> tuple[Any, bool]:
         return self.connection, False
@@ -74,7 +77,8 @@ class _OnePool:
         pass
 
     def disconnect(self) -> None:
-        pass
+        if self.on_disconnect is not None:
+            self.on_disconnect()
 
 
 def _provider_class(dialect: str, server_version: Any, inspect: bool) -> type:
@@ -135,17 +139,22 @@ class _BorrowedConnection:
             setattr(self._connection, name, value)
 
 
-def bind_to_connection(db: Database, dialect: str, connection: Any) -> None:
+def bind_to_connection(
+    db: Database, dialect: str, connection: Any, on_disconnect: Callable[[], None] | None = None
+) -> None:
     """Bind ``db`` to one live DB-API ``connection`` (its transaction stays the caller's) and map it.
 
     Pony inspects the connection as it would its own (server version, MySQL's schema name).
+    ``on_disconnect`` runs on ``db.disconnect()`` (the lender closes its connection there).
     """
     if dialect not in DIALECTS:
         raise ValueError(f"unknown dialect {dialect!r}: expected one of {', '.join(DIALECTS)}")
     borrowed = _BorrowedConnection(connection)
     if dialect == "sqlite":
         provider: Any = importlib.import_module("pony.orm.dbproviders.sqlite").provider_cls
-        db.bind(provider, ":memory:", pony_pool_mockup=_OnePool(borrowed))
+        db.bind(provider, ":memory:", pony_pool_mockup=_OnePool(borrowed, on_disconnect))
     else:
-        db.bind(_provider_class(dialect, None, inspect=True), pony_pool_mockup=_OnePool(borrowed))
+        db.bind(
+            _provider_class(dialect, None, inspect=True), pony_pool_mockup=_OnePool(borrowed, on_disconnect)
+        )
     db.generate_mapping(create_tables=False, check_tables=False)

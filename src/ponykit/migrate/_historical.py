@@ -7,6 +7,7 @@ own transaction). :func:`historical` outside a migration binds it to a new conne
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -52,21 +53,46 @@ class _JoinedConnection:
         return getattr(self._connection, name)
 
 
-def bind_on_connection(snapshot: dict[str, Any], con: MigrationConnection) -> Database:
-    """The entities of ``snapshot`` declared again and bound to ``con`` (its transaction is the caller's)."""
+def bind_on_connection(
+    snapshot: dict[str, Any], con: MigrationConnection, *, keys: Any = None, owned: bool = False
+) -> Database:
+    """The entities of ``snapshot`` declared again and bound to ``con`` (its transaction is the caller's).
+
+    ``owned``: ``con`` was opened for this Database alone: ``disconnect()`` closes it, and so does the
+    garbage collector once the Database is gone.
+    """
     from ._models import bind_historical
 
     connection = _JoinedConnection(con.connection) if con.dialect == "sqlite" else con.connection
-    database: Database = bind_historical(snapshot, con.dialect, connection)
+    close = con.close if owned else None
+    database: Database = bind_historical(snapshot, con.dialect, connection, keys=keys, on_disconnect=close)
+    if close is not None:
+        weakref.finalize(database, close)
     return database
 
 
 def historical(db: Database, rev: str, *, directory: str | Path = "migrations") -> Database:
     """A Database with the entities as of revision ``rev`` (an id, a unique prefix or "head"), bound to a
-    new connection to ``db``'s database in autocommit; use it in a ``db_session``."""
+    new connection to ``db``'s database in autocommit; use it in a ``db_session``.
+
+    The connection is its own: call ``disconnect()`` on the returned Database when done (it is also closed
+    when the Database is garbage-collected). Encrypted attributes use ``db``'s key ring.
+    """
     from ._history import load_history
 
     history = load_history(directory)
     revision = history.single_head() if rev == "head" else history.resolve(rev)
     con = open_connection(db)
-    return bind_on_connection(history.after(revision), con)
+    try:
+        return bind_on_connection(history.after(revision), con, keys=_keys(db), owned=True)
+    except BaseException:
+        con.close()  # mapping failed: the connection has no owner
+        raise
+
+
+def _keys(db: Database) -> Any:
+    """The key ring attached to the application's Database, if any (for encrypted attributes)."""
+    from .._kit import find_kit
+
+    kit = find_kit(db)
+    return None if kit is None else getattr(kit, "keys", None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from functools import cached_property
+from collections.abc import Callable
 from typing import Any
 
 from pony.orm import Database
@@ -108,14 +109,20 @@ def clear_cache() -> None:
 
 
 def bind_historical(
-    snapshot: dict[str, Any], dialect: str, connection: Any, *, keys: KeyRing | None = None
+    snapshot: dict[str, Any],
+    dialect: str,
+    connection: Any,
+    *,
+    keys: KeyRing | None = None,
+    on_disconnect: Callable[[], None] | None = None,
 ) -> Database:
     """The entities of ``snapshot`` in a fresh Database bound and mapped on a live DB-API ``connection``.
 
     The caller owns the connection's transaction: Pony's commit and rollback on it do nothing. Not cached
     (each one holds its connection). ``keys``: the application's key ring, for a model whose encrypted
-    attributes are read or written (``ponykit.get_kit(app_db).keys``).
+    attributes are read or written (``ponykit.get_kit(app_db).keys``). ``on_disconnect``: run by
+    ``db.disconnect()`` (closes a connection opened for these models alone).
     """
     db = throwaway_database(_check(snapshot)["entities"], keys)
-    _pony.bind_to_connection(db, dialect, connection)
+    _pony.bind_to_connection(db, dialect, connection, on_disconnect)
     return db
