@@ -380,7 +380,9 @@ def test_historical_disconnect_closes_its_connection(backend: Backend, tmp_path:
         if before is not None:
             assert _sessions(app) == before  # the historical models' own connection is closed
         else:
-            with pytest.raises(Exception), db_session:  # closed: sqlite3 refuses a closed connection
+            import sqlite3
+
+            with pytest.raises(sqlite3.ProgrammingError, match="closed"), db_session:
                 old.Person.select()[:]
     finally:
         app.disconnect()

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from functools import cached_property
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 from pony.orm import Database
