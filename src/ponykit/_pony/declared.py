@@ -494,12 +494,12 @@ def mapping_columns(db: Database, entity: str, attr: str) -> tuple[str, ...]:
 
 
 def mapping_link(db: Database, entity: str, attr: str) -> tuple[str, tuple[str, ...]] | None:
-    """(link table, the Set's columns there) of a many-to-many Set, else None."""
+    """(link table, the Set's columns there) of a many-to-many Set (a symmetric one owns both), else None."""
     found = _attr(db, entity, attr)
     reverse = found.reverse
     if not found.is_collection or not reverse.is_collection:
         return None
-    return str(found.table), tuple(found.columns)
+    return str(found.table), tuple(found.columns) + (tuple(found.reverse_columns) if reverse is found else ())
 
 
 def mapping_discriminator(db: Database, entity: str) -> tuple[str, str, Any] | None:

@@ -120,6 +120,7 @@ def _apply_renames(b: _Builder, renames: dict[str, str]) -> None:
                     f"and {value!r} in the models"
                 )
             b.emit(RenameEntity(key, value))
+    _drop_replaced(b, renames)
     for key, value in renames.items():
         if "." in key:
             entity, attr = key.split(".", 1)
@@ -129,6 +130,34 @@ def _apply_renames(b: _Builder, renames: dict[str, str]) -> None:
             if entity not in b.new["entities"] or find_attr(b.new["entities"][entity], value) < 0:
                 raise MigrationError(f"rename {key}={value}: {entity}.{value} is not in the models")
             b.emit(RenameAttr(entity, attr, value))
+
+
+def _drop_replaced(b: _Builder, renames: dict[str, str]) -> None:
+    """Drop, before the renames, an attribute that another one is renamed onto (``Person.nick`` ->
+    ``name`` while the old ``name`` goes): the rename needs its name free."""
+    moving: dict[str, dict[str, str]] = {}
+    for key, value in renames.items():
+        if "." in key:
+            entity, attr = key.split(".", 1)
+            moving.setdefault(renames.get(entity, entity), {})[attr] = value
+    for entity, attrs in moving.items():
+        current = b.cur["entities"].get(entity)
+        if current is None:
+            continue  # reported by the renames
+        for value in attrs.values():
+            index = find_attr(current, value)
+            if index < 0 or value in attrs:
+                continue  # free, or itself renamed away (a chain: ordered below)
+            spec = current["attrs"][index]
+            if spec["type"].startswith("entity:") or spec["kind"] == "PrimaryKey":
+                continue  # a relation has a reverse side to drop with it: left to the usual order
+            b.refuse_drop(f"{entity}.{value}")
+            for key, _, drop in _COMPOSITES:
+                for names in list(b.cur["entities"][entity][key]):
+                    if value in names:
+                        b.emit(drop(entity, names))
+            b.emit(DropAttr(entity, value, spec=_decl(spec), before=_next(b.cur, entity, value)))
+            current = b.cur["entities"][entity]
 
 
 def _drops(b: _Builder) -> None:

@@ -61,6 +61,12 @@ class TableDiff:
         """Whether the table itself is renamed."""
         return self.old.name != self.new.name
 
+    @property
+    def replaced(self) -> list[PhysicalColumn]:
+        """Dropped columns whose name a renamed column takes: they must go before the renames run."""
+        taken = {new for _, new in self.renamed}
+        return [c for c in self.dropped if c.name in taken]
+
     def old_name(self, new_column: str) -> str:
         """The old name of a kept column."""
         return self.old_of[new_column]

@@ -110,6 +110,16 @@ def steps(diff: Diff) -> Iterator[StepSpec]:
 def _table_steps(diff: Diff, td: TableDiff) -> Iterator[StepSpec]:
     q, t = diff.q, td.name
     alter = f"ALTER TABLE {q(t)} "
+    dropped_cols = {c.name for c in td.dropped}
+    replaced = {c.name for c in td.replaced}
+    if replaced:  # a column renamed onto the name of a dropped one: drop that one (and its indexes) first
+        clauses = [
+            f"DROP INDEX {q(index.name or index.columns[0])}"
+            for index in td.dropped_indexes
+            if any(c in replaced for c in index.columns) and not all(c in replaced for c in index.columns)
+        ]
+        clauses += [f"DROP COLUMN {q(name)}" for name in sorted(replaced)]
+        yield [alter + ", ".join(clauses)], t, f"{t}: drop column {', '.join(sorted(replaced))}"
     clauses = [f"RENAME COLUMN {q(old)} TO {q(new)}" for old, new in td.renamed]
     what = [f"rename column {old} -> {new}" for old, new in td.renamed]
     for old_index, new_index in td.index_renames:
@@ -123,10 +133,9 @@ def _table_steps(diff: Diff, td: TableDiff) -> Iterator[StepSpec]:
     if clauses:
         yield [alter + ", ".join(clauses)], t, f"{t}: " + "; ".join(what)
     clauses, what = [], []
-    dropped_cols = {c.name for c in td.dropped}
     for index in td.dropped_indexes:
-        if all(c in dropped_cols for c in index.columns):
-            continue  # goes with its columns
+        if all(c in dropped_cols for c in index.columns) or any(c in replaced for c in index.columns):
+            continue  # goes with its columns, or went with a replaced one
         if index.primary:
             clauses.append("DROP PRIMARY KEY")
         else:
@@ -134,6 +143,8 @@ def _table_steps(diff: Diff, td: TableDiff) -> Iterator[StepSpec]:
             clauses.append(f"DROP INDEX {q(index.name or index.columns[0])}")
         what.append(f"drop index {index.name or ', '.join(index.columns)}")
     for col in td.dropped:
+        if col.name in replaced:
+            continue
         clauses.append(f"DROP COLUMN {q(col.name)}")
         what.append(f"drop column {col.name}")
     if clauses:

@@ -67,8 +67,9 @@ def steps(diff: Diff) -> Iterator[StepSpec]:
 
 def _renames(diff: Diff, td: TableDiff) -> Iterator[StepSpec]:
     q, t = diff.q, td.name
-    sql: list[str] = []
-    what: list[str] = []
+    # A column renamed onto the name of a dropped one: drop that one first (its indexes go with it).
+    sql = [f"ALTER TABLE {q(td.old.name)} DROP COLUMN {q(c.name)}" for c in td.replaced]
+    what = [f"drop column {c.name}" for c in td.replaced]
     if td.renamed_table:
         sql.append(f"ALTER TABLE {q(td.old.name)} RENAME TO {q(t)}")
         what.append(f"rename table {td.old.name} -> {t}")
@@ -198,7 +199,10 @@ def _alter(diff: Diff, td: TableDiff) -> Iterator[StepSpec]:
             what.append(
                 f"drop {'unique ' if index.unique else ''}index {index.name or ', '.join(index.columns)}"
             )
+    replaced = {c.name for c in td.replaced}
     for col in td.dropped:
+        if col.name in replaced:
+            continue  # dropped before the renames
         sql.append(f"ALTER TABLE {q(t)} DROP COLUMN {q(col.name)}")
         what.append(f"drop column {col.name}")
     for col in td.added:

@@ -50,6 +50,11 @@ def steps(diff: Diff) -> Iterator[StepSpec]:
     for td in diff.tables:
         sql = [f"ALTER TABLE {q(td.old.name)} RENAME TO {q(td.name)}"] if td.renamed_table else []
         what = [f"rename table {td.old.name} -> {td.name}"] if td.renamed_table else []
+        # A column renamed onto the name of a dropped one: move that one aside (the rebuild drops it).
+        sql += [
+            f"ALTER TABLE {q(td.name)} RENAME COLUMN {q(c.name)} TO {q(c.name + '__dropped')}"
+            for c in td.replaced
+        ]
         sql += [f"ALTER TABLE {q(td.name)} RENAME COLUMN {q(old)} TO {q(new)}" for old, new in td.renamed]
         what += [f"rename column {old} -> {new}" for old, new in td.renamed]
         if sql:

@@ -127,6 +127,28 @@ def _reverse_hints(forward: Hints, before: Any, after: Any) -> Hints:
     return result
 
 
+def _refill_dropped(group: list[Any], before: Any, hints: Hints) -> None:
+    """On the way back, a dropped NOT NULL attribute comes back with rows: they get its constant
+    ``default=``, else its type's empty value (``''``, ``{}``, ``[]``); the values dropped are lost anyway."""
+    from ._ops_attr import _EMPTY, implied_backfill
+    from ._ops_base import MISSING
+    from ._ops_hints import safe
+
+    for operation in group:
+        spec = getattr(operation, "spec", None)
+        if type(operation).__name__ != "DropAttr" or spec is None:
+            continue
+        value = implied_backfill(spec)
+        if value is MISSING:
+            value = _EMPTY.get(spec["type"], MISSING)
+        # None when the entity had another name at the group's start: no refill, the check speaks
+        table = safe(before.entity_table, operation.entity)
+        columns: tuple[str, ...] = safe(before.attr_columns, operation.entity, operation.name) or ()
+        if value is MISSING or table is None or len(columns) != 1:
+            continue
+        hints.backfills.setdefault((table, columns[0]), value)
+
+
 def plan_units(
     operations: list[Any],
     before: dict[str, Any],
@@ -162,6 +184,7 @@ def plan_units(
         hints = collect_hints(group, snap, mapped_before, mapped_after)
         if backwards:
             hints = _reverse_hints(hints, mapped_before, mapped_after)
+            _refill_dropped(group, mapped_before, hints)
             result = plan(mapped_after.schema, mapped_before.schema, hints)
         else:
             result = plan(mapped_before.schema, mapped_after.schema, hints)

@@ -1,0 +1,100 @@
+"""End-to-end evolutions a Pony user runs (make -> upgrade -> check -> downgrade) that once failed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pony.orm import Database, Optional, Required, Set, composite_key, db_session
+
+import ponykit
+from conftest import Backend
+from ponykit import migrate
+
+Declare = Callable[[Database, int], None]
+
+
+def evolve(
+    backend: Backend,
+    tmp_path: Path,
+    declare: Declare,
+    steps: list[dict[str, Any]],
+    seed: Callable[[Database], Any] | None = None,
+    after: Callable[[Database], Any] | None = None,
+) -> None:
+    """Models 1..n (``declare(db, version)``), each made with ``steps[i]`` and upgraded, checked in sync;
+    ``seed`` runs on version 1, ``after`` on the last; then every revision but the first is downgraded."""
+    d = tmp_path / "migrations"
+    dbs: list[Database] = []
+    try:
+        for version, options in enumerate(steps, 1):
+            db = Database()
+            declare(db, version)
+            ponykit.bind_url(db, backend.url)
+            db.generate_mapping(create_tables=False, check_tables=False)
+            dbs.append(db)
+            migrate.make(db, f"version {version}", directory=d, **options)
+            migrate.upgrade(db, directory=d)
+            if seed is not None and version == 1:
+                with db_session:
+                    seed(db)
+            report = migrate.check(db, directory=d)
+            assert report.exit_code == 0, (version, report.problems)
+        if after is not None:
+            with db_session:
+                after(dbs[-1])
+        for _ in steps[1:]:
+            migrate.downgrade(dbs[-1], directory=d)
+        assert len(migrate.status(dbs[0], directory=d).applied) == 1
+    finally:
+        for db in dbs:
+            db.disconnect()
+
+
+def test_rename_onto_the_name_of_a_dropped_attribute(backend: Backend, tmp_path: Path) -> None:
+    def declare(db: Database, version: int) -> None:
+        class Person(db.Entity):  # type: ignore[name-defined]  # Pony's entity base is dynamic
+            if version == 1:
+                name = Required(str, 40, index=True)
+                nick = Optional(str, 20, index=True)
+            else:
+                name = Optional(str, 20, index=True)
+
+    def names(db: Database) -> None:
+        assert [p.name for p in db.Person.select()] == ["b"]  # the old nick, under its new name
+
+    renamed = {"renames": {"Person.nick": "name"}, "allow_drop": True}
+    evolve(backend, tmp_path, declare, [{}, renamed], lambda db: db.Person(name="a", nick="b"), names)
+
+
+def test_downgrade_of_a_dropped_required_attribute_with_rows(backend: Backend, tmp_path: Path) -> None:
+    def declare(db: Database, version: int) -> None:
+        class Person(db.Entity):  # type: ignore[name-defined]
+            if version == 1:
+                name = Required(str, 40)
+            nick = Optional(str, 20)
+
+    evolve(backend, tmp_path, declare, [{}, {"allow_drop": True}], lambda db: db.Person(name="a", nick="b"))
+
+
+def test_rename_an_entity_with_a_symmetric_many_to_many(backend: Backend, tmp_path: Path) -> None:
+    def declare(db: Database, version: int) -> None:
+        name = "Person" if version == 1 else "Human"
+        type(name, (db.Entity,), {"name": Required(str), "friends": Set(name, reverse="friends")})
+
+        class Toy(db.Entity):  # type: ignore[name-defined]
+            code = Required(int) if version == 1 else None
+            code2 = Required(int) if version == 2 else None
+            color = Required(str)
+            composite_key(code if version == 1 else code2, color)
+
+    def seed(db: Database) -> None:
+        db.Person(name="a", friends=[db.Person(name="b")])
+        db.Toy(code=1, color="red")
+
+    def friends(db: Database) -> None:
+        assert {h.name: [f.name for f in h.friends] for h in db.Human.select()} == {"a": ["b"], "b": ["a"]}
+
+    renames = {"renames": {"Person": "Human", "Toy.code": "code2"}}
+    evolve(backend, tmp_path, declare, [{}, renames], seed, friends)
