@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pony.orm import Database, Optional, Required, Set, composite_key, db_session
+from pony.orm import Database, Optional, PrimaryKey, Required, Set, composite_key, db_session
 
 import ponykit
 from conftest import Backend
@@ -98,3 +98,32 @@ def test_rename_an_entity_with_a_symmetric_many_to_many(backend: Backend, tmp_pa
 
     renames = {"renames": {"Person": "Human", "Toy.code": "code2"}}
     evolve(backend, tmp_path, declare, [{}, renames], seed, friends)
+
+
+def _big_ids(db: Database) -> None:
+    class Event(db.Entity):  # type: ignore[name-defined]
+        seq = PrimaryKey(int, auto=True, size=64)  # like ponykit's own outbox and audit tables
+        name = Required(str, 40, unique=True)
+        tags = Set("Tag")
+
+    class Tag(db.Entity):  # type: ignore[name-defined]
+        events = Set(Event)
+        label = Optional(str, 20)
+        rank = Required(int)
+        composite_key(label, rank)
+
+
+def test_a_64_bit_auto_key_is_in_sync_after_upgrade(backend: Backend, tmp_path: Path) -> None:
+    evolve(backend, tmp_path, lambda db, version: _big_ids(db), [{}])
+
+
+def test_init_from_a_database_pony_created(backend: Backend, tmp_path: Path) -> None:
+    db = Database()
+    _big_ids(db)
+    ponykit.bind_url(db, backend.url)
+    db.generate_mapping(create_tables=True)
+    try:
+        migrate.init(db, directory=tmp_path / "migrations", from_db=True)
+        assert migrate.check(db, directory=tmp_path / "migrations").exit_code == 0
+    finally:
+        db.disconnect()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from ponykit._pony import PhysicalColumn, PhysicalForeignKey, PhysicalIndex, PhysicalSchema, PhysicalTable
+from ponykit.migrate._plan_postgres import _real_type
 
 __all__ = ["Difference", "compare", "normalize_default", "normalize_type"]
 
@@ -181,8 +182,10 @@ def _columns(expected: PhysicalTable, actual: PhysicalTable, out: list[Differenc
         if found is None:
             out.append(Difference("column_missing", t, column.name, _describe_column(column), None))
             continue
-        if normalize_type(column.sql_type) != normalize_type(found.sql_type):
-            out.append(Difference("column_type", t, column.name, column.sql_type, found.sql_type))
+        # Pony 0.7.20 writes SERIAL for every auto int on PostgreSQL (size=64 too): compare what it creates
+        want = _real_type(column)
+        if normalize_type(want) != normalize_type(found.sql_type):
+            out.append(Difference("column_type", t, column.name, want, found.sql_type))
         if column.not_null != found.not_null:
             spell = {True: "NOT NULL", False: "NULL"}
             out.append(
