@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pony.orm import Database, Optional, PrimaryKey, Required, Set, composite_key, db_session
 
 import ponykit
 from conftest import Backend
 from ponykit import migrate
+from ponykit.errors import MigrationError
 
 Declare = Callable[[Database, int], None]
 
@@ -127,3 +130,29 @@ def test_init_from_a_database_pony_created(backend: Backend, tmp_path: Path) -> 
         assert migrate.check(db, directory=tmp_path / "migrations").exit_code == 0
     finally:
         db.disconnect()
+
+
+def test_a_lambda_default_is_recorded_the_same_in_every_process(backend: Backend, tmp_path: Path) -> None:
+    def declare(db: Database, version: int) -> None:
+        class Person(db.Entity):  # type: ignore[name-defined]
+            score = Required(int, default=lambda: 3)  # a new function (another address) each time
+            if version == 2:
+                nick = Optional(str, 20)
+
+    evolve(backend, tmp_path, declare, [{}, {}], lambda db: db.Person())
+    files = sorted((tmp_path / "migrations").glob("0002_*.py"))
+    assert "score" not in files[0].read_text()  # version 2 only adds nick
+    assert "0x" not in (tmp_path / "migrations" / "schema.lock.json").read_text()
+
+
+def test_an_attribute_type_that_cannot_be_imported_is_named(tmp_path: Path) -> None:
+    class Local(enum.Enum):
+        A = "a"
+
+    db = Database()
+
+    class Person(db.Entity):  # type: ignore[name-defined]
+        kind = Required(Local)
+
+    with pytest.raises(MigrationError, match=r"attribute Person\.kind: .*module's top level"):
+        migrate.make(db, "first", directory=tmp_path / "migrations")

@@ -21,6 +21,7 @@ import datetime as _dt
 import decimal
 import enum
 import importlib
+import re
 import types
 import uuid
 from typing import Any
@@ -39,6 +40,8 @@ from pony.orm import (
     StrArray,
 )
 from pony.orm.core import Attribute, Index
+
+from ..errors import MigrationError
 
 __all__ = [
     "BUILTIN_TYPES",
@@ -167,8 +170,9 @@ def spec_value(value: Any) -> Any:
     path = _qualname(value) if callable(value) else None
     if path is not None:
         return {"callable": path}
-    # Not restorable (a lambda, an arbitrary object): kept for comparison, dropped when declared again.
-    return {"repr": repr(value)}
+    # Not restorable (a lambda, an arbitrary object): kept for comparison, dropped when declared again;
+    # without its memory address, which differs in every process (the snapshot would never be in sync).
+    return {"repr": re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))}
 
 
 def value_of_spec(spec: Any) -> Any:
@@ -195,7 +199,7 @@ def value_of_spec(spec: Any) -> Any:
 # -- reading -------------------------------------------------------------------------------------------
 
 
-def _type_name(py_type: Any) -> str:
+def _type_name(py_type: Any, where: str = "") -> str:
     if isinstance(py_type, str):
         return _ENTITY_PREFIX + py_type
     if isinstance(py_type, types.FunctionType):  # Required(lambda: Person)
@@ -207,9 +211,9 @@ def _type_name(py_type: Any) -> str:
         return name
     path = _qualname(py_type)
     if path is None:
-        raise TypeError(
-            f"the attribute type {py_type!r} cannot be recorded in a migration snapshot: declare it at a "
-            "module's top level so that it can be imported by name"
+        raise MigrationError(
+            f"{where}the attribute type {py_type!r} cannot be recorded in a migration snapshot: declare it "
+            "at a module's top level so that it can be imported by name"
         )
     return _PY_PREFIX + path
 
@@ -353,7 +357,7 @@ def attr_spec(attr: Any) -> dict[str, Any]:
     return {
         "name": attr.name,
         "kind": _kind(attr),
-        "type": _type_name(py_type),
+        "type": _type_name(py_type, f"attribute {attr.entity.__name__}.{attr.name}: " if bound else ""),
         "args": [spec_value(arg) for arg in attr.args],
         "options": dict(sorted(options.items())),
     }

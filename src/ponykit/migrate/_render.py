@@ -136,11 +136,8 @@ class Source:
             return f"{self.name('datetime', kind)}.fromisoformat({literal(text)})"
         if kind == "uuid":
             return f"{self.name('uuid', 'UUID')}({literal(text)})"
-        if kind == "repr":
-            raise ValueError(
-                f"the value {text} cannot be written in a migration file (not a literal nor an importable "
-                "name): declare it with a named function or a constant"
-            )
+        if kind == "repr":  # a lambda default: recorded, not restorable (calling it in the file raises)
+            return f"op.Unrestorable({literal(text)})"
         return "{" + ", ".join(f"{literal(k)}: {self.value(v)}" for k, v in value.items()) + "}"
 
     def decl(self, spec: dict[str, Any]) -> str:

@@ -19,10 +19,13 @@ Operations:
   ``SetDiscriminator(entity, old, new)``, ``SetTable(entity, old, new)``.
 - ``RunPython(fn, reverse=None)``, ``RunSQL(sql or {dialect: sql}, reverse=None)``; ``reverse=op.noop``
   makes a data step reversible without doing anything.
+- ``Unrestorable(text)`` stands for a value no file can hold (a lambda ``default=``): declared, never
+  called (a historical model has no such default).
 """
 
 from __future__ import annotations
 
+from ponykit._pony import Unrestorable
 from ponykit.migrate._ops_attr import (
     AddAttr,
     AlterAttr,
@@ -64,6 +67,7 @@ __all__ = [
     "RunSQL",
     "SetDiscriminator",
     "SetTable",
+    "Unrestorable",
     "collect_hints",
     "implied_backfill",
     "needs_backfill",
