@@ -156,3 +156,33 @@ def test_an_attribute_type_that_cannot_be_imported_is_named(tmp_path: Path) -> N
 
     with pytest.raises(MigrationError, match=r"attribute Person\.kind: .*module's top level"):
         migrate.make(db, "first", directory=tmp_path / "migrations")
+
+
+def test_historical_models_read_encrypted_attributes_with_the_apps_keys(
+    backend: Backend, tmp_path: Path
+) -> None:
+    from ponykit.security import KeyRing
+    from ponykit.types import EncryptedStr
+
+    d = tmp_path / "migrations"
+    db = Database()
+
+    class Person(db.Entity):  # type: ignore[name-defined]
+        secret = Optional(EncryptedStr)
+
+    ponykit.bind_url(db, backend.url)
+    ponykit.attach(db, keys=KeyRing({"k1": KeyRing.generate_key()}))
+    db.generate_mapping(create_tables=False, check_tables=False)
+    try:
+        migrate.make(db, "first", directory=d)
+        migrate.upgrade(db, directory=d)
+        with db_session:
+            Person(secret="s3cret")
+        old = migrate.historical(db, "head", directory=d)
+        try:
+            with db_session:
+                assert [p.secret for p in old.Person.select()] == ["s3cret"]
+        finally:
+            old.disconnect()
+    finally:
+        db.disconnect()
