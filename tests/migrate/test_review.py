@@ -186,3 +186,39 @@ def test_historical_models_read_encrypted_attributes_with_the_apps_keys(
             old.disconnect()
     finally:
         db.disconnect()
+
+
+def test_rename_an_entity_onto_the_name_of_a_dropped_one(backend: Backend, tmp_path: Path) -> None:
+    def declare(db: Database, version: int) -> None:
+        if version == 1:
+            type("Person", (db.Entity,), {"name": Required(str)})
+            type("Human", (db.Entity,), {"title": Required(str)})
+        else:
+            type("Person", (db.Entity,), {"title": Required(str)})
+
+    def titles(db: Database) -> None:
+        assert [p.title for p in db.Person.select()] == ["h"]
+
+    def seed(db: Database) -> None:
+        db.Person(name="p")
+        db.Human(title="h")
+
+    renamed = {"renames": {"Human": "Person"}, "allow_drop": True}
+    evolve(backend, tmp_path, declare, [{}, renamed], seed, titles)
+
+
+def test_a_chain_of_attribute_renames_in_any_order(backend: Backend, tmp_path: Path) -> None:
+    def declare(db: Database, version: int) -> None:
+        class Person(db.Entity):  # type: ignore[name-defined]
+            if version == 1:
+                name = Required(str)
+                nick = Optional(str)
+            else:
+                full_name = Required(str)
+                name = Optional(str)
+
+    def names(db: Database) -> None:
+        assert [(p.full_name, p.name) for p in db.Person.select()] == [("a", "b")]
+
+    renamed = {"renames": {"Person.nick": "name", "Person.name": "full_name"}}  # the second must run first
+    evolve(backend, tmp_path, declare, [{}, renamed], lambda db: db.Person(name="a", nick="b"), names)

@@ -111,9 +111,37 @@ class _Builder:
         )
 
 
+def _chain_order(renames: dict[str, str]) -> list[str]:
+    """The keys in an order where no rename takes a name another one still has to leave (b -> c before
+    a -> b); a cycle keeps its given order (the operation names the clash)."""
+    pending, order = dict(renames), []
+    while pending:
+        ready = [k for k, v in pending.items() if v not in pending] or list(pending)[:1]
+        for key in ready:
+            order.append(key)
+            del pending[key]
+    return order
+
+
+def _standalone(snap: dict[str, Any], name: str) -> bool:
+    """Whether entity ``name`` has no relation, base or subclass: it can be dropped on its own."""
+    entities = snap["entities"]
+    related = any(a["type"].startswith("entity:") for a in entities[name]["attrs"])
+    pointed = any(a["type"] == f"entity:{name}" for e in entities.values() for a in e["attrs"])
+    family = bool(entities[name]["bases"]) or any(name in e["bases"] for e in entities.values())
+    return not (related or pointed or family)
+
+
 def _apply_renames(b: _Builder, renames: dict[str, str]) -> None:
-    for key, value in renames.items():
+    entity_renames = {k: v for k, v in renames.items() if "." not in k}
+    for key in _chain_order(entity_renames):
+        value = renames[key]
         if "." not in key:
+            if value in b.cur["entities"] and value not in entity_renames and key in b.cur["entities"]:
+                # renamed onto the name of an entity that goes: drop that one first (its name is taken)
+                b.refuse_drop(value)
+                if _standalone(b.cur, value):
+                    b.emit(DropEntity(value, **definition_of(b.cur, value)))
             if key not in b.cur["entities"] or value not in b.new["entities"]:
                 raise MigrationError(
                     f"rename {key}={value}: expected entity {key!r} in the snapshot "
@@ -121,7 +149,9 @@ def _apply_renames(b: _Builder, renames: dict[str, str]) -> None:
                 )
             b.emit(RenameEntity(key, value))
     _drop_replaced(b, renames)
-    for key, value in renames.items():
+    attr_renames = {k: f"{k.split('.', 1)[0]}.{v}" for k, v in renames.items() if "." in k}
+    for key in _chain_order(attr_renames):
+        value = renames[key]
         if "." in key:
             entity, attr = key.split(".", 1)
             entity = renames.get(entity, entity)
