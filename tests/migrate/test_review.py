@@ -222,3 +222,20 @@ def test_a_chain_of_attribute_renames_in_any_order(backend: Backend, tmp_path: P
 
     renamed = {"renames": {"Person.nick": "name", "Person.name": "full_name"}}  # the second must run first
     evolve(backend, tmp_path, declare, [{}, renamed], lambda db: db.Person(name="a", nick="b"), names)
+
+
+def test_an_optional_str_made_unique_and_back_with_empty_rows(backend: Backend, tmp_path: Path) -> None:
+    def declare(db: Database, version: int) -> None:
+        class Person(db.Entity):  # type: ignore[name-defined]
+            nick = Optional(str, 20, unique=True) if version == 2 else Optional(str, 20)
+
+    def seed(db: Database) -> None:
+        db.Person()  # Pony stores '' for "no value" in a plain Optional(str)
+        db.Person()
+        db.Person(nick="x")
+
+    def nicks(db: Database) -> None:
+        assert sorted(p.nick for p in db.Person.select()) == ["", "", "x"]
+        db.Person()
+
+    evolve(backend, tmp_path, declare, [{}, {}, {}], seed, nicks)

@@ -11,7 +11,15 @@ from ponykit.migrate._ops_base import MISSING, Mapping, Operation, attr_decl_spe
 from ponykit.migrate._ops_hints import rename_facts, safe
 from ponykit.migrate._render import literal
 
-__all__ = ["AddAttr", "AlterAttr", "DropAttr", "RenameAttr", "implied_backfill", "needs_backfill"]
+__all__ = [
+    "AddAttr",
+    "AlterAttr",
+    "DropAttr",
+    "RenameAttr",
+    "empty_value",
+    "implied_backfill",
+    "needs_backfill",
+]
 
 _EMPTY: dict[str, Any] = {
     "str": "",
@@ -46,6 +54,14 @@ def implied_backfill(spec: dict[str, Any]) -> Any:
     if default is not MISSING and not (isinstance(default, dict) and "callable" in default):
         return default
     if needs_backfill(spec) and spec["kind"] == "Optional" and spec["type"] in _EMPTY:
+        return _EMPTY[spec["type"]]
+    return MISSING
+
+
+def empty_value(spec: dict[str, Any]) -> Any:
+    """What Pony stores for "no value" in a NOT NULL ``Optional`` of a type with an empty value (``''``,
+    ``{}``, ``[]``): NULLs get it when such a column becomes NOT NULL (it loses ``unique``/``nullable``)."""
+    if spec["kind"] == "Optional" and spec["type"] in _EMPTY and needs_backfill(spec):
         return _EMPTY[spec["type"]]
     return MISSING
 
@@ -323,11 +339,12 @@ class AlterAttr(Operation):
         link = safe(before.link_table, self.entity, self.name)
         if link is not None and safe(after.link_table, self.entity, self.name) is None:
             hints.dropped_tables.add(link)
+        value = self.backfill if self.backfill is not MISSING else empty_value(self.new_decl)
         for column in columns:
             if self.lossy:
                 hints.lossy.add((table, column))
-            if self.backfill is not MISSING:
-                hints.backfills[(table, column)] = self.backfill
+            if value is not MISSING:
+                hints.backfills[(table, column)] = value
 
     def source(self, src: Any) -> str:
         extra = ", lossy=True" if self.lossy else ""

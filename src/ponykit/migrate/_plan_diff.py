@@ -67,6 +67,19 @@ class TableDiff:
         taken = {new for _, new in self.renamed}
         return [c for c in self.dropped if c.name in taken]
 
+    @property
+    def emptied(self) -> set[str]:
+        """Text columns that become NULL-able and unique (an Optional str gets ``unique=True``): Pony wrote
+        ``''`` for "no value" and now writes NULL, and many ``''`` would break the new UNIQUE."""
+        unique = {
+            i.columns[0] for i in self.added_indexes if i.unique and not i.primary and len(i.columns) == 1
+        }
+        return {
+            new.name
+            for old, new in self.altered
+            if old.not_null and not new.not_null and new.name in unique and _is_text(new.sql_type)
+        }
+
     def old_name(self, new_column: str) -> str:
         """The old name of a kept column."""
         return self.old_of[new_column]
@@ -176,6 +189,10 @@ _INT_RANGES = {
     "INT": (-(2**31), 2**31 - 1),
     "BIGINT": (-(2**63), 2**63 - 1),
 }
+
+
+def _is_text(sql_type: str) -> bool:
+    return _VARCHAR.match(sql_type) is not None or sql_type in _TEXTS
 
 
 def _varchar(sql_type: str) -> int | None:

@@ -173,6 +173,9 @@ def _table_steps(diff: Diff, td: TableDiff) -> Iterator[StepSpec]:
         what.append(f"alter column {new.name} to {_definition(diff, new, new.default)}")
     if clauses:
         yield [alter + ", ".join(clauses)], t, f"{t}: " + "; ".join(what)
+    for name in sorted(td.emptied):  # before the UNIQUE is added below
+        c = q(name)
+        yield [f"UPDATE {q(t)} SET {c} = NULL WHERE {c} = ''"], t, f"{t}: {name} '' -> NULL"
     if undefault:
         clauses = [
             f"ALTER COLUMN {q(c.name)} " + (f"SET DEFAULT {c.default}" if c.default else "DROP DEFAULT")

@@ -162,6 +162,9 @@ def _alter_column(
         else:
             sql.append(f"ALTER TABLE {q(t)} ALTER COLUMN {c} DROP NOT NULL")
             what.append("nullable")
+            if new.name in td.emptied:
+                sql.append(f"UPDATE {q(t)} SET {c} = NULL WHERE {c} = ''")
+                what.append("'' -> NULL")
     return sql, f"alter column {new.name} ({', '.join(what)})"
 
 

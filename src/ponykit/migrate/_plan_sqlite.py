@@ -88,6 +88,8 @@ def _rebuild(diff: Diff, td: TableDiff) -> StepSpec:
             expr = q(col.name)
             if col.name in td.backfills and col.not_null:
                 expr = f"COALESCE({expr}, {diff.lit(backfill)})"
+            if col.name in td.emptied:
+                expr = f"NULLIF({expr}, '')"
             targets.append(q(col.name))
             sources.append(expr)
         elif col.name in td.backfills:

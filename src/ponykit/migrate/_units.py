@@ -128,19 +128,23 @@ def _reverse_hints(forward: Hints, before: Any, after: Any) -> Hints:
 
 
 def _refill_dropped(group: list[Any], before: Any, hints: Hints) -> None:
-    """On the way back, a dropped NOT NULL attribute comes back with rows: they get its constant
-    ``default=``, else its type's empty value (``''``, ``{}``, ``[]``); the values dropped are lost anyway."""
-    from ._ops_attr import _EMPTY, implied_backfill
+    """On the way back, NOT NULL columns that come back with rows get a value: a dropped attribute its
+    constant ``default=``, else its type's empty value (the values dropped are lost anyway); an altered
+    ``Optional(str)`` that is NOT NULL again (no more ``unique``/``nullable``) Pony's empty value."""
+    from ._ops_attr import _EMPTY, empty_value, implied_backfill
     from ._ops_base import MISSING
     from ._ops_hints import safe
 
     for operation in group:
-        spec = getattr(operation, "spec", None)
-        if type(operation).__name__ != "DropAttr" or spec is None:
+        kind = type(operation).__name__
+        if kind == "DropAttr" and operation.spec is not None:
+            value = implied_backfill(operation.spec)
+            if value is MISSING:
+                value = _EMPTY.get(operation.spec["type"], MISSING)
+        elif kind == "AlterAttr":
+            value = empty_value(operation.old_decl)
+        else:
             continue
-        value = implied_backfill(spec)
-        if value is MISSING:
-            value = _EMPTY.get(spec["type"], MISSING)
         # None when the entity had another name at the group's start: no refill, the check speaks
         table = safe(before.entity_table, operation.entity)
         columns: tuple[str, ...] = safe(before.attr_columns, operation.entity, operation.name) or ()
