@@ -33,6 +33,7 @@ itself, nor reads a Pony attribute's fields: it asks :func:`attr_info` for a fro
 - ``offline``: mapping a Database without a server, or bound to a connection someone else owns (migrations)
 - ``schema``: a mapped Database's physical schema (tables, columns, indexes, foreign keys, Pony's DDL)
 - ``declared``: the declared options of entities and attributes, and entities declared again from them
+- ``declared_values``: option and default values of a snapshot as JSON, and back (``declared``'s codec)
 
 Written against Pony 0.7.20; ``docs/internals.md`` lists every private Pony name used here, and every
 attribute ponykit sets on user classes and Pony objects. Nothing here patches a Pony class for the whole
