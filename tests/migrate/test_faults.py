@@ -82,7 +82,7 @@ def hold(db):
         _time.sleep(0.02)
 
 
-operations.insert(1, op.RunPython(hold, reverse=op.noop))
+operations.insert(1, op.RunPython(hold, reverse=hold))
 """
 
 
@@ -131,7 +131,9 @@ def project(backend: Backend, tmp_path: Path) -> Iterator[Project]:
         db.disconnect()
 
 
-def _spawn(backend: Backend, project: Project, hold: Path, sleep: bool = False) -> subprocess.Popen[str]:
+def _spawn(
+    backend: Backend, project: Project, hold: Path, sleep: bool = False, command: str = "upgrade"
+) -> subprocess.Popen[str]:
     hold.touch()
     env = dict(
         os.environ,
@@ -141,9 +143,9 @@ def _spawn(backend: Backend, project: Project, hold: Path, sleep: bool = False) 
     )
     if sleep:
         env["FAULT_SLEEP"] = "1"
-    command = [sys.executable, "-m", "ponykit", "migrate", "upgrade", "fault_models:db", "--url", backend.url]
+    argv = [sys.executable, "-m", "ponykit", "migrate", command, "fault_models:db", "--url", backend.url]
     return subprocess.Popen(
-        command, cwd=project.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        argv, cwd=project.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
 
 
@@ -258,6 +260,39 @@ def test_connection_killed_by_the_server_is_a_clear_error_and_a_rerun_finishes(
     _assert_rerun_finishes(project)
 
 
+def test_sigkill_mid_downgrade_leaves_it_resumable(
+    backend: Backend, project: Project, tmp_path: Path
+) -> None:
+    migrate.upgrade(project.db, directory=project.directory)
+    hold = tmp_path / "hold"
+    proc = _spawn(backend, project, hold, command="downgrade")
+    try:
+        _wait_ready(proc, hold)  # in the reverse of the RunPython: age is dropped first, then this, then nick
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    state = migrate.status(project.db, directory=project.directory)
+    if backend.name == "mysql":
+        assert state.reverting == {project.second: 1} and state.applied == [project.first]
+        assert _columns(project.db) == {"id", "name", "nick"}
+        with pytest.raises(MigrationStateError, match="run downgrade again"):
+            migrate.upgrade(project.db, directory=project.directory)
+    else:  # one transaction: the revision is still whole
+        assert state.applied == [project.first, project.second] and state.reverting == {}
+        assert _columns(project.db) == {"id", "name", "nick", "age"}
+    started = time.monotonic()
+    assert migrate.downgrade(project.db, directory=project.directory, lock_timeout=10) == [project.second]
+    assert time.monotonic() - started < 5
+    state = migrate.status(project.db, directory=project.directory)
+    assert state.applied == [project.first] and state.reverting == {} and state.pending == [project.second]
+    assert _columns(project.db) == {"id", "name"}
+    _assert_rerun_finishes(project)
+
+
 def _three_tables(directory: Path) -> str:
     """One revision of three RunSQL; the middle one's reverse fails until a table ``t_cause`` exists."""
     from ponykit.migrate._ops_base import empty_snapshot
@@ -301,8 +336,8 @@ def test_failed_downgrade_is_journaled_and_resumed(backend: Backend, tmp_path: P
             assert state.applied == [revision] and state.reverting == {}
             assert _tables(db) == {"t_a", "t_b", "t_c"}
             return
-        assert "steps 1-1 of 3 of the downgrade are undone and recorded (status reverting)" in str(info.value)
-        assert "run downgrade again" in str(info.value)
+        assert "steps 1-1 of 3 are undone and recorded (status reverting)" in str(info.value)
+        assert "run downgrade again to resume at step 2" in str(info.value)
         assert state.reverting == {revision: 1} and state.applied == [] and state.pending == [revision]
         assert state.partial == {} and not state.up_to_date
         assert f"reverting {revision} three tables (1 steps undone" in "\n".join(state.lines())

@@ -290,14 +290,15 @@ def _quietly(action: Callable[[], None]) -> None:
 
 def _stopped(index: int, total: int, backwards: bool) -> str:
     """What a failure at unit ``index`` left behind on MariaDB, and what to run."""
-    if backwards:
-        return (
-            f"MariaDB cannot roll back DDL: steps 1-{index} of {total} of the downgrade are undone and "
-            "recorded (status reverting); fix the cause and run downgrade again to resume"
-        )
+    what, status, command = (
+        ("undone", "reverting", "downgrade") if backwards else ("applied", "partial", "upgrade")
+    )
+    done = (
+        f"steps 1-{index} of {total} are {what} and recorded" if index else f"none of {total} steps is {what}"
+    )
     return (
-        f"MariaDB cannot roll back DDL: steps 1-{index} of {total} are applied and recorded (status "
-        "partial); fix the cause and run upgrade again to resume"
+        f"MariaDB cannot roll back DDL: {done} (status {status}); fix the cause and run "
+        f"{command} again to resume at step {index + 1}"
     )
 
 
