@@ -162,6 +162,18 @@ def _wait_ready(proc: subprocess.Popen[str], hold: Path) -> int:
     return int(ready.read_text())
 
 
+def _wait_in_sleep(admin: Any, who: int) -> None:
+    """Until the child's connection ``who`` runs its sleep statement on the server."""
+    if admin.dialect == "postgres":
+        sql = "SELECT query FROM pg_stat_activity WHERE pid = %s AND state = 'active'"
+    else:
+        sql = "SELECT info FROM information_schema.processlist WHERE id = %s"
+    deadline = time.monotonic() + 10
+    while "SLEEP(" not in str(admin.scalar(sql, (who,))).upper():
+        assert time.monotonic() < deadline, "the child did not start its sleep statement in 10 s"
+        time.sleep(0.02)
+
+
 def _columns(db: Database) -> set[str]:
     from ponykit.migrate._introspect import introspect
 
@@ -232,12 +244,8 @@ def test_connection_killed_by_the_server_is_a_clear_error_and_a_rerun_finishes(
         who = _wait_ready(proc, hold)
         admin = open_connection(project.db)
         try:
+            _wait_in_sleep(admin, who)
             if backend.name == "postgres":
-                # the child is in pg_sleep once it is "active" on that query
-                deadline = time.monotonic() + 10
-                while admin.scalar("SELECT state FROM pg_stat_activity WHERE pid = %s", (who,)) != "active":
-                    assert time.monotonic() < deadline
-                    time.sleep(0.02)
                 assert admin.scalar("SELECT pg_terminate_backend(%s)", (who,)) is True
             else:
                 admin.execute(f"KILL {int(who)}")
@@ -256,6 +264,42 @@ def test_connection_killed_by_the_server_is_a_clear_error_and_a_rerun_finishes(
     assert "Cause: the migration connection was lost (OperationalError: " in err
     if backend.name == "mysql":
         assert "steps 1-2 of 4 are applied and recorded (status partial)" in err
+    _assert_stopped_in_second(backend, project)
+    _assert_rerun_finishes(project)
+
+
+@pytest.mark.backends("postgres", "mysql")
+def test_sigkill_during_a_long_statement_frees_the_lock(
+    backend: Backend, project: Project, tmp_path: Path
+) -> None:
+    hold = tmp_path / "hold"
+    proc = _spawn(backend, project, hold, sleep=True)
+    try:
+        who = _wait_ready(proc, hold)
+        admin = open_connection(project.db)
+        try:
+            _wait_in_sleep(admin, who)  # the kill must land inside the statement
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+            # The session ends (and its lock with it) within seconds, not when the 60 s sleep would end.
+            # Nothing else may touch the table meanwhile: a waiter makes PostgreSQL notice by itself.
+            sql = {
+                "postgres": "SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
+                "mysql": "SELECT count(*) FROM information_schema.processlist WHERE id = %s",
+            }[backend.name]
+            # PostgreSQL polls the client every second (the runner sets client_connection_check_interval);
+            # MariaDB's SLEEP() looks every 5 s by itself.
+            deadline = time.monotonic() + (5 if backend.name == "postgres" else 12)
+            while admin.scalar(sql, (who,)):
+                assert time.monotonic() < deadline, "the killed upgrade's session still holds the lock"
+                time.sleep(0.05)
+        finally:
+            admin.close()
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
     _assert_stopped_in_second(backend, project)
     _assert_rerun_finishes(project)
 
