@@ -3,7 +3,8 @@
 - PostgreSQL: a session ``pg_advisory_lock`` keyed by ``hashtext('ponykit:migrate:' || database || ':' ||
   schema)``, polled with ``pg_try_advisory_lock`` until the timeout, on the connection that runs the DDL.
   A session lock survives the migrations' COMMITs (``pg_advisory_xact_lock`` would not); it needs a direct
-  connection (PgBouncer in transaction pooling breaks session locks).
+  connection (PgBouncer in transaction pooling breaks session locks). It dies with the session: a holder
+  killed mid-statement is noticed within a second (``client_connection_check_interval``, PostgreSQL 14+).
 - MariaDB: ``GET_LOCK('ponykit:migrate:<database>', timeout)``, which DDL's implicit commits do not release.
 - SQLite: each migration's own ``BEGIN IMMEDIATE`` (one writer per file), with the busy timeout.
 
@@ -84,6 +85,10 @@ def migration_lock(con: MigrationConnection, timeout: float) -> Iterator[None]:
         yield
         return
     if con.dialect == "postgres":
+        if int(con.connection.server_version) >= 140000:
+            # A holder killed while its backend runs a long statement (an ALTER, a backfill) would keep
+            # the lock until the statement ends: the server polls the client socket and ends the session.
+            con.execute("SET client_connection_check_interval = 1000")
         key, taken = _pg_try_first(con)
         deadline = time.monotonic() + timeout
         while not taken and not con.scalar("SELECT pg_try_advisory_lock(%s)", (key,)):

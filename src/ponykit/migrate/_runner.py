@@ -8,6 +8,7 @@ failure leaves nothing behind. MariaDB cannot roll DDL back: the runner runs uni
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from ._execute import run_unit, server_version, set_timeouts
 from ._history import History, load_history
 from ._lock import migration_lock, sqlite_begin
 from ._units import Unit, plan_units
-from ._versions import VersionRow, delete_row, ensure_table, read_rows, write_row
+from ._versions import VersionRow, delete_row, ensure_table, read_rows, set_progress, write_row
 
 __all__ = ["Progress", "downgrade", "upgrade"]
 
@@ -79,10 +80,24 @@ class _Run:
         started = time.monotonic()
         units = self.units(rev, backwards)
         verb = "Reverting" if backwards else "Applying"
-        if con.dialect == "mysql":
-            done = self._apply_stepwise(rev, units, backwards, started, verb)
-        else:
-            done = self._apply_atomic(rev, units, backwards, started, verb)
+        try:
+            if con.dialect == "mysql":
+                done = self._apply_stepwise(rev, units, backwards, started, verb)
+            else:
+                done = self._apply_atomic(rev, units, backwards, started, verb)
+        except MigrationError as exc:
+            lost = _lost_connection(con, exc)
+            if lost is None:
+                raise
+            raise type(exc)(f"{exc}. Cause: {lost}") from exc
+        except Exception as exc:
+            # Outside a unit: BEGIN, the journal, COMMIT (a connection the server killed fails there too)
+            text = " ".join(str(exc).split())
+            raise MigrationError(
+                f"revision {rev}: the migration connection failed between steps: {type(exc).__name__}: "
+                f"{text}. Run `migrate status` to see where it stopped, then "
+                f"{'downgrade' if backwards else 'upgrade'} again"
+            ) from exc
         if done:
             _say(self.progress, f"done in {time.monotonic() - started:.2f} s\n")
         return done
@@ -121,10 +136,9 @@ class _Run:
                 self._record(rev, len(units), duration)
             con.execute("COMMIT")
         except BaseException:
-            try:
-                con.execute("ROLLBACK")
-            finally:
-                if sqlite and foreign_keys:
+            _rollback(con)
+            if sqlite and foreign_keys:
+                with contextlib.suppress(Exception):  # the failure being raised matters more
                     con.execute("PRAGMA foreign_keys = ON")
             raise
         if sqlite and foreign_keys:
@@ -138,30 +152,11 @@ class _Run:
         rows = read_rows(con, exists=True)  # the runner made sure of the table before taking any revision
         row: VersionRow | None = rows.get(rev)
         if backwards:
-            if row is None:
-                return False
-            if row.status == "partial":
-                raise MigrationStateError(
-                    f"revision {rev} is partially applied ({row.steps_done}/{len(units)} steps): run upgrade "
-                    "to finish it before downgrading"
-                )
-            start = 0
-            _say(self.progress, f"{verb} {self.label(rev)} ... ")
+            start = self._start_down(rev, row, units, verb)
         else:
-            if row is not None and row.status == "applied":
-                return False
-            start = row.steps_done if row is not None else 0
-            if start > len(units):
-                raise MigrationStateError(
-                    f"revision {rev} is recorded with {start} steps done but plans {len(units)} now: "
-                    "the file changed since; restore it"
-                )
-            parents, checksum = self.history.parents(rev), self.history.checksum(rev)
-            write_row(con, rev, parents, checksum, "partial", start)
-            if start:
-                _say(self.progress, f"Resuming {self.label(rev)} at step {start + 1}/{len(units)} ... ")
-            else:
-                _say(self.progress, f"{verb} {self.label(rev)} ... ")
+            start = self._start_up(rev, row, units, verb)
+        if start is None:
+            return False
         for index in range(start, len(units)):
             unit = units[index]
             if unit.kind == "python":
@@ -170,26 +165,22 @@ class _Run:
                     run_unit(con, unit, rev, index, len(units))
                     self._journal(rev, index + 1, backwards)
                     con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-            else:
-                try:
-                    run_unit(con, unit, rev, index, len(units))
                 except MigrationError as exc:
-                    if index == 0 and isinstance(exc, UnsafeMigration) and not backwards:
-                        # a check failed before the first statement: nothing ran, not even partially
-                        delete_row(con, rev)
-                        raise
-                    raise type(exc)(
-                        f"{exc}. MariaDB cannot roll back DDL: steps 1-{index} of {len(units)} are applied "
-                        + (
-                            "and recorded (status partial); fix the cause and run upgrade again to resume"
-                            if not backwards
-                            else "(downgrade); fix the cause and run downgrade again"
-                        )
-                    ) from exc
-                self._journal(rev, index + 1, backwards)
+                    _rollback(con)  # the function's writes and its journal entry go together
+                    raise type(exc)(f"{exc}. {_stopped(index, len(units), backwards)}") from exc
+                except BaseException:
+                    _rollback(con)
+                    raise
+                continue
+            try:
+                run_unit(con, unit, rev, index, len(units))
+            except MigrationError as exc:
+                if index == 0 and isinstance(exc, UnsafeMigration):
+                    # a check failed before the first statement: nothing ran, not even partially
+                    _quietly(lambda: self._undo_start(rev, row, backwards))
+                    raise
+                raise type(exc)(f"{exc}. {_stopped(index, len(units), backwards)}") from exc
+            self._journal(rev, index + 1, backwards)
         if backwards:
             delete_row(con, rev)
         else:
@@ -197,16 +188,127 @@ class _Run:
             self._record(rev, len(units), duration)
         return True
 
+    def _start_up(self, rev: str, row: VersionRow | None, units: list[Unit], verb: str) -> int | None:
+        """The unit an upgrade of ``rev`` starts at (a partial one resumes); None when it is applied."""
+        if row is not None and row.status == "applied":
+            return None
+        if row is not None and row.status == "reverting":
+            raise MigrationStateError(_reverting_message(rev, row, len(units)))
+        start = row.steps_done if row is not None else 0
+        if start > len(units):
+            raise MigrationStateError(
+                f"revision {rev} is recorded with {start} steps done but plans {len(units)} now: "
+                "the file changed since; restore it"
+            )
+        write_row(self.con, rev, self.history.parents(rev), self.history.checksum(rev), "partial", start)
+        if start:
+            _say(self.progress, f"Resuming {self.label(rev)} at step {start + 1}/{len(units)} ... ")
+        else:
+            _say(self.progress, f"{verb} {self.label(rev)} ... ")
+        return start
+
+    def _start_down(self, rev: str, row: VersionRow | None, units: list[Unit], verb: str) -> int | None:
+        """The unit a downgrade of ``rev`` starts at (a reverting one resumes); None when not applied.
+        The row turns ``reverting`` before the first unit, so a downgrade stopped half way is recorded."""
+        if row is None:
+            return None
+        if row.status == "partial":
+            raise MigrationStateError(
+                f"revision {rev} is partially applied ({row.steps_done}/{len(units)} steps): run upgrade "
+                "to finish it before downgrading"
+            )
+        start = row.steps_done if row.status == "reverting" else 0
+        if start > len(units):
+            raise MigrationStateError(
+                f"revision {rev} is recorded with {start} steps undone but its downgrade plans {len(units)} "
+                "now: the file changed since; restore it"
+            )
+        set_progress(self.con, rev, "reverting", start)
+        if start:
+            _say(
+                self.progress,
+                f"Resuming the revert of {self.label(rev)} at step {start + 1}/{len(units)} ... ",
+            )
+        else:
+            _say(self.progress, f"{verb} {self.label(rev)} ... ")
+        return start
+
+    def _undo_start(self, rev: str, row: VersionRow | None, backwards: bool) -> None:
+        """Put the row back as it was when the first unit's checks refused before any statement ran."""
+        if not backwards:
+            delete_row(self.con, rev)
+        elif row is not None:
+            set_progress(self.con, rev, row.status, row.steps_done)
+
     def _record(self, rev: str, steps: int, duration: int) -> None:
         history = self.history
         write_row(self.con, rev, history.parents(rev), history.checksum(rev), "applied", steps, duration)
 
     def _journal(self, rev: str, steps: int, backwards: bool) -> None:
-        if not backwards:
-            p = self.con.param
-            self.con.execute(
-                f"UPDATE ponykit_migration SET steps_done = {p} WHERE revision = {p}", (steps, rev)
-            )
+        set_progress(self.con, rev, "reverting" if backwards else "partial", steps)
+
+
+def _connection_closed(con: MigrationConnection) -> bool:
+    if con.dialect == "postgres":
+        return bool(con.connection.closed)
+    if con.dialect == "mysql":
+        return not con.connection.open
+    return False
+
+
+def _lost_connection(con: MigrationConnection, exc: BaseException) -> str | None:
+    """When the migration connection died (killed by the server, the network), the first error that said
+    so, for the message: what a caller sees last is often a later "connection already closed"."""
+    if not _connection_closed(con):
+        return None
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    first = next((e for e in reversed(chain) if type(e).__name__ == "OperationalError"), chain[-1])
+    text = " ".join(str(first).split())
+    return (
+        f"the migration connection was lost ({type(first).__name__}: {text}); the server rolled back its "
+        "open transaction and released the migration lock"
+    )
+
+
+def _rollback(con: MigrationConnection) -> None:
+    """ROLLBACK after a failure; a connection the server killed cannot, and its error must not hide the
+    failure being raised (the server rolled the transaction back when it dropped the session)."""
+    with contextlib.suppress(Exception):
+        con.execute("ROLLBACK")
+
+
+def _quietly(action: Callable[[], None]) -> None:
+    """Run a journal write while an error is being raised: its own failure (a dead connection) must not
+    hide that error."""
+    with contextlib.suppress(Exception):
+        action()
+
+
+def _stopped(index: int, total: int, backwards: bool) -> str:
+    """What a failure at unit ``index`` left behind on MariaDB, and what to run."""
+    what, status, command = (
+        ("undone", "reverting", "downgrade") if backwards else ("applied", "partial", "upgrade")
+    )
+    done = (
+        f"steps 1-{index} of {total} are {what} and recorded" if index else f"none of {total} steps is {what}"
+    )
+    return (
+        f"MariaDB cannot roll back DDL: {done} (status {status}); fix the cause and run "
+        f"{command} again to resume at step {index + 1}"
+    )
+
+
+def _reverting_message(rev: str, row: VersionRow, total: int | None = None) -> str:
+    of = f"/{total}" if total is not None else ""
+    return (
+        f"revision {rev} is half reverted: a downgrade stopped after undoing {row.steps_done}{of} of its "
+        "steps (status reverting). Fix the cause and run downgrade again to finish reverting it; then "
+        "upgrade applies it anew"
+    )
 
 
 def _prepare(con: MigrationConnection, statement_lock_timeout: float) -> None:
@@ -243,6 +345,9 @@ def upgrade(
             _prepare(con, statement_lock_timeout)
             run = _Run(con, history, progress)
             rows = read_rows(con, exists=True)
+            for rev in wanted:
+                if rev in rows and rows[rev].status == "reverting":
+                    raise MigrationStateError(_reverting_message(rev, rows[rev]))
             for rev in wanted:
                 row = rows.get(rev)
                 if row is not None and row.status == "applied":
@@ -289,7 +394,16 @@ def downgrade(
         with migration_lock(con, lock_timeout):
             _prepare(con, statement_lock_timeout)
             run = _Run(con, history, progress)
-            for rev in _targets_down(history, read_rows(con, exists=True), target):
+            rows = read_rows(con, exists=True)
+            targets = _targets_down(history, rows, target)
+            for rev, row in rows.items():
+                if row.status == "reverting" and rev not in targets:
+                    parents = ", ".join(history.parents(rev)) or "base"
+                    raise MigrationStateError(
+                        f"{_reverting_message(rev, row)}. A downgrade to {target!r} would keep it: "
+                        f"downgrade past it (to {parents})"
+                    )
+            for rev in targets:
                 if run.apply(rev, backwards=True):
                     undone.append(rev)
     finally:

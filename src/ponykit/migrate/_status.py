@@ -18,10 +18,11 @@ __all__ = ["Status", "compute_status", "status"]
 class Status:
     """The migration state of a database against a migrations directory.
 
-    ``applied``/``pending`` are revision ids in order (a partial revision is pending too); ``partial``
-    maps a partially applied revision (MariaDB) to its steps done; ``unknown`` lists revisions the
-    database has but the directory does not; ``current`` is the latest applied revision (None before the
-    first).
+    ``applied``/``pending`` are revision ids in order (a partial or reverting revision is pending too);
+    ``partial`` maps a partially applied revision (MariaDB) to its steps done; ``reverting`` maps a
+    revision whose downgrade stopped half way (MariaDB) to its steps undone (run downgrade to finish it);
+    ``unknown`` lists revisions the database has but the directory does not; ``current`` is the latest
+    applied revision (None before the first).
     """
 
     applied: list[str]
@@ -31,11 +32,18 @@ class Status:
     current: str | None
     unknown: list[str] = field(default_factory=list)
     messages: dict[str, str] = field(default_factory=dict)
+    reverting: dict[str, int] = field(default_factory=dict)
 
     @property
     def up_to_date(self) -> bool:
-        """Nothing pending or partial, one head at most, no unknown revisions."""
-        return not self.pending and not self.partial and len(self.heads) <= 1 and not self.unknown
+        """Nothing pending, partial or reverting, one head at most, no unknown revisions."""
+        return (
+            not self.pending
+            and not self.partial
+            and not self.reverting
+            and len(self.heads) <= 1
+            and not self.unknown
+        )
 
     def lines(self) -> list[str]:
         """A human listing: one line per revision, then the heads."""
@@ -43,7 +51,12 @@ class Status:
         for rev in self.applied:
             out.append(f"applied  {rev} {self.messages.get(rev, '')}".rstrip())
         for rev in self.pending:
-            if rev in self.partial:
+            if rev in self.reverting:
+                out.append(
+                    f"reverting {rev} {self.messages.get(rev, '')} ({self.reverting[rev]} steps undone by a "
+                    "downgrade that stopped: run downgrade to finish)"
+                )
+            elif rev in self.partial:
                 out.append(f"partial  {rev} {self.messages.get(rev, '')} ({self.partial[rev]} steps done)")
             else:
                 out.append(f"pending  {rev} {self.messages.get(rev, '')}".rstrip())
@@ -57,6 +70,7 @@ def compute_status(history: History, rows: dict[str, VersionRow]) -> Status:
     """The status from a history and the version table's rows."""
     applied = [r for r in history.order if r in rows and rows[r].status == "applied"]
     partial = {r: rows[r].steps_done for r in history.order if r in rows and rows[r].status == "partial"}
+    reverting = {r: rows[r].steps_done for r in history.order if r in rows and rows[r].status == "reverting"}
     pending = [r for r in history.order if r not in applied]
     unknown = sorted(set(rows) - set(history.order))
     return Status(
@@ -67,6 +81,7 @@ def compute_status(history: History, rows: dict[str, VersionRow]) -> Status:
         current=applied[-1] if applied else None,
         unknown=unknown,
         messages={r: history.message(r) for r in history.order},
+        reverting=reverting,
     )
 
 

@@ -2,6 +2,10 @@
 
 Created by ponykit (not an entity; introspection and snapshots leave it out), idempotently, by the process
 holding the migration lock. One row per applied (or partially applied, MariaDB) revision.
+
+``status`` is ``applied``, ``partial`` (MariaDB: an upgrade stopped after ``steps_done`` units; the next
+upgrade resumes it) or ``reverting`` (MariaDB: a downgrade stopped after undoing ``steps_done`` units of
+the revision's backward plan; the next downgrade resumes it, upgrade refuses it).
 """
 
 from __future__ import annotations
@@ -11,7 +15,16 @@ from dataclasses import dataclass
 
 from ._connect import MigrationConnection
 
-__all__ = ["TABLE", "VersionRow", "delete_row", "ensure_table", "read_rows", "table_exists", "write_row"]
+__all__ = [
+    "TABLE",
+    "VersionRow",
+    "delete_row",
+    "ensure_table",
+    "read_rows",
+    "set_progress",
+    "table_exists",
+    "write_row",
+]
 
 TABLE = "ponykit_migration"
 
@@ -29,7 +42,8 @@ _DDL = {
 
 @dataclass(frozen=True)
 class VersionRow:
-    """One row: a revision, its parents, when, the file's checksum, applied|partial, steps done."""
+    """One row: a revision, its parents, when, the file's checksum, applied|partial|reverting, steps done
+    (units applied; for ``reverting``, units undone)."""
 
     revision: str
     parents: tuple[str, ...]
@@ -131,3 +145,12 @@ def write_row(
 def delete_row(con: MigrationConnection, revision: str) -> None:
     """Forget ``revision`` (after a downgrade)."""
     con.execute(f"DELETE FROM {TABLE} WHERE revision = {con.param}", (revision,))
+
+
+def set_progress(con: MigrationConnection, revision: str, status: str, steps_done: int) -> None:
+    """Record how far a revision got (status and steps done), keeping the rest of its row."""
+    p = con.param
+    con.execute(
+        f"UPDATE {TABLE} SET status = {p}, steps_done = {p} WHERE revision = {p}",
+        (status, steps_done, revision),
+    )
