@@ -188,6 +188,44 @@ def test_historical_models_read_encrypted_attributes_with_the_apps_keys(
         db.disconnect()
 
 
+def test_run_python_reads_and_writes_encrypted_attributes_with_the_apps_keys(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """A data migration on a model with an encrypted attribute: its historical models use the key ring the
+    application's Database was attached with (a random ring would fail to decrypt)."""
+    from ponykit.security import KeyRing
+    from ponykit.types import EncryptedStr
+
+    d = tmp_path / "migrations"
+    db = Database()
+
+    class Person(db.Entity):  # type: ignore[name-defined]
+        secret = Optional(EncryptedStr)
+
+    ponykit.bind_url(db, backend.url)
+    ponykit.attach(db, keys=KeyRing({"k1": KeyRing.generate_key()}))
+    db.generate_mapping(create_tables=False, check_tables=False)
+    try:
+        migrate.make(db, "first", directory=d)
+        migrate.upgrade(db, directory=d)
+        with db_session:
+            Person(secret="s3cret")
+        path = migrate.make(db, "shout", directory=d, empty=True)
+        assert path is not None
+        text = path.read_text().replace("operations: list[op.Operation] = []", "operations = []")
+        text = text.replace(
+            "operations = [",
+            "def shout(db):\n    for p in db.Person.select():\n        p.secret = p.secret.upper()\n\n\n"
+            "operations = [\n    op.RunPython(shout, reverse=op.noop),",
+        )
+        path.write_text(text)
+        migrate.upgrade(db, directory=d)
+        with db_session:
+            assert [p.secret for p in Person.select()] == ["S3CRET"]
+    finally:
+        db.disconnect()
+
+
 def test_rename_an_entity_onto_the_name_of_a_dropped_one(backend: Backend, tmp_path: Path) -> None:
     def declare(db: Database, version: int) -> None:
         if version == 1:

@@ -111,7 +111,11 @@ def check(db: Database, *, directory: str | Path = "migrations", against_db: boo
         rows = read_rows(con)
         state = compute_status(history, rows)
         for rev in state.pending:
-            if rev in state.partial:
+            if rev in state.reverting:
+                report.add(
+                    2, f"revision {rev} is half reverted ({state.reverting[rev]} steps undone): run downgrade"
+                )
+            elif rev in state.partial:
                 report.add(2, f"revision {rev} is partial ({state.partial[rev]} steps done): run upgrade")
             else:
                 report.add(2, f"revision {rev} is not applied: run upgrade")
@@ -125,7 +129,7 @@ def check(db: Database, *, directory: str | Path = "migrations", against_db: boo
                     "(checksum differs from the version table): restore it; add a new migration instead",
                 )
         expected = _expected_snapshot(history, state.applied)
-        if expected is not None and not state.partial:
+        if expected is not None and not state.partial and not state.reverting:
             _drift(con, expected, report)
     finally:
         con.close()

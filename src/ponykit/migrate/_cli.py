@@ -176,6 +176,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                         "applied": state.applied,
                         "pending": state.pending,
                         "partial": state.partial,
+                        "reverting": state.reverting,
                         "heads": state.heads,
                         "current": state.current,
                         "unknown": state.unknown,

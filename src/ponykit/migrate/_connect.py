@@ -25,6 +25,7 @@ class MigrationConnection:
 
     connection: Any
     dialect: str
+    keys: Any = None  # the application's key ring (RunPython's historical models read encrypted values)
 
     def execute(self, sql: str, params: Any = None) -> Any:
         """Run one statement; return its cursor (rows fetched by the caller)."""
@@ -72,4 +73,7 @@ def open_connection(db: Database) -> MigrationConnection:
         con.autocommit(True)
     else:
         con.isolation_level = None  # Pony's default too: the runner writes BEGIN itself
-    return MigrationConnection(con, dialect)
+    from .._kit import find_kit
+
+    kit = find_kit(db)
+    return MigrationConnection(con, dialect, keys=None if kit is None else getattr(kit, "keys", None))

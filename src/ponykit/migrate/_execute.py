@@ -81,7 +81,7 @@ def _run_python(con: MigrationConnection, unit: Unit) -> None:
     from ._historical import bind_on_connection
 
     assert unit.function is not None
-    database = bind_on_connection(unit.snapshot, con)
+    database = bind_on_connection(unit.snapshot, con, keys=con.keys)
     with db_session:
         unit.function(database)
         database.commit()  # flush; the borrowed connection's commit does nothing: the runner commits
