@@ -106,11 +106,15 @@ replica_clone() {  # a fresh base backup of the primary, configured as a standby
 
 replica_start() {
     local bin waited=0
-    if replica_check; then
-        printf 'replica: answering on 127.0.0.1:%s\n' "$REPLICA_PORT"
-        return 0
-    fi
     bin="$(replica_bin)"
+    if replica_check; then
+        if [ "$REPLICA_APPLY_DELAY" != "0" ] || replica_caught_up 20 2>/dev/null; then
+            printf 'replica: answering on 127.0.0.1:%s\n' "$REPLICA_PORT"
+            return 0
+        fi
+        printf 'replica: answering but not streaming from the primary; starting it again\n' >&2
+        as_postgres "$bin/pg_ctl" -D "$REPLICA_DIR" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
     replica_allow_replication || return 1
     if [ ! -f "$REPLICA_DIR/standby.signal" ] || [ ! -f "$REPLICA_DIR/PG_VERSION" ]; then
         replica_clone || return 1
@@ -126,6 +130,17 @@ replica_start() {
     fi
     while [ "$waited" -lt "$REPLICA_WAIT" ]; do
         if replica_check; then
+            if [ "$REPLICA_APPLY_DELAY" = "0" ] && ! replica_caught_up 20 2>/dev/null; then
+                # A standby stopped for a while starts, but cannot stream once the primary has recycled
+                # the WAL it needs ("requested WAL segment has already been removed"): clone again.
+                printf 'replica: not streaming from the primary; cloning it again (log: %s)\n' \
+                    "$REPLICA_DIR/server.log" >&2
+                as_postgres "$bin/pg_ctl" -D "$REPLICA_DIR" -m immediate -w stop >/dev/null 2>&1 || true
+                replica_clone || return 1
+                as_postgres "$bin/pg_ctl" -D "$REPLICA_DIR" -l "$REPLICA_DIR/server.log" -w -t "$REPLICA_WAIT" \
+                    start >/dev/null || return 1
+                replica_caught_up 60 || return 1
+            fi
             printf 'replica: started on 127.0.0.1:%s (%s)\n' "$REPLICA_PORT" "$REPLICA_DIR"
             return 0
         fi
