@@ -103,6 +103,10 @@ class Kit:
         # statement, it returns the SQL to send (the statement, maybe with the settings in front).
         self.rls_required: tuple[str, ...] = ()
         self.before_statement: Callable[[Any, str, Any], str] | None = None
+        # Set by the transactions installer: given a session cache, whether its transaction has written
+        # (a write statement, a flush, a reported bulk write). The replica router pins only commits that
+        # did; None (not installed): every commit counts as a write.
+        self.transaction_wrote: Callable[[Any], bool] | None = None
 
     def __repr__(self) -> str:
         # Keys and cache credentials stay out of reprs: name their types only.

@@ -697,3 +697,50 @@ def test_a_full_replica_pool_does_not_make_readers_wait_the_pool_timeout(pair: A
         done.set()
         holder.join()
     assert replica_status(db)["sessions"]["primary:busy"] == 1
+
+
+@pytest.mark.backends("postgres")
+def test_only_commits_that_wrote_pin_the_reader(pair: Any, replica_control: Any, backend: Any) -> None:
+    """A commit that only read leaves no pin: a pin would cost a query and make the reader's next replica
+    reads wait for other clients' writes. Every kind of write pins."""
+    db, account = pair(accounts=2)
+
+    def pins_after(work: Callable[[], Any]) -> tuple[bool, int]:
+        before = replica_status(db)["pins"]
+        with use_pin():
+            work()
+            return current_pin() is not None, replica_status(db)["pins"] - before
+
+    def read_in_transaction() -> None:
+        with pk.transaction(db=db):  # on the primary, and it COMMITs
+            assert account[0].value == 0
+            db.execute("SELECT 1")
+
+    def orm_write() -> None:
+        with db_session:
+            account[0].value = 1
+
+    def raw_write() -> None:
+        with db_session:
+            db.execute("UPDATE account SET value = 2 WHERE id = 1")
+
+    def bulk_write() -> None:
+        with db_session:
+            pk.bulk_update(account, [{"id": 0, "value": 3}])
+
+    assert pins_after(read_in_transaction) == (False, 0)
+    for write in (orm_write, raw_write, bulk_write):
+        assert pins_after(write) == (True, 1), write.__name__
+
+    # Without attach() nothing counts the statements: every commit pins, as before
+    plain = Database()
+    pk.bind_url(plain, backend.url, replicas=[replica_control.url_for(backend)])
+    try:
+        define(plain)
+        plain.generate_mapping(create_tables=False)
+        with use_pin():
+            with db_session:
+                plain.execute("SELECT 1")  # starts a transaction that commits
+            assert current_pin() is not None
+    finally:
+        plain.disconnect()

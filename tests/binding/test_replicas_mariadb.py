@@ -382,3 +382,50 @@ def test_gtid_token_carries_the_pin_to_the_next_request(mpair: Any, mariadb_repl
     tampered = f"{prefix}.{payload[:-1]}{'A' if payload[-1] != 'A' else 'B'}.{mac}"
     assert contextvars.Context().run(next_request, tampered, "k") == (0, True)
     assert contextvars.Context().run(next_request, token, "wrong") == (0, True)
+
+
+def test_only_commits_that_wrote_pin_the_reader(mpair: Any, mariadb_replica_control: Any) -> None:
+    """Pony commits every session on MariaDB, reads included: those commits leave no pin (no
+    ``@@gtid_binlog_pos`` query, and the reader's next replica reads do not wait for other clients'
+    writes). Every kind of write pins; without attach() every commit does."""
+    db, account = mpair(accounts=2)
+
+    def pins_after(work: Callable[[], Any]) -> tuple[bool, int]:
+        before = replica_status(db)["pins"]
+        with use_pin():
+            work()
+            return current_pin() is not None, replica_status(db)["pins"] - before
+
+    def read() -> None:
+        with db_session:
+            assert account[0].value == 0
+            assert not on_replica(db)
+
+    def orm_write() -> None:
+        with db_session:
+            account[0].value = 1
+
+    def raw_write() -> None:
+        with db_session:
+            db.execute("UPDATE account SET value = 2 WHERE id = 1")
+
+    def bulk_write() -> None:
+        with db_session:
+            pk.bulk_update(account, [{"id": 0, "value": 3}])
+
+    assert pins_after(read) == (False, 0)
+    for write in (orm_write, raw_write, bulk_write):
+        assert pins_after(write) == (True, 1), write.__name__
+
+    primary, replica = mariadb_replica_control.database()
+    plain = Database()
+    pk.bind_url(plain, primary, replicas=[replica])
+    try:
+        define(plain)
+        plain.generate_mapping(create_tables=True)
+        with use_pin():
+            with db_session:
+                plain.select("SELECT 1")
+            assert current_pin() is not None  # not attached: nothing tells a read from a write
+    finally:
+        plain.disconnect()

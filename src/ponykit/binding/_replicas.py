@@ -31,6 +31,7 @@ from typing import Any
 from pony.orm import Database
 
 from .. import _pony
+from .._kit import find_kit
 from ..errors import ConfigurationError, OptionError, PoolTimeout, UnsupportedDatabase
 from ._dialects import Dialect, dialect_for
 from ._gtid import Position
@@ -410,11 +411,22 @@ def _commit(router: Router, original: Any) -> Any:
             # after the last read cannot fail a session whose reads all succeeded.
             _pony.end_read_transaction(cache)
             return None
+        wrote = _may_have_written(router.db, cache)  # before: the commit forgets what was written
         result = original(connection, cache)
-        router.committed(connection)
+        if wrote:
+            router.committed(connection)
         return result
 
     return commit
+
+
+def _may_have_written(db: Database, cache: Any) -> bool:
+    """False only for a transaction known to have only read (attach() counts every statement and every
+    reported write). Pinning it would cost a query and tie the reader's next replica reads to other
+    clients' writes; Pony's MySQL provider commits every read session, so that is every session there."""
+    kit = find_kit(db)
+    wrote = kit.transaction_wrote if kit is not None else None
+    return wrote is None or cache is None or wrote(cache)
 
 
 def _set_mode(db: Database, original: Any) -> Any:

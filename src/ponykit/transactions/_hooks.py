@@ -181,6 +181,14 @@ def install(kit: Kit) -> None:
     _pony.wrap_provider_method(db, "release", _wrap_release)
     _pony.wrap_provider_method(db, "should_reconnect", functools.partial(_wrap_should_reconnect, db))
     _pony.wrap_provider_method(db, "execute", functools.partial(_wrap_execute, kit))
+    kit.transaction_wrote = _transaction_wrote
+
+
+def _transaction_wrote(cache: Any) -> bool:
+    """Whether the transaction of ``cache`` has written: a write statement went through the wrapped
+    ``execute`` (or a flush), or a bulk write was reported with ``record_writes``."""
+    state = tx_state(cache)
+    return state is not None and state.has_written()
 
 
 def _record_saved(cache: Any, obj: Any, status: str) -> None:
