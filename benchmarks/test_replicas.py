@@ -4,27 +4,31 @@ primary read.
 * ``test_no_replica_routing_overhead`` (every backend): without replicas nothing is installed (checked);
   ``replica_session()`` against ``db_session`` on the same Database, empty and with a one-row read.
   Target (issue 21): at most 2 µs more per session.
-* ``test_replica_read_vs_primary_read`` (PostgreSQL with ``PONYKIT_TEST_REPLICA``): the same read in a
-  ``replica_session()`` served by the replica against a ``db_session`` on the primary, beside the raw
-  driver doing the same on each server, and the routed path against the primary server itself (a
-  Database listing its primary as its replica). Target: at most 1.1x. The client and the server
-  processes it talks to are pinned to two CPUs (see ``_pin_processes``).
+* ``test_replica_read_vs_primary_read`` (PostgreSQL with ``PONYKIT_TEST_REPLICA``) and
+  ``test_replica_read_vs_primary_read_mariadb`` (the MariaDB pair, ``PONYKIT_TEST_MARIADB_REPLICA``):
+  the same read in a ``replica_session()`` served by the replica against a ``db_session`` on the
+  primary, beside the raw driver doing the same on each server, and the routed path against the primary
+  server itself (a Database listing its primary as its replica). Target: at most 1.1x. The client and
+  the server processes it talks to are pinned to two CPUs (see ``_pin_processes``).
 
-Both take turns in every round and check the median of per-round figures (the machine drifts by ±10%
-over minutes). ``pytest -s benchmarks/test_replicas.py`` prints the figures for docs/performance.md.
+The contenders take turns in every round and the medians of per-round figures are checked (the machine
+drifts by ±10% over minutes). ``pytest -s benchmarks/test_replicas.py`` prints the figures for docs/performance.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
+import pymysql
 import pytest
 from pony.orm import Database, PrimaryKey, Required, db_session
 
@@ -102,11 +106,25 @@ def test_no_replica_routing_overhead(bench_env: Any, request: pytest.FixtureRequ
     assert extra_empty <= 2.0, f"replica_session() adds {extra_empty:.2f} µs to a session (target 2 µs)"
 
 
+@dataclass
+class Pair:
+    """A primary and its replica holding the benchmark table, for one kind of database."""
+
+    name: str
+    db: Database  # routed to the replica
+    item: Any
+    looped_item: Any  # of a Database whose "replica" is the primary server itself
+    raw_primary: Any  # DB-API connections, one to each server
+    raw_replica: Any
+    # What Pony sends for a read session on the primary (the statements after the SELECT), and the
+    # query naming the OS thread or process that serves a connection
+    after_select: tuple[str, ...]
+    server_process_sql: str
+
+
 @pytest.fixture
-def replicated() -> Iterator[tuple[Database, Any, Any]]:
-    """The benchmark table in a schema of its own on the primary, replayed by the replica: a Database
-    routed to the replica, and a second one whose "replica" is the primary server itself (the routed
-    path with the server held equal)."""
+def postgres_pair() -> Iterator[Pair]:
+    """The benchmark table in a schema of its own on the primary, replayed by the replica."""
     primary, replica = os.environ.get("PONYKIT_TEST_POSTGRES"), os.environ.get("PONYKIT_TEST_REPLICA")
     if not primary or not replica:
         pytest.skip("needs PONYKIT_TEST_POSTGRES and PONYKIT_TEST_REPLICA (bash .ci/replica.sh start)")
@@ -119,62 +137,128 @@ def replicated() -> Iterator[tuple[Database, Any, Any]]:
     def with_schema(url: str) -> str:
         return urlunsplit(urlsplit(url)._replace(query=query))
 
+    made = _make_pair("postgres", with_schema(primary), with_schema(replica), _psycopg2_autocommit)
+    try:
+        yield Pair(*made, after_select=("DISCARD ALL",), server_process_sql="SELECT pg_backend_pid()")
+    finally:
+        _close_pair(made)
+        admin.cursor().execute(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.close()
+
+
+@pytest.fixture
+def mariadb_pair() -> Iterator[Pair]:
+    """The benchmark table in a database of its own on the MariaDB pair's primary, replayed by its
+    replica (``bash .ci/mariadb-replica.sh start``)."""
+    replica = os.environ.get("PONYKIT_TEST_MARIADB_REPLICA")
+    if not replica:
+        pytest.skip("needs PONYKIT_TEST_MARIADB_REPLICA (bash .ci/mariadb-replica.sh start)")
+    primary = os.environ.get("PONYKIT_TEST_MARIADB_PRIMARY") or "mysql://root@127.0.0.1:3307/test"
+    name = "pk_bench_" + uuid.uuid4().hex[:10]
+    admin = _pymysql_autocommit(**pk.parse_url(primary)[1])
+    admin.cursor().execute(f"CREATE DATABASE `{name}`")
+
+    def with_database(url: str) -> str:
+        return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+    made = _make_pair("mariadb", with_database(primary), with_database(replica), _pymysql_autocommit)
+    try:
+        # Pony commits a read session on MariaDB, then its pool rolls back; a replica session skips the
+        # COMMIT (it only read). The raw driver does the primary's work on both servers.
+        yield Pair(
+            *made,
+            after_select=("COMMIT", "ROLLBACK"),
+            server_process_sql="SELECT tid FROM information_schema.processlist WHERE id = CONNECTION_ID()",
+        )
+    finally:
+        _close_pair(made)
+        admin.cursor().execute(f"DROP DATABASE `{name}`")
+        admin.close()
+
+
+def _psycopg2_autocommit(**kwargs: Any) -> Any:
+    con = psycopg2.connect(**kwargs)
+    con.autocommit = True  # each statement its own transaction, as Pony's reads on PostgreSQL
+    return con
+
+
+def _pymysql_autocommit(**kwargs: Any) -> Any:
+    if "db" in kwargs:  # Pony's spelling; PyMySQL's own is database
+        kwargs["database"] = kwargs.pop("db")
+    return pymysql.connect(**kwargs, autocommit=True)  # the COMMIT and ROLLBACK are sent explicitly
+
+
+def _make_pair(
+    name: str, primary: str, replica: str, connect: Callable[..., Any]
+) -> tuple[str, Database, Any, Any, Any, Any]:
     db = Database()
-    pk.bind_url(db, with_schema(primary), replicas=[with_schema(replica)])
+    pk.bind_url(db, primary, replicas=[replica])
     item = _define(db)
     pk.attach(db)
     db.generate_mapping(create_tables=True)
     looped = Database()  # the same primary listed as its own replica: routed, on the same server
-    pk.bind_url(looped, with_schema(primary), replicas=[with_schema(primary)])
+    pk.bind_url(looped, primary, replicas=[primary])
     looped_item = _define(looped)
     pk.attach(looped)
     looped.generate_mapping(create_tables=False)
     with db_session:
         for i in range(10):
             item(id=i, value=i)
-    standby = psycopg2.connect(**pk.parse_url(with_schema(replica))[1])
-    standby.autocommit = True
+    raw_primary, raw_replica = connect(**pk.parse_url(primary)[1]), connect(**pk.parse_url(replica)[1])
     deadline = time.monotonic() + 30
     while True:  # the replica itself has replayed the table and its rows (not a router's fallback)
-        cursor = standby.cursor()
-        cursor.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'replicabench'")
-        if cursor.fetchone()[0]:
+        cursor = raw_replica.cursor()
+        with contextlib.suppress(Exception):  # not replayed yet: the table is missing
             cursor.execute("SELECT count(*) FROM replicabench")
             if cursor.fetchone()[0] == 10:
                 break
         if time.monotonic() > deadline:
-            pytest.fail(
-                "the replica did not replay the benchmark table within 30 s (bash .ci/replica.sh start)"
-            )
+            pytest.fail(f"the {name} replica did not replay the benchmark table within 30 s")
         time.sleep(0.05)
-    standby.close()
-    try:
-        yield db, item, looped_item
-    finally:
-        db.disconnect()
-        looped.disconnect()
-        admin.cursor().execute(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.close()
+    return name, db, item, looped_item, raw_primary, raw_replica
+
+
+def _close_pair(made: tuple[str, Database, Any, Any, Any, Any]) -> None:
+    _, db, _, looped_item, raw_primary, raw_replica = made
+    db.disconnect()
+    looped_item._database_.disconnect()
+    raw_primary.close()
+    raw_replica.close()
 
 
 @pytest.mark.bench_backends("postgres")
 def test_replica_read_vs_primary_read(
-    bench_env: Any, replicated: tuple[Database, Any, Any], request: pytest.FixtureRequest
+    bench_env: Any, postgres_pair: Pair, request: pytest.FixtureRequest
 ) -> None:
+    """PostgreSQL streaming replica: see :func:`_replica_read`."""
+    del bench_env  # runs once, on the postgres backend of the harness
+    if not request.config.getoption("benchmark_disable"):
+        _replica_read(postgres_pair)
+
+
+@pytest.mark.bench_backends("mysql")
+def test_replica_read_vs_primary_read_mariadb(
+    bench_env: Any, mariadb_pair: Pair, request: pytest.FixtureRequest
+) -> None:
+    """MariaDB GTID replica: see :func:`_replica_read`."""
+    del bench_env  # runs once, on the mysql backend of the harness
+    if not request.config.getoption("benchmark_disable"):
+        _replica_read(mariadb_pair)
+
+
+def _replica_read(pair: Pair) -> None:
     """A one-row read in a ``replica_session()`` against the same read in a ``db_session`` on the
     primary. Two figures, each the median over many short interleaved rounds:
 
     * **routed, same server**: the replica path of a Database whose replica is the primary server
       itself, against its primary path: what the routing costs, with the server held equal;
-    * **the real standby**: the replica path served by the standby, against the primary, with the two
+    * **the real replica**: the replica path served by the replica, against the primary, with the two
       servers' own difference (the raw driver's, measured in the same rounds) taken out by subtraction.
       Dividing by the raw driver's ratio instead would scale the servers' difference by the share of
       the session's time that is not the server's.
     """
-    del bench_env  # runs once, on the postgres backend of the harness
-    if request.config.getoption("benchmark_disable"):
-        return
-    db, item, looped_item = replicated
+    db, item, looped_item = pair.db, pair.item, pair.looped_item
+    looped_db = looped_item._database_
 
     def primary() -> None:
         with db_session:
@@ -192,33 +276,35 @@ def test_replica_read_vs_primary_read(
         with db_session:
             looped_item[3]
 
-    primary_kwargs = dict(db.provider.pool.kwargs)
-    replica_kwargs = dict(db.provider.pool.replicas[0].pool.kwargs)
-    raw = {
-        name: psycopg2.connect(**kwargs) for name, kwargs in (("p", primary_kwargs), ("r", replica_kwargs))
-    }
-
     def driver(con: Any) -> Callable[[], None]:
         cursor = con.cursor()
 
-        def read() -> None:  # what Pony sends for the session: the SELECT, then its pool's reset
-            con.autocommit = True
+        def read() -> None:
             cursor.execute("SELECT id, value FROM replicabench WHERE id = 3")
             cursor.fetchall()
-            con.rollback()
-            cursor.execute("DISCARD ALL")
-            con.autocommit = False
+            for sql in pair.after_select:
+                cursor.execute(sql)
 
         return read
+
+    def server_process(session: Callable[[], Any], database: Database) -> int:
+        with session():
+            return int(database.select(pair.server_process_sql)[0])
+
+    def raw_process(con: Any) -> int:
+        cursor = con.cursor()
+        cursor.execute(pair.server_process_sql)
+        return int(cursor.fetchone()[0])
 
     mine = os.sched_getaffinity(0)
     pinned = _pin_processes(
         [
-            _backend(lambda: db_session, db),
-            _backend(pk.replica_session, db),
-            _backend(pk.replica_session, looped_item._database_),
-            _backend(lambda: db_session, looped_item._database_),
-            *(con.get_backend_pid() for con in raw.values()),
+            server_process(lambda: db_session, db),
+            server_process(pk.replica_session, db),
+            server_process(pk.replica_session, looped_db),
+            server_process(lambda: db_session, looped_db),
+            raw_process(pair.raw_primary),
+            raw_process(pair.raw_replica),
         ]
     )
     try:
@@ -229,16 +315,14 @@ def test_replica_read_vs_primary_read(
                 "replica": replica,
                 "looped": looped,
                 "looped-primary": looped_primary,
-                "raw-primary": driver(raw["p"]),
-                "raw-replica": driver(raw["r"]),
+                "raw-primary": driver(pair.raw_primary),
+                "raw-replica": driver(pair.raw_replica),
             },
             rounds=LONG_ROUNDS,
             calls=SHORT_CALLS,
         )
     finally:
         os.sched_setaffinity(0, mine)  # the rest of the benchmark run is not pinned
-    for con in raw.values():
-        con.close()
     med = {name: statistics.median(t) for name, t in times.items()}
 
     def paired(a: str, b: str) -> float:
@@ -253,51 +337,43 @@ def test_replica_read_vs_primary_read(
             times["replica"], times["primary"], times["raw-replica"], times["raw-primary"], strict=True
         )
     )
-    standby = 1 + extra / med["primary"]
-    uncorrected = statistics.median(r / p for r, p in zip(times["replica"], times["primary"], strict=True))
+    real = 1 + extra / med["primary"]
+    measured = paired("replica", "primary")
     status = pk.binding.replica_status(db)["sessions"]
     served = status.get("replica", 0) - status_before.get("replica", 0)
     print(
-        f"\npostgres: one-row read (medians of {LONG_ROUNDS} rounds of {SHORT_CALLS}): primary "
+        f"\n{pair.name}: one-row read (medians of {LONG_ROUNDS} rounds of {SHORT_CALLS}): primary "
         f"{med['primary'] * 1e6:.0f} µs, replica {med['replica'] * 1e6:.0f} µs, routed to the primary "
         f"server {med['looped'] * 1e6:.0f} µs, raw driver {med['raw-primary'] * 1e6:.0f} / "
         f"{med['raw-replica'] * 1e6:.0f} µs; routed, same server: {same_server:.3f}x (two primary "
-        f"connections against each other: {control:.3f}x); the real standby: "
-        f"{standby:.3f}x with the servers' difference taken out ({uncorrected:.3f}x as measured); "
-        f"replica sessions served by the replica: {served}; {pinned}"
+        f"connections against each other: {control:.3f}x); the real replica: {real:.3f}x with the "
+        f"servers' difference taken out ({measured:.3f}x as measured); replica sessions served by the "
+        f"replica: {served}; {pinned}"
     )
-    assert served >= LONG_ROUNDS * SHORT_CALLS  # every replica session was served by the standby
+    assert served >= LONG_ROUNDS * SHORT_CALLS  # every replica session was served by the replica
     assert same_server <= 1.1, (
         f"routing costs {same_server:.3f}x a primary read on the same server (target 1.1x)"
     )
-    assert standby <= 1.1, (
-        f"a standby read costs {standby:.3f}x a primary read beside the driver (target 1.1x)"
-    )
+    assert real <= 1.1, f"a replica read costs {real:.3f}x a primary read beside the driver (target 1.1x)"
 
 
-def _backend(session: Callable[[], Any], db: Database) -> int:
-    """The server process serving ``db``'s sessions of this kind on this thread (Pony keeps the
-    connection)."""
-    with session():
-        return int(db.select("SELECT pg_backend_pid()")[0])
+def _pin_processes(servers: list[int]) -> str:
+    """Put this process on one CPU and the server processes (PostgreSQL) or threads (MariaDB) it talks
+    to on another, all the same one.
 
-
-def _pin_processes(backends: list[int]) -> str:
-    """Put this process on one CPU and the server processes it talks to on another, all the same one.
-
-    Each connection is served by its own server process, and the scheduler places each one near or
-    far from the client as it goes: measured here, one connection's round trip took 145 µs and
+    Each connection is served by its own server process or thread, and the scheduler places each one
+    near or far from the client as it goes: measured here, one connection's round trip took 145 µs and
     another's 250 µs, persistently, for the same statement on the same server. Pinned, every
-    contender's round trips cross between the same two CPUs. Needs the right to set the affinity of
-    the server's processes (root, or the same user) and two CPUs; otherwise nothing is pinned.
+    contender's round trips cross between the same two CPUs. Needs the right to set the affinity of the
+    server's processes (root, or the same user) and two CPUs; otherwise nothing is pinned.
     """
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         return "not pinned (one CPU)"
     try:
-        for pid in backends:
+        for pid in servers:
             os.sched_setaffinity(pid, {cpus[1]})
     except OSError as exc:
         return f"not pinned ({exc.strerror})"
     os.sched_setaffinity(0, {cpus[0]})
-    return f"client on CPU {cpus[0]}, its {len(backends)} server processes on CPU {cpus[1]}"
+    return f"client on CPU {cpus[0]}, its {len(servers)} server processes on CPU {cpus[1]}"
