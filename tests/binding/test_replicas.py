@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import psycopg2
 import pytest
 from pony.orm import Database, OptimisticCheckError, PrimaryKey, Required, commit, db_session, flush
 
@@ -744,3 +745,51 @@ def test_only_commits_that_wrote_pin_the_reader(pair: Any, replica_control: Any,
             assert current_pin() is not None
     finally:
         plain.disconnect()
+
+
+@pytest.mark.backends("postgres")
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "EXPLAIN ANALYSE UPDATE account SET value = 11 WHERE id = 1",  # the British spelling runs it too
+        "EXPLAIN (COSTS OFF, TIMING OFF, SUMMARY OFF, ANALYZE) UPDATE account SET value = 12 WHERE id = 1",
+        "SELECT 1; UPDATE account SET value = 13 WHERE id = 1",  # psycopg2 sends both
+        "SELECT bump(14)",  # a read calling a function that writes
+        "SELECT * INTO account_copy FROM account",  # a new table
+    ],
+)
+def test_writes_that_read_like_selects_pin_the_reader(pair: Any, sql: str) -> None:
+    """Statements whose text starts like a read but write commit with a pin all the same. (Through
+    ``db.select()`` Pony sends a read outside any transaction on PostgreSQL: nothing commits, nothing can
+    pin; docs/scaling.md says to send such a statement through ``db.execute()``.)"""
+    db, _account = pair(accounts=2)
+    with db_session:
+        db.execute(
+            "CREATE FUNCTION bump(n int) RETURNS int LANGUAGE sql AS "
+            "'UPDATE account SET value = n WHERE id = 1 RETURNING value'"
+        )
+    before = replica_status(db)["pins"]
+    with use_pin():
+        with db_session:
+            db.execute(sql)
+        assert current_pin() is not None, sql
+    assert replica_status(db)["pins"] - before == 1
+
+
+@pytest.mark.backends("postgres")
+def test_read_your_writes_after_a_write_through_explain_analyse(pair: Any, replica_control: Any) -> None:
+    """End to end with the replica's replay paused: the reader's own write is read from the primary."""
+    db, _account = pair(accounts=2)
+    con = psycopg2.connect(replica_control.url)
+    con.autocommit = True
+    try:
+        con.cursor().execute("SELECT pg_wal_replay_pause()")
+        with use_pin():
+            with db_session:
+                db.execute("EXPLAIN ANALYSE UPDATE account SET value = 99 WHERE id = 1")
+            with replica_session():
+                seen = db.select("SELECT value FROM account WHERE id = 1")[0]
+        assert seen == 99
+    finally:
+        con.cursor().execute("SELECT pg_wal_replay_resume()")
+        con.close()

@@ -429,3 +429,22 @@ def test_only_commits_that_wrote_pin_the_reader(mpair: Any, mariadb_replica_cont
             assert current_pin() is not None  # not attached: nothing tells a read from a write
     finally:
         plain.disconnect()
+
+
+@pytest.mark.parametrize("via", ["execute", "select"])
+def test_a_read_calling_a_writing_function_pins_the_reader(mpair: Any, via: str) -> None:
+    """Pony commits every MariaDB session: a SELECT of a stored function that writes must still pin."""
+    db, _account = mpair(accounts=2)
+    with db_session:
+        db.execute(
+            "CREATE FUNCTION bump(n INT) RETURNS INT MODIFIES SQL DATA DETERMINISTIC "
+            "BEGIN UPDATE account SET value = n WHERE id = 1; RETURN n; END"
+        )
+    before = replica_status(db)["pins"]
+    with use_pin():
+        with db_session:
+            getattr(db, via)("SELECT bump(7)")
+        assert current_pin() is not None
+    assert replica_status(db)["pins"] - before == 1
+    with db_session:
+        assert db.select("SELECT value FROM account WHERE id = 1")[0] == 7

@@ -14,7 +14,7 @@ from .. import _pony
 from .._sql import Dialect, dialect_of
 from ..errors import BulkWriteError, ConfigurationError, OptionError
 from ..transactions import record_writes
-from ..transactions._hooks import tx_state
+from ..transactions._state import tx_state
 from ._check import first_refusal
 from ._rows import RowPlan, Shape, plan_for
 

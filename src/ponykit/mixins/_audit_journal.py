@@ -39,7 +39,7 @@ from ..bulk._copy import copy_text
 from ..errors import ConfigurationError
 from ..security import current_principal, current_rls_settings
 from ..transactions import record_writes
-from ..transactions._hooks import TxState, tx_state
+from ..transactions._state import TxState, tx_state
 
 __all__ = ["Block", "Event", "audit_actor", "current_actor", "journal_events"]
 

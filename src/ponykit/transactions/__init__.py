@@ -32,13 +32,13 @@ from .._kit import Kit, get_kit
 from ..errors import OptionError
 from ._async import run_in_session, session_threads, set_session_threads
 from ._classify import ErrorClass, classify_error
-from ._hooks import Callback, tx_state
 from ._hooks import install as install  # attach() runs it: ponykit.kit.INSTALLERS
 from ._isolation import ISOLATION_LEVELS, Isolation
 from ._resolve import resolve_db
 from ._retrying import Attempt, retrying
 from ._run import Backoff, transaction
 from ._savepoint import savepoint
+from ._state import Callback, tx_state
 
 __all__ = [
     "ISOLATION_LEVELS",

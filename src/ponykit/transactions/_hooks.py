@@ -18,12 +18,11 @@ A connection lost inside a transaction that had already written raises
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pony.orm import Database
@@ -32,74 +31,18 @@ from .. import _pony
 from .._kit import CommitEvent, Kit
 from ..errors import CallbackError, ConnectionLostError
 from ._classify import mark_unanswered_commit, server_answered
-from ._isolation import Mode
-from ._statements import MEMO_MAX_CHARS, WRITE_MEMO, is_write_statement_memo, refuse_write_statement
+from ._state import TX_IDS, Callback, TxState, tx_state
+from ._statements import (
+    MEMO_MAX_CHARS,
+    WRITE_MEMO,
+    is_write_statement_memo,
+    may_write_when_read_memo,
+    refuse_write_statement,
+)
 
 __all__ = ()
 
 log = logging.getLogger("ponykit.transactions")
-
-_STATE_ATTR = "_ponykit_tx_"
-_TX_IDS = itertools.count(1)  # next() on a count is atomic under the GIL: ids are unique process-wide
-
-
-@dataclass
-class Callback:
-    fn: Callable[[], Any]
-    reraise: bool
-
-
-@dataclass
-class TxState:
-    """What ponykit tracks for the open transaction of one session cache."""
-
-    on_commit: list[Callback] = field(default_factory=list)
-    on_rollback: list[Callback] = field(default_factory=list)
-    writes: dict[str, set[Any] | None] = field(default_factory=dict)
-    rolled_back: bool = False
-    # Statements run since the transaction began that wrote (or locked) something: a connection lost
-    # after one of them loses work, one lost before any of them loses nothing.
-    write_statements: int = 0
-    # Names the transaction in logs and spans; a new one after each commit or rollback in the session.
-    txid: int = field(default_factory=lambda: next(_TX_IDS))
-    # Set by transaction(): applied at the start of every database transaction of the session.
-    mode: Mode | None = None
-    # Statements that put the connection's settings back before it returns to the pool.
-    restore: list[str] = field(default_factory=list)
-    # Work done just before COMMIT, in the transaction (the audit trail of ponykit.mixins): ``journal``
-    # collects what the transaction's writes report, each ``before_commit`` step (added once) turns it
-    # into statements. A step that raises fails the commit (Pony rolls back). Rollback clears both; a
-    # rolled-back savepoint (or bulk call) drops the journal entries added inside it.
-    journal: list[Any] = field(default_factory=list)
-    before_commit: list[Callable[[TxState], None]] = field(default_factory=list)
-
-    def has_written(self) -> bool:
-        return bool(self.write_statements or self.writes)
-
-    def record(self, entity: Any, pk: Any) -> None:
-        for cls in _pony.entity_lineage(entity):
-            keys = self.writes.setdefault(cls.__name__, set())
-            if keys is not None:
-                if pk is None:
-                    self.writes[cls.__name__] = None
-                else:
-                    keys.add(pk)
-
-    def record_many(self, entity: Any, pks: Iterable[Any]) -> None:
-        # One lineage walk for many keys: bulk writes report 100,000s of keys per call.
-        pks = pks if isinstance(pks, (list, tuple, set, frozenset)) else list(pks)
-        if None in pks:
-            self.record(entity, None)
-            return
-        for cls in _pony.entity_lineage(entity):
-            keys = self.writes.setdefault(cls.__name__, set())
-            if keys is not None:
-                keys.update(pks)
-
-    def take_writes(self) -> dict[str, frozenset[Any] | None]:
-        writes = {name: (None if keys is None else frozenset(keys)) for name, keys in self.writes.items()}
-        self.writes.clear()
-        return writes
 
 
 @dataclass(frozen=True)
@@ -151,17 +94,6 @@ class _Local(threading.local):
 local = _Local()
 
 
-def tx_state(cache: Any, create: bool = False) -> TxState | None:
-    """The transaction state kept on a session cache (made when ``create``); None without a cache."""
-    if cache is None:
-        return None
-    state: TxState | None = cache.__dict__.get(_STATE_ATTR)
-    if state is None and create:
-        state = TxState()
-        setattr(cache, _STATE_ATTR, state)
-    return state
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Interception, installed on one Database by attach()
 
@@ -188,7 +120,7 @@ def _transaction_wrote(cache: Any) -> bool:
     """Whether the transaction of ``cache`` has written: a write statement went through the wrapped
     ``execute`` (or a flush), or a bulk write was reported with ``record_writes``."""
     state = tx_state(cache)
-    return state is not None and state.has_written()
+    return state is not None and (state.has_written() or state.unsure_reads)
 
 
 def _record_saved(cache: Any, obj: Any, status: str) -> None:
@@ -265,7 +197,8 @@ def _make_commit_wrapper(kit: Kit) -> Callable[[Callable[..., Any]], Callable[..
             if state is None:
                 return result
             state.write_statements = 0
-            state.txid = next(_TX_IDS)
+            state.unsure_reads = False
+            state.txid = next(TX_IDS)
             # The database confirmed the commit: from here on nothing may undo it or raise into Pony.
             writes = state.take_writes()
             if writes:
@@ -316,8 +249,9 @@ def _wrap_ending(
 def _after_rollback(state: TxState | None) -> None:
     if state is not None:
         state.rolled_back = True
-        state.txid = next(_TX_IDS)
+        state.txid = next(TX_IDS)
         state.write_statements = 0
+        state.unsure_reads = False
         state.writes.clear()
         state.journal.clear()
         state.before_commit.clear()
@@ -410,6 +344,10 @@ def _note_statement(db: Database, sql: str) -> None:
     """Count a statement that ran on ``db`` in this thread's session (called by the Kit's execute wrapper)."""
     known = WRITE_MEMO.get(sql) if len(sql) <= MEMO_MAX_CHARS else None  # inline: runs per statement
     if not (is_write_statement_memo(sql) if known is None else known):
+        if may_write_when_read_memo(sql):  # a read calling a function that may write
+            state = tx_state(_pony.session_cache(db), create=True)
+            if state is not None:
+                state.unsure_reads = True
         return
     cache = _pony.session_cache(db)
     if cache is not None:

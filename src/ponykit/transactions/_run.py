@@ -30,9 +30,9 @@ from ..errors import (
     TransactionStateError,
 )
 from ._classify import classify_error, error_code, unanswered_commit_error
-from ._hooks import tx_state
 from ._isolation import Isolation, Mode
 from ._resolve import resolve_db
+from ._state import tx_state
 
 __all__ = ["Backoff", "Block", "Retry", "transaction"]
 

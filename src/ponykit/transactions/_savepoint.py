@@ -19,8 +19,9 @@ from pony.orm import Database
 from .. import _pony
 from ..errors import TransactionStateError
 from ._classify import classify_error
-from ._hooks import Callback, TxState, local, run_ready, tx_state
+from ._hooks import local, run_ready
 from ._resolve import resolve_db
+from ._state import Callback, TxState, tx_state
 
 __all__ = ["savepoint"]
 
