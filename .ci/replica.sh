@@ -104,42 +104,112 @@ replica_clone() {  # a fresh base backup of the primary, configured as a standby
     replica_write_config
 }
 
+replica_launch() {  # start the standby of our data directory and wait until it accepts connections
+    as_postgres "$(replica_bin)/pg_ctl" -D "$REPLICA_DIR" -l "$REPLICA_DIR/server.log" -w -t "$REPLICA_WAIT" \
+        start >/dev/null
+}
+
+replica_ours() {  # 0 when the server answering on the replica port runs from our data directory
+    local dir
+    dir="$(replica_sql "$REPLICA_PORT" 'SHOW data_directory')"
+    [ -n "$dir" ] || return 1
+    [ "$dir" = "$REPLICA_DIR" ] || [ "$(readlink -f "$dir")" = "$(readlink -f "$REPLICA_DIR")" ]
+}
+
+replica_not_ours() {  # the message when another server holds the port: we neither stop nor clone it
+    printf 'replica: the server on 127.0.0.1:%s runs from %s, not %s; leaving it alone (stop it, or set PONYKIT_REPLICA_PORT)\n' \
+        "$REPLICA_PORT" "$(replica_sql "$REPLICA_PORT" 'SHOW data_directory')" "$REPLICA_DIR" >&2
+}
+
+replica_reclone() {  # our standby cannot stream: stop it, clone the primary afresh, start the copy
+    printf 'replica: not streaming from the primary; cloning it again (log: %s)\n' "$REPLICA_DIR/server.log" >&2
+    as_postgres "$(replica_bin)/pg_ctl" -D "$REPLICA_DIR" -m immediate -w stop >/dev/null 2>&1 || true
+    replica_clone || return 1
+    replica_launch
+}
+
+# replica_streaming [SECONDS]: 0 when the standby's WAL receiver streams from the primary, 1 when it does
+# not within SECONDS (default 15), 2 when the primary does not answer (nothing known). Judged by what the
+# standby received, not by what it replayed: a replay delay (PONYKIT_REPLICA_APPLY_DELAY, replica.sh delay,
+# kept by ALTER SYSTEM) or a paused replay is a healthy standby. A standby whose WAL the primary recycled
+# ("requested WAL segment has already been removed") reconnects every few seconds and may show 'streaming'
+# for a moment, but never receives up to the primary's position; so both are required, twice in a row.
+replica_streaming() {
+    local limit="${1:-15}" target polls=0 seen=0
+    target="$(replica_sql "$REPLICA_PRIMARY_PORT" 'SELECT pg_current_wal_flush_lsn()')"
+    [ -n "$target" ] || return 2
+    while [ "$polls" -lt $((limit * 2)) ]; do
+        if [ "$(replica_sql "$REPLICA_PORT" "SELECT status = 'streaming' AND pg_last_wal_receive_lsn() >= \
+            '$target'::pg_lsn FROM pg_stat_wal_receiver")" = "t" ]; then
+            seen=$((seen + 1))
+            [ "$seen" -ge 2 ] && return 0
+        else
+            seen=0
+        fi
+        sleep 0.5
+        polls=$((polls + 1))
+    done
+    printf 'replica: not streaming from the primary (up to %s) after %ss\n' "$target" "$limit" >&2
+    return 1
+}
+
 replica_start() {
-    local bin waited=0
-    bin="$(replica_bin)"
+    local waited=0 cloned=0 streaming
     if replica_check; then
-        if [ "$REPLICA_APPLY_DELAY" != "0" ] || replica_caught_up 20 2>/dev/null; then
+        replica_streaming 15
+        streaming=$?
+        if [ "$streaming" = 2 ]; then  # nothing known: a running standby is left as it is
+            printf 'replica: answering on 127.0.0.1:%s (the primary does not answer: streaming not checked)\n' \
+                "$REPLICA_PORT"
+            return 0
+        elif [ "$streaming" = 0 ]; then
             printf 'replica: answering on 127.0.0.1:%s\n' "$REPLICA_PORT"
             return 0
         fi
-        printf 'replica: answering but not streaming from the primary; starting it again\n' >&2
-        as_postgres "$bin/pg_ctl" -D "$REPLICA_DIR" -m immediate -w stop >/dev/null 2>&1 || true
+        # Stopped while its WAL was recycled, say: only ours is stopped and cloned again, never another's.
+        if ! replica_ours; then
+            replica_not_ours
+            return 1
+        fi
+        replica_allow_replication || return 1
+        replica_reclone || return 1
+        cloned=1
+    elif [ -n "$(replica_sql "$REPLICA_PORT" 'SELECT 1')" ]; then
+        # A server that is no standby (ours promoted, or another one): ours is stopped and cloned again.
+        if ! replica_ours; then
+            replica_not_ours
+            return 1
+        fi
+        printf 'replica: answering but not a standby; cloning the primary again\n' >&2
+        replica_stop || return 1
+        rm -f "$REPLICA_DIR/standby.signal"  # so that it is cloned below
     fi
-    replica_allow_replication || return 1
-    if [ ! -f "$REPLICA_DIR/standby.signal" ] || [ ! -f "$REPLICA_DIR/PG_VERSION" ]; then
-        replica_clone || return 1
-    fi
-    if ! as_postgres "$bin/pg_ctl" -D "$REPLICA_DIR" -l "$REPLICA_DIR/server.log" -w -t "$REPLICA_WAIT" \
-        start >/dev/null; then
-        # A standby that fell too far behind (its WAL gone from the primary) or a damaged copy: clone again.
-        printf 'replica: start failed; cloning the primary again (log: %s)\n' "$REPLICA_DIR/server.log" >&2
-        as_postgres "$bin/pg_ctl" -D "$REPLICA_DIR" -m immediate -w stop >/dev/null 2>&1 || true
-        replica_clone || return 1
-        as_postgres "$bin/pg_ctl" -D "$REPLICA_DIR" -l "$REPLICA_DIR/server.log" -w -t "$REPLICA_WAIT" \
-            start >/dev/null || return 1
+    if [ "$cloned" = 0 ]; then
+        replica_allow_replication || return 1
+        if [ ! -f "$REPLICA_DIR/standby.signal" ] || [ ! -f "$REPLICA_DIR/PG_VERSION" ]; then
+            replica_clone || return 1
+            cloned=1
+        fi
+        if ! replica_launch; then
+            # A damaged copy: clone again.
+            printf 'replica: start failed; cloning the primary again (log: %s)\n' "$REPLICA_DIR/server.log" >&2
+            as_postgres "$(replica_bin)/pg_ctl" -D "$REPLICA_DIR" -m immediate -w stop >/dev/null 2>&1 || true
+            replica_clone || return 1
+            cloned=1
+            replica_launch || return 1
+        fi
     fi
     while [ "$waited" -lt "$REPLICA_WAIT" ]; do
         if replica_check; then
-            if [ "$REPLICA_APPLY_DELAY" = "0" ] && ! replica_caught_up 20 2>/dev/null; then
+            replica_streaming 15
+            streaming=$?
+            if [ "$streaming" = 1 ]; then
                 # A standby stopped for a while starts, but cannot stream once the primary has recycled
-                # the WAL it needs ("requested WAL segment has already been removed"): clone again.
-                printf 'replica: not streaming from the primary; cloning it again (log: %s)\n' \
-                    "$REPLICA_DIR/server.log" >&2
-                as_postgres "$bin/pg_ctl" -D "$REPLICA_DIR" -m immediate -w stop >/dev/null 2>&1 || true
-                replica_clone || return 1
-                as_postgres "$bin/pg_ctl" -D "$REPLICA_DIR" -l "$REPLICA_DIR/server.log" -w -t "$REPLICA_WAIT" \
-                    start >/dev/null || return 1
-                replica_caught_up 60 || return 1
+                # the WAL it needs: clone again (a fresh copy that cannot stream would not do better).
+                [ "$cloned" = 0 ] || return 1
+                replica_reclone || return 1
+                cloned=1
+                replica_streaming 15 || return 1
             fi
             printf 'replica: started on 127.0.0.1:%s (%s)\n' "$REPLICA_PORT" "$REPLICA_DIR"
             return 0

@@ -9,10 +9,11 @@ primary read.
   the same read in a ``replica_session()`` served by the replica against a ``db_session`` on the
   primary, beside the raw driver doing the same on each server, and the routed path against the primary
   server itself (a Database listing its primary as its replica). Target: at most 1.1x. The client and
-  the server processes it talks to are pinned to two CPUs (see ``_pin_processes``).
+  the server processes it talks to are pinned to two CPUs while it runs (see ``_pinned``).
 
 The contenders take turns in every round and the medians of per-round figures are checked (the machine
-drifts by ±10% over minutes). ``pytest -s benchmarks/test_replicas.py`` prints the figures for docs/performance.md.
+drifts by ±10% over minutes). ``pytest -s benchmarks/test_replicas.py`` prints the figures for
+docs/performance.md.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psycopg2
 import pymysql
@@ -129,21 +130,39 @@ def postgres_pair() -> Iterator[Pair]:
     if not primary or not replica:
         pytest.skip("needs PONYKIT_TEST_POSTGRES and PONYKIT_TEST_REPLICA (bash .ci/replica.sh start)")
     schema = "pk_bench_" + uuid.uuid4().hex[:10]
-    admin = psycopg2.connect(**pk.parse_url(primary)[1])
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE SCHEMA "{schema}"')
-    query = f"options=-c%20search_path%3D{schema}"
-
-    def with_schema(url: str) -> str:
-        return urlunsplit(urlsplit(url)._replace(query=query))
-
-    made = _make_pair("postgres", with_schema(primary), with_schema(replica), _psycopg2_autocommit)
-    try:
+    # Undone in reverse, also when the setup fails part-way (the replica never replays the table, a
+    # mapping error): connections closed before the schema is dropped, the admin connection last.
+    with contextlib.ExitStack() as undo:
+        admin = psycopg2.connect(**pk.parse_url(primary)[1])
+        undo.callback(admin.close)
+        admin.autocommit = True
+        admin.cursor().execute(f'CREATE SCHEMA "{schema}"')
+        undo.callback(admin.cursor().execute, f'DROP SCHEMA "{schema}" CASCADE')
+        made = _make_pair(
+            "postgres",
+            _with_search_path(primary, schema),
+            _with_search_path(replica, schema),
+            _psycopg2_autocommit,
+            undo,
+        )
         yield Pair(*made, after_select=("DISCARD ALL",), server_process_sql="SELECT pg_backend_pid()")
-    finally:
-        _close_pair(made)
-        admin.cursor().execute(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.close()
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    """``url`` with ``-c search_path=<schema>`` added to its ``options`` parameter; its other query
+    parameters are kept as they are (ponykit reads a '+' as a plus sign, so they are not re-encoded)."""
+    parts = urlsplit(url)
+    setting = f"-c search_path={schema}"
+    pieces, merged = [], False
+    for piece in parts.query.split("&") if parts.query else []:
+        raw_key, sep, raw_value = piece.partition("=")
+        if sep and unquote(raw_key) == "options":
+            piece = f"{raw_key}={quote(f'{unquote(raw_value)} {setting}'.strip(), safe='')}"
+            merged = True
+        pieces.append(piece)
+    if not merged:
+        pieces.append(f"options={quote(setting, safe='')}")
+    return urlunsplit(parts._replace(query="&".join(pieces)))
 
 
 @pytest.fixture
@@ -155,14 +174,18 @@ def mariadb_pair() -> Iterator[Pair]:
         pytest.skip("needs PONYKIT_TEST_MARIADB_REPLICA (bash .ci/mariadb-replica.sh start)")
     primary = os.environ.get("PONYKIT_TEST_MARIADB_PRIMARY") or "mysql://root@127.0.0.1:3307/test"
     name = "pk_bench_" + uuid.uuid4().hex[:10]
-    admin = _pymysql_autocommit(**pk.parse_url(primary)[1])
-    admin.cursor().execute(f"CREATE DATABASE `{name}`")
 
     def with_database(url: str) -> str:
         return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
-    made = _make_pair("mariadb", with_database(primary), with_database(replica), _pymysql_autocommit)
-    try:
+    with contextlib.ExitStack() as undo:  # as in postgres_pair: undone also when the setup fails
+        admin = _pymysql_autocommit(**pk.parse_url(primary)[1])
+        undo.callback(admin.close)
+        admin.cursor().execute(f"CREATE DATABASE `{name}`")
+        undo.callback(admin.cursor().execute, f"DROP DATABASE `{name}`")
+        made = _make_pair(
+            "mariadb", with_database(primary), with_database(replica), _pymysql_autocommit, undo
+        )
         # Pony commits a read session on MariaDB, then its pool rolls back; a replica session skips the
         # COMMIT (it only read). The raw driver does the primary's work on both servers.
         yield Pair(
@@ -170,10 +193,6 @@ def mariadb_pair() -> Iterator[Pair]:
             after_select=("COMMIT", "ROLLBACK"),
             server_process_sql="SELECT tid FROM information_schema.processlist WHERE id = CONNECTION_ID()",
         )
-    finally:
-        _close_pair(made)
-        admin.cursor().execute(f"DROP DATABASE `{name}`")
-        admin.close()
 
 
 def _psycopg2_autocommit(**kwargs: Any) -> Any:
@@ -189,14 +208,17 @@ def _pymysql_autocommit(**kwargs: Any) -> Any:
 
 
 def _make_pair(
-    name: str, primary: str, replica: str, connect: Callable[..., Any]
+    name: str, primary: str, replica: str, connect: Callable[..., Any], undo: contextlib.ExitStack
 ) -> tuple[str, Database, Any, Any, Any, Any]:
+    """The two Databases and the raw connections, each registered on ``undo`` as soon as it exists."""
     db = Database()
+    undo.callback(db.disconnect)
     pk.bind_url(db, primary, replicas=[replica])
     item = _define(db)
     pk.attach(db)
     db.generate_mapping(create_tables=True)
     looped = Database()  # the same primary listed as its own replica: routed, on the same server
+    undo.callback(looped.disconnect)
     pk.bind_url(looped, primary, replicas=[primary])
     looped_item = _define(looped)
     pk.attach(looped)
@@ -204,7 +226,10 @@ def _make_pair(
     with db_session:
         for i in range(10):
             item(id=i, value=i)
-    raw_primary, raw_replica = connect(**pk.parse_url(primary)[1]), connect(**pk.parse_url(replica)[1])
+    raw_primary = connect(**pk.parse_url(primary)[1])
+    undo.callback(raw_primary.close)
+    raw_replica = connect(**pk.parse_url(replica)[1])
+    undo.callback(raw_replica.close)
     deadline = time.monotonic() + 30
     while True:  # the replica itself has replayed the table and its rows (not a router's fallback)
         cursor = raw_replica.cursor()
@@ -216,14 +241,6 @@ def _make_pair(
             pytest.fail(f"the {name} replica did not replay the benchmark table within 30 s")
         time.sleep(0.05)
     return name, db, item, looped_item, raw_primary, raw_replica
-
-
-def _close_pair(made: tuple[str, Database, Any, Any, Any, Any]) -> None:
-    _, db, _, looped_item, raw_primary, raw_replica = made
-    db.disconnect()
-    looped_item._database_.disconnect()
-    raw_primary.close()
-    raw_replica.close()
 
 
 @pytest.mark.bench_backends("postgres")
@@ -296,19 +313,17 @@ def _replica_read(pair: Pair) -> None:
         cursor.execute(pair.server_process_sql)
         return int(cursor.fetchone()[0])
 
-    mine = os.sched_getaffinity(0)
-    pinned = _pin_processes(
-        [
-            server_process(lambda: db_session, db),
-            server_process(pk.replica_session, db),
-            server_process(pk.replica_session, looped_db),
-            server_process(lambda: db_session, looped_db),
-            raw_process(pair.raw_primary),
-            raw_process(pair.raw_replica),
-        ]
-    )
-    try:
+    servers = [
+        server_process(lambda: db_session, db),
+        server_process(pk.replica_session, db),
+        server_process(pk.replica_session, looped_db),
+        server_process(lambda: db_session, looped_db),
+        raw_process(pair.raw_primary),
+        raw_process(pair.raw_replica),
+    ]
+    with _pinned(servers) as pinned:
         status_before = dict(pk.binding.replica_status(db)["sessions"])
+        looped_before = dict(pk.binding.replica_status(looped_db)["sessions"])
         times = _rounds(
             {
                 "primary": primary,
@@ -321,8 +336,6 @@ def _replica_read(pair: Pair) -> None:
             rounds=LONG_ROUNDS,
             calls=SHORT_CALLS,
         )
-    finally:
-        os.sched_setaffinity(0, mine)  # the rest of the benchmark run is not pinned
     med = {name: statistics.median(t) for name, t in times.items()}
 
     def paired(a: str, b: str) -> float:
@@ -341,6 +354,8 @@ def _replica_read(pair: Pair) -> None:
     measured = paired("replica", "primary")
     status = pk.binding.replica_status(db)["sessions"]
     served = status.get("replica", 0) - status_before.get("replica", 0)
+    looped_status = pk.binding.replica_status(looped_db)["sessions"]
+    looped_served = looped_status.get("replica", 0) - looped_before.get("replica", 0)
     print(
         f"\n{pair.name}: one-row read (medians of {LONG_ROUNDS} rounds of {SHORT_CALLS}): primary "
         f"{med['primary'] * 1e6:.0f} µs, replica {med['replica'] * 1e6:.0f} µs, routed to the primary "
@@ -348,32 +363,54 @@ def _replica_read(pair: Pair) -> None:
         f"{med['raw-replica'] * 1e6:.0f} µs; routed, same server: {same_server:.3f}x (two primary "
         f"connections against each other: {control:.3f}x); the real replica: {real:.3f}x with the "
         f"servers' difference taken out ({measured:.3f}x as measured); replica sessions served by the "
-        f"replica: {served}; {pinned}"
+        f"replica: {served}, routed to the primary server: {looped_served}; {pinned}"
     )
     assert served >= LONG_ROUNDS * SHORT_CALLS  # every replica session was served by the replica
+    # and the routed figure is the replica path's: no looped session fell back to its primary path
+    assert looped_served >= LONG_ROUNDS * SHORT_CALLS, f"looped replica sessions: {looped_status}"
     assert same_server <= 1.1, (
         f"routing costs {same_server:.3f}x a primary read on the same server (target 1.1x)"
     )
     assert real <= 1.1, f"a replica read costs {real:.3f}x a primary read beside the driver (target 1.1x)"
 
 
-def _pin_processes(servers: list[int]) -> str:
+@contextlib.contextmanager
+def _pinned(servers: list[int]) -> Iterator[str]:
     """Put this process on one CPU and the server processes (PostgreSQL) or threads (MariaDB) it talks
-    to on another, all the same one.
+    to on another, all the same one, for the ``with`` block; yields what was done, for the report.
 
     Each connection is served by its own server process or thread, and the scheduler places each one
     near or far from the client as it goes: measured here, one connection's round trip took 145 µs and
     another's 250 µs, persistently, for the same statement on the same server. Pinned, every
     contender's round trips cross between the same two CPUs. Needs the right to set the affinity of the
     server's processes (root, or the same user) and two CPUs; otherwise nothing is pinned.
+
+    Every affinity changed is put back afterwards, also when pinning fails part-way: a server outlives
+    the benchmark (MariaDB keeps a disconnected connection's thread in its cache and reuses it).
     """
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
-        return "not pinned (one CPU)"
+        yield "not pinned (one CPU)"
+        return
+    previous: dict[int, set[int]] = {}  # pid or tid -> its affinity before (0: this process)
     try:
-        for pid in servers:
-            os.sched_setaffinity(pid, {cpus[1]})
-    except OSError as exc:
-        return f"not pinned ({exc.strerror})"
-    os.sched_setaffinity(0, {cpus[0]})
-    return f"client on CPU {cpus[0]}, its {len(servers)} server processes on CPU {cpus[1]}"
+        try:
+            for pid in [*servers, 0]:
+                if pid not in previous:
+                    previous[pid] = os.sched_getaffinity(pid)
+                os.sched_setaffinity(pid, {cpus[1]} if pid else {cpus[0]})
+        except OSError as exc:
+            _restore(previous)
+            previous.clear()
+            yield f"not pinned ({exc.strerror})"
+        else:
+            yield f"client on CPU {cpus[0]}, its {len(set(servers))} server processes on CPU {cpus[1]}"
+    finally:
+        _restore(previous)
+
+
+def _restore(previous: dict[int, set[int]]) -> None:
+    """Give each pid or tid back its affinity; one that has gone (or may no longer be set) is left."""
+    for pid, cpus in previous.items():
+        with contextlib.suppress(OSError):  # ProcessLookupError included
+            os.sched_setaffinity(pid, cpus)
