@@ -1,7 +1,10 @@
-"""Which statements write: a lost connection after one of them loses work, before any of them nothing.
+"""Which statements write: a lost connection after one of them loses work, before any of them nothing;
+a replica session refuses them; and a commit after one of them (or after a read that may have written
+through a function it called) pins the reader to the primary's position (``ponykit.binding``).
 
 Runs for every statement Pony executes on an attached Database (the execute wrapper of ``_hooks``), so
-it looks at the head and the tail of the text only, and remembers its answer for short texts.
+on a long text it looks at the head and the tail only, and it remembers its answers for short texts.
+Where the text cannot tell, the answer is "it may write".
 """
 
 from __future__ import annotations
