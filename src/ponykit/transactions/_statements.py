@@ -10,6 +10,7 @@ Where the text cannot tell, the answer is "it may write".
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from pony.orm import Database
 
@@ -136,14 +137,18 @@ MEMO_MAX_ENTRIES = 4096
 
 def is_write_statement_memo(sql: str) -> bool:
     """:func:`is_write_statement`, remembered for short texts."""
+    return _remembered(WRITE_MEMO, is_write_statement, sql)
+
+
+def _remembered(memo: dict[str, bool], answer: Callable[[str], bool], sql: str) -> bool:
     if len(sql) > MEMO_MAX_CHARS:
-        return is_write_statement(sql)
-    found = WRITE_MEMO.get(sql)
+        return answer(sql)
+    found = memo.get(sql)
     if found is None:
-        found = is_write_statement(sql)
-        if len(WRITE_MEMO) >= MEMO_MAX_ENTRIES:
-            WRITE_MEMO.clear()
-        WRITE_MEMO[sql] = found
+        found = answer(sql)
+        if len(memo) >= MEMO_MAX_ENTRIES:
+            memo.clear()
+        memo[sql] = found
     return found
 
 
@@ -161,12 +166,4 @@ UNSURE_MEMO: dict[str, bool] = {}
 
 def may_write_when_read_memo(sql: str) -> bool:
     """:func:`may_write_when_read`, remembered for short texts."""
-    if len(sql) > MEMO_MAX_CHARS:
-        return may_write_when_read(sql)
-    found = UNSURE_MEMO.get(sql)
-    if found is None:
-        found = may_write_when_read(sql)
-        if len(UNSURE_MEMO) >= MEMO_MAX_ENTRIES:
-            UNSURE_MEMO.clear()
-        UNSURE_MEMO[sql] = found
-    return found
+    return _remembered(UNSURE_MEMO, may_write_when_read, sql)
