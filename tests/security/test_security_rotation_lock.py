@@ -169,6 +169,13 @@ def count_under(tmp_path: Path, key_id: str) -> int:
         )
 
 
+def _interruptible() -> None:
+    """In the child before exec: SIGINT back to its default. A test run started in the background by a
+    non-interactive shell ignores SIGINT, the child inherits that, and Python then installs no
+    KeyboardInterrupt handler: the CLI would run to the end (as it should when its caller ignores Ctrl-C)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.backends("sqlite")
 def test_cli_ctrl_c_exits_130_with_how_far_it_got(tmp_path: Path) -> None:
     """SIGINT mid-run: status 130, no traceback, a line with the number of values committed (exactly
@@ -183,6 +190,7 @@ def test_cli_ctrl_c_exits_130_with_how_far_it_got(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_interruptible,
     )
     assert proc.stderr is not None
     first = proc.stderr.readline()  # a progress line: at least one batch is committed
