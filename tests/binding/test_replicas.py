@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+from _pin_checks import pins_after, writes_of_every_kind
 from pony.orm import Database, OptimisticCheckError, PrimaryKey, Required, commit, db_session, flush
 
 import ponykit as pk
@@ -706,32 +707,14 @@ def test_only_commits_that_wrote_pin_the_reader(pair: Any, replica_control: Any,
     reads wait for other clients' writes. Every kind of write pins."""
     db, account = pair(accounts=2)
 
-    def pins_after(work: Callable[[], Any]) -> tuple[bool, int]:
-        before = replica_status(db)["pins"]
-        with use_pin():
-            work()
-            return current_pin() is not None, replica_status(db)["pins"] - before
-
     def read_in_transaction() -> None:
         with pk.transaction(db=db):  # on the primary, and it COMMITs
             assert account[0].value == 0
             db.execute("SELECT 1")
 
-    def orm_write() -> None:
-        with db_session:
-            account[0].value = 1
-
-    def raw_write() -> None:
-        with db_session:
-            db.execute("UPDATE account SET value = 2 WHERE id = 1")
-
-    def bulk_write() -> None:
-        with db_session:
-            pk.bulk_update(account, [{"id": 0, "value": 3}])
-
-    assert pins_after(read_in_transaction) == (False, 0)
-    for write in (orm_write, raw_write, bulk_write):
-        assert pins_after(write) == (True, 1), write.__name__
+    assert pins_after(db, read_in_transaction) == (False, 0)
+    for write in writes_of_every_kind(db, account):
+        assert pins_after(db, write) == (True, 1), write.__name__
 
     # Without attach() nothing counts the statements: every commit pins, as before
     plain = Database()
@@ -768,12 +751,12 @@ def test_writes_that_read_like_selects_pin_the_reader(pair: Any, sql: str) -> No
             "CREATE FUNCTION bump(n int) RETURNS int LANGUAGE sql AS "
             "'UPDATE account SET value = n WHERE id = 1 RETURNING value'"
         )
-    before = replica_status(db)["pins"]
-    with use_pin():
+
+    def write() -> None:
         with db_session:
             db.execute(sql)
-        assert current_pin() is not None, sql
-    assert replica_status(db)["pins"] - before == 1
+
+    assert pins_after(db, write) == (True, 1), sql
 
 
 @pytest.mark.backends("postgres")

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from _pin_checks import pins_after, writes_of_every_kind
 from hypothesis import given
 from hypothesis import strategies as st
 from pony.orm import Database, OptimisticCheckError, PrimaryKey, Required, commit, db_session, flush
@@ -390,32 +391,14 @@ def test_only_commits_that_wrote_pin_the_reader(mpair: Any, mariadb_replica_cont
     writes). Every kind of write pins; without attach() every commit does."""
     db, account = mpair(accounts=2)
 
-    def pins_after(work: Callable[[], Any]) -> tuple[bool, int]:
-        before = replica_status(db)["pins"]
-        with use_pin():
-            work()
-            return current_pin() is not None, replica_status(db)["pins"] - before
-
     def read() -> None:
         with db_session:
             assert account[0].value == 0
             assert not on_replica(db)
 
-    def orm_write() -> None:
-        with db_session:
-            account[0].value = 1
-
-    def raw_write() -> None:
-        with db_session:
-            db.execute("UPDATE account SET value = 2 WHERE id = 1")
-
-    def bulk_write() -> None:
-        with db_session:
-            pk.bulk_update(account, [{"id": 0, "value": 3}])
-
-    assert pins_after(read) == (False, 0)
-    for write in (orm_write, raw_write, bulk_write):
-        assert pins_after(write) == (True, 1), write.__name__
+    assert pins_after(db, read) == (False, 0)
+    for write in writes_of_every_kind(db, account):
+        assert pins_after(db, write) == (True, 1), write.__name__
 
     primary, replica = mariadb_replica_control.database()
     plain = Database()
@@ -440,11 +423,11 @@ def test_a_read_calling_a_writing_function_pins_the_reader(mpair: Any, via: str)
             "CREATE FUNCTION bump(n INT) RETURNS INT MODIFIES SQL DATA DETERMINISTIC "
             "BEGIN UPDATE account SET value = n WHERE id = 1; RETURN n; END"
         )
-    before = replica_status(db)["pins"]
-    with use_pin():
+
+    def write() -> None:
         with db_session:
             getattr(db, via)("SELECT bump(7)")
-        assert current_pin() is not None
-    assert replica_status(db)["pins"] - before == 1
+
+    assert pins_after(db, write) == (True, 1)
     with db_session:
         assert db.select("SELECT value FROM account WHERE id = 1")[0] == 7
