@@ -266,8 +266,16 @@ def input_type(attr: Any, *, required: bool) -> Any:
         return Annotated[Decimal, _Field(ge=limits.min, le=limits.max, allow_inf_nan=False, **places)]
     if (isinstance(py_type, type) and issubclass(py_type, str)) or is_text(attr):
         # str, LongStr, and ponykit types whose values are text with a max_len (encrypted str)
+        # Pony strips a str before its Required check: whitespace alone is as empty as ""
+        blank = r"\S" if required and _pony.attr_autostrip(attr) else None
         return Annotated[
-            str, Field(strict=True, max_length=_pony.max_length(attr), min_length=1 if required else None)
+            str,
+            Field(
+                strict=True,
+                max_length=_pony.max_length(attr),
+                min_length=1 if required else None,
+                pattern=blank,
+            ),
         ]
     if codec is not None:  # a ponykit type: its own JSON rule parses it, as in from_dict
         return _annotated((Any, BeforeValidator(_loader(codec)), WithJsonSchema(dict(codec.json_schema()))))
