@@ -8,7 +8,7 @@ plan (so a ``Set`` becomes the sorted list of keys, a relation its key, nested o
 parses the JSON forms back into Python values (``Decimal``, ``datetime``, Enum members ...).
 
 Create and update models describe the input of ``from_dict``/``update_from``: the same constraints
-(``max_len``, non-empty ``Required`` strings, ``min``/``max`` and the int column's range, Decimal
+(``max_len``, non-blank ``Required`` strings, ``min``/``max`` and the int column's range, Decimal
 precision and scale, Enum members; int, str, bool and float strict, as ``from_dict`` is), unknown keys
 forbidden, so Pydantic reports the ``loc``/``type`` ponykit reports (see ``_problems``).
 """
